@@ -1,0 +1,53 @@
+"""The ``edgewarden`` command: one entry point, one sub-command group per area.
+
+Each group lives beside its code and exposes ``register(subparsers)``; handlers import
+their heavy dependencies (torch, h5py) lazily so the edge install stays torch-free.
+A handler returns an exit code. Every ``GatewayError`` becomes a one-paragraph message
+on stderr and its exit code; nothing else a user can cause prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from gateway.errors import GatewayError
+
+# Modules that add a sub-command group: each has register(subparsers).
+_GROUPS: tuple[str, ...] = (
+    "gateway.commands",
+    "gateway.audit.cli",
+    "simulators.cli",
+    "training.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgewarden",
+        description="Industrial edge control gateway: runs a verified ONNX policy next to "
+        "your PLCs, shields every action, latches e-stop, audits every decision.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _GROUPS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except GatewayError as exc:
+        print(f"edgewarden: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgewarden: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
