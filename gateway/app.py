@@ -1,0 +1,208 @@
+"""The gateway daemon: build everything in order, run the cycle, shut down in reverse.
+
+Build order (each step refuses to go on with a clear error): config (done by the
+caller) → logging → tag map → policy (verified against the tag map, warmed up) → audit
+log (recovered, config and model loads recorded durably) → metrics exporter → PLC
+connections → control loop → operator socket. Shutdown: stop the cycle; if actions
+were being written, write the safe outputs once; stop the heartbeat (the PLC's dead-man
+takes over); flush and close the audit log; close connections and the exporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+
+from gateway.audit.writer import AuditWriter
+from gateway.config import LoadedConfig, LoggingSection, Settings
+from gateway.cycle import ControlLoop
+from gateway.errors import AuditError, TransportError
+from gateway.io.opcua import OpcUaTransport
+from gateway.io.tags import TagMap
+from gateway.modes import WRITING, ModeMachine, Transition
+from gateway.ops.control import ControlServer
+from gateway.ops.metrics import Metrics
+from gateway.policy.onnx_policy import OnnxPolicy
+from gateway.safety.estop import TripEvent
+
+_NOISY = ("asyncua", "pymodbus")
+
+
+def configure_logging(cfg: LoggingSection) -> None:
+    level = getattr(logging, cfg.level.upper())
+    renderer: Any = (structlog.processors.JSONRenderer() if cfg.format == "json"
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    for name in _NOISY:  # protocol libraries log every revised parameter at WARNING
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def load_policy(s: Settings) -> OnnxPolicy:
+    expected_obs = [(t, s.tags[t].units) for t in s.policy.observations]
+    expected_act = [(t, s.tags[t].units, s.safety.actions[t].min, s.safety.actions[t].max)
+                    for t in s.policy.actions]
+    return OnnxPolicy.load(s.policy.path, expected_obs=expected_obs, expected_act=expected_act,
+                           sha256=s.policy.sha256)
+
+
+class Gateway:
+    """One daemon. ``run()`` returns when stopped (SIGTERM/SIGINT or ``request_stop``)."""
+
+    def __init__(self, loaded: LoadedConfig, *, on_ready: Callable[[Gateway], None] | None = None) -> None:
+        self.loaded = loaded
+        self.settings = loaded.settings
+        self.on_ready = on_ready
+        self.log = structlog.get_logger("edgewarden")
+        self._stop = asyncio.Event()
+        self.metrics_port: int | None = None
+        self.loop: ControlLoop | None = None
+        self.audit: AuditWriter | None = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        s = self.settings
+        tags = TagMap.from_settings(s)
+        policy = load_policy(s)
+        aio = asyncio.get_running_loop()
+        audit = AuditWriter(
+            s.audit.dir,
+            commit_interval_s=s.audit.commit_interval_ms / 1000.0,
+            segment_max_bytes=int(s.audit.segment_mb * 1024 * 1024),
+            on_fatal=lambda err: aio.call_soon_threadsafe(self._audit_failed, err),
+        )
+        audit.open()
+        self.audit = audit
+        metrics = Metrics()
+        transport = OpcUaTransport(tags, s.connections)
+        control: ControlServer | None = None
+        try:
+            audit.append_durable("config_load", {"path": str(self.loaded.path), "sha256": self.loaded.sha256,
+                                                 "gateway": s.gateway.name})
+            audit.append_durable("model_load", {"path": str(policy.path), "sha256": policy.sha256,
+                                                "algorithm": policy.contract.algorithm})
+            if s.metrics.enabled:
+                self.metrics_port = metrics.serve(s.metrics.host, s.metrics.port)
+            await transport.connect()
+            modes = ModeMachine()
+            loop = ControlLoop(s, tags, transport, policy, modes, audit, metrics)
+            self.loop = loop
+            modes.subscribe(self._on_transition)
+            loop.estop.add_handler("audit", self._audit_trip)
+            control = ControlServer(s.control.socket, self._commands())
+            await control.start()
+            self._install_signals(aio)
+            self.log.info("gateway started", name=s.gateway.name, cycle_hz=s.gateway.cycle_hz,
+                          model=policy.sha256[:16], metrics_port=self.metrics_port,
+                          control=str(s.control.socket))
+            if self.on_ready is not None:
+                self.on_ready(self)
+            await loop.run(self._stop)
+            await self._hand_over(loop)
+        finally:
+            if control is not None:
+                await control.close()
+            await transport.close()
+            metrics.close()
+            with contextlib.suppress(AuditError):
+                audit.append("shutdown", {"mode": self.loop.modes.mode.name if self.loop else None})
+            audit.close()
+        self.log.info("gateway stopped", cycles=self.loop.stats.cycles if self.loop else 0)
+        return 0
+
+    # ---- wiring ---------------------------------------------------------------------
+    def _install_signals(self, aio: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                aio.add_signal_handler(sig, self.request_stop)
+
+    def _on_transition(self, t: Transition) -> None:
+        assert self.audit is not None and self.loop is not None
+        with contextlib.suppress(AuditError):  # a failed log trips through on_fatal
+            self.audit.append("mode", {"from": t.source.name, "to": t.target.name,
+                                       "reason": t.reason, "actor": t.actor})
+        self.loop.metrics.set_mode(t.target)
+        self.log.info("mode", source=t.source.name, target=t.target.name, reason=t.reason, actor=t.actor)
+
+    async def _audit_trip(self, event: TripEvent) -> None:
+        """Make the trip durable before it is acknowledged."""
+        assert self.audit is not None
+        await self.audit.append_durable_async("trip", {"code": event.code, "message": event.message,
+                                                       "actor": event.actor})
+        self.log.error("e-stop", code=event.code, message=event.message, actor=event.actor)
+
+    def _audit_failed(self, err: AuditError) -> None:
+        """An audit write/fsync failure is fatal to AUTO: trip to the safe state."""
+        if self.loop is not None:
+            asyncio.ensure_future(self.loop.estop.trip("audit_failure", str(err)))
+
+    async def _hand_over(self, loop: ControlLoop) -> None:
+        """On stop: leave the plant in its safe state; the PLC's dead-man does the rest."""
+        if loop.modes.mode in WRITING:
+            with contextlib.suppress(TransportError):
+                await loop.write_safe(TripEvent("shutdown", "gateway stopping", "gateway"))
+
+    # ---- operator commands ----------------------------------------------------------
+    def _commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        return {"status": self._cmd_status, "estop": self._cmd_estop,
+                "reset": self._cmd_reset, "start": self._cmd_start}
+
+    def _actor(self, req: dict[str, Any]) -> str:
+        return f"{req['actor']} (uid {req.get('uid')})"
+
+    async def _cmd_status(self, req: dict[str, Any]) -> dict[str, Any]:
+        loop = self.loop
+        assert loop is not None and self.audit is not None
+        snap = loop.snap
+        tags = loop.tags
+        audit_stats = self.audit.stats()
+        return {
+            "mode": loop.modes.mode.name,
+            "stats": asdict(loop.stats),
+            "trips": loop.estop.count,
+            "last_trip": None if loop.estop.last is None else asdict(loop.estop.last),
+            "verdict": loop.checker.verdict.code,
+            "values": {n: (None if v != v else v) for n, v in zip(tags.readable, snap.values.tolist())},
+            "action": dict(zip(self.settings.policy.actions, loop.action.tolist())),
+            "audit_records": audit_stats.records_written,
+            "links": {k: asdict(v) for k, v in loop.transport.health().items()},
+            "pid": os.getpid(),
+        }
+
+    async def _cmd_estop(self, req: dict[str, Any]) -> dict[str, Any]:
+        assert self.loop is not None
+        reason = str(req.get("reason") or "operator e-stop")
+        tripped = await self.loop.estop.trip("operator_estop", reason, actor=self._actor(req))
+        return {"mode": self.loop.modes.mode.name, "tripped": tripped}
+
+    async def _cmd_reset(self, req: dict[str, Any]) -> dict[str, Any]:
+        assert self.loop is not None and self.audit is not None
+        self.loop.request_reset(self._actor(req))
+        await self.audit.append_durable_async("operator", {"cmd": "reset", "actor": self._actor(req)})
+        return {"mode": self.loop.modes.mode.name}
+
+    async def _cmd_start(self, req: dict[str, Any]) -> dict[str, Any]:
+        assert self.loop is not None and self.audit is not None
+        self.loop.request_start(self._actor(req))
+        await self.audit.append_durable_async("operator", {"cmd": "start", "actor": self._actor(req)})
+        return {"mode": self.loop.modes.mode.name}

@@ -1,0 +1,139 @@
+"""Observation checks, compiled once from the config into arrays.
+
+For every monitored tag (policy inputs, limited tags, the PLC e-stop input) each cycle:
+quality, staleness (the source timestamp has not advanced for ``stale_ms`` of gateway
+time, so clock offsets between PLC and gateway do not matter), valid range (bad data,
+NaN included), hard limits (trip) and soft limits (counted alarm). The verdict says
+OK, HOLD (data not usable this cycle: write nothing new) or TRIP, with a reason code
+naming the tag and the rule. The fast path is a handful of numpy calls on pre-allocated
+buffers; reason strings are built only when something is wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.config import Settings
+from gateway.io.tags import Quality, Snapshot, TagMap
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    HOLD = 1
+    TRIP = 2
+
+
+@dataclass
+class Verdict:
+    """Result of one check, reused every cycle."""
+
+    status: Status = Status.OK
+    code: str = "ok"
+    message: str = ""
+    soft_alarms: int = 0
+
+    def set(self, status: Status, code: str, message: str) -> None:
+        self.status, self.code, self.message = status, code, message
+
+
+def _bounds(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full(n, -np.inf), np.full(n, np.inf)
+
+
+class ObservationChecker:
+    def __init__(self, settings: Settings, tags: TagMap) -> None:
+        s = settings
+        names: list[str] = list(dict.fromkeys(
+            [*s.policy.observations, *s.safety.limits, *([s.safety.estop_input] if s.safety.estop_input else [])]
+        ))
+        self.names = names
+        self.slots = tags.indices(names)
+        n = len(names)
+        self.range_lo, self.range_hi = _bounds(n)
+        self.hard_lo, self.hard_hi = _bounds(n)
+        self.soft_lo, self.soft_hi = _bounds(n)
+        self.stale_s = np.full(n, np.inf)
+        for i, name in enumerate(names):
+            spec = tags.specs[name]
+            if spec.range is not None:
+                self.range_lo[i], self.range_hi[i] = spec.range
+            if spec.stale_ms is not None:
+                self.stale_s[i] = spec.stale_ms / 1000.0
+            lim = s.safety.limits.get(name)
+            if lim is not None and lim.hard is not None:
+                self.hard_lo[i], self.hard_hi[i] = lim.hard
+            if lim is not None and lim.soft is not None:
+                self.soft_lo[i], self.soft_hi[i] = lim.soft
+        self.estop_index = names.index(s.safety.estop_input) if s.safety.estop_input else -1
+        self._v = np.zeros(n)
+        self._q = np.zeros(n, dtype=np.uint8)
+        self._ts = np.zeros(n)
+        self._last_ts = np.full(n, np.nan)
+        self._last_change = np.zeros(n)
+        self._ok = np.zeros(n, dtype=bool)
+        self._tmp = np.zeros(n, dtype=bool)
+        self.verdict = Verdict()
+
+    def check(self, snap: Snapshot, now_mono: float) -> Verdict:
+        v, q, ok, tmp = self._v, self._q, self._ok, self._tmp
+        np.take(snap.values, self.slots, out=v)
+        np.take(snap.quality, self.slots, out=q)
+        np.take(snap.source_ts, self.slots, out=self._ts)
+        verdict = self.verdict
+        verdict.status, verdict.code, verdict.message = Status.OK, "ok", ""
+
+        # Staleness: has the PLC's timestamp advanced within stale_s of our clock?
+        np.not_equal(self._ts, self._last_ts, out=tmp)
+        self._last_change[tmp] = now_mono
+        self._last_ts[tmp] = self._ts[tmp]
+
+        # Quality first: a value that is not GOOD is never judged on its number.
+        if q.any():
+            i = int(np.flatnonzero(q)[0])
+            quality = Quality(int(q[i]))
+            if quality == Quality.NO_DATA:
+                verdict.set(Status.HOLD, f"no_data:{self.names[i]}", f"no data for tag {self.names[i]!r}")
+            else:
+                verdict.set(Status.TRIP, f"bad_quality:{self.names[i]}",
+                            f"tag {self.names[i]!r} reports {quality.name} quality")
+            return verdict
+        # Valid range (bad data); the comparisons are false for NaN, so NaN fails here too.
+        np.greater_equal(v, self.range_lo, out=ok)
+        np.less_equal(v, self.range_hi, out=tmp)
+        ok &= tmp
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            verdict.set(Status.TRIP, f"bad_value:{self.names[i]}",
+                        f"tag {self.names[i]!r} read {v[i]!r}, outside its valid range "
+                        f"[{self.range_lo[i]}, {self.range_hi[i]}]")
+            return verdict
+        if (now_mono - self._last_change > self.stale_s).any():
+            i = int(np.flatnonzero(now_mono - self._last_change > self.stale_s)[0])
+            verdict.set(Status.HOLD, f"stale:{self.names[i]}",
+                        f"tag {self.names[i]!r} has not been updated for more than "
+                        f"{self.stale_s[i] * 1000:.0f} ms")
+            return verdict
+        if self.estop_index >= 0 and v[self.estop_index] != 0.0:
+            verdict.set(Status.TRIP, "plc_estop", f"PLC e-stop input {self.names[self.estop_index]!r} is active")
+            return verdict
+        np.greater_equal(v, self.hard_lo, out=ok)
+        np.less_equal(v, self.hard_hi, out=tmp)
+        ok &= tmp
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            side = "high" if v[i] > self.hard_hi[i] else "low"
+            bound = self.hard_hi[i] if side == "high" else self.hard_lo[i]
+            verdict.set(Status.TRIP, f"hard_limit:{self.names[i]}:{side}",
+                        f"tag {self.names[i]!r} = {v[i]:.6g} beyond its hard {side} limit {bound:.6g}")
+            return verdict
+        np.greater_equal(v, self.soft_lo, out=ok)
+        np.less_equal(v, self.soft_hi, out=tmp)
+        ok &= tmp
+        if not ok.all():
+            verdict.soft_alarms += 1
+            i = int(np.flatnonzero(~ok)[0])
+            verdict.code = f"soft_limit:{self.names[i]}"
+        return verdict

@@ -1,0 +1,56 @@
+"""Builders shared by tests: a config for the CSTR tag map and a real linear ONNX policy."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from gateway.policy.contract import PolicyContract
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cstr.toml"
+
+OBS = ("T", "CA", "Tj", "T_sp")
+OBS_UNITS = ("K", "mol/L", "K", "K")
+ACT = ("coolant_flow_sp", "feed_flow_sp")
+ACT_UNITS = ("L/min", "L/min")
+ACT_LOW = (0.0, 0.0)
+ACT_HIGH = (200.0, 200.0)
+
+
+def contract(algorithm: str = "test-linear") -> PolicyContract:
+    return PolicyContract(
+        observation_tags=OBS, observation_units=OBS_UNITS, action_tags=ACT, action_units=ACT_UNITS,
+        action_low=ACT_LOW, action_high=ACT_HIGH, algorithm=algorithm, dataset_hash="none",
+        training_config={}, input_name="obs", output_name="action",
+    )
+
+
+def write_linear_policy(path: Path, weight: np.ndarray | None = None, bias: np.ndarray | None = None) -> Path:
+    """coolant = 100 + 5 (T - T_sp), feed = 100 unless weight/bias say otherwise."""
+    from training.onnx_export import build_linear_policy, write_model
+
+    if weight is None:
+        weight = np.array([[5.0, 0.0, 0.0, -5.0], [0.0, 0.0, 0.0, 0.0]])
+    if bias is None:
+        bias = np.array([100.0, 100.0])
+    write_model(path, build_linear_policy(contract(), weight, bias))
+    return path
+
+
+def write_config(tmp: Path, *, policy: Path, url: str = "opc.tcp://127.0.0.1:4840",
+                 replace: dict[str, str] | None = None, extra: str = "") -> Path:
+    """The example config with paths into ``tmp`` and optional regex replacements."""
+    text = EXAMPLE.read_text()
+    text = text.replace('url = "opc.tcp://127.0.0.1:4840"', f'url = "{url}"')
+    text = text.replace('path = "../models/cstr_baseline.onnx"', f'path = "{policy}"')
+    text = text.replace('dir = "../var/audit"', f'dir = "{tmp / "audit"}"')
+    text = text.replace('socket = "../var/control.sock"', f'socket = "{tmp / "control.sock"}"')
+    text = text.replace("port = 9108", "port = 0")
+    for pattern, new in (replace or {}).items():
+        text, n = re.subn(pattern, new, text, flags=re.M)
+        assert n, f"pattern {pattern!r} not found in the example config"
+    path = tmp / "gateway.toml"
+    path.write_text(text + extra)
+    return path

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from tests.helpers import EXAMPLE, write_config
+
+
+def test_example_config_is_valid() -> None:
+    loaded = load_config(EXAMPLE)
+    s = loaded.settings
+    assert s.policy.observations == ["T", "CA", "Tj", "T_sp"]
+    assert s.safety.actions["coolant_flow_sp"].safe == 200.0
+    assert s.policy.path.is_absolute() and s.policy.path.name == "cstr_baseline.onnx"
+    assert len(loaded.sha256) == 64
+
+
+def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEWARDEN_GATEWAY__CYCLE_HZ", "50")
+    monkeypatch.setenv("EDGEWARDEN_METRICS__PORT", "9200")
+    s = load_config(EXAMPLE).settings
+    assert s.gateway.cycle_hz == 50.0
+    assert s.metrics.port == 9200
+    assert s.gateway.name == "cstr-1"  # the rest of the section still comes from the file
+
+
+def test_unknown_key_names_file_and_path(tmp_path: Path) -> None:
+    path = write_config(tmp_path, policy=tmp_path / "p.onnx", replace={r"^auto_start = false": "autostart = false"})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "gateway.autostart: unknown key" in msg
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write_config(tmp_path, policy=tmp_path / "p.onnx", replace={
+        r"^cycle_hz = 10.0": "cycle_hz = -1",
+        r'^heartbeat_tag = "heartbeat"': 'heartbeat_tag = "nope"',
+        r"^safe = 200.0": "safe = 999.0",
+    })
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "gateway.cycle_hz: Input should be greater than 0 (got -1)" in msg
+    assert "safety.actions.coolant_flow_sp" in msg and "outside [min, max]" in msg
+    assert "2 problems" in msg  # schema errors first; cross-references after the schema is clean
+
+
+def test_cross_references_are_checked(tmp_path: Path) -> None:
+    path = write_config(tmp_path, policy=tmp_path / "p.onnx", replace={
+        r'^heartbeat_tag = "heartbeat"': 'heartbeat_tag = "T"',
+        r'^observations = \["T", "CA", "Tj", "T_sp"\]': 'observations = ["T", "pressure"]',
+    })
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "policy.observations[1]: no tag named 'pressure'" in msg
+    assert "safety.heartbeat_tag: tag 'T' must be writable" in msg
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gateway\nname = 1")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", str(EXAMPLE)]) == 0
+    assert "OK" in capsys.readouterr().out
+    path = write_config(tmp_path, policy=tmp_path / "p.onnx", replace={r"^cycle_hz = 10.0": "cycle_hz = 0"})
+    assert main(["config", "check", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert "gateway.cycle_hz" in err and "Traceback" not in err

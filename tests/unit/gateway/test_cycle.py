@@ -1,0 +1,195 @@
+"""The control cycle against the in-memory transport and a real onnxruntime policy."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.app import load_policy
+from gateway.config import load_config
+from gateway.cycle import ControlLoop
+from gateway.io.memory import MemoryTransport
+from gateway.io.tags import Quality, TagMap
+from gateway.modes import Mode, ModeMachine, ModeRefused
+from gateway.ops.metrics import Metrics
+from tests.helpers import write_config, write_linear_policy
+
+HEALTHY = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0,
+           "coolant_flow_sp": 100.0, "feed_flow_sp": 100.0}
+
+
+class ListAudit:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict]] = []
+
+    def append(self, kind: str, payload: dict) -> int:
+        self.records.append((kind, payload))
+        return len(self.records)
+
+
+def make_loop(tmp_path: Path, *, weight: np.ndarray | None = None, replace: dict[str, str] | None = None,
+              values: dict[str, float] | None = None) -> tuple[ControlLoop, MemoryTransport, ListAudit]:
+    policy_path = write_linear_policy(tmp_path / "policy.onnx", weight=weight)
+    s = load_config(write_config(tmp_path, policy=policy_path, replace=replace)).settings
+    tags = TagMap.from_settings(s)
+    transport = MemoryTransport(tags, dict(HEALTHY if values is None else values))
+    audit = ListAudit()
+    loop = ControlLoop(s, tags, transport, load_policy(s), ModeMachine(), audit, Metrics())
+    return loop, transport, audit
+
+
+def steps(loop: ControlLoop, n: int) -> None:
+    async def go() -> None:
+        for _ in range(n):
+            await loop.step()
+    asyncio.run(go())
+
+
+def action_writes(t: MemoryTransport) -> list[dict[str, float]]:
+    return [w for w in t.writes if "coolant_flow_sp" in w]
+
+
+def test_start_is_inhibited_until_an_explicit_start(tmp_path: Path) -> None:
+    loop, t, _ = make_loop(tmp_path)
+    steps(loop, 3)
+    assert loop.modes.mode == Mode.READY
+    assert action_writes(t) == []  # heartbeat only
+    assert [w["heartbeat"] for w in t.writes] == [1.0, 2.0, 3.0]
+    loop.request_start("alice")
+    steps(loop, 2)
+    assert loop.modes.mode == Mode.AUTO
+    assert len(action_writes(t)) == 2
+
+
+def test_actions_are_shielded_rate_limited_and_bumpless(tmp_path: Path) -> None:
+    # coolant = 100 + 5 (T - T_sp): T 40 K above setpoint gives 300, which the graph clips to 200
+    loop, t, audit = make_loop(tmp_path, values={**HEALTHY, "T": 390.0})
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 20)
+    coolant = [w["coolant_flow_sp"] for w in action_writes(t)]
+    step_max = 100.0 * loop.period  # max_rate 100 L/min per s
+    assert coolant[0] == pytest.approx(100.0 + step_max)  # ramps from the PLC's current setpoint
+    assert all(abs(b - a) <= step_max + 1e-9 for a, b in zip(coolant, coolant[1:]))
+    assert max(coolant) == 200.0 and all(0.0 <= c <= 200.0 for c in coolant)
+    cycles = [p for k, p in audit.records if k == "cycle" and p["mode"] == "AUTO"]
+    assert cycles[0]["proposed"][0] == 200.0 and cycles[0]["written"][0] == pytest.approx(100.0 + step_max)
+
+
+def test_hard_limit_trips_latches_and_needs_reset_then_start(tmp_path: Path) -> None:
+    loop, t, _ = make_loop(tmp_path)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 2)
+    t.values["T"] = 401.0  # hard high limit 400 K
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.ESTOP
+    assert loop.estop.last is not None and loop.estop.last.code == "hard_limit:T:high"
+    assert t.writes[-1]["coolant_flow_sp"] == 200.0 and t.writes[-1]["feed_flow_sp"] == 0.0
+    with pytest.raises(ModeRefused, match="trip condition is still present"):
+        loop.request_reset("alice")
+    t.values["T"] = 350.0
+    steps(loop, 3)
+    assert loop.modes.mode == Mode.ESTOP  # latched: cleared conditions alone change nothing
+    assert all(w["coolant_flow_sp"] == 200.0 for w in action_writes(t)[-3:])
+    loop.request_reset("alice")
+    n = len(action_writes(t))
+    steps(loop, 3)
+    assert loop.modes.mode == Mode.READY  # reset never restarts
+    assert len(action_writes(t)) == n
+    loop.request_start("alice")
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.AUTO
+
+
+@pytest.mark.parametrize(("tag", "value", "quality", "code"), [
+    ("T", math.nan, Quality.GOOD, "bad_value:T"),
+    ("CA", 5.0, Quality.GOOD, "bad_value:CA"),  # outside the sensor span [0, 2]
+    ("Tj", 320.0, Quality.BAD, "bad_quality:Tj"),
+    ("plc_estop", 1.0, Quality.GOOD, "plc_estop"),
+])
+def test_bad_plc_values_trip_with_the_tag_named(tmp_path: Path, tag: str, value: float,
+                                                quality: Quality, code: str) -> None:
+    loop, t, _ = make_loop(tmp_path)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 1)
+    t.values[tag] = value
+    t.quality[tag] = quality
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.ESTOP
+    assert loop.estop.last is not None and loop.estop.last.code == code
+    assert t.writes[-1]["feed_flow_sp"] == 0.0
+
+
+def test_comms_loss_holds_then_trips_after_timeout(tmp_path: Path) -> None:
+    loop, t, _ = make_loop(tmp_path, replace={r"^comms_timeout_ms = 1000": "comms_timeout_ms = 50"})
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 1)
+    t.online = False
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.AUTO and loop.stats.holds == 1  # nothing new written
+    asyncio.run(asyncio.sleep(0.06))
+    t.online = True  # comes back only after the timeout: too late, it has tripped by then
+    t.values["T"] = 350.0
+    t.online = False
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.ESTOP and loop.estop.last.code == "comms_loss"
+
+
+def test_policy_fault_trips(tmp_path: Path) -> None:
+    # 3e38·T overflows float32 to +inf, −3e38·T_sp to −inf; their sum is NaN: a real model fault
+    weight = np.array([[3e38, 0.0, 0.0, -3e38], [0.0, 0.0, 0.0, 0.0]])
+    loop, t, _ = make_loop(tmp_path, weight=weight)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.ESTOP
+    assert loop.estop.last is not None and loop.estop.last.code == "policy_fault"
+    assert t.writes[-1] == {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0, "heartbeat": float(len(t.writes))}
+
+
+def test_trip_runs_once_and_isolates_failing_handlers(tmp_path: Path) -> None:
+    loop, t, _ = make_loop(tmp_path)
+    steps(loop, 1)
+    t.fail_writes = True  # the safe write itself fails: the other handlers still run
+
+    async def go() -> tuple[bool, bool]:
+        first = await loop.estop.trip("operator_estop", "test", actor="alice")
+        second = await loop.estop.trip("operator_estop", "again", actor="bob")
+        return first, second
+
+    assert asyncio.run(go()) == (True, False)
+    assert loop.estop.count == 1 and loop.estop.handler_failures[0].startswith("write_safe")
+    samples = loop.metrics.registry.get_sample_value("edgewarden_trips_total", {"reason": "operator_estop"})
+    assert samples == 1.0
+
+
+def test_deadline_overruns_trip(tmp_path: Path) -> None:
+    loop, t, _ = make_loop(tmp_path, replace={r"^max_consecutive_overruns = 5": "max_consecutive_overruns = 3"})
+    real_step = loop.step
+
+    async def slow_step() -> None:
+        await real_step()
+        await asyncio.sleep(loop.period * 1.5)  # every cycle overruns its period
+
+    loop.step = slow_step  # type: ignore[method-assign]
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop.run(stop))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if loop.modes.mode == Mode.ESTOP:
+                break
+        stop.set()
+        await task
+
+    asyncio.run(go())
+    assert loop.modes.mode == Mode.ESTOP and loop.estop.last.code == "deadline_overrun"
+    assert loop.stats.deadline_misses >= 3
