@@ -170,6 +170,7 @@ def write_model(path: str | os.PathLike[str], model_bytes: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # a model is not a secret; mkstemp makes it 0600
             f.write(model_bytes)
             f.flush()
             os.fsync(f.fileno())

@@ -143,9 +143,17 @@ def test_comms_loss_holds_then_trips_after_timeout(tmp_path: Path) -> None:
 
 
 def test_policy_fault_trips(tmp_path: Path) -> None:
-    # 3e38·T overflows float32 to +inf, −3e38·T_sp to −inf; their sum is NaN: a real model fault
-    weight = np.array([[3e38, 0.0, 0.0, -3e38], [0.0, 0.0, 0.0, 0.0]])
-    loop, t, _ = make_loop(tmp_path, weight=weight)
+    # Two hidden units overflow float32 to +inf; the next layer subtracts them: inf − inf = NaN.
+    from training.onnx_export import build_mlp_policy, write_model
+
+    from tests.helpers import contract
+
+    hidden = (np.array([[3e38, 0.0, 0.0, 0.0], [3e38, 0.0, 0.0, 0.0]]), np.zeros(2))
+    head = (np.array([[1.0, -1.0], [0.0, 0.0]]), np.array([0.0, 100.0]))
+    loop, t, _ = make_loop(tmp_path)
+    write_model(loop.settings.policy.path, build_mlp_policy(contract(), [hidden, head]))
+    s = loop.settings
+    loop.policy = load_policy(s)  # passes the load checks: zeros in, finite out
     steps(loop, 1)
     loop.request_start("alice")
     steps(loop, 1)
