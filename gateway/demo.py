@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "examples" / "cstr.toml"
 SHIPPED_MODEL = REPO / "models" / "cstr_baseline.onnx"
 ACTOR = "demo-operator"
+TIME_SCALE = 5.0  # the reactor's dynamics take minutes: run the twin 5x faster than real time
 
 
 @dataclass
@@ -104,6 +106,12 @@ def _process(cmd: list[str], log: Path, cwd: Path) -> Iterator[subprocess.Popen[
                 proc.wait()
 
 
+def _num(x: float | None, scale: float, width: int, decimals: int) -> str:
+    if x is None or x != x:
+        return "-".rjust(width)
+    return f"{x * scale:{width}.{decimals}f}"
+
+
 class _Narrator:
     def __init__(self) -> None:
         self.t0 = time.monotonic()
@@ -117,9 +125,9 @@ class _Narrator:
     def status(self, st: dict[str, Any]) -> None:
         v, a = st["values"], st["action"]
         line = (f"[{time.monotonic() - self.t0:5.1f} s] mode={st['mode']:<9} "
-                f"cycle={st['stats']['last_cycle_s'] * 1000:5.2f} ms  T={v['T']:7.2f} K  "
-                f"T_sp={v['T_sp']:6.1f} K  coolant={a['coolant_flow_sp']:6.1f} L/min  "
-                f"feed={a['feed_flow_sp']:6.1f} L/min  cycles={st['stats']['cycles']}")
+                f"cycle={_num(st['stats']['last_cycle_s'], 1000, 5, 2)} ms  T={_num(v['T'], 1, 7, 2)} K  "
+                f"T_sp={_num(v['T_sp'], 1, 6, 1)} K  coolant={_num(a['coolant_flow_sp'], 1, 6, 1)} L/min  "
+                f"feed={_num(a['feed_flow_sp'], 1, 6, 1)} L/min  cycles={st['stats']['cycles']}")
         if self.tty:
             print("\r" + line, end="", flush=True)
         elif time.monotonic() - self._last_line >= 2.0:
@@ -171,7 +179,9 @@ async def _drive(sock: Path, opcua_url: str, seconds: float, gateway: subprocess
                                                   "reason": "demo: operator presses the e-stop"})
                 say.event(f"operator: {what} → {reply.get('mode') or reply.get('error')}")
             result.events.append(what)
-        say.status(last)
+            last = {}
+        if last:
+            say.status(last)
         await asyncio.sleep(0.25)
     say._clear()
     return last
@@ -183,6 +193,7 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
     if not SHIPPED_MODEL.exists():
         raise GatewayError(f"the demo policy {SHIPPED_MODEL} is missing; rebuild it with "
                            f"`edgewarden train baseline cstr --out {SHIPPED_MODEL}`")
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # revised-parameter notices
     keep = workdir is not None
     wd = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edgewarden-demo-"))
     wd.mkdir(parents=True, exist_ok=True)
@@ -194,10 +205,11 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
     print(f"edgewarden demo: CSTR twin + gateway on loopback for {seconds:.0f} s, {env_note}")
     try:
         with _process(_cli("twin", "serve", "cstr", "--opcua", "127.0.0.1:0", "--modbus", "127.0.0.1:0",
-                           "--ready-file", str(ready_file)), wd / "twin.log", wd) as twin:
+                           "--time-scale", str(TIME_SCALE), "--ready-file", str(ready_file)), wd / "twin.log", wd) as twin:
             info = _wait_file(ready_file, twin, "twin", wd / "twin.log")
             url = info["opcua_url"]
-            say.event(f"twin up: OPC UA {url}, Modbus 127.0.0.1:{info['modbus_port']}")
+            say.event(f"twin up: OPC UA {url}, Modbus 127.0.0.1:{info['modbus_port']}, "
+                      f"plant time {TIME_SCALE:g}x real time")
             config = _write_config(wd, url)
             with _process(_cli("run", "--config", str(config)), wd / "gateway.log", wd) as gw:
                 say.event(f"gateway starting (log: {wd / 'gateway.log'})")
@@ -219,7 +231,7 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
         verdict = verify(wd / "audit")
         result.audit_records = verdict.records
         result.audit_ok = verdict.ok
-        result.audit_message = (f"chain intact, head {verdict.head_hash[:16]}…" if verdict.ok
+        result.audit_message = (f"chain intact, head {verdict.head[:16]}…" if verdict.ok
                                 else f"BROKEN: {verdict.error}")
     finally:
         if not keep:

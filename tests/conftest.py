@@ -1,2 +1,20 @@
-"""Shared test helpers. Async tests run with asyncio.run inside plain test functions."""
+"""Shared test configuration. Async tests run with asyncio.run inside plain test functions.
+
+Tests marked ``slow`` (long soak and fault runs) run only with EDGEWARDEN_SLOW=1; the
+default suite runs their short versions.
+"""
+
 from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("EDGEWARDEN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set EDGEWARDEN_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
