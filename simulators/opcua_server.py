@@ -1,0 +1,209 @@
+"""OPC UA server of a twin: serves a PLC image under ``ns=2;s=<plant>.<tag>``.
+
+Address space (namespace ``urn:edgewarden:twin``, registered first, so index 2)::
+
+    Objects/<plant>                      object, NodeId ns=2;s=<plant>
+        Measurements/<plant>.<tag>       Double, read-only
+        Setpoints/<plant>.<tag>          writable (Double, UInt32 heartbeat, Boolean commands)
+        Status/<plant>.<tag>             Boolean, read-only
+
+Folders have NodeIds ``ns=2;s=<plant>.Measurements`` etc. Every numeric variable carries
+``EngineeringUnits`` (UNECE code where known, else the unit text) and ``EURange``.
+
+A client write lands in the image at once (a value setter on each writable node); the
+twin calls :meth:`TwinOpcUaServer.publish` after every scan, which writes the tags that
+changed since the last publish, each with the image's source timestamp. No security:
+this is a loopback test twin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from asyncua import Server, ua
+from asyncua.common.node import Node
+from asyncua.server.address_space import NodeData
+
+from gateway.errors import TransportError
+from simulators.image import PlcImage, Tag
+
+NAMESPACE_URI = "urn:edgewarden:twin"
+
+_VARIANT = {"double": ua.VariantType.Double, "bool": ua.VariantType.Boolean,
+            "uint32": ua.VariantType.UInt32}
+# UNECE Recommendation 20 common codes for the units our plants use.
+_UNECE = {"K": "KEL", "L/min": "L2", "mol/L": "C38"}
+_NOISY_LOGGERS = ("asyncua",)
+
+
+def quiet_asyncua(verbose: bool = False) -> None:
+    """asyncua logs every connection, session and revised value at INFO/WARNING."""
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _eu_information(units: str) -> ua.EUInformation:
+    code = _UNECE.get(units, "")
+    unit_id = 0
+    for ch in code:  # UNECE code packed as in OPC UA Part 8 (ASCII bytes, big-endian)
+        unit_id = (unit_id << 8) | ord(ch)
+    return ua.EUInformation(
+        NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
+        UnitId=unit_id if code else -1,
+        DisplayName=ua.LocalizedText(units),
+        Description=ua.LocalizedText(units),
+    )
+
+
+class TwinOpcUaServer:
+    """Serve ``image`` for ``plant`` on ``host:port`` (port 0 = ephemeral, see ``port``)."""
+
+    def __init__(self, image: PlcImage, plant: str, host: str = "127.0.0.1", port: int = 0,
+                 *, verbose: bool = False) -> None:
+        self.image = image
+        self.plant = plant
+        self.host = host
+        self._requested_port = port
+        self._verbose = verbose
+        self._server: Server | None = None
+        self._nodes: dict[str, Node] = {}
+        self._published: dict[str, int] = {}
+        self.port: int | None = None
+        self.ns: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("OPC UA server not started")
+        return f"opc.tcp://{_url_host(self.host)}:{self.port}"
+
+    def nodeid(self, tag: str) -> ua.NodeId:
+        return ua.NodeId(f"{self.plant}.{tag}", self.ns or 2)
+
+    async def start(self) -> None:
+        quiet_asyncua(self._verbose)
+        server = Server()
+        await server.init()
+        server.set_server_name(f"edgewarden twin ({self.plant})")
+        server.set_endpoint(f"opc.tcp://{_url_host(self.host)}:{self._requested_port}")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        self.ns = await server.register_namespace(NAMESPACE_URI)
+        await self._build(server)
+        start_logger = logging.getLogger("asyncua.server.server")
+        level = start_logger.level
+        if not self._verbose:  # a bind error is ours to report, without asyncua's traceback
+            start_logger.setLevel(logging.CRITICAL)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise TransportError(
+                f"cannot serve OPC UA on {self.host}:{self._requested_port}: {exc.strerror or exc}"
+            ) from None
+        finally:
+            start_logger.setLevel(level)
+        self._server = server
+        self.port = _bound_port(server)
+        if self._requested_port == 0:
+            # Endpoints were made before the bind, with port 0: advertise the real one.
+            for edp in server.iserver.endpoints:
+                edp.EndpointUrl = self.url
+        await self.publish()
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        # asyncua's internal clock task sleeps 1 s between updates and stop() waits for
+        # it; cancel it instead, so that a twin stops in milliseconds (tests start many).
+        iserver = server.iserver
+        task = getattr(iserver, "time_task", None)
+        if task is not None and not task.done():
+            iserver._time_task_stop = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            iserver.time_task = None
+        await server.stop()
+
+    async def publish(self) -> None:
+        """Write every tag that changed since the last publish, with its source timestamp."""
+        server = self._server
+        if server is None:
+            return
+        img = self.image
+        for name, node in self._nodes.items():
+            seq = img.seq(name)
+            if self._published.get(name) == seq:
+                continue
+            self._published[name] = seq
+            tag = img.tags[name]
+            dv = ua.DataValue(
+                ua.Variant(img[name], _VARIANT[tag.vtype]),
+                SourceTimestamp=datetime.fromtimestamp(img.stamp(name), UTC),
+                ServerTimestamp=datetime.now(UTC),
+            )
+            await server.write_attribute_value(node.nodeid, dv)
+
+    # ---- address space ----------------------------------------------------------------
+    async def _build(self, server: Server) -> None:
+        ns = self.ns
+        assert ns is not None
+        obj = await server.nodes.objects.add_object(ua.NodeId(self.plant, ns), f"{ns}:{self.plant}")
+        folders: dict[str, Node] = {}
+        for group in ("Measurements", "Setpoints", "Status"):
+            folders[group] = await obj.add_folder(ua.NodeId(f"{self.plant}.{group}", ns),
+                                                  f"{ns}:{group}")
+        for tag in self.image.tags.values():
+            node = await folders[tag.group].add_variable(
+                ua.NodeId(f"{self.plant}.{tag.name}", ns), f"{ns}:{tag.name}",
+                self.image[tag.name], varianttype=_VARIANT[tag.vtype],
+            )
+            await self._describe(node, tag)
+            if tag.writable:
+                await node.set_writable(True)
+                server.set_attribute_value_setter(node.nodeid, self._setter(tag))
+            self._nodes[tag.name] = node
+
+    async def _describe(self, node: Node, tag: Tag) -> None:
+        if tag.description:
+            await node.write_attribute(ua.AttributeIds.Description, ua.DataValue(
+                ua.Variant(ua.LocalizedText(tag.description), ua.VariantType.LocalizedText)))
+        if tag.vtype != "double":
+            return
+        await node.add_property(0, "EngineeringUnits", _eu_information(tag.units),
+                                varianttype=ua.VariantType.ExtensionObject)
+        if tag.low is not None and tag.high is not None:
+            await node.add_property(0, "EURange", ua.Range(Low=tag.low, High=tag.high),
+                                    varianttype=ua.VariantType.ExtensionObject)
+
+    def _setter(self, tag: Tag):
+        image = self.image
+
+        def set_value(node: NodeData, attr: ua.AttributeIds, dv: ua.DataValue) -> None:
+            value = dv.Value.Value if dv.Value is not None else None
+            if value is not None and value != image[tag.name]:
+                image.write(tag.name, value)  # a client write; publish() writes equal values
+            if dv.SourceTimestamp is None:
+                now = datetime.now(UTC)
+                dv = replace(dv, SourceTimestamp=now, ServerTimestamp=dv.ServerTimestamp or now)
+            node.attributes[attr].value = dv
+            node.attributes[attr].value_callback = None
+
+        return set_value
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _bound_port(server: Server) -> int:
+    """The port the asyncio server socket is bound to (the real one when asked for 0)."""
+    bserver = server.bserver
+    sock_server = getattr(bserver, "_server", None)
+    if sock_server is not None and sock_server.sockets:
+        return int(sock_server.sockets[0].getsockname()[1])
+    return int(bserver.port)

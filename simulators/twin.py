@@ -1,0 +1,134 @@
+"""A twin: one plant, its PLC logic and both servers, in the caller's asyncio loop.
+
+    twin = Twin("cstr", opcua=("127.0.0.1", 0), modbus=("127.0.0.1", 0))
+    await twin.start()
+    ... twin.opcua_url, twin.modbus_port, twin.plc.image["T"], twin.plant.set_disturbance(...)
+    await twin.stop()
+
+The scan loop runs on absolute deadlines from ``loop.time()``: each scan integrates the
+plant over the real time elapsed since the previous one (times ``time_scale``), runs the
+PLC logic and publishes changed values to OPC UA (Modbus reads the image live). A late
+scan is counted in ``overruns`` and the schedule skips ahead rather than bursting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from simulators.modbus_server import TwinModbusServer, WordOrder
+from simulators.opcua_server import TwinOpcUaServer
+from simulators.plants import make_plant
+from simulators.plants.base import PlantModel
+from simulators.plc import Plc
+
+log = logging.getLogger(__name__)
+
+
+class Twin:
+    """Plant + PLC + OPC UA server (+ Modbus server unless ``modbus`` is None)."""
+
+    def __init__(
+        self,
+        plant: str = "cstr",
+        opcua: tuple[str, int] = ("127.0.0.1", 0),
+        modbus: tuple[str, int] | None = ("127.0.0.1", 0),
+        scan_ms: float = 10.0,
+        watchdog_ms: float = 500.0,
+        seed: int = 0,
+        *,
+        time_scale: float = 1.0,
+        word_order: WordOrder = "big",
+        verbose: bool = False,
+        plant_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if scan_ms <= 0:
+            raise ValueError("scan_ms must be > 0")
+        self.name = plant
+        self.plant: PlantModel = make_plant(plant, seed=seed, **(plant_kwargs or {}))
+        self.plc = Plc(self.plant, watchdog_ms=watchdog_ms, time_scale=time_scale)
+        self.scan_s = scan_ms / 1000.0
+        self.opcua = TwinOpcUaServer(self.plc.image, plant, opcua[0], opcua[1], verbose=verbose)
+        self.modbus = (
+            TwinModbusServer(self.plc.image, modbus[0], modbus[1], word_order=word_order,
+                             verbose=verbose)
+            if modbus is not None else None
+        )
+        self.overruns = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def image(self):
+        return self.plc.image
+
+    @property
+    def opcua_url(self) -> str:
+        return self.opcua.url
+
+    @property
+    def modbus_host(self) -> str | None:
+        return self.modbus.host if self.modbus is not None else None
+
+    @property
+    def modbus_port(self) -> int | None:
+        return self.modbus.port if self.modbus is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Bind both servers (TransportError if an address is unavailable), start scanning."""
+        if self._task is not None:
+            raise RuntimeError("twin already started")
+        loop = asyncio.get_running_loop()
+        self.plc.scan(loop.time())
+        if self.modbus is not None:  # cheap to bind: fail fast before the OPC UA start-up
+            await self.modbus.start()
+        try:
+            await self.opcua.start()
+        except BaseException:
+            if self.modbus is not None:
+                await self.modbus.stop()
+            raise
+        self._task = asyncio.create_task(self._run(), name=f"twin-{self.name}-scan")
+
+    async def stop(self) -> None:
+        """Stop scanning, then close the servers. Idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.modbus is not None:
+            await self.modbus.stop()
+        await self.opcua.stop()
+
+    async def __aenter__(self) -> Twin:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.scan_s
+        deadline = loop.time()
+        while True:
+            deadline += period
+            now = loop.time()
+            if deadline > now:
+                await asyncio.sleep(deadline - now)
+            else:
+                self.overruns += 1
+                if now - deadline > period:  # more than a period behind: skip ahead
+                    deadline = now
+                await asyncio.sleep(0)
+            self.plc.scan(loop.time())
+            try:
+                await self.opcua.publish()
+            except Exception:  # a publish glitch must not stop the PLC
+                log.exception("OPC UA publish failed")
