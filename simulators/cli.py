@@ -1,0 +1,126 @@
+"""``edgewarden twin``: serve a plant twin over OPC UA and Modbus TCP, or list plants.
+
+    edgewarden twin serve cstr --opcua 127.0.0.1:4840 --modbus 127.0.0.1:5020 \\
+        [--scan-ms 10] [--watchdog-ms 500] [--seed 0] [--time-scale 1] [--ready-file PATH]
+    edgewarden twin list
+
+``serve`` runs until SIGINT/SIGTERM, then stops cleanly (exit 0). When both servers are
+listening it prints one line with both addresses and, with ``--ready-file``, writes
+``{"opcua_url", "modbus_host", "modbus_port", "pid"}`` as JSON atomically (temp file +
+rename) so a parent process can wait for the file to appear. ``--modbus none`` serves
+OPC UA only. Port 0 picks a free port; the ready line and file carry the real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from gateway.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    twin = subparsers.add_parser("twin", help="run a simulated plant + PLC (digital twin)",
+                                 description=__doc__.split("\n\n")[0])
+    sub = twin.add_subparsers(dest="twin_command", metavar="ACTION", required=True)
+
+    serve = sub.add_parser("serve", help="serve a plant twin until SIGINT/SIGTERM")
+    serve.add_argument("plant", metavar="PLANT", help="plant name (see 'twin list')")
+    serve.add_argument("--opcua", default="127.0.0.1:4840", metavar="HOST:PORT",
+                       help="OPC UA bind address (default 127.0.0.1:4840; port 0 = any free)")
+    serve.add_argument("--modbus", default="127.0.0.1:5020", metavar="HOST:PORT",
+                       help="Modbus TCP bind address, or 'none' (default 127.0.0.1:5020)")
+    serve.add_argument("--scan-ms", type=float, default=10.0, help="PLC scan period (ms)")
+    serve.add_argument("--watchdog-ms", type=float, default=500.0,
+                       help="heartbeat watchdog: stall time before the PLC drops REMOTE (ms)")
+    serve.add_argument("--seed", type=int, default=0, help="plant random seed")
+    serve.add_argument("--time-scale", type=float, default=1.0,
+                       help="simulated seconds per real second (default 1: real time)")
+    serve.add_argument("--ready-file", type=Path, metavar="PATH",
+                       help="write a JSON file with the bound addresses once serving")
+    serve.add_argument("-v", "--verbose", action="store_true",
+                       help="show the OPC UA/Modbus libraries' own logs")
+    serve.set_defaults(handler=_serve)
+
+    lst = sub.add_parser("list", help="list the available plants")
+    lst.set_defaults(handler=_list)
+
+
+def parse_hostport(text: str, option: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' -> (host, port); ConfigError naming the option if bad."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{option}: expected HOST:PORT with a port 0-65535, got {text!r}")
+    return host, int(port)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from simulators.plants import plant_class, plant_names
+
+    for name in plant_names():
+        print(f"{name}\t{plant_class(name).spec.description}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from simulators.plants import plant_names
+
+    if args.plant not in plant_names():
+        raise ConfigError(f"unknown plant {args.plant!r} (known: {', '.join(plant_names())})")
+    opcua = parse_hostport(args.opcua, "--opcua")
+    modbus = None if args.modbus.lower() in ("none", "off") else parse_hostport(args.modbus,
+                                                                               "--modbus")
+    for option, value in (("--scan-ms", args.scan_ms), ("--watchdog-ms", args.watchdog_ms),
+                          ("--time-scale", args.time_scale)):
+        if not value > 0:
+            raise ConfigError(f"{option} must be > 0, got {value}")
+    asyncio.run(_serve_async(args, opcua, modbus))
+    return 0
+
+
+async def _serve_async(args: argparse.Namespace, opcua: tuple[str, int],
+                       modbus: tuple[str, int] | None) -> None:
+    from simulators.twin import Twin
+
+    twin = Twin(args.plant, opcua=opcua, modbus=modbus, scan_ms=args.scan_ms,
+                watchdog_ms=args.watchdog_ms, seed=args.seed, time_scale=args.time_scale,
+                verbose=args.verbose)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await twin.start()
+        try:
+            modbus_text = f"modbus=tcp://{twin.modbus_host}:{twin.modbus_port}" if modbus else \
+                "modbus=off"
+            print(f"twin {args.plant} ready: opcua={twin.opcua_url} {modbus_text}", flush=True)
+            if args.ready_file is not None:
+                _write_ready_file(args.ready_file, {
+                    "opcua_url": twin.opcua_url, "modbus_host": twin.modbus_host,
+                    "modbus_port": twin.modbus_port, "pid": os.getpid()})
+            await stop.wait()
+        finally:
+            await twin.stop()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    print(f"twin {args.plant} stopped", file=sys.stderr, flush=True)
+
+
+def _write_ready_file(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ConfigError(f"--ready-file {path}: cannot write: {exc.strerror or exc}") from None
