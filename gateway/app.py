@@ -187,6 +187,7 @@ class Gateway:
             "audit_records": audit_stats.records_written,
             "links": {k: asdict(v) for k, v in loop.transport.health().items()},
             "pid": os.getpid(),
+            "metrics_port": self.metrics_port,
         }
 
     async def _cmd_estop(self, req: dict[str, Any]) -> dict[str, Any]:

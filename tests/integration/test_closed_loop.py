@@ -90,6 +90,12 @@ async def closed_loop(tmp: Path) -> None:
                            "the safe outputs to arrive at the twin", timeout=2.0)
             assert image["coolant_flow_sp"] == 200.0 and image["feed_flow_sp"] == 0.0
 
+            # Prometheus metrics on the configured (here: any free) port
+            metrics = await asyncio.to_thread(_scrape, st["metrics_port"])
+            assert 'edgewarden_mode{mode="ESTOP"} 1.0' in metrics
+            assert 'edgewarden_trips_total{reason="hard_limit"} 1.0' in metrics
+            assert "edgewarden_cycle_seconds_bucket" in metrics
+
             # a reset is refused while the reactor is still too hot, and never restarts by itself
             reply = await send_command(sock, {"cmd": "reset", "actor": "test-operator"})
             assert not reply["ok"] and "still present" in reply["error"]
@@ -108,6 +114,13 @@ async def closed_loop(tmp: Path) -> None:
     kinds = [r.payload["kind"] for r in iter_records(tmp / "audit")]
     assert kinds[:2] == ["config_load", "model_load"]
     assert "trip" in kinds and kinds.count("cycle") > 20 and kinds[-1] == "shutdown"
+
+
+def _scrape(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
 
 
 async def _true(value: object) -> bool:
