@@ -81,6 +81,11 @@ def _serve(args: argparse.Namespace) -> int:
                           ("--time-scale", args.time_scale)):
         if not value > 0:
             raise ConfigError(f"{option} must be > 0, got {value}")
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_serve_async(args, opcua, modbus))
     return 0
 

@@ -153,10 +153,6 @@ class _ImageContext(ModbusServerContext):
         return None
 
 
-def quiet_pymodbus(verbose: bool = False) -> None:
-    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose else logging.ERROR)
-
-
 class TwinModbusServer:
     """Serve ``image`` over Modbus TCP on ``host:port`` (port 0 = ephemeral, see ``port``)."""
 
@@ -177,16 +173,23 @@ class TwinModbusServer:
         return self.context.map
 
     async def start(self) -> None:
-        quiet_pymodbus(self._verbose)
         server = ModbusTcpServer(self.context, address=(self.host, self._requested_port))
+        # pymodbus has one logger for client and server: quieten it only while binding,
+        # where it logs the OSError as a warning before raising a bare RuntimeError.
+        pylog = logging.getLogger("pymodbus")
+        level = pylog.level
+        if not self._verbose:
+            pylog.setLevel(logging.CRITICAL)
         try:
             await server.serve_forever(background=True)
-        except RuntimeError:  # pymodbus logs the OSError and raises this
+        except RuntimeError:
             await server.shutdown()
             raise TransportError(
                 f"cannot serve Modbus TCP on {self.host}:{self._requested_port}: "
                 "address in use or not available"
             ) from None
+        finally:
+            pylog.setLevel(level)
         self._server = server
         sockets = getattr(server.transport, "sockets", None) or ()
         self.port = int(sockets[0].getsockname()[1]) if sockets else self._requested_port

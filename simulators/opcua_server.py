@@ -37,13 +37,15 @@ _VARIANT = {"double": ua.VariantType.Double, "bool": ua.VariantType.Boolean,
             "uint32": ua.VariantType.UInt32}
 # UNECE Recommendation 20 common codes for the units our plants use.
 _UNECE = {"K": "KEL", "L/min": "L2", "mol/L": "C38"}
-_NOISY_LOGGERS = ("asyncua",)
 
 
 def quiet_asyncua(verbose: bool = False) -> None:
-    """asyncua logs every connection, session and revised value at INFO/WARNING."""
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
+    """asyncua's server logs every connection, session and revised value at INFO/WARNING.
+
+    Only the server side (``asyncua.server``) is quietened, so that an asyncua client in
+    the same process (the gateway, a test) keeps its own logs.
+    """
+    logging.getLogger("asyncua.server").setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def _eu_information(units: str) -> ua.EUInformation:
