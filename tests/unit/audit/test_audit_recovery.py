@@ -1,0 +1,137 @@
+"""Opening a damaged log: a torn tail is repaired and recorded, anything else refuses."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AuditWriter, iter_records, verify
+from gateway.audit import record as fmt
+from gateway.errors import AuditError
+
+
+def _log(directory: Path, n: int = 20, **kw: object) -> list[fmt.Record]:
+    with AuditWriter(directory, **kw) as w:  # type: ignore[arg-type]
+        for i in range(n):
+            w.append("cycle", {"i": i, "pad": "p" * 40})
+    return list(fmt.walk(directory))
+
+
+def _last_segment(directory: Path) -> Path:
+    return fmt.list_segments(directory)[-1][1]
+
+
+@pytest.mark.parametrize("cut", [1, 7, 20, 47, 60])
+def test_torn_tail_repaired_and_recorded(tmp_path: Path, cut: int) -> None:
+    recs = _log(tmp_path)
+    seg = _last_segment(tmp_path)
+    data = seg.read_bytes()
+    seg.write_bytes(data[:-cut])  # a crash mid-write of the last record
+    torn_offset = recs[-1].offset
+    cut_bytes = data[torn_offset:-cut]
+    bad = verify(tmp_path)
+    assert not bad.ok and "crash tail" in bad.error and bad.records == 19
+    with AuditWriter(tmp_path) as w:
+        assert w.last_seq == 20  # 19 intact + the repair record
+        w.append("cycle", {"i": "after"})
+    assert verify(tmp_path).ok
+    out = list(iter_records(tmp_path))
+    repair = out[19].payload
+    assert repair["kind"] == "repair" and out[19].seq == 20
+    assert repair["file"] == seg.name and repair["offset"] == torn_offset
+    assert repair["cut_bytes"] == len(cut_bytes)
+    assert repair["cut_sha256"] == hashlib.sha256(cut_bytes).hexdigest()
+    assert base64.b64decode(repair["cut_head_b64"]) == cut_bytes
+    assert out[20].payload["i"] == "after"
+
+
+@pytest.mark.parametrize("tail", [b"\x00" * 4096, b"\xff" * 10, b"garbage that is not a frame" * 3])
+def test_junk_after_last_record_is_a_torn_tail(tmp_path: Path, tail: bytes) -> None:
+    _log(tmp_path)
+    seg = _last_segment(tmp_path)
+    with seg.open("ab") as f:
+        f.write(tail)
+    with AuditWriter(tmp_path) as w:
+        assert w.last_seq == 21
+    assert verify(tmp_path).ok
+    assert list(iter_records(tmp_path))[-1].payload["cut_bytes"] == len(tail)
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_corruption_in_middle_of_last_segment_refuses(tmp_path: Path) -> None:
+    recs = _log(tmp_path)
+    target = recs[10]
+    _flip(target.path, target.offset + 60)  # inside the payload
+    before = target.path.read_bytes()
+    with pytest.raises(AuditError, match=rf"{target.path.name}, offset {target.offset}, seq 11: crc mismatch"):
+        AuditWriter(tmp_path).open()
+    assert target.path.read_bytes() == before  # nothing repaired, nothing appended
+
+
+def test_corrupt_length_field_in_last_segment_refuses(tmp_path: Path) -> None:
+    recs = _log(tmp_path)
+    _flip(recs[5].path, recs[5].offset + 1)  # the length field: framing is lost from here
+    with pytest.raises(AuditError, match="not a crash tail"):
+        AuditWriter(tmp_path).open()
+
+
+def test_corruption_in_earlier_segment_refuses(tmp_path: Path) -> None:
+    recs = _log(tmp_path, 60, segment_max_bytes=2048)
+    assert len(fmt.list_segments(tmp_path)) > 2
+    last_of_first = [r for r in recs if r.path == recs[0].path][-1]
+    _flip(last_of_first.path, last_of_first.path.stat().st_size - 2)  # its very last byte but one
+    with pytest.raises(AuditError, match=rf"{last_of_first.path.name}, offset {last_of_first.offset}"):
+        AuditWriter(tmp_path).open()
+
+
+def test_truncated_earlier_segment_refuses(tmp_path: Path) -> None:
+    _log(tmp_path, 60, segment_max_bytes=2048)
+    first = fmt.list_segments(tmp_path)[0][1]
+    first.write_bytes(first.read_bytes()[:-5])
+    with pytest.raises(AuditError, match=first.name):
+        AuditWriter(tmp_path).open()
+
+
+def test_complete_but_unchained_record_at_tail_refuses(tmp_path: Path) -> None:
+    recs = _log(tmp_path)
+    seg = _last_segment(tmp_path)
+    frame, _ = fmt.encode_frame(21, b"\x11" * 32, b'{"kind":"forged"}')
+    with seg.open("ab") as f:
+        f.write(frame)
+    with pytest.raises(AuditError, match="prev_hash"):
+        AuditWriter(tmp_path).open()
+    assert recs  # the log itself is untouched
+
+
+def test_bad_header_refuses(tmp_path: Path) -> None:
+    _log(tmp_path)
+    _flip(_last_segment(tmp_path), 20)
+    with pytest.raises(AuditError, match="header crc"):
+        AuditWriter(tmp_path).open()
+
+
+def test_leftover_temp_segment_removed_and_recorded(tmp_path: Path) -> None:
+    _log(tmp_path)
+    tmp = tmp_path / (fmt.segment_name(21) + ".tmp")
+    tmp.write_bytes(b"EWAUDIT1")
+    with AuditWriter(tmp_path):
+        pass
+    assert not tmp.exists()
+    assert list(iter_records(tmp_path))[-1].payload["removed_files"] == [tmp.name]
+
+
+def test_empty_directory_starts_at_genesis(tmp_path: Path) -> None:
+    d = tmp_path / "new" / "audit"
+    with AuditWriter(d) as w:
+        assert w.append("config_load", {"sha256": "ab" * 32}) == 1
+    recs = list(fmt.walk(d))
+    assert recs[0].prev_hash == fmt.GENESIS_HASH
+    assert verify(d).ok
