@@ -18,6 +18,7 @@ import contextlib
 import logging
 from typing import Any
 
+from simulators.image import PlcImage
 from simulators.modbus_server import TwinModbusServer, WordOrder
 from simulators.opcua_server import TwinOpcUaServer
 from simulators.plants import make_plant
@@ -60,7 +61,7 @@ class Twin:
         self._task: asyncio.Task[None] | None = None
 
     @property
-    def image(self):
+    def image(self) -> PlcImage:
         return self.plc.image
 
     @property
@@ -127,7 +128,11 @@ class Twin:
                 if now - deadline > period:  # more than a period behind: skip ahead
                     deadline = now
                 await asyncio.sleep(0)
-            self.plc.scan(loop.time())
+            try:
+                self.plc.scan(loop.time())
+            except Exception:  # the PLC is dead: say so; clients see stale values
+                log.exception("twin %s: PLC scan failed; scanning stopped", self.name)
+                raise
             try:
                 await self.opcua.publish()
             except Exception:  # a publish glitch must not stop the PLC
