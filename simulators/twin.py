@@ -101,7 +101,8 @@ class Twin:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # a scan that crashed was logged when it did; the servers still get closed
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self.modbus is not None:
             await self.modbus.stop()
