@@ -17,16 +17,18 @@ import hashlib
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "EDGEWARDEN_"
 
-DataType = Literal["double", "float", "bool", "int16", "uint16", "int32", "uint32"]
+DataType = Literal["double", "float", "float32", "bool", "int16", "uint16", "int32", "uint32"]
+ModbusTable = Literal["holding", "input", "coil", "discrete"]
+SecurityPolicyName = Literal["None", "Basic256Sha256", "Aes256Sha256RsaPss"]
 
 
 class _Section(BaseModel):
@@ -53,19 +55,106 @@ class GatewaySection(_Section):
     busy_wait_us: float = Field(0.0, ge=0, le=5000, description="spin this long before each deadline")
 
 
-class ConnectionSpec(_Section):
+class OpcUaConnection(_Section):
+    """An OPC UA server. Security, when set, is SignAndEncrypt with the server certificate pinned."""
+
     type: Literal["opcua"] = "opcua"
     url: str = Field(pattern=r"^opc\.tcp://")
     timeout_s: float = Field(2.0, gt=0, le=60)
     reconnect_min_s: float = Field(0.2, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)
+    mode: Literal["poll", "subscribe"] = Field("poll", description="subscribe = data-change notifications")
+    publish_interval_ms: float = Field(0.0, ge=0, description="subscription publishing interval")
+    fallback_after_ms: float = Field(500.0, gt=0, description="no notification for this long: poll instead")
+    security_policy: SecurityPolicyName = "None"
+    require_security: bool = Field(False, description="refuse to run with security_policy = None")
+    certificate: Path | None = Field(None, description="client application certificate (DER or PEM)")
+    private_key: Path | None = None
+    server_certificate: Path | None = Field(None, description="pinned server certificate")
+    application_uri: str = "urn:edgewarden:client"
+    username: str | None = None
+    password: str | None = Field(None, description="set it from EDGEWARDEN_CONNECTIONS__<name>__PASSWORD")
+    user_certificate: Path | None = Field(None, description="certificate identity (with user_private_key)")
+    user_private_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> OpcUaConnection:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if self.security_policy == "None":
+            if self.require_security:
+                raise ValueError("require_security = true needs security_policy Basic256Sha256 or "
+                                 "Aes256Sha256RsaPss")
+        else:
+            missing = [k for k in ("certificate", "private_key", "server_certificate") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"security_policy {self.security_policy} needs {', '.join(missing)} "
+                                 "(the server certificate is pinned; there is no trust-on-first-use)")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        if (self.user_certificate is None) != (self.user_private_key is None):
+            raise ValueError("user_certificate and user_private_key go together")
+        if self.username is not None and self.user_certificate is not None:
+            raise ValueError("choose one identity: username/password or user_certificate")
+        return self
+
+
+class ModbusConnection(_Section):
+    """A Modbus TCP endpoint (one socket); tags pick the device (unit) id behind it."""
+
+    type: Literal["modbus"]
+    host: str = Field(min_length=1)
+    port: int = Field(502, ge=1, le=65535)
+    timeout_s: float = Field(1.0, gt=0, le=60, description="per request; a dead device costs at most this")
+    retries: int = Field(0, ge=0, le=5, description="extra attempts of a timed-out request")
+    reconnect_min_s: float = Field(0.2, gt=0)
+    reconnect_max_s: float = Field(10.0, gt=0)
+    max_block: int = Field(120, ge=1, le=125, description="most registers in one read request")
+    tls: bool = False
+    ca_file: Path | None = Field(None, description="CA bundle that verifies the server (TLS)")
+    certificate: Path | None = Field(None, description="client certificate (TLS)")
+    private_key: Path | None = None
+    server_hostname: str | None = Field(None, description="name checked against the server certificate")
+
+    @model_validator(mode="after")
+    def _valid(self) -> ModbusConnection:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if not self.tls and any(v is not None for v in (self.ca_file, self.certificate, self.private_key)):
+            raise ValueError("ca_file/certificate/private_key need tls = true")
+        if self.tls and self.ca_file is None:
+            raise ValueError("tls = true needs ca_file: the server certificate is always verified")
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        return self
+
+
+def _connection_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type", "opcua"))
+    return str(getattr(value, "type", "opcua"))
+
+
+ConnectionSpec = Annotated[
+    Annotated[OpcUaConnection, Tag("opcua")] | Annotated[ModbusConnection, Tag("modbus")],
+    Discriminator(_connection_type),
+]
 
 
 class TagSpec(_Section):
-    """One tag, named once; everything downstream uses the tag name and engineering units."""
+    """One tag, named once; everything downstream uses the tag name and engineering units.
+
+    Source: ``node`` for an OPC UA connection; ``table``/``address`` (and ``unit``,
+    ``word_order``, ``byte_order``) for a Modbus connection.
+    """
 
     connection: str
-    node: str = Field(min_length=1, description="OPC UA NodeId string, e.g. ns=2;s=cstr.T")
+    node: str | None = Field(None, min_length=1, description="OPC UA NodeId string, e.g. ns=2;s=cstr.T")
+    unit: int = Field(1, ge=0, le=255, description="Modbus device (unit) id")
+    table: ModbusTable | None = Field(None, description="Modbus table")
+    address: int | None = Field(None, ge=0, le=65535, description="Modbus protocol (0-based) address")
+    word_order: Literal["big", "little"] = Field("big", description="big = high word at the lower address")
+    byte_order: Literal["big", "little"] = Field("big", description="byte order inside each register")
     datatype: DataType = "double"
     units: str = ""
     range: Range | None = Field(None, description="valid range in engineering units; outside = bad data")
@@ -80,6 +169,16 @@ class TagSpec(_Section):
         _check_range(self.range, "range")
         if self.scale == 0 or not math.isfinite(self.scale):
             raise ValueError("scale must be finite and non-zero")
+        if self.node is None and self.address is None:
+            raise ValueError("a tag needs a source: node (OPC UA) or table and address (Modbus)")
+        if self.node is not None and (self.address is not None or self.table is not None):
+            raise ValueError("give either node (OPC UA) or table/address (Modbus), not both")
+        if self.address is not None and self.table is None:
+            raise ValueError("a Modbus tag needs table (holding, input, coil or discrete)")
+        if self.table is not None and self.address is None:
+            raise ValueError("a Modbus tag needs address")
+        if self.table in ("coil", "discrete") and self.datatype != "bool":
+            raise ValueError(f"a {self.table} tag has datatype bool (got {self.datatype!r})")
         return self
 
 
@@ -93,6 +192,7 @@ class PolicySection(_Section):
 class LimitSpec(_Section):
     hard: Range | None = Field(None, description="outside trips the e-stop")
     soft: Range | None = Field(None, description="outside raises a counted alarm")
+    max_rate: float | None = Field(None, gt=0, description="largest plausible change per second; faster trips")
 
     @model_validator(mode="after")
     def _valid(self) -> LimitSpec:
@@ -106,6 +206,8 @@ class ActionSpec(_Section):
     max: float
     max_rate: float | None = Field(None, gt=0, description="largest change per second")
     safe: float = Field(description="value written on e-stop")
+    applied: str | None = Field(None, description="tag reading the output the PLC really applies "
+                                "(tracked in MANUAL for a bumpless hand-back); default: the action tag")
 
     @model_validator(mode="after")
     def _valid(self) -> ActionSpec:
@@ -115,11 +217,54 @@ class ActionSpec(_Section):
         return self
 
 
+class InterlockSpec(_Section):
+    """While ``when`` holds, ``then`` restricts an action (see gateway/safety/expr.py)."""
+
+    when: str = Field(description='e.g. "T >= 380 and CA > 0.8"')
+    then: str = Field(description='e.g. "feed_flow_sp <= 20"')
+
+    @model_validator(mode="after")
+    def _valid(self) -> InterlockSpec:
+        from gateway.safety.expr import parse_condition, parse_restriction
+
+        parse_condition(self.when)
+        parse_restriction(self.then)
+        return self
+
+
+class PidSpec(_Section):
+    """u = bias + kp·e + ki·∫e dt + kd·de/dt with e = setpoint − pv (negative kp: reverse acting)."""
+
+    pv: str = Field(description="measured tag")
+    setpoint: str | float = Field(description="setpoint tag, or a constant")
+    kp: float
+    ki: float = 0.0
+    kd: float = 0.0
+    bias: float = 0.0
+
+
+class FallbackSection(_Section):
+    controller: Literal["hold", "pid"] = Field("hold", description="hold the last safe action, or PID")
+    pid: dict[str, PidSpec] = Field(default_factory=dict, description="per action (pid controller)")
+    max_interventions: int = Field(20, ge=1, description="shield interventions within the window "
+                                   "that hand control to the fallback")
+    intervention_window_s: float = Field(5.0, gt=0)
+    agreement_s: float = Field(5.0, ge=0, description="policy must agree this long before hand-back")
+    agreement_tolerance: dict[str, float] = Field(default_factory=dict,
+                                                  description="per action; default 5 % of its span")
+    ood_margin: float = Field(0.1, ge=0, description="inputs beyond the training range by more than "
+                              "this fraction of it are out of distribution")
+
+
 class SafetySection(_Section):
     heartbeat_tag: str = Field(description="writable alive counter the PLC watches")
     estop_input: str | None = Field(None, description="boolean tag: true = PLC e-stop active (trips)")
+    hand_auto_tag: str | None = Field(None, description="boolean tag: false = PLC in hand (MANUAL)")
+    policy_fault: Literal["fallback", "estop"] = Field("fallback", description="what a policy fault does")
     limits: dict[str, LimitSpec] = Field(default_factory=dict)
     actions: dict[str, ActionSpec] = Field(default_factory=dict)
+    interlocks: dict[str, InterlockSpec] = Field(default_factory=dict)
+    fallback: FallbackSection = FallbackSection()
 
 
 class AuditSection(_Section):
@@ -206,6 +351,21 @@ def _schema_problems(exc: ValidationError) -> list[str]:
     return out
 
 
+def _source_problems(name: str, tag: TagSpec, conn: OpcUaConnection | ModbusConnection) -> list[str]:
+    """A tag's source fields must fit its connection's type."""
+    out = []
+    if conn.type == "opcua" and tag.node is None:
+        out.append(f"tags.{name}: connection {tag.connection!r} is OPC UA: give node, not table/address")
+    if conn.type == "modbus":
+        if tag.node is not None:
+            out.append(f"tags.{name}: connection {tag.connection!r} is Modbus: give table and address, not node")
+        if tag.writable and tag.table in ("input", "discrete"):
+            out.append(f"tags.{name}.writable: a Modbus {tag.table} table is read-only")
+        if tag.datatype == "float":
+            out.append(f"tags.{name}.datatype: say float32 or double for a Modbus tag")
+    return out
+
+
 def _cross_problems(s: Settings) -> list[str]:
     """References between sections. Each problem names its key path."""
     out: list[str] = []
@@ -214,6 +374,8 @@ def _cross_problems(s: Settings) -> list[str]:
         if tag.connection not in s.connections:
             out.append(f"tags.{name}.connection: no connection named {tag.connection!r} "
                        f"(known: {sorted(s.connections)})")
+            continue
+        out.extend(_source_problems(name, tag, s.connections[tag.connection]))
 
     def need_tag(path: str, name: str, *, writable: bool = False) -> TagSpec | None:
         tag = tags.get(name)
@@ -240,6 +402,9 @@ def _cross_problems(s: Settings) -> list[str]:
                    f"(got {hb.datatype!r})")
     if s.safety.estop_input is not None:
         need_tag("safety.estop_input", s.safety.estop_input)
+    if s.safety.hand_auto_tag is not None:
+        need_tag("safety.hand_auto_tag", s.safety.hand_auto_tag)
+    out.extend(_safety_problems(s, need_tag))
     for name in s.safety.limits:
         need_tag(f"safety.limits.{name}", name)
     for name, act in s.safety.actions.items():
@@ -254,6 +419,43 @@ def _cross_problems(s: Settings) -> list[str]:
     return out
 
 
+def _safety_problems(s: Settings, need_tag: Any) -> list[str]:
+    """Interlocks, fallback and applied-output references."""
+    from gateway.safety.expr import parse_condition, parse_restriction
+
+    out: list[str] = []
+    actions = s.safety.actions
+    for name, act in actions.items():
+        if act.applied is not None:
+            need_tag(f"safety.actions.{name}.applied", act.applied)
+    for name, il in s.safety.interlocks.items():
+        for clause in parse_condition(il.when):
+            need_tag(f"safety.interlocks.{name}.when", clause.tag)
+        r = parse_restriction(il.then)
+        act = actions.get(r.tag)
+        if act is None:
+            out.append(f"safety.interlocks.{name}.then: {r.tag!r} is not an action in [safety.actions]")
+            continue
+        # The safe state must be allowed by every interlock, or the e-stop itself would break one.
+        if (r.op == "<=" and act.safe > r.value) or (r.op == ">=" and act.safe < r.value):
+            out.append(f"safety.interlocks.{name}.then: the safe value {act.safe} of {r.tag!r} "
+                       f"violates {il.then!r}")
+        if not act.min <= r.value <= act.max:
+            out.append(f"safety.interlocks.{name}.then: {r.value} lies outside {r.tag!r}'s "
+                       f"[min, max] = [{act.min}, {act.max}]")
+    fb = s.safety.fallback
+    for name, pid in fb.pid.items():
+        if name not in actions:
+            out.append(f"safety.fallback.pid.{name}: not an action in [safety.actions]")
+        need_tag(f"safety.fallback.pid.{name}.pv", pid.pv)
+        if isinstance(pid.setpoint, str):
+            need_tag(f"safety.fallback.pid.{name}.setpoint", pid.setpoint)
+    for name in fb.agreement_tolerance:
+        if name not in actions:
+            out.append(f"safety.fallback.agreement_tolerance.{name}: not an action in [safety.actions]")
+    return out
+
+
 def _resolve_paths(s: Settings, base: Path) -> Settings:
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()
@@ -263,8 +465,14 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
             "policy": s.policy.model_copy(update={"path": fix(s.policy.path)}),
             "audit": s.audit.model_copy(update={"dir": fix(s.audit.dir)}),
             "control": s.control.model_copy(update={"socket": fix(s.control.socket)}),
+            "connections": {name: _resolve_connection(c, fix) for name, c in s.connections.items()},
         }
     )
+
+
+def _resolve_connection(conn: OpcUaConnection | ModbusConnection, fix: Any) -> OpcUaConnection | ModbusConnection:
+    paths = {k: fix(v) for k, v in conn.__dict__.items() if isinstance(v, Path)}
+    return conn.model_copy(update=paths) if paths else conn
 
 
 def load_config(path: Path | str) -> LoadedConfig:
