@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from simulators.plants.objective import Objective
+
 
 @dataclass(frozen=True)
 class Signal:
@@ -57,6 +59,7 @@ class PlantSpec:
     targets: tuple[Signal, ...] = ()  # operator setpoints served beside the plant (e.g. T_sp)
     disturbances: tuple[Signal, ...] = ()
     states: tuple[str, ...] = field(default=())  # names of the ODE states, for docs/debug
+    objective: Objective = field(default_factory=Objective)  # limits and training reward
 
     def __post_init__(self) -> None:
         if len(self.safe_action) != len(self.actions):
@@ -67,6 +70,14 @@ class PlantSpec:
         for sig, safe in zip(self.actions, self.safe_action, strict=True):
             if not sig.low <= safe <= sig.high:
                 raise ValueError(f"plant {self.name!r}: safe {sig.name}={safe} outside bounds")
+        obs = set(self.observation_names())
+        tgt = {s.name for s in self.targets}
+        for lim in self.objective.limits:
+            if lim.name not in obs:
+                raise ValueError(f"plant {self.name!r}: limit on unknown observation {lim.name!r}")
+        for trk in self.objective.tracking:
+            if trk.observation not in obs or trk.target not in tgt:
+                raise ValueError(f"plant {self.name!r}: tracking {trk} names unknown signals")
 
     @property
     def action_low(self) -> np.ndarray:
@@ -103,6 +114,8 @@ class PlantModel(ABC):
 
     spec: PlantSpec
     integration_step_s: float = 0.5
+    control_period_s: float = 1.0  # default step of the Gymnasium env
+    horizon_s: float = 600.0  # default episode length of the Gymnasium env
 
     def __init__(self, seed: int | None = 0, process_noise: float | np.ndarray = 0.0) -> None:
         self._noise = np.broadcast_to(

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from simulators.plants.base import PlantModel, PlantSpec, Signal
+from simulators.plants.objective import Limit, Objective, Tracking
 
 # Reactor (Seborg/Henson), per minute.
 V = 100.0  # L
@@ -68,6 +69,16 @@ SPEC = PlantSpec(
         Signal("CAf", "mol/L", 0.0, 2.0, "feed concentration of A", CAF_NOMINAL),
     ),
     states=("CA", "T", "Tj"),
+    # Limits as in examples/cstr.toml. Reward: temperature tracking in units of 5 K,
+    # coolant pumping effort (0.05 at full flow), soft/hard temperature penalties.
+    objective=Objective(
+        limits=(Limit("T", 290.0, 400.0, 320.0, 380.0), Limit("CA", 0.0, 1.2)),
+        tracking=(Tracking("T", "T_sp", scale=5.0),),
+        energy=(0.05, 0.0),
+        soft_weight=1.0,
+        hard_penalty=10.0,
+        target_ranges=(("T_sp", 335.0, 365.0),),
+    ),
 )
 
 
