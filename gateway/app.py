@@ -26,7 +26,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig, LoggingSection, Settings
 from gateway.cycle import ControlLoop
 from gateway.errors import AuditError, TransportError
-from gateway.io.opcua import OpcUaTransport
+from gateway.io.composite import CompositeTransport
 from gateway.io.tags import TagMap
 from gateway.modes import WRITING, ModeMachine, Transition
 from gateway.ops.control import ControlServer
@@ -94,7 +94,7 @@ class Gateway:
         audit.open()
         self.audit = audit
         metrics = Metrics()
-        transport = OpcUaTransport(tags, s.connections)
+        transport = CompositeTransport(tags, s.connections)
         control: ControlServer | None = None
         try:
             audit.append_durable("config_load", {"path": str(self.loaded.path), "sha256": self.loaded.sha256,

@@ -114,7 +114,6 @@ class ModbusConnection(_Section):
     ca_file: Path | None = Field(None, description="CA bundle that verifies the server (TLS)")
     certificate: Path | None = Field(None, description="client certificate (TLS)")
     private_key: Path | None = None
-    server_hostname: str | None = Field(None, description="name checked against the server certificate")
 
     @model_validator(mode="after")
     def _valid(self) -> ModbusConnection:

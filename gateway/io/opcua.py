@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from asyncua import Client, ua
 
-from gateway.config import ConnectionSpec, DataType, TagSpec
+from gateway.config import DataType, OpcUaConnection, TagSpec
 from gateway.errors import TransportError
 from gateway.io.tags import Quality, Snapshot, TagMap
 from gateway.io.transport import LinkHealth, WritePlan, check_write
@@ -58,7 +58,7 @@ class _Link:
     """One server: its client, the tags read from it, and its health."""
 
     name: str
-    spec: ConnectionSpec
+    spec: OpcUaConnection
     read_names: list[str]
     read_slots: np.ndarray  # snapshot indices of read_names
     read_specs: list[TagSpec]
@@ -71,7 +71,7 @@ class _Link:
 class OpcUaTransport:
     """The Transport for every connection of type ``opcua``."""
 
-    def __init__(self, tags: TagMap, connections: dict[str, ConnectionSpec]) -> None:
+    def __init__(self, tags: TagMap, connections: dict[str, OpcUaConnection]) -> None:
         self._tags = tags
         self._links: dict[str, _Link] = {}
         for name, spec in connections.items():

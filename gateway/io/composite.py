@@ -1,0 +1,83 @@
+"""One Transport over every configured connection, dispatching per connection type.
+
+The control cycle sees a single transport. Reads go to every protocol transport
+concurrently; a write plan is split once (cached) into one sub-plan per protocol, and the
+sub-plans are written concurrently. Health is the union of every connection's health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from gateway.config import ModbusConnection, OpcUaConnection
+from gateway.errors import TransportError
+from gateway.io.modbus import ModbusTransport
+from gateway.io.opcua import OpcUaTransport
+from gateway.io.tags import Snapshot, TagMap
+from gateway.io.transport import LinkHealth, Transport, WritePlan, check_write
+
+
+class CompositeTransport:
+    """The Transport the gateway runs: OPC UA and Modbus connections side by side."""
+
+    def __init__(self, tags: TagMap, connections: dict[str, OpcUaConnection | ModbusConnection]) -> None:
+        opcua = {n: c for n, c in connections.items() if isinstance(c, OpcUaConnection)}
+        modbus = {n: c for n, c in connections.items() if isinstance(c, ModbusConnection)}
+        self.parts: list[Transport] = []
+        self._owner: dict[str, Transport] = {}
+        for conns, cls in ((opcua, OpcUaTransport), (modbus, ModbusTransport)):
+            if conns:
+                part = cls(tags, conns)  # type: ignore[arg-type]
+                self.parts.append(part)
+                self._owner.update(dict.fromkeys(conns, part))
+        self._split: dict[tuple[str, ...], list[tuple[Transport, WritePlan, list[int]]]] = {}
+
+    async def connect(self) -> None:
+        results = await asyncio.gather(*(p.connect() for p in self.parts), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.close()
+            raise errors[0]
+
+    async def close(self) -> None:
+        for part in self.parts:
+            await part.close()
+
+    def health(self) -> dict[str, LinkHealth]:
+        out: dict[str, LinkHealth] = {}
+        for part in self.parts:
+            out.update(part.health())
+        return out
+
+    async def read(self, snap: Snapshot) -> None:
+        if len(self.parts) == 1:
+            await self.parts[0].read(snap)
+        else:
+            await asyncio.gather(*(p.read(snap) for p in self.parts))
+
+    def _plan(self, plan: WritePlan) -> list[tuple[Transport, WritePlan, list[int]]]:
+        split = self._split.get(plan.names)
+        if split is None:
+            by_part: dict[int, tuple[Transport, list[int]]] = {}
+            for i, spec in enumerate(plan.specs):
+                part = self._owner.get(spec.connection)
+                if part is None:
+                    raise TransportError(f"tag {plan.names[i]!r}: no connection named {spec.connection!r}")
+                by_part.setdefault(id(part), (part, []))[1].append(i)
+            split = [(part, WritePlan(tuple(plan.names[i] for i in pos), tuple(plan.specs[i] for i in pos)), pos)
+                     for part, pos in by_part.values()]
+            self._split[plan.names] = split
+        return split
+
+    async def write(self, plan: WritePlan, values: Sequence[float]) -> None:
+        check_write(plan, values)  # refuse the whole write before any part reaches the wire
+        split = self._plan(plan)
+        if len(split) == 1 and len(split[0][2]) == len(plan.names):
+            await split[0][0].write(plan, values)
+            return
+        results = await asyncio.gather(*(part.write(sub, [values[i] for i in pos]) for part, sub, pos in split),
+                                       return_exceptions=True)
+        for res in results:
+            if isinstance(res, BaseException):
+                raise res

@@ -1,0 +1,419 @@
+"""Modbus TCP transport (pymodbus): planned block reads, checked writes, per-device isolation.
+
+At start every readable tag of a Modbus connection is placed in a read block: tags of the
+same unit id and table whose registers (or bits) touch or overlap are merged into one
+request of at most ``max_block`` registers. Gaps are never bridged, so an unmapped
+address between two tags cannot turn a good block into an ILLEGAL_ADDRESS answer.
+
+Each connection (one TCP or TLS socket) is read by its own task; all connections are read
+concurrently and each request is bounded by the connection's ``timeout_s`` (times
+``1 + retries``), so a dead or hung device costs the cycle at most that, and never the
+other devices their values. A Modbus exception response marks that block's tags BAD; a
+timeout or a lost socket marks the whole connection NO_DATA, drops the socket and
+reconnects in the background with capped exponential backoff and jitter.
+
+Modbus carries no timestamps: the source timestamp of a value is the gateway's wall
+clock when the response arrived.
+
+TLS: the SSL context is built here with ``CERT_REQUIRED`` and host-name checking against
+``ca_file`` (pymodbus' own helper turns verification off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
+from pymodbus.exceptions import ModbusException
+
+from gateway.config import ModbusConnection, TagSpec
+from gateway.errors import TransportError
+from gateway.io.tags import Quality, Snapshot, TagMap
+from gateway.io.transport import LinkHealth, WritePlan, check_write
+
+_COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ModbusException)
+
+# struct format (big-endian, after word/byte reordering) and size in registers
+_FORMAT: dict[str, tuple[str, int]] = {
+    "int16": (">h", 1), "uint16": (">H", 1), "int32": (">i", 2), "uint32": (">I", 2),
+    "float32": (">f", 2), "float": (">f", 2), "double": (">d", 4), "bool": (">H", 1),
+}
+_INT_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32}
+_EXCEPTION_NAMES = {1: "ILLEGAL_FUNCTION", 2: "ILLEGAL_ADDRESS", 3: "ILLEGAL_VALUE", 4: "DEVICE_FAILURE",
+                    5: "ACKNOWLEDGE", 6: "DEVICE_BUSY", 10: "GATEWAY_PATH_UNAVAILABLE",
+                    11: "GATEWAY_TARGET_NO_RESPONSE"}
+_BIT_TABLES = ("coil", "discrete")
+
+
+def width(spec: TagSpec) -> int:
+    """Registers (or bits, for coil/discrete tables) one tag occupies."""
+    return 1 if spec.table in _BIT_TABLES else _FORMAT[spec.datatype][1]
+
+
+def encode(spec: TagSpec, raw: float) -> list[int]:
+    """The raw number to registers (lowest address first)."""
+    fmt, _ = _FORMAT[spec.datatype]
+    if spec.datatype == "bool":
+        value: float | int = 1 if raw else 0
+    elif spec.datatype in _INT_BITS:
+        value = int(round(raw))
+        bits = _INT_BITS[spec.datatype]
+        signed = not spec.datatype.startswith("u")
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        if not lo <= value <= hi:
+            if spec.range is not None:
+                raise TransportError(f"value {value} does not fit {spec.datatype}")
+            value %= 1 << bits  # a counter without a range wraps (the heartbeat)
+            if signed and value > hi:
+                value -= 1 << bits
+    else:
+        value = float(raw)
+    data = struct.pack(fmt, value)
+    words = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+    if spec.byte_order == "little":
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    if spec.word_order == "little":
+        words.reverse()
+    return words
+
+
+def _byteswap_fix(spec: TagSpec, regs: Sequence[int]) -> list[int]:
+    return [((w & 0xFF) << 8) | (w >> 8) for w in regs] if spec.byte_order == "little" else list(regs)
+
+
+def decode(spec: TagSpec, regs: Sequence[int]) -> float:
+    """Registers as read (lowest address first) to the raw number, honouring word and byte order."""
+    words = _byteswap_fix(spec, regs)
+    if spec.word_order == "little":
+        words.reverse()
+    raw = b"".join(w.to_bytes(2, "big") for w in words)
+    value = struct.unpack(_FORMAT[spec.datatype][0], raw)[0]
+    return float(bool(value)) if spec.datatype == "bool" else float(value)
+
+
+@dataclass
+class _Block:
+    """One read request: a unit id, a table and a contiguous address range."""
+
+    unit: int
+    table: str
+    start: int
+    count: int
+    slots: list[int] = field(default_factory=list)
+    specs: list[TagSpec] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+
+
+def plan_blocks(specs: dict[str, TagSpec], names: Sequence[str], slots: Sequence[int],
+                max_block: int) -> list[_Block]:
+    """Merge tags into contiguous read blocks per (unit, table); never bridge a gap."""
+    items = sorted(zip(names, slots, strict=True),
+                   key=lambda it: (specs[it[0]].unit, specs[it[0]].table or "", specs[it[0]].address or 0))
+    blocks: list[_Block] = []
+    for name, slot in items:
+        spec = specs[name]
+        assert spec.table is not None and spec.address is not None
+        end = spec.address + width(spec)
+        cap = 2000 if spec.table in _BIT_TABLES else max_block
+        last = blocks[-1] if blocks else None
+        if (last is not None and last.unit == spec.unit and last.table == spec.table
+                and spec.address <= last.start + last.count and max(end, last.start + last.count) - last.start <= cap):
+            last.count = max(end, last.start + last.count) - last.start
+        else:
+            last = _Block(unit=spec.unit, table=spec.table, start=spec.address, count=end - spec.address)
+            blocks.append(last)
+        last.slots.append(slot)
+        last.specs.append(spec)
+        last.offsets.append(spec.address - last.start)
+    return blocks
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def exception_name(code: int) -> str:
+    return f"{_EXCEPTION_NAMES.get(code, 'EXCEPTION')} ({code})"
+
+
+def tls_context(spec: ModbusConnection) -> ssl.SSLContext:
+    """A client context that verifies the server against ca_file and checks its host name."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(spec.ca_file))
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if spec.certificate is not None:
+        ctx.load_cert_chain(str(spec.certificate), str(spec.private_key))
+    return ctx
+
+
+@dataclass
+class _WriteOp:
+    unit: int
+    table: str
+    address: int
+    positions: list[int]  # indices into the plan
+    specs: list[TagSpec]
+
+
+@dataclass
+class _Link:
+    name: str
+    spec: ModbusConnection
+    blocks: list[_Block]
+    all_slots: np.ndarray
+    client: AsyncModbusTcpClient | None = None
+    health: LinkHealth = field(default_factory=LinkHealth)
+    reconnect_task: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def request_timeout(self) -> float:
+        return self.spec.timeout_s * (1 + self.spec.retries) + 0.05
+
+
+class ModbusTransport:
+    """The Transport for every connection of type ``modbus``."""
+
+    def __init__(self, tags: TagMap, connections: dict[str, ModbusConnection]) -> None:
+        self._tags = tags
+        self._links: dict[str, _Link] = {}
+        for name, spec in connections.items():
+            names = [t for t in tags.readable if tags.specs[t].connection == name]
+            slots = [tags.index[t] for t in names]
+            self._links[name] = _Link(name=name, spec=spec,
+                                      blocks=plan_blocks(tags.specs, names, slots, spec.max_block),
+                                      all_slots=np.array(slots, dtype=np.intp))
+        self._write_cache: dict[tuple[str, ...], list[tuple[_Link, list[_WriteOp]]]] = {}
+        self._closing = False
+        self._log = logging.getLogger("edgewarden.modbus")
+
+    def blocks(self, connection: str) -> list[_Block]:
+        """The planned read requests of one connection (for tests and diagnostics)."""
+        return self._links[connection].blocks
+
+    # ---- connection management ---------------------------------------------------
+    async def connect(self) -> None:
+        """Connect every link; an unreachable device at start is a clear error."""
+        results = await asyncio.gather(*(self._open(link) for link in self._links.values()),
+                                       return_exceptions=True)
+        for link, res in zip(self._links.values(), results, strict=True):
+            if isinstance(res, BaseException):
+                await self.close()
+                if isinstance(res, TransportError):
+                    raise res
+                if not isinstance(res, (*_COMMS_ERRORS, ssl.SSLError)):
+                    raise res
+                raise TransportError(
+                    f"cannot reach Modbus connection {link.name!r} at {link.spec.host}:{link.spec.port}: "
+                    f"{_describe(res)}. Check that the device is running and host and port in "
+                    f"[connections.{link.name}] are right.") from None
+
+    async def _open(self, link: _Link) -> None:
+        spec = link.spec
+        kw = {"port": spec.port, "timeout": spec.timeout_s, "retries": spec.retries, "reconnect_delay": 0,
+              "name": link.name}
+        if spec.tls:
+            try:
+                ctx = tls_context(spec)
+            except (OSError, ssl.SSLError) as exc:
+                raise TransportError(f"Modbus connection {link.name!r}: cannot load TLS files: "
+                                     f"{_describe(exc)}") from None
+            client: AsyncModbusTcpClient = AsyncModbusTlsClient(spec.host, sslctx=ctx, **kw)  # type: ignore[arg-type]
+        else:
+            client = AsyncModbusTcpClient(spec.host, **kw)  # type: ignore[arg-type]
+        logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)
+        try:
+            ok = await asyncio.wait_for(client.connect(), timeout=spec.timeout_s + 0.5)
+        except BaseException:
+            client.close()
+            raise
+        if not ok:
+            client.close()
+            raise ConnectionRefusedError(f"no connection to {spec.host}:{spec.port}"
+                                         + (" (TLS handshake or certificate verification failed?)"
+                                            if spec.tls else ""))
+        link.client = client
+        link.health.connected = True
+        link.health.last_error = ""
+
+    def _drop(self, link: _Link, exc: BaseException | str) -> None:
+        link.health.connected = False
+        link.health.last_error = exc if isinstance(exc, str) else _describe(exc)
+        client, link.client = link.client, None
+        if client is not None:
+            client.close()
+        if not self._closing and (link.reconnect_task is None or link.reconnect_task.done()):
+            link.reconnect_task = asyncio.create_task(self._reconnect(link), name=f"reconnect-{link.name}")
+
+    async def _reconnect(self, link: _Link) -> None:
+        delay = link.spec.reconnect_min_s
+        while not self._closing:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            try:
+                await self._open(link)
+            except (*_COMMS_ERRORS, ssl.SSLError, TransportError) as exc:
+                link.health.last_error = _describe(exc)
+                delay = min(delay * 2.0, link.spec.reconnect_max_s)
+                continue
+            link.health.reconnects += 1
+            self._log.warning("reconnected to %s (%s:%s)", link.name, link.spec.host, link.spec.port)
+            return
+
+    async def close(self) -> None:
+        self._closing = True
+        for link in self._links.values():
+            if link.reconnect_task is not None:
+                link.reconnect_task.cancel()
+            if link.client is not None:
+                link.client.close()
+                link.client = None
+            link.health.connected = False
+
+    def health(self) -> dict[str, LinkHealth]:
+        return {name: link.health for name, link in self._links.items()}
+
+    # ---- reads -------------------------------------------------------------------
+    async def read(self, snap: Snapshot) -> None:
+        if len(self._links) == 1:
+            await self._read_link(next(iter(self._links.values())), snap)
+        else:
+            await asyncio.gather(*(self._read_link(link, snap) for link in self._links.values()))
+
+    async def _request(self, link: _Link, block: _Block) -> object:
+        client = link.client
+        assert client is not None
+        if block.table == "holding":
+            call = client.read_holding_registers(block.start, count=block.count, device_id=block.unit)
+        elif block.table == "input":
+            call = client.read_input_registers(block.start, count=block.count, device_id=block.unit)
+        elif block.table == "coil":
+            call = client.read_coils(block.start, count=block.count, device_id=block.unit)
+        else:
+            call = client.read_discrete_inputs(block.start, count=block.count, device_id=block.unit)
+        return await asyncio.wait_for(call, timeout=link.request_timeout)
+
+    async def _read_link(self, link: _Link, snap: Snapshot) -> None:
+        if link.client is None:
+            snap.mark(link.all_slots, Quality.NO_DATA)
+            return
+        t0 = time.monotonic()
+        async with link.lock:
+            for block in link.blocks:
+                try:
+                    rr = await self._request(link, block)
+                except _COMMS_ERRORS as exc:
+                    snap.mark(link.all_slots, Quality.NO_DATA)
+                    self._drop(link, exc)
+                    return
+                now = time.monotonic()
+                if rr.isError():  # type: ignore[attr-defined]
+                    code = getattr(rr, "exception_code", 0)
+                    link.health.last_error = (f"unit {block.unit} {block.table} {block.start}+{block.count}: "
+                                              f"{exception_name(code)}")
+                    snap.mark(block.slots, Quality.BAD)
+                    snap.recv_mono[block.slots] = now
+                    continue
+                self._fill(snap, block, rr, now, time.time())
+        now = time.monotonic()
+        link.health.rtt_s = (now - t0) / max(1, len(link.blocks))
+        link.health.last_ok_mono = now
+
+    @staticmethod
+    def _fill(snap: Snapshot, block: _Block, rr: object, now: float, wall: float) -> None:
+        bits = block.table in _BIT_TABLES
+        data = rr.bits if bits else rr.registers  # type: ignore[attr-defined]
+        for slot, spec, off in zip(block.slots, block.specs, block.offsets, strict=True):
+            if bits:
+                raw = 1.0 if data[off] else 0.0
+            else:
+                raw = decode(spec, data[off:off + width(spec)])
+            snap.values[slot] = raw * spec.scale + spec.offset
+            snap.quality[slot] = Quality.GOOD if raw == raw else Quality.BAD
+            snap.source_ts[slot] = wall
+            snap.recv_mono[slot] = now
+
+    # ---- writes ------------------------------------------------------------------
+    def _plan(self, plan: WritePlan) -> list[tuple[_Link, list[_WriteOp]]]:
+        groups = self._write_cache.get(plan.names)
+        if groups is not None:
+            return groups
+        by_link: dict[str, list[tuple[int, TagSpec]]] = {}
+        for i, spec in enumerate(plan.specs):
+            if spec.table not in ("holding", "coil"):
+                raise TransportError(f"cannot write tag {plan.names[i]!r}: Modbus {spec.table} is read-only")
+            by_link.setdefault(spec.connection, []).append((i, spec))
+        groups = []
+        for conn, items in by_link.items():
+            items.sort(key=lambda it: (it[1].unit, it[1].table or "", it[1].address or 0))
+            ops: list[_WriteOp] = []
+            for i, spec in items:
+                assert spec.address is not None and spec.table is not None
+                last = ops[-1] if ops else None
+                if (last is not None and last.table == "holding" == spec.table and last.unit == spec.unit
+                        and last.address + sum(width(s) for s in last.specs) == spec.address
+                        and sum(width(s) for s in last.specs) + width(spec) <= 123):
+                    last.positions.append(i)
+                    last.specs.append(spec)
+                else:
+                    ops.append(_WriteOp(spec.unit, spec.table, spec.address, [i], [spec]))
+            groups.append((self._links[conn], ops))
+        self._write_cache[plan.names] = groups
+        return groups
+
+    async def write(self, plan: WritePlan, values: Sequence[float]) -> None:
+        check_write(plan, values)
+        groups = self._plan(plan)
+        if len(groups) == 1:
+            await self._write_link(*groups[0], plan, values)
+            return
+        results = await asyncio.gather(*(self._write_link(link, ops, plan, values) for link, ops in groups),
+                                       return_exceptions=True)
+        for res in results:
+            if isinstance(res, BaseException):
+                raise res
+
+    async def _write_link(self, link: _Link, ops: list[_WriteOp], plan: WritePlan,
+                          values: Sequence[float]) -> None:
+        # encode everything first: a value that does not fit refuses the whole write
+        payloads = []
+        for op in ops:
+            if op.table == "coil":
+                payloads.append(bool((values[op.positions[0]] - op.specs[0].offset) / op.specs[0].scale))
+            else:
+                regs: list[int] = []
+                for i, spec in zip(op.positions, op.specs, strict=True):
+                    try:
+                        regs.extend(encode(spec, (values[i] - spec.offset) / spec.scale))
+                    except (struct.error, TransportError) as exc:
+                        raise TransportError(f"refused write of {values[i]} to tag {plan.names[i]!r}: "
+                                             f"{_describe(exc)}") from None
+                payloads.append(regs)
+        client = link.client
+        if client is None:
+            raise TransportError(f"cannot write to {link.name!r}: not connected ({link.health.last_error})")
+        async with link.lock:
+            for op, payload in zip(ops, payloads, strict=True):
+                try:
+                    if op.table == "coil":
+                        call = client.write_coil(op.address, bool(payload), device_id=op.unit)
+                    else:
+                        call = client.write_registers(op.address, values=payload,  # type: ignore[arg-type]
+                                                      device_id=op.unit)
+                    rr = await asyncio.wait_for(call, timeout=link.request_timeout)
+                except _COMMS_ERRORS as exc:
+                    self._drop(link, exc)
+                    raise TransportError(f"write to {link.name!r} failed: {_describe(exc)}") from None
+                if rr.isError():
+                    names = [plan.names[i] for i in op.positions]
+                    raise TransportError(f"Modbus device {link.name!r} (unit {op.unit}) refused the write of "
+                                         f"{names}: {exception_name(getattr(rr, 'exception_code', 0))}")

@@ -1,0 +1,167 @@
+"""Small independent servers for the I/O tests, built directly with pymodbus and asyncua.
+
+Nothing here uses the project's simulators: these check that the gateway's clients talk
+to servers that are not our own code. All bind 127.0.0.1 on ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+
+from pymodbus.constants import ExcCodes
+from pymodbus.datastore import ModbusServerContext
+from pymodbus.server import ModbusTcpServer, ModbusTlsServer
+
+
+_FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
+             4: "input"}
+
+
+class _DictContext(ModbusServerContext):
+    """A plain dict datastore: device ids 1 and 2, addresses 0-99 of every table."""
+
+    def __init__(self) -> None:  # not calling super(): it only builds deprecated blocks
+        self.simdevices = []
+        self.old_simulator = True  # pymodbus routes requests to async_get/setValues
+        self.tables = {u: {t: [0] * 100 for t in ("holding", "input", "coil", "discrete")} for u in (1, 2)}
+        self.fail_with: ExcCodes | None = None  # answer every request with this exception
+
+    def device_ids(self) -> list[int]:
+        return [1, 2]
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int,
+                              count: int = 1) -> list[int] | list[bool] | ExcCodes:
+        if self.fail_with is not None:
+            return self.fail_with
+        if device_id not in self.tables:
+            return ExcCodes.GATEWAY_NO_RESPONSE
+        if address + count > 100:
+            return ExcCodes.ILLEGAL_ADDRESS
+        data = self.tables[device_id][_FC_TABLE[func_code]][address:address + count]
+        return [bool(v) for v in data] if func_code in (1, 2, 5, 15) else data
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int,
+                              values: list[int] | list[bool]) -> ExcCodes | None:
+        if self.fail_with is not None:
+            return self.fail_with
+        if device_id not in self.tables or address + len(values) > 100:
+            return ExcCodes.ILLEGAL_ADDRESS
+        self.tables[device_id][_FC_TABLE[func_code]][address:address + len(values)] = [int(v) for v in values]
+        return None
+
+
+class ModbusServer:
+    """Device ids 1 and 2, each with 100 registers/bits per table (addresses 0-99).
+
+    Reading past address 99 answers ILLEGAL_ADDRESS. ``port`` survives stop/start so a
+    test can restart the server where the client expects it.
+    """
+
+    def __init__(self, port: int = 0, sslctx: ssl.SSLContext | None = None) -> None:
+        self.context = _DictContext()
+        self.port = port
+        self.sslctx = sslctx
+        self._server: ModbusTcpServer | None = None
+
+    def set_regs(self, table: str, address: int, values: list[int], unit: int = 1) -> None:
+        self.context.tables[unit][table][address:address + len(values)] = list(values)
+
+    def get_regs(self, table: str, address: int, count: int, unit: int = 1) -> list[int]:
+        return self.context.tables[unit][table][address:address + count]
+
+    async def start(self) -> None:
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        if self.sslctx is not None:
+            server: ModbusTcpServer = ModbusTlsServer(self.context, address=("127.0.0.1", self.port),
+                                                      sslctx=self.sslctx)
+        else:
+            server = ModbusTcpServer(self.context, address=("127.0.0.1", self.port))
+        await server.serve_forever(background=True)
+        self._server = server
+        self.port = int(server.transport.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown()
+
+
+class HungServer:
+    """Accepts TCP connections and never answers (a hung PLC)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._writers.append(writer)
+            while await reader.read(4096):
+                pass
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for w in self._writers:
+                w.close()
+            await self._server.wait_closed()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tls_files(tmp: Path, host: str = "127.0.0.1") -> dict[str, Path]:
+    """A CA, a server certificate for ``host`` signed by it, and an unrelated CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def key() -> ec.EllipticCurvePrivateKey:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        k = key()
+        c = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn)).public_key(k.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .sign(k, hashes.SHA256()))
+        return k, c
+
+    ca_key, ca_cert = ca("test ca")
+    _, other_ca = ca("other ca")
+    sk = key()
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))])
+    server = (x509.CertificateBuilder().subject_name(name(host)).issuer_name(ca_cert.subject)
+              .public_key(sk.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+              .add_extension(san, critical=False).sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    out = {"ca": tmp / "ca.pem", "other_ca": tmp / "other_ca.pem", "cert": tmp / "server.pem",
+           "key": tmp / "server.key"}
+    out["ca"].write_bytes(ca_cert.public_bytes(pem))
+    out["other_ca"].write_bytes(other_ca.public_bytes(pem))
+    out["cert"].write_bytes(server.public_bytes(pem))
+    out["key"].write_bytes(sk.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return out
