@@ -1,9 +1,9 @@
-"""``edgewarden audit``: check and read an audit log from the command line."""
+"""``edgewarden audit``: keys, verification, reading and export of the audit log."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from collections import deque
 from pathlib import Path
@@ -12,41 +12,192 @@ from gateway.errors import AuditError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    audit = subparsers.add_parser("audit", help="verify and read the audit log")
+    audit = subparsers.add_parser("audit", help="verify, read and export the audit log; make signing keys")
     sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("verify", help="check framing, checksums, sequence and hash chain")
+    p = sub.add_parser("verify", help="check framing, checksums, sequence, hash chain and checkpoints")
     p.add_argument("path", type=Path, help="audit log directory")
+    p.add_argument("--pubkey", type=Path, metavar="KEY",
+                   help="Ed25519 public key (PEM): check every checkpoint signature; the log must have one")
+    p.add_argument("--checkpoints", type=Path, metavar="FILE",
+                   help="checkpoints exported off the box (JSON lines): each must match the log, "
+                        "so a log cut short past the last one fails")
     p.set_defaults(handler=_verify)
+
+    p = sub.add_parser("keygen", help="write a new Ed25519 key pair for signing checkpoints")
+    p.add_argument("private", type=Path, help="private key file to write (mode 0600)")
+    p.add_argument("--public", type=Path, help="public key file (default: PRIVATE.pub)")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files")
+    p.set_defaults(handler=_keygen)
 
     p = sub.add_parser("tail", help="print the last records as JSON lines")
     p.add_argument("path", type=Path, help="audit log directory")
     p.add_argument("-n", type=int, default=10, metavar="N", help="number of records (default 10)")
     p.set_defaults(handler=_tail)
 
+    p = sub.add_parser("show", help="print records as JSON lines, filtered by time and kind")
+    _filters(p)
+    p.set_defaults(handler=_show)
+
+    p = sub.add_parser("checkpoints", help="print the log's signed checkpoints as export lines")
+    p.add_argument("path", type=Path, help="audit log directory")
+    p.add_argument("-o", "--output", type=Path, help="append to FILE instead of printing")
+    p.set_defaults(handler=_checkpoints)
+
+    p = sub.add_parser("export", help="export records as JSON lines or as an HDF5 training dataset")
+    _filters(p)
+    p.add_argument("--format", choices=("jsonl", "hdf5"), default="jsonl")
+    p.add_argument("-o", "--output", type=Path,
+                   help="output file (jsonl: default stdout; hdf5: required). An unfiltered jsonl export "
+                        "to a file marks its records exported (exported.json), which retention needs")
+    p.add_argument("--plant", help="plant name for the HDF5 metadata (default: the gateway name in the log)")
+    p.set_defaults(handler=_export)
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="audit log directory")
+    p.add_argument("--since", help="from this time (Unix seconds or ISO-8601, UTC if no zone)")
+    p.add_argument("--until", help="before this time")
+    p.add_argument("--kind", action="append", metavar="KIND", help="only this kind (repeatable)")
+
+
+def _quiet_broken_pipe() -> int:
+    """``audit show ... | head``: the reader left; stop without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+    os.close(devnull)
+    return 0
+
+
+def _dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise AuditError(f"{path}: not a directory")
+    return path
+
 
 def _verify(args: argparse.Namespace) -> int:
+    from gateway.audit.checkpoint import load_public_key, read_exported
     from gateway.audit.verify import verify
 
-    result = verify(args.path)
+    pub = load_public_key(args.pubkey) if args.pubkey else None
+    exported = read_exported(args.checkpoints) if args.checkpoints else None
+    result = verify(args.path, pubkey=pub, checkpoints=exported)
     span = f"seq {result.first_seq}..{result.last_seq}" if result.records else "no records"
     if result.ok:
         print(f"OK: {result.records} records ({span}) in {result.segments} segment(s), head {result.head}")
+        signed = ("signatures checked" if pub is not None else "signatures NOT checked (no --pubkey)")
+        print(f"  {result.checkpoints} checkpoint(s), {signed}"
+              + (f", signed through seq {result.signed_through}" if result.signed_through is not None else ""))
+        if exported is not None:
+            print(f"  {len(exported)} exported checkpoint(s) read, {result.exported_checked} matched in the log")
         return 0
     print(f"FAILED: {result.error}")
     print(f"  intact before it: {result.records} records ({span}), head {result.head}")
     return 1
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    from gateway.audit.checkpoint import generate_keypair
+
+    public = args.public or args.private.with_name(args.private.name + ".pub")
+    kid = generate_keypair(args.private, public, overwrite=args.force)
+    print(f"wrote {args.private} (private, mode 600) and {public} (public); key id {kid}")
+    print("set [audit] signing_key to the private key; give verifiers the public key")
+    return 0
+
+
 def _tail(args: argparse.Namespace) -> int:
+    from gateway.audit.export import record_line
     from gateway.audit.verify import iter_records
 
     if args.n < 0:
         raise AuditError("-n must be >= 0")
-    if not args.path.is_dir():
-        raise AuditError(f"{args.path}: not a directory")
-    last = deque(iter_records(args.path), maxlen=args.n)
-    out = sys.stdout
-    for rec in last:
-        out.write(json.dumps({"seq": rec.seq, "hash": rec.hash, "payload": rec.payload}, ensure_ascii=False) + "\n")
+    try:
+        for rec in deque(iter_records(_dir(args.path)), maxlen=args.n):
+            sys.stdout.write(record_line(rec))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    return 0
+
+
+def _selected(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from gateway.audit.export import parse_time, select
+    from gateway.audit.verify import iter_records
+
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    return select(iter_records(_dir(args.path)), since=since, until=until, kinds=args.kind), since, until
+
+
+def _show(args: argparse.Namespace) -> int:
+    from gateway.audit.export import write_jsonl
+
+    records, _, _ = _selected(args)
+    try:
+        write_jsonl(records, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    return 0
+
+
+def _checkpoints(args: argparse.Namespace) -> int:
+    from gateway.audit.checkpoint import KIND, Checkpoint
+    from gateway.audit.verify import iter_records
+
+    lines = []
+    for rec in iter_records(_dir(args.path)):
+        if rec.payload.get("kind") == KIND:
+            try:
+                lines.append(Checkpoint.from_dict(rec.payload).line())
+            except ValueError as exc:
+                raise AuditError(f"checkpoint record {rec.seq} is malformed: {exc}") from None
+    if args.output is None:
+        sys.stdout.write("".join(lines))
+        return 0
+    try:
+        with open(args.output, "a", encoding="ascii") as f:
+            f.write("".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise AuditError(f"cannot write {args.output}: {exc}") from None
+    print(f"appended {len(lines)} checkpoint(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gateway.audit.export import export_hdf5, mark_exported, parse_time, write_jsonl
+
+    if args.format == "hdf5":
+        if args.output is None:
+            raise AuditError("--format hdf5 needs -o FILE")
+        if args.kind:
+            raise AuditError("--kind does not apply to --format hdf5 (it uses the cycle records)")
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+        n = export_hdf5(_dir(args.path), args.output, since=since, until=until, plant=args.plant)
+        print(f"wrote {n} transitions to {args.output}", file=sys.stderr)
+        return 0
+    records, since, until = _selected(args)
+    if args.output is None:
+        try:
+            write_jsonl(records, sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _quiet_broken_pipe()
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            n, last = write_jsonl(records, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise AuditError(f"cannot write {args.output}: {exc}") from None
+    msg = f"exported {n} records to {args.output}"
+    if last is not None and since is None and until is None and not args.kind:
+        through = mark_exported(args.path, last, args.output)
+        msg += f"; marked exported through seq {through}"
+    print(msg, file=sys.stderr)
     return 0

@@ -12,6 +12,23 @@ instead. A value that pickles but is not JSON-encodable (bytes, custom objects) 
 only on the writer's side; the sequence number is already handed out, so that record is
 written with ``audit_encode_error`` in place of the payload rather than leaving a gap.
 
+Signed checkpoints (optional, ``signer``): when ``checkpoint_every_records`` records or
+``checkpoint_every_s`` seconds have passed since the last one, the writer thread adds a
+``checkpoint`` record to the group it is committing (the sequence number is taken under
+the same lock that drained the group, so nothing interleaves), signs (seq, head, time)
+of the record before it, and after the fsync appends the checkpoint as a JSON line to
+``checkpoint_export`` (fsynced) and hands it to ``on_checkpoint``. A clean close always
+ends with a checkpoint. Export failures are counted, never fatal: the log itself is
+intact, only the outside anchor is missing.
+
+Rotation happens by size (``segment_max_bytes``) and by age (``segment_max_age_s``).
+Retention (``retention_max_segments``, ``retention_max_bytes``, ``retention_max_age_s``)
+deletes whole old segments after a rotation, but only segments every record of which is
+at or below ``through_seq`` of the ``exported.json`` marker that ``edgewarden audit
+export`` writes. A segment that is over a limit but not exported is kept and counted in
+:attr:`AuditStats.retention_blocked`. Each deletion is recorded in a ``retention``
+record naming the files and the new start of the log.
+
 Failure is one-way: the first write, fsync or rotation error makes :attr:`failed` the
 ``AuditError``, calls ``on_fatal`` once (from the writer thread: the gateway must hand
 it to its loop with ``call_soon_threadsafe``) and every later append raises. A failed
@@ -35,14 +52,18 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit import record as fmt
+from gateway.audit.checkpoint import KIND as CHECKPOINT_KIND
+from gateway.audit.checkpoint import Checkpoint, Signer
 from gateway.errors import AuditError
 
 _PICKLED = 0  # item payload is the pickled caller's dict
 _ENCODED = 1  # item payload is already canonical JSON (caller-side fallback)
+_CHECKPOINT = 2  # a checkpoint to sign when its predecessor's hash is known
 _SLICE = 4096  # records encoded before they are written, within one commit
 _YIELD_EVERY = 16  # records encoded between GIL yields (~150 us of work)
 _CUT_SAMPLE = 4096  # bytes of a cut torn tail kept (base64) in the repair record
 LOCK_NAME = ".lock"
+EXPORTED_NAME = "exported.json"  # the export marker: {"through_seq": N, ...}
 
 # (seq, kind, t_wall, t_mono, how, blob): one appended record waiting for the writer
 _Item = tuple[int, str, float, float, int, bytes]
@@ -61,6 +82,11 @@ class AuditStats:
     last_seq: int  # last sequence number handed out (0 before the first)
     durable_seq: int  # every record up to this one is fsynced
     segments_created: int
+    checkpoints: int = 0  # checkpoints written into the log
+    last_checkpoint_seq: int = 0  # seq covered by the last one
+    checkpoint_export_errors: int = 0  # checkpoints not exported (file or on_checkpoint failed)
+    segments_deleted: int = 0  # by retention
+    retention_blocked: int = 0  # segments over a retention limit kept because not exported
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -104,12 +130,34 @@ class AuditWriter:
         on_fatal: Callable[[AuditError], None] | None = None,
         max_pending: int = 1_000_000,
         on_commit: Callable[[float, int, int], None] | None = None,
+        signer: Signer | None = None,
+        checkpoint_every_records: int = 10_000,
+        checkpoint_every_s: float = 60.0,
+        checkpoint_export: Path | None = None,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        segment_max_age_s: float | None = None,
+        retention_max_segments: int | None = None,
+        retention_max_bytes: int | None = None,
+        retention_max_age_s: float | None = None,
     ) -> None:
         if commit_interval_s <= 0:
             raise ValueError("commit_interval_s must be > 0")
         if segment_max_bytes < fmt.HEADER_SIZE + 1024:
             raise ValueError(f"segment_max_bytes must be at least {fmt.HEADER_SIZE + 1024}")
+        if checkpoint_every_records < 1 or checkpoint_every_s <= 0:
+            raise ValueError("checkpoint_every_records must be >= 1 and checkpoint_every_s > 0")
+        if retention_max_segments is not None and retention_max_segments < 2:
+            raise ValueError("retention_max_segments must be at least 2")
         self.directory = Path(directory)
+        self.signer = signer
+        self.checkpoint_every_records = checkpoint_every_records
+        self.checkpoint_every_s = checkpoint_every_s
+        self.checkpoint_export = Path(checkpoint_export) if checkpoint_export is not None else None
+        self._on_checkpoint = on_checkpoint
+        self.segment_max_age_s = segment_max_age_s
+        self.retention_max_segments = retention_max_segments
+        self.retention_max_bytes = retention_max_bytes
+        self.retention_max_age_s = retention_max_age_s
         self.commit_interval_s = commit_interval_s
         self.segment_max_bytes = segment_max_bytes
         self.max_pending = max_pending
@@ -142,6 +190,15 @@ class AuditWriter:
         self._last_latency = 0.0
         self._max_latency = 0.0
         self._segments_created = 0
+        self._seg_started = time.monotonic()
+        # checkpoints: covered seq / time of the last one (drain side, writer thread)
+        self._ckpt_covered = 0
+        self._ckpt_record = 0
+        self._ckpt_time = time.monotonic()
+        self._checkpoints = 0
+        self._export_errors = 0
+        self._segments_deleted = 0
+        self._retention_blocked = 0
 
     # ----------------------------------------------------------------- lifecycle
     def open(self) -> AuditWriter:
@@ -179,8 +236,9 @@ class AuditWriter:
             tmp.unlink()  # a rotation that crashed before its rename: never part of the log
             removed.append(tmp.name)
         state = fmt.WalkState()
+        last: fmt.Record | None = None
         try:
-            for _ in fmt.walk(self.directory, state, tolerate_torn_tail=True):
+            for last in fmt.walk(self.directory, state, tolerate_torn_tail=True):
                 pass
         except fmt.ChainError as exc:
             raise AuditError(f"audit log is damaged, refusing to start (possible tampering): {exc}") from None
@@ -189,6 +247,8 @@ class AuditWriter:
         self._next_seq = state.next_seq
         self._durable_seq = state.next_seq - 1
         self._head = state.head
+        if last is not None and _kind_of(last) == CHECKPOINT_KIND:
+            self._ckpt_covered, self._ckpt_record = last.seq - 1, last.seq  # still anchored
         repair: dict[str, Any] | None = None
         try:
             if not state.segments:
@@ -347,6 +407,11 @@ class AuditWriter:
             last_seq=self._next_seq - 1,
             durable_seq=self._durable_seq,
             segments_created=self._segments_created,
+            checkpoints=self._checkpoints,
+            last_checkpoint_seq=self._ckpt_covered,
+            checkpoint_export_errors=self._export_errors,
+            segments_deleted=self._segments_deleted,
+            retention_blocked=self._retention_blocked,
         )
 
     # ------------------------------------------------------------- writer thread
@@ -380,6 +445,11 @@ class AuditWriter:
             with self._lock:
                 batch, self._pending = self._pending, []
                 closing = self._closing
+                if self._checkpoint_due(self._next_seq - 1, closing):
+                    seq = self._next_seq
+                    self._next_seq = seq + 1
+                    batch.append((seq, CHECKPOINT_KIND, time.time(), time.monotonic(), _CHECKPOINT, b""))
+                    self._ckpt_covered, self._ckpt_record, self._ckpt_time = seq - 1, seq, time.monotonic()
             if batch:
                 try:
                     self._commit(batch)
@@ -390,12 +460,19 @@ class AuditWriter:
             if closing and not self._pending:
                 return
 
+    def _checkpoint_due(self, last: int, closing: bool) -> bool:
+        if self.signer is None or self._failed is not None or last <= self._ckpt_record:
+            return False  # no signer, or nothing new since the last checkpoint record
+        return (closing or last - self._ckpt_covered >= self.checkpoint_every_records
+                or time.monotonic() - self._ckpt_time >= self.checkpoint_every_s)
+
     def _commit(self, batch: list[_Item]) -> None:
         """Encode, chain, write and fsync one group. Latency counts the I/O only."""
         io_s = 0.0
         bytes_before = self._bytes_written
+        signed: list[Checkpoint] = []
         for start in range(0, len(batch), _SLICE):  # bounded memory for a large backlog
-            pieces = self._encode(batch[start : start + _SLICE])
+            pieces = self._encode(batch[start : start + _SLICE], signed)
             t0 = time.perf_counter()
             for rotate_to, data in pieces:
                 if rotate_to is not None:
@@ -417,10 +494,32 @@ class AuditWriter:
             self._cond.notify_all()
         for seq, loop, fut in ready:
             _resolve(loop, fut, seq, None)
+        if signed:
+            self._checkpoints += len(signed)
+            self._export(signed)
         if self._on_commit is not None:
             self._on_commit(io_s, len(batch), self._bytes_written - bytes_before)
 
-    def _encode(self, items: list[_Item]) -> list[tuple[tuple[int, bytes] | None, bytes]]:
+    def _export(self, signed: list[Checkpoint]) -> None:
+        """Send checkpoints off the log: export file (appended, fsynced) and callback."""
+        if self.checkpoint_export is not None:
+            try:
+                fd = os.open(self.checkpoint_export, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    _write_all(fd, "".join(c.line() for c in signed).encode("ascii"))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError:
+                self._export_errors += len(signed)
+        if self._on_checkpoint is not None:
+            for c in signed:
+                try:
+                    self._on_checkpoint(c)
+                except Exception:  # noqa: BLE001 - an outside anchor failing must not stop the log
+                    self._export_errors += 1
+
+    def _encode(self, items: list[_Item], signed: list[Checkpoint]) -> list[tuple[tuple[int, bytes] | None, bytes]]:
         """Frames for ``items`` as ``[(rotate_to, bytes), ...]``; advances the chain head.
 
         ``rotate_to`` is ``(first_seq, prev_hash)`` of a segment to start before writing.
@@ -433,11 +532,20 @@ class AuditWriter:
         seg_size = self._seg_size
         head = self._head
         payload_of, frame_of, limit = self._payload, fmt.encode_frame, self.segment_max_bytes
+        too_old = (self.segment_max_age_s is not None
+                   and time.monotonic() - self._seg_started >= self.segment_max_age_s)
         for n, (seq, kind, t_wall, t_mono, how, blob) in enumerate(items, 1):
-            frame, digest = frame_of(seq, head, payload_of(kind, t_wall, t_mono, how, blob))
-            if seg_size + len(frame) > limit and seg_size > fmt.HEADER_SIZE:
+            if how == _CHECKPOINT:
+                assert self.signer is not None
+                cp = self.signer.sign(seq - 1, head, int(t_wall * 1e9))
+                signed.append(cp)
+                payload = fmt.encode_payload({**cp.payload(), "kind": kind, "t_wall": t_wall, "t_mono": t_mono})
+            else:
+                payload = payload_of(kind, t_wall, t_mono, how, blob)
+            frame, digest = frame_of(seq, head, payload)
+            if (seg_size + len(frame) > limit or too_old) and seg_size > fmt.HEADER_SIZE:
                 pieces.append((rotate_to, b"".join(parts)))
-                rotate_to, parts, seg_size = (seq, head), [], fmt.HEADER_SIZE
+                rotate_to, parts, seg_size, too_old = (seq, head), [], fmt.HEADER_SIZE, False
             parts.append(frame)
             seg_size += len(frame)
             head = digest
@@ -458,6 +566,56 @@ class AuditWriter:
         os.close(self._fd)
         self._fd = -1
         self._new_segment(first_seq, prev_hash)
+        if self.retention_max_segments or self.retention_max_bytes or self.retention_max_age_s:
+            self._apply_retention()
+
+    def exported_through(self) -> int:
+        """``through_seq`` of the export marker (0 when there is none or it is unreadable)."""
+        return read_exported_marker(self.directory)
+
+    def _apply_retention(self) -> None:
+        """Delete the oldest whole segments over a limit, never past the export marker."""
+        segs = fmt.list_segments(self.directory)
+        if len(segs) < 2:
+            return
+        sizes = [p.stat().st_size for _, p in segs]
+        now = time.time()
+        through = self.exported_through()
+        doomed: list[tuple[int, Path]] = []
+        blocked = 0
+        total, count = sum(sizes), len(segs)
+        for i in range(len(segs) - 1):  # never the segment being written
+            over = ((self.retention_max_segments is not None and count > self.retention_max_segments)
+                    or (self.retention_max_bytes is not None and total > self.retention_max_bytes)
+                    or (self.retention_max_age_s is not None
+                        and now - segs[i][1].stat().st_mtime > self.retention_max_age_s))
+            if not over:
+                break
+            last_seq = segs[i + 1][0] - 1
+            if last_seq > through:
+                blocked = len(segs) - 1 - i  # this and every later closed segment
+                break
+            doomed.append(segs[i])
+            total, count = total - sizes[i], count - 1
+        self._retention_blocked = blocked
+        if not doomed:
+            return
+        keep_seq, keep_path = segs[len(doomed)]
+        with open(keep_path, "rb") as f:
+            header = f.read(fmt.HEADER_SIZE)
+        prev_hash = fmt.HEADER.unpack_from(header, 0)[3]
+        for _, path in doomed:
+            path.unlink()
+        _fsync_dir(self.directory)
+        self._segments_deleted += len(doomed)
+        payload = {"deleted": [p.name for _, p in doomed], "first_seq_kept": keep_seq,
+                   "prev_hash": prev_hash.hex(), "exported_through": through}
+        with self._lock:  # an internal record: allowed while closing, committed next round
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            self._pending.append((seq, "retention", time.time(), time.monotonic(), _PICKLED,
+                                  pickle.dumps(payload, 5)))
+        self._wake.set()
 
     def _new_segment(self, first_seq: int, prev_hash: bytes) -> None:
         """Create a segment atomically: header to a temp file, fsync, rename, fsync the dir."""
@@ -475,6 +633,7 @@ class AuditWriter:
         _fsync_dir(self.directory)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._seg_path, self._seg_size = path, fmt.HEADER_SIZE
+        self._seg_started = time.monotonic()
         self._segments_created += 1
 
     def _fail(self, err: AuditError) -> None:
@@ -493,6 +652,25 @@ class AuditWriter:
                 self._on_fatal(err)
             except Exception:  # noqa: BLE001 - a failing handler must not stop the fail-safe path
                 pass
+
+
+def _kind_of(rec: fmt.Record) -> object:
+    try:
+        return rec.decode().get("kind")
+    except ValueError:
+        return None
+
+
+def read_exported_marker(directory: Path) -> int:
+    """``through_seq`` of ``directory/exported.json``; 0 when absent or unreadable."""
+    try:
+        import json
+
+        value = json.loads((Path(directory) / EXPORTED_NAME).read_text(encoding="utf-8"))
+        through = value["through_seq"]
+        return through if isinstance(through, int) and through >= 0 else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _resolve(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[int], seq: int, err: Exception | None) -> None:

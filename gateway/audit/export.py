@@ -1,0 +1,179 @@
+"""Reading the log out: filtered JSON lines, the HDF5 training dataset, the export marker.
+
+**Exported** (what retention relies on): a record is exported once ``edgewarden audit
+export --format jsonl -o FILE`` has written it, unfiltered, to ``FILE`` and fsynced that
+file; the command then records ``through_seq`` (the last record written) in
+``exported.json`` in the log directory (temp file, fsync, rename, directory fsync; the
+value only ever grows). The writer's retention deletes a segment only when all its
+records are at or below ``through_seq``. Filtered exports, stdout and HDF5 exports do not
+move the marker: they are not a copy of the log.
+
+The HDF5 export builds the D4RL layout of ``training.datasets`` from consecutive
+``cycle`` records in AUTO: row i is (obs of cycle n, action written in cycle n, obs of
+cycle n+1). A run ends where the next cycle is missing, not AUTO, wrote nothing or has
+a missing observation: that row gets ``timeouts = True``. The gateway does not record a
+reward, so ``rewards`` are zeros (``extra.rewards = "not recorded"``): relabel them with
+the plant's reward before training.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from gateway.audit.verify import DecodedRecord, iter_records
+from gateway.audit.writer import EXPORTED_NAME, _fsync_dir, read_exported_marker
+from gateway.errors import AuditError
+
+HDF5_EXPORT_VERSION = 1  # the "audit_export_version" in the dataset's extra metadata
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds from a number or an ISO-8601 time (UTC when no zone is given)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise AuditError(f"cannot read time {text!r}: give Unix seconds or ISO-8601 like "
+                         "2026-11-23T10:00:00Z") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.UTC)
+    return t.timestamp()
+
+
+def select(records: Iterable[DecodedRecord], *, since: float | None = None, until: float | None = None,
+           kinds: Iterable[str] | None = None) -> Iterator[DecodedRecord]:
+    """Records with ``since <= t_wall < until`` and a kind in ``kinds`` (None: all)."""
+    wanted = set(kinds) if kinds else None
+    for rec in records:
+        p = rec.payload
+        if wanted is not None and p.get("kind") not in wanted:
+            continue
+        t = p.get("t_wall")
+        if (since is not None or until is not None) and not isinstance(t, (int, float)):
+            continue
+        if since is not None and t < since:
+            continue
+        if until is not None and t >= until:
+            continue
+        yield rec
+
+
+def record_line(rec: DecodedRecord) -> str:
+    return json.dumps({"seq": rec.seq, "hash": rec.hash, "payload": rec.payload}, ensure_ascii=False) + "\n"
+
+
+def write_jsonl(records: Iterable[DecodedRecord], out: TextIO) -> tuple[int, DecodedRecord | None]:
+    n, last = 0, None
+    for rec in records:
+        out.write(record_line(rec))
+        n, last = n + 1, rec
+    return n, last
+
+
+def mark_exported(directory: Path, last: DecodedRecord, destination: Path) -> int:
+    """Move the export marker up to ``last.seq`` (never down). Returns the marker's value."""
+    directory = Path(directory)
+    through = max(read_exported_marker(directory), last.seq)
+    marker = {"through_seq": through, "head": last.hash if through == last.seq else None,
+              "destination": str(destination), "t_wall": time.time()}
+    tmp = directory / (EXPORTED_NAME + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(marker, f, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / EXPORTED_NAME)
+        _fsync_dir(directory)
+    except OSError as exc:
+        raise AuditError(f"exported to {destination}, but cannot write the export marker in {directory}: "
+                         f"{exc}") from None
+    return through
+
+
+def export_hdf5(directory: Path, out: Path, *, since: float | None = None, until: float | None = None,
+                plant: str | None = None) -> int:
+    """Write the AUTO cycle history of the log as a training dataset; return its rows."""
+    try:
+        import numpy as np
+
+        from training.datasets import DatasetMeta, write
+    except ImportError as exc:
+        raise AuditError(f"HDF5 export needs h5py, which is in the 'train' extra (pip install "
+                         f"'edgewarden[train]'): {exc}") from None
+    obs, act, nxt, ends = [], [], [], []
+    info: dict[str, Any] = {"gateway": None, "obs_tags": None, "act_tags": None, "model": None}
+    prev: dict[str, Any] | None = None  # the last usable AUTO cycle, waiting for its successor
+    first_seq = last_seq = None
+    for rec in select(iter_records(directory), since=since, until=until):
+        p = rec.payload
+        kind = p.get("kind")
+        if kind == "config_load":
+            info["gateway"] = p.get("gateway", info["gateway"])
+            info["obs_tags"] = p.get("obs_tags", info["obs_tags"])
+            info["act_tags"] = p.get("act_tags", info["act_tags"])
+        elif kind == "model_load":
+            info["model"] = p.get("sha256", info["model"])
+        if kind != "cycle":
+            continue
+        usable = (p.get("mode") == "AUTO" and isinstance(p.get("written"), list) and isinstance(p.get("obs"), list)
+                  and all(isinstance(v, (int, float)) for v in p["obs"])
+                  and all(isinstance(v, (int, float)) for v in p["written"]))
+        if prev is not None:
+            follows = isinstance(p.get("n"), int) and p["n"] == prev["n"] + 1 and isinstance(p.get("obs"), list)
+            follows = follows and len(p["obs"]) == len(prev["obs"]) and all(
+                isinstance(v, (int, float)) for v in p["obs"])
+            if follows:
+                obs.append(prev["obs"])
+                act.append(prev["written"])
+                nxt.append(p["obs"])
+                ends.append(not usable)  # the run stops here unless this cycle continues it
+                first_seq = prev["_seq"] if first_seq is None else first_seq
+                last_seq = rec.seq
+            elif ends:
+                ends[-1] = True
+        prev = dict(p, _seq=rec.seq) if usable else None
+    if ends:
+        ends[-1] = True
+    n = len(obs)
+    if n == 0:
+        raise AuditError(f"{directory}: no consecutive AUTO cycle records to export in that range")
+    n_obs, n_act = len(obs[0]), len(act[0])
+    if any(len(o) != n_obs for o in obs) or any(len(a) != n_act for a in act):
+        raise AuditError(f"{directory}: observation/action sizes change within the log; export a range "
+                         "with --since/--until that covers one configuration")
+    obs_tags = info["obs_tags"] if isinstance(info["obs_tags"], list) and len(info["obs_tags"]) == n_obs \
+        else [f"obs_{i}" for i in range(n_obs)]
+    act_tags = info["act_tags"] if isinstance(info["act_tags"], list) and len(info["act_tags"]) == n_act \
+        else [f"act_{i}" for i in range(n_act)]
+    actions = np.asarray(act, dtype=np.float32)
+    meta = DatasetMeta(
+        plant=plant or info["gateway"] or "unknown",
+        observation_tags=tuple(obs_tags), observation_units=("",) * n_obs,
+        action_tags=tuple(act_tags), action_units=("",) * n_act,
+        action_low=tuple(float(v) for v in actions.min(axis=0)),
+        action_high=tuple(float(v) for v in actions.max(axis=0)),
+        behaviour_policy=f"onnx:{info['model']}" if info["model"] else "unknown",
+        extra={"source": "edgewarden audit export", "audit_export_version": HDF5_EXPORT_VERSION,
+               "audit_dir": str(directory), "first_seq": first_seq, "last_seq": last_seq,
+               "rewards": "not recorded"},
+    )
+    data = {
+        "observations": np.asarray(obs, dtype=np.float32), "actions": actions,
+        "rewards": np.zeros(n, dtype=np.float32), "next_observations": np.asarray(nxt, dtype=np.float32),
+        "terminals": np.zeros(n, dtype=np.bool_), "timeouts": np.asarray(ends, dtype=np.bool_),
+    }
+    try:
+        write(out, data, meta)
+    except OSError as exc:
+        raise AuditError(f"cannot write {out}: {exc}") from None
+    return n
