@@ -28,9 +28,10 @@ from gateway.cycle import ControlLoop
 from gateway.errors import AuditError, TransportError
 from gateway.io.composite import CompositeTransport
 from gateway.io.tags import TagMap
-from gateway.modes import WRITING, ModeMachine, Transition
+from gateway.modes import WRITING, ModeMachine, ModeRefused, Transition
 from gateway.ops.control import ControlServer
 from gateway.ops.metrics import Metrics
+from gateway.ops.sdnotify import Notifier
 from gateway.policy.onnx_policy import OnnxPolicy
 from gateway.safety.estop import TripEvent
 
@@ -105,7 +106,9 @@ class Gateway:
                 self.metrics_port = metrics.serve(s.metrics.host, s.metrics.port)
             await transport.connect()
             modes = ModeMachine()
-            loop = ControlLoop(s, tags, transport, policy, modes, audit, metrics)
+            notifier = Notifier(min_watchdog_interval_s=0.1)
+            loop = ControlLoop(s, tags, transport, policy, modes, audit, metrics,
+                               on_healthy_cycle=notifier.watchdog)
             self.loop = loop
             modes.subscribe(self._on_transition)
             loop.estop.add_handler("audit", self._audit_trip)
@@ -117,8 +120,11 @@ class Gateway:
                           control=str(s.control.socket))
             if self.on_ready is not None:
                 self.on_ready(self)
+            notifier.ready(f"cycling at {s.gateway.cycle_hz:g} Hz, mode {modes.mode.name}")
             await loop.run(self._stop)
+            notifier.stopping("handing the plant to its safe state")
             await self._hand_over(loop)
+            notifier.close()
         finally:
             if control is not None:
                 await control.close()
@@ -164,8 +170,8 @@ class Gateway:
 
     # ---- operator commands ----------------------------------------------------------
     def _commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
-        return {"status": self._cmd_status, "estop": self._cmd_estop,
-                "reset": self._cmd_reset, "start": self._cmd_start}
+        return {"status": self._cmd_status, "estop": self._cmd_estop, "reset": self._cmd_reset,
+                "start": self._cmd_start, "manual": self._cmd_manual, "auto": self._cmd_auto}
 
     def _actor(self, req: dict[str, Any]) -> str:
         return f"{req['actor']} (uid {req.get('uid')})"
@@ -182,6 +188,8 @@ class Gateway:
             "trips": loop.estop.count,
             "last_trip": None if loop.estop.last is None else asdict(loop.estop.last),
             "verdict": loop.checker.verdict.code,
+            "manual_by": sorted(loop.manual_by),
+            "interlocks": loop.interlocks.active_names(),
             "values": {n: (None if v != v else v) for n, v in zip(tags.readable, snap.values.tolist())},
             "action": dict(zip(self.settings.policy.actions, loop.action.tolist())),
             "audit_records": audit_stats.records_written,
@@ -206,4 +214,21 @@ class Gateway:
         assert self.loop is not None and self.audit is not None
         self.loop.request_start(self._actor(req))
         await self.audit.append_durable_async("operator", {"cmd": "start", "actor": self._actor(req)})
+        return {"mode": self.loop.modes.mode.name}
+
+    async def _cmd_manual(self, req: dict[str, Any]) -> dict[str, Any]:
+        assert self.loop is not None and self.audit is not None
+        setpoints = req.get("setpoints")
+        if setpoints is not None and not (isinstance(setpoints, dict)
+                                          and all(isinstance(v, (int, float)) for v in setpoints.values())):
+            raise ModeRefused("manual refused: setpoints must be an object {action: number}")
+        self.loop.request_manual(self._actor(req), setpoints)
+        await self.audit.append_durable_async("operator", {"cmd": "manual", "actor": self._actor(req),
+                                                           "setpoints": setpoints})
+        return {"mode": self.loop.modes.mode.name}
+
+    async def _cmd_auto(self, req: dict[str, Any]) -> dict[str, Any]:
+        assert self.loop is not None and self.audit is not None
+        self.loop.request_auto(self._actor(req))
+        await self.audit.append_durable_async("operator", {"cmd": "auto", "actor": self._actor(req)})
         return {"mode": self.loop.modes.mode.name}

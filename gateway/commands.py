@@ -30,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ctl.add_argument("--actor", default=None, help="operator name recorded in the audit log "
                      "(default: your login name)")
     ctl.add_argument("--reason", default="", help="free text recorded with the command")
-    ctl.add_argument("action", choices=["status", "estop", "reset", "start"])
+    ctl.add_argument("--setpoint", action="append", default=[], metavar="ACTION=VALUE",
+                     help="with 'manual': an operator setpoint, passed through the shield (repeatable)")
+    ctl.add_argument("action", choices=["status", "estop", "reset", "start", "manual", "auto"],
+                     help="manual: take manual control (human override); auto: hand back")
     ctl.set_defaults(handler=_ctl)
 
     demo = sub.add_parser("demo", help="run the twin and the gateway on loopback for ~30 s")
@@ -71,9 +74,26 @@ def _ctl(args: argparse.Namespace) -> int:
         raise ConfigError("ctl needs --config FILE or --socket PATH to find the gateway")
     request: dict[str, Any] = {"cmd": args.action, "actor": args.actor or getpass.getuser(),
                                "reason": args.reason}
+    if args.setpoint:
+        request["setpoints"] = _parse_setpoints(args.setpoint)
     reply = asyncio.run(send_command(path, request))
     print(json.dumps(reply, indent=2))
     return 0 if reply.get("ok") else 1
+
+
+def _parse_setpoints(items: list[str]) -> dict[str, float]:
+    from gateway.errors import ConfigError
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"--setpoint {item!r}: expected ACTION=NUMBER, e.g. coolant_flow_sp=120")
+    return out
 
 
 def _demo(args: argparse.Namespace) -> int:

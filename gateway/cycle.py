@@ -2,14 +2,22 @@
 
     tick on an absolute deadline
     → read a snapshot of every tag (values, quality, timestamps)
-    → observation checks (quality, range/NaN, staleness, PLC e-stop, hard/soft limits)
-    → comms-loss check (no good read for comms_timeout_ms)
-    → mode gate (INHIBITED/READY: heartbeat only; ESTOP: safe outputs; AUTO: policy)
-    → policy inference (ONNX)
-    → action shield (finite, bounds, rate)
+    → observation checks (quality, range/NaN, staleness, rate of change, PLC e-stop,
+      hard/soft limits)                                              TRIP → e-stop
+    → comms-loss check (no good read for comms_timeout_ms)             TRIP → e-stop
+    → human override (PLC hand/auto tag, operator command)            → MANUAL
+    → interlocks: this cycle's effective action bounds
+    → mode gate
+        ESTOP                safe outputs + heartbeat
+        INHIBITED / READY    heartbeat only (READY when healthy; AUTO on start)
+        MANUAL               track the applied outputs; operator setpoints (if any) → shield
+        AUTO / FALLBACK      policy inference (ONNX); fault / out-of-distribution input /
+                             repeated interventions → FALLBACK (Simplex); FALLBACK hands
+                             back after agreement_s of agreement
+    → action shield (finite, bounds ∩ interlocks, rate)      no feasible action → e-stop
     → write actions + heartbeat
     → audit record (hand-off, never waits for disk)
-    → metrics
+    → metrics, and the "healthy cycle" notification (systemd watchdog)
 
 A trip at any step goes through the e-stop, which writes the safe outputs at once.
 Deadline overruns are counted; ``max_consecutive_overruns`` in a row trip the e-stop.
@@ -18,21 +26,25 @@ Deadline overruns are counted; ``max_consecutive_overruns`` in a row trip the e-
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from gateway.config import Settings
 from gateway.errors import PolicyError, TransportError
-from gateway.io.tags import Snapshot, TagMap
+from gateway.io.tags import Quality, Snapshot, TagMap
 from gateway.io.transport import Transport, WritePlan, plan_writes
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
+from gateway.policy.fallback import FallbackController
 from gateway.safety.checker import ObservationChecker, Status
 from gateway.safety.estop import EStop, TripEvent
+from gateway.safety.interlocks import Interlocks
 from gateway.safety.shield import ActionShield
 
 HEARTBEAT_MODULO = 2**32
@@ -40,6 +52,7 @@ HEARTBEAT_MODULO = 2**32
 
 class Policy(Protocol):
     sha256: str
+    contract: Any
 
     def infer(self, obs: np.ndarray) -> np.ndarray: ...
 
@@ -55,6 +68,8 @@ class CycleStats:
     consecutive_overruns: int = 0
     holds: int = 0
     shield_interventions: int = 0
+    policy_faults: int = 0
+    ood_inputs: int = 0
     write_errors: int = 0
     last_cycle_s: float = math.nan
     max_cycle_s: float = 0.0
@@ -65,7 +80,8 @@ class ControlLoop:
     """One plant, one policy, one cycle. Built by gateway.app; runs until ``stop`` is set."""
 
     def __init__(self, settings: Settings, tags: TagMap, transport: Transport, policy: Policy,
-                 modes: ModeMachine, audit: AuditSink, metrics: Metrics) -> None:
+                 modes: ModeMachine, audit: AuditSink, metrics: Metrics,
+                 on_healthy_cycle: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.tags = tags
         self.transport = transport
@@ -73,28 +89,48 @@ class ControlLoop:
         self.modes = modes
         self.audit = audit
         self.metrics = metrics
+        self.on_healthy_cycle = on_healthy_cycle
         self.period = 1.0 / settings.gateway.cycle_hz
         self.checker = ObservationChecker(settings, tags)
         self.shield = ActionShield(settings)
+        self.interlocks = Interlocks(settings, self.checker.names)
+        self.fallback = FallbackController(settings, self.checker.names)
         self.snap = Snapshot(len(tags.readable))
         self.stats = CycleStats()
 
-        p = settings.policy
+        p, safety = settings.policy, settings.safety
+        n_act = len(p.actions)
         self._obs_slots = tags.indices(p.observations)
-        self._act_slots = tags.indices(p.actions)
         self._obs64 = np.zeros(len(p.observations))
         self._obs = np.zeros(len(p.observations), dtype=np.float32)
-        self._proposed = np.zeros(len(p.actions))
-        self._action = self.shield.safe.copy()  # last written (or to be written) action
-        self._out = np.zeros(len(p.actions))
-        self._write_plan: WritePlan = plan_writes(tags.specs, [*p.actions, settings.safety.heartbeat_tag])
-        self._heartbeat_plan: WritePlan = plan_writes(tags.specs, [settings.safety.heartbeat_tag])
+        applied = [safety.actions[a].applied or a for a in p.actions]
+        self._applied_slots = tags.indices(applied)
+        self._hand_auto = self.checker.names.index(safety.hand_auto_tag) if safety.hand_auto_tag else -1
+        self._proposed = np.zeros(n_act)
+        self._candidate = np.zeros(n_act)
+        self._action = self.shield.safe.copy()  # last written (or, in ESTOP, safe) action
+        self._out = np.zeros(n_act)
+        self._write_plan: WritePlan = plan_writes(tags.specs, [*p.actions, safety.heartbeat_tag])
+        self._heartbeat_plan: WritePlan = plan_writes(tags.specs, [safety.heartbeat_tag])
         self._values = [0.0] * len(self._write_plan.names)
         self._heartbeat = 0
         self._started_mono = time.monotonic()
         self._comms_timeout_s = settings.gateway.comms_timeout_ms / 1000.0
         self._start_requested = settings.gateway.auto_start
         self._last_code = "ok"
+        self._write_failed = False
+
+        # human override: who holds MANUAL ("plc", "operator"), and where to hand back to
+        self._manual_by: set[str] = set()
+        self._resume_mode = Mode.AUTO
+        self._operator_sp: np.ndarray | None = None
+        # Simplex fallback: intervention window, agreement timer, out-of-distribution range
+        fb = safety.fallback
+        self._interventions: collections.deque[float] = collections.deque()
+        self._agree_since = math.nan
+        span = self.shield.hi - self.shield.lo
+        self._agree_tol = np.array([fb.agreement_tolerance.get(a, 0.05 * s) for a, s in zip(p.actions, span)])
+        self._ood_lo, self._ood_hi = _ood_range(policy, fb.ood_margin, len(p.observations))
 
         self.estop = EStop(modes, [
             ("write_safe", self.write_safe),
@@ -117,6 +153,29 @@ class ControlLoop:
             raise ModeRefused(f"reset refused: the trip condition is still present ({verdict.message})")
         self._start_requested = False
         self.modes.request(Mode.INHIBITED, reason="operator reset", actor=actor)
+
+    def request_manual(self, actor: str, setpoints: dict[str, float] | None = None) -> None:
+        """Operator takes manual control; optional setpoints pass the shield every cycle."""
+        if self.modes.mode in (Mode.ESTOP, Mode.INHIBITED):
+            raise ModeRefused(f"manual refused: the gateway is {self.modes.mode.name}")
+        if setpoints is not None:
+            unknown = sorted(set(setpoints) - set(self.shield.names))
+            if unknown:
+                raise ModeRefused(f"manual refused: {unknown} are not actions ({self.shield.names})")
+            sp = self._action.copy()
+            for name, value in setpoints.items():
+                sp[self.shield.names.index(name)] = float(value)
+            self._operator_sp = sp
+        self._manual_by.add("operator")
+        self._enter_manual(f"operator: {actor}", actor)
+
+    def request_auto(self, actor: str) -> None:
+        """Operator hands control back (bumpless: the shield ramps from the applied action)."""
+        if "operator" not in self._manual_by:
+            raise ModeRefused("auto refused: the operator does not hold manual control")
+        self._manual_by.discard("operator")
+        self._operator_sp = None
+        self._leave_manual(actor)
 
     # ---- the loop -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -144,6 +203,8 @@ class ControlLoop:
                                           f"consecutive cycles overran the {period * 1000:.1f} ms period")
             else:
                 self.stats.consecutive_overruns = 0
+                if not self._write_failed and self.on_healthy_cycle is not None:
+                    self.on_healthy_cycle()
 
     @staticmethod
     async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float, busy_s: float) -> None:
@@ -157,6 +218,7 @@ class ControlLoop:
         """One control cycle."""
         snap = self.snap
         now = time.monotonic()
+        self._write_failed = False
 
         # 1. read
         await self.transport.read(snap)
@@ -171,7 +233,15 @@ class ControlLoop:
             await self.estop.trip("comms_loss", f"no good read from the PLC for more than "
                                   f"{self._comms_timeout_s * 1000:.0f} ms")
 
-        # 4. mode gate
+        # 4. human override from the PLC's hand/auto selector
+        monitored = self.checker.values
+        if verdict.status == Status.OK and self._hand_auto >= 0:
+            self._follow_hand_auto(monitored[self._hand_auto] != 0.0)
+
+        # 5. interlocks → this cycle's bounds
+        lo, hi = self.interlocks.bounds(monitored)
+
+        # 6. mode gate
         mode = self.modes.mode
         written: np.ndarray | None = None
         proposed: np.ndarray | None = None
@@ -181,57 +251,152 @@ class ControlLoop:
         elif mode in (Mode.INHIBITED, Mode.READY):
             self._gate_readiness(verdict.status)
             await self._write_heartbeat()
-        elif mode in WRITING and verdict.status == Status.HOLD:
+        elif verdict.status == Status.HOLD:
             self.stats.holds += 1  # data not usable this cycle: hold the last action
             await self._write_heartbeat()
+        elif mode == Mode.MANUAL:
+            self._track_applied()
+            if self._operator_sp is not None and "plc" not in self._manual_by:
+                written = await self._shield_and_write(self._operator_sp, lo, hi)
+            else:
+                await self._write_heartbeat()
         elif mode in WRITING:
-            # 5. policy inference
-            np.take(snap.values, self._obs_slots, out=self._obs64)
-            np.copyto(self._obs, self._obs64, casting="same_kind")
-            try:
-                proposed = self._proposed
-                proposed[:] = self.policy.infer(self._obs)
-            except PolicyError as exc:
-                await self.estop.trip("policy_fault", str(exc))
-                proposed = None
-            if proposed is not None:
-                # 6. action shield
-                res = self.shield.apply(proposed, self._action, self.period, self._out)
-                if not res.ok:
-                    await self.estop.trip(res.code, "the policy proposed a non-finite action")
-                else:
-                    if res.code != "ok":
-                        self.stats.shield_interventions += 1
-                        self.metrics.shield_interventions.inc()
-                    # 7. write actions + heartbeat
-                    self._action[:] = self._out
-                    written = self._action
-                    await self._write(written)
-        else:  # MANUAL: monitor and log, write nothing but the heartbeat
-            await self._write_heartbeat()
+            # 7. policy inference, and the Simplex switch
+            proposed = await self._infer(now)
+            if self.modes.mode == Mode.FALLBACK:
+                self.fallback.compute(monitored, self._action, self.period, self._candidate)
+                self._maybe_hand_back(proposed, lo, hi, now)
+            if self.modes.mode == Mode.AUTO and proposed is not None:
+                self._candidate[:] = proposed
+            # 8. shield, 9. write
+            if self.modes.mode in WRITING:
+                written = await self._shield_and_write(self._candidate, lo, hi)
 
-        # 8. audit (hand-off to the writer thread)
+        # 10. audit (hand-off to the writer thread)
         self.audit.append("cycle", {
             "n": self.stats.cycles,
             "mode": self.modes.mode.name,
             "obs": self._obs_record(),
             "verdict": verdict.code,
+            "interlocks": self.interlocks.active_names() if self.interlocks.active.any() else None,
             "proposed": None if proposed is None else proposed.tolist(),
             "written": None if written is None else written.tolist(),
             "hb": self._heartbeat,
         })
 
-        # 9. metrics
+        # 11. metrics
         if verdict.code != self._last_code and verdict.code.startswith("soft_limit"):
             self.metrics.soft_alarms.inc()
         self._last_code = verdict.code
 
+    # ---- policy, fallback, shield -----------------------------------------------------
+    async def _infer(self, now: float) -> np.ndarray | None:
+        """The policy's proposal, or None when it cannot be trusted this cycle."""
+        np.take(self.snap.values, self._obs_slots, out=self._obs64)
+        np.copyto(self._obs, self._obs64, casting="same_kind")
+        try:
+            self._proposed[:] = self.policy.infer(self._obs)
+        except PolicyError as exc:
+            self.stats.policy_faults += 1
+            if self.settings.safety.policy_fault == "estop":
+                await self.estop.trip("policy_fault", str(exc))
+            else:
+                self._enter_fallback(f"policy fault: {exc}")
+            return None
+        if ((self._obs64 < self._ood_lo) | (self._obs64 > self._ood_hi)).any():
+            self.stats.ood_inputs += 1
+            i = int(np.flatnonzero((self._obs64 < self._ood_lo) | (self._obs64 > self._ood_hi))[0])
+            self._enter_fallback(f"input {self.settings.policy.observations[i]!r} = {self._obs64[i]:.6g} "
+                                 "lies outside the policy's training range")
+            return None
+        return self._proposed
+
+    async def _shield_and_write(self, candidate: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+        res = self.shield.apply(candidate, self._action, self.period, self._out, lo, hi)
+        if not res.ok:
+            await self.estop.trip(res.code, "no action satisfies every bound, rate limit and interlock"
+                                  if res.code.startswith("interlock") else "a non-finite action was proposed")
+            return None
+        if res.code != "ok":
+            self.stats.shield_interventions += 1
+            self.metrics.shield_interventions.inc()
+            self._count_intervention()
+        self._action[:] = self._out
+        await self._write(self._action)
+        return self._action
+
+    def _count_intervention(self) -> None:
+        fb = self.settings.safety.fallback
+        now = time.monotonic()
+        window = self._interventions
+        window.append(now)
+        while window and now - window[0] > fb.intervention_window_s:
+            window.popleft()
+        if len(window) >= fb.max_interventions and self.modes.mode == Mode.AUTO:
+            window.clear()
+            self._enter_fallback(f"{fb.max_interventions} shield interventions within "
+                                 f"{fb.intervention_window_s:g} s")
+
+    def _enter_fallback(self, reason: str) -> None:
+        self._agree_since = math.nan
+        if self.modes.mode == Mode.AUTO:
+            self.fallback.reset()
+            self.modes.request(Mode.FALLBACK, reason=reason, actor="gateway")
+
+    def _maybe_hand_back(self, proposed: np.ndarray | None, lo: np.ndarray, hi: np.ndarray, now: float) -> None:
+        """Back to AUTO after the policy has agreed with the fallback for agreement_s."""
+        if proposed is None:
+            self._agree_since = math.nan
+            return
+        agrees = bool((np.abs(np.clip(proposed, lo, hi) - self._candidate) <= self._agree_tol).all())
+        if not agrees:
+            self._agree_since = math.nan
+        elif math.isnan(self._agree_since):
+            self._agree_since = now
+        elif now - self._agree_since >= self.settings.safety.fallback.agreement_s:
+            self._agree_since = math.nan
+            self.modes.request(Mode.AUTO, reason="policy agreed with the fallback for "
+                               f"{self.settings.safety.fallback.agreement_s:g} s", actor="gateway")
+
+    # ---- human override ---------------------------------------------------------------
+    def _follow_hand_auto(self, plc_auto: bool) -> None:
+        if not plc_auto and "plc" not in self._manual_by:
+            self._manual_by.add("plc")
+            self._enter_manual("PLC hand/auto selector in hand", "plc")
+        elif plc_auto and "plc" in self._manual_by:
+            self._manual_by.discard("plc")
+            self._leave_manual("plc")
+
+    def _enter_manual(self, reason: str, actor: str) -> None:
+        mode = self.modes.mode
+        if mode in (Mode.READY, Mode.AUTO, Mode.FALLBACK):
+            self._resume_mode = mode
+            self.modes.request(Mode.MANUAL, reason=reason, actor=actor)
+
+    def _leave_manual(self, actor: str) -> None:
+        if self._manual_by or self.modes.mode != Mode.MANUAL:
+            return
+        target = self._resume_mode
+        if target == Mode.FALLBACK:
+            self.fallback.reset()
+        self.modes.request(target, reason="hand-back (ramps from the applied action)", actor=actor)
+
+    def _track_applied(self) -> None:
+        """In MANUAL the policy's last action follows what the plant really gets."""
+        applied = self.snap.values[self._applied_slots]
+        good = np.isfinite(applied) & (self.snap.quality[self._applied_slots] == Quality.GOOD)
+        np.copyto(self._action, np.clip(applied, self.shield.lo, self.shield.hi), where=good)
+
+    # ---- helpers --------------------------------------------------------------------
     @property
     def action(self) -> np.ndarray:
         """The last action written (or, in ESTOP, the safe outputs)."""
         return self._action
 
-    # ---- helpers --------------------------------------------------------------------
+    @property
+    def manual_by(self) -> frozenset[str]:
+        return frozenset(self._manual_by)
+
     def _obs_record(self) -> list[float | None]:
         values = self.snap.values[self._obs_slots]
         return [None if not math.isfinite(v) else v for v in values.tolist()]
@@ -256,10 +421,8 @@ class ControlLoop:
             self.modes.request(Mode.AUTO, reason="auto_start", actor="gateway")
 
     def _seed_bumpless(self) -> None:
-        """Start rate limiting from the setpoints the PLC holds now, where they read good."""
-        applied = self.snap.values[self._act_slots]
-        good = np.isfinite(applied) & (self.snap.quality[self._act_slots] == 0)
-        self._action[:] = np.where(good, np.clip(applied, self.shield.lo, self.shield.hi), self.shield.safe)
+        """Start rate limiting from the outputs the PLC applies now, where they read good."""
+        self._track_applied()
 
     def _next_heartbeat(self) -> float:
         self._heartbeat = (self._heartbeat + 1) % HEARTBEAT_MODULO
@@ -272,12 +435,14 @@ class ControlLoop:
         try:
             await self.transport.write(self._write_plan, values)
         except TransportError:
+            self._write_failed = True
             self.stats.write_errors += 1  # comms loss past its timeout trips in step 3
 
     async def _write_heartbeat(self) -> None:
         try:
             await self.transport.write(self._heartbeat_plan, (self._next_heartbeat(),))
         except TransportError:
+            self._write_failed = True
             self.stats.write_errors += 1
 
     async def write_safe(self, event: TripEvent) -> None:
@@ -298,3 +463,13 @@ class ControlLoop:
         m.cycles.inc()
         m.cycle_seconds.observe(work)
         m.lateness_seconds.observe(max(lateness, 0.0))
+
+
+def _ood_range(policy: Policy, margin: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The policy's training range widened by ``margin`` of its span; ±inf without stats."""
+    stats = getattr(getattr(policy, "contract", None), "obs_stats", None)
+    if stats is None:
+        return np.full(n, -np.inf), np.full(n, np.inf)
+    lo, hi = np.array(stats.min, dtype=float), np.array(stats.max, dtype=float)
+    pad = margin * (hi - lo)
+    return lo - pad, hi + pad

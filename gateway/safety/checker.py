@@ -1,9 +1,10 @@
 """Observation checks, compiled once from the config into arrays.
 
-For every monitored tag (policy inputs, limited tags, the PLC e-stop input) each cycle:
-quality, staleness (the source timestamp has not advanced for ``stale_ms`` of gateway
-time, so clock offsets between PLC and gateway do not matter), valid range (bad data,
-NaN included), hard limits (trip) and soft limits (counted alarm). The verdict says
+For every monitored tag (policy inputs, limited tags, the PLC e-stop and hand/auto
+inputs, interlock and fallback-PID inputs) each cycle: quality, staleness (the source
+timestamp has not advanced for ``stale_ms`` of gateway time, so clock offsets between
+PLC and gateway do not matter), valid range (bad data, NaN included), rate of change
+(faster than physically plausible: trip), hard limits (trip) and soft limits (alarm). The verdict says
 OK, HOLD (data not usable this cycle: write nothing new) or TRIP, with a reason code
 naming the tag and the rule. The fast path is a handful of numpy calls on pre-allocated
 buffers; reason strings are built only when something is wrong.
@@ -39,6 +40,21 @@ class Verdict:
         self.status, self.code, self.message = status, code, message
 
 
+def monitored_tags(s: Settings) -> list[str]:
+    """Every tag the safety layer must see GOOD each cycle."""
+    from gateway.safety.expr import parse_condition
+
+    names = [*s.policy.observations, *s.safety.limits]
+    names += [t for t in (s.safety.estop_input, s.safety.hand_auto_tag) if t]
+    for il in s.safety.interlocks.values():
+        names += [c.tag for c in parse_condition(il.when)]
+    for pid in s.safety.fallback.pid.values():
+        names.append(pid.pv)
+        if isinstance(pid.setpoint, str):
+            names.append(pid.setpoint)
+    return names
+
+
 def _bounds(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full(n, -np.inf), np.full(n, np.inf)
 
@@ -46,9 +62,7 @@ def _bounds(n: int) -> tuple[np.ndarray, np.ndarray]:
 class ObservationChecker:
     def __init__(self, settings: Settings, tags: TagMap) -> None:
         s = settings
-        names: list[str] = list(dict.fromkeys(
-            [*s.policy.observations, *s.safety.limits, *([s.safety.estop_input] if s.safety.estop_input else [])]
-        ))
+        names: list[str] = list(dict.fromkeys(monitored_tags(s)))
         self.names = names
         self.slots = tags.indices(names)
         n = len(names)
@@ -56,6 +70,7 @@ class ObservationChecker:
         self.hard_lo, self.hard_hi = _bounds(n)
         self.soft_lo, self.soft_hi = _bounds(n)
         self.stale_s = np.full(n, np.inf)
+        self.max_rate = np.full(n, np.inf)
         for i, name in enumerate(names):
             spec = tags.specs[name]
             if spec.range is not None:
@@ -67,15 +82,25 @@ class ObservationChecker:
                 self.hard_lo[i], self.hard_hi[i] = lim.hard
             if lim is not None and lim.soft is not None:
                 self.soft_lo[i], self.soft_hi[i] = lim.soft
+            if lim is not None and lim.max_rate is not None:
+                self.max_rate[i] = lim.max_rate
         self.estop_index = names.index(s.safety.estop_input) if s.safety.estop_input else -1
         self._v = np.zeros(n)
         self._q = np.zeros(n, dtype=np.uint8)
         self._ts = np.zeros(n)
         self._last_ts = np.full(n, np.nan)
         self._last_change = np.zeros(n)
+        self._prev_v = np.full(n, np.nan)
+        self._prev_t = np.nan
+        self._rate = np.zeros(n)
         self._ok = np.zeros(n, dtype=bool)
         self._tmp = np.zeros(n, dtype=bool)
         self.verdict = Verdict()
+
+    @property
+    def values(self) -> np.ndarray:
+        """This cycle's values of the monitored tags, in ``names`` order (valid after check)."""
+        return self._v
 
     def check(self, snap: Snapshot, now_mono: float) -> Verdict:
         v, q, ok, tmp = self._v, self._q, self._ok, self._tmp
@@ -115,6 +140,18 @@ class ObservationChecker:
             verdict.set(Status.HOLD, f"stale:{self.names[i]}",
                         f"tag {self.names[i]!r} has not been updated for more than "
                         f"{self.stale_s[i] * 1000:.0f} ms")
+            return verdict
+        # Rate of change against the previous good reading (NaN before there is one: passes).
+        dt = now_mono - self._prev_t
+        np.subtract(v, self._prev_v, out=self._rate)
+        np.abs(self._rate, out=self._rate)
+        self._prev_v[:] = v
+        self._prev_t = now_mono
+        if dt > 0 and (self._rate > self.max_rate * dt).any():
+            i = int(np.flatnonzero(self._rate > self.max_rate * dt)[0])
+            verdict.set(Status.TRIP, f"rate_of_change:{self.names[i]}",
+                        f"tag {self.names[i]!r} changed at {self._rate[i] / dt:.6g} per second, faster than "
+                        f"its limit {self.max_rate[i]:.6g}")
             return verdict
         if self.estop_index >= 0 and v[self.estop_index] != 0.0:
             verdict.set(Status.TRIP, "plc_estop", f"PLC e-stop input {self.names[self.estop_index]!r} is active")

@@ -18,8 +18,8 @@ from gateway.modes import Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 from tests.helpers import write_config, write_linear_policy
 
-HEALTHY = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0,
-           "coolant_flow_sp": 100.0, "feed_flow_sp": 100.0}
+HEALTHY = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, "plc_auto": 1.0,
+           "coolant_flow_sp": 100.0, "feed_flow_sp": 100.0, "coolant_flow": 100.0, "feed_flow": 100.0}
 
 
 class ListAudit:
@@ -66,8 +66,8 @@ def test_start_is_inhibited_until_an_explicit_start(tmp_path: Path) -> None:
 
 
 def test_actions_are_shielded_rate_limited_and_bumpless(tmp_path: Path) -> None:
-    # coolant = 100 + 5 (T - T_sp): T 40 K above setpoint gives 300, which the graph clips to 200
-    loop, t, audit = make_loop(tmp_path, values={**HEALTHY, "T": 390.0})
+    # coolant = 100 + 5 (T - T_sp): T 20 K above setpoint gives 200, the upper bound
+    loop, t, audit = make_loop(tmp_path, values={**HEALTHY, "T": 370.0})
     steps(loop, 1)
     loop.request_start("alice")
     steps(loop, 20)
@@ -142,7 +142,7 @@ def test_comms_loss_holds_then_trips_after_timeout(tmp_path: Path) -> None:
     assert loop.modes.mode == Mode.ESTOP and loop.estop.last.code == "comms_loss"
 
 
-def test_policy_fault_trips(tmp_path: Path) -> None:
+def _nan_policy_loop(tmp_path: Path, replace: dict[str, str] | None = None):
     # Two hidden units overflow float32 to +inf; the next layer subtracts them: inf − inf = NaN.
     from training.onnx_export import build_mlp_policy, write_model
 
@@ -150,16 +150,34 @@ def test_policy_fault_trips(tmp_path: Path) -> None:
 
     hidden = (np.array([[3e38, 0.0, 0.0, 0.0], [3e38, 0.0, 0.0, 0.0]]), np.zeros(2))
     head = (np.array([[1.0, -1.0], [0.0, 0.0]]), np.array([0.0, 100.0]))
-    loop, t, _ = make_loop(tmp_path)
+    loop, t, audit = make_loop(tmp_path, replace=replace)
     write_model(loop.settings.policy.path, build_mlp_policy(contract(), [hidden, head]))
-    s = loop.settings
-    loop.policy = load_policy(s)  # passes the load checks: zeros in, finite out
+    loop.policy = load_policy(loop.settings)  # passes the load checks: zeros in, finite out
+    return loop, t, audit
+
+
+def test_policy_fault_trips_when_configured(tmp_path: Path) -> None:
+    loop, t, _ = _nan_policy_loop(tmp_path, {r'^policy_fault = "fallback"': 'policy_fault = "estop"'})
     steps(loop, 1)
     loop.request_start("alice")
     steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "policy_fault"
     assert t.writes[-1] == {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0, "heartbeat": float(len(t.writes))}
+
+
+def test_policy_fault_hands_control_to_the_pid_fallback(tmp_path: Path) -> None:
+    loop, t, audit = _nan_policy_loop(tmp_path)
+    t.values["T"] = 352.0  # 2 K above setpoint: the reverse-acting PID asks for more coolant
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 5)
+    assert loop.modes.mode == Mode.FALLBACK and loop.stats.policy_faults == 5
+    coolant = [w["coolant_flow_sp"] for w in action_writes(t)]
+    assert coolant == sorted(coolant) and coolant[-1] > 100.0  # ramping up, rate-limited
+    assert all(b - a <= 10.0 + 1e-9 for a, b in zip(coolant, coolant[1:]))
+    modes = [p for k, p in audit.records if k == "cycle"]
+    assert modes[-1]["mode"] == "FALLBACK" and modes[-1]["proposed"] is None
 
 
 def test_trip_runs_once_and_isolates_failing_handlers(tmp_path: Path) -> None:
