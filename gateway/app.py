@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from gateway.audit.checkpoint import Signer
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig, LoggingSection, Settings
 from gateway.cycle import ControlLoop
@@ -91,6 +92,16 @@ class Gateway:
             commit_interval_s=s.audit.commit_interval_ms / 1000.0,
             segment_max_bytes=int(s.audit.segment_mb * 1024 * 1024),
             on_fatal=lambda err: aio.call_soon_threadsafe(self._audit_failed, err),
+            signer=Signer.from_file(s.audit.signing_key) if s.audit.signing_key else None,
+            checkpoint_every_records=s.audit.checkpoint_every_records,
+            checkpoint_every_s=s.audit.checkpoint_every_s,
+            checkpoint_export=s.audit.checkpoint_export,
+            segment_max_age_s=s.audit.segment_max_age_s,
+            retention_max_segments=s.audit.retention_max_segments,
+            retention_max_bytes=(int(s.audit.retention_max_mb * 1024 * 1024)
+                                 if s.audit.retention_max_mb else None),
+            retention_max_age_s=(s.audit.retention_max_age_days * 86400.0
+                                 if s.audit.retention_max_age_days else None),
         )
         audit.open()
         self.audit = audit
@@ -99,7 +110,8 @@ class Gateway:
         control: ControlServer | None = None
         try:
             audit.append_durable("config_load", {"path": str(self.loaded.path), "sha256": self.loaded.sha256,
-                                                 "gateway": s.gateway.name})
+                                                 "gateway": s.gateway.name, "obs_tags": list(s.policy.observations),
+                                                 "act_tags": list(s.policy.actions)})
             audit.append_durable("model_load", {"path": str(policy.path), "sha256": policy.sha256,
                                                 "algorithm": policy.contract.algorithm})
             if s.metrics.enabled:

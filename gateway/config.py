@@ -270,6 +270,16 @@ class AuditSection(_Section):
     dir: Path = Path("audit")
     commit_interval_ms: float = Field(10.0, gt=0, le=1000)
     segment_mb: float = Field(64.0, gt=0)
+    segment_max_age_s: float | None = Field(None, gt=0, description="also rotate a segment this old")
+    signing_key: Path | None = Field(None, description="Ed25519 private key (edgewarden audit keygen); "
+                                                       "None: no signed checkpoints")
+    checkpoint_every_records: int = Field(10_000, ge=1)
+    checkpoint_every_s: float = Field(60.0, gt=0)
+    checkpoint_export: Path | None = Field(None, description="append each checkpoint here (JSON lines); "
+                                                             "put it on other storage or ship it off the box")
+    retention_max_segments: int | None = Field(None, ge=2)
+    retention_max_mb: float | None = Field(None, gt=0)
+    retention_max_age_days: float | None = Field(None, gt=0)
 
 
 class MetricsSection(_Section):
@@ -462,7 +472,8 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
     return s.model_copy(
         update={
             "policy": s.policy.model_copy(update={"path": fix(s.policy.path)}),
-            "audit": s.audit.model_copy(update={"dir": fix(s.audit.dir)}),
+            "audit": s.audit.model_copy(update={"dir": fix(s.audit.dir), **{
+                k: fix(v) for k in ("signing_key", "checkpoint_export") if (v := getattr(s.audit, k)) is not None}}),
             "control": s.control.model_copy(update={"socket": fix(s.control.socket)}),
             "connections": {name: _resolve_connection(c, fix) for name, c in s.connections.items()},
         }
