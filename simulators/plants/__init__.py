@@ -15,6 +15,8 @@ __all__ = ["PLANTS", "PlantModel", "PlantSpec", "Signal", "make_plant", "plant_n
 
 PLANTS: dict[str, str] = {
     "cstr": "simulators.plants.cstr:CstrPlant",
+    "hvac": "simulators.plants.hvac:HvacPlant",
+    "tanks": "simulators.plants.tanks:TanksPlant",
 }
 
 
