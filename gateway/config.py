@@ -245,8 +245,9 @@ class PidSpec(_Section):
 class FallbackSection(_Section):
     controller: Literal["hold", "pid"] = Field("hold", description="hold the last safe action, or PID")
     pid: dict[str, PidSpec] = Field(default_factory=dict, description="per action (pid controller)")
-    max_interventions: int = Field(20, ge=1, description="shield interventions within the window "
-                                   "that hand control to the fallback")
+    max_interventions: int = Field(20, ge=1, description="cycles whose proposal the shield had to clip "
+                                   "to bounds/interlocks, within the window, that hand control to the "
+                                   "fallback (rate limiting alone does not count)")
     intervention_window_s: float = Field(5.0, gt=0)
     agreement_s: float = Field(5.0, ge=0, description="policy must agree this long before hand-back")
     agreement_tolerance: dict[str, float] = Field(default_factory=dict,

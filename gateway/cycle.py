@@ -320,7 +320,8 @@ class ControlLoop:
         if res.code != "ok":
             self.stats.shield_interventions += 1
             self.metrics.shield_interventions.inc()
-            self._count_intervention()
+            if res.clipped:  # proposals outside bounds/interlocks; rate-limited ramps are expected
+                self._count_intervention()
         self._action[:] = self._out
         await self._write(self._action)
         return self._action
