@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gateway.config import Settings
-from gateway.errors import PolicyError, TransportError
+from gateway.errors import AuditError, PolicyError, TransportError
 from gateway.io.tags import Quality, Snapshot, TagMap
 from gateway.io.transport import Transport, WritePlan, plan_writes
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
@@ -272,8 +272,9 @@ class ControlLoop:
             if self.modes.mode in WRITING:
                 written = await self._shield_and_write(self._candidate, lo, hi)
 
-        # 10. audit (hand-off to the writer thread)
-        self.audit.append("cycle", {
+        # 10. audit (hand-off to the writer thread); a log that cannot be written trips
+        # here too, not only through on_fatal, so no cycle runs on in AUTO unrecorded
+        record = {
             "n": self.stats.cycles,
             "mode": self.modes.mode.name,
             "obs": self._obs_record(),
@@ -282,7 +283,11 @@ class ControlLoop:
             "proposed": None if proposed is None else proposed.tolist(),
             "written": None if written is None else written.tolist(),
             "hb": self._heartbeat,
-        })
+        }
+        try:
+            self.audit.append("cycle", record)
+        except AuditError as exc:
+            await self.estop.trip("audit_failure", str(exc))
 
         # 11. metrics
         if verdict.code != self._last_code and verdict.code.startswith("soft_limit"):
