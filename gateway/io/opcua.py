@@ -5,7 +5,20 @@ Read request per cycle; writes as one Write request per plan and connection, eac
 sent with the tag's declared variant type (asyncua would otherwise guess Int64 for a
 Python int). A failed request marks that connection's values NO_DATA (never the last good
 value presented as fresh), drops the session and starts a background reconnect with
-capped exponential backoff and jitter, which builds a new session from scratch.
+capped exponential backoff and jitter, which builds a new session from scratch, and
+in subscription mode a new subscription with every monitored item.
+
+Subscription mode (``mode = "subscribe"``): data-change notifications fill a per-tag
+cache that the cycle reads from. When no notification has arrived for
+``fallback_after_ms`` (values that do not change, or a subscription that silently
+stopped), the cycle polls with one batched Read instead, so a value is never older than
+that without the gateway having asked the server. A session the client sees closed
+(state no longer CONNECTED, or a Bad status-change notification) is dropped and rebuilt.
+
+Security: with ``security_policy`` Basic256Sha256 or Aes256Sha256RsaPss the channel is
+SignAndEncrypt and the server certificate is pinned (asyncua refuses a session whose
+certificate differs). Identity is anonymous, username/password, or a user certificate.
+Failures at connect are TransportErrors that say which of these went wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from asyncua import Client, ua
+from asyncua.client.ua_client import UaClientState
+from asyncua.crypto.security_policies import SecurityPolicyAes256Sha256RsaPss, SecurityPolicyBasic256Sha256
 
 from gateway.config import DataType, OpcUaConnection, TagSpec
 from gateway.errors import TransportError
@@ -29,6 +44,7 @@ from gateway.io.transport import LinkHealth, WritePlan, check_write
 _VARIANT: dict[DataType, ua.VariantType] = {
     "double": ua.VariantType.Double,
     "float": ua.VariantType.Float,
+    "float32": ua.VariantType.Float,
     "bool": ua.VariantType.Boolean,
     "int16": ua.VariantType.Int16,
     "uint16": ua.VariantType.UInt16,
@@ -37,6 +53,12 @@ _VARIANT: dict[DataType, ua.VariantType] = {
 }
 
 _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ua.UaError)
+_POLICIES = {"Basic256Sha256": SecurityPolicyBasic256Sha256, "Aes256Sha256RsaPss": SecurityPolicyAes256Sha256RsaPss}
+_INT_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32}
+
+for _name in ("asyncua.common.subscription", "asyncua.client.client", "asyncua.client.ua_client"):
+    # revised-parameter warnings on every connect/subscribe; our own log says what matters
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 
 def _describe(exc: BaseException) -> str:
@@ -50,7 +72,34 @@ def _to_wire(spec: TagSpec, value: float) -> object:
         return bool(raw)
     if spec.datatype in ("double", "float"):
         return float(raw)
-    return int(round(raw))
+    value = int(round(raw))
+    bits = _INT_BITS.get(spec.datatype)
+    if bits is not None and spec.range is None:
+        value %= 1 << bits  # a counter without a range wraps (the heartbeat)
+        if not spec.datatype.startswith("u") and value >= 1 << (bits - 1):
+            value -= 1 << bits
+    return value
+
+
+class _SubHandler:
+    """asyncua subscription handler: notifications land in the link's cache."""
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+
+    def datachange_notification(self, node: object, val: object, data: object) -> None:
+        link = self.link
+        pos = link.positions.get(node.nodeid)  # type: ignore[attr-defined]
+        if pos is not None:
+            link.cache[pos] = data.monitored_item.Value  # type: ignore[attr-defined]
+            link.last_notify_mono = time.monotonic()
+
+    def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
+        if not status.Status.is_good():
+            self.link.sub_failed = f"subscription status {status.Status.name}"
+
+    def event_notification(self, event: object) -> None:  # pragma: no cover - no events subscribed
+        pass
 
 
 @dataclass
@@ -64,8 +113,36 @@ class _Link:
     read_specs: list[TagSpec]
     client: Client | None = None
     node_ids: list[ua.NodeId] = field(default_factory=list)
+    positions: dict[ua.NodeId, int] = field(default_factory=dict)
+    cache: list[ua.DataValue | None] = field(default_factory=list)
+    last_notify_mono: float = -math.inf
+    last_poll_mono: float = -math.inf
+    sub_failed: str = ""
     health: LinkHealth = field(default_factory=LinkHealth)
     reconnect_task: asyncio.Task[None] | None = None
+
+
+async def _quiet_disconnect(client: Client) -> None:
+    try:
+        await asyncio.wait_for(client.disconnect(), timeout=0.5)
+    except Exception:  # noqa: BLE001 - the session never came up; nothing to save
+        pass
+
+
+def _refusal(link: _Link, exc: ua.UaStatusCodeError) -> str:
+    """A clear message for a server that answered but refused us."""
+    code = getattr(exc, "code", None)
+    name = ua.StatusCode(code).name if code is not None else type(exc).__name__
+    hints = {
+        "BadUserAccessDenied": "the server refused the username/password or user certificate",
+        "BadIdentityTokenInvalid": "the server refused the identity token",
+        "BadIdentityTokenRejected": "the server refused the identity (wrong username or password?)",
+        "BadSecurityPolicyRejected": "the server does not offer this security policy",
+        "BadCertificateUntrusted": "the server does not trust our certificate",
+        "BadSecurityChecksFailed": "security checks failed (certificate or policy mismatch)",
+    }
+    hint = hints.get(name, "the server refused the session")
+    return f"OPC UA connection {link.name!r} to {link.spec.url}: {hint} ({name})"
 
 
 class OpcUaTransport:
@@ -93,8 +170,17 @@ class OpcUaTransport:
         for link in self._links.values():
             try:
                 await self._open(link)
+            except TransportError:
+                await self.close()
+                raise
             except _COMMS_ERRORS as exc:
                 await self.close()
+                if link.spec.security_policy != "None":
+                    raise TransportError(
+                        f"secure connection {link.name!r} to {link.spec.url} failed: {_describe(exc)}. "
+                        f"The server must offer {link.spec.security_policy} SignAndEncrypt, present the "
+                        "pinned certificate in server_certificate, and trust our certificate."
+                    ) from None
                 raise TransportError(
                     f"cannot reach PLC connection {link.name!r} at {link.spec.url}: {_describe(exc)}. "
                     "Check that the server is running and the address and port in "
@@ -102,9 +188,46 @@ class OpcUaTransport:
                 ) from None
 
     async def _open(self, link: _Link) -> None:
-        client = Client(url=link.spec.url, timeout=link.spec.timeout_s)
-        await asyncio.wait_for(client.connect(), timeout=link.spec.timeout_s * 2)
+        spec = link.spec
+        client = Client(url=spec.url, timeout=spec.timeout_s)
+        client.application_uri = spec.application_uri
+        try:
+            if spec.security_policy != "None":
+                await client.set_security(
+                    _POLICIES[spec.security_policy], certificate=str(spec.certificate),
+                    private_key=str(spec.private_key), server_certificate=str(spec.server_certificate),
+                    mode=ua.MessageSecurityMode.SignAndEncrypt)
+            if spec.username is not None:
+                client.set_user(spec.username)
+                client.set_password(spec.password or "")
+            if spec.user_certificate is not None:
+                await client.load_client_certificate(str(spec.user_certificate))
+                await client.load_private_key(str(spec.user_private_key))
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"OPC UA connection {link.name!r}: cannot load its certificates or keys: "
+                                 f"{_describe(exc)}") from None
+        try:
+            await asyncio.wait_for(client.connect(), timeout=spec.timeout_s * 2)
+        except ua.UaStatusCodeError as exc:
+            await _quiet_disconnect(client)
+            raise TransportError(_refusal(link, exc)) from None
+        except BaseException:
+            await _quiet_disconnect(client)
+            raise
         link.node_ids = [ua.NodeId.from_string(s.node) for s in link.read_specs]
+        link.positions = {nid: i for i, nid in enumerate(link.node_ids)}
+        link.cache = [None] * len(link.node_ids)
+        link.sub_failed = ""
+        link.last_notify_mono = -math.inf
+        if spec.mode == "subscribe" and link.node_ids:
+            try:
+                sub = await asyncio.wait_for(
+                    client.create_subscription(spec.publish_interval_ms, _SubHandler(link)), timeout=spec.timeout_s)
+                await asyncio.wait_for(
+                    sub.subscribe_data_change([client.get_node(n) for n in link.node_ids]), timeout=spec.timeout_s)
+            except BaseException:
+                await _quiet_disconnect(client)
+                raise
         link.client = client
         link.health.connected = True
         link.health.last_error = ""
@@ -127,7 +250,7 @@ class OpcUaTransport:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             try:
                 await self._open(link)
-            except _COMMS_ERRORS as exc:
+            except (*_COMMS_ERRORS, TransportError) as exc:
                 link.health.last_error = _describe(exc)
                 delay = min(delay * 2.0, link.spec.reconnect_max_s)
                 continue
@@ -153,24 +276,47 @@ class OpcUaTransport:
 
     # ---- cycle I/O ---------------------------------------------------------------
     async def read(self, snap: Snapshot) -> None:
-        for link in self._links.values():
-            if link.client is None:
+        links = list(self._links.values())
+        if len(links) == 1:
+            await self._read_link(links[0], snap)
+        else:
+            await asyncio.gather(*(self._read_link(link, snap) for link in links))
+
+    async def _read_link(self, link: _Link, snap: Snapshot) -> None:
+        client = link.client
+        if client is None:
+            snap.mark(link.read_slots, Quality.NO_DATA)
+            return
+        if link.spec.mode == "subscribe":
+            if client.uaclient.state is not UaClientState.CONNECTED or link.sub_failed:
                 snap.mark(link.read_slots, Quality.NO_DATA)
-                continue
-            t0 = time.monotonic()
-            try:
-                dvs = await asyncio.wait_for(
-                    link.client.uaclient.read_attributes(link.node_ids, ua.AttributeIds.Value),
-                    timeout=link.spec.timeout_s,
-                )
-            except _COMMS_ERRORS as exc:
-                snap.mark(link.read_slots, Quality.NO_DATA)
-                await self._drop(link, exc)
-                continue
+                await self._drop(link, ConnectionError(link.sub_failed or "session lost"))
+                return
             now = time.monotonic()
-            link.health.rtt_s = now - t0
-            link.health.last_ok_mono = now
-            self._fill(snap, link, dvs, now)
+            fresh = now - link.last_notify_mono < link.spec.fallback_after_ms / 1000.0
+            if fresh and now - link.last_poll_mono < link.spec.fallback_after_ms / 1000.0 * 4 \
+                    and all(dv is not None for dv in link.cache):
+                link.health.last_ok_mono = now
+                self._fill(snap, link, link.cache, now)  # type: ignore[arg-type]
+                return
+            # no notification lately (or a tag never notified): poll this cycle
+        t0 = time.monotonic()
+        try:
+            dvs = await asyncio.wait_for(
+                client.uaclient.read_attributes(link.node_ids, ua.AttributeIds.Value),
+                timeout=link.spec.timeout_s,
+            )
+        except _COMMS_ERRORS as exc:
+            snap.mark(link.read_slots, Quality.NO_DATA)
+            await self._drop(link, exc)
+            return
+        now = time.monotonic()
+        link.health.rtt_s = now - t0
+        link.health.last_ok_mono = now
+        link.last_poll_mono = now
+        if link.spec.mode == "subscribe":
+            link.cache = list(dvs)
+        self._fill(snap, link, dvs, now)
 
     @staticmethod
     def _fill(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float) -> None:

@@ -165,3 +165,112 @@ def tls_files(tmp: Path, host: str = "127.0.0.1") -> dict[str, Path]:
     out["cert"].write_bytes(server.public_bytes(pem))
     out["key"].write_bytes(sk.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return out
+
+
+class OpcUaServer:
+    """An asyncua server with a few variables in namespace 2 (``ns=2;s=test.<name>``).
+
+    With ``secure=(cert, key)`` it offers only Basic256Sha256 and Aes256Sha256RsaPss
+    SignAndEncrypt; with ``users`` it checks passwords (asyncua's default accepts any).
+    """
+
+    VARS = {"x": (1.5, "Double"), "f": (2.5, "Float"), "i": (-7, "Int16"), "u": (70000, "UInt32"),
+            "b": (True, "Boolean"), "sp": (10.0, "Double")}
+
+    def __init__(self, port: int = 0, secure: tuple[Path, Path] | None = None,
+                 users: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.secure = secure
+        self.users = users
+        self.server = None
+        self.nodes: dict[str, object] = {}
+
+    @property
+    def url(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        from asyncua import Server, ua
+        from asyncua.crypto.permission_rules import User, UserRole
+        from asyncua.server.user_managers import UserManager
+
+        for name in ("asyncua.server", "asyncua.server.address_space", "asyncua.server.binary_server_asyncio",
+                     "asyncua.server.uaprocessor", "asyncua.server.internal_session", "asyncua.server.server",
+                     "asyncua.server.internal_server"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        users = self.users
+
+        class _Users(UserManager):
+            def get_user(self, iserver, username=None, password=None, certificate=None):  # type: ignore[no-untyped-def]
+                if users is None:
+                    return User(role=UserRole.User)
+                if username is not None and users.get(username) == password:
+                    return User(role=UserRole.User)
+                return None
+
+        kwargs = {"user_manager": _Users()}
+        server = Server(**kwargs)
+        await server.init()
+        server.set_endpoint(self.url)
+        await server.set_application_uri("urn:edgewarden:test-server")
+        if self.secure is not None:
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                                        ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt])
+            await server.load_certificate(str(self.secure[0]))
+            await server.load_private_key(str(self.secure[1]))
+        else:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if users is not None:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        idx = await server.register_namespace("urn:test")
+        assert idx == 2
+        obj = await server.nodes.objects.add_object(ua.NodeId("test", idx), "test")
+        for name, (value, vtype) in self.VARS.items():
+            node = await obj.add_variable(ua.NodeId(f"test.{name}", idx), name,
+                                          ua.Variant(value, getattr(ua.VariantType, vtype)))
+            await node.set_writable()
+            self.nodes[name] = node
+        await server.start()
+        self.server = server
+
+    async def set(self, name: str, value: object, status: object = None) -> None:
+        from asyncua import ua
+
+        node = self.nodes[name]
+        vtype = getattr(ua.VariantType, self.VARS[name][1])
+        dv = ua.DataValue(ua.Variant(value, vtype), StatusCode=status or ua.StatusCode(ua.StatusCodes.Good),
+                          SourceTimestamp=datetime_now())
+        await node.write_value(dv)  # type: ignore[attr-defined]
+
+    async def get(self, name: str) -> object:
+        return await self.nodes[name].read_value()  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
+
+
+def datetime_now() -> object:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC)
+
+
+async def opcua_certs(tmp: Path) -> dict[str, Path]:
+    """Self-signed certificates for a test server, a second (wrong) server, and the client."""
+    import socket
+
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    host = socket.gethostname()
+    out: dict[str, Path] = {}
+    for role, uri, eku in (("server", "urn:edgewarden:test-server", ExtendedKeyUsageOID.SERVER_AUTH),
+                           ("other", "urn:edgewarden:test-server", ExtendedKeyUsageOID.SERVER_AUTH),
+                           ("client", "urn:edgewarden:client", ExtendedKeyUsageOID.CLIENT_AUTH)):
+        key, cert = tmp / f"{role}.key.pem", tmp / f"{role}.der"
+        await setup_self_signed_certificate(key, cert, uri, host, [eku],
+                                            {"countryName": "CH", "organizationName": "edgewarden tests"})
+        out[f"{role}_key"], out[f"{role}_cert"] = key, cert
+    return out

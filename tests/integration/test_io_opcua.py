@@ -1,0 +1,182 @@
+"""OPC UA client against an independent asyncua server: read/write, Bad status, restart
+with subscriptions recreated, refused connections, and security (pinned certificate)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asyncua import ua
+
+sys.path.insert(0, str(Path(__file__).parent))
+from io_servers import OpcUaServer, free_port, opcua_certs  # noqa: E402
+
+from gateway.config import OpcUaConnection, TagSpec  # noqa: E402
+from gateway.errors import TransportError  # noqa: E402
+from gateway.io.opcua import OpcUaTransport  # noqa: E402
+from gateway.io.tags import Quality, Snapshot, TagMap  # noqa: E402
+from gateway.io.transport import plan_writes  # noqa: E402
+
+TYPES = {"x": "double", "f": "float32", "i": "int16", "u": "uint32", "b": "bool", "sp": "double"}
+
+
+def _tags() -> TagMap:
+    specs = {n: TagSpec(connection="u", node=f"ns=2;s=test.{n}", datatype=t, writable=n in ("sp", "u"),  # type: ignore[arg-type]
+                        range=(0.0, 100.0) if n == "sp" else None) for n, t in TYPES.items()}
+    return TagMap(specs=specs, readable=tuple(specs), index={n: i for i, n in enumerate(specs)})
+
+
+def _transport(url: str, **kw: object) -> OpcUaTransport:
+    conn = OpcUaConnection(url=url, timeout_s=1.0, reconnect_min_s=0.05, reconnect_max_s=0.3, **kw)  # type: ignore[arg-type]
+    return OpcUaTransport(_tags(), {"u": conn})
+
+
+async def _until(pred, timeout: float = 8.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not await pred():
+        assert time.monotonic() < end, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+def test_reads_writes_and_bad_status(mode: str) -> None:
+    async def main() -> None:
+        srv = OpcUaServer()
+        await srv.start()
+        t = _transport(srv.url, mode=mode, fallback_after_ms=300)
+        tags = t._tags
+        try:
+            await t.connect()
+            snap = Snapshot(len(tags.readable))
+            await t.read(snap)
+            assert snap.values.tolist() == [1.5, 2.5, -7.0, 70000.0, 1.0, 10.0]
+            assert (snap.quality == Quality.GOOD).all()
+            await t.write(plan_writes(tags.specs, ["sp", "u"]), [42.0, 5.0])
+            assert await srv.get("sp") == 42.0 and await srv.get("u") == 5
+            # refused before the wire: out of range, not writable
+            with pytest.raises(TransportError, match="outside its valid range"):
+                await t.write(plan_writes(tags.specs, ["sp"]), [101.0])
+            assert await srv.get("sp") == 42.0
+            with pytest.raises(Exception, match="not marked writable"):
+                plan_writes(tags.specs, ["x"])
+            await srv.set("x", 3.0, ua.StatusCode(ua.StatusCodes.BadSensorFailure))
+
+            async def bad() -> bool:
+                await t.read(snap)
+                return bool(snap.quality[0] == Quality.BAD)
+            await _until(bad)
+            await srv.set("x", 4.0)
+
+            async def good() -> bool:
+                await t.read(snap)
+                return bool(snap.quality[0] == Quality.GOOD and snap.values[0] == 4.0)
+            await _until(good)
+        finally:
+            await t.close()
+            await srv.stop()
+
+    asyncio.run(main())
+
+
+def test_restart_reconnects_and_recreates_subscriptions() -> None:
+    async def main() -> None:
+        srv = OpcUaServer()
+        await srv.start()
+        t = _transport(srv.url, mode="subscribe", fallback_after_ms=5000)
+        tags = t._tags
+        snap = Snapshot(len(tags.readable))
+        link = t._links["u"]
+        try:
+            await t.connect()
+            await t.read(snap)
+            await srv.stop()
+
+            async def down() -> bool:
+                await t.read(snap)
+                return not t.health()["u"].connected
+            await _until(down)
+            # never the last good value presented as fresh
+            assert (snap.quality == Quality.NO_DATA).all() and bool(np.isnan(snap.values).all())
+            srv2 = OpcUaServer(port=srv.port)
+            await srv2.start()
+            try:
+                async def up() -> bool:
+                    await t.read(snap)
+                    return t.health()["u"].connected and bool((snap.quality == Quality.GOOD).all())
+                await _until(up)
+                assert t.health()["u"].reconnects >= 1
+                # the subscription was recreated: a change arrives as a notification
+                before = link.last_notify_mono
+                await srv2.set("x", 9.5)
+
+                async def notified() -> bool:
+                    await t.read(snap)
+                    return link.last_notify_mono > before and snap.values[0] == 9.5
+                await _until(notified)
+            finally:
+                await t.close()
+                await srv2.stop()
+        finally:
+            await t.close()
+
+    asyncio.run(main())
+
+
+def test_refused_connection_is_a_clear_error() -> None:
+    async def main() -> None:
+        t = _transport(f"opc.tcp://127.0.0.1:{free_port()}")
+        with pytest.raises(TransportError, match="cannot reach PLC connection 'u'"):
+            await t.connect()
+
+    asyncio.run(main())
+
+
+def test_security_pinned_certificate_password_and_refusals(tmp_path: Path) -> None:
+    async def main() -> None:
+        c = await opcua_certs(tmp_path)
+        srv = OpcUaServer(secure=(c["server_cert"], c["server_key"]), users={"op": "s3cret"})
+        await srv.start()
+        plain = OpcUaServer()
+        await plain.start()
+        sec = {"certificate": c["client_cert"], "private_key": c["client_key"], "require_security": True}
+        try:
+            for policy in ("Basic256Sha256", "Aes256Sha256RsaPss"):
+                t = _transport(srv.url, security_policy=policy, server_certificate=c["server_cert"],
+                               username="op", password="s3cret", **sec)
+                await t.connect()
+                snap = Snapshot(len(t._tags.readable))
+                await t.read(snap)
+                assert (snap.quality == Quality.GOOD).all()
+                await t.write(plan_writes(t._tags.specs, ["sp"]), [12.0])
+                await t.close()
+            # wrong pinned certificate
+            t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["other_cert"],
+                           username="op", password="s3cret", **sec)
+            with pytest.raises(TransportError, match="'u'"):
+                await t.connect()
+            # wrong password
+            t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
+                           username="op", password="wrong", **sec)
+            with pytest.raises(TransportError, match="refused"):
+                await t.connect()
+            # a NoSecurity-only server when security is required
+            t = _transport(plain.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"], **sec)
+            with pytest.raises(TransportError, match="'u'"):
+                await t.connect()
+        finally:
+            await srv.stop()
+            await plain.stop()
+
+    asyncio.run(main())
+
+
+def test_unpinned_security_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="pinned"):
+        OpcUaConnection(url="opc.tcp://x:4840", security_policy="Basic256Sha256", certificate=Path("c"),
+                        private_key=Path("k"))
+    with pytest.raises(ValueError, match="require_security"):
+        OpcUaConnection(url="opc.tcp://x:4840", require_security=True)
