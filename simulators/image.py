@@ -10,6 +10,9 @@ plant's spec by :func:`build_tags`, so the servers are plant-generic:
                                      heartbeat (UInt32), estop_cmd, reset_cmd, auto (Boolean),
                                      ``<action>_man`` per action (manual-mode setpoints)
     Status       (read-only Boolean) remote, estop, watchdog_tripped
+    Alarms       (read-only Boolean) ``ilk_<name>`` per PLC interlock (active), then
+                                     ``soft_alarm`` and ``hard_alarm`` (an observation
+                                     outside its soft / hard limit band)
 
 Every change records a wall-clock source timestamp and bumps a per-tag sequence
 number, which the OPC UA server uses to publish only what changed.
@@ -26,7 +29,7 @@ from typing import Literal
 from simulators.plants.base import PlantSpec
 
 VType = Literal["double", "bool", "uint32"]
-Group = Literal["Measurements", "Setpoints", "Status"]
+Group = Literal["Measurements", "Setpoints", "Status", "Alarms"]
 Value = float | bool | int
 
 UINT32_MASK = 0xFFFF_FFFF
@@ -98,6 +101,15 @@ def build_tags(spec: PlantSpec) -> tuple[Tag, ...]:
         Tag("estop", "Status", "bool", default=False, description="e-stop latched"),
         Tag("watchdog_tripped", "Status", "bool", default=False,
             description="heartbeat watchdog latched"),
+    ]
+    for ilk in spec.interlocks:
+        tags.append(Tag(f"ilk_{ilk.name}", "Alarms", "bool", default=False,
+                        description=f"interlock active: {ilk.description or ilk.name}"))
+    tags += [
+        Tag("soft_alarm", "Alarms", "bool", default=False,
+            description="an observation is outside its soft limits"),
+        Tag("hard_alarm", "Alarms", "bool", default=False,
+            description="an observation is outside its hard limits"),
     ]
     return tuple(tags)
 

@@ -7,7 +7,12 @@ CSTR table); addresses are protocol addresses, starting at 0 in each table:
     holding registers (FC 3/6/16)   Setpoints of type double, float32, 2 registers each,
                                     then ``heartbeat`` as one uint16 register
     coils             (FC 1/5/15)   Boolean Setpoints (estop_cmd, reset_cmd, auto)
-    discrete inputs   (FC 2)        Status (remote, estop, watchdog_tripped)
+    discrete inputs   (FC 2)        Status (remote, estop, watchdog_tripped), then Alarms
+    int16 block                     from address 1000 of the input and holding registers,
+                                    every double again as one scaled int16 register
+                                    (value x scale, rounded; scale = the largest power of
+                                    ten that keeps the range inside +-32767; NaN and
+                                    out-of-range read as -32768)
 
 float32 is IEEE 754, big-endian bytes; word order ``"big"`` (default: high word at the
 lower address) or ``"little"``. A written heartbeat register sets the image's counter to
@@ -22,6 +27,7 @@ Implementation: pymodbus 3.16 routes every request of a server whose context is 
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,15 +53,28 @@ class Register:
     tag: str
     table: Table
     address: int
-    kind: Literal["float32", "uint16", "bit"]
+    kind: Literal["float32", "uint16", "int16", "bit"]
+    scale: float = 1.0  # int16: register = round(value * scale)
 
     @property
     def width(self) -> int:
         return 2 if self.kind == "float32" else 1
 
 
+INT16_BASE = 1000
+
+
+def int16_scale(low: float | None, high: float | None) -> float:
+    """The largest power of ten (10^-3 .. 10^4) that keeps low..high inside +-32767."""
+    span = max(abs(low or 0.0), abs(high or 0.0), 1e-9)
+    scale = 10_000.0
+    while scale > 1e-3 and span * scale > 32767:
+        scale /= 10.0
+    return scale
+
+
 def register_map(image: PlcImage) -> tuple[Register, ...]:
-    """The Modbus map of an image, in tag order within each table."""
+    """The Modbus map of an image, in tag order within each table, then the int16 block."""
     nxt: dict[Table, int] = {"ir": 0, "hr": 0, "co": 0, "di": 0}
     regs: list[Register] = []
     # heartbeat goes after the float32 setpoints so the floats stay one contiguous block
@@ -63,7 +82,7 @@ def register_map(image: PlcImage) -> tuple[Register, ...]:
     for tag in tags:
         if tag.vtype == "bool":
             table: Table = "co" if tag.writable else "di"
-            kind: Literal["float32", "uint16", "bit"] = "bit"
+            kind: Literal["float32", "uint16", "int16", "bit"] = "bit"
         elif tag.vtype == "uint32":
             table, kind = "hr", "uint16"
         else:
@@ -71,6 +90,13 @@ def register_map(image: PlcImage) -> tuple[Register, ...]:
         reg = Register(tag.name, table, nxt[table], kind)
         nxt[table] += reg.width
         regs.append(reg)
+    nxt_int: dict[Table, int] = {"ir": INT16_BASE, "hr": INT16_BASE}
+    for tag in image.tags.values():
+        if tag.vtype == "double":
+            table = "hr" if tag.writable else "ir"
+            regs.append(Register(tag.name, table, nxt_int[table], "int16",
+                                 int16_scale(tag.low, tag.high)))
+            nxt_int[table] += 1
     return tuple(regs)
 
 
@@ -99,6 +125,9 @@ class _ImageContext(ModbusServerContext):
         value = self.image[reg.tag]
         if reg.kind == "uint16":
             return [int(value) & 0xFFFF]
+        if reg.kind == "int16":
+            x = float(value) * reg.scale
+            return [int(round(x)) & 0xFFFF if math.isfinite(x) and abs(x) <= 32767 else 0x8000]
         hi, lo = struct.unpack(">HH", struct.pack(">f", float(value)))
         return [hi, lo] if self.word_order == "big" else [lo, hi]
 
@@ -147,6 +176,10 @@ class _ImageContext(ModbusServerContext):
                 self.image.write(reg.tag, bool(raw[0]))
             elif reg.kind == "uint16":
                 self.image.write(reg.tag, raw[0] & 0xFFFF)
+            elif reg.kind == "int16":
+                signed = raw[0] & 0xFFFF
+                signed = signed - 0x10000 if signed & 0x8000 else signed
+                self.image.write(reg.tag, signed / reg.scale)
             else:
                 hi, lo = raw if self.word_order == "big" else raw[::-1]
                 self.image.write(reg.tag, struct.unpack(">f", struct.pack(">HH", hi, lo))[0])

@@ -156,7 +156,7 @@ class TwinOpcUaServer:
         assert ns is not None
         obj = await server.nodes.objects.add_object(ua.NodeId(self.plant, ns), f"{ns}:{self.plant}")
         folders: dict[str, Node] = {}
-        for group in ("Measurements", "Setpoints", "Status"):
+        for group in ("Measurements", "Setpoints", "Status", "Alarms"):
             folders[group] = await obj.add_folder(ua.NodeId(f"{self.plant}.{group}", ns),
                                                   f"{ns}:{group}")
         for tag in self.image.tags.values():

@@ -16,7 +16,10 @@ A scan, in order (the classic input - logic - output cycle):
 7. outputs: ``estop`` latched -> safe action; REMOTE -> ``<action>_sp``; MANUAL
    (``auto`` false) -> ``<action>_man`` (defaults to the safe values); otherwise
    (LOCAL in AUTO without a live gateway) -> safe action. Setpoints are clipped to the
-   action bounds; a NaN/inf setpoint gives that output's safe value.
+   action bounds; a NaN/inf setpoint gives that output's safe value;
+8. the plant's own interlocks (``spec.interlocks``) override outputs in every mode, each
+   with its hysteresis; ``ilk_<name>`` shows which are active, and ``soft_alarm`` /
+   ``hard_alarm`` whether an observation is outside its soft / hard limit band.
 
 The PLC starts in LOCAL with safe outputs.
 """
@@ -56,6 +59,14 @@ class Plc:
         self._low = self.spec.action_low
         self._high = self.spec.action_high
         self._outputs = self._safe.copy()
+        self._obs = self.plant.observe()
+        self._obs_idx = {n: i for i, n in enumerate(self.spec.observation_names())}
+        self._act_idx = {n: i for i, n in enumerate(self._actions)}
+        self._ilk_active = [False] * len(self.spec.interlocks)
+        lims = self.spec.objective.limits
+        self._lim_idx = np.array([self._obs_idx[lim.name] for lim in lims], dtype=np.intp)
+        self._hard = np.array([(lim.hard_low, lim.hard_high) for lim in lims]).reshape(-1, 2)
+        self._soft = np.array([lim.soft for lim in lims]).reshape(-1, 2)
         self._last_scan: float | None = None
         self._hb_last: int = int(self.image["heartbeat"])
         self._hb_changed_at: float | None = None  # None: no heartbeat seen yet
@@ -101,6 +112,7 @@ class Plc:
             self._outputs = self._setpoints("_man")
         else:
             self._outputs = self._safe.copy()
+        self._interlocks()
         self._write_outputs()
         self.scans += 1
 
@@ -131,10 +143,30 @@ class Plc:
                                                                     self._high[i])
         return out
 
+    def _interlocks(self) -> None:
+        selected = self._outputs.copy()
+        forced = self._outputs
+        for k, ilk in enumerate(self.spec.interlocks):
+            i = self._obs_idx.get(ilk.signal)
+            v = float(self._obs[i]) if i is not None else float(selected[self._act_idx[ilk.signal]])
+            if ilk.above:
+                on = v > ilk.threshold or (self._ilk_active[k] and v > ilk.threshold - ilk.hysteresis)
+            else:
+                on = v < ilk.threshold or (self._ilk_active[k] and v < ilk.threshold + ilk.hysteresis)
+            self._ilk_active[k] = on
+            self.image.set(f"ilk_{ilk.name}", on)
+            if on:
+                for name, value in ilk.forces:
+                    forced[self._act_idx[name]] = value
+        y = self._obs[self._lim_idx]
+        self.image.set("hard_alarm", bool(np.any((y < self._hard[:, 0]) | (y > self._hard[:, 1]))))
+        self.image.set("soft_alarm", bool(np.any((y < self._soft[:, 0]) | (y > self._soft[:, 1]))))
+
     def _write_outputs(self) -> None:
         for name, v in zip(self._actions, self._outputs, strict=True):
             self.image.set(name, float(v))
 
     def _write_measurements(self) -> None:
-        for sig, v in zip(self.spec.observations, self.plant.observe(), strict=True):
+        self._obs = self.plant.observe()
+        for sig, v in zip(self.spec.observations, self._obs, strict=True):
             self.image.set(sig.name, float(v))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulators.plants.objective import Objective
+from simulators.plants.objective import Interlock, Objective
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class PlantSpec:
     disturbances: tuple[Signal, ...] = ()
     states: tuple[str, ...] = field(default=())  # names of the ODE states, for docs/debug
     objective: Objective = field(default_factory=Objective)  # limits and training reward
+    interlocks: tuple[Interlock, ...] = ()  # the PLC's own interlocks
 
     def __post_init__(self) -> None:
         if len(self.safe_action) != len(self.actions):
@@ -75,6 +76,11 @@ class PlantSpec:
         for lim in self.objective.limits:
             if lim.name not in obs:
                 raise ValueError(f"plant {self.name!r}: limit on unknown observation {lim.name!r}")
+        acts = set(self.action_names())
+        for ilk in self.interlocks:
+            if ilk.signal not in obs | acts or any(a not in acts for a, _ in ilk.forces):
+                raise ValueError(f"plant {self.name!r}: interlock {ilk.name!r} names unknown "
+                                 "signals")
         for trk in self.objective.tracking:
             if trk.observation not in obs or trk.target not in tgt:
                 raise ValueError(f"plant {self.name!r}: tracking {trk} names unknown signals")

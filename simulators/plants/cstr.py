@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from simulators.plants.base import PlantModel, PlantSpec, Signal
-from simulators.plants.objective import Limit, Objective, Tracking
+from simulators.plants.objective import Interlock, Limit, Objective, Tracking
 
 # Reactor (Seborg/Henson), per minute.
 V = 100.0  # L
@@ -78,6 +78,11 @@ SPEC = PlantSpec(
         soft_weight=1.0,
         hard_penalty=10.0,
         target_ranges=(("T_sp", 335.0, 365.0),),
+    ),
+    interlocks=(
+        Interlock("high_temperature", "T", True, 390.0,
+                  (("coolant_flow", COOLANT_MAX), ("feed_flow", 0.0)), hysteresis=10.0,
+                  description="T above 390 K: full cooling, feed shut (releases below 380 K)"),
     ),
 )
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from simulators.plants.base import PlantModel, PlantSpec, Signal
-from simulators.plants.objective import Limit, Objective, Tracking
+from simulators.plants.objective import Interlock, Limit, Objective, Tracking
 
 C_AIR = 2.0e6  # J/K, air + furniture
 C_MASS = 3.0e7  # J/K, slab and walls
@@ -81,6 +81,16 @@ SPEC = PlantSpec(
         soft_weight=1.0,
         hard_penalty=10.0,
         target_ranges=(("T_zone_sp", 20.0, 23.0),),
+    ),
+    interlocks=(
+        Interlock("heat_cool", "cooling", True, 0.0, (("heating", 0.0),),
+                  description="cooling on: heating off (never both)"),
+        Interlock("overheat", "T_zone", True, 30.0, (("heating", 0.0),), 2.0,
+                  "zone above 30 degC: heating off"),
+        Interlock("frost", "T_zone", False, 14.0, (("cooling", 0.0),), 2.0,
+                  "zone below 14 degC: cooling off"),
+        Interlock("co2_high", "CO2", True, 2000.0, (("ventilation", FV_MAX),), 500.0,
+                  "CO2 above 2000 ppm: full ventilation"),
     ),
 )
 

@@ -121,3 +121,19 @@ class Scorer:
         reward = -(tracking + energy + o.soft_weight * soft + (o.hard_penalty if hard else 0.0))
         return reward, {"tracking": tracking, "energy": energy, "soft": soft,
                         "hard": float(hard), "cost": float(hard)}
+
+
+@dataclass(frozen=True)
+class Interlock:
+    """A PLC interlock: while ``signal`` is above (``above``) or below ``threshold``, the
+    outputs named in ``forces`` are forced to their values, whatever the mode. It releases
+    once the signal is back past the threshold by ``hysteresis``. ``signal`` names an
+    observation or an output (an action, as selected by the mode, before interlocks)."""
+
+    name: str
+    signal: str
+    above: bool
+    threshold: float
+    forces: tuple[tuple[str, float], ...]
+    hysteresis: float = 0.0
+    description: str = ""

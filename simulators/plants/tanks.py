@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from simulators.plants.base import PlantModel, PlantSpec, Signal
-from simulators.plants.objective import Limit, Objective, Tracking
+from simulators.plants.objective import Interlock, Limit, Objective, Tracking
 
 G = 981.0  # cm/s^2
 A = np.array([28.0, 32.0, 28.0, 32.0])  # tank cross-sections, cm^2
@@ -64,7 +64,8 @@ SPEC = PlantSpec(
         Signal("h2", "cm", 0.0, H, "level, lower right tank", float(_NOMINAL_LEVELS[1])),
         Signal("h3", "cm", 0.0, H, "level, upper left tank", float(_NOMINAL_LEVELS[2])),
         Signal("h4", "cm", 0.0, H, "level, upper right tank", float(_NOMINAL_LEVELS[3])),
-        Signal("h_sump", "cm", 0.0, W_TOTAL / A_SUMP, "sump level"),
+        Signal("h_sump", "cm", 0.0, W_TOTAL / A_SUMP, "sump level",
+               float((W_TOTAL - A @ _NOMINAL_LEVELS) / A_SUMP)),
     ),
     actions=(
         Signal("pump1", "V", 0.0, V_MAX, "pump 1 voltage", float(NOMINAL_ACTION[0])),
@@ -91,6 +92,16 @@ SPEC = PlantSpec(
         soft_weight=1.0,
         hard_penalty=10.0,
         target_ranges=(("h1_sp", 8.0, 15.0), ("h2_sp", 8.0, 15.0)),
+    ),
+    # High-level switches stop the pump that fills the tank; a low-level switch in the
+    # sump stops both pumps (dry-run protection). 1 cm hysteresis each.
+    interlocks=(
+        Interlock("high_h1", "h1", True, 19.5, (("pump1", 0.0),), 1.0, "tank 1 high: pump 1 off"),
+        Interlock("high_h4", "h4", True, 19.5, (("pump1", 0.0),), 1.0, "tank 4 high: pump 1 off"),
+        Interlock("high_h2", "h2", True, 19.5, (("pump2", 0.0),), 1.0, "tank 2 high: pump 2 off"),
+        Interlock("high_h3", "h3", True, 19.5, (("pump2", 0.0),), 1.0, "tank 3 high: pump 2 off"),
+        Interlock("low_sump", "h_sump", False, 2.0, (("pump1", 0.0), ("pump2", 0.0)), 1.0,
+                  "sump low: both pumps off (dry-run protection)"),
     ),
 )
 

@@ -35,7 +35,7 @@ def test_address_space_reads_and_writes() -> None:
                 assert await client.get_namespace_index("urn:edgewarden:twin") == 2
                 cstr = await client.nodes.objects.get_child(["2:cstr"])
                 assert cstr.nodeid == ua.NodeId("cstr", 2)
-                assert await browse_names(cstr) == ["Measurements", "Setpoints", "Status"]
+                assert await browse_names(cstr) == ["Measurements", "Setpoints", "Status", "Alarms"]
                 folders = {name: await cstr.get_child([f"2:{name}"])
                            for name in ("Measurements", "Setpoints", "Status")}
                 assert await browse_names(folders["Measurements"]) == MEASUREMENTS
