@@ -6,6 +6,9 @@ exporter runs in prometheus_client's own thread, so a scrape never stalls a cycl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from gateway.modes import Mode
@@ -54,3 +57,47 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class LinkCollector:
+    """Per-connection health read at scrape time (never from the cycle's hot path).
+
+    Register with ``Metrics.watch_links(transport.health)``. Exposes
+    ``edgewarden_link_up``, ``edgewarden_link_reconnects_total``,
+    ``edgewarden_link_rtt_seconds`` and ``edgewarden_link_last_ok_age_seconds``, labelled
+    by connection, plus ``edgewarden_link_error_info`` carrying the last error text.
+    """
+
+    def __init__(self, health: Callable[[], dict[str, Any]]) -> None:
+        self._health = health
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        import math
+        import time
+
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+        up = GaugeMetricFamily("edgewarden_link_up", "1 while the connection is up", labels=["connection"])
+        rec = CounterMetricFamily("edgewarden_link_reconnects", "Reconnects per connection", labels=["connection"])
+        rtt = GaugeMetricFamily("edgewarden_link_rtt_seconds", "Last read round-trip time", labels=["connection"])
+        age = GaugeMetricFamily("edgewarden_link_last_ok_age_seconds", "Seconds since the last good read",
+                                labels=["connection"])
+        err = InfoMetricFamily("edgewarden_link_error", "Last error per connection", labels=["connection"])
+        now = time.monotonic()
+        for name, h in self._health().items():
+            up.add_metric([name], 1.0 if h.connected else 0.0)
+            rec.add_metric([name], float(h.reconnects))
+            rtt.add_metric([name], h.rtt_s)
+            age.add_metric([name], now - h.last_ok_mono if math.isfinite(h.last_ok_mono) else math.inf)
+            err.add_metric([name], {"error": h.last_error})
+        yield from (up, rec, rtt, age, err)
+
+
+def watch_links(metrics: Metrics, health: Callable[[], dict[str, Any]]) -> LinkCollector:
+    """Expose a transport's per-connection health on ``metrics``' registry."""
+    collector = LinkCollector(health)
+    metrics.registry.register(collector)  # type: ignore[arg-type]
+    return collector
