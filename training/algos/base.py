@@ -1,0 +1,68 @@
+"""What every algorithm provides, and the bookkeeping they share (modules, optimisers, RNG)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.nets import Batch, ObsNormalizer
+
+__all__ = ["Algorithm"]
+
+
+class Algorithm:
+    """Base: subclasses set ``name``, build their modules in ``__init__`` and implement ``update``.
+
+    ``self.modules`` and ``self.optims`` (name → object) are what a checkpoint saves;
+    ``self.gen`` is the algorithm's own seeded generator (exploration noise, sampled
+    actions), saved too, so a resumed run continues the same random stream.
+    """
+
+    name = "base"
+
+    def __init__(self, cfg: Any, n_obs: int, n_act: int, obs_mean: np.ndarray, obs_std: np.ndarray,
+                 *, device: torch.device | str, seed: int) -> None:
+        self.cfg = cfg
+        self.n_obs, self.n_act = n_obs, n_act
+        self.device = torch.device(device)
+        torch.manual_seed(seed)  # network initialisation
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(seed + 1)
+        self.norm = ObsNormalizer(obs_mean, obs_std).to(self.device)
+        self.modules: dict[str, nn.Module] = {}
+        self.optims: dict[str, torch.optim.Optimizer] = {}
+        self.step = 0
+
+    actor: nn.Module
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.cfg)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optims": {k: o.state_dict() for k, o in self.optims.items()},
+            "gen": self.gen.get_state(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        for k, m in self.modules.items():
+            m.load_state_dict(sd["modules"][k])
+        for k, o in self.optims.items():
+            o.load_state_dict(sd["optims"][k])
+        self.gen.set_state(sd["gen"])
+        self.step = int(sd["step"])
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic action in [-1, 1] for a batch of observations (engineering units)."""
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        return self.actor.deterministic(o).cpu().numpy()

@@ -1,0 +1,177 @@
+"""Shared pieces every algorithm uses: networks, observation/action scaling, replay sampling.
+
+Conventions (all algorithms):
+
+* Observations enter the networks normalised, ``(obs - mean) * inv_std``, with the
+  statistics of the training dataset held in an :class:`ObsNormalizer` *inside* the
+  actor, so the exported graph carries them.
+* Actions are handled in ``[-1, 1]`` (the dataset's engineering units mapped linearly
+  from ``[low, high]``); the actor ends in ``tanh`` and the export adds the affine map
+  back to engineering units, so training and deployment see the same function.
+* Replay sampling is uniform over the whole dataset, on the training device, from a
+  seeded ``torch.Generator``: the same seed gives the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.datasets import Dataset
+
+__all__ = ["Actor", "Batch", "DoubleQ", "GaussianActor", "ObsNormalizer", "Replay", "mlp", "soft_update"]
+
+
+def mlp(n_in: int, hidden: Sequence[int], n_out: int) -> nn.Sequential:
+    """Linear → ReLU → ... → Linear (no activation on the output)."""
+    layers: list[nn.Module] = []
+    w = n_in
+    for h in hidden:
+        layers += [nn.Linear(w, h), nn.ReLU()]
+        w = h
+    layers.append(nn.Linear(w, n_out))
+    return nn.Sequential(*layers)
+
+
+class ObsNormalizer(nn.Module):
+    """``(obs - mean) * inv_std`` with buffers (saved in checkpoints, traced into export)."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, eps: float = 1e-3) -> None:
+        super().__init__()
+        std = np.maximum(np.asarray(std, np.float64), eps)
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, np.float32)))
+        self.register_buffer("inv_std", torch.as_tensor((1.0 / std).astype(np.float32)))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.mean) * self.inv_std
+
+
+class Actor(nn.Module):
+    """Deterministic actor: normalise → MLP → tanh, output in [-1, 1] (BC, TD3+BC, IQL)."""
+
+    def __init__(self, norm: ObsNormalizer, n_obs: int, n_act: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.norm = norm
+        self.net = mlp(n_obs, hidden, n_act)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(self.norm(obs)))
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return self(obs)
+
+    def export_layers(self) -> list[nn.Linear]:
+        return [m for m in self.net if isinstance(m, nn.Linear)]
+
+
+class GaussianActor(nn.Module):
+    """Tanh-squashed Gaussian actor (SAC, used by CQL); deployed as ``tanh(mean)``."""
+
+    LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+    def __init__(self, norm: ObsNormalizer, n_obs: int, n_act: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.norm = norm
+        self.trunk = mlp(n_obs, hidden[:-1], hidden[-1])
+        self.mean = nn.Linear(hidden[-1], n_act)
+        self.log_std = nn.Linear(hidden[-1], n_act)
+
+    def _h(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.trunk(self.norm(obs)))
+
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action in [-1, 1] and its log-probability (tanh-corrected)."""
+        h = self._h(obs)
+        mu = self.mean(h)
+        log_std = self.log_std(h).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+        std = log_std.exp()
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        pre = mu + std * eps
+        a = torch.tanh(pre)
+        logp = (-0.5 * eps.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+        logp = logp - (2 * (np.log(2.0) - pre - nn.functional.softplus(-2 * pre))).sum(-1)
+        return a, logp
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.mean(self._h(obs)))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.deterministic(obs)
+
+    def export_layers(self) -> list[nn.Linear]:
+        return [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.mean]
+
+
+class DoubleQ(nn.Module):
+    """Two Q(s, a) heads on normalised observations and [-1, 1] actions."""
+
+    def __init__(self, norm: ObsNormalizer, n_obs: int, n_act: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.norm = norm
+        self.q1 = mlp(n_obs + n_act, hidden, 1)
+        self.q2 = mlp(n_obs + n_act, hidden, 1)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([self.norm(obs), act], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+class ValueNet(nn.Module):
+    """V(s) on normalised observations (IQL)."""
+
+    def __init__(self, norm: ObsNormalizer, n_obs: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.norm = norm
+        self.v = mlp(n_obs, hidden, 1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.v(self.norm(obs)).squeeze(-1)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging, in place: target ← (1 − tau) target + tau source."""
+    tp = [p for p in target.parameters()]
+    sp = [p for p in source.parameters()]
+    torch._foreach_lerp_(tp, sp, tau)
+
+
+@dataclass
+class Batch:
+    obs: torch.Tensor
+    act: torch.Tensor  # in [-1, 1]
+    rew: torch.Tensor
+    next_obs: torch.Tensor
+    done: torch.Tensor  # 1.0 at a terminal (not at a timeout)
+
+
+class Replay:
+    """The dataset on the device, actions scaled to [-1, 1]; seeded uniform sampling."""
+
+    def __init__(self, ds: Dataset, device: torch.device, seed: int, reward_scale: float = 1.0) -> None:
+        lo = np.asarray(ds.meta.action_low, np.float32)
+        hi = np.asarray(ds.meta.action_high, np.float32)
+        self.act_mid = (hi + lo) / 2
+        self.act_half = np.maximum((hi - lo) / 2, 1e-6)
+        act = np.clip((ds.actions - self.act_mid) / self.act_half, -1.0, 1.0)
+        t = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32), device=device)  # noqa: E731
+        self.obs, self.act = t(ds.observations), t(act)
+        self.rew = t(ds.rewards * reward_scale)
+        self.next_obs, self.done = t(ds.next_observations), t(ds.terminals)
+        self.n = len(ds)
+        self.device = device
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(seed)
+
+    def sample(self, batch_size: int) -> Batch:
+        idx = torch.randint(0, self.n, (batch_size,), generator=self.gen, device=self.device)
+        return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.done[idx])
+
+
+def obs_stats(ds: Dataset) -> dict[str, np.ndarray]:
+    o = ds.observations.astype(np.float64)
+    return {"mean": o.mean(0), "std": o.std(0), "min": o.min(0), "max": o.max(0)}
