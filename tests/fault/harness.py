@@ -1,0 +1,134 @@
+"""A real CSTR twin and a real Gateway in one asyncio loop, for fault-injection tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.app import Gateway
+from gateway.audit.verify import iter_records, verify
+from gateway.config import load_config
+from gateway.errors import GatewayError
+from gateway.ops.control import send_command
+from simulators.twin import Twin
+from tests.helpers import write_config
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
+OPERATOR = "test-operator"
+
+
+async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Bench:
+    twin: Twin
+    gateway: Gateway
+    tmp: Path
+
+    @property
+    def sock(self) -> Path:
+        return self.tmp / "control.sock"
+
+    async def cmd(self, cmd: str, **kw: Any) -> dict[str, Any]:
+        return await send_command(self.sock, {"cmd": cmd, "actor": OPERATOR, **kw})
+
+    async def status(self) -> dict[str, Any]:
+        with contextlib.suppress(GatewayError, OSError):
+            return await send_command(self.sock, {"cmd": "status"})
+        return {}
+
+    @property
+    def mode(self) -> str:
+        assert self.gateway.loop is not None
+        return self.gateway.loop.modes.mode.name
+
+    def twin_setpoints(self) -> tuple[float, float]:
+        img = self.twin.image
+        return float(img["coolant_flow_sp"]), float(img["feed_flow_sp"])
+
+    def twin_applied(self) -> tuple[float, float]:
+        img = self.twin.image
+        return float(img["coolant_flow"]), float(img["feed_flow"])
+
+    async def start_auto(self) -> None:
+        await wait_for(lambda: self.gateway.loop is not None and self.mode == "READY", "READY")
+        reply = await self.cmd("start")
+        assert reply["ok"], reply
+        await wait_for(lambda: self.twin_setpoints()[1] == 100.0, "policy actions at the twin")
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        assert self.gateway.audit is not None
+        self.gateway.audit.flush()
+        return [r.payload for r in iter_records(self.tmp / "audit")]
+
+
+@contextlib.asynccontextmanager
+async def bench(tmp: Path, *, replace: dict[str, str] | None = None, opcua_port: int = 0,
+                watchdog_ms: float = 500) -> AsyncIterator[Bench]:
+    twin = Twin("cstr", opcua=("127.0.0.1", opcua_port), modbus=None, watchdog_ms=watchdog_ms)
+    await twin.start()
+    config = write_config(tmp, policy=SHIPPED, url=twin.opcua_url,
+                          replace={r"^cycle_hz = 10.0": "cycle_hz = 20.0", **(replace or {})})
+    gw = Gateway(load_config(config))
+    task = asyncio.create_task(gw.run())
+    b = Bench(twin, gw, tmp)
+    try:
+        await wait_for(lambda: gw.loop is not None or task.done(), "the gateway to start")
+        if task.done():
+            task.result()
+        yield b
+    finally:
+        gw.request_stop()
+        await asyncio.wait_for(task, 15)
+        await twin.stop()
+    result = verify(tmp / "audit")
+    assert result.ok, result.error
+
+
+async def trip_latch_reset_start(b: Bench, code: str, clear: Callable[[], Awaitable[None]],
+                                 *, safe_at_twin: str = "setpoints") -> None:
+    """The common story of every trigger: latched ESTOP, safe outputs at the twin, a reset
+    that does not resume, a start that does, and the trip in the audit log."""
+    await wait_for(lambda: b.mode == "ESTOP", f"the e-stop ({code})", timeout=5)
+    assert b.gateway.loop is not None and b.gateway.loop.estop.last is not None
+    assert b.gateway.loop.estop.last.code.startswith(code), b.gateway.loop.estop.last
+    read = b.twin_setpoints if safe_at_twin == "setpoints" else b.twin_applied
+    await wait_for(lambda: read() == (200.0, 0.0), "the safe outputs at the twin", timeout=3)
+    await clear()
+    async def reset_accepted() -> bool:
+        return bool((await b.cmd("reset")).get("ok"))
+
+    await wait_for(reset_accepted, "an accepted reset", timeout=10)  # refused until cleared
+    await asyncio.sleep(0.5)  # ten cycles
+    assert b.mode in ("INHIBITED", "READY"), b.mode  # a reset never resumes
+    assert b.twin_setpoints() == (200.0, 0.0)
+    await wait_for(lambda: b.mode == "READY", "READY after the reset")
+    reply = await b.cmd("start")
+    assert reply["ok"], reply
+    await wait_for(lambda: b.twin_setpoints()[1] == 100.0, "policy actions after the start")
+    trips = [r for r in b.audit_records() if r["kind"] == "trip"]
+    assert trips and trips[0]["code"].startswith(code)
+    modes = [(r["from"], r["to"]) for r in b.audit_records() if r["kind"] == "mode"]
+    assert ("AUTO", "ESTOP") in modes and ("ESTOP", "INHIBITED") in modes
