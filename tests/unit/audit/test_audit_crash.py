@@ -1,11 +1,15 @@
 """kill -9 a writer at random moments: nothing it acknowledged is ever lost.
 
-The child appends cycle records and, every few, a durable trip record; after each
+The child appends cycle records and, every 200th, a durable trip record; after each
 durable append returns it prints that seq (every earlier record is durable too). The
 parent kills it with SIGKILL at a random moment, sometimes adds a torn half-record to
 the tail (what a crash mid-write leaves), reopens the log and checks that every
 acknowledged seq is there with its own payload, the tail was repaired, and the chain
-verifies, round after round on the same directory.
+verifies, round after round on the same directory. The child signs a checkpoint every
+500 records and exports it to a file: every exported checkpoint must still match the
+log after the crash (export happens only after the fsync that covers it), with the
+signatures checked against the public key. The load is measured from the child's
+acknowledgements (seq and time) and must be at least 10k records/s (median over rounds).
 """
 
 from __future__ import annotations
@@ -18,33 +22,42 @@ import sys
 import time
 from pathlib import Path
 
+import statistics
+
 import pytest
 
 from gateway.audit import AuditWriter, iter_records, verify
+from gateway.audit import checkpoint as ck
 from gateway.audit import record as fmt
 
 REPO = Path(__file__).resolve().parents[3]
 
 CHILD = r"""
-import sys, pathlib
+import sys, pathlib, time
 from gateway.audit import AuditWriter
-w = AuditWriter(pathlib.Path(sys.argv[1]), commit_interval_s=0.002).open()
+from gateway.audit.checkpoint import Signer
+w = AuditWriter(pathlib.Path(sys.argv[1]), commit_interval_s=0.002, signer=Signer.from_file(pathlib.Path(sys.argv[3])),
+                checkpoint_every_records=500, checkpoint_export=pathlib.Path(sys.argv[4])).open()
 out = open(sys.argv[2], "w")
 out.write("ready\n"); out.flush()
 while True:
-    for _ in range(15):
+    for _ in range(199):
         s = w.last_seq + 1
-        assert w.append("cycle", {"s": s, "pad": "x" * 200}) == s
+        w.append("cycle", {"s": s, "pad": "x" * 200})
     s = w.last_seq + 1
-    assert w.append_durable("trip", {"s": s, "code": "TEST"}) == s
-    out.write(f"{s}\n"); out.flush()
+    w.append_durable("trip", {"s": s, "code": "TEST"})
+    out.write(f"{s} {time.monotonic()}\n"); out.flush()
 """
 
 
-def _acked(path: Path) -> int:
+def _acks(path: Path) -> list[tuple[int, float]]:
     lines = path.read_text().split("\n")[:-1]  # a last line without its newline was not acked
-    nums = [int(x) for x in lines if x.isdigit()]
-    return max(nums, default=0)
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2:
+            out.append((int(parts[0]), float(parts[1])))
+    return out
 
 
 def _crash_rounds(tmp_path: Path, rounds: int) -> None:
@@ -52,10 +65,15 @@ def _crash_rounds(tmp_path: Path, rounds: int) -> None:
     seed = rng.randrange(2**32)
     rng.seed(seed)
     log = tmp_path / "audit"
+    key, pub, exported = tmp_path / "k", tmp_path / "k.pub", tmp_path / "checkpoints.jsonl"
+    ck.generate_keypair(key, pub)
+    public = ck.load_public_key(pub)
     max_acked = 0
+    rates: list[float] = []
     for rnd in range(rounds):
         acked_file = tmp_path / f"acked-{rnd}.txt"
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(log), str(acked_file)], cwd=REPO)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(log), str(acked_file), str(key),
+                                  str(exported)], cwd=REPO)
         try:
             deadline = time.monotonic() + 20
             while not (acked_file.exists() and acked_file.read_text().startswith("ready")):
@@ -66,8 +84,11 @@ def _crash_rounds(tmp_path: Path, rounds: int) -> None:
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait()
-        acked = _acked(acked_file)
+        acks = _acks(acked_file)
+        acked = max((seq for seq, _ in acks), default=0)
         assert acked > max_acked, f"round {rnd} acknowledged nothing (seed {seed})"
+        if len(acks) >= 2 and acks[-1][1] > acks[0][1]:
+            rates.append((acks[-1][0] - acks[0][0]) / (acks[-1][1] - acks[0][1]))
         max_acked = acked
         torn = rng.random() < 0.5
         if torn:  # a crash in the middle of a write leaves part of a frame behind
@@ -76,17 +97,21 @@ def _crash_rounds(tmp_path: Path, rounds: int) -> None:
                 f.write(frame[: rng.randrange(1, len(frame))])
         with AuditWriter(log) as w:
             pass
-        result = verify(log)
+        cps = ck.read_exported(exported)  # a line the kill cut short is not a checkpoint
+        result = verify(log, pubkey=public if cps else None, checkpoints=cps)
         assert result.ok, f"{result.error} (seed {seed}, round {rnd})"
+        assert result.exported_checked == len(cps)
         records = {r.seq: r.payload for r in iter_records(log)}
         for seq in range(1, max_acked + 1):
             payload = records.get(seq)
             assert payload is not None, f"acknowledged seq {seq} lost (seed {seed}, round {rnd})"
-            assert payload["kind"] == "repair" or payload["s"] == seq, (seq, payload)
+            assert payload["kind"] in ("repair", "checkpoint") or payload["s"] == seq, (seq, payload)
         if torn:
             last = records[max(records)]
             assert last["kind"] == "repair" and last["cut_bytes"] > 0, (seed, rnd, last)
         assert w.last_seq >= max_acked
+    assert rates and statistics.median(rates) >= 10_000, f"load too low: {sorted(rates)} records/s"
+    assert cps, "no checkpoint was exported in any round"
 
 
 def test_kill9_never_loses_acknowledged_records(tmp_path: Path) -> None:
