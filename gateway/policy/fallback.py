@@ -1,8 +1,8 @@
 """The fallback controller (Simplex): simple, verified control when the policy is not trusted.
 
 ``hold`` keeps the last action that passed the shield. ``pid`` runs a PID per configured
-action on monitored tags (actions without a PID hold); the integral is clamped so the
-output stays inside the action's bounds (no windup). The fallback's output goes through
+action on monitored tags (actions without a PID hold), with conditional integration so
+the integral does not wind up while the output is saturated. The fallback's output goes through
 the same shield as the policy's.
 """
 
@@ -45,7 +45,10 @@ class FallbackController:
             self._prev_err[j] = err
             p_part = bias + kp * err + kd * deriv
             if ki != 0.0:
-                # clamp the integral so that p + i stays inside the bounds (anti-windup)
-                i_new = self._integral[j] + ki * err * dt
-                self._integral[j] = min(max(i_new, self.lo[j] - p_part), self.hi[j] - p_part)
+                # conditional integration (anti-windup): integrate only while the output is not
+                # saturated, or when integrating moves it back inside the bounds
+                step = ki * err * dt
+                u = p_part + self._integral[j] + step
+                if self.lo[j] <= u <= self.hi[j] or (u > self.hi[j] and step < 0) or (u < self.lo[j] and step > 0):
+                    self._integral[j] += step
             out[j] = min(max(p_part + self._integral[j], self.lo[j]), self.hi[j])

@@ -219,3 +219,74 @@ def test_deadline_overruns_trip(tmp_path: Path) -> None:
     asyncio.run(go())
     assert loop.modes.mode == Mode.ESTOP and loop.estop.last.code == "deadline_overrun"
     assert loop.stats.deadline_misses >= 3
+
+
+def test_interlock_restricts_the_action_and_repeated_clips_hand_over_to_fallback(tmp_path: Path) -> None:
+    # T >= 375 limits the feed to 50; the policy keeps asking for 100 -> clipped every cycle
+    loop, t, audit = make_loop(tmp_path, values={**HEALTHY, "T": 376.0, "T_sp": 376.0, "feed_flow": 40.0},
+                               replace={r"^max_interventions = 20": "max_interventions = 3"})
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 2)
+    assert loop.modes.mode == Mode.AUTO
+    assert all(w["feed_flow_sp"] <= 50.0 for w in action_writes(t))
+    assert [p["interlocks"] for k, p in audit.records if k == "cycle"][-1] == ["hot_limits_feed"]
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.FALLBACK  # the third clip within the window
+    steps(loop, 3)
+    assert all(w["feed_flow_sp"] <= 50.0 for w in action_writes(t))  # the fallback is shielded too
+
+
+def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Path) -> None:
+    loop, t, _ = make_loop(tmp_path)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 1)
+    t.values["T"] = 376.0  # feed must drop from 100 to <= 50 at once; the rate allows 5 per cycle
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.ESTOP
+    assert loop.estop.last is not None and loop.estop.last.code == "interlock_conflict:feed_flow_sp"
+    assert t.writes[-1]["feed_flow_sp"] == 0.0
+
+
+def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_back(tmp_path: Path) -> None:
+    from training.onnx_export import build_linear_policy, write_model
+
+    from gateway.policy.contract import ObsStats
+    from tests.helpers import contract
+
+    loop, t, audit = make_loop(tmp_path, replace={r"^agreement_s = 5.0": "agreement_s = 0.0"})
+    c = contract()
+    stats = ObsStats(min=(340.0, 0.3, 320.0, 340.0), max=(360.0, 0.7, 345.0, 360.0),
+                     mean=(350.0, 0.5, 332.0, 350.0), std=(3.0, 0.05, 3.0, 3.0))
+    c = type(c)(**{**c.__dict__, "obs_stats": stats})
+    weight = np.array([[20.0, 0.0, 0.0, -20.0], [0.0, 0.0, 0.0, 0.0]])  # the PID fallback's P law
+    write_model(loop.settings.policy.path, build_linear_policy(c, weight, np.array([100.0, 100.0])))
+    loop.policy = load_policy(loop.settings)
+    loop.__init__(loop.settings, loop.tags, t, loop.policy, ModeMachine(), audit, loop.metrics)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 1)
+    t.values["T"] = 364.0  # 4 K beyond the training range (margin 10 % of 20 K = 2 K)
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.FALLBACK and loop.stats.ood_inputs == 1
+    t.values["T"] = 351.0  # back in range: policy and PID agree -> hand back
+    steps(loop, 3)
+    assert loop.modes.mode == Mode.AUTO
+
+
+def test_fallback_pid_does_not_wind_up_while_saturated() -> None:
+    from gateway.config import load_config
+    from gateway.policy.fallback import FallbackController
+    from tests.helpers import EXAMPLE
+
+    s = load_config(EXAMPLE).settings
+    names = ["T", "T_sp"]
+    fb = FallbackController(s, names)
+    out, last = np.zeros(2), np.array([100.0, 100.0])
+    for _ in range(100):  # 14 K too hot for 10 s: the output saturates at 200
+        fb.compute(np.array([364.0, 350.0]), last, 0.1, out)
+    assert out[0] == 200.0
+    fb.compute(np.array([351.0, 350.0]), last, 0.1, out)
+    assert out[0] == pytest.approx(120.0, abs=1.0)  # P part alone: no wound-up integral
+    assert out[1] == 100.0  # no PID for the feed: hold
