@@ -13,6 +13,8 @@ disk you care about: /tmp may be tmpfs, where fsync is free):
   each timed alone with perf_counter_ns: the cost the cycle sees, writer thread and GIL
   included.
 * durable: ``append_durable`` round trips (a safety event waiting for its fsync).
+* signed: the sustained run again with Ed25519 checkpoints every ``--checkpoint-every``
+  records, exported to a file (fsynced), and the cost of one signature.
 
     .venv/bin/python benchmarks/bench_audit.py [--records 200000] [--rate 1000] [--dir PATH]
 """
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 
 from gateway.audit import AuditWriter, verify
+from gateway.audit.checkpoint import Signer, generate_keypair, load_public_key, read_exported
 from gateway.audit.record import encode_payload
 
 
@@ -49,12 +52,12 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def sustained(directory: Path, n: int, offered: float, interval: float) -> dict[str, float]:
+def sustained(directory: Path, n: int, offered: float, interval: float, **writer_kw: object) -> dict[str, float]:
     """Offer ``offered`` records/s in 1 ms ticks (an event loop that appends a burst, then
     sleeps); records/s is n over the time until the last one is fsynced."""
     latencies: list[float] = []
     w = AuditWriter(directory, commit_interval_s=interval,
-                    on_commit=lambda lat, _n, _b: latencies.append(lat)).open()
+                    on_commit=lambda lat, _n, _b: latencies.append(lat), **writer_kw).open()  # type: ignore[arg-type]
     payloads = [cycle_payload(i) for i in range(1000)]
     append = w.append
     per_tick = max(1, round(offered / 1000))
@@ -85,6 +88,7 @@ def sustained(directory: Path, n: int, offered: float, interval: float) -> dict[
         "commits": stats.commits,
         "max_pending": max_pending,
         "bytes_per_record": stats.bytes_written / n,
+        "checkpoints": stats.checkpoints,
     }
 
 
@@ -159,6 +163,7 @@ def main() -> None:
     ap.add_argument("--paced-records", type=int, default=5000)
     ap.add_argument("--interval", type=float, default=0.01, help="commit_interval_s")
     ap.add_argument("--dir", type=Path, default=None, help="parent directory for the logs")
+    ap.add_argument("--checkpoint-every", type=int, default=10_000, help="records per signed checkpoint")
     args = ap.parse_args()
 
     size = len(encode_payload({**cycle_payload(1), "kind": "cycle", "t_wall": time.time(),
@@ -172,6 +177,17 @@ def main() -> None:
         p = paced(root / "paced", args.paced_records, args.rate, args.interval)
         base = baseline_lateness(args.paced_records, args.rate)
         d = durable(root / "durable", 500)
+        generate_keypair(root / "k", root / "k.pub")
+        signer = Signer.from_file(root / "k")
+        sg = sustained(root / "signed", args.records, args.offered, args.interval, signer=signer,
+                       checkpoint_every_records=args.checkpoint_every, checkpoint_export=root / "cp.jsonl")
+        ok = verify(root / "signed", pubkey=load_public_key(root / "k.pub"),
+                    checkpoints=read_exported(root / "cp.jsonl"))
+        assert ok.ok, ok.error
+        t0 = time.perf_counter()
+        for i in range(2000):
+            signer.sign(i, bytes(32), i)
+        sign_us = (time.perf_counter() - t0) / 2000 * 1e6
 
     print(f"audit log benchmark: python {platform.python_version()}, {os.cpu_count()} CPUs, "
           f"payload {size} B JSON, {b['bytes_per_record']:.0f} B/record framed, "
@@ -193,6 +209,11 @@ def main() -> None:
         (f"paced {args.rate:.0f}/s: commit latency p50 / p99 (ms)",
          f"{p['commit_p50_ms']:.2f} / {p['commit_p99_ms']:.2f}", ""),
         ("append_durable round trip p50 / p99 (ms)", f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f}", ""),
+        (f"signed checkpoint every {args.checkpoint_every:,}: sustained records/s", f"{sg['rate']:,.0f}", ">= 50,000"),
+        ("  checkpoints written / caller cost per append (us)",
+         f"{sg['checkpoints']} / {sg['caller_us']:.2f}", ""),
+        ("  commit latency p50 / p99 (ms)", f"{sg['commit_p50_ms']:.2f} / {sg['commit_p99_ms']:.2f}", ""),
+        ("Ed25519 signature of one checkpoint (us)", f"{sign_us:.0f}", ""),
     ]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)

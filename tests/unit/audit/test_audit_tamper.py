@@ -3,7 +3,8 @@
 One limit, stated in docs/audit-format.md: cutting records off the *end* of the log
 leaves a shorter log that is itself intact. Only an anchor kept elsewhere (a signed
 checkpoint, a head hash a SCADA system recorded) can show that; so deleting the final
-record is not among the cases below.
+record is not among the cases below: test_audit_checkpoint.py cuts the log at random
+positions past the last exported checkpoint and checks that verify catches every one.
 """
 
 from __future__ import annotations
