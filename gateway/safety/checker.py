@@ -55,6 +55,9 @@ def monitored_tags(s: Settings) -> list[str]:
     return names
 
 
+_MAX = float(np.finfo(np.float64).max)
+
+
 def _bounds(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full(n, -np.inf), np.full(n, np.inf)
 
@@ -66,7 +69,9 @@ class ObservationChecker:
         self.names = names
         self.slots = tags.indices(names)
         n = len(names)
-        self.range_lo, self.range_hi = _bounds(n)
+        # ±inf is never a valid reading: without a configured range the valid range is the
+        # finite doubles, so the same two comparisons reject NaN and ±inf alike
+        self.range_lo, self.range_hi = np.full(n, -_MAX), np.full(n, _MAX)
         self.hard_lo, self.hard_hi = _bounds(n)
         self.soft_lo, self.soft_hi = _bounds(n)
         self.stale_s = np.full(n, np.inf)
@@ -125,7 +130,8 @@ class ObservationChecker:
                 verdict.set(Status.TRIP, f"bad_quality:{self.names[i]}",
                             f"tag {self.names[i]!r} reports {quality.name} quality")
             return verdict
-        # Valid range (bad data); the comparisons are false for NaN, so NaN fails here too.
+        # Valid range (bad data); the comparisons are false for NaN, so NaN fails here too,
+        # and ±inf lies outside every range.
         np.greater_equal(v, self.range_lo, out=ok)
         np.less_equal(v, self.range_hi, out=tmp)
         ok &= tmp
