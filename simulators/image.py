@@ -29,6 +29,7 @@ from typing import Literal
 from simulators.plants.base import PlantSpec
 
 VType = Literal["double", "bool", "uint32"]
+Quality = Literal["good", "uncertain", "bad"]
 Group = Literal["Measurements", "Setpoints", "Status", "Alarms"]
 Value = float | bool | int
 
@@ -125,6 +126,7 @@ class PlcImage:
         self._values: dict[str, Value] = {t.name: t.coerce(t.default) for t in tags}
         self._stamps: dict[str, float] = dict.fromkeys(self.tags, now)
         self._seq: dict[str, int] = dict.fromkeys(self.tags, 0)
+        self._quality: dict[str, Quality] = dict.fromkeys(self.tags, "good")
 
     def __getitem__(self, name: str) -> Value:
         return self._values[name]
@@ -153,6 +155,18 @@ class PlcImage:
         if not tag.writable:
             raise PermissionError(f"tag {name!r} is read-only")
         self.set(name, value)
+
+    def set_quality(self, name: str, quality: Quality) -> None:
+        """Sensor quality of a tag (served as an OPC UA status code); a change is stamped."""
+        if quality not in ("good", "uncertain", "bad"):
+            raise ValueError(f"quality must be good, uncertain or bad, got {quality!r}")
+        if self._quality[name] != quality:
+            self._quality[name] = quality
+            self._stamps[name] = time.time()
+            self._seq[name] += 1
+
+    def quality(self, name: str) -> Quality:
+        return self._quality[name]
 
     def stamp(self, name: str) -> float:
         """Wall-clock time (s since the epoch) of the tag's last change."""

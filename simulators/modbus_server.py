@@ -125,6 +125,8 @@ class _ImageContext(ModbusServerContext):
         value = self.image[reg.tag]
         if reg.kind == "uint16":
             return [int(value) & 0xFFFF]
+        if self.image.quality(reg.tag) == "bad":
+            value = math.nan  # Modbus has no quality: a Bad sensor reads as NaN / -32768
         if reg.kind == "int16":
             x = float(value) * reg.scale
             return [int(round(x)) & 0xFFFF if math.isfinite(x) and abs(x) <= 32767 else 0x8000]
@@ -231,3 +233,10 @@ class TwinModbusServer:
         server, self._server = self._server, None
         if server is not None:
             await server.shutdown()
+
+    async def restart(self) -> None:
+        """Stop and serve again on the same port (open connections are closed)."""
+        await self.stop()
+        if self.port is not None:
+            self._requested_port = self.port
+        await self.start()

@@ -12,29 +12,47 @@ Folders have NodeIds ``ns=2;s=<plant>.Measurements`` etc. Every numeric variable
 
 A client write lands in the image at once (a value setter on each writable node); the
 twin calls :meth:`TwinOpcUaServer.publish` after every scan, which writes the tags that
-changed since the last publish, each with the image's source timestamp. No security:
-this is a loopback test twin.
+changed since the last publish, each with the image's source timestamp and a status
+code from the tag's quality (Good, UncertainSensorNotAccurate, BadSensorFailure).
+Read-only variables have AccessLevel/UserAccessLevel CurrentRead; Setpoints add
+CurrentWrite. Security is optional (:class:`OpcUaSecurity`): Basic256Sha256
+SignAndEncrypt with a generated certificate and username/password users checked for
+real; without it the server is NoSecurity/anonymous (a loopback test twin).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
-from dataclasses import replace
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from asyncua import Server, ua
 from asyncua.common.node import Node
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
 from asyncua.server.address_space import NodeData
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.errors import TransportError
 from simulators.image import PlcImage, Tag
 
 NAMESPACE_URI = "urn:edgewarden:twin"
+log = logging.getLogger(__name__)
 
 _VARIANT = {"double": ua.VariantType.Double, "bool": ua.VariantType.Boolean,
             "uint32": ua.VariantType.UInt32}
+_STATUS = {"good": ua.StatusCode(ua.StatusCodes.Good),
+           "uncertain": ua.StatusCode(ua.StatusCodes.UncertainSensorNotAccurate),
+           "bad": ua.StatusCode(ua.StatusCodes.BadSensorFailure)}
 # UNECE Recommendation 20 common codes for the units our plants use.
 _UNECE = {"K": "KEL", "L/min": "L2", "mol/L": "C38"}
 
@@ -61,12 +79,79 @@ def _eu_information(units: str) -> ua.EUInformation:
     )
 
 
+@dataclass(frozen=True)
+class OpcUaSecurity:
+    """Secure the OPC UA server: Basic256Sha256 SignAndEncrypt only, username identities.
+
+    ``cert_dir`` holds ``server_key.pem`` / ``server_cert.der``; both are generated
+    (self-signed, one year, RSA 2048) when missing. ``users`` maps user name to password
+    (kept only as a salted PBKDF2 hash); ``viewers`` may browse and read but not write.
+    Anonymous sessions and unsecured endpoints are refused. The application URI in the
+    certificate is ``urn:edgewarden:twin:<plant>``.
+    """
+
+    cert_dir: Path
+    users: Mapping[str, str]
+    viewers: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise ValueError("OPC UA security needs at least one user")
+        unknown = set(self.viewers) - set(self.users)
+        if unknown:
+            raise ValueError(f"viewers not among users: {', '.join(sorted(unknown))}")
+
+
+class _PasswordUserManager:
+    """Checks user name and password for real (asyncua's default accepts any password)."""
+
+    _ITER = 100_000
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._hashes: dict[str, tuple[bytes, bytes]] = {}
+        for name, password in users.items():
+            salt = os.urandom(16)
+            self._hashes[name] = (salt, self._hash(password, salt))
+
+    def _hash(self, password: str, salt: bytes) -> bytes:
+        return hashlib.pbkdf2_hmac("sha256", password.encode(), salt, self._ITER)
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        entry = self._hashes.get(username or "")
+        if entry is None or password is None:
+            self._hash(password or "", b"0" * 16)  # same work either way
+            log.warning("OPC UA login refused for user %r", username)
+            return None
+        salt, digest = entry
+        if not hmac.compare_digest(self._hash(password, salt), digest):
+            log.warning("OPC UA login refused for user %r (wrong password)", username)
+            return None
+        return User(role=UserRole.User, name=username)
+
+
+class _ViewerRuleset(SimpleRoleRuleset):
+    """asyncua's role rules, minus writes for read-only users."""
+
+    _WRITE = ua.NodeId(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary)
+
+    def __init__(self, viewers: frozenset[str]) -> None:
+        super().__init__()
+        self._viewers = viewers
+
+    def check_validity(self, user: User, action_type_id: ua.NodeId, body: Any) -> bool:
+        if action_type_id == self._WRITE and user.name in self._viewers:
+            return False
+        return bool(super().check_validity(user, action_type_id, body))
+
+
 class TwinOpcUaServer:
     """Serve ``image`` for ``plant`` on ``host:port`` (port 0 = ephemeral, see ``port``)."""
 
     def __init__(self, image: PlcImage, plant: str, host: str = "127.0.0.1", port: int = 0,
-                 *, verbose: bool = False) -> None:
+                 *, verbose: bool = False, security: OpcUaSecurity | None = None) -> None:
         self.image = image
+        self.security = security
         self.plant = plant
         self.host = host
         self._requested_port = port
@@ -76,6 +161,7 @@ class TwinOpcUaServer:
         self._published: dict[str, int] = {}
         self.port: int | None = None
         self.ns: int | None = None
+        self.advertise_url: str | None = None  # endpoint URL to advertise (a proxy's)
 
     @property
     def url(self) -> str:
@@ -88,11 +174,17 @@ class TwinOpcUaServer:
 
     async def start(self) -> None:
         quiet_asyncua(self._verbose)
-        server = Server()
+        self._nodes = {}
+        self._published = {}
+        sec = self.security
+        server = Server(user_manager=_PasswordUserManager(sec.users) if sec else None)
         await server.init()
         server.set_server_name(f"edgewarden twin ({self.plant})")
         server.set_endpoint(f"opc.tcp://{_url_host(self.host)}:{self._requested_port}")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if sec is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await self._secure(server, sec)
         self.ns = await server.register_namespace(NAMESPACE_URI)
         await self._build(server)
         start_logger = logging.getLogger("asyncua.server.server")
@@ -109,11 +201,38 @@ class TwinOpcUaServer:
             start_logger.setLevel(level)
         self._server = server
         self.port = _bound_port(server)
-        if self._requested_port == 0:
-            # Endpoints were made before the bind, with port 0: advertise the real one.
+        if self._requested_port == 0 or self.advertise_url:
+            # Endpoints were made before the bind, with port 0: advertise the real one
+            # (or the fault proxy's, which clients connect to).
             for edp in server.iserver.endpoints:
-                edp.EndpointUrl = self.url
+                edp.EndpointUrl = self.advertise_url or self.url
         await self.publish()
+
+    async def _secure(self, server: Server, sec: OpcUaSecurity) -> None:
+        app_uri = f"urn:edgewarden:twin:{self.plant}"
+        server.set_application_uri(app_uri)
+        key, cert = self.certificate_paths(sec.cert_dir)
+        sec.cert_dir.mkdir(parents=True, exist_ok=True)
+        await setup_self_signed_certificate(
+            key, cert, app_uri, socket.gethostname(), [ExtendedKeyUsageOID.SERVER_AUTH],
+            {"commonName": f"edgewarden twin {self.plant}"})
+        await server.load_certificate(str(cert))
+        await server.load_private_key(str(key))
+        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt],
+                                   permission_ruleset=_ViewerRuleset(sec.viewers))
+        server.set_identity_tokens([ua.UserNameIdentityToken])
+
+    @staticmethod
+    def certificate_paths(cert_dir: Path) -> tuple[Path, Path]:
+        """(private key PEM, certificate DER) of a secured twin's server."""
+        return cert_dir / "server_key.pem", cert_dir / "server_cert.der"
+
+    async def restart(self) -> None:
+        """Stop and serve again on the same port (clients lose their sessions)."""
+        await self.stop()
+        if self.port is not None:
+            self._requested_port = self.port
+        await self.start()
 
     async def stop(self) -> None:
         server, self._server = self._server, None
@@ -145,6 +264,7 @@ class TwinOpcUaServer:
             tag = img.tags[name]
             dv = ua.DataValue(
                 ua.Variant(img[name], _VARIANT[tag.vtype]),
+                StatusCode=_STATUS[img.quality(name)],
                 SourceTimestamp=datetime.fromtimestamp(img.stamp(name), UTC),
                 ServerTimestamp=datetime.now(UTC),
             )

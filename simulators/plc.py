@@ -27,11 +27,16 @@ The PLC starts in LOCAL with safe outputs.
 from __future__ import annotations
 
 import math
+import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simulators.image import PlcImage, build_tags
 from simulators.plants.base import PlantModel
+
+if TYPE_CHECKING:
+    from simulators.faults import FaultInjector
 
 
 class Plc:
@@ -71,6 +76,8 @@ class Plc:
         self._hb_last: int = int(self.image["heartbeat"])
         self._hb_changed_at: float | None = None  # None: no heartbeat seen yet
         self.scans = 0
+        self.faults: FaultInjector | None = None  # sensor faults (simulators.faults)
+        self._faulted: set[str] = set()
         self._write_outputs()
         self._write_measurements()
 
@@ -168,5 +175,18 @@ class Plc:
 
     def _write_measurements(self) -> None:
         self._obs = self.plant.observe()
+        inj = self.faults
+        if inj is not None and (inj.active or self._faulted):
+            # a faulty transmitter: the image (and so the interlocks) sees what it reports
+            faulted = inj.sensor_faulted()
+            now = time.time()
+            for i, sig in enumerate(self.spec.observations):
+                if sig.name in faulted:
+                    v, q = inj.apply(sig.name, float(self._obs[i]), now)
+                    self._obs[i] = v
+                    self.image.set_quality(sig.name, q)  # type: ignore[arg-type]
+                elif sig.name in self._faulted:
+                    self.image.set_quality(sig.name, "good")
+            self._faulted = faulted
         for sig, v in zip(self.spec.observations, self._obs, strict=True):
             self.image.set(sig.name, float(v))

@@ -18,9 +18,12 @@ import contextlib
 import logging
 from typing import Any
 
+from gateway.errors import TransportError
+from simulators.control import ControlServer
+from simulators.faults import FaultInjector, FaultProxy
 from simulators.image import PlcImage
 from simulators.modbus_server import TwinModbusServer, WordOrder
-from simulators.opcua_server import TwinOpcUaServer
+from simulators.opcua_server import OpcUaSecurity, TwinOpcUaServer, _url_host
 from simulators.plants import make_plant
 from simulators.plants.base import PlantModel
 from simulators.plc import Plc
@@ -44,6 +47,9 @@ class Twin:
         word_order: WordOrder = "big",
         verbose: bool = False,
         plant_kwargs: dict[str, Any] | None = None,
+        faults: bool = False,
+        control: tuple[str, int] | None = None,
+        security: OpcUaSecurity | None = None,
     ) -> None:
         if scan_ms <= 0:
             raise ValueError("scan_ms must be > 0")
@@ -51,12 +57,31 @@ class Twin:
         self.plant: PlantModel = make_plant(plant, seed=seed, **(plant_kwargs or {}))
         self.plc = Plc(self.plant, watchdog_ms=watchdog_ms, time_scale=time_scale)
         self.scan_s = scan_ms / 1000.0
-        self.opcua = TwinOpcUaServer(self.plc.image, plant, opcua[0], opcua[1], verbose=verbose)
-        self.modbus = (
-            TwinModbusServer(self.plc.image, modbus[0], modbus[1], word_order=word_order,
-                             verbose=verbose)
-            if modbus is not None else None
-        )
+        # With faults, each server binds an internal ephemeral port and a FaultProxy
+        # listens on the public address (see simulators.faults).
+        self.faults = FaultInjector(self.plant.spec.observation_names(), seed=seed)
+        self.plc.faults = self.faults
+        self.proxies: dict[str, FaultProxy] = {}
+        op_bind = (opcua[0], 0) if faults else opcua
+        self.opcua = TwinOpcUaServer(self.plc.image, plant, op_bind[0], op_bind[1],
+                                     verbose=verbose, security=security)
+        self.modbus = None
+        if modbus is not None:
+            mb_bind = (modbus[0], 0) if faults else modbus
+            self.modbus = TwinModbusServer(self.plc.image, mb_bind[0], mb_bind[1],
+                                           word_order=word_order, verbose=verbose)
+        if faults:
+            self.proxies["opcua"] = FaultProxy("opcua", opcua[0], opcua[1],
+                                               lambda: (op_bind[0], self.opcua.port or 0))
+            if modbus is not None:
+                self.proxies["modbus"] = FaultProxy(
+                    "modbus", modbus[0], modbus[1],
+                    lambda: (modbus[0], self.modbus.port if self.modbus else 0))
+        self.faults.proxies = self.proxies
+        self.faults.restarters["opcua"] = self._restart_opcua
+        if self.modbus is not None:
+            self.faults.restarters["modbus"] = self.modbus.restart
+        self.control = ControlServer(self, *control) if control is not None else None
         self.overruns = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -66,6 +91,9 @@ class Twin:
 
     @property
     def opcua_url(self) -> str:
+        proxy = self.proxies.get("opcua")
+        if proxy is not None:
+            return f"opc.tcp://{_url_host(proxy.host)}:{proxy.port}"
         return self.opcua.url
 
     @property
@@ -74,7 +102,17 @@ class Twin:
 
     @property
     def modbus_port(self) -> int | None:
+        proxy = self.proxies.get("modbus")
+        if proxy is not None:
+            return proxy.port
         return self.modbus.port if self.modbus is not None else None
+
+    @property
+    def control_port(self) -> int | None:
+        return self.control.port if self.control is not None else None
+
+    async def _restart_opcua(self) -> None:
+        await self.opcua.restart()
 
     @property
     def running(self) -> bool:
@@ -86,13 +124,23 @@ class Twin:
             raise RuntimeError("twin already started")
         loop = asyncio.get_running_loop()
         self.plc.scan(loop.time())
-        if self.modbus is not None:  # cheap to bind: fail fast before the OPC UA start-up
-            await self.modbus.start()
         try:
+            for proxy in self.proxies.values():  # the public ports: fail fast
+                try:
+                    await proxy.start()
+                except OSError as exc:
+                    raise TransportError(f"cannot serve {proxy.name} on {proxy.host}:"
+                                         f"{proxy._requested_port}: {exc.strerror or exc}"
+                                         ) from None
+            if "opcua" in self.proxies:
+                self.opcua.advertise_url = self.opcua_url
+            if self.control is not None:
+                await self.control.start()
+            if self.modbus is not None:  # cheap to bind: fail fast before the OPC UA start
+                await self.modbus.start()
             await self.opcua.start()
         except BaseException:
-            if self.modbus is not None:
-                await self.modbus.stop()
+            await self._close_servers()
             raise
         self._task = asyncio.create_task(self._run(), name=f"twin-{self.name}-scan")
 
@@ -104,6 +152,13 @@ class Twin:
             # a scan that crashed was logged when it did; the servers still get closed
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._close_servers()
+
+    async def _close_servers(self) -> None:
+        for proxy in self.proxies.values():
+            await proxy.stop()
+        if self.control is not None:
+            await self.control.stop()
         if self.modbus is not None:
             await self.modbus.stop()
         await self.opcua.stop()
