@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from asyncua import Client, ua
@@ -56,7 +57,8 @@ _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, u
 _POLICIES = {"Basic256Sha256": SecurityPolicyBasic256Sha256, "Aes256Sha256RsaPss": SecurityPolicyAes256Sha256RsaPss}
 _INT_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32}
 
-for _name in ("asyncua.common.subscription", "asyncua.client.client", "asyncua.client.ua_client"):
+for _name in ("asyncua.common.subscription", "asyncua.client.client", "asyncua.client.ua_client",
+              "asyncua.client.ua_session"):
     # revised-parameter warnings on every connect/subscribe; our own log says what matters
     logging.getLogger(_name).setLevel(logging.ERROR)
 
@@ -122,6 +124,34 @@ class _Link:
     reconnect_task: asyncio.Task[None] | None = None
 
 
+def _cert_der(path: object) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = Path(str(path)).read_bytes()
+    cert = x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") \
+        else x509.load_der_x509_certificate(data)
+    return cert.public_bytes(Encoding.DER)
+
+
+def _first_cert(chain: bytes | None) -> bytes:
+    """The leaf of a DER certificate chain (a SEQUENCE with a definite length)."""
+    if not chain:
+        return b""
+    if chain[1] & 0x80:
+        n = chain[1] & 0x7F
+        length = int.from_bytes(chain[2:2 + n], "big") + 2 + n
+    else:
+        length = chain[1] + 2
+    return bytes(chain[:length])
+
+
+def _thumb(der: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(der).hexdigest()[:16] if der else "none"
+
+
 async def _quiet_disconnect(client: Client) -> None:
     try:
         await asyncio.wait_for(client.disconnect(), timeout=0.5)
@@ -181,6 +211,11 @@ class OpcUaTransport:
                         f"The server must offer {link.spec.security_policy} SignAndEncrypt, present the "
                         "pinned certificate in server_certificate, and trust our certificate."
                     ) from None
+                if "No matching endpoints" in str(exc):
+                    raise TransportError(
+                        f"OPC UA connection {link.name!r} to {link.spec.url}: the server offers no endpoint "
+                        "without security; set security_policy (and its certificates) in "
+                        f"[connections.{link.name}]") from None
                 raise TransportError(
                     f"cannot reach PLC connection {link.name!r} at {link.spec.url}: {_describe(exc)}. "
                     "Check that the server is running and the address and port in "
@@ -206,6 +241,8 @@ class OpcUaTransport:
         except (OSError, ValueError) as exc:
             raise TransportError(f"OPC UA connection {link.name!r}: cannot load its certificates or keys: "
                                  f"{_describe(exc)}") from None
+        if spec.security_policy != "None":
+            await self._check_endpoint(link)
         try:
             await asyncio.wait_for(client.connect(), timeout=spec.timeout_s * 2)
         except ua.UaStatusCodeError as exc:
@@ -231,6 +268,30 @@ class OpcUaTransport:
         link.client = client
         link.health.connected = True
         link.health.last_error = ""
+
+    async def _check_endpoint(self, link: _Link) -> None:
+        """Before a secure session: the server must offer our policy with SignAndEncrypt and
+        present exactly the pinned certificate. Both give a clear refusal instead of a
+        handshake that times out. (asyncua also checks the certificate in CreateSession.)"""
+        spec = link.spec
+        probe = Client(url=spec.url, timeout=spec.timeout_s)
+        endpoints = await asyncio.wait_for(probe.connect_and_get_server_endpoints(), timeout=spec.timeout_s * 2)
+        uri = _POLICIES[spec.security_policy].URI
+        offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name.rstrip('_')}" for e in endpoints})
+        match = [e for e in endpoints
+                 if e.SecurityPolicyUri == uri and e.SecurityMode == ua.MessageSecurityMode.SignAndEncrypt]
+        if not match:
+            raise TransportError(
+                f"OPC UA connection {link.name!r} to {spec.url}: refused: the server does not offer "
+                f"{spec.security_policy} with SignAndEncrypt (it offers {', '.join(offered) or 'nothing'}); "
+                "security is required, so the gateway will not connect without it")
+        pinned = _cert_der(spec.server_certificate)  # type: ignore[arg-type]
+        presented = _first_cert(match[0].ServerCertificate)
+        if presented != pinned:
+            raise TransportError(
+                f"OPC UA connection {link.name!r} to {spec.url}: refused: the server's certificate "
+                f"(SHA-256 {_thumb(presented)}) is not the pinned one in server_certificate "
+                f"{spec.server_certificate} (SHA-256 {_thumb(pinned)})")
 
     async def _drop(self, link: _Link, exc: BaseException) -> None:
         link.health.connected = False

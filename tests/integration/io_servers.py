@@ -274,3 +274,58 @@ async def opcua_certs(tmp: Path) -> dict[str, Path]:
                                             {"countryName": "CH", "organizationName": "edgewarden tests"})
         out[f"{role}_key"], out[f"{role}_cert"] = key, cert
     return out
+
+
+class HangingProxy:
+    """A TCP proxy in front of a server; ``hang()`` swallows traffic both ways (a hung
+    server whose sockets stay open), ``resume()`` forwards again (new traffic only)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.hung = False
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if not self.hung:
+                        writer.write(data)
+                        await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._writers.append(writer)
+            if self.hung:
+                while await reader.read(65536):
+                    pass
+                writer.close()
+                return
+            try:
+                up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            except OSError:
+                writer.close()
+                return
+            self._writers.append(up_w)
+            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def hang(self) -> None:
+        self.hung = True
+
+    def resume(self) -> None:
+        self.hung = False
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for w in self._writers:
+                w.close()
+            await self._server.wait_closed()

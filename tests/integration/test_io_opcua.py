@@ -13,7 +13,7 @@ import pytest
 from asyncua import ua
 
 sys.path.insert(0, str(Path(__file__).parent))
-from io_servers import OpcUaServer, free_port, opcua_certs  # noqa: E402
+from io_servers import HangingProxy, HungServer, OpcUaServer, free_port, opcua_certs  # noqa: E402
 
 from gateway.config import OpcUaConnection, TagSpec  # noqa: E402
 from gateway.errors import TransportError  # noqa: E402
@@ -126,11 +126,20 @@ def test_restart_reconnects_and_recreates_subscriptions() -> None:
     asyncio.run(main())
 
 
-def test_refused_connection_is_a_clear_error() -> None:
+def test_refused_or_hung_at_start_is_a_clear_error() -> None:
     async def main() -> None:
         t = _transport(f"opc.tcp://127.0.0.1:{free_port()}")
         with pytest.raises(TransportError, match="cannot reach PLC connection 'u'"):
             await t.connect()
+        hung = HungServer()
+        await hung.start()
+        try:
+            t = _transport(f"opc.tcp://127.0.0.1:{hung.port}")
+            t._links["u"].spec = t._links["u"].spec.model_copy(update={"timeout_s": 0.3})
+            with pytest.raises(TransportError, match="cannot reach PLC connection 'u'"):
+                await t.connect()
+        finally:
+            await hung.stop()
 
     asyncio.run(main())
 
@@ -156,16 +165,20 @@ def test_security_pinned_certificate_password_and_refusals(tmp_path: Path) -> No
             # wrong pinned certificate
             t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["other_cert"],
                            username="op", password="s3cret", **sec)
-            with pytest.raises(TransportError, match="'u'"):
+            with pytest.raises(TransportError, match="is not the pinned one"):
                 await t.connect()
             # wrong password
             t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
                            username="op", password="wrong", **sec)
-            with pytest.raises(TransportError, match="refused"):
+            with pytest.raises(TransportError, match="refused the username/password"):
                 await t.connect()
             # a NoSecurity-only server when security is required
             t = _transport(plain.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"], **sec)
-            with pytest.raises(TransportError, match="'u'"):
+            with pytest.raises(TransportError, match="does not offer Basic256Sha256 with SignAndEncrypt"):
+                await t.connect()
+            # a client without security against a secure-only server
+            t = _transport(srv.url, username="op", password="s3cret")
+            with pytest.raises(TransportError, match="no endpoint without security"):
                 await t.connect()
         finally:
             await srv.stop()
@@ -180,3 +193,71 @@ def test_unpinned_security_is_a_config_error() -> None:
                         private_key=Path("k"))
     with pytest.raises(ValueError, match="require_security"):
         OpcUaConnection(url="opc.tcp://x:4840", require_security=True)
+
+
+def test_silent_subscription_falls_back_to_polling() -> None:
+    """The server keeps the session but stops publishing: values still arrive, by polling."""
+    async def main() -> None:
+        srv = OpcUaServer()
+        await srv.start()
+        t = _transport(srv.url, mode="subscribe", fallback_after_ms=200)
+        snap = Snapshot(len(t._tags.readable))
+        link = t._links["u"]
+        try:
+            await t.connect()
+            await t.read(snap)
+            svc = srv.server.iserver.subscription_service  # type: ignore[union-attr]
+            params = ua.SetPublishingModeParameters(PublishingEnabled=False,
+                                                    SubscriptionIds=list(svc.subscriptions))
+            await svc.set_publishing_mode(params)
+            await srv.set("x", 6.25)
+            polls_before = link.last_poll_mono
+
+            async def delivered() -> bool:
+                await t.read(snap)
+                return bool(snap.values[0] == 6.25 and snap.quality[0] == Quality.GOOD)
+            await _until(delivered, timeout=3.0)
+            assert link.last_poll_mono > polls_before  # it came by the polling fallback
+        finally:
+            await t.close()
+            await srv.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+def test_hung_server_mid_run(mode: str) -> None:
+    async def main() -> None:
+        srv = OpcUaServer()
+        await srv.start()
+        proxy = HangingProxy(srv.port)
+        await proxy.start()
+        t = _transport(f"opc.tcp://127.0.0.1:{proxy.port}", mode=mode, fallback_after_ms=200)
+        t._links["u"].spec = t._links["u"].spec.model_copy(update={"timeout_s": 0.4})
+        snap = Snapshot(len(t._tags.readable))
+        try:
+            await t.connect()
+            await t.read(snap)
+            assert (snap.quality == Quality.GOOD).all()
+            proxy.hang()
+            t0 = time.monotonic()
+
+            async def stale() -> bool:
+                await t.read(snap)
+                assert time.monotonic() - t0 < 3.0
+                return bool((snap.quality == Quality.NO_DATA).all())
+            await _until(stale, timeout=3.0)
+            assert bool(np.isnan(snap.values).all())
+            proxy.resume()
+
+            async def back() -> bool:
+                await t.read(snap)
+                return bool((snap.quality == Quality.GOOD).all())
+            await _until(back)
+            assert t.health()["u"].reconnects >= 1
+        finally:
+            await t.close()
+            await proxy.stop()
+            await srv.stop()
+
+    asyncio.run(main())
