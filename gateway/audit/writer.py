@@ -87,6 +87,7 @@ class AuditStats:
     checkpoint_export_errors: int = 0  # checkpoints not exported (file or on_checkpoint failed)
     segments_deleted: int = 0  # by retention
     retention_blocked: int = 0  # segments over a retention limit kept because not exported
+    retention_errors: int = 0  # retention passes that failed (segments kept)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -199,6 +200,7 @@ class AuditWriter:
         self._export_errors = 0
         self._segments_deleted = 0
         self._retention_blocked = 0
+        self._retention_errors = 0
 
     # ----------------------------------------------------------------- lifecycle
     def open(self) -> AuditWriter:
@@ -412,6 +414,7 @@ class AuditWriter:
             checkpoint_export_errors=self._export_errors,
             segments_deleted=self._segments_deleted,
             retention_blocked=self._retention_blocked,
+            retention_errors=self._retention_errors,
         )
 
     # ------------------------------------------------------------- writer thread
@@ -567,7 +570,10 @@ class AuditWriter:
         self._fd = -1
         self._new_segment(first_seq, prev_hash)
         if self.retention_max_segments or self.retention_max_bytes or self.retention_max_age_s:
-            self._apply_retention()
+            try:
+                self._apply_retention()
+            except OSError:
+                self._retention_errors += 1  # old segments stay: nothing lost, the log goes on
 
     def exported_through(self) -> int:
         """``through_seq`` of the export marker (0 when there is none or it is unreadable)."""
@@ -600,12 +606,21 @@ class AuditWriter:
         self._retention_blocked = blocked
         if not doomed:
             return
+        deleted: list[tuple[int, Path]] = []
+        for item in doomed:  # oldest first: a failure leaves a log that still starts cleanly
+            try:
+                item[1].unlink()
+            except OSError:
+                self._retention_errors += 1
+                break
+            deleted.append(item)
+        if not deleted:
+            return
+        doomed = deleted
         keep_seq, keep_path = segs[len(doomed)]
         with open(keep_path, "rb") as f:
             header = f.read(fmt.HEADER_SIZE)
         prev_hash = fmt.HEADER.unpack_from(header, 0)[3]
-        for _, path in doomed:
-            path.unlink()
         _fsync_dir(self.directory)
         self._segments_deleted += len(doomed)
         payload = {"deleted": [p.name for _, p in doomed], "first_seq_kept": keep_seq,
