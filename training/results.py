@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 PLANTS = ("cstr",)
-QUALITIES = ("random", "medium", "expert")
+QUALITIES = ("medium", "expert", "random")
 ALGOS = ("bc", "td3bc", "iql", "cql")
 SEEDS = (0, 1, 2)
-DATASET_STEPS = 50_000
-FIT_STEPS = {"bc": 2000, "td3bc": 2000, "iql": 2000, "cql": 500}
-EVAL_EPISODES = 10
+DATASET_STEPS = 20_000
+FIT_STEPS = {"bc": 1000, "td3bc": 1000, "iql": 1000, "cql": 300}
+EVAL_EPISODES = 5
 
 
 def run(cmd: list[str]) -> str:
