@@ -184,8 +184,17 @@ class TagSpec(_Section):
 class PolicySection(_Section):
     path: Path
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pin: refuse any other model")
+    pubkey: Path | None = Field(None, description="Ed25519 public key (PEM): every model needs a valid "
+                                "detached signature FILE.sig made with its private key")
     observations: list[str] = Field(min_length=1)
     actions: list[str] = Field(min_length=1)
+    watch: bool = Field(False, description="load the model file again when it changes (file drop)")
+    shadow_tolerance: dict[str, float] = Field(default_factory=dict,
+                                               description="per action; default 5 % of its span")
+    promote_after_s: float = Field(60.0, ge=0, description="shadow agreement needed before promote")
+    auto_promote: bool = Field(False, description="promote a shadow model as soon as it qualifies")
+    rollback_window_s: float = Field(300.0, ge=0, description="a new model that faults or falls back "
+                                     "within this time after its swap is rolled back")
 
 
 class LimitSpec(_Section):
@@ -254,6 +263,10 @@ class FallbackSection(_Section):
                                                   description="per action; default 5 % of its span")
     ood_margin: float = Field(0.1, ge=0, description="inputs beyond the training range by more than "
                               "this fraction of it are out of distribution")
+    ood_z: float = Field(6.0, gt=0, description="inputs more than this many training std from the "
+                         "training mean are out of distribution")
+    ood_cycles: int = Field(3, ge=1, description="consecutive out-of-distribution cycles that hand "
+                            "control to the fallback")
 
 
 class SafetySection(_Section):
@@ -291,11 +304,16 @@ class MetricsSection(_Section):
 
 class ControlSection(_Section):
     socket: Path = Path("control.sock")
+    allowed_uids: list[int] = Field(default_factory=list, description="uids allowed to send commands "
+                                    "other than status (besides root and the service's own uid)")
+    operators_group: str | None = Field(None, description="members of this group may send commands; "
+                                        "with neither set, anyone who can open the socket (0660) may")
 
 
 class LoggingSection(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["console", "json"] = "console"
+    format: Literal["auto", "console", "json"] = Field("auto", description="auto: human-readable on a "
+                                                       "terminal, JSON lines otherwise (journald)")
 
 
 class Settings(BaseSettings):
@@ -472,7 +490,9 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
 
     return s.model_copy(
         update={
-            "policy": s.policy.model_copy(update={"path": fix(s.policy.path)}),
+            "policy": s.policy.model_copy(update={
+                "path": fix(s.policy.path),
+                "pubkey": None if s.policy.pubkey is None else fix(s.policy.pubkey)}),
             "audit": s.audit.model_copy(update={"dir": fix(s.audit.dir), **{
                 k: fix(v) for k in ("signing_key", "checkpoint_export") if (v := getattr(s.audit, k)) is not None}}),
             "control": s.control.model_copy(update={"socket": fix(s.control.socket)}),

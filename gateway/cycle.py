@@ -7,13 +7,15 @@
     → comms-loss check (no good read for comms_timeout_ms)             TRIP → e-stop
     → human override (PLC hand/auto tag, operator command)            → MANUAL
     → interlocks: this cycle's effective action bounds
+    → staged model swap (validated before; swapped only here, between cycles)
     → mode gate
         ESTOP                safe outputs + heartbeat
         INHIBITED / READY    heartbeat only (READY when healthy; AUTO on start)
         MANUAL               track the applied outputs; operator setpoints (if any) → shield
         AUTO / FALLBACK      policy inference (ONNX); fault / out-of-distribution input /
                              repeated interventions → FALLBACK (Simplex); FALLBACK hands
-                             back after agreement_s of agreement
+                             back after agreement_s of agreement; a shadow model runs
+                             beside the active one, audited, never written
     → action shield (finite, bounds ∩ interlocks, rate)      no feasible action → e-stop
     → write actions + heartbeat
     → audit record (hand-off, never waits for disk)
@@ -42,6 +44,7 @@ from gateway.io.transport import Transport, WritePlan, plan_writes
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 from gateway.policy.fallback import FallbackController
+from gateway.policy.registry import ModelManager
 from gateway.safety.checker import ObservationChecker, Status
 from gateway.safety.estop import EStop, TripEvent
 from gateway.safety.interlocks import Interlocks
@@ -130,7 +133,9 @@ class ControlLoop:
         self._agree_since = math.nan
         span = self.shield.hi - self.shield.lo
         self._agree_tol = np.array([fb.agreement_tolerance.get(a, 0.05 * s) for a, s in zip(p.actions, span)])
-        self._ood_lo, self._ood_hi = _ood_range(policy, fb.ood_margin, len(p.observations))
+        self._ood_run = 0
+        self._ood = _ood_params(policy, fb.ood_margin, fb.ood_z, len(p.observations))
+        self.models = ModelManager(settings, policy, audit)
 
         self.estop = EStop(modes, [
             ("write_safe", self.write_safe),
@@ -220,8 +225,20 @@ class ControlLoop:
         now = time.monotonic()
         self._write_failed = False
 
+        # 0. a validated model staged by load/promote/rollback takes over here, between cycles
+        staged = self.models.take_staged(now)
+        if staged is not None:
+            self.policy = staged
+            fb = self.settings.safety.fallback
+            self._ood = _ood_params(staged, fb.ood_margin, fb.ood_z, len(self._obs))
+            self._ood_run = 0
+
         # 1. read
+        stage = self.metrics.stage  # per-stage latency histograms (pre-bound children)
+        t_read = time.perf_counter()
         await self.transport.read(snap)
+        t_check = time.perf_counter()
+        stage["read"].observe(t_check - t_read)
 
         # 2. observation checks
         verdict = self.checker.check(snap, now)
@@ -240,11 +257,13 @@ class ControlLoop:
 
         # 5. interlocks → this cycle's bounds
         lo, hi = self.interlocks.bounds(monitored)
+        stage["check"].observe(time.perf_counter() - t_check)
 
         # 6. mode gate
         mode = self.modes.mode
         written: np.ndarray | None = None
         proposed: np.ndarray | None = None
+        shadow: dict[str, Any] | None = None
         if mode == Mode.ESTOP:
             written = self.shield.safe
             await self._write(written)
@@ -263,6 +282,7 @@ class ControlLoop:
         elif mode in WRITING:
             # 7. policy inference, and the Simplex switch
             proposed = await self._infer(now)
+            shadow = self.models.shadow_step(self._obs, proposed, lo, hi, self.period, now)
             if self.modes.mode == Mode.FALLBACK:
                 self.fallback.compute(monitored, self._action, self.period, self._candidate)
                 self._maybe_hand_back(proposed, lo, hi, now)
@@ -284,10 +304,12 @@ class ControlLoop:
             "written": None if written is None else written.tolist(),
             "hb": self._heartbeat,
         }
+        t_audit = time.perf_counter()
         try:
             self.audit.append("cycle", record)
         except AuditError as exc:
             await self.estop.trip("audit_failure", str(exc))
+        stage["audit"].observe(time.perf_counter() - t_audit)
 
         # 11. metrics
         if verdict.code != self._last_code and verdict.code.startswith("soft_limit"):
@@ -299,25 +321,40 @@ class ControlLoop:
         """The policy's proposal, or None when it cannot be trusted this cycle."""
         np.take(self.snap.values, self._obs_slots, out=self._obs64)
         np.copyto(self._obs, self._obs64, casting="same_kind")
+        t_infer = time.perf_counter()
         try:
             self._proposed[:] = self.policy.infer(self._obs)
+            self.metrics.stage["infer"].observe(time.perf_counter() - t_infer)
         except PolicyError as exc:
             self.stats.policy_faults += 1
+            if self.models.on_trouble(f"policy fault: {exc}", now):
+                return None  # a recently swapped model: the previous one takes over next cycle
             if self.settings.safety.policy_fault == "estop":
                 await self.estop.trip("policy_fault", str(exc))
             else:
                 self._enter_fallback(f"policy fault: {exc}")
             return None
-        if ((self._obs64 < self._ood_lo) | (self._obs64 > self._ood_hi)).any():
-            self.stats.ood_inputs += 1
-            i = int(np.flatnonzero((self._obs64 < self._ood_lo) | (self._obs64 > self._ood_hi))[0])
-            self._enter_fallback(f"input {self.settings.policy.observations[i]!r} = {self._obs64[i]:.6g} "
-                                 "lies outside the policy's training range")
-            return None
-        return self._proposed
+        lo, hi, mean, std, z = self._ood
+        x = self._obs64
+        far = (x < lo) | (x > hi) | (np.abs(x - mean) > z * std)
+        if not far.any():
+            self._ood_run = 0
+            return self._proposed
+        self.stats.ood_inputs += 1
+        self._ood_run += 1
+        if self._ood_run < self.settings.safety.fallback.ood_cycles:
+            return self._proposed  # counted; the policy keeps control until the threshold
+        i = int(np.flatnonzero(far)[0])
+        self._enter_fallback(f"input {self.settings.policy.observations[i]!r} = {x[i]:.6g} lies outside "
+                             f"the policy's training distribution for {self._ood_run} cycles")
+        return None
 
     async def _shield_and_write(self, candidate: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+        t_shield = time.perf_counter()
         res = self.shield.apply(candidate, self._action, self.period, self._out, lo, hi)
+        self.metrics.stage["shield"].observe(time.perf_counter() - t_shield)
+        if res.code != "ok":
+            self.metrics.shield_rule(res.code)
         if not res.ok:
             await self.estop.trip(res.code, "no action satisfies every bound, rate limit and interlock"
                                   if res.code.startswith("interlock") else "a non-finite action was proposed")
@@ -346,6 +383,7 @@ class ControlLoop:
     def _enter_fallback(self, reason: str) -> None:
         self._agree_since = math.nan
         if self.modes.mode == Mode.AUTO:
+            self.models.on_trouble(reason, time.monotonic())
             self.fallback.reset()
             self.modes.request(Mode.FALLBACK, reason=reason, actor="gateway")
 
@@ -438,18 +476,22 @@ class ControlLoop:
         values = self._values
         values[:-1] = action.tolist()
         values[-1] = self._next_heartbeat()
+        t_write = time.perf_counter()
         try:
             await self.transport.write(self._write_plan, values)
         except TransportError:
             self._write_failed = True
             self.stats.write_errors += 1  # comms loss past its timeout trips in step 3
+        self.metrics.stage["write"].observe(time.perf_counter() - t_write)
 
     async def _write_heartbeat(self) -> None:
+        t_write = time.perf_counter()
         try:
             await self.transport.write(self._heartbeat_plan, (self._next_heartbeat(),))
         except TransportError:
             self._write_failed = True
             self.stats.write_errors += 1
+        self.metrics.stage["write"].observe(time.perf_counter() - t_write)
 
     async def write_safe(self, event: TripEvent) -> None:
         """The e-stop's first handler: safe outputs plus heartbeat, straight to the transport."""
@@ -471,11 +513,16 @@ class ControlLoop:
         m.lateness_seconds.observe(max(lateness, 0.0))
 
 
-def _ood_range(policy: Policy, margin: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The policy's training range widened by ``margin`` of its span; ±inf without stats."""
+def _ood_params(policy: Policy, margin: float, z: float, n: int) -> tuple[np.ndarray, ...]:
+    """(lo, hi, mean, std, z) of the out-of-distribution guard from the contract's
+    training statistics: the range widened by ``margin`` of its span, and mean ± z·std.
+    A model without statistics is never out of distribution."""
     stats = getattr(getattr(policy, "contract", None), "obs_stats", None)
     if stats is None:
-        return np.full(n, -np.inf), np.full(n, np.inf)
+        inf = np.full(n, np.inf)
+        return -inf, inf, np.zeros(n), inf, np.array(1.0)
     lo, hi = np.array(stats.min, dtype=float), np.array(stats.max, dtype=float)
     pad = margin * (hi - lo)
-    return lo - pad, hi + pad
+    std = np.array(stats.std, dtype=float)
+    std = np.where(std > 0, std, np.inf)  # a constant training feature: judged by range only
+    return lo - pad, hi + pad, np.array(stats.mean, dtype=float), std, np.array(z)

@@ -268,8 +268,10 @@ def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_back(tmp
     loop.request_start("alice")
     steps(loop, 1)
     t.values["T"] = 364.0  # 4 K beyond the training range (margin 10 % of 20 K = 2 K)
+    steps(loop, 2)
+    assert loop.modes.mode == Mode.AUTO and loop.stats.ood_inputs == 2  # counted, below the threshold
     steps(loop, 1)
-    assert loop.modes.mode == Mode.FALLBACK and loop.stats.ood_inputs == 1
+    assert loop.modes.mode == Mode.FALLBACK and loop.stats.ood_inputs == 3
     t.values["T"] = 351.0  # back in range: policy and PID agree -> hand back
     steps(loop, 3)
     assert loop.modes.mode == Mode.AUTO
