@@ -3,6 +3,7 @@
     edgewarden twin serve cstr --opcua 127.0.0.1:4840 --modbus 127.0.0.1:5020 \\
         [--scan-ms 10] [--watchdog-ms 500] [--seed 0] [--time-scale 1] [--ready-file PATH]
     edgewarden twin list
+    edgewarden twin fault --control HOST:PORT KIND TARGET [--sigma ...] | list | clear [ID]
 
 ``serve`` runs until SIGINT/SIGTERM, then stops cleanly (exit 0). When both servers are
 listening it prints one line with both addresses and, with ``--ready-file``, writes
@@ -40,8 +41,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--watchdog-ms", type=float, default=500.0,
                        help="heartbeat watchdog: stall time before the PLC drops REMOTE (ms)")
     serve.add_argument("--seed", type=int, default=0, help="plant random seed")
-    serve.add_argument("--time-scale", type=float, default=1.0,
+    serve.add_argument("--time-scale", "--speed", type=float, default=1.0,
                        help="simulated seconds per real second (default 1: real time)")
+    serve.add_argument("--word-order", choices=("big", "little"), default="big",
+                       help="Modbus float32 word order (default big: high word first)")
+    serve.add_argument("--faults", metavar="HOST:PORT",
+                       help="serve the fault-control endpoint here and put fault proxies in "
+                            "front of both servers (see 'twin fault')")
+    serve.add_argument("--secure", type=Path, metavar="CERT_DIR",
+                       help="OPC UA Basic256Sha256 SignAndEncrypt only, certificate kept in "
+                            "(or generated into) CERT_DIR; needs --users-file")
+    serve.add_argument("--users-file", type=Path, metavar="PATH",
+                       help="OPC UA users, one 'name:password' or 'name:password:viewer' "
+                            "(read-only) per line")
     serve.add_argument("--ready-file", type=Path, metavar="PATH",
                        help="write a JSON file with the bound addresses once serving")
     serve.add_argument("-v", "--verbose", action="store_true",
@@ -50,6 +62,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     lst = sub.add_parser("list", help="list the available plants")
     lst.set_defaults(handler=_list)
+
+    fault = sub.add_parser(
+        "fault", help="inject, list or clear faults in a running twin (served with --faults)",
+        description="KIND TARGET injects (sensor kinds on a measurement tag: freeze, noise, "
+                    "bias, drift, spike, bad, uncertain; network kinds on opcua|modbus|both: "
+                    "drop, refuse, latency, hang, restart); 'list', 'clear [ID]', 'status'.")
+    where = fault.add_mutually_exclusive_group(required=True)
+    where.add_argument("--control", metavar="HOST:PORT", help="the twin's --faults address")
+    where.add_argument("--ready-file", type=Path, metavar="PATH",
+                       help="the twin's ready file (holds the control address)")
+    fault.add_argument("action", metavar="KIND|list|clear|status")
+    fault.add_argument("target", nargs="?", metavar="TARGET|ID")
+    for name, text in (("value", "bias offset"), ("sigma", "noise std"),
+                       ("rate", "drift per second"), ("magnitude", "spike size"),
+                       ("prob", "spike probability per scan"), ("ms", "latency (ms)"),
+                       ("duration", "clear by itself after this many seconds")):
+        fault.add_argument(f"--{name}", type=float, help=text)
+    fault.set_defaults(handler=_fault)
 
 
 def parse_hostport(text: str, option: str) -> tuple[str, int]:
@@ -94,9 +124,11 @@ async def _serve_async(args: argparse.Namespace, opcua: tuple[str, int],
                        modbus: tuple[str, int] | None) -> None:
     from simulators.twin import Twin
 
+    control = parse_hostport(args.faults, "--faults") if args.faults else None
     twin = Twin(args.plant, opcua=opcua, modbus=modbus, scan_ms=args.scan_ms,
                 watchdog_ms=args.watchdog_ms, seed=args.seed, time_scale=args.time_scale,
-                verbose=args.verbose)
+                verbose=args.verbose, word_order=args.word_order,
+                faults=control is not None, control=control, security=_security(args))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -106,11 +138,16 @@ async def _serve_async(args: argparse.Namespace, opcua: tuple[str, int],
         try:
             modbus_text = f"modbus=tcp://{twin.modbus_host}:{twin.modbus_port}" if modbus else \
                 "modbus=off"
-            print(f"twin {args.plant} ready: opcua={twin.opcua_url} {modbus_text}", flush=True)
+            control_text = (f" control=tcp://{control[0]}:{twin.control_port}"
+                            if control else "")
+            print(f"twin {args.plant} ready: opcua={twin.opcua_url} {modbus_text}"
+                  f"{control_text}", flush=True)
             if args.ready_file is not None:
-                _write_ready_file(args.ready_file, {
-                    "opcua_url": twin.opcua_url, "modbus_host": twin.modbus_host,
-                    "modbus_port": twin.modbus_port, "pid": os.getpid()})
+                ready = {"opcua_url": twin.opcua_url, "modbus_host": twin.modbus_host,
+                         "modbus_port": twin.modbus_port, "pid": os.getpid()}
+                if control:
+                    ready |= {"control_host": control[0], "control_port": twin.control_port}
+                _write_ready_file(args.ready_file, ready)
             await stop.wait()
         finally:
             await twin.stop()
@@ -118,6 +155,75 @@ async def _serve_async(args: argparse.Namespace, opcua: tuple[str, int],
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     print(f"twin {args.plant} stopped", file=sys.stderr, flush=True)
+
+
+def _security(args: argparse.Namespace):  # -> OpcUaSecurity | None
+    if args.secure is None:
+        if args.users_file is not None:
+            raise ConfigError("--users-file needs --secure CERT_DIR")
+        return None
+    if args.users_file is None:
+        raise ConfigError("--secure needs --users-file (anonymous access is refused)")
+    from simulators.opcua_server import OpcUaSecurity
+
+    try:
+        lines = args.users_file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"--users-file {args.users_file}: {exc.strerror or exc}") from None
+    users: dict[str, str] = {}
+    viewers: set[str] = set()
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (
+                len(parts) == 3 and parts[2] != "viewer"):
+            raise ConfigError(f"--users-file {args.users_file} line {n}: expected "
+                              "'name:password' or 'name:password:viewer'")
+        users[parts[0]] = parts[1]
+        if len(parts) == 3:
+            viewers.add(parts[0])
+    if not users:
+        raise ConfigError(f"--users-file {args.users_file}: no users")
+    return OpcUaSecurity(args.secure, users, frozenset(viewers))
+
+
+def _fault(args: argparse.Namespace) -> int:
+    from simulators.control import request
+
+    if args.control is not None:
+        host, port = parse_hostport(args.control, "--control")
+    else:
+        try:
+            ready = json.loads(args.ready_file.read_text(encoding="utf-8"))
+            host, port = ready["control_host"], int(ready["control_port"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--ready-file {args.ready_file}: no control address in it "
+                              f"({exc.__class__.__name__}); serve the twin with --faults"
+                              ) from None
+    action = args.action
+    req: dict = {"op": action}
+    if action == "clear":
+        if args.target is not None:
+            if not args.target.isdigit():
+                raise ConfigError(f"clear: expected a fault id, got {args.target!r}")
+            req["id"] = int(args.target)
+    elif action not in ("list", "status"):
+        if args.target is None:
+            raise ConfigError(f"fault {action}: give a TARGET (a measurement tag, or "
+                              "opcua|modbus|both)")
+        req = {"op": "inject", "kind": action, "target": args.target}
+        for name in ("value", "sigma", "rate", "magnitude", "prob", "ms"):
+            if getattr(args, name) is not None:
+                req[name] = getattr(args, name)
+        if args.duration is not None:
+            req["duration_s"] = args.duration
+    answer = asyncio.run(request(host, port, req))
+    if not answer.get("ok"):
+        raise ConfigError(f"twin refused: {answer.get('error')}")
+    answer.pop("ok")
+    print(json.dumps(answer))
+    return 0
 
 
 def _write_ready_file(path: Path, data: dict) -> None:

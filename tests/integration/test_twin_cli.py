@@ -77,3 +77,36 @@ def test_bad_arguments_are_one_line_errors() -> None:
     proc = edgewarden("twin", "serve", "nosuchplant")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 78 and "unknown plant" in err
+
+
+def test_fault_command_against_a_served_twin(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    proc = edgewarden("twin", "serve", "tanks", "--opcua", "127.0.0.1:0", "--modbus",
+                      "127.0.0.1:0", "--faults", "127.0.0.1:0", "--ready-file", str(ready))
+    try:
+        info = wait_for(ready, proc)
+        assert info["control_host"] == "127.0.0.1" and info["control_port"] > 0
+
+        def fault(*args: str) -> tuple[int, str, str]:
+            p = edgewarden("twin", "fault", "--ready-file", str(ready), *args)
+            out, err = p.communicate(timeout=30)
+            return p.returncode, out, err
+
+        rc, out, err = fault("bias", "h1", "--value", "2.5")
+        assert rc == 0, err
+        injected = json.loads(out)["fault"]
+        assert injected["kind"] == "bias" and injected["value"] == 2.5
+        rc, out, _ = fault("list")
+        assert [f["id"] for f in json.loads(out)["faults"]] == [injected["id"]]
+        rc, out, _ = fault("clear", str(injected["id"]))
+        assert rc == 0 and json.loads(out)["cleared"] == [injected["id"]]
+        rc, out, err = fault("freeze", "no_such_tag")
+        assert rc != 0 and "twin refused" in err and err.strip().count("\n") == 0
+        p = edgewarden("twin", "fault", "--control", "127.0.0.1:1",
+                       "status")
+        _, err = p.communicate(timeout=30)
+        assert p.returncode != 0 and "Traceback" not in err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
