@@ -210,7 +210,7 @@ class TwinOpcUaServer:
 
     async def _secure(self, server: Server, sec: OpcUaSecurity) -> None:
         app_uri = f"urn:edgewarden:twin:{self.plant}"
-        server.set_application_uri(app_uri)
+        await server.set_application_uri(app_uri)
         key, cert = self.certificate_paths(sec.cert_dir)
         sec.cert_dir.mkdir(parents=True, exist_ok=True)
         await setup_self_signed_certificate(
