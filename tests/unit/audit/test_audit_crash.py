@@ -76,7 +76,7 @@ def _crash_rounds(tmp_path: Path, rounds: int) -> None:
                                   str(exported)], cwd=REPO)
         try:
             deadline = time.monotonic() + 20
-            while not (acked_file.exists() and acked_file.read_text().startswith("ready")):
+            while not (acked_file.exists() and _acks(acked_file)):  # killed only once it acked
                 assert child.poll() is None, f"child died at start (seed {seed}, round {rnd})"
                 assert time.monotonic() < deadline, "child did not start"
                 time.sleep(0.005)
