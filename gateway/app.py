@@ -18,6 +18,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -26,7 +27,7 @@ from gateway.audit.checkpoint import Signer
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig, LoggingSection, Settings
 from gateway.cycle import ControlLoop
-from gateway.errors import AuditError, TransportError
+from gateway.errors import AuditError, PolicyError, TransportError
 from gateway.io.composite import CompositeTransport
 from gateway.io.tags import TagMap
 from gateway.modes import WRITING, ModeMachine, ModeRefused, Transition
@@ -34,6 +35,7 @@ from gateway.ops.control import ControlServer
 from gateway.ops.metrics import Metrics
 from gateway.ops.sdnotify import Notifier
 from gateway.policy.onnx_policy import OnnxPolicy
+from gateway.policy.registry import load_verified
 from gateway.safety.estop import TripEvent
 
 _NOISY = ("asyncua", "pymodbus")
@@ -59,11 +61,8 @@ def configure_logging(cfg: LoggingSection) -> None:
 
 
 def load_policy(s: Settings) -> OnnxPolicy:
-    expected_obs = [(t, s.tags[t].units) for t in s.policy.observations]
-    expected_act = [(t, s.tags[t].units, s.safety.actions[t].min, s.safety.actions[t].max)
-                    for t in s.policy.actions]
-    return OnnxPolicy.load(s.policy.path, expected_obs=expected_obs, expected_act=expected_act,
-                           sha256=s.policy.sha256)
+    """The configured model, verified (signature, pin, contract, graph, warm-up)."""
+    return load_verified(s, s.policy.path, s.policy.sha256)
 
 
 class Gateway:
@@ -133,7 +132,10 @@ class Gateway:
             if self.on_ready is not None:
                 self.on_ready(self)
             notifier.ready(f"cycling at {s.gateway.cycle_hz:g} Hz, mode {modes.mode.name}")
+            watcher = asyncio.create_task(self.watch_model_file()) if s.policy.watch else None
             await loop.run(self._stop)
+            if watcher is not None:
+                watcher.cancel()
             notifier.stopping("handing the plant to its safe state")
             await self._hand_over(loop)
             notifier.close()
@@ -183,7 +185,8 @@ class Gateway:
     # ---- operator commands ----------------------------------------------------------
     def _commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         return {"status": self._cmd_status, "estop": self._cmd_estop, "reset": self._cmd_reset,
-                "start": self._cmd_start, "manual": self._cmd_manual, "auto": self._cmd_auto}
+                "start": self._cmd_start, "manual": self._cmd_manual, "auto": self._cmd_auto,
+                "model": self._cmd_model}
 
     def _actor(self, req: dict[str, Any]) -> str:
         return f"{req['actor']} (uid {req.get('uid')})"
@@ -244,3 +247,49 @@ class Gateway:
         self.loop.request_auto(self._actor(req))
         await self.audit.append_durable_async("operator", {"cmd": "auto", "actor": self._actor(req)})
         return {"mode": self.loop.modes.mode.name}
+
+    async def _cmd_model(self, req: dict[str, Any]) -> dict[str, Any]:
+        """model load|shadow FILE [sha256], promote, rollback, status — validation runs in a
+        worker thread (warm-up included) so the cycle keeps its deadlines meanwhile."""
+        assert self.loop is not None
+        models = self.loop.models
+        action = req.get("action")
+        actor = self._actor(req)
+        if action in ("load", "shadow"):
+            path = req.get("path")
+            if not isinstance(path, str) or not path:
+                raise PolicyError(f"model {action} needs a file path")
+            sha = req.get("sha256") or None
+            fn = models.load if action == "load" else models.start_shadow
+            await asyncio.to_thread(fn, Path(path), actor, sha)
+        elif action == "promote":
+            models.promote(actor)
+        elif action == "rollback":
+            models.rollback(actor, str(req.get("reason") or "operator rollback"))
+        elif action != "status":
+            raise PolicyError(f"unknown model action {action!r} (load, shadow, promote, rollback, status)")
+        return {"mode": self.loop.modes.mode.name, "models": models.describe()}
+
+    async def watch_model_file(self) -> None:
+        """File drop: a changed model file is validated and loaded like `model load`."""
+        assert self.loop is not None
+        path = self.settings.policy.path
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            return st.st_mtime_ns, st.st_size
+
+        last = stamp()
+        while not self._stop.is_set():
+            await asyncio.sleep(1.0)
+            now = stamp()
+            if now is None or now == last:
+                continue
+            last = now
+            try:
+                await asyncio.to_thread(self.loop.models.load, path, "file drop", self.settings.policy.sha256)
+            except PolicyError as exc:
+                self.log.error("model file changed but was refused; the running model stays", error=str(exc))

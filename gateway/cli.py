@@ -19,6 +19,7 @@ from gateway.errors import GatewayError
 _GROUPS: tuple[str, ...] = (
     "gateway.commands",
     "gateway.audit.cli",
+    "gateway.policy.cli",
     "simulators.cli",
     "training.cli",
 )

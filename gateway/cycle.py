@@ -303,7 +303,10 @@ class ControlLoop:
             "proposed": None if proposed is None else proposed.tolist(),
             "written": None if written is None else written.tolist(),
             "hb": self._heartbeat,
+            "model": self.policy.sha256[:16],
         }
+        if shadow is not None:
+            record["shadow"] = shadow
         t_audit = time.perf_counter()
         try:
             self.audit.append("cycle", record)

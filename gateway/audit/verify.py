@@ -58,6 +58,7 @@ def verify(directory: Path, *, require_genesis: bool = True, pubkey: Ed25519Publ
     n_ckpt, signed_through, exported_checked = 0, None, 0
     exported = sorted(checkpoints or [], key=lambda c: c.seq)
     want = {c.seq: c for c in exported}
+    want_record = {c.seq + 1: c for c in exported}  # the checkpoint record itself
     retention_starts: set[tuple[int, str]] = set()
     try:
         segs = fmt.list_segments(directory)
@@ -77,6 +78,10 @@ def verify(directory: Path, *, require_genesis: bool = True, pubkey: Ed25519Publ
                     signed_through = rec.seq - 1
             elif kind == "retention":
                 retention_starts.add((payload.get("first_seq_kept"), payload.get("prev_hash")))
+            cp = want_record.get(rec.seq)
+            if cp is not None and (kind != ck.KIND or payload.get("sig") != cp.sig):
+                raise fmt.ChainError(rec.path, rec.offset, rec.seq,
+                                     f"not the checkpoint record exported for seq {cp.seq}: rewritten")
             cp = want.get(rec.seq)
             if cp is not None:
                 if cp.head != rec.hash.hex():
@@ -133,10 +138,11 @@ def _check_exported(exported: list[ck.Checkpoint], pubkey: Ed25519PublicKey | No
             problem = cp.verify(pubkey)
             if problem is not None:
                 return f"exported checkpoint for seq {cp.seq}: {problem}"
-        if last_seq is None or cp.seq > last_seq:
+        if last_seq is None or cp.seq + 1 > last_seq:  # the covered record and the checkpoint's own
             end = "is empty" if last_seq is None else f"ends at seq {last_seq}"
-            return (f"{directory}: the log {end} but a checkpoint was exported for seq {cp.seq}: "
-                    f"records after seq {last_seq or 0} were removed (truncation)")
+            return (f"{directory}: the log {end} but a checkpoint was exported for seq {cp.seq} "
+                    f"(written as record {cp.seq + 1}): records after seq {last_seq or 0} were removed "
+                    f"(truncation)")
         # seq in [first_seq, last_seq] was compared during the walk; below first_seq the
         # records were deleted by retention and there is nothing to compare.
     return None

@@ -98,6 +98,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _drop_torn_line(fd: int) -> None:
+    """Cut a last line without its newline (a crash mid-export) so the next line starts clean."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    tail = os.pread(fd, min(size, 65536), max(0, size - 65536))
+    cut = tail.rfind(b"\n")
+    os.ftruncate(fd, (size - len(tail)) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -507,8 +517,9 @@ class AuditWriter:
         """Send checkpoints off the log: export file (appended, fsynced) and callback."""
         if self.checkpoint_export is not None:
             try:
-                fd = os.open(self.checkpoint_export, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                fd = os.open(self.checkpoint_export, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
                 try:
+                    _drop_torn_line(fd)
                     _write_all(fd, "".join(c.line() for c in signed).encode("ascii"))
                     os.fsync(fd)
                 finally:

@@ -101,8 +101,10 @@ async def bench(tmp: Path, *, replace: dict[str, str] | None = None, opcua_port:
         yield b
     finally:
         gw.request_stop()
-        await asyncio.wait_for(task, 15)
-        await twin.stop()
+        try:
+            await asyncio.wait_for(task, 15)
+        finally:
+            await twin.stop()
     result = verify(tmp / "audit")
     assert result.ok, result.error
 

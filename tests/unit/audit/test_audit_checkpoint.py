@@ -220,3 +220,12 @@ def test_time_based_checkpoints_and_export_failures_are_not_fatal(tmp_path: Path
     assert stats.checkpoints >= 3 and stats.checkpoint_export_errors >= 3 and w.failed is None
     assert len(got) >= 4  # the close adds one
     assert verify(tmp_path / "log", pubkey=_pub(keys), checkpoints=got).ok
+
+
+def test_a_torn_export_line_is_cut_before_the_next_export(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    export = tmp_path / "cp.jsonl"
+    export.write_text('{"seq": 1, "head": "ab')  # a crash in the middle of an export write
+    with AuditWriter(tmp_path / "log", signer=ck.Signer.from_file(keys[0]), checkpoint_export=export) as w:
+        w.append("cycle", {"i": 1})
+    cps = ck.read_exported(export)
+    assert len(cps) == 1 and verify(tmp_path / "log", pubkey=_pub(keys), checkpoints=cps).ok
