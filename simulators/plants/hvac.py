@@ -111,7 +111,7 @@ class HvacPlant(PlantModel):
     """The office zone. Resets to ``start_hour`` with air/structure at 20 degC."""
 
     spec = SPEC
-    integration_step_s = 10.0  # fastest mode ~ Ca R_am ~ 800 s
+    integration_step_s = 60.0  # fastest mode ~ Ca / (1/R_am + ...) ~ 700 s: h lambda < 0.1
     control_period_s = 60.0
     horizon_s = DAY
 
