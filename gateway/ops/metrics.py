@@ -9,12 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from gateway.modes import Mode
 
 _CYCLE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 _LATENESS_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
+_STAGE_BUCKETS = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25)
+STAGES = ("read", "check", "infer", "shield", "write", "audit")
+SHIELD_RULES = ("clipped", "rate_limited", "nonfinite_action", "interlock_conflict")
+# trip reasons (the code's part before ':'), initialised to 0 so dashboards and alerts see them
+TRIP_REASONS = ("hard_limit", "bad_quality", "bad_value", "rate_of_change", "plc_estop", "operator_estop",
+                "comms_loss", "deadline_overrun", "policy_fault", "nonfinite_action", "interlock_conflict",
+                "audit_failure")
 
 
 class Metrics:
@@ -30,11 +41,24 @@ class Metrics:
         self.deadline_misses = Counter("edgewarden_deadline_misses", "Cycles that overran their deadline",
                                        registry=r)
         self.trips = Counter("edgewarden_trips", "E-stop trips by reason", ["reason"], registry=r)
+        for reason in TRIP_REASONS:
+            self.trips.labels(reason=reason)
         self.soft_alarms = Counter("edgewarden_soft_alarms", "Cycles with a soft-limit alarm", registry=r)
         self.shield_interventions = Counter("edgewarden_shield_interventions",
                                             "Cycles in which the shield changed the policy's action",
                                             registry=r)
-        self.audit_records = Gauge("edgewarden_audit_records", "Audit records written", registry=r)
+        self.shield_rules = Counter("edgewarden_shield_rule_interventions",
+                                    "Shield interventions by rule (clipped, rate_limited, ...)",
+                                    ["rule"], registry=r)
+        self._rule_children = {rule: self.shield_rules.labels(rule=rule) for rule in SHIELD_RULES}
+        self.stage_seconds = Histogram("edgewarden_stage_seconds", "Time spent in each stage of a cycle",
+                                       ["stage"], buckets=_STAGE_BUCKETS, registry=r)
+        # pre-bound children: the cycle observes without a label lookup
+        self.stage = {s: self.stage_seconds.labels(stage=s) for s in STAGES}
+        self.model = Info("edgewarden_model", "The policy model in use", registry=r)
+        self.reloads = Counter("edgewarden_config_reloads", "SIGHUP reloads by result", ["result"], registry=r)
+        self.last_healthy_mono = -float("inf")  # set by the app on every healthy cycle (/healthz)
+        self.healthy_within_s = 2.0
         self.mode = Gauge("edgewarden_mode", "1 for the current mode", ["mode"], registry=r)
         self._mode_children = {m: self.mode.labels(mode=m.name) for m in Mode}
         self.set_mode(Mode.INHIBITED)
@@ -45,11 +69,45 @@ class Metrics:
         for m, child in self._mode_children.items():
             child.set(1.0 if m == mode else 0.0)
 
+    def shield_rule(self, code: str) -> None:
+        """Count one shield intervention under its rule (the code's part before ':')."""
+        child = self._rule_children.get(code.split(":", 1)[0])
+        if child is not None:
+            child.inc()
+
+    def healthy(self) -> bool:
+        """Liveness: a healthy cycle (on time, writes accepted) happened recently."""
+        return time.monotonic() - self.last_healthy_mono <= self.healthy_within_s
+
     def serve(self, host: str, port: int) -> int:
-        """Start the HTTP exporter in its own thread; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        """Start the HTTP exporter (``/metrics``, ``/healthz``) in its own thread; returns the port."""
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    code, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
+                elif path == "/healthz":
+                    ok = metrics.healthy()
+                    code, ctype = (200 if ok else 503), "text/plain; charset=utf-8"
+                    body = b"ok\n" if ok else b"unhealthy: no healthy control cycle recently\n"
+                else:
+                    code, ctype, body = 404, "text/plain; charset=utf-8", b"try /metrics or /healthz\n"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (no access log)
+                pass
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         self._server = server
-        self.server_port = int(server.server_port)
+        self.server_port = int(server.server_address[1])
         return self.server_port
 
     def close(self) -> None:
@@ -65,7 +123,7 @@ class LinkCollector:
     Register with ``Metrics.watch_links(transport.health)``. Exposes
     ``edgewarden_link_up``, ``edgewarden_link_reconnects_total``,
     ``edgewarden_link_rtt_seconds`` and ``edgewarden_link_last_ok_age_seconds``, labelled
-    by connection, plus ``edgewarden_link_error_info`` carrying the last error text.
+    by connection, plus ``edgewarden_link_error_info`` carrying the last error text and the state.
     """
 
     def __init__(self, health: Callable[[], dict[str, Any]]) -> None:
@@ -85,19 +143,51 @@ class LinkCollector:
         rtt = GaugeMetricFamily("edgewarden_link_rtt_seconds", "Last read round-trip time", labels=["connection"])
         age = GaugeMetricFamily("edgewarden_link_last_ok_age_seconds", "Seconds since the last good read",
                                 labels=["connection"])
-        err = InfoMetricFamily("edgewarden_link_error", "Last error per connection", labels=["connection"])
+        err = InfoMetricFamily("edgewarden_link_error", "Last error and state per connection",
+                               labels=["connection"])
         now = time.monotonic()
         for name, h in self._health().items():
             up.add_metric([name], 1.0 if h.connected else 0.0)
             rec.add_metric([name], float(h.reconnects))
             rtt.add_metric([name], h.rtt_s)
             age.add_metric([name], now - h.last_ok_mono if math.isfinite(h.last_ok_mono) else math.inf)
-            err.add_metric([name], {"error": h.last_error})
+            err.add_metric([name], {"error": h.last_error, "state": getattr(h, "state", "")})
         yield from (up, rec, rtt, age, err)
 
 
 def watch_links(metrics: Metrics, health: Callable[[], dict[str, Any]]) -> LinkCollector:
     """Expose a transport's per-connection health on ``metrics``' registry."""
     collector = LinkCollector(health)
+    metrics.registry.register(collector)  # type: ignore[arg-type]
+    return collector
+
+
+class AuditCollector:
+    """Audit writer queue depth, commit latency and record count, read at scrape time."""
+
+    def __init__(self, stats: Callable[[], Any]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        st = self._stats()
+        yield GaugeMetricFamily("edgewarden_audit_queue_depth", "Audit records handed off, not yet written",
+                                value=float(st.pending))
+        yield GaugeMetricFamily("edgewarden_audit_commit_latency_seconds", "Last group commit's latency "
+                                "(hand-off to fsync)", value=st.last_commit_latency_s)
+        yield GaugeMetricFamily("edgewarden_audit_commit_latency_max_seconds", "Longest group commit so far",
+                                value=st.max_commit_latency_s)
+        yield CounterMetricFamily("edgewarden_audit_records", "Audit records written",
+                                  value=float(st.records_written))
+        yield CounterMetricFamily("edgewarden_audit_commits", "Group commits (fsyncs)", value=float(st.commits))
+        yield CounterMetricFamily("edgewarden_audit_bytes", "Audit bytes written", value=float(st.bytes_written))
+
+
+def watch_audit(metrics: Metrics, stats: Callable[[], Any]) -> AuditCollector:
+    collector = AuditCollector(stats)
     metrics.registry.register(collector)  # type: ignore[arg-type]
     return collector
