@@ -264,10 +264,12 @@ class ModbusTransport:
                                             if spec.tls else ""))
         link.client = client
         link.health.connected = True
+        link.health.state = "up"
         link.health.last_error = ""
 
     def _drop(self, link: _Link, exc: BaseException | str) -> None:
         link.health.connected = False
+        link.health.state = "closed" if self._closing else "reconnecting"
         link.health.last_error = exc if isinstance(exc, str) else _describe(exc)
         client, link.client = link.client, None
         if client is not None:
@@ -298,6 +300,7 @@ class ModbusTransport:
                 link.client.close()
                 link.client = None
             link.health.connected = False
+            link.health.state = "closed"
 
     def health(self) -> dict[str, LinkHealth]:
         return {name: link.health for name, link in self._links.items()}

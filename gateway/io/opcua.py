@@ -267,6 +267,7 @@ class OpcUaTransport:
                 raise
         link.client = client
         link.health.connected = True
+        link.health.state = "up"
         link.health.last_error = ""
 
     async def _check_endpoint(self, link: _Link) -> None:
@@ -295,6 +296,7 @@ class OpcUaTransport:
 
     async def _drop(self, link: _Link, exc: BaseException) -> None:
         link.health.connected = False
+        link.health.state = "closed" if self._closing else "reconnecting"
         link.health.last_error = _describe(exc)
         client, link.client = link.client, None
         if client is not None:
@@ -331,6 +333,7 @@ class OpcUaTransport:
                     pass
                 link.client = None
             link.health.connected = False
+            link.health.state = "closed"
 
     def health(self) -> dict[str, LinkHealth]:
         return {name: link.health for name, link in self._links.items()}

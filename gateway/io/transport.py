@@ -55,6 +55,7 @@ class LinkHealth:
     """Per-connection health, shown to metrics and to the safety layer."""
 
     connected: bool = False
+    state: str = "down"  # down | up | reconnecting | closed
     last_ok_mono: float = float("nan")
     reconnects: int = 0
     last_error: str = ""

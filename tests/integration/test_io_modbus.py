@@ -128,6 +128,7 @@ def test_restart_and_hung_device_beside_a_live_one() -> None:
                 return not t.health()["a"].connected
             await _until(down)
             assert (snap.quality[a] == Quality.NO_DATA).all() and np.isnan(snap.values[a]).all()
+            assert t.health()["a"].state == "reconnecting" and t.health()["a"].last_error
             srv2 = ModbusServer(port=srv.port)
             await srv2.start()
             try:
@@ -135,7 +136,7 @@ def test_restart_and_hung_device_beside_a_live_one() -> None:
                     await t.read(snap)
                     return bool((snap.quality[a] == Quality.GOOD).all())
                 await _until(up)
-                assert t.health()["a"].reconnects >= 1
+                assert t.health()["a"].reconnects >= 1 and t.health()["a"].state == "up"
             finally:
                 await srv2.stop()
         finally:

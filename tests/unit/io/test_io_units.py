@@ -101,8 +101,9 @@ def test_link_metrics() -> None:
     from prometheus_client import generate_latest
 
     m = Metrics()
-    watch_links(m, lambda: {"plc1": LinkHealth(connected=True, reconnects=2, rtt_s=0.001, last_error="x")})
+    watch_links(m, lambda: {"plc1": LinkHealth(connected=True, state="up", reconnects=2, rtt_s=0.001,
+                                                         last_error="x")})
     text = generate_latest(m.registry).decode()
     assert 'edgewarden_link_up{connection="plc1"} 1.0' in text
     assert 'edgewarden_link_reconnects_total{connection="plc1"} 2.0' in text
-    assert 'edgewarden_link_error_info{connection="plc1",error="x"} 1.0' in text
+    assert 'edgewarden_link_error_info{connection="plc1",error="x",state="up"} 1.0' in text
