@@ -107,8 +107,16 @@ class ObservationChecker:
         """This cycle's values of the monitored tags, in ``names`` order (valid after check)."""
         return self._v
 
+    def _first_outside(self, lo: np.ndarray, hi: np.ndarray) -> int:
+        """Index of the first monitored value outside [lo, hi] (NaN is outside), or -1."""
+        ok, tmp = self._ok, self._tmp
+        np.greater_equal(self._v, lo, out=ok)
+        np.less_equal(self._v, hi, out=tmp)
+        ok &= tmp
+        return -1 if ok.all() else int(np.flatnonzero(~ok)[0])
+
     def check(self, snap: Snapshot, now_mono: float) -> Verdict:
-        v, q, ok, tmp = self._v, self._q, self._ok, self._tmp
+        v, q, tmp = self._v, self._q, self._tmp
         np.take(snap.values, self.slots, out=v)
         np.take(snap.quality, self.slots, out=q)
         np.take(snap.source_ts, self.slots, out=self._ts)
@@ -132,11 +140,8 @@ class ObservationChecker:
             return verdict
         # Valid range (bad data); the comparisons are false for NaN, so NaN fails here too,
         # and ±inf lies outside every range.
-        np.greater_equal(v, self.range_lo, out=ok)
-        np.less_equal(v, self.range_hi, out=tmp)
-        ok &= tmp
-        if not ok.all():
-            i = int(np.flatnonzero(~ok)[0])
+        i = self._first_outside(self.range_lo, self.range_hi)
+        if i >= 0:
             verdict.set(Status.TRIP, f"bad_value:{self.names[i]}",
                         f"tag {self.names[i]!r} read {v[i]!r}, outside its valid range "
                         f"[{self.range_lo[i]}, {self.range_hi[i]}]")
@@ -162,21 +167,15 @@ class ObservationChecker:
         if self.estop_index >= 0 and v[self.estop_index] != 0.0:
             verdict.set(Status.TRIP, "plc_estop", f"PLC e-stop input {self.names[self.estop_index]!r} is active")
             return verdict
-        np.greater_equal(v, self.hard_lo, out=ok)
-        np.less_equal(v, self.hard_hi, out=tmp)
-        ok &= tmp
-        if not ok.all():
-            i = int(np.flatnonzero(~ok)[0])
+        i = self._first_outside(self.hard_lo, self.hard_hi)
+        if i >= 0:
             side = "high" if v[i] > self.hard_hi[i] else "low"
             bound = self.hard_hi[i] if side == "high" else self.hard_lo[i]
             verdict.set(Status.TRIP, f"hard_limit:{self.names[i]}:{side}",
                         f"tag {self.names[i]!r} = {v[i]:.6g} beyond its hard {side} limit {bound:.6g}")
             return verdict
-        np.greater_equal(v, self.soft_lo, out=ok)
-        np.less_equal(v, self.soft_hi, out=tmp)
-        ok &= tmp
-        if not ok.all():
+        i = self._first_outside(self.soft_lo, self.soft_hi)
+        if i >= 0:
             verdict.soft_alarms += 1
-            i = int(np.flatnonzero(~ok)[0])
             verdict.code = f"soft_limit:{self.names[i]}"
         return verdict
