@@ -7,8 +7,8 @@ In-process:
     raw RK4 integration;
   * ``gym``: ``TwinEnv.step`` (model + observation + reward), skipped without gymnasium.
 Served: a full ``Twin`` (PLC scan every 10 ms, OPC UA and Modbus servers) with
-``time_scale`` = ``--scale`` (default: half the in-process model rate), while one asyncua client reads every measurement and one
-pymodbus client reads the input registers, each in a loop; reports the simulated time the
+``time_scale`` = ``--scale`` (default: half the in-process model rate), while one
+asyncua client reads every measurement and one pymodbus client reads the input registers, each in a loop; reports the simulated time the
 plant advanced per wall second, the scans per second, the PLC overruns and the clients'
 reads per second. The served figure is bounded by ``scale`` (the scan integrates the
 elapsed wall time x scale); it only falls short of it when scans overrun.

@@ -155,19 +155,22 @@ class Plc:
         forced = self._outputs
         for k, ilk in enumerate(self.spec.interlocks):
             i = self._obs_idx.get(ilk.signal)
-            v = float(self._obs[i]) if i is not None else float(selected[self._act_idx[ilk.signal]])
-            if ilk.above:
-                on = v > ilk.threshold or (self._ilk_active[k] and v > ilk.threshold - ilk.hysteresis)
+            v = float(self._obs[i] if i is not None else selected[self._act_idx[ilk.signal]])
+            held = self._ilk_active[k]
+            if ilk.above:  # on above the threshold, held until below threshold - hysteresis
+                on = v > ilk.threshold or (held and v > ilk.threshold - ilk.hysteresis)
             else:
-                on = v < ilk.threshold or (self._ilk_active[k] and v < ilk.threshold + ilk.hysteresis)
+                on = v < ilk.threshold or (held and v < ilk.threshold + ilk.hysteresis)
             self._ilk_active[k] = on
             self.image.set(f"ilk_{ilk.name}", on)
             if on:
                 for name, value in ilk.forces:
                     forced[self._act_idx[name]] = value
         y = self._obs[self._lim_idx]
-        self.image.set("hard_alarm", bool(np.any((y < self._hard[:, 0]) | (y > self._hard[:, 1]))))
-        self.image.set("soft_alarm", bool(np.any((y < self._soft[:, 0]) | (y > self._soft[:, 1]))))
+        hard = np.any((y < self._hard[:, 0]) | (y > self._hard[:, 1]))
+        soft = np.any((y < self._soft[:, 0]) | (y > self._soft[:, 1]))
+        self.image.set("hard_alarm", bool(hard))
+        self.image.set("soft_alarm", bool(soft))
 
     def _write_outputs(self) -> None:
         for name, v in zip(self._actions, self._outputs, strict=True):
