@@ -195,6 +195,7 @@ class _Link:
     health: LinkHealth = field(default_factory=LinkHealth)
     reconnect_task: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    backoff_s: float = 0.0  # next reconnect wait; back to reconnect_min_s only after a good read
 
     @property
     def request_timeout(self) -> float:
@@ -278,14 +279,17 @@ class ModbusTransport:
             link.reconnect_task = asyncio.create_task(self._reconnect(link), name=f"reconnect-{link.name}")
 
     async def _reconnect(self, link: _Link) -> None:
-        delay = link.spec.reconnect_min_s
+        # A device that accepts TCP but never answers would otherwise reconnect at the
+        # minimum delay forever: the backoff only resets after a good read.
+        delay = max(link.backoff_s, link.spec.reconnect_min_s)
         while not self._closing:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2.0, link.spec.reconnect_max_s)
+            link.backoff_s = delay
             try:
                 await self._open(link)
             except (*_COMMS_ERRORS, ssl.SSLError, TransportError) as exc:
                 link.health.last_error = _describe(exc)
-                delay = min(delay * 2.0, link.spec.reconnect_max_s)
                 continue
             link.health.reconnects += 1
             self._log.warning("reconnected to %s (%s:%s)", link.name, link.spec.host, link.spec.port)
@@ -351,6 +355,7 @@ class ModbusTransport:
         now = time.monotonic()
         link.health.rtt_s = (now - t0) / max(1, len(link.blocks))
         link.health.last_ok_mono = now
+        link.backoff_s = 0.0
 
     @staticmethod
     def _fill(snap: Snapshot, block: _Block, rr: object, now: float, wall: float) -> None:

@@ -122,6 +122,7 @@ class _Link:
     sub_failed: str = ""
     health: LinkHealth = field(default_factory=LinkHealth)
     reconnect_task: asyncio.Task[None] | None = None
+    backoff_s: float = 0.0  # next reconnect wait; back to reconnect_min_s only after a good read
 
 
 def _cert_der(path: object) -> bytes:
@@ -308,14 +309,15 @@ class OpcUaTransport:
             link.reconnect_task = asyncio.create_task(self._reconnect(link), name=f"reconnect-{link.name}")
 
     async def _reconnect(self, link: _Link) -> None:
-        delay = link.spec.reconnect_min_s
+        delay = max(link.backoff_s, link.spec.reconnect_min_s)
         while not self._closing:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2.0, link.spec.reconnect_max_s)
+            link.backoff_s = delay
             try:
                 await self._open(link)
             except (*_COMMS_ERRORS, TransportError) as exc:
                 link.health.last_error = _describe(exc)
-                delay = min(delay * 2.0, link.spec.reconnect_max_s)
                 continue
             link.health.reconnects += 1
             self._log.warning("reconnected to %s (%s)", link.name, link.spec.url)
@@ -375,6 +377,7 @@ class OpcUaTransport:
         now = time.monotonic()
         link.health.rtt_s = now - t0
         link.health.last_ok_mono = now
+        link.backoff_s = 0.0
         link.last_poll_mono = now
         if link.spec.mode == "subscribe":
             link.cache = list(dvs)
