@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -29,10 +30,10 @@ from gateway.config import LoadedConfig, LoggingSection, Settings
 from gateway.cycle import ControlLoop
 from gateway.errors import AuditError, PolicyError, TransportError
 from gateway.io.composite import CompositeTransport
-from gateway.io.tags import TagMap
+from gateway.io.tags import Quality, TagMap
 from gateway.modes import WRITING, ModeMachine, ModeRefused, Transition
-from gateway.ops.control import ControlServer
-from gateway.ops.metrics import Metrics
+from gateway.ops.control import ControlServer, Operators
+from gateway.ops.metrics import Metrics, watch_audit, watch_links
 from gateway.ops.sdnotify import Notifier
 from gateway.policy.onnx_policy import OnnxPolicy
 from gateway.policy.registry import load_verified
@@ -41,19 +42,42 @@ from gateway.safety.estop import TripEvent
 _NOISY = ("asyncua", "pymodbus")
 
 
-def configure_logging(cfg: LoggingSection) -> None:
+_cycle_of: Callable[[], int | None] = lambda: None  # noqa: E731 (set by the running Gateway)
+
+
+def _add_cycle(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Correlation: every event carries the cycle it happened in (``cid`` comes from contextvars)."""
+    cycle = _cycle_of()
+    if cycle is not None:
+        event.setdefault("cycle", cycle)
+    return event
+
+
+def configure_logging(cfg: LoggingSection, *, stream: Any = None) -> None:
+    """structlog: JSON lines (journald, log shippers) unless on a terminal or told "console".
+
+    Logs go to stdout (systemd hands it to journald). Nothing is logged per cycle at INFO:
+    mode changes, trips, operator commands, reloads and connection changes are.
+    """
+    stream = sys.stdout if stream is None else stream
     level = getattr(logging, cfg.level.upper())
-    renderer: Any = (structlog.processors.JSONRenderer() if cfg.format == "json"
-                     else structlog.dev.ConsoleRenderer(colors=False))
+    fmt = cfg.format
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
+                     else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_cycle,
+            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,  # SIGHUP may change the level
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     for name in _NOISY:  # protocol libraries log every revised parameter at WARNING
@@ -77,6 +101,10 @@ class Gateway:
         self.metrics_port: int | None = None
         self.loop: ControlLoop | None = None
         self.audit: AuditWriter | None = None
+        self.metrics: Metrics | None = None
+        self.notifier: Notifier | None = None
+        self._staged: LoadedConfig | None = None  # an accepted SIGHUP reload, applied between cycles
+        self._staged_keys: list[str] = []
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -105,7 +133,13 @@ class Gateway:
         audit.open()
         self.audit = audit
         metrics = Metrics()
+        self.metrics = metrics
+        metrics.healthy_within_s = max(2.0, 5.0 / s.gateway.cycle_hz)
+        metrics.model.info({"sha256": policy.sha256, "algorithm": str(policy.contract.algorithm),
+                            "path": str(policy.path)})
+        watch_audit(metrics, audit.stats)
         transport = CompositeTransport(tags, s.connections)
+        watch_links(metrics, transport.health)
         control: ControlServer | None = None
         try:
             audit.append_durable("config_load", {"path": str(self.loaded.path), "sha256": self.loaded.sha256,
@@ -118,12 +152,17 @@ class Gateway:
             await transport.connect()
             modes = ModeMachine()
             notifier = Notifier(min_watchdog_interval_s=0.1)
+            self.notifier = notifier
             loop = ControlLoop(s, tags, transport, policy, modes, audit, metrics,
-                               on_healthy_cycle=notifier.watchdog)
+                               on_healthy_cycle=self._healthy_cycle)
             self.loop = loop
+            global _cycle_of
+            _cycle_of = lambda: loop.stats.cycles  # noqa: E731
             modes.subscribe(self._on_transition)
             loop.estop.add_handler("audit", self._audit_trip)
-            control = ControlServer(s.control.socket, self._commands())
+            control = ControlServer(s.control.socket, self._commands(),
+                                    operators=Operators(s.control.allowed_uids, s.control.operators_group),
+                                    on_denied=self._audit_denied)
             await control.start()
             self._install_signals(aio)
             self.log.info("gateway started", name=s.gateway.name, cycle_hz=s.gateway.cycle_hz,
@@ -155,6 +194,74 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 aio.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            aio.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def _healthy_cycle(self) -> None:
+        """After a cycle that finished on time with its writes accepted (between two cycles)."""
+        if self.metrics is not None:
+            self.metrics.last_healthy_mono = time.monotonic()
+        if self._staged is not None:
+            self._apply_reload()
+        if self.notifier is not None:
+            self.notifier.watchdog()
+
+    # ---- SIGHUP: validated reload or a clear refusal ------------------------------
+    def request_reload(self) -> bool:
+        """Validate the config file again; stage it (applied between two cycles) or refuse it."""
+        from gateway.config import load_config
+        from gateway.errors import ConfigError
+        from gateway.ops import reload
+        from gateway.safety.checker import monitored_tags
+
+        if self.notifier is not None:
+            self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            candidate = load_config(self.loaded.path)
+            keys = reload.validate_reload(self.loaded, candidate, monitored_tags)
+        except ConfigError as exc:
+            self._reload_done("refused", str(exc))
+            return False
+        if not keys:
+            self._reload_done("unchanged", f"{self.loaded.path}: nothing changed")
+            return True
+        self._staged, self._staged_keys = candidate, keys
+        if self.loop is None:
+            self._apply_reload()
+        return True
+
+    def _apply_reload(self) -> None:
+        from gateway.ops import reload
+
+        staged, keys = self._staged, self._staged_keys
+        self._staged, self._staged_keys = None, []
+        if staged is None:
+            return
+        if self.loop is not None:
+            reload.apply_settings(self.loop, staged.settings)
+            if any(k.startswith("policy.") for k in keys) and reload.reload_model is not None:
+                reload.reload_model(staged.settings)
+        if staged.settings.logging.level != self.settings.logging.level:
+            configure_logging(staged.settings.logging)
+        self.loaded, self.settings = staged, staged.settings
+        if self.audit is not None:
+            with contextlib.suppress(AuditError):
+                self.audit.append("config_load", {"path": str(staged.path), "sha256": staged.sha256,
+                                                  "reload": True, "changed": keys})
+        self._reload_done("applied", f"applied: {', '.join(keys)}")
+
+    def _reload_done(self, result: str, message: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reloads.labels(result=result).inc()
+        if result == "refused":
+            self.log.error("config reload refused", result=result, message=message)
+            if self.audit is not None:
+                with contextlib.suppress(AuditError):
+                    self.audit.append("config_reload_refused", {"path": str(self.loaded.path), "error": message})
+        else:
+            self.log.info("config reload", result=result, message=message)
+        if self.notifier is not None:
+            self.notifier.notify("READY=1", f"STATUS=reload {result}: {message[:200]}")
 
     def _on_transition(self, t: Transition) -> None:
         assert self.audit is not None and self.loop is not None
@@ -186,10 +293,42 @@ class Gateway:
     def _commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         return {"status": self._cmd_status, "estop": self._cmd_estop, "reset": self._cmd_reset,
                 "start": self._cmd_start, "manual": self._cmd_manual, "auto": self._cmd_auto,
-                "model": self._cmd_model}
+                "model": self._cmd_model, "override": self._cmd_override, "reload": self._cmd_reload}
 
     def _actor(self, req: dict[str, Any]) -> str:
-        return f"{req['actor']} (uid {req.get('uid')})"
+        """The operator's name and the kernel's word on who sent it."""
+        return f"{req['actor']} (uid {req.get('uid')} {req.get('user', '?')})"
+
+    def _operator_record(self, req: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"cmd": req["cmd"], "actor": self._actor(req), "operator": req["actor"], "uid": req.get("uid"),
+                "user": req.get("user"), "reason": str(req.get("reason") or ""), "cid": req.get("cid"), **extra}
+
+    async def _audit_denied(self, req: dict[str, Any], why: str) -> None:
+        """A refused command is on record too: who tried what."""
+        assert self.audit is not None
+        await self.audit.append_durable_async("operator_denied", {
+            "cmd": req.get("cmd"), "operator": str(req.get("actor") or ""), "uid": req.get("uid"),
+            "user": req.get("user"), "cid": req.get("cid"), "error": why})
+        self.log.warning("operator command denied", cmd=req.get("cmd"), uid=req.get("uid"), user=req.get("user"))
+
+    async def _cmd_override(self, req: dict[str, Any]) -> dict[str, Any]:
+        """``override take`` = manual (human override), ``override release`` = hand back."""
+        action = req.get("action")
+        if action == "take":
+            return await self._cmd_manual(req)
+        if action == "release":
+            return await self._cmd_auto(req)
+        raise ModeRefused(f"override needs action 'take' or 'release', got {action!r}")
+
+    async def _cmd_reload(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The same as SIGHUP, answered: applied (between two cycles), unchanged or refused."""
+        assert self.audit is not None
+        await self.audit.append_durable_async("operator", self._operator_record(req))
+        if not self.request_reload():
+            from gateway.errors import ConfigError
+
+            raise ConfigError("reload refused; see the gateway's log (the reason is in the audit log too)")
+        return {"mode": self.loop.modes.mode.name if self.loop else None, "staged": self._staged_keys}
 
     async def _cmd_status(self, req: dict[str, Any]) -> dict[str, Any]:
         loop = self.loop
@@ -197,8 +336,20 @@ class Gateway:
         snap = loop.snap
         tags = loop.tags
         audit_stats = self.audit.stats()
+        limits = self.settings.safety.limits
+        quality = snap.quality.tolist()
+        tag_rows = []
+        for i, (n, v) in enumerate(zip(tags.readable, snap.values.tolist())):
+            lim = limits.get(n)
+            tag_rows.append({"name": n, "value": None if v != v else v, "units": self.settings.tags[n].units,
+                             "quality": Quality(int(quality[i])).name,
+                             "hard": None if lim is None or lim.hard is None else list(lim.hard),
+                             "soft": None if lim is None or lim.soft is None else list(lim.soft)})
         return {
             "mode": loop.modes.mode.name,
+            "gateway": self.settings.gateway.name,
+            "period_s": loop.period,
+            "tags": tag_rows,
             "stats": asdict(loop.stats),
             "trips": loop.estop.count,
             "last_trip": None if loop.estop.last is None else asdict(loop.estop.last),
@@ -217,18 +368,20 @@ class Gateway:
         assert self.loop is not None
         reason = str(req.get("reason") or "operator e-stop")
         tripped = await self.loop.estop.trip("operator_estop", reason, actor=self._actor(req))
+        assert self.audit is not None  # after the safe write: the e-stop never waits for the log
+        await self.audit.append_durable_async("operator", self._operator_record(req, tripped=tripped))
         return {"mode": self.loop.modes.mode.name, "tripped": tripped}
 
     async def _cmd_reset(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.loop is not None and self.audit is not None
         self.loop.request_reset(self._actor(req))
-        await self.audit.append_durable_async("operator", {"cmd": "reset", "actor": self._actor(req)})
+        await self.audit.append_durable_async("operator", self._operator_record(req))
         return {"mode": self.loop.modes.mode.name}
 
     async def _cmd_start(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.loop is not None and self.audit is not None
         self.loop.request_start(self._actor(req))
-        await self.audit.append_durable_async("operator", {"cmd": "start", "actor": self._actor(req)})
+        await self.audit.append_durable_async("operator", self._operator_record(req))
         return {"mode": self.loop.modes.mode.name}
 
     async def _cmd_manual(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -238,14 +391,13 @@ class Gateway:
                                           and all(isinstance(v, (int, float)) for v in setpoints.values())):
             raise ModeRefused("manual refused: setpoints must be an object {action: number}")
         self.loop.request_manual(self._actor(req), setpoints)
-        await self.audit.append_durable_async("operator", {"cmd": "manual", "actor": self._actor(req),
-                                                           "setpoints": setpoints})
+        await self.audit.append_durable_async("operator", self._operator_record(req, setpoints=setpoints))
         return {"mode": self.loop.modes.mode.name}
 
     async def _cmd_auto(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.loop is not None and self.audit is not None
         self.loop.request_auto(self._actor(req))
-        await self.audit.append_durable_async("operator", {"cmd": "auto", "actor": self._actor(req)})
+        await self.audit.append_durable_async("operator", self._operator_record(req))
         return {"mode": self.loop.modes.mode.name}
 
     async def _cmd_model(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""Gateway sub-commands: ``run``, ``config check``, ``ctl`` (operator) and ``demo``."""
+"""Gateway sub-commands: ``run``, ``config check``, the operator commands (``status``,
+``estop``, ``reset``, ``start``, ``override``, ``reload``; ``ctl`` is the older spelling
+of the same), ``service install`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,17 +27,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_config_check)
 
-    ctl = sub.add_parser("ctl", help="operator commands to a running gateway")
-    ctl.add_argument("--config", "-c", type=Path, help="config file (to find the control socket)")
-    ctl.add_argument("--socket", type=Path, help="control socket path (overrides --config)")
-    ctl.add_argument("--actor", default=None, help="operator name recorded in the audit log "
-                     "(default: your login name)")
+    _operator_commands(sub)
+
+    ctl = sub.add_parser("ctl", help="operator commands to a running gateway (older spelling of "
+                         "status/estop/reset/start/override)")
+    _socket_args(ctl)
+    ctl.add_argument("--actor", "--operator", dest="actor", default=None,
+                     help="operator name recorded in the audit log (default: your login name)")
     ctl.add_argument("--reason", default="", help="free text recorded with the command")
     ctl.add_argument("--setpoint", action="append", default=[], metavar="ACTION=VALUE",
                      help="with 'manual': an operator setpoint, passed through the shield (repeatable)")
     ctl.add_argument("action", choices=["status", "estop", "reset", "start", "manual", "auto"],
                      help="manual: take manual control (human override); auto: hand back")
     ctl.set_defaults(handler=_ctl)
+
+    service = sub.add_parser("service", help="install the systemd service")
+    service_sub = service.add_subparsers(dest="service_command", metavar="COMMAND", required=True)
+    inst = service_sub.add_parser("install", help="place the unit, the config, the model and keys "
+                                  "(see docs/operations.md)")
+    inst.add_argument("--config", "-c", type=Path, required=True, help="the gateway config to install")
+    inst.add_argument("--root", type=Path, default=Path("/"), help="install under this directory "
+                      "instead of / (packaging, tests); skips user creation and systemctl")
+    inst.add_argument("--user", default="edgewarden", help="service user and group (created if missing)")
+    inst.add_argument("--executable", type=Path, default=None,
+                      help="the edgewarden executable for ExecStart (default: the one running this)")
+    inst.add_argument("--realtime", action="store_true", help="also install the FIFO/CPU-affinity drop-in")
+    inst.add_argument("--force", action="store_true", help="overwrite an existing config")
+    inst.set_defaults(handler=_service_install)
 
     demo = sub.add_parser("demo", help="run the twin and the gateway on loopback for ~30 s")
     demo.add_argument("--seconds", type=float, default=30.0, help="length of the demo run")
@@ -62,23 +81,121 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ctl(args: argparse.Namespace) -> int:
-    from gateway.errors import ConfigError
+DEFAULT_CONFIG = Path("/etc/edgewarden/gateway.toml")
+DEFAULT_SOCKET = Path("/run/edgewarden/control.sock")
+
+
+def _socket_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, help=f"config file, to find the control socket "
+                   f"(default: {DEFAULT_CONFIG} if present)")
+    p.add_argument("--socket", type=Path, help=f"control socket path (overrides --config; "
+                   f"default: $EDGEWARDEN_SOCKET or {DEFAULT_SOCKET})")
+    p.add_argument("--json", action="store_true", help="print the gateway's JSON reply")
+
+
+def _operator_commands(sub: argparse._SubParsersAction) -> None:
+    def op(name: str, help_: str, *, reason_required: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        _socket_args(p)
+        p.add_argument("--operator", "--actor", dest="actor", default=None,
+                       help="operator name recorded in the audit log (default: your login name)")
+        p.add_argument("--reason", default="", required=reason_required, help="recorded with the command")
+        p.set_defaults(handler=_operator, action=name)
+        return p
+
+    st = sub.add_parser("status", help="live view of a running gateway: mode, timing, tags, trips")
+    _socket_args(st)
+    st.add_argument("--watch", "-w", type=float, nargs="?", const=1.0, default=None, metavar="SECONDS",
+                    help="refresh every SECONDS (default 1) until Ctrl-C")
+    st.set_defaults(handler=_status)
+    op("estop", "latch the e-stop: safe outputs now")
+    r = op("reset", "leave ESTOP for INHIBITED once the trip has cleared (never restarts)",
+           reason_required=True)
+    r.set_defaults(operator_required=True)
+    op("start", "start control from READY (AUTO)")
+    ov = op("override", "human override: take manual control, or release it (bumpless hand-back)")
+    ov.add_argument("override", choices=["take", "release"])
+    ov.add_argument("--setpoint", action="append", default=[], metavar="ACTION=VALUE",
+                    help="with 'take': an operator setpoint, passed through the shield (repeatable)")
+    op("reload", "reload the config file (as SIGHUP): limits, rates, interlocks, fallback tuning")
+
+
+def _control_socket(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    if args.config is not None:
+        return load_config(args.config).settings.control.socket
+    if os.environ.get("EDGEWARDEN_SOCKET"):
+        return Path(os.environ["EDGEWARDEN_SOCKET"])
+    if DEFAULT_CONFIG.exists():
+        return load_config(DEFAULT_CONFIG).settings.control.socket
+    return DEFAULT_SOCKET
+
+
+def _send(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
     from gateway.ops.control import send_command
 
-    if args.socket is not None:
-        path = args.socket
-    elif args.config is not None:
-        path = load_config(args.config).settings.control.socket
+    return asyncio.run(send_command(_control_socket(args), request))
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from gateway.errors import GatewayError
+
+    if getattr(args, "operator_required", False) and not args.actor:
+        raise GatewayError(f"{args.action} needs --operator NAME (the person responsible, for the audit log)")
+    request: dict[str, Any] = {"cmd": args.action, "actor": args.actor or getpass.getuser(),
+                               "reason": args.reason}
+    if args.action == "override":
+        request["action"] = args.override
+        if args.setpoint:
+            request["setpoints"] = _parse_setpoints(args.setpoint)
+    reply = _send(args, request)
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    elif reply.get("ok"):
+        extra = f" (staged: {', '.join(reply['staged'])})" if reply.get("staged") else ""
+        print(f"{args.action}: ok — mode {reply.get('mode')}{extra}")
     else:
-        raise ConfigError("ctl needs --config FILE or --socket PATH to find the gateway")
+        print(f"{args.action}: refused — {reply.get('error')}", file=sys.stderr)
+    return 0 if reply.get("ok") else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    import time
+
+    from gateway.ops.statusview import render
+
+    while True:
+        reply = _send(args, {"cmd": "status"})
+        if args.json:
+            print(json.dumps(reply, indent=2))
+        else:
+            text = render(reply)
+            if args.watch is not None and sys.stdout.isatty():
+                text = "\x1b[H\x1b[2J" + text  # redraw in place
+            print(text, flush=True)
+        if args.watch is None:
+            return 0 if reply.get("ok") else 1
+        time.sleep(args.watch)
+
+
+def _ctl(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"cmd": args.action, "actor": args.actor or getpass.getuser(),
                                "reason": args.reason}
     if args.setpoint:
         request["setpoints"] = _parse_setpoints(args.setpoint)
-    reply = asyncio.run(send_command(path, request))
+    reply = _send(args, request)
     print(json.dumps(reply, indent=2))
     return 0 if reply.get("ok") else 1
+
+
+def _service_install(args: argparse.Namespace) -> int:
+    from gateway.ops.service import install
+
+    for line in install(args.config, root=args.root, user=args.user, executable=args.executable,
+                        realtime=args.realtime, force=args.force):
+        print(line)
+    return 0
 
 
 def _parse_setpoints(items: list[str]) -> dict[str, float]:

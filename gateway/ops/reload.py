@@ -1,0 +1,113 @@
+"""SIGHUP: reload the configuration file, validated, or refuse it with a clear reason.
+
+What may change while the plant runs (no restart, no bump):
+
+    safety.limits       hard/soft limits and max_rate of observed tags
+    safety.actions      min/max/max_rate/safe of actions (not the ``applied`` tag)
+    safety.interlocks   add, remove or change interlocks
+    safety.fallback     fallback tuning (controller, PID gains, thresholds, OOD margins)
+    logging.level
+
+Everything else (tags, connections, policy, audit, metrics, control socket, cycle rate,
+...) needs a restart: the reload is refused and the message names every key that
+differs. A refused reload changes nothing. A reload that would change the set of tags
+the checker monitors (a limit on a tag that had none) is refused too: the rate-of-change
+and staleness history of the running checker would not carry over.
+
+An accepted reload is *staged* and applied by the app between two cycles (the healthy-
+cycle callback runs after a cycle's writes and before the next tick), never mid-cycle.
+A new model is loaded by the model commands (gateway/policy/registry.py), not here;
+``reload_model`` is the hook for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway.config import LoadedConfig, Settings
+from gateway.errors import ConfigError
+
+RELOADABLE_SAFETY = ("limits", "actions", "interlocks", "fallback")
+
+# hook: set by whoever owns model loading; called with the new settings on SIGHUP when the
+# [policy] section changed. None: a changed [policy] is refused (restart or `model load`).
+reload_model: Callable[[Settings], None] | None = None
+
+
+def _diff(old: Any, new: Any, prefix: str) -> list[str]:
+    """Dotted key paths where two dumped configs differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _diff(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [] if old == new else [prefix]
+
+
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    return _diff(old.model_dump(mode="json"), new.model_dump(mode="json"), "")
+
+
+def refused_keys(old: Settings, new: Settings) -> list[str]:
+    """Changed keys that need a restart."""
+    out = []
+    for key in changed_keys(old, new):
+        parts = key.split(".")
+        if parts[0] == "safety" and len(parts) > 1 and parts[1] in RELOADABLE_SAFETY:
+            if parts[1] == "actions" and parts[-1] == "applied":
+                out.append(key)
+            continue
+        if key == "logging.level":
+            continue
+        if parts[0] == "policy" and reload_model is not None:
+            continue
+        out.append(key)
+    return out
+
+
+def validate_reload(current: LoadedConfig, candidate: LoadedConfig, monitored: Callable[[Settings], list[str]]) -> list[str]:
+    """The changed keys of an acceptable reload; raises ConfigError naming what is refused."""
+    old, new = current.settings, candidate.settings
+    refused = refused_keys(old, new)
+    if refused:
+        raise ConfigError(f"{candidate.path}: reload refused, these keys cannot change while running "
+                          f"(restart the service to apply them): {', '.join(refused)}; nothing was changed")
+    if monitored(old) != monitored(new):
+        raise ConfigError(f"{candidate.path}: reload refused: the change to safety.limits alters the set of "
+                          "monitored tags (restart to apply it); nothing was changed")
+    return changed_keys(old, new)
+
+
+def apply_settings(loop: Any, new: Settings) -> None:
+    """Rebuild the safety objects of a ControlLoop from ``new`` between two cycles.
+
+    The checker keeps its run-time history (timestamps, last values) so staleness and
+    rate-of-change checks go on seamlessly.
+    """
+    import numpy as np
+
+    from gateway import cycle
+    from gateway.policy.fallback import FallbackController
+    from gateway.safety.checker import ObservationChecker
+    from gateway.safety.interlocks import Interlocks
+    from gateway.safety.shield import ActionShield
+
+    old_checker = loop.checker
+    checker = ObservationChecker(new, loop.tags)
+    for attr in ("_last_ts", "_last_change", "_prev_v", "_prev_t"):  # run-time history
+        if hasattr(old_checker, attr) and hasattr(checker, attr):
+            setattr(checker, attr, getattr(old_checker, attr))
+    shield = ActionShield(new)
+    interlocks = Interlocks(new, checker.names)
+    fallback = FallbackController(new, checker.names)
+    fb = new.safety.fallback
+    span = shield.hi - shield.lo
+    agree_tol = np.array([fb.agreement_tolerance.get(a, 0.05 * s) for a, s in zip(new.policy.actions, span)])
+    loop.settings = new
+    loop.checker, loop.shield, loop.interlocks, loop.fallback = checker, shield, interlocks, fallback
+    # derived tuning the loop caches (the cycle owner may fold this into ControlLoop)
+    loop._agree_tol = agree_tol
+    ood_params = getattr(cycle, "_ood_params", None)
+    if ood_params is not None and hasattr(loop, "_ood"):
+        loop._ood = ood_params(loop.policy, fb.ood_margin, fb.ood_z, len(new.policy.observations))

@@ -1,0 +1,65 @@
+"""``edgewarden status``: the gateway's status reply as a page a person can read."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _ms(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)) or math.isnan(seconds):
+        return "—"
+    return f"{seconds * 1000:.2f} ms"
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _range(r: Any) -> str:
+    return "" if not r else f"[{_num(r[0])}, {_num(r[1])}]"
+
+
+def render(reply: dict[str, Any]) -> str:
+    if not reply.get("ok"):
+        return f"status refused: {reply.get('error')}"
+    st = reply.get("stats", {})
+    period = reply.get("period_s")
+    lines = [
+        f"gateway {reply.get('gateway', '?')}  pid {reply.get('pid')}  mode {reply.get('mode')}"
+        + (f"  (manual held by {', '.join(reply['manual_by'])})" if reply.get("manual_by") else ""),
+        f"cycle   period {_ms(period)}  last {_ms(st.get('last_cycle_s'))}  max {_ms(st.get('max_cycle_s'))}"
+        f"  max lateness {_ms(st.get('max_lateness_s'))}",
+        f"        cycles {st.get('cycles', 0)}  deadline misses {st.get('deadline_misses', 0)}"
+        f"  holds {st.get('holds', 0)}  shield interventions {st.get('shield_interventions', 0)}"
+        f"  write errors {st.get('write_errors', 0)}",
+        f"checks  {reply.get('verdict')}"
+        + (f"  interlocks active: {', '.join(reply['interlocks'])}" if reply.get("interlocks") else ""),
+    ]
+    trip = reply.get("last_trip")
+    active = reply.get("mode") == "ESTOP"
+    lines.append(f"trips   {reply.get('trips', 0)}" + (
+        f"  {'ACTIVE' if active else 'last'}: {trip.get('code')} — {trip.get('message')} (by {trip.get('actor')})"
+        if trip else ""))
+    links = reply.get("links") or {}
+    for name, h in links.items():
+        state = "up" if h.get("connected") else "DOWN"
+        lines.append(f"link    {name}: {state}  reconnects {h.get('reconnects', 0)}  rtt {_ms(h.get('rtt_s'))}"
+                     + (f"  last error: {h['last_error']}" if h.get("last_error") else ""))
+    lines.append(f"audit   {reply.get('audit_records', 0)} records")
+    action = reply.get("action") or {}
+    if action:
+        lines.append("outputs " + "  ".join(f"{k}={_num(v)}" for k, v in action.items()))
+    rows = reply.get("tags") or []
+    if rows:
+        w = max(len(r["name"]) for r in rows)
+        lines.append("")
+        lines.append(f"{'tag':<{w}}  {'value':>12}  {'units':<8} {'quality':<9} {'hard limits':<20} soft limits")
+        for r in rows:
+            lines.append(f"{r['name']:<{w}}  {_num(r['value']):>12}  {(r.get('units') or ''):<8} "
+                         f"{r['quality']:<9} {_range(r.get('hard')):<20} {_range(r.get('soft'))}")
+    return "\n".join(lines)

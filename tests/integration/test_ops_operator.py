@@ -1,0 +1,138 @@
+"""Operator commands over the control socket against the real twin: each audited with the
+operator's name and the kernel's uid; a user who is not an operator is refused (and the
+attempt is on record); an unprivileged user who cannot open the socket gets a clear error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from gateway.ops.control import Operators
+from tests.fault.harness import bench, wait_for
+
+NOBODY = 65534
+PYTHON = "/usr/bin/python3"  # a system interpreter the unprivileged user can run
+
+CLIENT = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print(json.dumps({"connect": "permission denied"})); sys.exit(0)
+s.sendall(json.dumps({"cmd": sys.argv[2], "actor": "mallory"}).encode() + b"\\n")
+print(s.makefile().readline().strip())
+"""
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or not Path(PYTHON).exists(),
+                                reason="needs root (to run a client as another uid) and /usr/bin/python3")
+
+
+def as_nobody(sock: Path, cmd: str) -> dict:
+    out = subprocess.run([PYTHON, "-c", CLIENT, str(sock), cmd], user=NOBODY, group=NOBODY, extra_groups=[],
+                         capture_output=True, text=True, timeout=20, cwd="/")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@needs_root
+def test_operator_commands_permissions_and_audit(tmp_path: Path) -> None:
+    sockdir = Path(tempfile.mkdtemp(prefix="edgewarden-ops-"))
+    os.chmod(sockdir, 0o755)  # pytest's tmp dirs are 0700: nobody could not even reach the socket
+    sock = sockdir / "control.sock"
+    replace = {r'^socket = ".*"$': f'socket = "{sock}"\nallowed_uids = [4242]'}
+
+    async def story() -> None:
+        async with bench(tmp_path, replace=replace) as b:
+            assert b.sock != sock
+            await wait_for(lambda: b.mode == "READY", "READY")
+            # 0660 root:root — another user cannot even connect
+            assert await asyncio.to_thread(as_nobody, sock, "estop") == {"connect": "permission denied"}
+            # past the file permissions, the peer's uid decides: status is open, estop is not
+            os.chmod(sock, 0o666)
+            st = await asyncio.to_thread(as_nobody, sock, "status")
+            assert st["ok"] and st["mode"] == "READY"
+            denied = await asyncio.to_thread(as_nobody, sock, "estop")
+            assert not denied["ok"] and "permission denied: uid 65534" in denied["error"], denied
+            assert b.mode == "READY"
+
+            from gateway.ops.control import send_command
+
+            async def cmd(**kw: object) -> dict:
+                return await send_command(sock, {"actor": "alice", **kw})
+
+            assert (await cmd(cmd="start"))["mode"] == "AUTO"
+            await wait_for(lambda: b.twin_setpoints()[1] == 100.0, "policy actions at the twin")
+            reply = await cmd(cmd="override", action="take", setpoints={"feed_flow_sp": 80.0})
+            assert reply["ok"] and reply["mode"] == "MANUAL", reply
+            reply = await cmd(cmd="override", action="release")
+            assert reply["ok"] and reply["mode"] == "AUTO", reply
+            reply = await cmd(cmd="estop", reason="drill")
+            assert reply["ok"] and reply["mode"] == "ESTOP"
+            await wait_for(lambda: b.twin_setpoints() == (200.0, 0.0), "safe outputs at the twin")
+            reply = await cmd(cmd="reset", reason="drill over")
+            assert reply["ok"] and reply["mode"] == "INHIBITED", reply
+
+            records = b.audit_records()
+            ops = [r for r in records if r["kind"] == "operator"]
+            assert [(r["cmd"], r.get("action")) for r in ops][:1] == [("start", None)]
+            assert [r["cmd"] for r in ops] == ["start", "override", "override", "estop", "reset"]
+            for r in ops:
+                assert r["operator"] == "alice" and r["uid"] == 0 and r["user"] == "root" and r["cid"]
+            assert [r["reason"] for r in ops if r["cmd"] in ("estop", "reset")] == ["drill", "drill over"]
+            refused = [r for r in records if r["kind"] == "operator_denied"]
+            assert len(refused) == 1 and refused[0]["uid"] == NOBODY and refused[0]["cmd"] == "estop"
+            trip = next(r for r in records if r["kind"] == "trip")
+            assert trip["code"] == "operator_estop" and "alice (uid 0 root)" in trip["actor"]
+
+    try:
+        asyncio.run(story())
+    finally:
+        for p in sockdir.iterdir():
+            p.unlink()
+        sockdir.rmdir()
+
+
+def test_operators_allow_list_and_group() -> None:
+    import grp
+
+    assert Operators().refuse(12345, 12345) is None  # nothing configured: the socket file decides
+    ops = Operators(allowed_uids=[4242])
+    assert ops.refuse(4242, 1) is None and ops.refuse(0, 0) is None and ops.refuse(os.getuid(), 0) is None
+    assert "uid 12345" in (ops.refuse(12345, 12345) or "")
+    group = grp.getgrgid(os.getgid()).gr_name
+    by_group = Operators(group=group)
+    assert by_group.refuse(12345, os.getgid()) is None
+    assert "group" in (by_group.refuse(12345, 12345) or "")
+    assert "does not exist" in (Operators(group="no-such-group-xyz").refuse(12345, 1) or "")
+
+
+def test_sighup_reload_applies_new_limits_between_cycles(tmp_path: Path) -> None:
+    """A tightened hard limit, reloaded while running, trips on the next cycles."""
+    import signal
+
+    async def story() -> None:
+        async with bench(tmp_path) as b:
+            await wait_for(lambda: b.mode == "READY", "READY")
+            assert (await b.cmd("start"))["ok"]
+            config = b.tmp / "gateway.toml"
+            text = config.read_text()
+            # a refused reload (cycle rate) changes nothing
+            config.write_text(text.replace("cycle_hz = 20.0", "cycle_hz = 25.0"))
+            assert not b.gateway.request_reload()
+            assert b.gateway.loop is not None and b.gateway.loop.period == 0.05
+            config.write_text(text.replace("hard = [290.0, 400.0]", "hard = [290.0, 300.0]", 1))
+            os.kill(os.getpid(), signal.SIGHUP)  # the gateway's own handler, as systemctl reload does
+            await wait_for(lambda: b.mode == "ESTOP", "the trip on the reloaded limit", timeout=5)
+            assert b.gateway.loop.estop.last is not None
+            assert b.gateway.loop.estop.last.code == "hard_limit:T:high"
+            kinds = [r["kind"] for r in b.audit_records()]
+            assert "config_reload_refused" in kinds and kinds.count("config_load") == 2
+
+    asyncio.run(story())

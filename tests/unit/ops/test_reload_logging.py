@@ -1,0 +1,91 @@
+"""SIGHUP reload rules, the log formats, and the status view."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import structlog
+
+from gateway.app import configure_logging
+from gateway.config import LoadedConfig, LoggingSection, load_config
+from gateway.errors import ConfigError
+from gateway.ops.reload import changed_keys, validate_reload
+from gateway.ops.statusview import render
+from gateway.safety.checker import monitored_tags
+from tests.helpers import EXAMPLE
+
+
+def _variant(tmp: Path, name: str, old: str, new: str) -> Path:
+    text = EXAMPLE.read_text()
+    assert old in text, old
+    path = tmp / name
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def _base(tmp: Path) -> LoadedConfig:
+    """The example, from the same directory as the variants (relative paths resolve alike)."""
+    return load_config(_variant(tmp, "base.toml", "", ""))
+
+
+def test_reloadable_keys_are_accepted(tmp_path: Path) -> None:
+    current = _base(tmp_path)
+    cand = load_config(_variant(tmp_path, "a.toml", "hard = [290.0, 400.0]", "hard = [290.0, 395.0]"))
+    assert validate_reload(current, cand, monitored_tags) == ["safety.limits.T.hard"]
+    level = load_config(_variant(tmp_path, "b.toml", 'level = "info"', 'level = "debug"'))
+    assert validate_reload(current, level, monitored_tags) == ["logging.level"]
+    assert validate_reload(current, _base(tmp_path), monitored_tags) == []
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ("cycle_hz = 10.0", "cycle_hz = 20.0", "gateway.cycle_hz"),
+    ('name = "cstr-1"', 'name = "cstr-2"', "gateway.name"),
+    ("port = 9108", "port = 9109", "metrics.port"),
+])
+def test_other_keys_are_refused_by_name(tmp_path: Path, old: str, new: str, key: str) -> None:
+    cand = load_config(_variant(tmp_path, "c.toml", old, new))
+    with pytest.raises(ConfigError, match=rf"cannot change while running.*{key}.*nothing was changed"):
+        validate_reload(_base(tmp_path), cand, monitored_tags)
+
+
+def test_changed_keys_are_dotted_paths(tmp_path: Path) -> None:
+    cand = load_config(_variant(tmp_path, "d.toml", "hard = [290.0, 400.0]", "hard = [280.0, 400.0]"))
+    assert changed_keys(_base(tmp_path).settings, cand.settings) == ["safety.limits.T.hard"]
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_logs_json_off_a_terminal_and_readable_on_one() -> None:
+    try:
+        out = io.StringIO()
+        configure_logging(LoggingSection(format="auto"), stream=out)
+        with structlog.contextvars.bound_contextvars(cid="abc123"):
+            structlog.get_logger("t").info("mode", target="AUTO")
+        line = json.loads(out.getvalue())
+        assert line["event"] == "mode" and line["cid"] == "abc123" and line["level"] == "info"
+        tty = _Tty()
+        configure_logging(LoggingSection(format="auto"), stream=tty)
+        structlog.get_logger("t").info("mode", target="AUTO")
+        assert "mode" in tty.getvalue() and not tty.getvalue().lstrip().startswith("{")
+    finally:
+        structlog.reset_defaults()
+
+
+def test_status_view_renders_every_part() -> None:
+    reply = {"ok": True, "gateway": "cstr-1", "pid": 1, "mode": "ESTOP", "period_s": 0.05, "verdict": "ok",
+             "stats": {"cycles": 10, "last_cycle_s": 0.002, "max_cycle_s": 0.004, "max_lateness_s": 0.001},
+             "trips": 1, "last_trip": {"code": "hard_limit:T:high", "message": "T too hot", "actor": "gateway"},
+             "links": {"plc1": {"connected": True, "reconnects": 0, "rtt_s": 0.001, "last_error": ""}},
+             "action": {"feed_flow_sp": 0.0},
+             "tags": [{"name": "T", "value": 401.0, "units": "K", "quality": "GOOD", "hard": [290.0, 400.0],
+                       "soft": None}]}
+    text = render(reply)
+    assert "mode ESTOP" in text and "ACTIVE: hard_limit:T:high" in text and "[290, 400]" in text
+    assert "plc1: up" in text and "2.00 ms" in text
+    assert render({"ok": False, "error": "nope"}) == "status refused: nope"
