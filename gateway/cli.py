@@ -22,6 +22,7 @@ _GROUPS: tuple[str, ...] = (
     "gateway.policy.cli",
     "simulators.cli",
     "training.cli",
+    "hil.cli",
 )
 
 

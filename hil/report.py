@@ -1,0 +1,192 @@
+"""The bench report: ``summary.json``, PNG plots and one self-contained ``index.html``.
+
+Per scenario: the tag trajectories at the PLC side (policy inputs, action setpoints and
+what the PLC applies) with the gateway's modes as coloured bands and the timeline's
+events as vertical lines; a histogram of the cycle period as audited; the measured
+reaction times against their budgets. The HTML embeds the PNGs (data URIs), so the one
+file can be mailed or attached to a ticket. Needs matplotlib (the ``hil`` extra).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import ConfigError
+from hil.invariants import Verdict, mode_intervals
+from hil.runner import RunData
+
+MODE_COLOURS = {"INHIBITED": "#dddddd", "READY": "#cfe3ff", "AUTO": "#d6f5d6", "FALLBACK": "#fff2b3",
+                "MANUAL": "#e8d6ff", "ESTOP": "#ffc9c9"}
+
+
+def _plt() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("the HIL report needs matplotlib: pip install 'edgewarden[hil]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def scenario_summary(data: RunData, verdicts: list[Verdict], passed: bool) -> dict[str, Any]:
+    sc = data.scenario
+    return {
+        "name": sc.name, "file": str(sc.path), "description": sc.description,
+        "result": "skipped" if sc.skip else ("pass" if passed else "fail"),
+        "skip_reason": sc.skip, "expect_fail": sc.expect_fail,
+        "duration_s": sc.duration_s, "wall_s": round(data.wall_s, 2), "error": data.error,
+        "gateway_exit": data.gateway_exit, "audit_records": len(data.audit),
+        "invariants": [v.to_json() for v in verdicts],
+        "events": [{"at": e.event.at, "t": round(e.t - data.t0, 3), "kind": e.event.kind,
+                    "label": e.event.label(), "ok": e.ok} for e in data.events],
+    }
+
+
+def plot_scenario(data: RunData, verdicts: list[Verdict], out: Path) -> list[Path]:
+    plt = _plt()
+    plan = data.plan
+    if plan is None or not len(data.times):
+        return []
+    t = data.times - data.t0
+    files: list[Path] = []
+    obs = [plan.plc_tags.get(n, n) for n in _policy_obs(plan)]
+    panels: list[tuple[str, list[str]]] = [(o, [o]) for o in obs if o in data.columns]
+    for a in plan.actions:
+        panels.append((f"{a.name}", [c for c in (a.plc_tag, a.applied_tag) if c in data.columns]))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.3 * len(panels) + 0.6), sharex=True)
+    axes = np.atleast_1d(axes)
+    bands = mode_intervals(data)
+    for ax, (title, cols) in zip(axes, panels):
+        for s, e, m in bands:
+            ax.axvspan(s - data.t0, e - data.t0, color=MODE_COLOURS.get(m, "#eeeeee"), lw=0)
+        for c in cols:
+            ax.plot(t, data.columns[c], lw=1.2, label=c)
+        for ev in data.events:
+            ax.axvline(ev.t - data.t0, color="#444444", ls="--", lw=0.8)
+        ax.set_ylabel(title, fontsize=8)
+        ax.legend(loc="upper right", fontsize=7)
+        ax.grid(alpha=0.3)
+    top = axes[0]
+    for ev in data.events:
+        top.annotate(ev.event.kind, (ev.t - data.t0, 1.0), xycoords=("data", "axes fraction"),
+                     rotation=90, fontsize=7, va="top", ha="right")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for m, c in MODE_COLOURS.items()]
+    fig.legend(handles, list(MODE_COLOURS), loc="lower center", ncol=len(MODE_COLOURS), fontsize=8)
+    axes[-1].set_xlabel("time since AUTO [s] (the timeline's t = 0)")
+    fig.suptitle(f"{data.scenario.name}: tags at the PLC, gateway modes (bands), events (dashed)")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    p = out / "trajectories.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    files.append(p)
+
+    cyc = np.array([r["t_mono"] for r in data.audit if r.get("kind") == "cycle"])
+    timings = _timing_samples(verdicts)
+    fig, axes = plt.subplots(1, 1 + bool(timings), figsize=(11, 3.2))
+    axes = np.atleast_1d(axes)
+    if len(cyc) > 2:
+        axes[0].hist(np.diff(cyc) * 1000, bins=60, color="#4477aa")
+        axes[0].axvline(1000 / plan.cycle_hz, color="k", ls="--", lw=0.8)
+    axes[0].set_xlabel("cycle period as audited [ms]")
+    axes[0].set_ylabel("cycles")
+    axes[0].set_yscale("log")
+    if timings:
+        names = [n for n, _, _ in timings]
+        vals = [v for _, v, _ in timings]
+        budgets = [b for _, _, b in timings]
+        ax = axes[1]
+        colours = ["#55aa55" if v <= b else "#cc3333" for v, b in zip(vals, budgets)]
+        ax.barh(range(len(vals)), vals, color=colours)
+        ax.scatter(budgets, range(len(vals)), marker="|", s=400, color="k", label="budget")
+        ax.set_yticks(range(len(vals)), names, fontsize=7)
+        ax.set_xlabel("measured latency [ms]")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = out / "latency.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    files.append(p)
+    return files
+
+
+def _policy_obs(plan: Any) -> list[str]:
+    import tomllib
+
+    doc = tomllib.loads(plan.config_path.read_text())
+    return list(doc["policy"]["observations"])
+
+
+def _timing_samples(verdicts: list[Verdict]) -> list[tuple[str, float, float]]:
+    out = []
+    for v in verdicts:
+        scale = 1000.0 if v.name == "reconnect" else 1.0
+        for i, s in enumerate(v.samples or []):
+            out.append((f"{v.name} #{i + 1}", s * scale, (v.budget or 0.0) * scale))
+    return out
+
+
+def _img(path: Path) -> str:
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{b64}">'
+
+
+def write_report(out: Path, results: list[tuple[dict[str, Any], list[Path]]]) -> Path:
+    """Write summary.json and index.html for all scenarios; returns the HTML path."""
+    summaries = [s for s, _ in results]
+    overall = "fail" if any(s["result"] == "fail" for s in summaries) else "pass"
+    doc = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "result": overall,
+           "scenarios": summaries}
+    (out / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
+    e = html.escape
+    rows = "".join(
+        f'<tr class="{s["result"]}"><td><a href="#{e(s["name"])}">{e(s["name"])}</a></td>'
+        f'<td>{s["result"].upper()}</td><td>{e(s["description"])}</td>'
+        f'<td>{sum(1 for v in s["invariants"] if v["passed"])}/{len(s["invariants"])}</td></tr>'
+        for s in summaries)
+    parts = [f"""<!doctype html><html><head><meta charset="utf-8">
+<title>edgewarden HIL report: {overall.upper()}</title><style>
+body{{font-family:system-ui,sans-serif;margin:1.5em;max-width:1150px;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}
+tr.pass td:nth-child(2),td.pass{{background:#d6f5d6;font-weight:bold}}
+tr.fail td:nth-child(2),td.fail{{background:#ffc9c9;font-weight:bold}}
+tr.skipped td:nth-child(2){{background:#eee}}
+.banner{{font-size:22px;padding:8px 14px;display:inline-block;border-radius:4px}}
+.banner.pass{{background:#d6f5d6}}.banner.fail{{background:#ffc9c9}}
+img{{max-width:100%;border:1px solid #ddd;margin:4px 0}}h2{{margin-top:1.6em;border-bottom:1px solid #ccc}}
+</style></head><body>
+<h1>edgewarden hardware-in-the-loop report</h1>
+<div class="banner {overall}">{overall.upper()}</div> <span>generated {doc['generated']}</span>
+<table><tr><th>scenario</th><th>result</th><th>what</th><th>invariants passed</th></tr>{rows}</table>"""]
+    for s, pngs in results:
+        parts.append(f'<h2 id="{e(s["name"])}">{e(s["name"])}: {s["result"].upper()}</h2>'
+                     f'<p>{e(s["description"])}<br><small>{e(s["file"])} · wall {s["wall_s"]} s · '
+                     f'audit records {s["audit_records"]} · gateway exit {s["gateway_exit"]}</small></p>')
+        if s["skip_reason"]:
+            parts.append(f"<p><b>skipped:</b> {e(s['skip_reason'])}</p>")
+            continue
+        if s["error"]:
+            parts.append(f"<p><b>run error:</b> {e(s['error'])}</p>")
+        inv = "".join(
+            f'<tr><td>{e(v["name"])}{" (expected to fail)" if v["name"] in s["expect_fail"] else ""}</td>'
+            f'<td class="{"pass" if v["passed"] else "fail"}">{"PASS" if v["passed"] else "FAIL"}</td>'
+            f'<td>{e(v["detail"])}</td></tr>' for v in s["invariants"])
+        parts.append(f"<table><tr><th>invariant</th><th>verdict</th><th>evidence</th></tr>{inv}</table>")
+        evs = "".join(f'<tr><td>{ev["t"]:.2f}</td><td>{e(ev["label"])}</td>'
+                      f'<td class="{"pass" if ev["ok"] else "fail"}">{"ok" if ev["ok"] else "failed"}</td></tr>'
+                      for ev in s["events"])
+        if evs:
+            parts.append(f"<table><tr><th>t [s]</th><th>event</th><th></th></tr>{evs}</table>")
+        parts.extend(_img(p) for p in pngs)
+    parts.append("</body></html>")
+    path = out / "index.html"
+    path.write_text("\n".join(parts))
+    return path
