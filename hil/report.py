@@ -65,6 +65,8 @@ def plot_scenario(data: RunData, verdicts: list[Verdict], out: Path) -> list[Pat
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.3 * len(panels) + 0.6), sharex=True)
     axes = np.atleast_1d(axes)
     bands = mode_intervals(data)
+    if bands:  # the gateway starts INHIBITED; the first mode record is its way out
+        bands.insert(0, (float(data.times[0]), bands[0][0], "INHIBITED"))
     for ax, (title, cols) in zip(axes, panels):
         for s, e, m in bands:
             ax.axvspan(s - data.t0, e - data.t0, color=MODE_COLOURS.get(m, "#eeeeee"), lw=0)

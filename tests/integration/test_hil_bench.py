@@ -76,7 +76,7 @@ def test_faulty_controller_without_shield_fails_the_limits(tmp_path: Path,
         [gateway]
         config = "{REPO / 'examples' / 'cstr.toml'}"
         model = "{REPO / 'models' / 'cstr_baseline.onnx'}"
-        cycle_hz = 20.0
+        cycle_hz = 10.0
 
         [[events]]
         at = 1.0
