@@ -1,0 +1,392 @@
+"""Safety supervisor: per-cycle cost of the checks, and e-stop latency.
+
+1. ``checker + interlocks + shield`` per cycle for 8, 64 and 512 tags: half the tags are
+   observations (valid range, staleness, hard/soft/rate limits), the other half actions
+   (bounds, rate limits), plus four interlocks. One timed sample is exactly the cycle's
+   safety work: ``checker.check`` → ``interlocks.bounds`` → ``shield.apply``, on readings
+   that change every cycle (fresh timestamps, values that move, proposals that sometimes
+   need clipping). Goal (DESIGN.md): 64 tags ≤ 20 µs p99.
+
+2. E-stop "detection → safe write issued": a real ControlLoop (CSTR config, shipped ONNX
+   policy) on an in-memory transport whose ``write`` timestamps its entry. Two figures:
+   ``estop.trip(...)`` called → write entered (the trip path itself), and ``loop.step()``
+   entered with a hard-limit breach in the plant → write entered (read + checks + trip).
+   Each trip runs from AUTO; between trips: conditions cleared, one cycle in ESTOP, reset, one cycle
+   to READY, start, one cycle in AUTO. Goal: ≤ 200 µs p99.
+
+3. E-stop "trigger → safe outputs observed at the twin": the CSTR twin (asyncua server,
+   PLC scan) in this process, the gateway daemon as a subprocess (as systemd runs it), an
+   operator e-stop sent over the control socket; a thread polls the twin's image every
+   0.5 ms for the safe setpoints. Compared with one cycle period plus one OPC UA round
+   trip (measured here against the same twin). Goal: within that.
+
+    .venv/bin/python benchmarks/bench_safety.py [--iterations 20000] [--trips 2000] [--twin-trips 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import platform
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.config import Settings, load_config  # noqa: E402
+from gateway.io.memory import MemoryTransport  # noqa: E402
+from gateway.io.tags import Quality, Snapshot, TagMap  # noqa: E402
+from gateway.safety.checker import ObservationChecker, Status  # noqa: E402
+from gateway.safety.interlocks import Interlocks  # noqa: E402
+from gateway.safety.shield import ActionShield  # noqa: E402
+
+SHIPPED = ROOT / "models" / "cstr_baseline.onnx"
+SAFE = {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0}
+HEALTHY = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, "plc_auto": 1.0,
+           "coolant_flow_sp": 100.0, "feed_flow_sp": 100.0, "coolant_flow": 100.0, "feed_flow": 100.0}
+
+
+def stats_us(ns: np.ndarray | list[int]) -> dict[str, float]:
+    us = np.asarray(ns, dtype=float) / 1000.0
+    return {"n": len(us), "median": float(np.median(us)), "p99": float(np.percentile(us, 99)),
+            "max": float(us.max())}
+
+
+def fmt(s: dict[str, float]) -> str:
+    return f"{s['median']:8.1f} {s['p99']:8.1f} {s['max']:9.1f}"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{cpu}; {os.cpu_count()} CPUs; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}; numpy {np.__version__}; load avg {load}")
+
+
+# ---- 1. checks + interlocks + shield --------------------------------------------------------
+def synthetic_settings(n_tags: int) -> Settings:
+    n_obs = n_tags // 2
+    n_act = n_tags - n_obs
+    tags: dict[str, Any] = {"hb": {"connection": "plc", "node": "ns=2;s=hb", "datatype": "uint32", "writable": True}}
+    limits, actions, interlocks = {}, {}, {}
+    for i in range(n_obs):
+        tags[f"o{i}"] = {"connection": "plc", "node": f"ns=2;s=o{i}", "range": [-1000.0, 1000.0], "stale_ms": 1000}
+        limits[f"o{i}"] = {"hard": [-100.0, 100.0], "soft": [-50.0, 50.0], "max_rate": 1000.0}
+    for i in range(n_act):
+        tags[f"a{i}"] = {"connection": "plc", "node": f"ns=2;s=a{i}", "writable": True}
+        actions[f"a{i}"] = {"min": 0.0, "max": 100.0, "max_rate": 500.0, "safe": 0.0}
+    for k in range(4):
+        interlocks[f"il{k}"] = {"when": f"o{k % n_obs} >= {10.0 * k} and o{(k + 1) % n_obs} < 90",
+                                "then": f"a{k % n_act} <= {80 - 10 * k}"}
+    return Settings(
+        connections={"plc": {"type": "opcua", "url": "opc.tcp://127.0.0.1:4840"}},
+        tags=tags,
+        policy={"path": "policy.onnx", "observations": [f"o{i}" for i in range(n_obs)],
+                "actions": [f"a{i}" for i in range(n_act)]},
+        safety={"heartbeat_tag": "hb", "limits": limits, "actions": actions, "interlocks": interlocks},
+    )
+
+
+def bench_checks(n_tags: int, iterations: int, seed: int) -> dict[str, Any]:
+    s = synthetic_settings(n_tags)
+    tags = TagMap.from_settings(s)
+    checker = ObservationChecker(s, tags)
+    interlocks = Interlocks(s, checker.names)
+    shield = ActionShield(s)
+    n_act = len(shield.names)
+    rng = np.random.default_rng(seed)
+    snap = Snapshot(len(tags.readable))
+    snap.quality[:] = Quality.GOOD
+    variants = 256
+    # readings spread over ±60 (a few outside the soft limits, none beyond the hard ones) that
+    # move by at most ±1 per cycle (well inside max_rate * dt = 10)
+    base = rng.uniform(-59.0, 59.0, size=len(tags.readable))
+    values = base + rng.uniform(-0.5, 0.5, size=(variants, len(tags.readable)))
+    proposals = rng.uniform(-10.0, 110.0, size=(variants, n_act))  # some need clipping
+    last = np.full(n_act, 50.0)
+    out = np.zeros(n_act)
+    dt = 0.01
+    samples = np.empty(iterations, dtype=np.int64)
+    perf = time.perf_counter_ns
+    warmup = min(2000, iterations)
+    now = 1000.0
+    statuses = np.zeros(3, dtype=np.int64)
+    gc.collect()
+    for k in range(-warmup, iterations):
+        j = k % variants
+        snap.values[:] = values[j]
+        snap.source_ts[:] = 1.7e9 + k * dt
+        now += dt
+        proposed = proposals[j]
+        t0 = perf()
+        verdict = checker.check(snap, now)
+        lo, hi = interlocks.bounds(checker.values)
+        res = shield.apply(proposed, last, dt, out, lo, hi)
+        t1 = perf()
+        if k >= 0:
+            samples[k] = t1 - t0
+            statuses[verdict.status] += 1
+        if res.ok:
+            last[:] = out
+    assert statuses[Status.TRIP] == 0 and statuses[Status.HOLD] == 0, statuses
+    return {"tags": n_tags, "obs": len(checker.names), "actions": n_act, **stats_us(samples),
+            "soft": verdict.soft_alarms}
+
+
+# ---- 2. detection → safe write issued ---------------------------------------------------------
+class TimedTransport(MemoryTransport):
+    """Timestamps the entry of every write (before the plan check: that is part of the write)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.write_entered_ns = 0
+
+    async def write(self, plan: Any, values: Any) -> None:
+        self.write_entered_ns = time.perf_counter_ns()
+        await super().write(plan, values)
+
+
+class NullAudit:
+    def append(self, kind: str, payload: dict) -> int:
+        return 0
+
+
+def make_loop(tmp: Path) -> tuple[Any, TimedTransport]:
+    from gateway.app import load_policy
+    from gateway.cycle import ControlLoop
+    from gateway.modes import ModeMachine
+    from gateway.ops.metrics import Metrics
+    from tests.helpers import write_config
+
+    s = load_config(write_config(tmp, policy=SHIPPED)).settings
+    tags = TagMap.from_settings(s)
+    transport = TimedTransport(tags, dict(HEALTHY))
+    loop = ControlLoop(s, tags, transport, load_policy(s), ModeMachine(), NullAudit(), Metrics())
+    return loop, transport
+
+
+async def bench_trip_path(trips: int) -> tuple[dict[str, float], dict[str, float]]:
+    from gateway.modes import Mode
+
+    with tempfile.TemporaryDirectory() as d:
+        loop, t = make_loop(Path(d))
+        await loop.step()  # INHIBITED → READY
+        trip_ns: list[int] = []
+        step_ns: list[int] = []
+        perf = time.perf_counter_ns
+
+        async def to_auto() -> None:
+            t.values["T"] = 350.0
+            await loop.step()  # one cycle in ESTOP with the condition cleared (safe outputs again)
+            loop.request_reset("bench")
+            await loop.step()  # → READY
+            loop.request_start("bench")
+            await loop.step()  # one cycle in AUTO, writing policy actions
+            assert loop.modes.mode == Mode.AUTO, loop.modes.mode
+
+        loop.request_start("bench")
+        await loop.step()
+        gc.collect()
+        for k in range(trips + 200):
+            # (a) the trip path alone: estop.trip → write entered
+            t0 = perf()
+            await loop.estop.trip("hard_limit:T:high", "tag 'T' = 401 beyond its hard high limit 400")
+            if k >= 200:
+                trip_ns.append(t.write_entered_ns - t0)
+            assert t.writes[-1]["feed_flow_sp"] == SAFE["feed_flow_sp"]
+            await to_auto()
+            # (b) a whole cycle that detects a hard-limit breach: step entered → write entered
+            t.values["T"] = 401.0
+            t0 = perf()
+            await loop.step()
+            if k >= 200:
+                step_ns.append(t.write_entered_ns - t0)
+            assert loop.estop.last is not None and loop.estop.last.code == "hard_limit:T:high"
+            assert loop.modes.mode == Mode.ESTOP and t.writes[-1]["coolant_flow_sp"] == SAFE["coolant_flow_sp"]
+            await to_auto()
+            t.writes.clear()
+    return stats_us(trip_ns), stats_us(step_ns)
+
+
+# ---- 3. trigger → safe outputs at the twin ----------------------------------------------------
+class ImagePoller(threading.Thread):
+    """Polls the twin's image every 0.5 ms; records when the safe setpoints first show."""
+
+    def __init__(self, image: Any) -> None:
+        super().__init__(daemon=True)
+        self.image = image
+        self.armed_ns = 0
+        self.seen_ns = 0
+        self.done = threading.Event()
+        self.stop = False
+
+    def arm(self) -> None:
+        self.seen_ns = 0
+        self.done.clear()
+        self.armed_ns = time.perf_counter_ns()
+
+    def run(self) -> None:
+        image = self.image
+        while not self.stop:
+            if self.armed_ns and not self.done.is_set() and image["feed_flow_sp"] == SAFE["feed_flow_sp"] \
+                    and image["coolant_flow_sp"] == SAFE["coolant_flow_sp"]:
+                self.seen_ns = time.perf_counter_ns()
+                self.done.set()
+            time.sleep(0.0005)
+
+
+async def opcua_round_trip(url: str, n: int = 500) -> dict[str, float]:
+    from asyncua import Client
+
+    async with Client(url=url, timeout=2.0) as client:
+        nodes = [client.get_node(f"ns=2;s=cstr.{t}") for t in ("T", "CA", "Tj")]
+        samples = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            await client.read_values(nodes)
+            samples.append(time.perf_counter_ns() - t0)
+    return stats_us(samples)
+
+
+async def bench_twin(trips: int, cycle_hz: float) -> dict[str, Any]:
+    from gateway.errors import GatewayError
+    from gateway.ops.control import send_command
+    from simulators.twin import Twin
+    from tests.helpers import write_config
+
+    async def status(sock: Path) -> dict[str, Any]:
+        with contextlib.suppress(GatewayError, OSError):
+            return await send_command(sock, {"cmd": "status"})
+        return {}
+
+    async def wait_for(pred: Any, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await pred():
+                return
+            await asyncio.sleep(0.01)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        async with Twin("cstr", opcua=("127.0.0.1", 0), modbus=None, watchdog_ms=500) as twin:
+            image = twin.image
+            config = write_config(tmp, policy=SHIPPED, url=twin.opcua_url, replace={
+                r"^cycle_hz = 10.0": f"cycle_hz = {cycle_hz}",
+                # fast ramps, so that the policy's setpoints are back within a cycle after start
+                r"^max_rate = 100\.0": "max_rate = 100000.0",
+                r"^max_rate = 50\.0": "max_rate = 100000.0",
+            })
+            sock = tmp / "control.sock"
+            log = tmp / "gateway.log"
+            with log.open("wb") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "gateway.cli", "run", "--config", str(config),
+                    stdout=out, stderr=out, cwd=str(ROOT))
+            poller = ImagePoller(image)
+            poller.start()
+            samples: list[int] = []
+            replies: list[int] = []
+            try:
+                async def ready() -> bool:
+                    return (await status(sock)).get("mode") == "READY"
+
+                async def policy_writing() -> bool:
+                    return image["feed_flow_sp"] != SAFE["feed_flow_sp"]
+
+                rtt = await opcua_round_trip(twin.opcua_url)
+                for k in range(trips + 2):
+                    await wait_for(ready, "READY")
+                    reply = await send_command(sock, {"cmd": "start", "actor": "bench"})
+                    assert reply.get("mode") == "AUTO", reply
+                    await wait_for(policy_writing, "policy actions at the twin")
+                    await asyncio.sleep(0.1 + 0.05 * (k % 7) / 7)  # trigger at varying cycle phases
+                    poller.arm()
+                    t0 = time.perf_counter_ns()
+                    reply = await send_command(sock, {"cmd": "estop", "actor": "bench", "reason": "bench"})
+                    t_reply = time.perf_counter_ns()
+                    assert reply.get("tripped") is True, reply
+                    await asyncio.to_thread(poller.done.wait, 5.0)
+                    assert poller.done.is_set(), "safe outputs never arrived at the twin"
+                    if k >= 2:  # the first trips warm up both processes
+                        samples.append(poller.seen_ns - t0)
+                        replies.append(t_reply - t0)
+                    reply = await send_command(sock, {"cmd": "reset", "actor": "bench"})
+                    assert reply.get("mode") in ("INHIBITED", "READY"), reply
+            finally:
+                poller.stop = True
+                if proc.returncode is not None:
+                    print(log.read_text()[-3000:], file=sys.stderr)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 15)
+    return {"observed": stats_us(samples), "reply": stats_us(replies), "rtt": rtt,
+            "period_ms": 1000.0 / cycle_hz}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--iterations", type=int, default=20000)
+    ap.add_argument("--trips", type=int, default=2000)
+    ap.add_argument("--twin-trips", type=int, default=25)
+    ap.add_argument("--cycle-hz", type=float, default=20.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-twin", action="store_true")
+    args = ap.parse_args()
+
+    print(f"machine: {machine()}")
+    print(f"date:    {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print()
+    print(f"checker + interlocks + shield per cycle ({args.iterations} iterations, µs)")
+    print(f"{'tags':>5} {'monitored':>9} {'actions':>7} {'median':>8} {'p99':>8} {'max':>9}")
+    for n in (8, 64, 512):
+        r = bench_checks(n, args.iterations, args.seed)
+        print(f"{r['tags']:5d} {r['obs']:9d} {r['actions']:7d} {fmt(r)}")
+    print("goal: 64 tags p99 <= 20 µs")
+    print()
+
+    trip, step = asyncio.run(bench_trip_path(args.trips))
+    print(f"e-stop detection → safe write issued ({trip['n']} trips from AUTO, µs)")
+    print(f"{'path':<44} {'median':>8} {'p99':>8} {'max':>9}")
+    print(f"{'estop.trip() called → transport.write entered':<44} {fmt(trip)}")
+    print(f"{'step() with T > hard limit → write entered':<44} {fmt(step)}")
+    print("goal: p99 <= 200 µs")
+    print()
+
+    if not args.skip_twin:
+        r = asyncio.run(bench_twin(args.twin_trips, args.cycle_hz))
+        o, rtt = r["observed"], r["rtt"]
+        bound_ms = r["period_ms"] + rtt["median"] / 1000.0
+        print(f"operator e-stop (control socket) → safe setpoints in the twin's image "
+              f"({o['n']} trips, gateway subprocess at {args.cycle_hz:g} Hz, ms)")
+        print(f"{'':<40} {'median':>8} {'p99':>8} {'max':>9}")
+        print(f"{'trigger → safe outputs at the twin':<40} {o['median'] / 1000:8.2f} {o['p99'] / 1000:8.2f} "
+              f"{o['max'] / 1000:9.2f}")
+        rp = r["reply"]
+        print(f"{'trigger → estop command reply':<40} {rp['median'] / 1000:8.2f} {rp['p99'] / 1000:8.2f} "
+              f"{rp['max'] / 1000:9.2f}")
+        print(f"{'OPC UA read round trip (3 nodes)':<40} {rtt['median'] / 1000:8.2f} {rtt['p99'] / 1000:8.2f} "
+              f"{rtt['max'] / 1000:9.2f}")
+        print(f"goal: within one cycle + one round trip = {r['period_ms']:.1f} + {rtt['median'] / 1000:.2f} "
+              f"= {bound_ms:.2f} ms: max {'meets' if o['max'] / 1000 <= bound_ms else 'MISSES'} it")
+
+
+if __name__ == "__main__":
+    main()
