@@ -269,6 +269,8 @@ class Gateway:
             self.audit.append("mode", {"from": t.source.name, "to": t.target.name,
                                        "reason": t.reason, "actor": t.actor})
         self.loop.metrics.set_mode(t.target)
+        if self.notifier is not None:
+            self.notifier.notify(f"STATUS=mode {t.target.name}: {t.reason}"[:400])
         self.log.info("mode", source=t.source.name, target=t.target.name, reason=t.reason, actor=t.actor)
 
     async def _audit_trip(self, event: TripEvent) -> None:
@@ -285,7 +287,7 @@ class Gateway:
 
     async def _hand_over(self, loop: ControlLoop) -> None:
         """On stop: leave the plant in its safe state; the PLC's dead-man does the rest."""
-        if loop.modes.mode in WRITING:
+        if loop.modes.mode in WRITING and self.settings.gateway.on_stop == "safe_outputs":
             with contextlib.suppress(TransportError):
                 await loop.write_safe(TripEvent("shutdown", "gateway stopping", "gateway"))
 

@@ -63,7 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import faulthandler
+
     from gateway.app import Gateway, configure_logging
+
+    faulthandler.enable()  # systemd's watchdog kills a hung loop with SIGABRT: the journal gets its traceback
 
     loaded = load_config(args.config)
     configure_logging(loaded.settings.logging)

@@ -53,6 +53,9 @@ class GatewaySection(_Section):
     max_consecutive_overruns: int = Field(5, ge=1, description="deadline overruns in a row that trip the e-stop")
     comms_timeout_ms: float = Field(1000.0, gt=0, description="comms loss longer than this trips the e-stop")
     busy_wait_us: float = Field(0.0, ge=0, le=5000, description="spin this long before each deadline")
+    on_stop: Literal["safe_outputs", "plc"] = Field("safe_outputs", description="on SIGTERM, if writing: "
+                                                    "write the safe outputs once, or leave the outputs to "
+                                                    "the PLC (its dead-man timer takes over either way)")
 
 
 class OpcUaConnection(_Section):

@@ -136,3 +136,19 @@ def test_sighup_reload_applies_new_limits_between_cycles(tmp_path: Path) -> None
             assert "config_reload_refused" in kinds and kinds.count("config_load") == 2
 
     asyncio.run(story())
+
+
+def test_stop_hands_over_as_configured(tmp_path: Path) -> None:
+    """on_stop = "plc": SIGTERM writes nothing more; the PLC's dead-man timer takes over."""
+
+    async def story() -> None:
+        replace = {r"^comms_timeout_ms = 1000(.*)$": 'comms_timeout_ms = 1000\\1\non_stop = "plc"'}
+        async with bench(tmp_path, replace=replace) as b:
+            assert b.gateway.settings.gateway.on_stop == "plc"
+            await b.start_auto()
+            b.gateway.request_stop()
+            await wait_for(lambda: not b.sock.exists(), "the gateway to stop", timeout=10)  # after the hand-over
+            assert b.twin_setpoints()[1] == 100.0  # not overwritten with the safe outputs
+            await wait_for(lambda: not b.twin.image["remote"], "the PLC's dead-man to take over", timeout=3)
+
+    asyncio.run(story())
