@@ -1,4 +1,4 @@
-"""Reproduce the results table of docs/training.md: ``python -m training.results OUTDIR``.
+"""Reproduce the results table of docs/training.md: ``python -m training.results OUTDIR [QUALITIES]``.
 
 Runs the real CLI (``edgewarden train collect|fit|evaluate``) for every plant x dataset
 quality x algorithm x seed with the budgets below, then prints a Markdown table of the
@@ -21,7 +21,7 @@ QUALITIES = ("medium", "expert", "random")
 ALGOS = ("bc", "td3bc", "iql", "cql")
 SEEDS = (0, 1, 2)
 DATASET_STEPS = 20_000
-FIT_STEPS = {"bc": 1000, "td3bc": 1000, "iql": 1000, "cql": 300}
+FIT_STEPS = {"bc": 1000, "td3bc": 1000, "iql": 1000, "cql": 150}
 EVAL_EPISODES = 5
 
 
@@ -30,12 +30,12 @@ def run(cmd: list[str]) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def main(out: Path) -> None:
+def main(out: Path, qualities: tuple[str, ...] = QUALITIES) -> None:
     ew = str(Path(sys.executable).with_name("edgewarden"))
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for plant in PLANTS:
-        for q in QUALITIES:
+        for q in qualities:
             ds = out / f"{plant}_{q}.h5"
             if not ds.exists():
                 run([ew, "train", "collect", plant, "--policy", q, "--steps", str(DATASET_STEPS), "--out", str(ds)])
@@ -45,8 +45,9 @@ def main(out: Path) -> None:
                 scores, viols = [], []
                 for seed in SEEDS:
                     rd = out / f"{plant}_{q}_{algo}_s{seed}"
-                    run([ew, "train", "fit", "--algo", algo, "--dataset", str(ds), "--steps", str(FIT_STEPS[algo]),
-                         "--seed", str(seed), "--out", str(rd), "--log-every", "500", "--no-progress"])
+                    if not (rd / "last.pt").exists():  # rerunning only evaluates finished runs
+                        run([ew, "train", "fit", "--algo", algo, "--dataset", str(ds), "--steps", str(FIT_STEPS[algo]),
+                             "--seed", str(seed), "--out", str(rd), "--log-every", "500", "--no-progress"])
                     r = json.loads(run([ew, "train", "evaluate", str(rd), "--episodes", str(EVAL_EPISODES), "--json"]))
                     scores.append(r["normalized_score"])
                     viols.append(r["violation_rate"])
@@ -63,4 +64,5 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results"),
+         tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else QUALITIES)

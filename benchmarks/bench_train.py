@@ -1,0 +1,129 @@
+"""Training throughput: gradient steps/s of TD3+BC and IQL at batch 256 on CPU, beside d3rlpy,
+and collection transitions/s.
+
+    .venv/bin/python benchmarks/bench_train.py [--steps 300] [--rounds 3] [--d3rlpy-path DIR]
+
+Same dataset (a CSTR ``medium`` dataset collected here), same network sizes (256-256
+actor and critics), same batch (256), same preprocessing (standardised observations,
+actions scaled to [-1, 1]); both sides time only ``update(batch)`` calls with batches
+sampled from their own replay, interleaved in rounds so background load hits both
+alike. The median round is reported.
+
+d3rlpy 2.8.1 cannot be installed into the project venv (it pins gymnasium==1.0.0, the
+twin env needs 1.4); pass ``--d3rlpy-path`` pointing at a ``pip install --no-deps
+--target DIR d3rlpy==2.8.1 gym==0.26.2 gym-notices dataclasses-json marshmallow
+typing-inspect mypy-extensions tqdm colorama`` directory. Its PRDC module imports
+scikit-learn at import time; this script stubs ``sklearn.neighbors`` (PRDC is not used).
+Without the path, only the plain-torch figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.algos import make_algorithm  # noqa: E402
+from training.collect import collect  # noqa: E402
+from training.datasets import load  # noqa: E402
+from training.nets import Replay, obs_stats  # noqa: E402
+
+
+def ours(name: str, ds, steps: int) -> float:
+    st = obs_stats(ds)
+    algo = make_algorithm(name, ds.meta.n_obs, ds.meta.n_act, st["mean"], st["std"], device="cpu", seed=0)
+    rep = Replay(ds, torch.device("cpu"), 0)
+    for _ in range(20):
+        algo.update(rep.sample(256))
+    t = time.perf_counter()
+    for _ in range(steps):
+        algo.update(rep.sample(256))
+    return steps / (time.perf_counter() - t)
+
+
+def d3rlpy_factory(path: str):
+    sys.path.insert(0, path)
+    nb = types.ModuleType("sklearn.neighbors")
+    nb.NearestNeighbors = lambda *a, **k: None  # only PRDC uses it
+    sk = types.ModuleType("sklearn")
+    sk.neighbors = nb
+    for m in (sk, nb):  # torch._dynamo looks modules up with find_spec
+        m.__spec__ = importlib.machinery.ModuleSpec(m.__name__, None)
+    sys.modules.setdefault("sklearn", sk)
+    sys.modules.setdefault("sklearn.neighbors", nb)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import d3rlpy
+
+    def run(name: str, ds, steps: int) -> float:
+        lo = np.asarray(ds.meta.action_low, np.float32)
+        hi = np.asarray(ds.meta.action_high, np.float32)
+        data = d3rlpy.dataset.MDPDataset(
+            observations=ds.observations, actions=ds.actions, rewards=ds.rewards,
+            terminals=ds.terminals.astype(np.float32), timeouts=ds.timeouts.astype(np.float32),
+            action_space=d3rlpy.constants.ActionSpace.CONTINUOUS)
+        common = dict(batch_size=256, observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(),
+                      action_scaler=d3rlpy.preprocessing.MinMaxActionScaler(minimum=lo, maximum=hi))
+        # fit the observation scaler as fit() would, before the networks are built
+        common["observation_scaler"].fit_with_transition_picker(data.episodes, data.transition_picker)
+        cfg = (d3rlpy.algos.TD3PlusBCConfig(**common) if name == "td3bc" else d3rlpy.algos.IQLConfig(**common))
+        d3rlpy.seed(0)
+        algo = cfg.create(device="cpu:0")
+        algo.build_with_dataset(data)
+        for _ in range(20):
+            algo.update(data.sample_transition_batch(256))
+        t = time.perf_counter()
+        for _ in range(steps):
+            algo.update(data.sample_transition_batch(256))
+        return steps / (time.perf_counter() - t)
+
+    return run, d3rlpy.__version__
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--d3rlpy-path")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cstr_medium.h5"
+        c = collect("cstr", "medium", 50_000, path, seed=0, n_envs=8, progress=False)
+        ds = load(path)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()} "
+          f"{platform.processor() or ''} x{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(f"collection: {c.transitions_per_s:,.0f} transitions/s (cstr, medium, 8 vectorised envs, 50k)")
+    d3 = None
+    if args.d3rlpy_path:
+        d3, ver = d3rlpy_factory(args.d3rlpy_path)
+        print(f"d3rlpy {ver}")
+    for name in ("td3bc", "iql"):
+        a, b = [], []
+        for _ in range(args.rounds):
+            a.append(ours(name, ds, args.steps))
+            if d3 is not None:
+                b.append(d3(name, ds, args.steps))
+        line = f"{name}: edgewarden {statistics.median(a):.0f} steps/s"
+        if b:
+            line += f", d3rlpy {statistics.median(b):.0f} steps/s, ratio {statistics.median(a) / statistics.median(b):.2f}x"
+        print(line + f"  (batch 256, 256-256, obs {ds.meta.n_obs}, act {ds.meta.n_act}, median of {args.rounds} rounds "
+                     f"x {args.steps} steps)")
+
+
+if __name__ == "__main__":
+    main()
