@@ -218,7 +218,8 @@ class Gateway:
             self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             candidate = load_config(self.loaded.path)
-            keys = reload.validate_reload(self.loaded, candidate, monitored_tags)
+            keys = reload.validate_reload(self.loaded, candidate, monitored_tags,
+                                          self.loop.policy.contract if self.loop is not None else None)
         except ConfigError as exc:
             self._reload_done("refused", str(exc))
             return False

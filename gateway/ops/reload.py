@@ -66,8 +66,12 @@ def refused_keys(old: Settings, new: Settings) -> list[str]:
     return out
 
 
-def validate_reload(current: LoadedConfig, candidate: LoadedConfig, monitored: Callable[[Settings], list[str]]) -> list[str]:
-    """The changed keys of an acceptable reload; raises ConfigError naming what is refused."""
+def validate_reload(current: LoadedConfig, candidate: LoadedConfig, monitored: Callable[[Settings], list[str]],
+                    contract: Any = None) -> list[str]:
+    """The changed keys of an acceptable reload; raises ConfigError naming what is refused.
+
+    ``contract``: the running model's; new action bounds must still contain its bounds.
+    """
     old, new = current.settings, candidate.settings
     refused = refused_keys(old, new)
     if refused:
@@ -76,6 +80,18 @@ def validate_reload(current: LoadedConfig, candidate: LoadedConfig, monitored: C
     if monitored(old) != monitored(new):
         raise ConfigError(f"{candidate.path}: reload refused: the change to safety.limits alters the set of "
                           "monitored tags (restart to apply it); nothing was changed")
+    if contract is not None:
+        from gateway.errors import PolicyError
+        from gateway.policy.contract import check_against
+
+        s = new
+        try:
+            check_against(contract, [(t, s.tags[t].units) for t in s.policy.observations],
+                          [(t, s.tags[t].units, s.safety.actions[t].min, s.safety.actions[t].max)
+                           for t in s.policy.actions])
+        except PolicyError as exc:
+            raise ConfigError(f"{candidate.path}: reload refused: the running model would not fit the new "
+                              f"safety.actions bounds ({exc}); nothing was changed") from None
     return changed_keys(old, new)
 
 

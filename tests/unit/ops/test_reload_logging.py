@@ -89,3 +89,18 @@ def test_status_view_renders_every_part() -> None:
     assert "mode ESTOP" in text and "ACTIVE: hard_limit:T:high" in text and "[290, 400]" in text
     assert "plc1: up" in text and "2.00 ms" in text
     assert render({"ok": False, "error": "nope"}) == "status refused: nope"
+
+
+def test_new_action_bounds_must_still_fit_the_running_model(tmp_path: Path) -> None:
+    from tests.helpers import contract
+
+    current = _base(tmp_path)
+    text = (tmp_path / "base.toml").read_text()
+    old = "max = 200.0\nmax_rate = 50.0"  # [safety.actions.feed_flow_sp]
+    assert old in text
+    narrow = tmp_path / "narrow.toml"
+    narrow.write_text(text.replace(old, "max = 150.0\nmax_rate = 50.0"))
+    cand = load_config(narrow)
+    assert validate_reload(current, cand, monitored_tags) != []  # fine without a model
+    with pytest.raises(ConfigError, match="running model would not fit"):
+        validate_reload(current, cand, monitored_tags, contract())
