@@ -123,6 +123,7 @@ class _Link:
     health: LinkHealth = field(default_factory=LinkHealth)
     reconnect_task: asyncio.Task[None] | None = None
     backoff_s: float = 0.0  # next reconnect wait; back to reconnect_min_s only after a good read
+    broken: list[Client] = field(default_factory=list)  # dropped clients still to disconnect
 
 
 def _cert_der(path: object) -> bytes:
@@ -301,14 +302,17 @@ class OpcUaTransport:
         link.health.last_error = _describe(exc)
         client, link.client = link.client, None
         if client is not None:
-            try:
-                await asyncio.wait_for(client.disconnect(), timeout=0.5)
-            except Exception:  # noqa: BLE001 - the session is already broken; nothing to save
-                pass
+            link.broken.append(client)  # closed by the reconnect task: the cycle never waits on it
         if not self._closing and (link.reconnect_task is None or link.reconnect_task.done()):
             link.reconnect_task = asyncio.create_task(self._reconnect(link), name=f"reconnect-{link.name}")
 
+    @staticmethod
+    async def _discard_broken(link: _Link) -> None:
+        while link.broken:
+            await _quiet_disconnect(link.broken.pop())
+
     async def _reconnect(self, link: _Link) -> None:
+        await self._discard_broken(link)
         delay = max(link.backoff_s, link.spec.reconnect_min_s)
         while not self._closing:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -328,6 +332,8 @@ class OpcUaTransport:
         for link in self._links.values():
             if link.reconnect_task is not None:
                 link.reconnect_task.cancel()
+                await asyncio.gather(link.reconnect_task, return_exceptions=True)
+            await self._discard_broken(link)
             if link.client is not None:
                 try:
                     await asyncio.wait_for(link.client.disconnect(), timeout=1.0)

@@ -42,11 +42,9 @@ async def _until(pred, timeout: float = 8.0) -> None:  # type: ignore[no-untyped
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("mode", ["poll", "subscribe"])
-def test_reads_writes_and_bad_status(mode: str) -> None:
-    async def main() -> None:
-        srv = OpcUaServer()
-        await srv.start()
+def test_reads_writes_bad_status_and_silent_subscription() -> None:
+    """One server for both modes (an asyncua server takes ~1 s to start)."""
+    async def check_mode(srv: OpcUaServer, mode: str) -> None:
         t = _transport(srv.url, mode=mode, fallback_after_ms=300)
         tags = t._tags
         try:
@@ -57,6 +55,7 @@ def test_reads_writes_and_bad_status(mode: str) -> None:
             assert (snap.quality == Quality.GOOD).all()
             await t.write(plan_writes(tags.specs, ["sp", "u"]), [42.0, 5.0])
             assert await srv.get("sp") == 42.0 and await srv.get("u") == 5
+            await srv.set("u", 70000)
             # refused before the wire: out of range, not writable
             with pytest.raises(TransportError, match="outside its valid range"):
                 await t.write(plan_writes(tags.specs, ["sp"]), [101.0])
@@ -69,14 +68,47 @@ def test_reads_writes_and_bad_status(mode: str) -> None:
                 await t.read(snap)
                 return bool(snap.quality[0] == Quality.BAD)
             await _until(bad)
-            await srv.set("x", 4.0)
+            await srv.set("x", 1.5)
 
             async def good() -> bool:
                 await t.read(snap)
-                return bool(snap.quality[0] == Quality.GOOD and snap.values[0] == 4.0)
+                return bool(snap.quality[0] == Quality.GOOD and snap.values[0] == 1.5)
             await _until(good)
         finally:
             await t.close()
+            await srv.set("sp", 10.0)
+
+    async def silent_subscription(srv: OpcUaServer) -> None:
+        """The server keeps the session but stops publishing: values still arrive, by polling."""
+        t = _transport(srv.url, mode="subscribe", fallback_after_ms=200)
+        snap = Snapshot(len(t._tags.readable))
+        link = t._links["u"]
+        try:
+            await t.connect()
+            await t.read(snap)
+            svc = srv.server.iserver.subscription_service  # type: ignore[union-attr]
+            params = ua.SetPublishingModeParameters(PublishingEnabled=False,
+                                                    SubscriptionIds=list(svc.subscriptions))
+            await svc.set_publishing_mode(params)
+            await srv.set("x", 6.25)
+            polls_before = link.last_poll_mono
+
+            async def delivered() -> bool:
+                await t.read(snap)
+                return bool(snap.values[0] == 6.25 and snap.quality[0] == Quality.GOOD)
+            await _until(delivered, timeout=3.0)
+            assert link.last_poll_mono > polls_before  # it came by the polling fallback
+        finally:
+            await t.close()
+
+    async def main() -> None:
+        srv = OpcUaServer()
+        await srv.start()
+        try:
+            await check_mode(srv, "poll")
+            await check_mode(srv, "subscribe")
+            await silent_subscription(srv)
+        finally:
             await srv.stop()
 
     asyncio.run(main())
@@ -195,37 +227,7 @@ def test_unpinned_security_is_a_config_error() -> None:
         OpcUaConnection(url="opc.tcp://x:4840", require_security=True)
 
 
-def test_silent_subscription_falls_back_to_polling() -> None:
-    """The server keeps the session but stops publishing: values still arrive, by polling."""
-    async def main() -> None:
-        srv = OpcUaServer()
-        await srv.start()
-        t = _transport(srv.url, mode="subscribe", fallback_after_ms=200)
-        snap = Snapshot(len(t._tags.readable))
-        link = t._links["u"]
-        try:
-            await t.connect()
-            await t.read(snap)
-            svc = srv.server.iserver.subscription_service  # type: ignore[union-attr]
-            params = ua.SetPublishingModeParameters(PublishingEnabled=False,
-                                                    SubscriptionIds=list(svc.subscriptions))
-            await svc.set_publishing_mode(params)
-            await srv.set("x", 6.25)
-            polls_before = link.last_poll_mono
-
-            async def delivered() -> bool:
-                await t.read(snap)
-                return bool(snap.values[0] == 6.25 and snap.quality[0] == Quality.GOOD)
-            await _until(delivered, timeout=3.0)
-            assert link.last_poll_mono > polls_before  # it came by the polling fallback
-        finally:
-            await t.close()
-            await srv.stop()
-
-    asyncio.run(main())
-
-
-@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+@pytest.mark.parametrize("mode", [pytest.param("poll", marks=pytest.mark.slow), "subscribe"])
 def test_hung_server_mid_run(mode: str) -> None:
     async def main() -> None:
         srv = OpcUaServer()
