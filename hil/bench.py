@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hil.invariants import Verdict, evaluate, scenario_passed
 from hil.runner import RunData, run_scenario
 from hil.scenario import Scenario, load_scenario
@@ -32,6 +34,9 @@ def run_one(sc: Scenario, out: Path, *, quiet: bool = False,
     if not quiet:
         print(f"{sc.name}: {sc.description or sc.path.name} ({sc.duration_s:g} s)", flush=True)
     data = asyncio.run(run_scenario(sc, run_dir, quiet=quiet))
+    if len(data.times):
+        np.savez_compressed(run_dir / "recording.npz", t=data.times, t0=np.array(data.t0),
+                            **{f"tag_{k}": v for k, v in data.columns.items()})
     verdicts = evaluate(data)
     passed = scenario_passed(data, verdicts)
     pngs = plot_scenario(data, verdicts, run_dir) if plots else []

@@ -79,19 +79,21 @@ def actions_within_limits(data: RunData) -> Verdict:
             i = bad[0]
             problems.append(f"PLC {a.plc_tag} = {v[i]:g} outside [{a.lo:g}, {a.hi:g}] at "
                             f"t = {t[i] - data.t0:.2f} s")
-        idx = _changes(t, v)
-        prev_t = t[0] if len(t) else 0.0
-        for i in idx:
-            step = abs(v[i] - v[i - 1])
+        applied = data.columns.get(a.applied_tag)
+        # one shielded write moves a register by at most max_rate x the cycle period
+        allowed = a.max_rate * period * (1 + 1e-3) + EPS
+        for i in _changes(t, v):
             if abs(v[i] - a.safe) <= EPS:  # the e-stop path writes the safe value at once
-                prev_t = t[i]
                 continue
-            allowed = a.max_rate * max(period, t[i] - prev_t) * (1 + 1e-3) + EPS
+            # from the register's last value, or — on a hand-back after MANUAL/ESTOP, when
+            # the register was not written — from what the PLC applied (bumpless)
+            step = abs(v[i] - v[i - 1])
+            if applied is not None and math.isfinite(applied[i - 1]):
+                step = min(step, abs(v[i] - applied[i - 1]))
             worst = max(worst, step / max(allowed, EPS))
             if step > allowed:
                 problems.append(f"PLC {a.plc_tag} stepped {v[i - 1]:g} -> {v[i]:g} at "
-                                f"t = {t[i] - data.t0:.2f} s (rate limit allows {allowed:g})")
-            prev_t = t[i]
+                                f"t = {t[i] - data.t0:.2f} s (one cycle's rate limit allows {allowed:g})")
     # audit side: every written action in a writing mode against the one before it
     prev: dict[str, Any] | None = None
     for r in data.audit:

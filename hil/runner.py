@@ -377,7 +377,7 @@ def _opcua_sampler(url: str, plan: GatewayPlan) -> Callable[[], Any]:
     return sample
 
 
-async def preflight(url: str, plan: GatewayPlan) -> None:
+async def preflight(url: str, plan: GatewayPlan, heartbeat_window_s: float = 1.5) -> None:
     """Refuse an external PLC that is not in its safe state or is being driven already.
 
     Safe state: every action setpoint register the gateway would write holds its
@@ -396,7 +396,7 @@ async def preflight(url: str, plan: GatewayPlan) -> None:
             hb = client.get_node(plan.nodes[plan.heartbeat_tag])
             values = await client.read_values(nodes)
             hb0 = await hb.read_value()
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(heartbeat_window_s)
             hb1 = await hb.read_value()
     except PreflightRefused:
         raise

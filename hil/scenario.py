@@ -79,7 +79,7 @@ INVARIANT_KEYS = {
 }
 DEFAULT_INVARIANTS: dict[str, Any] = {
     "actions_within_limits": True, "no_write_manual_estop": True, "audit": True, "events_ok": True,
-    "deadline_miss_rate": 0.05,  # a loaded 2-core bench misses some; tighten per scenario
+    "deadline_miss_rate": 0.10,  # a shared 2-core CI box misses some; tighten on a real bench
 }
 
 
