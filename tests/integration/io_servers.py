@@ -178,10 +178,11 @@ class OpcUaServer:
             "b": (True, "Boolean"), "sp": (10.0, "Double")}
 
     def __init__(self, port: int = 0, secure: tuple[Path, Path] | None = None,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, user_certs: tuple[Path, ...] = ()) -> None:
         self.port = port or free_port()
         self.secure = secure
         self.users = users
+        self.user_certs = user_certs
         self.server = None
         self.nodes: dict[str, object] = {}
 
@@ -199,9 +200,17 @@ class OpcUaServer:
                      "asyncua.server.internal_server"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         users = self.users
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        cert_ders = {x509.load_der_x509_certificate(p.read_bytes()).public_bytes(Encoding.DER)
+                     for p in self.user_certs}
 
         class _Users(UserManager):
             def get_user(self, iserver, username=None, password=None, certificate=None):  # type: ignore[no-untyped-def]
+                if username is None and certificate is not None and cert_ders:
+                    # (for a username token, certificate is the channel's application certificate)
+                    return User(role=UserRole.User) if bytes(certificate) in cert_ders else None
                 if users is None:
                     return User(role=UserRole.User)
                 if username is not None and users.get(username) == password:
@@ -221,7 +230,7 @@ class OpcUaServer:
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         if users is not None:
-            server.set_identity_tokens([ua.UserNameIdentityToken])
+            server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])
         idx = await server.register_namespace("urn:test")
         assert idx == 2
         obj = await server.nodes.objects.add_object(ua.NodeId("test", idx), "test")

@@ -179,7 +179,8 @@ def test_refused_or_hung_at_start_is_a_clear_error() -> None:
 def test_security_pinned_certificate_password_and_refusals(tmp_path: Path) -> None:
     async def main() -> None:
         c = await opcua_certs(tmp_path)
-        srv = OpcUaServer(secure=(c["server_cert"], c["server_key"]), users={"op": "s3cret"})
+        srv = OpcUaServer(secure=(c["server_cert"], c["server_key"]), users={"op": "s3cret"},
+                          user_certs=(c["client_cert"],))
         await srv.start()
         plain = OpcUaServer()
         await plain.start()
@@ -194,6 +195,15 @@ def test_security_pinned_certificate_password_and_refusals(tmp_path: Path) -> No
                 assert (snap.quality == Quality.GOOD).all()
                 await t.write(plan_writes(t._tags.specs, ["sp"]), [12.0])
                 await t.close()
+            # certificate identity: a known user certificate, then an unknown one
+            t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
+                           user_certificate=c["client_cert"], user_private_key=c["client_key"], **sec)
+            await t.connect()
+            await t.close()
+            t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
+                           user_certificate=c["other_cert"], user_private_key=c["other_key"], **sec)
+            with pytest.raises(TransportError, match="refused"):
+                await t.connect()
             # wrong pinned certificate
             t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["other_cert"],
                            username="op", password="s3cret", **sec)
