@@ -105,6 +105,7 @@ class Gateway:
         self.notifier: Notifier | None = None
         self._staged: LoadedConfig | None = None  # an accepted SIGHUP reload, applied between cycles
         self._staged_keys: list[str] = []
+        self._reload_task: asyncio.Future[bool] | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -195,7 +196,7 @@ class Gateway:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 aio.add_signal_handler(sig, self.request_stop)
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            aio.add_signal_handler(signal.SIGHUP, self.request_reload)
+            aio.add_signal_handler(signal.SIGHUP, self._on_sighup)
 
     def _healthy_cycle(self) -> None:
         """After a cycle that finished on time with its writes accepted (between two cycles)."""
@@ -209,6 +210,17 @@ class Gateway:
     # ---- SIGHUP: validated reload or a clear refusal ------------------------------
     def request_reload(self) -> bool:
         """Validate the config file again; stage it (applied between two cycles) or refuse it."""
+        return self._stage_reload(self._validate_reload())
+
+    async def reload_async(self) -> bool:
+        """The same, with the file read and validated in a worker thread (the cycle keeps its deadlines)."""
+        return self._stage_reload(await asyncio.to_thread(self._validate_reload))
+
+    def _on_sighup(self) -> None:
+        self._reload_task = asyncio.ensure_future(self.reload_async())
+
+    def _validate_reload(self) -> tuple[LoadedConfig | None, list[str], str]:
+        """(candidate, changed keys, refusal); touches no running state (thread-safe)."""
         from gateway.config import load_config
         from gateway.errors import ConfigError
         from gateway.ops import reload
@@ -221,7 +233,13 @@ class Gateway:
             keys = reload.validate_reload(self.loaded, candidate, monitored_tags,
                                           self.loop.policy.contract if self.loop is not None else None)
         except ConfigError as exc:
-            self._reload_done("refused", str(exc))
+            return None, [], str(exc)
+        return candidate, keys, ""
+
+    def _stage_reload(self, result: tuple[LoadedConfig | None, list[str], str]) -> bool:
+        candidate, keys, refusal = result
+        if candidate is None:
+            self._reload_done("refused", refusal)
             return False
         if not keys:
             self._reload_done("unchanged", f"{self.loaded.path}: nothing changed")
@@ -327,7 +345,7 @@ class Gateway:
         """The same as SIGHUP, answered: applied (between two cycles), unchanged or refused."""
         assert self.audit is not None
         await self.audit.append_durable_async("operator", self._operator_record(req))
-        if not self.request_reload():
+        if not await self.reload_async():
             from gateway.errors import ConfigError
 
             raise ConfigError("reload refused; see the gateway's log (the reason is in the audit log too)")
