@@ -107,3 +107,59 @@ def test_link_metrics() -> None:
     assert 'edgewarden_link_up{connection="plc1"} 1.0' in text
     assert 'edgewarden_link_reconnects_total{connection="plc1"} 2.0' in text
     assert 'edgewarden_link_error_info{connection="plc1",error="x",state="up"} 1.0' in text
+
+
+def test_mixed_config_and_source_errors_name_file_and_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "cstr.toml"
+    extra = '''
+[connections.rio]
+type = "modbus"
+host = "127.0.0.1"
+port = 5020
+
+[tags.flow_mb]
+connection = "rio"
+table = "input"
+address = 6
+datatype = "float32"
+
+[tags.bad_node]
+connection = "rio"
+node = "ns=2;s=x"
+
+[tags.bad_write]
+connection = "rio"
+table = "discrete"
+address = 0
+datatype = "bool"
+writable = true
+
+[tags.bad_ua]
+connection = "plc1"
+table = "holding"
+address = 0
+'''
+    text = example.read_text().replace("[policy]", extra + "\n[policy]", 1)
+    text = text.replace('path = "../models/cstr_baseline.onnx"',
+                        f'path = "{example.parent.parent / "models" / "cstr_baseline.onnx"}"')
+    cfg = tmp_path / "mixed.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    msg = str(err.value)
+    assert f"{cfg}: tags.bad_node: connection 'rio' is Modbus" in msg
+    assert f"{cfg}: tags.bad_write.writable: a Modbus discrete table is read-only" in msg
+    assert f"{cfg}: tags.bad_ua: connection 'plc1' is OPC UA" in msg
+    assert "flow_mb" not in msg
+    good = text.split("[tags.bad_node]")[0] + "[policy]" + text.split("[policy]", 1)[1]
+    cfg.write_text(good)
+    s = load_config(cfg).settings
+    assert isinstance(s.connections["rio"], ModbusConnection) and isinstance(s.connections["plc1"], OpcUaConnection)
+    tags = TagMap.from_settings(s)
+    t = CompositeTransport(tags, dict(s.connections))
+    assert len(t.parts) == 2
