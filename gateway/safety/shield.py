@@ -35,7 +35,9 @@ class ActionShield:
         self.names = names
         self.lo = np.array([a.min for a in specs])
         self.hi = np.array([a.max for a in specs])
-        self.rate = np.array([a.max_rate if a.max_rate is not None else np.inf for a in specs])
+        # "no limit" is the largest finite double, not inf: inf·0 would be NaN for dt = 0
+        big = np.finfo(float).max
+        self.rate = np.array([a.max_rate if a.max_rate is not None else big for a in specs])
         self.safe = np.array([a.safe for a in specs])
         self.interventions = np.zeros(n, dtype=np.int64)
         self._low, self._high, self._before = (np.zeros(n) for _ in range(3))
