@@ -96,7 +96,7 @@ class ControlServer:
 
 
 async def request(host: str, port: int, req: dict[str, Any],
-                  timeout_s: float = 5.0) -> dict[str, Any]:
+                  timeout_s: float = 30.0) -> dict[str, Any]:
     """Send one request to a twin's control endpoint; TransportError if unreachable."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
