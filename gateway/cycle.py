@@ -322,7 +322,7 @@ class ControlLoop:
     # ---- policy, fallback, shield -----------------------------------------------------
     async def _infer(self, now: float) -> np.ndarray | None:
         """The policy's proposal, or None when it cannot be trusted this cycle."""
-        np.take(self.snap.values, self._obs_slots, out=self._obs64)
+        self.snap.values.take(self._obs_slots, out=self._obs64)
         np.copyto(self._obs, self._obs64, casting="same_kind")
         t_infer = time.perf_counter()
         try:

@@ -42,6 +42,7 @@ class ActionShield:
         self.interventions = np.zeros(n, dtype=np.int64)
         self._low, self._high, self._before = (np.zeros(n) for _ in range(3))
         self._mask = np.zeros(n, dtype=bool)
+        self._n = n
         self.result = ShieldResult()
 
     def apply(self, proposed: np.ndarray, last: np.ndarray, dt: float, out: np.ndarray,
@@ -55,8 +56,9 @@ class ActionShield:
         hi = self.hi if hi is None else hi
         res = self.result
         res.ok, res.clipped, res.rate_limited, res.code = True, 0, 0, "ok"
-        if not np.isfinite(proposed).all():
-            i = int(np.flatnonzero(~np.isfinite(proposed))[0])
+        np.isfinite(proposed, out=self._mask)
+        if np.count_nonzero(self._mask) != self._n:
+            i = int(np.flatnonzero(~self._mask)[0])
             res.ok, res.code = False, f"nonfinite_action:{self.names[i]}"
             return res
         # the rate window, intersected with the bounds
@@ -66,17 +68,20 @@ class ActionShield:
         np.maximum(self._low, lo, out=self._low)
         np.minimum(self._high, hi, out=self._high)
         np.greater(self._low, self._high, out=self._mask)
-        if self._mask.any():
+        if np.count_nonzero(self._mask):
             i = int(np.flatnonzero(self._mask)[0])
             res.ok, res.code = False, f"interlock_conflict:{self.names[i]}"
             return res
-        np.clip(proposed, lo, hi, out=out)
+        # np.minimum/np.maximum: the same as np.clip here (lo <= hi), at a fraction of its cost
+        np.maximum(proposed, lo, out=out)
+        np.minimum(out, hi, out=out)
         np.not_equal(out, proposed, out=self._mask)
-        res.clipped = int(self._mask.sum())
+        res.clipped = np.count_nonzero(self._mask)
         np.copyto(self._before, out)
-        np.clip(out, self._low, self._high, out=out)
+        np.maximum(out, self._low, out=out)
+        np.minimum(out, self._high, out=out)
         np.not_equal(out, self._before, out=self._mask)
-        res.rate_limited = int(self._mask.sum())
+        res.rate_limited = np.count_nonzero(self._mask)
         if res.clipped or res.rate_limited:
             np.not_equal(out, proposed, out=self._mask)
             self.interventions += self._mask
