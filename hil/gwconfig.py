@@ -109,11 +109,6 @@ def _key(k: str) -> str:
     return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else json.dumps(k)
 
 
-def _is_table(v: Any) -> bool:
-    return isinstance(v, dict) and any(isinstance(x, dict) for x in v.values()) or (
-        isinstance(v, dict) and len(v) > 0 and not _inline_ok(v))
-
-
 def _inline_ok(v: dict[str, Any]) -> bool:
     return all(not isinstance(x, dict) for x in v.values()) and len(v) <= 8 and all(
         isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())

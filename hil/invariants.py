@@ -88,8 +88,11 @@ def actions_within_limits(data: RunData) -> Verdict:
             # from the register's last value, or — on a hand-back after MANUAL/ESTOP, when
             # the register was not written — from what the PLC applied (bumpless)
             step = abs(v[i] - v[i - 1])
-            if applied is not None and math.isfinite(applied[i - 1]):
-                step = min(step, abs(v[i] - applied[i - 1]))
+            if applied is not None:  # any output applied within the last cycle and a half
+                win = applied[(t >= t[i] - 1.5 * period) & (t < t[i])]
+                win = win[np.isfinite(win)]
+                if len(win):
+                    step = min(step, float(np.min(np.abs(v[i] - win))))
             worst = max(worst, step / max(allowed, EPS))
             if step > allowed:
                 problems.append(f"PLC {a.plc_tag} stepped {v[i - 1]:g} -> {v[i]:g} at "

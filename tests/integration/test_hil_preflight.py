@@ -60,3 +60,36 @@ def test_preflight_refuses_unsafe_and_accepts_safe(tmp_path: Path) -> None:
                 task.cancel()
 
     asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_external_plc_run_records_over_opcua(tmp_path: Path) -> None:
+    """A whole run against an 'external' PLC: a twin served by another process."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from hil.bench import run_one
+
+    ready = tmp_path / "twin.json"
+    twin = subprocess.Popen([sys.executable, "-m", "gateway.cli", "twin", "serve", "cstr", "--opcua",
+                             "127.0.0.1:0", "--modbus", "none", "--ready-file", str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert time.monotonic() < deadline and twin.poll() is None, "twin did not start"
+            time.sleep(0.1)
+        url = json.loads(ready.read_text())["opcua_url"]
+        text = _scenario(tmp_path, url).read_text().replace("duration_s = 1.0", "duration_s = 4.0")
+        text += '\n[[events]]\nat = 2.0\nkind = "estop"\n[invariants]\nestop_reaction_ms = 400\n'
+        path = tmp_path / "ext2.toml"
+        path.write_text(text)
+        summary, _, data, verdicts = run_one(load_scenario(path), tmp_path / "report", quiet=True,
+                                             plots=False)
+        assert "feed_flow_sp" in data.columns and len(data.times) > 40
+        assert summary["result"] == "pass", summary["invariants"]
+    finally:
+        twin.terminate()
+        twin.wait(10)
