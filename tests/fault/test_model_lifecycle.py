@@ -123,7 +123,10 @@ def test_signed_model_loads_and_a_bad_signature_is_refused(tmp_path: Path) -> No
 
 def test_live_swap_shadow_promote_and_automatic_rollback(tmp_path: Path) -> None:
     async def go() -> None:
-        async with bench(tmp_path, replace={r"^actions = \[": "promote_after_s = 1.0\nactions = ["}) as b:
+        # 10 Hz: the twin's servers share this event loop; the deadline claim is about the
+        # gateway's validation running off the loop, not about a loaded test machine
+        async with bench(tmp_path, replace={r"^actions = \[": "promote_after_s = 1.0\nactions = [",
+                                            r"^cycle_hz = 10.0": "cycle_hz = 10.0"}) as b:
             await b.start_auto()
             first = (await model(b, "status"))["models"]["active"]
             misses = b.gateway.loop.stats.deadline_misses  # validation runs off the event loop
