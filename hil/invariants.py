@@ -88,8 +88,8 @@ def actions_within_limits(data: RunData) -> Verdict:
             # from the register's last value, or — on a hand-back after MANUAL/ESTOP, when
             # the register was not written — from what the PLC applied (bumpless)
             step = abs(v[i] - v[i - 1])
-            if applied is not None:  # any output applied within the last cycle and a half
-                win = applied[(t >= t[i] - 1.5 * period) & (t < t[i])]
+            if applied is not None:  # any output applied within the last three cycles
+                win = applied[(t >= t[i] - 3 * period) & (t < t[i])]
                 win = win[np.isfinite(win)]
                 if len(win):
                     step = min(step, float(np.min(np.abs(v[i] - win))))
