@@ -86,7 +86,10 @@ def _collect(args: argparse.Namespace) -> int:
     require_train_extra("h5py", "gymnasium")
     from training.collect import collect
 
-    r = collect(args.plant, args.policy, args.steps, args.out, seed=args.seed, n_envs=args.n_envs)
+    try:
+        r = collect(args.plant, args.policy, args.steps, args.out, seed=args.seed, n_envs=args.n_envs)
+    except (ValueError, KeyError) as e:  # unknown plant, no controller loops, bad sizes
+        raise GatewayError(f"cannot collect: {e.args[0] if e.args else e}") from None
     print(f"wrote {args.out}: {r.meta.n} transitions, {r.episodes} complete episodes, mean return "
           f"{r.mean_return:.1f}, {r.transitions_per_s:,.0f} transitions/s, {r.meta.content_hash}")
     return 0

@@ -102,3 +102,5 @@ def test_bad_inputs_are_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert "not in the D4RL layout" in capsys.readouterr().err
     assert ew("train", "export", tmp_path / "missing.pt", "--out", tmp_path / "p.onnx") != 0
     assert "not found" in capsys.readouterr().err
+    assert ew("train", "collect", "nosuchplant", "--steps", 10, "--out", tmp_path / "d.h5") != 0
+    assert "unknown plant 'nosuchplant'" in capsys.readouterr().err
