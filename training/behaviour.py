@@ -41,6 +41,11 @@ class Loop:
 # Tuned on the plant models with the env's control period (see docs/training.md).
 LOOPS: dict[str, tuple[Loop, ...]] = {
     "cstr": (Loop("T", "T_sp", "coolant_flow", kp=12.0, ki=0.4, sign=1.0),),
+    # First guesses, checked only in that expert > medium > random on a few episodes.
+    "tanks": (Loop("h1", "h1_sp", "pump1", kp=1.0, ki=0.02, sign=-1.0),
+              Loop("h2", "h2_sp", "pump2", kp=1.0, ki=0.02, sign=-1.0)),
+    "hvac": (Loop("T_zone", "T_zone_sp", "heating", kp=3.0, ki=0.002, sign=-1.0),
+             Loop("T_zone", "T_zone_sp", "cooling", kp=3.0, ki=0.002, sign=1.0)),
 }
 
 
