@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -127,6 +127,9 @@ class PlcImage:
         self._stamps: dict[str, float] = dict.fromkeys(self.tags, now)
         self._seq: dict[str, int] = dict.fromkeys(self.tags, 0)
         self._quality: dict[str, Quality] = dict.fromkeys(self.tags, "good")
+        # called with the tag name after every client/test write (the OPC UA server
+        # publishes at once, so a write is visible to readers before the next scan)
+        self.on_write: list[Callable[[str], None]] = []
 
     def __getitem__(self, name: str) -> Value:
         return self._values[name]
@@ -155,6 +158,8 @@ class PlcImage:
         if not tag.writable:
             raise PermissionError(f"tag {name!r} is read-only")
         self.set(name, value)
+        for callback in self.on_write:
+            callback(name)
 
     def set_quality(self, name: str, quality: Quality) -> None:
         """Sensor quality of a tag (served as an OPC UA status code); a change is stamped."""

@@ -162,6 +162,8 @@ class TwinOpcUaServer:
         self.port: int | None = None
         self.ns: int | None = None
         self.advertise_url: str | None = None  # endpoint URL to advertise (a proxy's)
+        self._publish_soon: asyncio.Task[None] | None = None
+        image.on_write.append(self._written)
 
     @property
     def url(self) -> str:
@@ -238,6 +240,10 @@ class TwinOpcUaServer:
         server, self._server = self._server, None
         if server is None:
             return
+        pending, self._publish_soon = self._publish_soon, None
+        if pending is not None and not pending.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending
         # asyncua's internal clock task sleeps 1 s between updates and stop() waits for
         # it; cancel it instead, so that a twin stops in milliseconds (tests start many).
         iserver = server.iserver
@@ -249,6 +255,16 @@ class TwinOpcUaServer:
                 await task
             iserver.time_task = None
         await server.stop()
+
+    def _written(self, name: str) -> None:
+        """A write landed in the image: publish it now, not only after the next scan."""
+        if self._server is None or (self._publish_soon and not self._publish_soon.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._publish_soon = loop.create_task(self.publish())
 
     async def publish(self) -> None:
         """Write every tag that changed since the last publish, with its source timestamp."""
