@@ -1,4 +1,4 @@
-"""Reproduce the results table of docs/training.md: ``python -m training.results OUTDIR [QUALITIES]``.
+"""Reproduce the results table of docs/training.md: ``python -m training.results OUTDIR [QUALITIES [PLANTS]]``.
 
 Runs the real CLI (``edgewarden train collect|fit|evaluate``) for every plant x dataset
 quality x algorithm x seed with the budgets below, then prints a Markdown table of the
@@ -30,11 +30,11 @@ def run(cmd: list[str]) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def main(out: Path, qualities: tuple[str, ...] = QUALITIES) -> None:
+def main(out: Path, qualities: tuple[str, ...] = QUALITIES, plants: tuple[str, ...] = PLANTS) -> None:
     ew = str(Path(sys.executable).with_name("edgewarden"))
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for plant in PLANTS:
+    for plant in plants:
         for q in qualities:
             ds = out / f"{plant}_{q}.h5"
             if not ds.exists():
@@ -65,4 +65,5 @@ def main(out: Path, qualities: tuple[str, ...] = QUALITIES) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1] if len(sys.argv) > 1 else "results"),
-         tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else QUALITIES)
+         tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else QUALITIES,
+         tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else PLANTS)
