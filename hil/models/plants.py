@@ -30,7 +30,7 @@ PLANTS: dict[str, dict[str, Any]] = {
              "rates": {"heating": 3.0, "cooling": 3.0, "ventilation": 200.0},
              "law": [("heating", "T_zone", "T_zone_sp", 3.0, 6.0), ("cooling", "T_zone", "T_zone_sp", 0.0, 0.0),
                      ("ventilation", "T_zone", "T_zone_sp", 0.0, 600.0)],
-             "stale_ms": 2000},
+             "stale_ms": None},  # CO2/T_zone sit still in the safe state: a twin stamps only changes
 }
 
 
@@ -47,7 +47,8 @@ def config(plant: str) -> dict[str, Any]:
     p = PLANTS[plant]
     tags: dict[str, Any] = {}
     for s in spec.observations:
-        tags[s.name] = _tag(plant, s.name, s, stale_ms=p["stale_ms"], description=s.description)
+        extra = {} if p["stale_ms"] is None else {"stale_ms": p["stale_ms"]}
+        tags[s.name] = _tag(plant, s.name, s, **extra, description=s.description)
     for s in spec.targets:
         tags[s.name] = _tag(plant, s.name, s, description=s.description)
     for s in spec.actions:
