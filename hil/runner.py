@@ -103,6 +103,9 @@ class Recorder:
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=3.0)
+        close = getattr(self._sample, "close", None)
+        if close is not None:
+            await close()
         names = sorted({k for r in self.rows for k in r})
         cols = {n: np.array([_num(r.get(n)) for r in self.rows]) for n in names}
         return np.array(self.t), cols
@@ -155,7 +158,7 @@ async def run_scenario(sc: Scenario, run_dir: Path, *, quiet: bool = False) -> R
             recorder = Recorder(image.snapshot, twin.scan_s)
         else:
             url = sc.external["opcua"]
-            plan = prepare(sc, run_dir, None)
+            plan = prepare(sc, run_dir, url)  # the scenario's address is the one under test
             await preflight(url, plan)
             con.say(f"preflight passed: {url} is in its safe state")
             recorder = Recorder(_opcua_sampler(url, plan), 0.05)
@@ -374,6 +377,13 @@ def _opcua_sampler(url: str, plan: GatewayPlan) -> Callable[[], Any]:
                     await c.disconnect()
             return {}
 
+    async def close() -> None:
+        c, state["client"] = state["client"], None
+        if c is not None:
+            with contextlib.suppress(Exception):
+                await c.disconnect()
+
+    sample.close = close  # type: ignore[attr-defined]
     return sample
 
 
