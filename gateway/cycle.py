@@ -122,6 +122,7 @@ class ControlLoop:
         self._start_requested = settings.gateway.auto_start
         self._last_code = "ok"
         self._write_failed = False
+        self._hold_since = math.nan
 
         # human override: who holds MANUAL ("plc", "operator"), and where to hand back to
         self._manual_by: set[str] = set()
@@ -245,9 +246,17 @@ class ControlLoop:
         if verdict.status == Status.TRIP:
             await self.estop.trip(verdict.code, verdict.message)
 
-        # 3. comms loss past its timeout trips
+        # 3. comms loss past its timeout trips, and so does unusable data (stale, no data)
+        # that lasts as long while actions are written: no open-loop run on a frozen sensor
         if self._comms_lost(now):
             await self.estop.trip("comms_loss", f"no good read from the PLC for more than "
+                                  f"{self._comms_timeout_s * 1000:.0f} ms")
+        if verdict.status != Status.HOLD or self.modes.mode not in WRITING:
+            self._hold_since = math.nan
+        elif math.isnan(self._hold_since):
+            self._hold_since = now
+        elif now - self._hold_since > self._comms_timeout_s:
+            await self.estop.trip(f"hold_timeout:{verdict.code}", f"{verdict.message} for more than "
                                   f"{self._comms_timeout_s * 1000:.0f} ms")
 
         # 4. human override from the PLC's hand/auto selector

@@ -292,3 +292,18 @@ def test_fallback_pid_does_not_wind_up_while_saturated() -> None:
     fb.compute(np.array([351.0, 350.0]), last, 0.1, out)
     assert out[0] == pytest.approx(120.0, abs=1.0)  # P part alone: no wound-up integral
     assert out[1] == 100.0  # no PID for the feed: hold
+
+
+def test_stale_data_that_lasts_past_the_timeout_trips(tmp_path: Path) -> None:
+    loop, t, _ = make_loop(tmp_path, replace={r"^comms_timeout_ms = 1000": "comms_timeout_ms = 50"})
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 1)
+    t.values["T"] = math.nan
+    t.quality["T"] = Quality.NO_DATA  # the PLC stops delivering T while the link stays up
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.AUTO and loop.stats.holds == 1
+    asyncio.run(asyncio.sleep(0.06))
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.ESTOP
+    assert loop.estop.last is not None and loop.estop.last.code == "hold_timeout:no_data:T"
