@@ -167,6 +167,7 @@ def write(path: str | os.PathLike[str], data: dict[str, np.ndarray], meta: Datas
     _check_arrays(path, arrays, meta.n_obs, meta.n_act)
     meta = replace(meta, n=n, content_hash=content_hash(arrays), format_version=DATASET_FORMAT_VERSION)
     tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(tmp, "w") as f:
         for k in KEYS:
             a = arrays[k]
