@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,3 +59,27 @@ def write_config(tmp: Path, *, policy: Path, url: str = "opc.tcp://127.0.0.1:484
     path = tmp / "gateway.toml"
     path.write_text(text + extra)
     return path
+
+
+async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0,
+                   interval: float = 0.05) -> Any:
+    """Poll ``predicate`` (a plain or async callable) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+async def control_status(sock: Path) -> dict[str, Any]:
+    """The gateway's status over its control socket, or {} while it is not answering."""
+    from gateway.errors import GatewayError
+    from gateway.ops.control import send_command
+
+    with contextlib.suppress(GatewayError, OSError):
+        return await send_command(sock, {"cmd": "status"})
+    return {}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,25 +14,17 @@ from typing import Any
 from gateway.app import Gateway
 from gateway.audit.verify import iter_records, verify
 from gateway.config import load_config
-from gateway.errors import GatewayError
 from gateway.ops.control import send_command
 from simulators.twin import Twin
+from tests import helpers
 from tests.helpers import write_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
 OPERATOR = "test-operator"
 
 
-async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+# fault tests poll faster and give up sooner than the subprocess tests
+wait_for = functools.partial(helpers.wait_for, timeout=10.0, interval=0.01)
 
 
 def free_port() -> int:
@@ -55,9 +47,7 @@ class Bench:
         return await send_command(self.sock, {"cmd": cmd, "actor": OPERATOR, **kw})
 
     async def status(self) -> dict[str, Any]:
-        with contextlib.suppress(GatewayError, OSError):
-            return await send_command(self.sock, {"cmd": "status"})
-        return {}
+        return await helpers.control_status(self.sock)
 
     @property
     def mode(self) -> str:

@@ -4,39 +4,23 @@ heartbeat watchdog) in this process, the gateway daemon as a subprocess, as syst
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gateway.audit.verify import iter_records, verify
-from gateway.errors import GatewayError
 from gateway.ops.control import send_command
 from simulators.twin import Twin
-from tests.helpers import write_config
+from tests.helpers import control_status, wait_for, write_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
 SAFE = {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0}
 
 
-async def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def status(sock: Path) -> dict[str, Any]:
-    with contextlib.suppress(GatewayError, OSError):
-        return await send_command(sock, {"cmd": "status"})
-    return {}
+status = control_status
 
 
 async def run_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:

@@ -20,13 +20,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from gateway.audit.verify import iter_records, verify
-from gateway.errors import GatewayError
-from gateway.ops.control import send_command
 from simulators.twin import Twin
-from tests.helpers import write_config
+from tests.helpers import control_status, wait_for, write_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
 SAFE = (200.0, 0.0)  # coolant_flow_sp, feed_flow_sp
@@ -63,22 +60,7 @@ class NotifyRx:
         return [t for t, m in self.messages if key in m.splitlines() and t >= since]
 
 
-async def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def status(sock: Path) -> dict[str, Any]:
-    with contextlib.suppress(GatewayError, OSError):
-        return await send_command(sock, {"cmd": "status"})
-    return {}
+status = control_status
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
