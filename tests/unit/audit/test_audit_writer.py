@@ -238,10 +238,12 @@ def test_backlog_overflow_is_fatal(tmp_path: Path) -> None:
     _check_fatal(w, calls)
 
 
-def test_unencodable_value_leaves_no_gap(tmp_path: Path) -> None:
+def test_unencodable_value_is_refused_to_the_caller_and_leaves_no_gap(tmp_path: Path) -> None:
     with AuditWriter(tmp_path) as w:
-        w.append("cycle", {"raw": b"\x00\x01"})  # pickles, but JSON cannot hold bytes
-        w.append("cycle", {"i": 2})
-    first, second = _payloads(tmp_path)
-    assert "bytes" in first["audit_encode_error"] and first["kind"] == "cycle"
-    assert second["i"] == 2 and verify(tmp_path).ok
+        first = w.append("cycle", {"i": 1})
+        with pytest.raises(AuditError, match="'cycle' cannot be encoded.*bytes"):
+            w.append("cycle", {"raw": b"\x00\x01"})  # JSON cannot hold bytes
+        assert w.failed is None  # one bad record is the caller's error, not a broken log
+        second = w.append("cycle", {"i": 2})
+    assert second == first + 1
+    assert [p["i"] for p in _payloads(tmp_path)] == [1, 2] and verify(tmp_path).ok
