@@ -84,6 +84,17 @@ def configure_logging(cfg: LoggingSection, *, stream: Any = None) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def run_daemon(loaded: LoadedConfig) -> int:
+    """``edgewarden run``: CPU affinity and real-time priority as configured (before the
+    event loop and any thread exist, so every thread inherits them), then the daemon on
+    the configured event loop."""
+    from gateway import timing
+
+    gw = loaded.settings.gateway
+    scheduling = timing.prepare_process(gw)
+    return timing.run(Gateway(loaded, scheduling=scheduling).run(), gw)
+
+
 def load_policy(s: Settings) -> OnnxPolicy:
     """The configured model, verified (signature, pin, contract, graph, warm-up)."""
     return load_verified(s, s.policy.path, s.policy.sha256)
@@ -92,8 +103,10 @@ def load_policy(s: Settings) -> OnnxPolicy:
 class Gateway:
     """One daemon. ``run()`` returns when stopped (SIGTERM/SIGINT or ``request_stop``)."""
 
-    def __init__(self, loaded: LoadedConfig, *, on_ready: Callable[[Gateway], None] | None = None) -> None:
+    def __init__(self, loaded: LoadedConfig, *, on_ready: Callable[[Gateway], None] | None = None,
+                 scheduling: list[str] | None = None) -> None:
         self.loaded = loaded
+        self.scheduling = scheduling or []
         self.settings = loaded.settings
         self.on_ready = on_ready
         self.log = structlog.get_logger("edgewarden")
@@ -168,7 +181,8 @@ class Gateway:
             self._install_signals(aio)
             self.log.info("gateway started", name=s.gateway.name, cycle_hz=s.gateway.cycle_hz,
                           model=policy.sha256[:16], metrics_port=self.metrics_port,
-                          control=str(s.control.socket))
+                          control=str(s.control.socket), event_loop=type(aio).__module__.split(".")[0],
+                          scheduling=", ".join(self.scheduling) or "default")
             if self.on_ready is not None:
                 self.on_ready(self)
             notifier.ready(f"cycling at {s.gateway.cycle_hz:g} Hz, mode {modes.mode.name}")
@@ -178,6 +192,8 @@ class Gateway:
                 watcher.cancel()
             notifier.stopping("handing the plant to its safe state")
             await self._hand_over(loop)
+            if loop.trace is not None and s.gateway.timing_trace is not None:
+                loop.trace.save(s.gateway.timing_trace)  # after the hand-over: it never delays it
             notifier.close()
         finally:
             if control is not None:

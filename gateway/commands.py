@@ -65,13 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import faulthandler
 
-    from gateway.app import Gateway, configure_logging
+    from gateway.app import configure_logging, run_daemon
 
     faulthandler.enable()  # systemd's watchdog kills a hung loop with SIGABRT: the journal gets its traceback
 
     loaded = load_config(args.config)
     configure_logging(loaded.settings.logging)
-    return asyncio.run(Gateway(loaded).run())
+    return run_daemon(loaded)
 
 
 def _config_check(args: argparse.Namespace) -> int:

@@ -52,7 +52,18 @@ class GatewaySection(_Section):
     auto_start: bool = Field(False, description="go from READY to AUTO without an operator start")
     max_consecutive_overruns: int = Field(5, ge=1, description="deadline overruns in a row that trip the e-stop")
     comms_timeout_ms: float = Field(1000.0, gt=0, description="comms loss longer than this trips the e-stop")
-    busy_wait_us: float = Field(0.0, ge=0, le=5000, description="spin this long before each deadline")
+    busy_wait_us: float = Field(0.0, ge=0, le=5000, description="wait out this last stretch before each "
+                                "deadline precisely (nanosleep, then a short spin) instead of on the event "
+                                "loop's millisecond timer; 0 = the event loop only")
+    cpu_affinity: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="pin the daemon to these CPUs "
+                                    "(sched_setaffinity); empty = any CPU")
+    realtime_priority: int | None = Field(None, ge=1, le=99, description="SCHED_FIFO at this priority; "
+                                          "refuses to start where not permitted")
+    event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="uvloop needs the "
+                                                     "edgewarden[uvloop] extra")
+    timing_trace: Path | None = Field(None, description="save every cycle's lateness and stage times "
+                                      "here (.npy) when the daemon stops (benchmarks)")
+    timing_trace_cycles: int = Field(1 << 16, ge=1, le=1 << 24, description="rows kept in the trace ring")
     on_stop: Literal["safe_outputs", "plc"] = Field("safe_outputs", description="on SIGTERM, if writing: "
                                                     "write the safe outputs once, or leave the outputs to "
                                                     "the PLC (its dead-man timer takes over either way)")
@@ -499,6 +510,8 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
             "audit": s.audit.model_copy(update={"dir": fix(s.audit.dir), **{
                 k: fix(v) for k in ("signing_key", "checkpoint_export") if (v := getattr(s.audit, k)) is not None}}),
             "control": s.control.model_copy(update={"socket": fix(s.control.socket)}),
+            "gateway": s.gateway.model_copy(update={} if s.gateway.timing_trace is None
+                                            else {"timing_trace": fix(s.gateway.timing_trace)}),
             "connections": {name: _resolve_connection(c, fix) for name, c in s.connections.items()},
         }
     )

@@ -23,6 +23,11 @@
 
 A trip at any step goes through the e-stop, which writes the safe outputs at once.
 Deadline overruns are counted; ``max_consecutive_overruns`` in a row trip the e-stop.
+
+Timing: deadlines lie on the ideal grid ``t0 + k·period`` of ``time.perf_counter``
+(uvloop's ``loop.time()`` counts whole milliseconds). Each stage stores its duration in
+one reused list; the metrics stage at the end of the cycle feeds the Prometheus
+histograms from it and, when configured, the timing trace (gateway/timing.py).
 """
 
 from __future__ import annotations
@@ -49,8 +54,12 @@ from gateway.safety.checker import ObservationChecker, Status
 from gateway.safety.estop import EStop, TripEvent
 from gateway.safety.interlocks import Interlocks
 from gateway.safety.shield import ActionShield
+from gateway.timing import TRACE_FIELDS, CycleTrace
 
 HEARTBEAT_MODULO = 2**32
+# columns of the per-cycle timing list (gateway.timing.TRACE_FIELDS)
+_LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK = range(len(TRACE_FIELDS))
+SPIN_S = 150e-6  # the last stretch before a deadline is spun: a nanosleep overshoots by ~60-90 µs here
 
 
 class Policy(Protocol):
@@ -100,6 +109,14 @@ class ControlLoop:
         self.fallback = FallbackController(settings, self.checker.names)
         self.snap = Snapshot(len(tags.readable))
         self.stats = CycleStats()
+        # this cycle's stage times (s, NaN = not run), observed in the metrics stage
+        self._t = [math.nan] * len(TRACE_FIELDS)
+        self._nans = [math.nan] * len(TRACE_FIELDS)
+        self._observe = [(TRACE_FIELDS.index(name), child.observe) for name, child in metrics.stage.items()
+                         if name != "metrics"]
+        self._observe_metrics = metrics.stage["metrics"].observe
+        gw = settings.gateway
+        self.trace = CycleTrace(gw.timing_trace_cycles) if gw.timing_trace is not None else None
 
         p, safety = settings.policy, settings.safety
         n_act = len(p.actions)
@@ -185,19 +202,17 @@ class ControlLoop:
 
     # ---- the loop -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
         period = self.period
         busy_s = self.settings.gateway.busy_wait_us / 1e6
-        deadline = loop.time() + period
+        clock = time.perf_counter
+        deadline = clock() + period
         while not stop.is_set():
-            await self._sleep_until(loop, deadline, busy_s)
-            lateness = loop.time() - deadline
-            t0 = time.perf_counter()
+            await self._sleep_until(deadline, busy_s)
+            t0 = clock()
             await self.step()
-            work = time.perf_counter() - t0
-            self._account(work, lateness)
+            self._account(clock() - t0, t0 - deadline)
             deadline += period
-            now = loop.time()
+            now = clock()
             if now > deadline:  # overran: the next tick has already passed
                 missed = math.floor((now - deadline) / period) + 1
                 deadline += missed * period
@@ -213,12 +228,20 @@ class ControlLoop:
                     self.on_healthy_cycle()
 
     @staticmethod
-    async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float, busy_s: float) -> None:
-        delay = deadline - loop.time() - busy_s
+    async def _sleep_until(deadline: float, busy_s: float) -> None:
+        """Sleep on the event loop (whole-millisecond timers) until ``busy_s`` before the
+        deadline; then, if ``busy_s``, a blocking nanosleep (GIL released: the audit and
+        metrics threads run) to SPIN_S before it, and a spin for the rest."""
+        clock = time.perf_counter
+        delay = deadline - clock() - busy_s
         if delay > 0:
             await asyncio.sleep(delay)
-        while busy_s and loop.time() < deadline:
-            pass
+        if busy_s:
+            rest = deadline - clock() - SPIN_S
+            if rest > 0:
+                time.sleep(rest)
+            while clock() < deadline:
+                pass
 
     async def step(self) -> None:
         """One control cycle."""
@@ -235,11 +258,11 @@ class ControlLoop:
             self._ood_run = 0
 
         # 1. read
-        stage = self.metrics.stage  # per-stage latency histograms (pre-bound children)
+        t = self._t  # this cycle's stage times
         t_read = time.perf_counter()
         await self.transport.read(snap)
         t_check = time.perf_counter()
-        stage["read"].observe(t_check - t_read)
+        t[_READ] = t_check - t_read
 
         # 2. observation checks
         verdict = self.checker.check(snap, now)
@@ -266,7 +289,7 @@ class ControlLoop:
 
         # 5. interlocks → this cycle's bounds
         lo, hi = self.interlocks.bounds(monitored)
-        stage["check"].observe(time.perf_counter() - t_check)
+        t[_CHECK] = time.perf_counter() - t_check
 
         # 6. mode gate
         mode = self.modes.mode
@@ -321,7 +344,7 @@ class ControlLoop:
             self.audit.append("cycle", record)
         except AuditError as exc:
             await self.estop.trip("audit_failure", str(exc))
-        stage["audit"].observe(time.perf_counter() - t_audit)
+        t[_AUDIT] = time.perf_counter() - t_audit
 
         # 11. metrics
         if verdict.code != self._last_code and verdict.code.startswith("soft_limit"):
@@ -336,7 +359,7 @@ class ControlLoop:
         t_infer = time.perf_counter()
         try:
             self._proposed[:] = self.policy.infer(self._obs)
-            self.metrics.stage["infer"].observe(time.perf_counter() - t_infer)
+            self._t[_INFER] = time.perf_counter() - t_infer
         except PolicyError as exc:
             self.stats.policy_faults += 1
             if self.models.on_trouble(f"policy fault: {exc}", now):
@@ -364,7 +387,7 @@ class ControlLoop:
     async def _shield_and_write(self, candidate: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
         t_shield = time.perf_counter()
         res = self.shield.apply(candidate, self._action, self.period, self._out, lo, hi)
-        self.metrics.stage["shield"].observe(time.perf_counter() - t_shield)
+        self._t[_SHIELD] = time.perf_counter() - t_shield
         if res.code != "ok":
             self.metrics.shield_rule(res.code)
         if not res.ok:
@@ -494,7 +517,7 @@ class ControlLoop:
         except TransportError:
             self._write_failed = True
             self.stats.write_errors += 1  # comms loss past its timeout trips in step 3
-        self.metrics.stage["write"].observe(time.perf_counter() - t_write)
+        self._t[_WRITE] = time.perf_counter() - t_write
 
     async def _write_heartbeat(self) -> None:
         t_write = time.perf_counter()
@@ -503,7 +526,7 @@ class ControlLoop:
         except TransportError:
             self._write_failed = True
             self.stats.write_errors += 1
-        self.metrics.stage["write"].observe(time.perf_counter() - t_write)
+        self._t[_WRITE] = time.perf_counter() - t_write
 
     async def write_safe(self, event: TripEvent) -> None:
         """The e-stop's first handler: safe outputs plus heartbeat, straight to the transport."""
@@ -514,6 +537,13 @@ class ControlLoop:
         self.metrics.trips.labels(reason=event.code.split(":")[0]).inc()
 
     def _account(self, work: float, lateness: float) -> None:
+        """The metrics stage: the cycle's stage times into the histograms (and the trace)."""
+        t_metrics = time.perf_counter()
+        t = self._t
+        for col, observe in self._observe:
+            v = t[col]
+            if v == v:  # not NaN: the stage ran
+                observe(v)
         s = self.stats
         s.cycles += 1
         s.last_cycle_s = work
@@ -523,6 +553,14 @@ class ControlLoop:
         m.cycles.inc()
         m.cycle_seconds.observe(work)
         m.lateness_seconds.observe(max(lateness, 0.0))
+        t[_METRICS] = dt = time.perf_counter() - t_metrics
+        self._observe_metrics(dt)
+        trace = self.trace
+        if trace is not None:
+            t[_LATE], t[_WORK] = lateness, work
+            trace.row[:] = t
+            trace.commit()
+        t[:] = self._nans
 
 
 def _ood_params(policy: Policy, margin: float, z: float, n: int) -> tuple[np.ndarray, ...]:
