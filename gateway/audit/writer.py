@@ -334,16 +334,14 @@ class AuditWriter:
         """Queue one record and return its sequence number. Never blocks on I/O.
 
         ``payload`` may carry its own ``t_wall``/``t_mono`` (else they are taken now);
-        ``kind`` is added by the writer and must not be in ``payload``.
+        ``kind`` is added by the writer and must not be in ``payload``. Raises
+        :class:`AuditError` if the log is failed or closed, or ``payload`` cannot be encoded.
         """
-        return self._enqueue(kind, payload)
-
-    def _enqueue(self, kind: str, payload: dict[str, Any]) -> int:
         t_wall, t_mono = time.time(), time.monotonic()
         if "kind" in payload:
             raise ValueError("audit payload must not contain 'kind' (pass it as the kind argument)")
         try:  # here, where the caller sees the error, before a seq is handed out
-            blob = fmt.encode_payload(self._stamped(dict(payload), kind, t_wall, t_mono))
+            blob = fmt.encode_payload({"t_wall": t_wall, "t_mono": t_mono, **payload, "kind": kind})
         except (TypeError, ValueError, RecursionError) as exc:
             raise AuditError(f"audit record {kind!r} cannot be encoded: {exc}") from exc
         with self._lock:
@@ -366,7 +364,7 @@ class AuditWriter:
 
         Blocks the calling thread; from asyncio use :meth:`append_durable_async`.
         """
-        seq = self._enqueue(kind, payload)
+        seq = self.append(kind, payload)
         self._wake.set()
         self._wait_durable(seq, timeout)
         return seq
@@ -374,7 +372,7 @@ class AuditWriter:
     async def append_durable_async(self, kind: str, payload: dict[str, Any]) -> int:
         """Append now (in the loop's order) and resolve once the record is fsynced."""
         loop = asyncio.get_running_loop()
-        seq = self._enqueue(kind, payload)
+        seq = self.append(kind, payload)
         fut: asyncio.Future[int] = loop.create_future()
         with self._cond:
             if self._failed is not None:
@@ -420,13 +418,6 @@ class AuditWriter:
         )
 
     # ------------------------------------------------------------- writer thread
-    @staticmethod
-    def _stamped(d: dict[str, Any], kind: str, t_wall: float, t_mono: float) -> dict[str, Any]:
-        d.setdefault("t_wall", t_wall)
-        d.setdefault("t_mono", t_mono)
-        d["kind"] = kind
-        return d
-
     def _run(self) -> None:
         next_commit = time.monotonic() + self.commit_interval_s
         while True:
@@ -618,7 +609,7 @@ class AuditWriter:
             seq = self._next_seq
             self._next_seq = seq + 1
             t_wall, t_mono = time.time(), time.monotonic()
-            blob = fmt.encode_payload(self._stamped(payload, "retention", t_wall, t_mono))
+            blob = fmt.encode_payload({"t_wall": t_wall, "t_mono": t_mono, **payload, "kind": "retention"})
             self._pending.append((seq, "retention", t_wall, t_mono, _ENCODED, blob))
         self._wake.set()
 
