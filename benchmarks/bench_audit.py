@@ -158,7 +158,7 @@ def durable(directory: Path, n: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=200_000)
-    ap.add_argument("--offered", type=float, default=60_000.0, help="records/s offered in the sustained run")
+    ap.add_argument("--offered", type=float, default=100_000.0, help="records/s offered in the sustained run")
     ap.add_argument("--rate", type=float, default=1000.0, help="appends/s in the paced run")
     ap.add_argument("--paced-records", type=int, default=5000)
     ap.add_argument("--interval", type=float, default=0.01, help="commit_interval_s")
