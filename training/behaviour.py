@@ -4,8 +4,11 @@
 * ``expert``: a well-tuned PI controller per tracking loop (gains below, tuned on the
   plant model), other actions at their nominal value.
 * ``medium``: the same loops deliberately detuned (a quarter of the gain, no integral
-  action) with Gaussian noise of 10 % of each action's range: a plausible but poor
-  operator.
+  action) plus Gaussian noise on every action, per plant in :data:`MEDIUM`: white noise
+  of 10 % of each action's range by default (CSTR, HVAC); on the tanks a *drifting*
+  operator, noise of 30 % of the range with a 300 s correlation time (an
+  Ornstein-Uhlenbeck process), because white noise is filtered away by the tanks and
+  left the detuned loop at ~99 normalised, i.e. no room to learn anything better.
 * ``mixed``: each episode is run by random, medium or expert with equal probability,
   drawn from the collection seed.
 
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LOOPS", "POLICIES", "Behaviour", "Loop", "make_behaviour"]
+__all__ = ["LOOPS", "MEDIUM", "POLICIES", "Behaviour", "Detune", "Loop", "make_behaviour"]
 
 POLICIES = ("random", "medium", "expert", "mixed")
 
@@ -49,6 +52,22 @@ LOOPS: dict[str, tuple[Loop, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Detune:
+    """How ``medium`` spoils the expert loops: ``u = nominal + gain * kp * e + noise``."""
+
+    gain: float = 0.25  # fraction of the expert's kp (and no integral action)
+    noise: float = 0.1  # noise std as a fraction of each action's range
+    noise_tau_s: float = 0.0  # noise correlation time (0: white noise, a fresh draw every step)
+
+
+# Chosen so that medium lands near the middle of the random..expert scale on the
+# evaluation episodes (docs/training.md: CSTR ~56, tanks ~57 normalised).
+MEDIUM: dict[str, Detune] = {
+    "tanks": Detune(gain=0.25, noise=0.3, noise_tau_s=300.0),
+}
+
+
 class Behaviour:
     """A batch behaviour policy for ``n_envs`` envs of one plant."""
 
@@ -69,6 +88,10 @@ class Behaviour:
         self.loops = [(obs_names.index(lp.observation), obs_names.index(lp.target),
                        act_names.index(lp.action), lp) for lp in loops]
         self.integ = np.zeros((n_envs, len(self.loops)))
+        self.detune = MEDIUM.get(plant, Detune())
+        self.noise_std = self.detune.noise * (self.hi - self.lo)
+        self.noise_keep = float(np.exp(-dt_s / self.detune.noise_tau_s)) if self.detune.noise_tau_s > 0 else 0.0
+        self.noise = np.zeros((n_envs, self.lo.size))
         self.who = np.array([kind] * n_envs, dtype=object)
         for i in range(n_envs):
             self.reset(i)
@@ -76,6 +99,8 @@ class Behaviour:
     def reset(self, i: int) -> None:
         """A new episode starts in env ``i``."""
         self.integ[i] = 0.0
+        if self.noise_keep > 0.0:  # a drifting operator starts anywhere in its stationary spread
+            self.noise[i] = self.rng.normal(0.0, self.noise_std)
         if self.kind == "mixed":
             self.who[i] = ("random", "medium", "expert")[int(self.rng.integers(3))]
 
@@ -84,7 +109,7 @@ class Behaviour:
         for k, (io, it, ia, lp) in enumerate(self.loops):
             e = obs[:, io] - obs[:, it]
             if detuned:
-                u[:, ia] += lp.sign * 0.25 * lp.kp * e
+                u[:, ia] += lp.sign * self.detune.gain * lp.kp * e
             else:
                 self.integ[:, k] += e * self.dt
                 # anti-windup: keep the integral term within the action's range
@@ -101,7 +126,10 @@ class Behaviour:
         if self.kind == "random":
             return rand
         expert = self._pid(obs, detuned=False)
-        medium = self._pid(obs, detuned=True) + self.rng.normal(0.0, 0.1 * (self.hi - self.lo), (n, self.lo.size))
+        # Noise: x <- keep x + sqrt(1 - keep^2) N(0, std^2), stationary std; keep = 0 is white.
+        k = self.noise_keep
+        self.noise[:n] = k * self.noise[:n] + np.sqrt(1.0 - k * k) * self.rng.normal(0.0, self.noise_std, (n, self.lo.size))
+        medium = self._pid(obs, detuned=True) + self.noise[:n]
         who = self.who[:n]
         out = np.where((who == "random")[:, None], rand,
                        np.where((who == "medium")[:, None], medium, expert))

@@ -34,7 +34,7 @@ from training.progress import Progress
 
 __all__ = ["CHECKPOINT_VERSION", "FitResult", "fit", "load_checkpoint", "policy_fn"]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: twin critics stored as one EnsembleQ (version 1 held q1/q2 MLPs)
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
             bar.update(1)
             if log_every and (s % log_every == 0 or s == steps):
                 now = time.perf_counter()
-                row = {k: v / count for k, v in sums.items()}
+                row = {k: float(v) / count for k, v in sums.items()}  # the only host read of the losses
                 row["steps_per_s"] = count / max(now - t_log, 1e-9)
                 log(row)
                 sums, count, t_log = {}, 0, now

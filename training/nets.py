@@ -23,7 +23,7 @@ from torch import nn
 
 from training.datasets import Dataset
 
-__all__ = ["Actor", "Batch", "DoubleQ", "GaussianActor", "ObsNormalizer", "Replay", "mlp", "soft_update"]
+__all__ = ["Actor", "Batch", "EnsembleQ", "GaussianActor", "ObsNormalizer", "Replay", "mlp", "soft_update"]
 
 
 def mlp(n_in: int, hidden: Sequence[int], n_out: int) -> nn.Sequential:
@@ -106,18 +106,49 @@ class GaussianActor(nn.Module):
         return [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.mean]
 
 
-class DoubleQ(nn.Module):
-    """Two Q(s, a) heads on normalised observations and [-1, 1] actions."""
+class EnsembleQ(nn.Module):
+    """``n`` Q(s, a) heads (2 for the clipped double-Q of TD3/SAC) computed as one batched MLP.
 
-    def __init__(self, norm: ObsNormalizer, n_obs: int, n_act: int, hidden: Sequence[int]) -> None:
+    Each layer holds the heads' weights stacked, ``(n, in, out)``, so one forward is one
+    matmul per layer (``baddbmm``) instead of one per head and layer, and one optimiser
+    step touches ``2 * layers`` tensors instead of ``2 * layers * n``. Each head is
+    initialised as its own ``nn.Linear`` would be (uniform in ±1/sqrt(fan_in)).
+    ``forward`` returns shape ``(n, batch)``, so ``q1, q2 = critic(s, a)`` and
+    ``critic(s, a).min(0).values`` both read naturally.
+    """
+
+    def __init__(self, norm: ObsNormalizer, n_obs: int, n_act: int, hidden: Sequence[int], n: int = 2) -> None:
         super().__init__()
         self.norm = norm
-        self.q1 = mlp(n_obs + n_act, hidden, 1)
-        self.q2 = mlp(n_obs + n_act, hidden, 1)
+        self.n = n
+        sizes = [n_obs + n_act, *hidden, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            bound = 1.0 / np.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.norm(obs), act], dim=-1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+        w0, b0 = self.weights[0], self.biases[0]
+        # First layer: every head reads the same input, so one (batch, in) @ (in, n*out) matmul.
+        h = (x @ w0.transpose(0, 1).reshape(w0.shape[1], -1)).view(x.shape[0], self.n, -1).transpose(0, 1) + b0
+        for w, b in zip(list(self.weights)[1:], list(self.biases)[1:], strict=True):
+            h = torch.baddbmm(b, torch.relu(h), w)
+        return h.squeeze(-1)
+
+    def head(self, i: int, obs: torch.Tensor, act: torch.Tensor, *, detach_params: bool = False) -> torch.Tensor:
+        """Q of head ``i`` alone, shape ``(batch,)``. ``detach_params``: gradients reach the
+        inputs (the actor's action) but not the heads' weights (TD3's actor loss)."""
+        h = torch.cat([self.norm(obs), act], dim=-1)
+        layers = list(zip(self.weights, self.biases, strict=True))
+        for k, (w, b) in enumerate(layers):
+            w_i, b_i = (w[i].detach(), b[i].detach()) if detach_params else (w[i], b[i])
+            h = torch.addmm(b_i, h, w_i)
+            if k < len(layers) - 1:
+                h = torch.relu(h)
+        return h.squeeze(-1)
 
 
 class ValueNet(nn.Module):
@@ -158,10 +189,12 @@ class Replay:
         self.act_mid = (hi + lo) / 2
         self.act_half = np.maximum((hi - lo) / 2, 1e-6)
         act = np.clip((ds.actions - self.act_mid) / self.act_half, -1.0, 1.0)
-        t = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32), device=device)  # noqa: E731
-        self.obs, self.act = t(ds.observations), t(act)
-        self.rew = t(ds.rewards * reward_scale)
-        self.next_obs, self.done = t(ds.next_observations), t(ds.terminals)
+        # One (n, obs + act + 1 + obs + 1) table: a batch is one gather, then column views.
+        table = np.concatenate([ds.observations, act, (ds.rewards * reward_scale)[:, None], ds.next_observations,
+                                np.asarray(ds.terminals, np.float32)[:, None]], axis=1)
+        self.table = torch.as_tensor(np.ascontiguousarray(table, dtype=np.float32), device=device)
+        o, a = ds.meta.n_obs, ds.meta.n_act
+        self._cols = (o, a, 1, o, 1)
         self.n = len(ds)
         self.device = device
         self.gen = torch.Generator(device=device)
@@ -169,7 +202,8 @@ class Replay:
 
     def sample(self, batch_size: int) -> Batch:
         idx = torch.randint(0, self.n, (batch_size,), generator=self.gen, device=self.device)
-        return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.done[idx])
+        obs, act, rew, nxt, done = self.table.index_select(0, idx).split(self._cols, dim=1)
+        return Batch(obs, act, rew.squeeze(1), nxt, done.squeeze(1))
 
 
 def obs_stats(ds: Dataset) -> dict[str, np.ndarray]:

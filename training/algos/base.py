@@ -11,7 +11,13 @@ from torch import nn
 
 from training.nets import Batch, ObsNormalizer
 
-__all__ = ["Algorithm"]
+__all__ = ["Algorithm", "adam"]
+
+
+def adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel (one pass over all tensors; CPU and CUDA), else foreach."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=lr, fused=fused, foreach=None if fused else True)
 
 
 class Algorithm:
@@ -39,7 +45,10 @@ class Algorithm:
 
     actor: nn.Module
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step; returns the step's losses as detached 0-d tensors (no host
+        sync per step: the training loop averages them on the device and reads them only
+        when it logs)."""
         raise NotImplementedError
 
     def config_dict(self) -> dict[str, Any]:

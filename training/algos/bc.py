@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.algos.base import Algorithm
+from training.algos.base import Algorithm, adam
 from training.nets import Actor, Batch
 
 
@@ -28,15 +28,15 @@ class BC(Algorithm):
     def __init__(self, cfg: BCConfig, n_obs, n_act, obs_mean, obs_std, *, device, seed) -> None:
         super().__init__(cfg, n_obs, n_act, obs_mean, obs_std, device=device, seed=seed)
         self.actor = Actor(self.norm, n_obs, n_act, cfg.hidden).to(self.device)
-        self.opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.opt = adam(self.actor.parameters(), cfg.lr, self.device)
         self.modules = {"actor": self.actor}
         self.optims = {"actor": self.opt}
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         # min_pi E_(s,a)~D [ (pi(s) - a)^2 ]
         loss = (self.actor(batch.obs) - batch.act).pow(2).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.step += 1
-        return {"actor_loss": loss.item()}
+        return {"actor_loss": loss.detach()}

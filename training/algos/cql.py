@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from training.algos.base import Algorithm
-from training.nets import Batch, DoubleQ, GaussianActor, soft_update
+from training.algos.base import Algorithm, adam
+from training.nets import Batch, EnsembleQ, GaussianActor, soft_update
 
 
 @dataclass
@@ -43,15 +43,15 @@ class CQL(Algorithm):
     def __init__(self, cfg: CQLConfig, n_obs, n_act, obs_mean, obs_std, *, device, seed) -> None:
         super().__init__(cfg, n_obs, n_act, obs_mean, obs_std, device=device, seed=seed)
         self.actor = GaussianActor(self.norm, n_obs, n_act, cfg.hidden).to(self.device)
-        self.critic = DoubleQ(self.norm, n_obs, n_act, cfg.hidden).to(self.device)
+        self.critic = EnsembleQ(self.norm, n_obs, n_act, cfg.hidden, n=2).to(self.device)
         self.critic_t = copy.deepcopy(self.critic).requires_grad_(False)
         self.target_entropy = -float(n_act)
         self._alpha_holder = torch.nn.ParameterDict(  # a module, so log_alpha is checkpointed
             {"log_alpha": torch.nn.Parameter(torch.zeros(1, device=self.device))})
         self.log_alpha = self._alpha_holder["log_alpha"]
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, self.device)
+        self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr, self.device)
+        self.alpha_opt = adam([self.log_alpha], cfg.alpha_lr, self.device)
         self.modules = {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_t,
                         "alpha": self._alpha_holder}
         self.optims = {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}
@@ -59,7 +59,7 @@ class CQL(Algorithm):
     def _repeat(self, x: torch.Tensor) -> torch.Tensor:
         return x.repeat_interleave(self.cfg.n_actions, dim=0)
 
-    def update(self, b: Batch) -> dict[str, float]:
+    def update(self, b: Batch) -> dict[str, torch.Tensor]:
         c = self.cfg
         self.step += 1
         bs, na = b.obs.shape[0], c.n_actions
@@ -105,5 +105,5 @@ class CQL(Algorithm):
         self.critic_opt.step()
         # 4. Target.
         soft_update(self.critic_t, self.critic, c.tau)
-        return {"alpha": alpha.item(), "actor_loss": actor_loss.item(), "critic_td": td.item(),
-                "cql_penalty": penalty.item(), "critic_loss": critic_loss.item()}
+        return {"alpha": alpha.detach(), "actor_loss": actor_loss.detach(), "critic_td": td.detach(),
+                "cql_penalty": penalty.detach(), "critic_loss": critic_loss.detach()}

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from training.algos.base import Algorithm
-from training.nets import Actor, Batch, DoubleQ, ValueNet, soft_update
+from training.algos.base import Algorithm, adam
+from training.nets import Actor, Batch, EnsembleQ, ValueNet, soft_update
 
 
 @dataclass
@@ -43,17 +43,17 @@ class IQL(Algorithm):
     def __init__(self, cfg: IQLConfig, n_obs, n_act, obs_mean, obs_std, *, device, seed) -> None:
         super().__init__(cfg, n_obs, n_act, obs_mean, obs_std, device=device, seed=seed)
         self.actor = Actor(self.norm, n_obs, n_act, cfg.hidden).to(self.device)
-        self.critic = DoubleQ(self.norm, n_obs, n_act, cfg.hidden).to(self.device)
+        self.critic = EnsembleQ(self.norm, n_obs, n_act, cfg.hidden, n=2).to(self.device)
         self.value = ValueNet(self.norm, n_obs, cfg.hidden).to(self.device)
         self.critic_t = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
+        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, self.device)
+        self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr, self.device)
+        self.value_opt = adam(self.value.parameters(), cfg.value_lr, self.device)
         self.modules = {"actor": self.actor, "critic": self.critic, "value": self.value,
                         "critic_target": self.critic_t}
         self.optims = {"actor": self.actor_opt, "critic": self.critic_opt, "value": self.value_opt}
 
-    def update(self, b: Batch) -> dict[str, float]:
+    def update(self, b: Batch) -> dict[str, torch.Tensor]:
         c = self.cfg
         self.step += 1
         # 1. Value: expectile regression  L_V = E[ |tau - 1(u < 0)| u^2 ],  u = Q_target(s,a) - V(s)
@@ -82,5 +82,5 @@ class IQL(Algorithm):
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
-        return {"value_loss": value_loss.item(), "critic_loss": critic_loss.item(),
-                "actor_loss": actor_loss.item()}
+        return {"value_loss": value_loss.detach(), "critic_loss": critic_loss.detach(),
+                "actor_loss": actor_loss.detach()}

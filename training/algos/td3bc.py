@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from training.algos.base import Algorithm
-from training.nets import Actor, Batch, DoubleQ, soft_update
+from training.algos.base import Algorithm, adam
+from training.nets import Actor, Batch, EnsembleQ, soft_update
 
 
 @dataclass
@@ -38,36 +38,35 @@ class TD3BC(Algorithm):
     def __init__(self, cfg: TD3BCConfig, n_obs, n_act, obs_mean, obs_std, *, device, seed) -> None:
         super().__init__(cfg, n_obs, n_act, obs_mean, obs_std, device=device, seed=seed)
         self.actor = Actor(self.norm, n_obs, n_act, cfg.hidden).to(self.device)
-        self.critic = DoubleQ(self.norm, n_obs, n_act, cfg.hidden).to(self.device)
+        self.critic = EnsembleQ(self.norm, n_obs, n_act, cfg.hidden, n=2).to(self.device)
         self.actor_t = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_t = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.net.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.actor_opt = adam(self.actor.net.parameters(), cfg.actor_lr, self.device)
+        self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr, self.device)
         self.modules = {"actor": self.actor, "critic": self.critic,
                         "actor_target": self.actor_t, "critic_target": self.critic_t}
         self.optims = {"actor": self.actor_opt, "critic": self.critic_opt}
 
-    def update(self, b: Batch) -> dict[str, float]:
+    def update(self, b: Batch) -> dict[str, torch.Tensor]:
         c = self.cfg
         self.step += 1
         # 1. Target with policy smoothing: y = r + gamma (1-d) min_i Q'_i(s', clip(pi'(s') + eps))
         with torch.no_grad():
             noise = (torch.randn(b.act.shape, generator=self.gen, device=self.device) * c.policy_noise
-                     ).clamp(-c.noise_clip, c.noise_clip)
-            a2 = (self.actor_t(b.next_obs) + noise).clamp(-1.0, 1.0)
-            q1t, q2t = self.critic_t(b.next_obs, a2)
-            y = b.rew + c.gamma * (1.0 - b.done) * torch.min(q1t, q2t)
-        # 2. Critic regression on both heads.
-        q1, q2 = self.critic(b.obs, b.act)
-        critic_loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
+                     ).clamp_(-c.noise_clip, c.noise_clip)
+            a2 = (self.actor_t(b.next_obs) + noise).clamp_(-1.0, 1.0)
+            y = b.rew + c.gamma * (1.0 - b.done) * self.critic_t(b.next_obs, a2).min(0).values
+        # 2. Critic regression on both heads (one batched pass): sum_i E[(Q_i(s, a) - y)^2].
+        critic_loss = (self.critic(b.obs, b.act) - y).pow(2).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
-        out = {"critic_loss": critic_loss.item()}
+        out = {"critic_loss": critic_loss.detach()}
         # 3. Delayed actor: max_pi  lambda Q1(s, pi(s)) - (pi(s) - a)^2, lambda = alpha / mean|Q|.
+        #    Gradients reach the actor through Q1's input only, never the critic's weights.
         if self.step % c.policy_freq == 0:
             pi = self.actor(b.obs)
-            q = self.critic(b.obs, pi)[0]
+            q = self.critic.head(0, b.obs, pi, detach_params=True)
             lmbda = c.alpha / q.abs().mean().detach().clamp_min(1e-6)
             bc = (pi - b.act).pow(2).mean()
             actor_loss = -lmbda * q.mean() + bc
@@ -77,5 +76,5 @@ class TD3BC(Algorithm):
             # 4. Targets.
             soft_update(self.critic_t, self.critic, c.tau)
             soft_update(self.actor_t, self.actor, c.tau)
-            out |= {"actor_loss": actor_loss.item(), "bc_loss": bc.item()}
+            out |= {"actor_loss": actor_loss.detach(), "bc_loss": bc.detach()}
         return out
