@@ -36,7 +36,7 @@ from pymodbus.exceptions import ModbusException
 
 from gateway.config import ModbusConnection, TagSpec
 from gateway.errors import TransportError
-from gateway.io.tags import Quality, Snapshot, TagMap
+from gateway.io.tags import Quality, Snapshot, TagMap, as_index
 from gateway.io.transport import LinkHealth, WritePlan, check_write
 
 _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ModbusException)
@@ -116,18 +116,43 @@ class _Block:
     offset: np.ndarray = field(default_factory=lambda: np.empty(0))
     unpack: list[tuple[struct.Struct, int, bool] | None] = field(default_factory=list)
     buf_fmt: str = ""
+    # the whole block in one struct (pad bytes between tags) where every tag is big-endian,
+    # a register type and tags do not overlap; None: per-tag decoding
+    whole: struct.Struct | None = None
+    bools: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+    index: slice | np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+    good: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint8))
+    floats: bool = False
 
     def finish(self) -> None:
         self.slot_arr = np.array(self.slots, dtype=np.intp)
+        self.index = as_index(self.slot_arr)
         self.scale = np.array([s.scale for s in self.specs])
         self.offset = np.array([s.offset for s in self.specs])
+        self.good = np.full(len(self.slots), Quality.GOOD, dtype=np.uint8)
         self.buf_fmt = f">{self.count}H"
+        self.whole = self._compile()
+        self.bools = np.array([i for i, s in enumerate(self.specs) if s.datatype == "bool"], dtype=np.intp)
+        self.floats = any(s.datatype in ("float32", "float", "double") for s in self.specs)
         self.unpack = []
         for spec, off in zip(self.specs, self.offsets, strict=True):
             if spec.table in _BIT_TABLES or spec.word_order != "big" or spec.byte_order != "big":
                 self.unpack.append(None)  # general path: decode()
             else:
                 self.unpack.append((struct.Struct(_FORMAT[spec.datatype][0]), 2 * off, spec.datatype == "bool"))
+
+    def _compile(self) -> struct.Struct | None:
+        if self.table in _BIT_TABLES:
+            return None
+        fmt, at = ">", 0
+        for spec, off in zip(self.specs, self.offsets, strict=True):
+            if spec.word_order != "big" or spec.byte_order != "big" or off < at:
+                return None
+            fmt += f"{2 * (off - at)}x" if off > at else ""
+            code, size = _FORMAT[spec.datatype]
+            fmt += code[1:]
+            at = off + size
+        return struct.Struct(fmt + (f"{2 * (self.count - at)}x" if self.count > at else ""))
 
 
 def plan_blocks(specs: dict[str, TagSpec], names: Sequence[str], slots: Sequence[int],
@@ -359,6 +384,27 @@ class ModbusTransport:
 
     @staticmethod
     def _fill(snap: Snapshot, block: _Block, rr: object, now: float, wall: float) -> None:
+        whole = block.whole
+        if whole is None:
+            ModbusTransport._fill_each(snap, block, rr, now, wall)
+            return
+        regs = rr.registers  # type: ignore[attr-defined]
+        values = np.array(whole.unpack(struct.pack(block.buf_fmt, *regs[:block.count])), dtype=float)
+        if len(block.bools):
+            values[block.bools] = values[block.bools] != 0
+        values *= block.scale
+        values += block.offset
+        idx = block.index
+        snap.values[idx] = values
+        if block.floats:  # a NaN register pattern is bad data
+            snap.quality[idx] = np.where(np.isnan(values), Quality.BAD, Quality.GOOD)
+        else:
+            snap.quality[idx] = block.good
+        snap.source_ts[idx] = wall
+        snap.recv_mono[idx] = now
+
+    @staticmethod
+    def _fill_each(snap: Snapshot, block: _Block, rr: object, now: float, wall: float) -> None:
         if block.table in _BIT_TABLES:
             bits = rr.bits  # type: ignore[attr-defined]
             raw = [1.0 if bits[off] else 0.0 for off in block.offsets]

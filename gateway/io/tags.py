@@ -42,6 +42,13 @@ class TagMap:
         return np.array([self.index[n] for n in names], dtype=np.intp)
 
 
+def as_index(slots: np.ndarray) -> slice | np.ndarray:
+    """Snapshot slots as a slice where they are contiguous and ascending (cheaper to assign)."""
+    if len(slots) and (np.diff(slots) == 1).all():
+        return slice(int(slots[0]), int(slots[-1]) + 1)
+    return slots
+
+
 @dataclass
 class Snapshot:
     """One read of every readable tag, in TagMap order; filled in place every cycle.
