@@ -30,12 +30,15 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from asyncua import Client, ua
-from asyncua.client.ua_client import UaClientState
+from asyncua.client.ua_client import UaClientState, UASocketProtocol
+from asyncua.common.utils import Buffer
 from asyncua.crypto.security_policies import SecurityPolicyAes256Sha256RsaPss, SecurityPolicyBasic256Sha256
+from asyncua.ua.ua_binary import nodeid_to_binary, struct_from_binary, struct_to_binary
 
 from gateway.config import DataType, OpcUaConnection, TagSpec
 from gateway.errors import TransportError
@@ -84,6 +87,53 @@ def _to_wire(spec: TagSpec, value: float) -> object:
     return value
 
 
+class _ReadRequest:
+    """One link's cycle Read request, its NodesToRead encoded once.
+
+    asyncua's ``read_attributes`` builds a ReadValueId per node and encodes the whole
+    request on every call (pure Python: ~0.6 ms for 64 nodes, ~14 ms for 2,000 here);
+    the body never changes, so only the request header is encoded per cycle. The
+    message goes out through the session's own protocol object exactly as asyncua sends
+    it (request handle and id, security token, chunking, signing/encryption), and the
+    answer is decoded and checked as ``read_attributes`` does (asyncua 2.1 internals:
+    pinned below 2.2; tests/integration/test_io_opcua.py covers every path through it).
+    """
+
+    def __init__(self, node_ids: list[ua.NodeId]) -> None:
+        params = ua.ReadParameters()
+        params.NodesToRead = [ua.ReadValueId(NodeId=n, AttributeId=ua.AttributeIds.Value) for n in node_ids]
+        self.type_id = nodeid_to_binary(ua.ReadRequest().TypeId)
+        self.body = struct_to_binary(params)
+        self.header = ua.RequestHeader()
+
+    def encode(self, timeout_s: float, proto: UASocketProtocol) -> bytes:
+        hdr = self.header
+        proto._setup_request_header(hdr, timeout_s)  # noqa: SLF001 (asyncua's own handle/token bookkeeping)
+        hdr.Timestamp = datetime.now(UTC)
+        return self.type_id + struct_to_binary(hdr) + self.body
+
+    async def read(self, client: Client, timeout_s: float) -> list[ua.DataValue]:
+        proto = client.uaclient.protocol
+        if proto is None or proto.transport is None:
+            raise ConnectionError("Connection is not open")
+        if proto.pre_request_hook is not None:  # surfaces a failed keep-alive, as send_request does
+            await proto.pre_request_hook()
+        binreq = self.encode(timeout_s, proto)
+        request_id = proto._request_id + 1  # noqa: SLF001
+        proto.revolve_security_token()
+        msg = proto._connection.message_to_binary(  # noqa: SLF001
+            binreq, message_type=ua.MessageType.SecureMessage, request_id=request_id)
+        proto._request_id = request_id  # noqa: SLF001
+        future: asyncio.Future[Buffer] = asyncio.get_running_loop().create_future()
+        proto._callbackmap[request_id] = future  # noqa: SLF001
+        proto.transport.write(msg)
+        data = await future
+        proto.check_answer(data, " in response to ReadRequest")
+        response = struct_from_binary(ua.ReadResponse, data)
+        response.ResponseHeader.ServiceResult.check()
+        return response.Results  # type: ignore[no-any-return]
+
+
 class _SubHandler:
     """asyncua subscription handler: notifications land in the link's cache."""
 
@@ -122,6 +172,7 @@ class _Link:
     client: Client | None = None
     node_ids: list[ua.NodeId] = field(default_factory=list)
     positions: dict[ua.NodeId, int] = field(default_factory=dict)
+    request: _ReadRequest | None = None
     cache: list[ua.DataValue | None] = field(default_factory=list)
     missing: int = 0  # tags in cache without a notification yet
     last_notify_mono: float = -math.inf
@@ -267,6 +318,7 @@ class OpcUaTransport:
             raise
         link.node_ids = [ua.NodeId.from_string(s.node) for s in link.read_specs]
         link.positions = {nid: i for i, nid in enumerate(link.node_ids)}
+        link.request = _ReadRequest(link.node_ids)
         link.cache = [None] * len(link.node_ids)
         link.missing = len(link.cache)
         link.sub_failed = ""
@@ -388,7 +440,7 @@ class OpcUaTransport:
         t0 = time.monotonic()
         try:
             async with asyncio.timeout(link.spec.timeout_s):  # no extra task per request, unlike wait_for
-                dvs = await client.uaclient.read_attributes(link.node_ids, ua.AttributeIds.Value)
+                dvs = await link.request.read(client, link.spec.timeout_s)  # type: ignore[union-attr]
         except _COMMS_ERRORS as exc:
             snap.mark(link.read_slots, Quality.NO_DATA)
             await self._drop(link, exc)

@@ -1,4 +1,5 @@
-"""The array paths that fill the snapshot decide exactly as the per-tag paths do."""
+"""The cycle's fast I/O paths do exactly what the general ones do: snapshot fills in array
+operations, and the pre-encoded OPC UA Read request."""
 
 from __future__ import annotations
 
@@ -84,3 +85,29 @@ def test_modbus_fill_matches_the_per_tag_path(layout: str) -> None:
         ModbusTransport._fill(a, block, rr, 1.0, 2.0)
         ModbusTransport._fill_each(b, block, rr, 1.0, 2.0)
     same(a, b)
+
+
+def test_pre_encoded_read_request_is_what_asyncua_would_send() -> None:
+    from asyncua.ua.ua_binary import struct_to_binary
+
+    from gateway.io.opcua import _ReadRequest
+
+    ids = [ua.NodeId.from_string(s) for s in ("ns=2;s=a.b", "i=2258", "ns=3;i=7", "ns=2;g=09087e75-8e5e-499b-954f-f2a9603db28a")]
+    request = _ReadRequest(ids)
+
+    class Proto:  # asyncua's header bookkeeping, as UASocketProtocol does it
+        authentication_token = ua.NodeId(5, 1)
+        _request_handle = 41
+
+        def _setup_request_header(self, hdr: ua.RequestHeader, timeout: float) -> None:
+            hdr.AuthenticationToken = self.authentication_token
+            self._request_handle += 1
+            hdr.RequestHandle = self._request_handle
+            hdr.TimeoutHint = int(timeout * 1000)
+
+    for _ in range(2):  # the header is reused: each encoding carries the new handle
+        encoded = request.encode(2.0, Proto())  # type: ignore[arg-type]
+        reference = ua.ReadRequest()
+        reference.RequestHeader = request.header
+        reference.Parameters.NodesToRead = [ua.ReadValueId(NodeId=n, AttributeId=ua.AttributeIds.Value) for n in ids]
+        assert encoded == struct_to_binary(reference)
