@@ -173,17 +173,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pinned(cpu: int) -> Any:
-    if cpu < 0 or cpu not in os.sched_getaffinity(0):
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
+def pinned(cpu: int, fifo: int = 0) -> Any:
+    """preexec_fn: the child on ``cpu`` (if this machine has it), at SCHED_FIFO ``fifo`` (if > 0)."""
+    def setup() -> None:
+        if cpu >= 0 and cpu in os.sched_getaffinity(0):
+            os.sched_setaffinity(0, {cpu})
+        if fifo > 0:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(fifo))
+    return setup
 
 
 class TwinProcess:
     """simulators/scale.py as a child process, commanded over its stdin."""
 
-    def __init__(self, cell: Cell, cpu: int) -> None:
-        self.cell, self.cpu = cell, cpu
+    def __init__(self, cell: Cell, cpu: int, fifo: int = 0) -> None:
+        self.cell, self.cpu, self.fifo = cell, cpu, fifo
         self.proc: asyncio.subprocess.Process | None = None
         self.address: dict[str, Any] = {}
 
@@ -192,7 +196,7 @@ class TwinProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "simulators.scale", proto, "--tags", str(self.cell.tags),
             "--devices", str(self.cell.devices), "--outputs", str(N_OUT), cwd=str(ROOT),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, preexec_fn=pinned(self.cpu))
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, preexec_fn=pinned(self.cpu, self.fifo))
         self.address = await self.answer(120.0)
         return self
 
@@ -425,7 +429,7 @@ async def run_bare(cell: Cell, twin: TwinProcess, tmp: Path, args: argparse.Name
             "publish_ms": args.publish_ms if args.publish_ms is not None else 1000.0 / cell.hz}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--bare", json.dumps(spec), "--event-loop", args.event_loop,
-        stdout=asyncio.subprocess.PIPE, cwd=str(ROOT), preexec_fn=pinned(args.daemon_cpu))
+        stdout=asyncio.subprocess.PIPE, cwd=str(ROOT), preexec_fn=pinned(args.daemon_cpu, args.realtime))
     stdout, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"the bare client failed ({proc.returncode})")
@@ -455,7 +459,7 @@ async def run_cells(cells: list[Cell], args: argparse.Namespace) -> list[dict[st
                 results.append({"cell": c.name, "skipped": "a smaller configuration missed deadlines at this rate"})
         if not todo:
             continue
-        async with TwinProcess(group[0], args.twin_cpu) as twin:  # one twin serves every rate
+        async with TwinProcess(group[0], args.twin_cpu, args.twin_realtime) as twin:  # one twin serves every rate
             for cell in todo:
                 print(f"# {cell.name} ...", file=sys.stderr, flush=True)
                 load0 = os.getloadavg()
@@ -532,7 +536,10 @@ def main() -> int:
     ap.add_argument("--estop-trips", type=int, default=0, help="PLC e-stop trips per cell after the window")
     ap.add_argument("--busy-wait-us", type=float, default=1500.0, help="[gateway] busy_wait_us")
     ap.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio")
-    ap.add_argument("--realtime", type=int, default=0, help="[gateway] realtime_priority (0: none)")
+    ap.add_argument("--realtime", type=int, default=0, help="[gateway] realtime_priority (0: none); the "
+                    "bare client gets the same")
+    ap.add_argument("--twin-realtime", type=int, default=0, help="SCHED_FIFO priority for the load twin "
+                    "(0: none): a PLC is hardware of its own, not a process the gateway shares a CPU with")
     ap.add_argument("--publish-ms", type=float, default=None, help="subscription publishing interval "
                     "(default: the cycle period)")
     ap.add_argument("--twin-cpu", type=int, default=0, help="CPU for the load twin (-1: any)")
@@ -554,7 +561,8 @@ def main() -> int:
     results = asyncio.run(run_cells(cells, args))
     print(f"# bench_cycle  {started}  {machine()}")
     print(f"# {args.seconds:g} s per cell after {args.warmup:g} s warm-up; busy_wait_us={args.busy_wait_us:g}, "
-          f"event_loop={args.event_loop}, realtime={args.realtime or 'no'}, twin CPU {args.twin_cpu}, "
+          f"event_loop={args.event_loop}, realtime={args.realtime or 'no'}, twin CPU {args.twin_cpu} "
+          f"(FIFO {args.twin_realtime or 'no'}), "
           f"daemon CPU {args.daemon_cpu}; times in µs; read/write: gateway stage vs bare library median, "
           f"ratio x; load avg at start/end of each cell in the JSON")
     print(HEADER)

@@ -71,11 +71,11 @@ class CompositeTransport:
         return split
 
     async def write(self, plan: WritePlan, values: Sequence[float]) -> None:
-        check_write(plan, values)  # refuse the whole write before any part reaches the wire
         split = self._plan(plan)
         if len(split) == 1 and len(split[0][2]) == len(plan.names):
-            await split[0][0].write(plan, values)
+            await split[0][0].write(plan, values)  # one part: it checks the whole write itself
             return
+        check_write(plan, values)  # refuse the whole write before any part reaches the wire
         results = await asyncio.gather(*(part.write(sub, [values[i] for i in pos]) for part, sub, pos in split),
                                        return_exceptions=True)
         for res in results:

@@ -47,6 +47,7 @@ _FORMAT: dict[str, tuple[str, int]] = {
     "float32": (">f", 2), "float": (">f", 2), "double": (">d", 4), "bool": (">H", 1),
 }
 _INT_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32}
+_ONE_REGISTER = {"int16": -0x8000, "uint16": 0}  # lowest value of the 16-bit integer types
 _EXCEPTION_NAMES = {1: "ILLEGAL_FUNCTION", 2: "ILLEGAL_ADDRESS", 3: "ILLEGAL_VALUE", 4: "DEVICE_FAILURE",
                     5: "ACKNOWLEDGE", 6: "DEVICE_BUSY", 10: "GATEWAY_PATH_UNAVAILABLE",
                     11: "GATEWAY_TARGET_NO_RESPONSE"}
@@ -60,6 +61,12 @@ def width(spec: TagSpec) -> int:
 
 def encode(spec: TagSpec, raw: float) -> list[int]:
     """The raw number to registers (lowest address first)."""
+    if spec.datatype in _ONE_REGISTER and spec.byte_order == "big":  # the common case, per cycle
+        value = int(round(raw))
+        low = _ONE_REGISTER[spec.datatype]
+        if low <= value <= low + 0xFFFF:
+            return [value & 0xFFFF]
+        # out of its range: refused or wrapped below
     fmt, _ = _FORMAT[spec.datatype]
     if spec.datatype == "bool":
         value: float | int = 1 if raw else 0
