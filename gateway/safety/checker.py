@@ -6,8 +6,12 @@ timestamp has not advanced for ``stale_ms`` of gateway time, so clock offsets be
 PLC and gateway do not matter), valid range (bad data, NaN included), rate of change
 (faster than physically plausible: trip), hard limits (trip) and soft limits (alarm). The verdict says
 OK, HOLD (data not usable this cycle: write nothing new) or TRIP, with a reason code
-naming the tag and the rule. The fast path is a handful of numpy calls on pre-allocated
-buffers; reason strings are built only when something is wrong.
+naming the tag and the rule.
+
+The arithmetic runs in the compiled kernel (gateway/safety/_kernel.c) or, where it was
+not built, in the numpy code below (gateway/safety/backend.py chooses); both work on
+the same pre-allocated arrays and return ``rule + 8 * index`` of the first offender (0:
+nothing to say), and reason strings are built here only when something is wrong.
 """
 
 from __future__ import annotations
@@ -19,12 +23,18 @@ import numpy as np
 
 from gateway.config import Settings
 from gateway.io.tags import Quality, Snapshot, TagMap
+from gateway.safety import backend as backends
 
 
 class Status(enum.IntEnum):
     OK = 0
     HOLD = 1
     TRIP = 2
+
+
+_OK = Status.OK
+# rule codes shared with _kernel.c; a result is rule + 8 * index of the first offending tag
+_QUALITY, _BAD_VALUE, _STALE, _RATE, _ESTOP, _HARD, _SOFT = range(1, 8)
 
 
 @dataclass
@@ -62,8 +72,21 @@ def _bounds(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full(n, -np.inf), np.full(n, np.inf)
 
 
+def _history(attr: str) -> property:
+    """Run-time history that gateway/ops/reload.py carries into a rebuilt checker by name:
+    assignment copies into the array the kernel holds, never replaces it."""
+
+    def get(self: ObservationChecker) -> np.ndarray:
+        return getattr(self, attr)
+
+    def put(self: ObservationChecker, value: np.ndarray) -> None:
+        np.copyto(getattr(self, attr), value)
+
+    return property(get, put)
+
+
 class ObservationChecker:
-    def __init__(self, settings: Settings, tags: TagMap) -> None:
+    def __init__(self, settings: Settings, tags: TagMap, backend: str | None = None) -> None:
         s = settings
         names: list[str] = list(dict.fromkeys(monitored_tags(s)))
         self.names = names
@@ -92,18 +115,18 @@ class ObservationChecker:
             if lim is not None and lim.max_rate is not None:
                 self.max_rate[i] = lim.max_rate
         self.estop_index = names.index(s.safety.estop_input) if s.safety.estop_input else -1
-        # the values are taken three times over (one row per range rule) so the comparisons
-        # run on same-shape arrays; broadcasting a row costs more than the extra copy
+        # the values are taken three times over (one row per range rule) so the numpy
+        # comparisons run on same-shape arrays; broadcasting a row costs more than the copy
         self._slots3 = np.tile(self.slots, 3)
         self._v3 = np.zeros((3, n))
         self._v3_flat = self._v3.reshape(-1)
         self._v = self._v3[0]
         self._q = np.zeros(n, dtype=np.uint8)
         self._ts = np.zeros(n)
-        self._last_ts = np.full(n, np.nan)
-        self._last_change = np.zeros(n)
-        self._prev_v = np.full(n, np.nan)
-        self._prev_t = np.nan
+        self._stamp = np.full(n, np.nan)    # last source timestamp seen per tag
+        self._changed = np.zeros(n)         # gateway time it last changed
+        self._prev = np.full(n, np.nan)     # previous good reading (rate of change)
+        self._state = np.full(2, np.nan)    # [time of the previous good reading, dt of the last rate check]
         self._rate = np.zeros(n)
         self._lim = np.zeros(n)
         self._age = np.zeros(n)
@@ -111,30 +134,91 @@ class ObservationChecker:
         self._tmp3 = np.zeros((3, n), dtype=bool)
         self._tmp = np.zeros(n, dtype=bool)
         self.verdict = Verdict()
+        kernel = backends.choose(backend)
+        self.backend = backends.name(kernel)
+        self._run = self._check_numpy if kernel is None else kernel.Checker(
+            range_lo=self.range_lo, range_hi=self.range_hi, hard_lo=self.hard_lo, hard_hi=self.hard_hi,
+            soft_lo=self.soft_lo, soft_hi=self.soft_hi, stale_s=self.stale_s, max_rate=self.max_rate,
+            slots=self.slots, values=self._v, quality=self._q, source_ts=self._ts, last_ts=self._stamp,
+            last_change=self._changed, prev_v=self._prev, rate=self._rate, state=self._state,
+            estop_index=self.estop_index).check
+
+    _last_ts = _history("_stamp")
+    _last_change = _history("_changed")
+    _prev_v = _history("_prev")
+
+    @property
+    def _prev_t(self) -> float:
+        return float(self._state[0])
+
+    @_prev_t.setter
+    def _prev_t(self, value: float) -> None:
+        self._state[0] = value
 
     @property
     def values(self) -> np.ndarray:
         """This cycle's values of the monitored tags, in ``names`` order (valid after check)."""
         return self._v
 
+    def check(self, snap: Snapshot, now_mono: float) -> Verdict:
+        r = self._run(snap.values, snap.quality, snap.source_ts, now_mono)
+        if r:
+            return self._report(r & 7, r >> 3)
+        verdict = self.verdict
+        verdict.status, verdict.code, verdict.message = _OK, "ok", ""
+        return verdict
+
+    def _report(self, rule: int, i: int) -> Verdict:
+        """The verdict for the first offender ``i`` of ``rule``, with its reason."""
+        verdict, name, v = self.verdict, self.names[i], self._v
+        if rule == _QUALITY:
+            # a value that is not GOOD is never judged on its number
+            quality = Quality(int(self._q[i]))
+            if quality == Quality.NO_DATA:
+                verdict.set(Status.HOLD, f"no_data:{name}", f"no data for tag {name!r}")
+            else:
+                verdict.set(Status.TRIP, f"bad_quality:{name}", f"tag {name!r} reports {quality.name} quality")
+        elif rule == _BAD_VALUE:
+            verdict.set(Status.TRIP, f"bad_value:{name}",
+                        f"tag {name!r} read {v[i]!r}, outside its valid range "
+                        f"[{self.range_lo[i]}, {self.range_hi[i]}]")
+        elif rule == _STALE:
+            verdict.set(Status.HOLD, f"stale:{name}",
+                        f"tag {name!r} has not been updated for more than {self.stale_s[i] * 1000:.0f} ms")
+        elif rule == _RATE:
+            verdict.set(Status.TRIP, f"rate_of_change:{name}",
+                        f"tag {name!r} changed at {self._rate[i] / self._state[1]:.6g} per second, faster "
+                        f"than its limit {self.max_rate[i]:.6g}")
+        elif rule == _ESTOP:
+            verdict.set(Status.TRIP, "plc_estop", f"PLC e-stop input {name!r} is active")
+        elif rule == _HARD:
+            side = "high" if v[i] > self.hard_hi[i] else "low"
+            bound = self.hard_hi[i] if side == "high" else self.hard_lo[i]
+            verdict.set(Status.TRIP, f"hard_limit:{name}:{side}",
+                        f"tag {name!r} = {v[i]:.6g} beyond its hard {side} limit {bound:.6g}")
+        else:
+            verdict.set(_OK, f"soft_limit:{name}", "")
+            verdict.soft_alarms += 1
+        return verdict
+
+    # ---- the numpy fallback: a handful of numpy calls on the pre-allocated buffers --------
     def _first_outside(self, row: int) -> int:
         """Index of the first value outside row ``row`` of the bounds (NaN is outside), or -1."""
         bad = ~self._ok3[row]
         return int(np.flatnonzero(bad)[0]) if np.count_nonzero(bad) else -1
 
-    def check(self, snap: Snapshot, now_mono: float) -> Verdict:
+    def _check_numpy(self, values: np.ndarray, quality: np.ndarray, source_ts: np.ndarray,
+                     now_mono: float) -> int:
         v, q, tmp = self._v, self._q, self._tmp
         # ndarray.take (the method) costs a fraction of np.take's dispatch
-        snap.values.take(self._slots3, out=self._v3_flat, mode="clip")
-        snap.quality.take(self.slots, out=q, mode="clip")
-        snap.source_ts.take(self.slots, out=self._ts, mode="clip")
-        verdict = self.verdict
-        verdict.status, verdict.code, verdict.message = Status.OK, "ok", ""
+        values.take(self._slots3, out=self._v3_flat, mode="clip")
+        quality.take(self.slots, out=q, mode="clip")
+        source_ts.take(self.slots, out=self._ts, mode="clip")
 
         # Staleness: has the PLC's timestamp advanced within stale_s of our clock?
-        np.not_equal(self._ts, self._last_ts, out=tmp)
-        np.copyto(self._last_change, now_mono, where=tmp)
-        np.copyto(self._last_ts, self._ts, where=tmp)
+        np.not_equal(self._ts, self._stamp, out=tmp)
+        np.copyto(self._changed, now_mono, where=tmp)
+        np.copyto(self._stamp, self._ts, where=tmp)
         # One pass over the three range rules (valid range, hard, soft); the comparisons are
         # false for NaN, so NaN is outside every row. Judged below, in the rules' order.
         ok3 = self._ok3
@@ -145,59 +229,32 @@ class ObservationChecker:
 
         # Quality first: a value that is not GOOD is never judged on its number.
         if np.count_nonzero(q):
-            i = int(np.flatnonzero(q)[0])
-            quality = Quality(int(q[i]))
-            if quality == Quality.NO_DATA:
-                verdict.set(Status.HOLD, f"no_data:{self.names[i]}", f"no data for tag {self.names[i]!r}")
-            else:
-                verdict.set(Status.TRIP, f"bad_quality:{self.names[i]}",
-                            f"tag {self.names[i]!r} reports {quality.name} quality")
-            return verdict
-        # Valid range (bad data); the comparisons are false for NaN, so NaN fails here too,
-        # and ±inf lies outside every range.
+            return _QUALITY + 8 * int(np.flatnonzero(q)[0])
+        # Valid range (bad data): NaN and ±inf lie outside every range.
         i = -1 if all_inside else self._first_outside(0)
         if i >= 0:
-            verdict.set(Status.TRIP, f"bad_value:{self.names[i]}",
-                        f"tag {self.names[i]!r} read {v[i]!r}, outside its valid range "
-                        f"[{self.range_lo[i]}, {self.range_hi[i]}]")
-            return verdict
-        np.subtract(now_mono, self._last_change, out=self._age)
+            return _BAD_VALUE + 8 * i
+        np.subtract(now_mono, self._changed, out=self._age)
         np.greater(self._age, self.stale_s, out=tmp)
         if np.count_nonzero(tmp):
-            i = int(np.flatnonzero(tmp)[0])
-            verdict.set(Status.HOLD, f"stale:{self.names[i]}",
-                        f"tag {self.names[i]!r} has not been updated for more than "
-                        f"{self.stale_s[i] * 1000:.0f} ms")
-            return verdict
+            return _STALE + 8 * int(np.flatnonzero(tmp)[0])
         # Rate of change against the previous good reading (NaN before there is one: passes).
-        dt = now_mono - self._prev_t
-        np.subtract(v, self._prev_v, out=self._rate)
+        state = self._state
+        dt = now_mono - state.item(0)
+        np.subtract(v, self._prev, out=self._rate)
         np.abs(self._rate, out=self._rate)
-        np.copyto(self._prev_v, v)
-        self._prev_t = now_mono
+        np.copyto(self._prev, v)
+        state[0], state[1] = now_mono, dt
         if dt > 0:
             np.multiply(self.max_rate, dt, out=self._lim)
             np.greater(self._rate, self._lim, out=tmp)
         if dt > 0 and np.count_nonzero(tmp):
-            i = int(np.flatnonzero(tmp)[0])
-            verdict.set(Status.TRIP, f"rate_of_change:{self.names[i]}",
-                        f"tag {self.names[i]!r} changed at {self._rate[i] / dt:.6g} per second, faster than "
-                        f"its limit {self.max_rate[i]:.6g}")
-            return verdict
+            return _RATE + 8 * int(np.flatnonzero(tmp)[0])
         if self.estop_index >= 0 and v[self.estop_index] != 0.0:
-            verdict.set(Status.TRIP, "plc_estop", f"PLC e-stop input {self.names[self.estop_index]!r} is active")
-            return verdict
+            return _ESTOP + 8 * self.estop_index
         if all_inside:
-            return verdict
+            return 0
         i = self._first_outside(1)
         if i >= 0:
-            side = "high" if v[i] > self.hard_hi[i] else "low"
-            bound = self.hard_hi[i] if side == "high" else self.hard_lo[i]
-            verdict.set(Status.TRIP, f"hard_limit:{self.names[i]}:{side}",
-                        f"tag {self.names[i]!r} = {v[i]:.6g} beyond its hard {side} limit {bound:.6g}")
-            return verdict
-        i = self._first_outside(2)
-        if i >= 0:
-            verdict.soft_alarms += 1
-            verdict.code = f"soft_limit:{self.names[i]}"
-        return verdict
+            return _HARD + 8 * i
+        return _SOFT + 8 * self._first_outside(2)

@@ -4,7 +4,8 @@ Each interlock is ``when`` (clauses on monitored tags, all must hold) → ``then
 action's upper or lower bound becomes a number). ``bounds`` starts from the configured
 [min, max] and applies every active interlock, so the shield always works on one pair of
 arrays. A NaN reading never satisfies a clause, but NaN never gets here: the checker
-trips on it first.
+trips on it first. The compiled kernel (gateway/safety/backend.py) does the same on the
+same arrays; the Python below is the fallback.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from gateway.config import Settings
+from gateway.safety import backend as backends
 from gateway.safety.expr import parse_condition, parse_restriction
 
 
 class Interlocks:
-    def __init__(self, settings: Settings, monitored: list[str]) -> None:
+    def __init__(self, settings: Settings, monitored: list[str], backend: str | None = None) -> None:
         actions = list(settings.policy.actions)
         specs = [settings.safety.actions[a] for a in actions]
         self.base_lo = np.array([a.min for a in specs])
@@ -45,9 +47,22 @@ class Interlocks:
         self.lo = self.base_lo.copy()
         self.hi = self.base_hi.copy()
         self.active = np.zeros(self.n, dtype=bool)
+        self._lohi = (self.lo, self.hi)
+        kernel = backends.choose(backend)
+        self.backend = backends.name(kernel)
+        self._kernel_bounds = None if kernel is None else kernel.Interlocks(
+            base_lo=self.base_lo, base_hi=self.base_hi, lo=self.lo, hi=self.hi, active=self.active,
+            action=np.array(self.act_index, dtype=np.intp), upper=np.array(self.is_upper, dtype=bool),
+            limit=np.array(self.limit, dtype=float), clause_slot=self._slots,
+            clause_op=np.array([c[0] for c in self._clauses], dtype=np.uint8),
+            clause_value=np.array([c[1] for c in self._clauses], dtype=float),
+            clause_owner=np.array([c[2] for c in self._clauses], dtype=np.intp)).bounds
 
     def bounds(self, monitored_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Effective [lo, hi] per action for this cycle (arrays reused between calls)."""
+        if self._kernel_bounds is not None:
+            self._kernel_bounds(monitored_values)
+            return self._lohi
         np.copyto(self.lo, self.base_lo)
         np.copyto(self.hi, self.base_hi)
         if self.n == 0:

@@ -5,7 +5,9 @@ ranges, staleness limits, hard/soft/rate limits, a PLC e-stop input, interlocks)
 sequence of snapshots (values including NaN, ±inf, exact bounds and huge numbers; every
 quality; timestamps that advance, stall or are missing; gateway clocks that advance by
 anything from 0 to seconds), the compiled checker returns the same status and reason code
-as the reference below, cycle after cycle (it is stateful: staleness and rate of change).
+as the reference below, cycle after cycle (it is stateful: staleness and rate of change),
+with the compiled kernel and with the numpy fallback alike; and the kernel leaves the same
+verdict, message and state behind as the numpy code, to the bit.
 
 The reference is the rule list of gateway/safety/checker.py written as loops and ifs:
 quality (NO_DATA → HOLD, other non-GOOD → TRIP), valid value (NaN, ±inf or outside the
@@ -28,6 +30,7 @@ from gateway.config import Settings
 from gateway.io.tags import Quality, Snapshot, TagMap
 from gateway.safety.checker import ObservationChecker, Status
 from gateway.safety.expr import parse_condition
+from tests.unit.safety.backends import CHECKER_STATE, assert_same_bits, each_backend
 from tests.unit.safety.strategies import Plant, plants, plausible, readings
 
 EXAMPLES = int(os.environ.get("EDGEWARDEN_HYPOTHESIS_EXAMPLES", "100"))
@@ -162,12 +165,14 @@ def cycle(draw: st.DrawFn, plant: Plant, names: list[str], prev_values: dict[str
     return values, quality, ts
 
 
+@each_backend
 @PROPERTY
 @given(plant=plants(max_actions=4), data=st.data())
-def test_checker_matches_the_reference(plant: Plant, data: st.DataObject) -> None:
+def test_checker_matches_the_reference(backend: str, plant: Plant, data: st.DataObject) -> None:
     s = plant.settings
     tags = TagMap.from_settings(s)
-    checker = ObservationChecker(s, tags)
+    checker = ObservationChecker(s, tags, backend)
+    twin = ObservationChecker(s, tags, "numpy") if backend == "c" else None
     ref = RefChecker(s)
     assert checker.names == ref.names
     snap = Snapshot(len(tags.readable))
@@ -189,6 +194,9 @@ def test_checker_matches_the_reference(plant: Plant, data: st.DataObject) -> Non
         # where a rate limit is set), and numpy's overflow warning is not a fault
         with np.errstate(over="ignore"):
             verdict = checker.check(snap, now)
+            if twin is not None:
+                assert twin.check(snap, now) == verdict
+                assert_same_bits(checker, twin, CHECKER_STATE, k)
         expected = ref.check(values, quality, ts, now)
         assert (verdict.status, verdict.code) == (expected.status, expected.code), (k, values, quality, ts)
         assert verdict.soft_alarms == ref.soft_alarms
@@ -200,13 +208,14 @@ def test_checker_matches_the_reference(plant: Plant, data: st.DataObject) -> Non
         prev_values, prev_ts = values, ts
 
 
+@each_backend
 @SMALL
 @given(plant=plants(max_actions=2, max_interlocks=2), data=st.data())
-def test_non_finite_readings_never_pass(plant: Plant, data: st.DataObject) -> None:
+def test_non_finite_readings_never_pass(backend: str, plant: Plant, data: st.DataObject) -> None:
     """NaN and ±inf are bad data whatever the configuration: the verdict is never OK."""
     s = plant.settings
     tags = TagMap.from_settings(s)
-    checker = ObservationChecker(s, tags)
+    checker = ObservationChecker(s, tags, backend)
     snap = Snapshot(len(tags.readable))
     snap.values[:] = 0.0
     snap.quality[:] = Quality.GOOD

@@ -6,7 +6,8 @@ random interlocks over 1–16 observations), any readings and any proposed actio
 nothing is written, the cycle trips) or writes an action that is finite, inside every
 configured bound, inside every active interlock, and within ``max_rate * dt`` of the last
 written value. And it does exactly what the reference below does: same ok, same code,
-same counts, same output.
+same counts, same output: with the compiled kernel and with the numpy fallback alike; and
+the kernel leaves the same bounds, output and counts behind as the numpy code, to the bit.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.safety.checker import monitored_tags
 from gateway.safety.expr import parse_condition, parse_restriction
 from gateway.safety.interlocks import Interlocks
 from gateway.safety.shield import ActionShield
+from tests.unit.safety.backends import assert_same_bits, each_backend, same_bits
 from tests.unit.safety.strategies import SPECIALS, Plant, finite, plants, readings
 
 # EDGEWARDEN_HYPOTHESIS_EXAMPLES=5000 for a long hunt; the default keeps the file under ~10 s
@@ -163,13 +165,15 @@ def _rate_ok(out: float, last: float, rate: float, dt: float) -> bool:
 
 
 # ---- the properties ------------------------------------------------------------------------
+@each_backend
 @PROPERTY
 @given(plant=plants(), data=st.data())
-def test_shield_is_safe_and_matches_the_reference(plant: Plant, data: st.DataObject) -> None:
+def test_shield_is_safe_and_matches_the_reference(backend: str, plant: Plant, data: st.DataObject) -> None:
     s = plant.settings
     names = list(dict.fromkeys(monitored_tags(s)))
-    interlocks = Interlocks(s, names)
-    shield = ActionShield(s)
+    interlocks = Interlocks(s, names, backend)
+    shield = ActionShield(s, backend)
+    twins = (Interlocks(s, names, "numpy"), ActionShield(s, "numpy")) if backend == "c" else None
     out = np.zeros(len(plant.actions))
     # several cycles on the same compiled objects: their reused buffers must not leak state
     for _ in range(data.draw(st.integers(1, 3), label="cycles")):
@@ -177,6 +181,9 @@ def test_shield_is_safe_and_matches_the_reference(plant: Plant, data: st.DataObj
         by_tag = dict(zip(names, mv, strict=True))
         ref_b = ref_bounds(s, by_tag)
         lo, hi = interlocks.bounds(np.array(mv))
+        if twins is not None:
+            twins[0].bounds(np.array(mv))
+            assert_same_bits(interlocks, twins[0], ("lo", "hi", "active"), "bounds")
         assert lo.tolist() == ref_b.lo and hi.tolist() == ref_b.hi
         assert interlocks.active_names() == ref_b.active
 
@@ -189,6 +196,11 @@ def test_shield_is_safe_and_matches_the_reference(plant: Plant, data: st.DataObj
         # right window, and numpy's overflow warning (an error under pytest) is not a fault
         with np.errstate(over="ignore"):
             res = shield.apply(np.array(proposed), np.array(last), dt, out, lo, hi)
+            if twins is not None:
+                twin_out = np.full_like(out, -12345.0)
+                assert twins[1].apply(np.array(proposed), np.array(last), dt, twin_out, lo, hi) == res
+                assert same_bits(out, twin_out), (out, twin_out)
+                assert_same_bits(shield, twins[1], ("interventions",), "interventions")
         ref = ref_shield(s, proposed, last, dt, ref_b.lo, ref_b.hi)
 
         assert (res.ok, res.code) == (ref.ok, ref.code)
@@ -222,12 +234,13 @@ def test_shield_is_safe_and_matches_the_reference(plant: Plant, data: st.DataObj
             assert (y <= limit) if op == "<=" else (y >= limit), (plant.actions[j], op, limit, y)
 
 
+@each_backend
 @SMALL
 @given(plant=plants(max_interlocks=0), data=st.data())
-def test_default_bounds_are_the_configured_ones(plant: Plant, data: st.DataObject) -> None:
+def test_default_bounds_are_the_configured_ones(backend: str, plant: Plant, data: st.DataObject) -> None:
     """Without lo/hi (and without interlocks) the shield uses [min, max] from the config."""
     s = plant.settings
-    shield = ActionShield(s)
+    shield = ActionShield(s, backend)
     dt = data.draw(dts)
     last = data.draw(last_values(plant))
     proposed = data.draw(actions_near(plant, last, dt))
@@ -242,11 +255,12 @@ def test_default_bounds_are_the_configured_ones(plant: Plant, data: st.DataObjec
         assert ref.out is not None and all(_close(a, b) for a, b in zip(out.tolist(), ref.out, strict=True))
 
 
+@each_backend
 @SMALL
 @given(plant=plants(max_interlocks=0), data=st.data())
-def test_any_non_finite_proposal_writes_nothing(plant: Plant, data: st.DataObject) -> None:
+def test_any_non_finite_proposal_writes_nothing(backend: str, plant: Plant, data: st.DataObject) -> None:
     s = plant.settings
-    shield = ActionShield(s)
+    shield = ActionShield(s, backend)
     last = data.draw(last_values(plant))
     proposed = data.draw(actions_near(plant, last, 0.1))
     k = data.draw(st.integers(0, len(proposed) - 1))
