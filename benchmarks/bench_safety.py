@@ -5,7 +5,9 @@
    (bounds, rate limits), plus four interlocks. One timed sample is exactly the cycle's
    safety work: ``checker.check`` → ``interlocks.bounds`` → ``shield.apply``, on readings
    that change every cycle (fresh timestamps, values that move, proposals that sometimes
-   need clipping). Goal (DESIGN.md): 64 tags ≤ 20 µs p99.
+   need clipping). Both backends side by side: the compiled kernel (``c``) and the numpy
+   fallback, interleaved in blocks so that load changes hit both alike, and the three
+   stages timed apart. Goal (DESIGN.md): 64 tags ≤ 20 µs p99.
 
 2. E-stop "detection → safe write issued": a real ControlLoop (CSTR config, shipped ONNX
    policy) on an in-memory transport whose ``write`` timestamps its entry. Two figures:
@@ -21,6 +23,7 @@
    trip (measured here against the same twin). Goal: within that.
 
     .venv/bin/python benchmarks/bench_safety.py [--iterations 20000] [--trips 2000] [--twin-trips 25]
+        [--checks-only]
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.config import Settings, load_config  # noqa: E402
 from gateway.io.memory import MemoryTransport  # noqa: E402
 from gateway.io.tags import Quality, Snapshot, TagMap  # noqa: E402
+from gateway.safety.backend import kernel_module  # noqa: E402
 from gateway.safety.checker import ObservationChecker, Status  # noqa: E402
 from gateway.safety.interlocks import Interlocks  # noqa: E402
 from gateway.safety.shield import ActionShield  # noqa: E402
@@ -60,7 +64,7 @@ HEALTHY = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, 
 def stats_us(ns: np.ndarray | list[int]) -> dict[str, float]:
     us = np.asarray(ns, dtype=float) / 1000.0
     return {"n": len(us), "median": float(np.median(us)), "p99": float(np.percentile(us, 99)),
-            "max": float(us.max())}
+            "p99.9": float(np.percentile(us, 99.9)), "max": float(us.max())}
 
 
 def fmt(s: dict[str, float]) -> str:
@@ -103,50 +107,80 @@ def synthetic_settings(n_tags: int) -> Settings:
     )
 
 
-def bench_checks(n_tags: int, iterations: int, seed: int) -> dict[str, Any]:
-    s = synthetic_settings(n_tags)
-    tags = TagMap.from_settings(s)
-    checker = ObservationChecker(s, tags)
-    interlocks = Interlocks(s, checker.names)
-    shield = ActionShield(s)
-    n_act = len(shield.names)
-    rng = np.random.default_rng(seed)
-    snap = Snapshot(len(tags.readable))
-    snap.quality[:] = Quality.GOOD
-    variants = 256
-    # readings spread over ±60 (a few outside the soft limits, none beyond the hard ones) that
-    # move by at most ±1 per cycle (well inside max_rate * dt = 10)
-    base = rng.uniform(-59.0, 59.0, size=len(tags.readable))
-    values = base + rng.uniform(-0.5, 0.5, size=(variants, len(tags.readable)))
-    proposals = rng.uniform(-10.0, 110.0, size=(variants, n_act))  # some need clipping
-    last = np.full(n_act, 50.0)
-    out = np.zeros(n_act)
-    dt = 0.01
-    samples = np.empty(iterations, dtype=np.int64)
-    perf = time.perf_counter_ns
+class SafetyRig:
+    """The cycle's safety objects for one backend, on a synthetic plant of ``n_tags``."""
+
+    def __init__(self, n_tags: int, backend: str, seed: int) -> None:
+        s = synthetic_settings(n_tags)
+        tags = TagMap.from_settings(s)
+        self.checker = ObservationChecker(s, tags, backend)
+        self.interlocks = Interlocks(s, self.checker.names, backend)
+        self.shield = ActionShield(s, backend)
+        assert {self.checker.backend, self.interlocks.backend, self.shield.backend} == {backend}
+        n_act = len(self.shield.names)
+        rng = np.random.default_rng(seed)
+        self.snap = Snapshot(len(tags.readable))
+        self.snap.quality[:] = Quality.GOOD
+        # readings spread over ±60 (a few outside the soft limits, none beyond the hard ones) that
+        # move by at most ±1 per cycle (well inside max_rate * dt = 10)
+        base = rng.uniform(-59.0, 59.0, size=len(tags.readable))
+        self.values = base + rng.uniform(-0.5, 0.5, size=(VARIANTS, len(tags.readable)))
+        self.proposals = rng.uniform(-10.0, 110.0, size=(VARIANTS, n_act))  # some need clipping
+        self.last = np.full(n_act, 50.0)
+        self.out = np.zeros(n_act)
+        self.now = 1000.0
+        self.k = 0
+        self.statuses = np.zeros(3, dtype=np.int64)
+
+    def run(self, total: np.ndarray, stages: np.ndarray, at: int, count: int) -> None:
+        """``count`` cycles; the timings of those with ``at + i >= 0`` go to row ``at + i``."""
+        perf = time.perf_counter_ns
+        checker, interlocks, shield, snap, last, out = (self.checker, self.interlocks, self.shield, self.snap,
+                                                        self.last, self.out)
+        dt = DT
+        for i in range(count):
+            j = self.k % VARIANTS
+            snap.values[:] = self.values[j]
+            snap.source_ts[:] = 1.7e9 + self.k * dt
+            self.now += dt
+            self.k += 1
+            proposed = self.proposals[j]
+            t0 = perf()
+            verdict = checker.check(snap, self.now)
+            t1 = perf()
+            lo, hi = interlocks.bounds(checker.values)
+            t2 = perf()
+            res = shield.apply(proposed, last, dt, out, lo, hi)
+            t3 = perf()
+            if at + i >= 0:
+                total[at + i] = t3 - t0
+                stages[at + i] = (t1 - t0, t2 - t1, t3 - t2)
+                self.statuses[verdict.status] += 1
+            if res.ok:
+                last[:] = out
+
+
+VARIANTS, DT, BLOCK = 256, 0.01, 1000
+
+
+def bench_checks(n_tags: int, iterations: int, seed: int, backends: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per backend: stats of the whole safety work per cycle and of each stage (µs)."""
+    rigs = {b: SafetyRig(n_tags, b, seed) for b in backends}
+    total = {b: np.empty(iterations, dtype=np.int64) for b in backends}
+    stages = {b: np.empty((iterations, 3), dtype=np.int64) for b in backends}
     warmup = min(2000, iterations)
-    now = 1000.0
-    statuses = np.zeros(3, dtype=np.int64)
     gc.collect()
-    for k in range(-warmup, iterations):
-        j = k % variants
-        snap.values[:] = values[j]
-        snap.source_ts[:] = 1.7e9 + k * dt
-        now += dt
-        proposed = proposals[j]
-        t0 = perf()
-        verdict = checker.check(snap, now)
-        lo, hi = interlocks.bounds(checker.values)
-        res = shield.apply(proposed, last, dt, out, lo, hi)
-        t1 = perf()
-        if k >= 0:
-            samples[k] = t1 - t0
-            statuses[verdict.status] += 1
-        if res.ok:
-            last[:] = out
-    assert statuses[Status.TRIP] == 0 and statuses[Status.HOLD] == 0, statuses
-    return {"tags": n_tags, "obs": len(checker.names), "actions": n_act, **stats_us(samples),
-            "soft": verdict.soft_alarms}
+    # interleaved blocks: a burst of load on the shared machine lands on every backend alike
+    for at in range(-warmup, iterations, BLOCK):
+        for b in backends:
+            rigs[b].run(total[b], stages[b], at, min(BLOCK, iterations - at))
+    out = {}
+    for b, rig in rigs.items():
+        assert rig.statuses[Status.TRIP] == 0 and rig.statuses[Status.HOLD] == 0, rig.statuses
+        out[b] = {"tags": n_tags, "obs": len(rig.checker.names), "actions": len(rig.shield.names),
+                  **stats_us(total[b]), "stages": [float(np.median(stages[b][:, k])) / 1000.0 for k in range(3)],
+                  "soft": rig.checker.verdict.soft_alarms}
+    return out
 
 
 # ---- 2. detection → safe write issued ---------------------------------------------------------
@@ -349,18 +383,28 @@ def main() -> None:
     ap.add_argument("--cycle-hz", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-twin", action="store_true")
+    ap.add_argument("--checks-only", action="store_true", help="only figure 1 (checks + shield)")
     args = ap.parse_args()
 
     print(f"machine: {machine()}")
     print(f"date:    {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print()
-    print(f"checker + interlocks + shield per cycle ({args.iterations} iterations, µs)")
-    print(f"{'tags':>5} {'monitored':>9} {'actions':>7} {'median':>8} {'p99':>8} {'max':>9}")
+    backends = ("c", "numpy") if kernel_module() is not None else ("numpy",)
+    if len(backends) == 1:
+        print("(the compiled safety kernel is not built: numpy only)")
+    print(f"checker + interlocks + shield per cycle ({args.iterations} iterations per backend, µs; "
+          "stages: medians of check / bounds / apply)")
+    print(f"{'tags':>5} {'monitored':>9} {'actions':>7} {'backend':>7} {'median':>8} {'p99':>8} {'p99.9':>8} "
+          f"{'max':>9}   stages")
     for n in (8, 64, 512):
-        r = bench_checks(n, args.iterations, args.seed)
-        print(f"{r['tags']:5d} {r['obs']:9d} {r['actions']:7d} {fmt(r)}")
+        for b, r in bench_checks(n, args.iterations, args.seed, backends).items():
+            stages = " / ".join(f"{x:.2f}" for x in r["stages"])
+            print(f"{r['tags']:5d} {r['obs']:9d} {r['actions']:7d} {b:>7} {r['median']:8.2f} {r['p99']:8.2f} "
+                  f"{r['p99.9']:8.2f} {r['max']:9.1f}   {stages}")
     print("goal: 64 tags p99 <= 20 µs")
     print()
+    if args.checks_only:
+        return
 
     trip, step = asyncio.run(bench_trip_path(args.trips))
     print(f"e-stop detection → safe write issued ({trip['n']} trips from AUTO, µs)")
