@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, metrics)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    fit.add_argument("--nproc", type=int, default=1,
+                     help="data-parallel processes on this machine (DDP: gloo on CPU, nccl on CUDA, one GPU "
+                          "each); batch_size is per process. Under torchrun leave it out")
     fit.add_argument("--eval-every", type=int, default=0, help="evaluate on the twin every N steps (0: never)")
     fit.add_argument("--eval-episodes", type=int, default=5)
     fit.add_argument("--checkpoint-every", type=int, default=5000)
@@ -120,9 +123,13 @@ def _fit(args: argparse.Namespace) -> int:
                 eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                 checkpoint_every=args.checkpoint_every, log_every=args.log_every, resume=args.resume,
                 overrides=_parse_sets(args.set), progress=not args.no_progress, plant=args.plant,
-                tensorboard=args.tensorboard)
+                tensorboard=args.tensorboard, nproc=args.nproc)
     except TypeError as e:  # unknown config field
         raise GatewayError(f"bad --set for {args.algo}: {e}") from None
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
+        return 0
     msg = f"trained {r.steps} steps in {r.seconds:.1f} s; checkpoint {args.out / 'last.pt'}"
     if r.last_eval:
         msg += (f"; normalised score {r.last_eval['eval_normalized_score']:.1f}, "

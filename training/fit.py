@@ -10,6 +10,10 @@ A run lives in one directory::
 networks, optimisers, replay generator and algorithm generator restored, so an
 interrupted run resumed to N steps equals one run of N steps (tested).
 
+``fit(..., nproc=N)`` (``--nproc N``) or a torchrun launch trains data-parallel:
+DistributedDataParallel over gloo (CPU) or nccl (CUDA), each rank its own seeded batch
+stream, rank 0 alone writing (training.distributed explains the details).
+
 A checkpoint is self-describing (algorithm, config, dataset metadata and hash, obs
 statistics, seed), which is everything ``train export`` needs.
 """
@@ -87,74 +91,179 @@ def policy_fn(algo: Algorithm, meta: DatasetMeta):
     return fn
 
 
+class _Metrics:
+    """metrics.jsonl + metrics.csv (+ TensorBoard) of a run; only rank 0 opens one."""
+
+    def __init__(self, run: Path, tensorboard: bool) -> None:
+        self.jf = open(run / "metrics.jsonl", "a")
+        new_csv = not (run / "metrics.csv").exists()
+        self.cf = open(run / "metrics.csv", "a", newline="")
+        self.cw = csv.writer(self.cf)
+        if new_csv:
+            self.cw.writerow(["step", "wall_s", "name", "value"])
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(run / "tb"))
+            except ImportError:
+                print("tensorboard not installed: metrics go to metrics.jsonl/csv only")
+
+    def write(self, step: int, wall_s: float, row: dict[str, Any]) -> None:
+        row = {"step": step, "wall_s": round(wall_s, 3), **row}
+        self.jf.write(json.dumps(row) + "\n")
+        self.jf.flush()
+        for k, v in row.items():
+            if k not in ("step", "wall_s") and isinstance(v, (int, float)):
+                self.cw.writerow([step, row["wall_s"], k, v])
+                if self.tb is not None:
+                    self.tb.add_scalar(k, v, step)
+        self.cf.flush()
+
+    def close(self) -> None:
+        self.jf.close()
+        self.cf.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
 def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, run_dir: str | os.PathLike[str], *,
         seed: int = 0, device: str = "cpu", eval_every: int = 0, eval_episodes: int = 5,
         checkpoint_every: int = 5000, log_every: int = 1000, resume: bool = False,
         overrides: dict[str, Any] | None = None, progress: bool = True, plant: str | None = None,
-        tensorboard: bool = False) -> FitResult:
+        tensorboard: bool = False, nproc: int = 1) -> FitResult:
+    """Train ``algo_name`` on ``dataset`` for ``steps`` gradient steps into ``run_dir``.
+
+    ``nproc`` > 1 trains data-parallel in that many processes (training.distributed);
+    under torchrun the process joins torchrun's group instead (leave ``nproc`` at 1).
+    """
+    from gateway.errors import GatewayError
+    from training import distributed as D
+
     if algo_name not in ALGOS:
         raise ValueError(f"unknown algorithm {algo_name!r} (known: {', '.join(ALGOS)})")
+    if nproc < 1:
+        raise GatewayError(f"--nproc must be >= 1, not {nproc}")
+    kw = dict(algo_name=algo_name, steps=steps, run_dir=run_dir, seed=seed, eval_every=eval_every,
+              eval_episodes=eval_episodes, checkpoint_every=checkpoint_every, log_every=log_every,
+              resume=resume, overrides=overrides, progress=progress, plant=plant, tensorboard=tensorboard)
+    env = D.torchrun_world()
+    if env is not None and env[1] > 1:
+        if nproc != 1:
+            raise GatewayError(f"launched by torchrun with WORLD_SIZE={env[1]}: leave out --nproc "
+                               "(torchrun's --nproc-per-node sets the processes)")
+        rank, size, local = env
+        dev = D.resolve_device(device, size, local)
+        world = D.init(rank, size, local, dev, "env://")
+        try:
+            return _train(dataset, dev, world, **kw)
+        finally:
+            D.close()
+    if nproc == 1:
+        return _train(dataset, D.resolve_device(device, 1, 0), None, **kw)
+    D.resolve_device(device, nproc, 0)  # refuse impossible device/process combinations before spawning
+    if isinstance(dataset, Dataset):
+        raise GatewayError("--nproc > 1 needs the dataset as a file path (each process loads it)")
+    import torch.multiprocessing as mp
+
+    t0 = time.perf_counter()
+    run = Path(run_dir)
+    start = _checkpoint_step(run / "last.pt") if resume else 0
+    try:
+        mp.start_processes(_spawned, args=(nproc, f"tcp://127.0.0.1:{D.free_port()}", str(dataset), device, kw),
+                           nprocs=nproc, join=True, start_method="spawn")
+    except mp.ProcessRaisedException as e:
+        last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
+        raise GatewayError(f"data-parallel training failed in a worker: {last}") from None
+    except mp.ProcessExitedException as e:
+        raise GatewayError(f"data-parallel training failed: {e}") from None
+    last_eval = None
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "eval_normalized_score" in row:
+            last_eval = {k: v for k, v in row.items() if k.startswith("eval_")}
+    return FitResult(run_dir=run, steps=_checkpoint_step(run / "last.pt") - start,
+                     seconds=time.perf_counter() - t0, last_eval=last_eval)
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=False)["step"]) if path.exists() else 0
+
+
+def _spawned(rank: int, size: int, init_method: str, dataset: str, device: str, kw: dict[str, Any]) -> None:
+    """Entry point of one process started by ``fit(..., nproc=N)``."""
+    from training import distributed as D
+
+    if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
+    dev = D.resolve_device(device, size, rank)
+    world = D.init(rank, size, rank, dev, init_method)
+    try:
+        _train(dataset, dev, world, **kw)
+    finally:
+        D.close()
+
+
+def _train(dataset: str | os.PathLike[str] | Dataset, dev: torch.device, world, *, algo_name: str, steps: int,
+           run_dir: str | os.PathLike[str], seed: int, eval_every: int, eval_episodes: int, checkpoint_every: int,
+           log_every: int, resume: bool, overrides: dict[str, Any] | None, progress: bool, plant: str | None,
+           tensorboard: bool) -> FitResult:
+    """The training loop of one process (``world`` is None when training alone)."""
+    from gateway.errors import GatewayError
+    from training import distributed as D
+
+    rank, size = (world.rank, world.size) if world else (0, 1)
+    main = rank == 0
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     ds = dataset if isinstance(dataset, Dataset) else load(dataset)
-    dev = torch.device(device)
     stats = obs_stats(ds)
     ckpt_path = run / "last.pt"
     if resume and ckpt_path.exists():
         algo, ck = load_checkpoint(ckpt_path, dev)
         if ck["dataset_meta"]["content_hash"] != ds.meta.content_hash:
-            from gateway.errors import GatewayError
             raise GatewayError(f"cannot resume {str(run)!r}: it was trained on dataset "
                                f"{ck['dataset_meta']['content_hash']}, not {ds.meta.content_hash}")
+        if ck.get("world_size", 1) != size:
+            raise GatewayError(f"cannot resume {str(run)!r} with {size} process(es): it was trained with "
+                               f"{ck.get('world_size', 1)} (each process continues its own random stream)")
+        seed = ck["seed"]
         replay = Replay(ds, dev, seed, reward_scale=ck.get("reward_scale", 1.0))
         replay.gen.set_state(ck["replay_gen"])
-        seed = ck["seed"]
+        if rank > 0:
+            replay_state, algo_state = ck["rank_streams"][rank]
+            replay.gen.set_state(replay_state)
+            algo.gen.set_state(algo_state)
     else:
         algo = make_algorithm(algo_name, ds.meta.n_obs, ds.meta.n_act, stats["mean"], stats["std"],
                               device=dev, seed=seed, overrides=overrides)
-        replay = Replay(ds, dev, seed)
-        for p in (run / "metrics.jsonl", run / "metrics.csv"):
-            p.unlink(missing_ok=True)
+        replay = Replay(ds, dev, D.rank_seed(seed, rank))
+        if rank > 0:  # same initial networks on every rank, its own noise stream
+            algo.gen.manual_seed(D.rank_seed(seed + 1, rank))
+        if main:
+            for p in (run / "metrics.jsonl", run / "metrics.csv"):
+                p.unlink(missing_ok=True)
+    if world:
+        algo.data_parallel()
     plant = plant or ds.meta.plant
     batch_size = algo.cfg.batch_size
 
     def checkpoint() -> None:
-        _save(ckpt_path, {
-            "format": CHECKPOINT_VERSION, "algo": algo.name, "config": algo.config_dict(),
-            "algo_state": algo.state_dict(), "replay_gen": replay.gen.get_state(),
-            "dataset_meta": ds.meta.to_dict(), "obs_stats": {k: v.tolist() for k, v in stats.items()},
-            "seed": seed, "step": algo.step, "reward_scale": 1.0,
-        })
+        streams = D.all_gather((replay.gen.get_state(), algo.gen.get_state()), world) if world else None
+        if main:
+            _save(ckpt_path, {
+                "format": CHECKPOINT_VERSION, "algo": algo.name, "config": algo.config_dict(),
+                "algo_state": algo.state_dict(), "replay_gen": replay.gen.get_state(),
+                "dataset_meta": ds.meta.to_dict(), "obs_stats": {k: v.tolist() for k, v in stats.items()},
+                "seed": seed, "step": algo.step, "reward_scale": 1.0, "world_size": size, "rank_streams": streams,
+            })
 
-    jf = open(run / "metrics.jsonl", "a")
-    new_csv = not (run / "metrics.csv").exists()
-    cf = open(run / "metrics.csv", "a", newline="")
-    cw = csv.writer(cf)
-    if new_csv:
-        cw.writerow(["step", "wall_s", "name", "value"])
-    tb = None
-    if tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(str(run / "tb"))
-        except ImportError:
-            print("tensorboard not installed: metrics go to metrics.jsonl/csv only")
-
-    def log(row: dict[str, float]) -> None:
-        row = {"step": algo.step, "wall_s": round(time.perf_counter() - t0, 3), **row}
-        jf.write(json.dumps(row) + "\n")
-        jf.flush()
-        for k, v in row.items():
-            if k not in ("step", "wall_s"):
-                cw.writerow([row["step"], row["wall_s"], k, v])
-                if tb is not None:
-                    tb.add_scalar(k, v, algo.step)
-        cf.flush()
-
+    metrics = _Metrics(run, tensorboard) if main else None
     t0 = time.perf_counter()
     start = algo.step
-    bar = Progress(steps, f"fit {algo.name}", enabled=progress, initial=start)
-    sums: dict[str, float] = {}
+    bar = Progress(steps, f"fit {algo.name}" + (f" x{size}" if size > 1 else ""), enabled=progress and main,
+                   initial=start)
+    sums: dict[str, Any] = {}
     count = 0
     last_eval: dict[str, float] | None = None
     t_log = time.perf_counter()
@@ -169,23 +278,31 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
             if log_every and (s % log_every == 0 or s == steps):
                 now = time.perf_counter()
                 row = {k: float(v) / count for k, v in sums.items()}  # the only host read of the losses
+                if world:
+                    row = D.mean_over_ranks(row, world, dev)
                 row["steps_per_s"] = count / max(now - t_log, 1e-9)
-                log(row)
+                if metrics:
+                    metrics.write(algo.step, now - t0, row)
                 sums, count, t_log = {}, 0, now
-            if eval_every and (s % eval_every == 0 or s == steps):
+            if main and eval_every and (s % eval_every == 0 or s == steps):
                 from training.evaluate import evaluate_policy
                 r = evaluate_policy(plant, policy_fn(algo, ds.meta), episodes=eval_episodes)
                 last_eval = {f"eval_{k}": float(v) for k, v in r.to_dict().items()}
-                log(last_eval)
+                if metrics:
+                    metrics.write(algo.step, time.perf_counter() - t0, last_eval)
                 bar.postfix = f"score {r.normalized_score:.1f}"
                 t_log = time.perf_counter()
             if checkpoint_every and s % checkpoint_every == 0:
                 checkpoint()
         checkpoint()
+        if world:  # the replicas must have stayed identical: compare their parameters
+            digests = D.all_gather(D.param_digest(algo.modules), world)
+            if metrics:
+                metrics.write(algo.step, time.perf_counter() - t0, {"rank_param_sha256": digests})
+            if len(set(digests)) != 1:
+                raise GatewayError(f"data-parallel replicas diverged: parameter digests differ across ranks {digests}")
     finally:
         bar.close()
-        jf.close()
-        cf.close()
-        if tb is not None:
-            tb.close()
+        if metrics:
+            metrics.close()
     return FitResult(run_dir=run, steps=algo.step - start, seconds=time.perf_counter() - t0, last_eval=last_eval)

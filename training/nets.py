@@ -99,8 +99,11 @@ class GaussianActor(nn.Module):
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.mean(self._h(obs)))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.deterministic(obs)
+    def forward(self, obs: torch.Tensor, *, sample: bool = False,
+                generator: torch.Generator | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic action, or with ``sample`` a sampled action and its
+        log-probability (a keyword of ``forward`` so a DDP wrapper sees the sampling pass)."""
+        return self.sample(obs, generator) if sample else self.deterministic(obs)
 
     def export_layers(self) -> list[nn.Linear]:
         return [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.mean]
@@ -129,12 +132,17 @@ class EnsembleQ(nn.Module):
             self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, *, detach_params: bool = False) -> torch.Tensor:
+        """All heads, shape ``(n, batch)``. ``detach_params``: gradients reach the inputs
+        (an actor's action) but not the heads' weights (actor losses)."""
         x = torch.cat([self.norm(obs), act], dim=-1)
-        w0, b0 = self.weights[0], self.biases[0]
+        ws, bs = list(self.weights), list(self.biases)
+        if detach_params:
+            ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
         # First layer: every head reads the same input, so one (batch, in) @ (in, n*out) matmul.
-        h = (x @ w0.transpose(0, 1).reshape(w0.shape[1], -1)).view(x.shape[0], self.n, -1).transpose(0, 1) + b0
-        for w, b in zip(list(self.weights)[1:], list(self.biases)[1:], strict=True):
+        w0 = ws[0]
+        h = (x @ w0.transpose(0, 1).reshape(w0.shape[1], -1)).view(x.shape[0], self.n, -1).transpose(0, 1) + bs[0]
+        for w, b in zip(ws[1:], bs[1:], strict=True):
             h = torch.baddbmm(b, torch.relu(h), w)
         return h.squeeze(-1)
 

@@ -4,6 +4,7 @@ gateway's policy runtime, resume, and a hand-made D4RL file trained without conv
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -104,3 +105,79 @@ def test_bad_inputs_are_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert "not found" in capsys.readouterr().err
     assert ew("train", "collect", "nosuchplant", "--steps", 10, "--out", tmp_path / "d.h5") != 0
     assert "unknown plant 'nosuchplant'" in capsys.readouterr().err
+
+
+def _digests(run: Path) -> list[str]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "rank_param_sha256" in r][-1]["rank_param_sha256"]
+
+
+def test_data_parallel_two_gloo_processes(medium: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "ddp"
+    common = ["--algo", "td3bc", "--dataset", medium, "--out", run, "--nproc", 2, "--set", "hidden=[16,16]",
+              "--set", "batch_size=32", "--log-every", 5, "--checkpoint-every", 5, "--no-progress"]
+    assert ew("train", "fit", *common, "--steps", 10) == 0
+    first = _digests(run)
+    assert len(first) == 2 and first[0] == first[1]  # each rank its own batches, the same parameters
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["world_size"] == 2 and len(ck["rank_streams"]) == 2
+    assert not torch.equal(ck["rank_streams"][0][0], ck["rank_streams"][1][0])  # distinct sample streams
+
+    assert ew("train", "fit", *common, "--steps", 20, "--resume") == 0
+    again = _digests(run)
+    assert again[0] == again[1] and again != first
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 20
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "critic_loss" in r] == [5, 10, 15, 20]  # rank 0 alone wrote
+
+    capsys.readouterr()
+    assert ew("train", "fit", "--algo", "td3bc", "--dataset", medium, "--out", run, "--steps", 30, "--resume",
+              "--set", "hidden=[16,16]", "--no-progress") != 0
+    assert "trained with 2" in capsys.readouterr().err
+
+    out = tmp_path / "ddp.onnx"
+    assert ew("train", "export", run, "--out", out) == 0
+    sha = json.loads(Path(str(out) + ".json").read_text())["sha256"]
+    s = load_config(EXAMPLE).settings
+    s = s.model_copy(update={"policy": s.policy.model_copy(update={"path": out, "sha256": sha})})
+    assert load_policy(s).infer(np.array([350.0, 0.5, 331.0, 350.0], np.float32)).shape == (2,)
+
+
+def test_data_parallel_refuses_impossible_setups(medium: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    base = ["train", "fit", "--algo", "bc", "--dataset", medium, "--steps", 1, "--out", tmp_path / "r"]
+    n = max(2, have + 1)
+    assert ew(*base, "--device", "cuda", "--nproc", n) != 0
+    assert f"need {n} GPUs (one per process); this machine has {have}" in capsys.readouterr().err
+    if have == 0:
+        assert ew(*base, "--device", "cuda") != 0
+        assert "sees no CUDA device here" in capsys.readouterr().err
+    assert ew(*base, "--device", "cuda:1", "--nproc", 2) != 0
+    assert "pass --device cuda" in capsys.readouterr().err
+    assert ew(*base, "--nproc", 0) != 0
+    assert "--nproc must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_launch_joins_its_group_and_resumes_bit_for_bit(medium: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def torchrun(out: Path, steps: int, *extra: str) -> None:
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "gateway.cli", "train", "fit", "--algo", "iql", "--dataset", str(medium),
+                        "--steps", str(steps), "--out", str(out), "--set", "hidden=[16,16]", "--set",
+                        "batch_size=32", "--log-every", "0", "--checkpoint-every", "5", "--no-progress", *extra],
+                       check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+    torchrun(tmp_path / "a", 20)
+    torchrun(tmp_path / "b", 10)
+    torchrun(tmp_path / "b", 20, "--resume")
+    assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert a["world_size"] == 2 and a["step"] == b["step"] == 20
+    for name, sd in a["algo_state"]["modules"].items():
+        for k, v in sd.items():
+            assert torch.equal(v, b["algo_state"]["modules"][name][k]), f"{name}.{k} differs after resume"

@@ -42,6 +42,24 @@ class Algorithm:
         self.modules: dict[str, nn.Module] = {}
         self.optims: dict[str, torch.optim.Optimizer] = {}
         self.step = 0
+        self._dp: dict[int, nn.Module] = {}
+
+    def data_parallel(self) -> None:
+        """Wrap every module that has an optimiser in DistributedDataParallel (the process
+        group must exist). Updates call ``self.dp(module)(...)`` for the forward passes
+        whose gradients train that module, so DDP averages them across ranks in
+        ``backward``; forwards without parameter gradients (targets, ``no_grad``,
+        ``detach_params``) use the module itself."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        for name in self.optims:
+            m = self.modules[name]
+            self._dp[id(m)] = DDP(m, device_ids=ids, forward_sync_buffers=False)
+
+    def dp(self, module: nn.Module) -> nn.Module:
+        """The data-parallel view of ``module`` (itself when training in one process)."""
+        return self._dp.get(id(module), module)
 
     actor: nn.Module
 

@@ -34,7 +34,7 @@ class BC(Algorithm):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         # min_pi E_(s,a)~D [ (pi(s) - a)^2 ]
-        loss = (self.actor(batch.obs) - batch.act).pow(2).mean()
+        loss = (self.dp(self.actor)(batch.obs) - batch.act).pow(2).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from training.algos.base import Algorithm, adam
 from training.nets import Batch, EnsembleQ, GaussianActor, soft_update
@@ -37,6 +38,17 @@ class CQLConfig:
     bc_steps: int = 0  # steps of BC (log-likelihood) actor loss before the SAC loss
 
 
+class Temperature(nn.Module):
+    """SAC's log entropy temperature as a module (checkpointed; DDP averages its gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.zeros(1))
+
+    def forward(self) -> torch.Tensor:
+        return self.log_alpha
+
+
 class CQL(Algorithm):
     name = "cql"
 
@@ -46,14 +58,13 @@ class CQL(Algorithm):
         self.critic = EnsembleQ(self.norm, n_obs, n_act, cfg.hidden, n=2).to(self.device)
         self.critic_t = copy.deepcopy(self.critic).requires_grad_(False)
         self.target_entropy = -float(n_act)
-        self._alpha_holder = torch.nn.ParameterDict(  # a module, so log_alpha is checkpointed
-            {"log_alpha": torch.nn.Parameter(torch.zeros(1, device=self.device))})
-        self.log_alpha = self._alpha_holder["log_alpha"]
+        self.temperature = Temperature().to(self.device)
+        self.log_alpha = self.temperature.log_alpha
         self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, self.device)
         self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr, self.device)
         self.alpha_opt = adam([self.log_alpha], cfg.alpha_lr, self.device)
         self.modules = {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_t,
-                        "alpha": self._alpha_holder}
+                        "alpha": self.temperature}
         self.optims = {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}
 
     def _repeat(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,8 +75,8 @@ class CQL(Algorithm):
         self.step += 1
         bs, na = b.obs.shape[0], c.n_actions
         # 1. Temperature: min_alpha E[ -alpha (log pi(a|s) + target_entropy) ]
-        pi, logp = self.actor.sample(b.obs, self.gen)
-        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        pi, logp = self.dp(self.actor)(b.obs, sample=True, generator=self.gen)
+        alpha_loss = -(self.dp(self.temperature)() * (logp.detach() + self.target_entropy)).mean()
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
@@ -74,7 +85,7 @@ class CQL(Algorithm):
         if self.step <= c.bc_steps:
             actor_loss = (alpha * logp + (pi - b.act).pow(2).sum(-1)).mean()
         else:
-            actor_loss = (alpha * logp - torch.min(*self.critic(b.obs, pi))).mean()
+            actor_loss = (alpha * logp - self.critic(b.obs, pi, detach_params=True).min(0).values).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
@@ -82,7 +93,7 @@ class CQL(Algorithm):
         with torch.no_grad():
             a2, logp2 = self.actor.sample(b.next_obs, self.gen)
             y = b.rew + c.gamma * (1.0 - b.done) * (torch.min(*self.critic_t(b.next_obs, a2)) - alpha * logp2)
-        q1, q2 = self.critic(b.obs, b.act)
+        q1, q2 = self.dp(self.critic)(b.obs, b.act)
         td = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
         with torch.no_grad():
             rep_o, rep_no = self._repeat(b.obs), self._repeat(b.next_obs)
@@ -91,7 +102,7 @@ class CQL(Algorithm):
             a_nxt, lp_nxt = self.actor.sample(rep_no, self.gen)
         log_unif = self.n_act * math.log(0.5)  # density of U[-1, 1]^|A|
         # One critic pass over all 3 x n_actions sampled actions per state, both heads.
-        qs = self.critic(torch.cat([rep_o, rep_o, rep_o]), torch.cat([a_rand, a_cur, a_nxt]))
+        qs = self.dp(self.critic)(torch.cat([rep_o, rep_o, rep_o]), torch.cat([a_rand, a_cur, a_nxt]))
         correction = torch.cat([torch.full_like(lp_cur, log_unif), lp_cur, lp_nxt])
         penalty = torch.zeros((), device=self.device)
         for q_all, q_data in zip(qs, (q1, q2), strict=True):

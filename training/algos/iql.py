@@ -59,7 +59,7 @@ class IQL(Algorithm):
         # 1. Value: expectile regression  L_V = E[ |tau - 1(u < 0)| u^2 ],  u = Q_target(s,a) - V(s)
         with torch.no_grad():
             q_t = torch.min(*self.critic_t(b.obs, b.act))
-        v = self.value(b.obs)
+        v = self.dp(self.value)(b.obs)
         u = q_t - v
         w = torch.where(u < 0, 1.0 - c.expectile, c.expectile)
         value_loss = (w * u.pow(2)).mean()
@@ -69,7 +69,7 @@ class IQL(Algorithm):
         # 2. Q: L_Q = E[ (r + gamma (1-d) V(s') - Q(s,a))^2 ] on both heads
         with torch.no_grad():
             y = b.rew + c.gamma * (1.0 - b.done) * self.value(b.next_obs)
-        q1, q2 = self.critic(b.obs, b.act)
+        q1, q2 = self.dp(self.critic)(b.obs, b.act)
         critic_loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -78,7 +78,7 @@ class IQL(Algorithm):
         # 3. Policy extraction (AWR): weights exp(beta (Q_target - V)), clipped.
         with torch.no_grad():
             weight = torch.exp(c.beta * (q_t - v.detach())).clamp_max(c.exp_adv_max)
-        actor_loss = (weight * (self.actor(b.obs) - b.act).pow(2).sum(-1)).mean()
+        actor_loss = (weight * (self.dp(self.actor)(b.obs) - b.act).pow(2).sum(-1)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()

@@ -57,7 +57,7 @@ class TD3BC(Algorithm):
             a2 = (self.actor_t(b.next_obs) + noise).clamp_(-1.0, 1.0)
             y = b.rew + c.gamma * (1.0 - b.done) * self.critic_t(b.next_obs, a2).min(0).values
         # 2. Critic regression on both heads (one batched pass): sum_i E[(Q_i(s, a) - y)^2].
-        critic_loss = (self.critic(b.obs, b.act) - y).pow(2).mean(1).sum()
+        critic_loss = (self.dp(self.critic)(b.obs, b.act) - y).pow(2).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
@@ -65,7 +65,7 @@ class TD3BC(Algorithm):
         # 3. Delayed actor: max_pi  lambda Q1(s, pi(s)) - (pi(s) - a)^2, lambda = alpha / mean|Q|.
         #    Gradients reach the actor through Q1's input only, never the critic's weights.
         if self.step % c.policy_freq == 0:
-            pi = self.actor(b.obs)
+            pi = self.dp(self.actor)(b.obs)
             q = self.critic.head(0, b.obs, pi, detach_params=True)
             lmbda = c.alpha / q.abs().mean().detach().clamp_min(1e-6)
             bc = (pi - b.act).pow(2).mean()
