@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import signal
 import struct
 import sys
@@ -56,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_memory import rss_kib  # noqa: E402
+from bench_safety import machine  # noqa: E402
 
 from gateway.timing import TRACE_FIELDS  # noqa: E402
 from simulators.scale import split  # noqa: E402
@@ -514,16 +514,6 @@ def budget(res: dict[str, Any]) -> str:
     g = res["gateway"]
     cells = " ".join(f"{g['stages'][s]['median']:6.0f}/{g['stages'][s]['p99']:<6.0f}" for s in STAGES)
     return f"{res['cell']:<24} {cells} {g['work']['median']:6.0f}/{g['work']['p99']:<6.0f}"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}; {os.cpu_count()} CPUs; {platform.system()} {platform.release()}; Python {platform.python_version()}"
 
 
 def main() -> int:
