@@ -436,6 +436,136 @@ async def run_bare(cell: Cell, twin: TwinProcess, tmp: Path, args: argparse.Name
     return json.loads(stdout.decode().strip().splitlines()[-1])
 
 
+# ---- in-process before/after figures of the cycle's optimisations ---------------------------------
+def micro(repeat: int) -> list[str]:
+    """Each optimised path beside the path it replaced (still in the code), same process, interleaved."""
+    import random
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from asyncua import ua
+    from asyncua.ua.ua_binary import struct_to_binary
+
+    from gateway.config import ModbusConnection, OpcUaConnection, TagSpec
+    from gateway.io.modbus import ModbusTransport, encode, encode_general
+    from gateway.io.opcua import OpcUaTransport, _ReadRequest
+    from gateway.io.tags import Snapshot, TagMap
+
+    def tagmap(specs: dict[str, TagSpec]) -> TagMap:
+        return TagMap(specs=specs, readable=tuple(specs), index={k: i for i, k in enumerate(specs)})
+
+    def ab(before: Any, after: Any, n: int) -> tuple[float, float]:
+        a, b = np.empty(n), np.empty(n)
+        clock = time.perf_counter
+        for k in range(n):
+            t0 = clock()
+            before()
+            t1 = clock()
+            after()
+            a[k], b[k] = t1 - t0, clock() - t1
+        return float(np.median(a) * 1e6), float(np.median(b) * 1e6)
+
+    class Proto:  # asyncua's request-header bookkeeping
+        authentication_token = ua.NodeId(5, 1)
+        _request_handle = 0
+
+        def _setup_request_header(self, hdr: ua.RequestHeader, timeout: float) -> None:
+            hdr.AuthenticationToken = self.authentication_token
+            self._request_handle += 1
+            hdr.RequestHandle = self._request_handle
+            hdr.TimeoutHint = int(timeout * 1000)
+
+    lines = [f"{'path (µs per cycle, median)':<44} {'tags':>5} {'before':>8} {'after':>8} {'x':>6}"]
+    now = datetime.now(UTC)
+    proto = Proto()
+    for n in FULL_TAGS:
+        k = max(20, repeat * 64 // n)
+        specs = {f"m{i}": TagSpec(connection="u", node=f"ns=2;s=scale.m{i}") for i in range(n)}
+        link = OpcUaTransport(tagmap(specs), {"u": OpcUaConnection(url="opc.tcp://x:1")})._links["u"]
+        dvs = [ua.DataValue(ua.Variant(float(i), ua.VariantType.Double), SourceTimestamp=now, ServerTimestamp=now)
+               for i in range(n)]
+        snap = Snapshot(n)
+        rows = [("OPC UA snapshot fill: per tag -> arrays", ab(
+            lambda: OpcUaTransport._fill_each(snap, link, dvs, 1.0),  # noqa: B023
+            lambda: OpcUaTransport._fill(snap, link, dvs, 1.0), k))]  # noqa: B023
+        ids = [ua.NodeId.from_string(f"ns=2;s=scale.m{i}") for i in range(n)]
+        request = _ReadRequest(ids)
+
+        def build_and_encode() -> bytes:
+            req = ua.ReadRequest()
+            for nid in ids:  # noqa: B023 (what read_attributes does per call)
+                rv = ua.ReadValueId()
+                rv.NodeId = nid
+                rv.AttributeId = ua.AttributeIds.Value
+                req.Parameters.NodesToRead.append(rv)
+            proto._setup_request_header(req.RequestHeader, 2.0)
+            return struct_to_binary(req)
+
+        rows.append(("OPC UA Read request: asyncua -> pre-encoded", ab(
+            build_and_encode, lambda: request.encode(2.0, proto), k)))  # type: ignore[arg-type]  # noqa: B023
+        mspecs = {f"m{i}": TagSpec(connection="m", table="holding", address=i, datatype="int16", scale=0.1)
+                  for i in range(n)}
+        mt = ModbusTransport(tagmap(mspecs), {"m": ModbusConnection(type="modbus", host="h")})  # type: ignore[call-overload]
+        rng = random.Random(n)
+        blocks = [(b, SimpleNamespace(registers=[rng.randrange(65536) for _ in range(b.count)]))
+                  for b in mt.blocks("m")]
+        msnap = Snapshot(n)
+
+        def fill(fn: Any) -> None:
+            for block, rr in blocks:  # noqa: B023
+                fn(msnap, block, rr, 1.0, 2.0)  # noqa: B023
+
+        rows.append(("Modbus snapshot fill: per tag -> one struct", ab(
+            lambda: fill(ModbusTransport._fill_each), lambda: fill(ModbusTransport._fill), k)))
+        for name, (before, after) in rows:
+            lines.append(f"{name:<44} {n:5d} {before:8.1f} {after:8.1f} {before / after:6.1f}")
+    spec = TagSpec(connection="m", table="holding", address=0, datatype="int16", scale=0.1)
+    before, after = ab(lambda: [encode_general(spec, 512.0 + i) for i in range(3)],
+                       lambda: [encode(spec, 512.0 + i) for i in range(3)], repeat * 10)
+    lines.append(f"{'Modbus encode 3 int16 outputs: struct -> int':<44} {3:5d} {before:8.1f} {after:8.1f} "
+                 f"{before / after:6.1f}")
+    return lines
+
+
+async def _wait_compare(hz: float, seconds: float, busy_us: float) -> list[str]:
+    """The cycle's waits, on this process's event loop: lateness against the grid and CPU."""
+    from gateway.cycle import ControlLoop
+
+    busy_s = busy_us / 1e6
+
+    async def loop_only(deadline: float) -> None:
+        delay = deadline - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def spin(deadline: float) -> None:  # the busy-wait before this change: spin busy_s
+        delay = deadline - time.perf_counter() - busy_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while time.perf_counter() < deadline:
+            pass
+
+    async def now_(deadline: float) -> None:
+        await ControlLoop._sleep_until(deadline, busy_s)
+
+    lines = [f"{'wait before each deadline':<40} {'late med':>8} {'p99':>7} {'p99.9':>7} {'max':>7} {'CPU':>6}"]
+    for name, wait in (("event loop timer only", loop_only), (f"event loop + spin {busy_us:g} µs (before)", spin),
+                       ("event loop + nanosleep + spin (now)", now_)):
+        period, n = 1.0 / hz, int(seconds * hz)
+        late = np.empty(n)
+        cpu0 = time.process_time()
+        deadline = time.perf_counter() + period
+        for k in range(n):
+            await wait(deadline)
+            late[k] = time.perf_counter() - deadline
+            deadline += period
+        cpu = (time.process_time() - cpu0) / (n * period)
+        st = stats_us(late)
+        lines.append(f"{name:<40} {st['median']:8.0f} {st['p99']:7.0f} {st['p999']:7.0f} {st['max']:7.0f} "
+                     f"{cpu * 100:5.1f}%")
+    return lines
+
+
 # ---- the matrix -----------------------------------------------------------------------------------
 def cells_of(args: argparse.Namespace) -> list[Cell]:
     if args.cells:
@@ -537,8 +667,28 @@ def main() -> int:
     ap.add_argument("--skip-after-miss", action=argparse.BooleanOptionalAction, default=True,
                     help="skip a cell when fewer tags already missed deadlines at that protocol and rate")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--micro", action="store_true", help="only the in-process before/after figures of the "
+                    "I/O optimisations (no twin, no daemon)")
+    ap.add_argument("--wait-compare", type=float, default=0.0, metavar="SECONDS",
+                    help="only compare the ways of waiting for a deadline at --wait-hz for SECONDS each")
+    ap.add_argument("--wait-hz", type=float, default=100.0)
     ap.add_argument("--bare", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.micro or args.wait_compare:
+        from gateway import timing
+        from gateway.config import GatewaySection
+
+        print(f"# bench_cycle  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {machine()}")
+        if args.micro:
+            print("\n".join(micro(200)))
+        if args.wait_compare:
+            gw = GatewaySection(event_loop=args.event_loop, cpu_affinity=[] if args.daemon_cpu < 0 else
+                                [args.daemon_cpu], realtime_priority=args.realtime or None)
+            timing.prepare_process(gw)
+            print(f"# {args.wait_hz:g} Hz, {args.wait_compare:g} s each, event_loop={args.event_loop}, "
+                  f"realtime={args.realtime or 'no'}, CPU {args.daemon_cpu}")
+            print("\n".join(timing.run(_wait_compare(args.wait_hz, args.wait_compare, args.busy_wait_us), gw)))
+        return 0
     if args.bare is not None:
         from gateway import timing
         from gateway.config import GatewaySection

@@ -66,7 +66,12 @@ def encode(spec: TagSpec, raw: float) -> list[int]:
         low = _ONE_REGISTER[spec.datatype]
         if low <= value <= low + 0xFFFF:
             return [value & 0xFFFF]
-        # out of its range: refused or wrapped below
+        # out of its range: refused or wrapped by the general path
+    return encode_general(spec, raw)
+
+
+def encode_general(spec: TagSpec, raw: float) -> list[int]:
+    """:func:`encode` for every type, word and byte order (struct)."""
     fmt, _ = _FORMAT[spec.datatype]
     if spec.datatype == "bool":
         value: float | int = 1 if raw else 0
