@@ -93,6 +93,13 @@ def d3rlpy_factory(path: str):
     return run, d3rlpy.__version__
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
@@ -106,7 +113,8 @@ def main() -> None:
         c = collect("cstr", "medium", 50_000, path, seed=0, n_envs=8, progress=False)
         ds = load(path)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()} "
-          f"{platform.processor() or ''} x{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+          f"{platform.processor() or ''} x{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          f"load average {_loadavg()} at start")
     print(f"collection: {c.transitions_per_s:,.0f} transitions/s (cstr, medium, 8 vectorised envs, 50k)")
     d3 = None
     if args.d3rlpy_path:
@@ -121,7 +129,7 @@ def main() -> None:
         line = f"{name}: edgewarden {statistics.median(a):.0f} steps/s"
         if b:
             line += f", d3rlpy {statistics.median(b):.0f} steps/s, ratio {statistics.median(a) / statistics.median(b):.2f}x"
-        print(line + f"  (batch 256, 256-256, obs {ds.meta.n_obs}, act {ds.meta.n_act}, median of {args.rounds} rounds "
+        print(line + f"  (load {_loadavg()}; batch 256, 256-256, obs {ds.meta.n_obs}, act {ds.meta.n_act}, median of {args.rounds} rounds "
                      f"x {args.steps} steps)")
 
 

@@ -75,6 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", type=Path, required=True)
     ex.set_defaults(handler=_export)
 
+    sh = tsub.add_parser("ship", help="reproduce a shipped learned policy in models/ (seeded recipe per plant)")
+    sh.add_argument("plant", choices=["cstr", "tanks", "hvac"])
+    sh.add_argument("--out-dir", type=Path, help="where the model and manifest go (default: the repo's models/)")
+    sh.add_argument("--work", type=Path, help="keep the dataset and run here (default: a temporary directory)")
+    sh.set_defaults(handler=_ship)
+
 
 def _baseline(args: argparse.Namespace) -> int:
     require_train_extra("onnx")
@@ -228,4 +234,16 @@ def _export(args: argparse.Namespace) -> int:
     r = export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {r.path} sha256:{r.sha256} (parity vs torch: {r.parity_normalized:.2e} normalised, "
           f"{r.parity_engineering:.2e} in engineering units); manifest {r.path}.json")
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    require_train_extra("torch", "h5py", "onnx", "gymnasium")
+    from training.ship import REPO, ship
+
+    m = ship(args.plant, args.out_dir or REPO / "models", args.work)
+    ev = m["evaluation"]
+    print(f"wrote {m['model']} sha256:{m['sha256']} ({m['algorithm']} on {m['recipe']['quality']} data): "
+          f"normalised score {ev['normalized_score']:.1f}, violation rate {ev['violation_rate']:.4f} "
+          f"over {ev['episodes']} episodes")
     return 0

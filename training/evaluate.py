@@ -27,8 +27,12 @@ from training.behaviour import make_behaviour
 
 __all__ = ["SHIELD_MAX_RATE", "EvalResult", "evaluate_policy", "reference_returns", "rollout"]
 
-# Per action, engineering units per second; as in examples/cstr.toml [safety.actions.*].
-SHIELD_MAX_RATE: dict[str, tuple[float, ...]] = {"cstr": (100.0, 50.0)}
+# Per action, engineering units per second; as in examples/<plant>.toml [safety.actions.*].
+SHIELD_MAX_RATE: dict[str, tuple[float, ...]] = {
+    "cstr": (100.0, 50.0),
+    "tanks": (2.0, 2.0, 0.2, 0.2),
+    "hvac": (3.0, 3.0, 200.0),
+}
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]  # (n, n_obs) eng. units -> (n, n_act) eng. units
 

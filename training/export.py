@@ -38,6 +38,8 @@ PARITY_TOL = 1e-5
 # Env signal name -> gateway tag name where a plant's example config names them differently.
 GATEWAY_TAGS: dict[str, dict[str, str]] = {
     "cstr": {"coolant_flow": "coolant_flow_sp", "feed_flow": "feed_flow_sp"},
+    "tanks": {"pump1": "pump1_sp", "pump2": "pump2_sp", "valve1": "valve1_sp", "valve2": "valve2_sp"},
+    "hvac": {"heating": "heating_sp", "cooling": "cooling_sp", "ventilation": "ventilation_sp"},
 }
 
 
