@@ -202,13 +202,15 @@ as_double(PyObject *o, double *out)
 static inline double
 np_max(double a, double b)
 {
-    return (a > b || isnan(a)) ? a : b;
+    const double m = a > b ? a : b; /* one maxsd, no branch on the data */
+    return isnan(a) ? a : m;
 }
 
 static inline double
 np_min(double a, double b)
 {
-    return (a < b || isnan(a)) ? a : b;
+    const double m = a < b ? a : b;
+    return isnan(a) ? a : m;
 }
 
 /* ---- observation checks ------------------------------------------------------------- */
