@@ -1,7 +1,7 @@
 """Offline RL algorithms, one readable module each: BC, TD3+BC, IQL, CQL.
 
 ``ALGOS`` maps the CLI name to ``(Algorithm class, Config class)``; every algorithm
-implements :class:`training.algos.base.Algorithm`: ``update(batch) -> dict[str, float]``,
+implements :class:`training.algos.base.Algorithm`: ``update(batch) -> dict[str, Tensor]`` (detached 0-d losses),
 an ``actor`` whose ``deterministic(obs)`` is what gets exported, and state dicts for
 checkpoints.
 """
