@@ -420,6 +420,10 @@ async def _bare_io(cell: Cell, address: dict[str, Any], publish_ms: float) -> tu
 
             sub = await client.create_subscription(publish_ms, Handler())
             await sub.subscribe_data_change([client.get_node(i) for i in ids])
+            for _ in range(500):  # every item's first notification
+                if all(dv is not None for dv in cache):
+                    break
+                await asyncio.sleep(0.01)
 
             async def read() -> np.ndarray:
                 values[:] = [float(dv.Value.Value) for dv in cache]
