@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,14 +170,17 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
     t0 = time.perf_counter()
     run = Path(run_dir)
     start = _checkpoint_step(run / "last.pt") if resume else 0
-    try:
-        mp.start_processes(_spawned, args=(nproc, f"tcp://127.0.0.1:{D.free_port()}", str(dataset), device, kw),
-                           nprocs=nproc, join=True, start_method="spawn")
-    except mp.ProcessRaisedException as e:
-        last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
-        raise GatewayError(f"data-parallel training failed in a worker: {last}") from None
-    except mp.ProcessExitedException as e:
-        raise GatewayError(f"data-parallel training failed: {e}") from None
+    # rendezvous through a file, not a TCP port: a port found free here can be taken by
+    # another program before rank 0 binds it
+    with tempfile.TemporaryDirectory(prefix="edgewarden-ddp-") as rdv:
+        try:
+            mp.start_processes(_spawned, args=(nproc, f"file://{rdv}/rendezvous", str(dataset), device, kw),
+                               nprocs=nproc, join=True, start_method="spawn")
+        except mp.ProcessRaisedException as e:
+            last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
+            raise GatewayError(f"data-parallel training failed in a worker: {last}") from None
+        except mp.ProcessExitedException as e:
+            raise GatewayError(f"data-parallel training failed: {e}") from None
     last_eval = None
     for line in (run / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
