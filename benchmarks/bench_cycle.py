@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import struct
 import sys
@@ -61,7 +62,7 @@ from gateway.timing import TRACE_FIELDS  # noqa: E402
 from simulators.scale import split  # noqa: E402
 
 N_OBS, N_OUT = 8, 2
-STAGES = ("read", "check", "infer", "shield", "write", "audit", "metrics")
+STAGES = ("read", "check", "infer", "shield", "write", "audit", "metrics", "gc")
 FULL_TAGS = (8, 64, 512, 2000)
 FULL_RATES = (10, 100, 500)
 FULL_PROTOCOLS = (("opcua-poll", 1), ("opcua-sub", 1), ("modbus", 1), ("modbus", 4), ("modbus", 16))
@@ -110,7 +111,7 @@ def gateway_config(tmp: Path, cell: Cell, address: dict[str, Any], args: argpars
     lines = ["[gateway]", 'name = "bench"', f"cycle_hz = {cell.hz}", "auto_start = true",
              "max_consecutive_overruns = 1000000",  # count and report overruns, never trip on them
              "comms_timeout_ms = 2000", f"busy_wait_us = {args.busy_wait_us}",
-             f'event_loop = "{args.event_loop}"', f'timing_trace = "{tmp / "trace.npy"}"',
+             f'event_loop = "{args.event_loop}"', f'gc = "{args.gc}"', f'timing_trace = "{tmp / "trace.npy"}"',
              f"timing_trace_cycles = {int(cell.hz * (args.warmup + args.seconds + 30 + 2 * args.estop_trips)) + 1000}"]
     if args.daemon_cpu >= 0:
         lines.append(f"cpu_affinity = [{args.daemon_cpu}]")
@@ -171,6 +172,23 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_ms() -> list[float]:
+    """Per CPU, the time the hypervisor ran something else while this VM's CPU had work (ms, since boot)."""
+    tick = 1000.0 / os.sysconf("SC_CLK_TCK")
+    return [int(line.split()[8]) * tick for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("cpu") and line[3].isdigit()]
+
+
+def thread_waits_ms(pid: int) -> dict[str, float]:
+    """Per thread of ``pid`` ("main" or its tid), the time it was runnable but not running (ms, schedstat)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = "main" if task.name == str(pid) else task.name
+            out[name] = int((task / "schedstat").read_text().split()[1]) / 1e6
+    return out
 
 
 def pinned(cpu: int, fifo: int = 0) -> Any:
@@ -289,9 +307,14 @@ async def run_daemon(cell: Cell, twin: TwinProcess, tmp: Path, args: argparse.Na
         await asyncio.sleep(args.warmup)
         st0 = await scrape(args.metrics_port)
         t0, d0, w0 = time.perf_counter(), cpu_seconds(proc.pid), cpu_seconds(twin.proc.pid)
+        steal0, waits0 = steal_ms(), thread_waits_ms(proc.pid)
         await asyncio.sleep(args.seconds)
         st1 = await scrape(args.metrics_port)
         t1, d1, w1 = time.perf_counter(), cpu_seconds(proc.pid), cpu_seconds(twin.proc.pid)
+        # where the daemon's time went besides its own work: the hypervisor (steal) and the
+        # scheduler (each thread's time runnable but not running)
+        out["steal_ms"] = [round(b - a) for a, b in zip(steal0, steal_ms())]
+        out["runnable_wait_ms"] = {k: round(v - waits0.get(k, 0.0), 1) for k, v in thread_waits_ms(proc.pid).items()}
         out.update(c0=st0["cycles"], c1=st1["cycles"], wall_s=t1 - t0, misses=st1["misses"] - st0["misses"],
                    daemon_cpu=(d1 - d0) / (t1 - t0), twin_cpu=(w1 - w0) / (t1 - t0), rss_mib=rss_kib(proc.pid) / 1024,
                    mode=st1["mode"], reconnects=st1["reconnects"])
@@ -310,6 +333,9 @@ async def run_daemon(cell: Cell, twin: TwinProcess, tmp: Path, args: argparse.Na
     out["lateness"] = stats_us(col["lateness"])
     out["work"] = stats_us(col["work"])
     out["stages"] = {s: stats_us(col[s]) for s in STAGES}
+    # garbage-collector pauses: cycles with one longer than half the period, and the longest
+    out["gc_stalls"] = int((col["gc"] > 0.5 / cell.hz).sum())
+    out["slow_cycles"] = int((col["work"] + col["gc"] > 1.0 / cell.hz).sum())
     return out
 
 
@@ -642,6 +668,10 @@ async def run_cells(cells: list[Cell], args: argparse.Namespace) -> list[dict[st
                             res["bare"] = await run_bare(cell, twin, tmp, args)
                     except (RuntimeError, AssertionError, TimeoutError) as exc:
                         res["error"] = str(exc)[:500]
+                    if args.keep is not None:  # the whole trace, the daemon's log and config, for a closer look
+                        keep = args.keep / cell.name.replace(":", "_")
+                        shutil.copytree(tmp, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("audit", "*.sock"))
+                        res["kept"] = str(keep)
                 res["loadavg"] = [round(x, 2) for x in (*load0, *os.getloadavg())]
                 results.append(res)
                 if res.get("error") or res["gateway"]["misses"] > 0:
@@ -659,7 +689,7 @@ def ratio(res: dict[str, Any], stage: str) -> float:
 
 HEADER = (f"{'cell':<24} {'Hz got':>8} {'miss':>5} {'late med':>8} {'p99':>7} {'p99.9':>7} {'max':>7} "
           f"{'gw CPU':>6} {'twin':>5} {'read':>7} {'bare':>7} {'x':>5} {'write':>6} {'bare':>6} {'x':>5} "
-          f"{'infer x':>7} {'e-stop p99':>10}")
+          f"{'infer x':>7} {'e-stop p99':>10} {'gc max':>7} {'gc>T/2':>6}")
 
 
 def row(res: dict[str, Any]) -> str:
@@ -676,7 +706,8 @@ def row(res: dict[str, Any]) -> str:
             f"{st['read']['median']:7.0f} {b.get('read', {}).get('median', float('nan')):7.0f} "
             f"{ratio(res, 'read'):5.2f} {st['write']['median']:6.0f} {b.get('write', {}).get('median', float('nan')):6.0f} "
             f"{ratio(res, 'write'):5.2f} {ratio(res, 'infer'):7.2f} "
-            f"{np.percentile(estop, 99) / 1000 if estop else float('nan'):8.2f}ms")
+            f"{np.percentile(estop, 99) / 1000 if estop else float('nan'):8.2f}ms "
+            f"{g['stages']['gc']['max']:7.0f} {g['gc_stalls']:6d}")
 
 
 def budget(res: dict[str, Any]) -> str:
@@ -695,6 +726,7 @@ def main() -> int:
     ap.add_argument("--estop-trips", type=int, default=0, help="PLC e-stop trips per cell after the window")
     ap.add_argument("--busy-wait-us", type=float, default=1500.0, help="[gateway] busy_wait_us")
     ap.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio")
+    ap.add_argument("--gc", choices=["python", "between_cycles"], default="python", help="[gateway] gc")
     ap.add_argument("--realtime", type=int, default=0, help="[gateway] realtime_priority (0: none); the "
                     "bare client gets the same")
     ap.add_argument("--twin-realtime", type=int, default=0, help="SCHED_FIFO priority for the load twin "
@@ -706,6 +738,8 @@ def main() -> int:
     ap.add_argument("--skip-after-miss", action=argparse.BooleanOptionalAction, default=True,
                     help="skip a cell when fewer tags already missed deadlines at that protocol and rate")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--keep", type=Path, default=None, help="copy each cell's timing trace, daemon log and "
+                    "config here (trace.npy: every cycle, columns gateway.timing.TRACE_FIELDS)")
     ap.add_argument("--micro", action="store_true", help="only the in-process before/after figures of the "
                     "I/O optimisations (no twin, no daemon)")
     ap.add_argument("--wait-compare", type=float, default=0.0, metavar="SECONDS",
@@ -740,7 +774,7 @@ def main() -> int:
     results = asyncio.run(run_cells(cells, args))
     print(f"# bench_cycle  {started}  {machine()}")
     print(f"# {args.seconds:g} s per cell after {args.warmup:g} s warm-up; busy_wait_us={args.busy_wait_us:g}, "
-          f"event_loop={args.event_loop}, realtime={args.realtime or 'no'}, twin CPU {args.twin_cpu} "
+          f"event_loop={args.event_loop}, gc={args.gc}, realtime={args.realtime or 'no'}, twin CPU {args.twin_cpu} "
           f"(FIFO {args.twin_realtime or 'no'}), "
           f"daemon CPU {args.daemon_cpu}; times in µs; read/write: gateway stage vs bare library median, "
           f"ratio x; load avg at start/end of each cell in the JSON")
@@ -753,6 +787,14 @@ def main() -> int:
     for res in results:
         if "gateway" in res:
             print(budget(res))
+    print()
+    print("# besides the daemon's own work, over each window: hypervisor steal per CPU (ms), each daemon "
+          "thread's time runnable but not running (ms), cycles whose work + GC passed the period")
+    for res in results:
+        g = res.get("gateway", {})
+        if "steal_ms" in g:
+            waits = ", ".join(f"{k} {v:g}" for k, v in sorted(g["runnable_wait_ms"].items(), key=lambda kv: -kv[1])[:5])
+            print(f"{res['cell']:<24} steal {g['steal_ms']}  wait {waits}  slow cycles {g['slow_cycles']}")
     if args.json is not None:
         args.json.write_text(json.dumps({"started": started, "machine": machine(), "args": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "results": results}, indent=1))

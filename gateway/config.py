@@ -63,6 +63,9 @@ class GatewaySection(_Section):
                                                      "edgewarden[uvloop] extra")
     timing_trace: Path | None = Field(None, description="save every cycle's lateness and stage times "
                                       "here (.npy) when the daemon stops (benchmarks)")
+    gc: Literal["python", "between_cycles"] = Field("python", description="between_cycles: freeze what "
+                                                    "start-up allocated and run the garbage collector after "
+                                                    "a cycle's work, never inside a cycle")
     timing_trace_cycles: int = Field(1 << 16, ge=1, le=1 << 24, description="rows kept in the trace ring")
     on_stop: Literal["safe_outputs", "plc"] = Field("safe_outputs", description="on SIGTERM, if writing: "
                                                     "write the safe outputs once, or leave the outputs to "

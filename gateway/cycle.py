@@ -19,6 +19,7 @@
     → action shield (finite, bounds ∩ interlocks, rate)      no feasible action → e-stop
     → write actions + heartbeat
     → audit record (hand-off, never waits for disk)
+    → garbage collection, with ``gc = "between_cycles"`` (never inside the steps above)
     → metrics, and the "healthy cycle" notification (systemd watchdog)
 
 A trip at any step goes through the e-stop, which writes the safe outputs at once.
@@ -54,11 +55,11 @@ from gateway.safety.checker import ObservationChecker, Status
 from gateway.safety.estop import EStop, TripEvent
 from gateway.safety.interlocks import Interlocks
 from gateway.safety.shield import ActionShield
-from gateway.timing import TRACE_FIELDS, CycleTrace
+from gateway.timing import TRACE_FIELDS, CycleGc, CycleTrace, GcPauses
 
 HEARTBEAT_MODULO = 2**32
 # columns of the per-cycle timing list (gateway.timing.TRACE_FIELDS)
-_LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK = range(len(TRACE_FIELDS))
+_LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK, _GC = range(len(TRACE_FIELDS))
 SPIN_S = 150e-6  # the last stretch before a deadline is spun: a nanosleep overshoots by ~60-90 µs here
 
 
@@ -205,27 +206,44 @@ class ControlLoop:
         period = self.period
         busy_s = self.settings.gateway.busy_wait_us / 1e6
         clock = time.perf_counter
-        deadline = clock() + period
-        while not stop.is_set():
-            await self._sleep_until(deadline, busy_s)
-            t0 = clock()
-            await self.step()
-            self._account(clock() - t0, t0 - deadline)
-            deadline += period
-            now = clock()
-            if now > deadline:  # overran: the next tick has already passed
-                missed = math.floor((now - deadline) / period) + 1
-                deadline += missed * period
-                self.stats.deadline_misses += 1
-                self.stats.consecutive_overruns += 1
-                self.metrics.deadline_misses.inc()
-                if self.stats.consecutive_overruns >= self.settings.gateway.max_consecutive_overruns:
-                    await self.estop.trip("deadline_overrun", f"{self.stats.consecutive_overruns} "
-                                          f"consecutive cycles overran the {period * 1000:.1f} ms period")
-            else:
-                self.stats.consecutive_overruns = 0
-                if not self._write_failed and self.on_healthy_cycle is not None:
-                    self.on_healthy_cycle()
+        pauses = GcPauses()
+        between = CycleGc() if self.settings.gateway.gc == "between_cycles" else None
+        try:
+            deadline = clock() + period
+            while not stop.is_set():
+                await self._sleep_until(deadline, busy_s)
+                t0 = clock()
+                pauses.take()  # collections while asleep stalled nothing
+                await self.step()
+                work = clock() - t0
+                if between is not None:
+                    between.collect()
+                self._t[_GC] = pauses.take()
+                self._account(work, t0 - deadline)
+                deadline = await self._next_deadline(deadline)
+        finally:
+            pauses.close()
+            if between is not None:
+                between.close()
+
+    async def _next_deadline(self, deadline: float) -> float:
+        """The next tick; an overrun skips the ticks already passed and counts a miss."""
+        period = self.period
+        deadline += period
+        now = time.perf_counter()
+        if now <= deadline:
+            self.stats.consecutive_overruns = 0
+            if not self._write_failed and self.on_healthy_cycle is not None:
+                self.on_healthy_cycle()
+            return deadline
+        missed = math.floor((now - deadline) / period) + 1  # overran: the next tick has already passed
+        self.stats.deadline_misses += 1
+        self.stats.consecutive_overruns += 1
+        self.metrics.deadline_misses.inc()
+        if self.stats.consecutive_overruns >= self.settings.gateway.max_consecutive_overruns:
+            await self.estop.trip("deadline_overrun", f"{self.stats.consecutive_overruns} "
+                                  f"consecutive cycles overran the {period * 1000:.1f} ms period")
+        return deadline + missed * period
 
     @staticmethod
     async def _sleep_until(deadline: float, busy_s: float) -> None:

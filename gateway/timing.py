@@ -4,7 +4,8 @@
 
 * ``cpu_affinity = [1]``: ``os.sched_setaffinity`` for the whole process (every thread
   started later inherits it), so the cycle does not migrate between cores.
-* ``realtime_priority = 50``: ``SCHED_FIFO`` at that priority (``os.sched_setscheduler``).
+* ``realtime_priority = 50``: ``SCHED_FIFO`` at that priority (``os.sched_setscheduler``) for
+  the thread that runs the cycle only; every thread started later runs at normal priority.
   Needs ``CAP_SYS_NICE`` or an ``RLIMIT_RTPRIO`` that allows it (the systemd real-time
   drop-in grants it). Not permitted is a refusal to start with the reason, never a
   silent fall-back to normal scheduling: a plant engineer who asked for it is counting on it.
@@ -12,6 +13,9 @@
 * ``timing_trace = "PATH.npy"``: keep every cycle's lateness and stage times in a
   pre-allocated ring (``timing_trace_cycles`` rows) and save it when the daemon stops.
   The exact source for benchmarks; Prometheus histograms are bucketed.
+* ``gc = "between_cycles"``: the garbage collector never starts on its own inside a
+  cycle (:class:`CycleGc`). Either way :class:`GcPauses` times every collection, whichever
+  thread ran it (the ``gc`` stage of the trace and the metrics).
 
 All of it is applied in :func:`prepare_process` before the event loop and any thread exist.
 """
@@ -19,7 +23,9 @@ All of it is applied in :func:`prepare_process` before the event loop and any th
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,8 @@ from gateway.config import GatewaySection
 from gateway.errors import ConfigError
 
 # one row per cycle; "work" is the whole step, "metrics" the bookkeeping after it
-TRACE_FIELDS = ("lateness", "read", "check", "infer", "shield", "write", "audit", "metrics", "work")
+# "gc" is the time the garbage collector held the interpreter during the cycle (GcPauses)
+TRACE_FIELDS = ("lateness", "read", "check", "infer", "shield", "write", "audit", "metrics", "work", "gc")
 COL = {name: i for i, name in enumerate(TRACE_FIELDS)}
 
 
@@ -52,7 +59,12 @@ def prepare_process(gw: GatewaySection) -> list[str]:
     if gw.realtime_priority is not None:
         prio = gw.realtime_priority
         try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+            # RESET_ON_FORK: threads started later (the audit writer, the metrics server, worker
+            # threads) run at normal priority. At the cycle's FIFO priority on the cycle's CPU, a
+            # thread that is busy holds that CPU until it blocks (FIFO does not time-slice): the
+            # cycle, woken by its socket, would wait for the audit writer's whole batch. At
+            # normal priority it is preempted the moment the cycle wakes.
+            os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(prio))
         except PermissionError:
             import resource
 
@@ -117,3 +129,71 @@ class CycleTrace:
         with tmp.open("wb") as f:
             np.save(f, self.ordered())
         os.replace(tmp, path)
+
+
+class GcPauses:
+    """Time spent in the garbage collector, from ``gc.callbacks``.
+
+    A collection holds the GIL whichever thread triggers it (the cycle, the audit writer,
+    a library's thread), so it stalls the cycle either way: ``take`` returns the seconds
+    collected since the last call. The callback only adds floats: it must not take a lock
+    (a collection can start while the metrics hold theirs).
+    """
+
+    def __init__(self) -> None:
+        self._total = 0.0
+        self._started = 0.0
+        self.collections = [0, 0, 0]
+        self.max_s = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        dt = time.perf_counter() - self._started
+        self._total += dt
+        self.collections[info["generation"]] += 1
+        if dt > self.max_s:
+            self.max_s = dt
+
+    def take(self) -> float:
+        total, self._total = self._total, 0.0
+        return total
+
+    def close(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+
+class CycleGc:
+    """``gc = "between_cycles"``: collect where a cycle can afford it, never inside one.
+
+    CPython collects when allocations pass a threshold, at whatever line of whatever thread
+    makes the allocation: inside a read, a check or the audit writer. A full (oldest
+    generation) collection walks every tracked object, which in a daemon holding asyncua,
+    pymodbus, onnxruntime and numpy is tens of milliseconds: a 500 Hz cycle misses several
+    deadlines. Here, after start-up everything alive is frozen (``gc.freeze``: never
+    scanned again, it lives as long as the process), automatic collection is off, and
+    :meth:`collect` runs after each cycle's work with CPython's own generation thresholds,
+    so a collection only walks what the running daemon allocated since start-up.
+    """
+
+    def __init__(self) -> None:
+        self.thresholds = gc.get_threshold()
+        self._was_enabled = gc.isenabled()
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+
+    def collect(self) -> None:
+        c0, c1, c2 = gc.get_count()
+        t0, t1, t2 = self.thresholds
+        if t0 == 0 or c0 < t0:  # a threshold of 0 turns collection off, as in CPython
+            return
+        gc.collect(2 if c2 >= t2 else 1 if c1 >= t1 else 0)
+
+    def close(self) -> None:
+        gc.unfreeze()
+        if self._was_enabled:
+            gc.enable()

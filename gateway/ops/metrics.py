@@ -20,7 +20,8 @@ from gateway.modes import Mode
 _CYCLE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 _LATENESS_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
 _STAGE_BUCKETS = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25)
-STAGES = ("read", "check", "infer", "shield", "write", "audit", "metrics")
+# "gc": garbage-collector pauses during the cycle, whichever thread ran them (gateway.timing.GcPauses)
+STAGES = ("read", "check", "infer", "shield", "write", "audit", "metrics", "gc")
 SHIELD_RULES = ("clipped", "rate_limited", "nonfinite_action", "interlock_conflict")
 # trip reasons (the code's part before ':'), initialised to 0 so dashboards and alerts see them
 TRIP_REASONS = ("hard_limit", "bad_quality", "bad_value", "rate_of_change", "plc_estop", "operator_estop",
