@@ -322,6 +322,7 @@ class Gateway:
 
     async def _hand_over(self, loop: ControlLoop) -> None:
         """On stop: leave the plant in its safe state; the PLC's dead-man does the rest."""
+        await loop.settle_writes()
         if loop.modes.mode in WRITING and self.settings.gateway.on_stop == "safe_outputs":
             with contextlib.suppress(TransportError):
                 await loop.write_safe(TripEvent("shutdown", "gateway stopping", "gateway"))

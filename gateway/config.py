@@ -63,6 +63,10 @@ class GatewaySection(_Section):
                                                      "edgewarden[uvloop] extra")
     timing_trace: Path | None = Field(None, description="save every cycle's lateness and stage times "
                                       "here (.npy) when the daemon stops (benchmarks)")
+    write_ack: Literal["in_cycle", "next_cycle"] = Field("in_cycle", description="next_cycle: send the "
+                                                         "outputs and collect the device's acknowledgement "
+                                                         "while the cycle sleeps (a failed write counts one "
+                                                         "cycle later); the e-stop's safe write always waits")
     gc: Literal["python", "between_cycles"] = Field("python", description="between_cycles: freeze what "
                                                     "start-up allocated and run the garbage collector after "
                                                     "a cycle's work, never inside a cycle")

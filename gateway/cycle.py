@@ -140,6 +140,9 @@ class ControlLoop:
         self._start_requested = settings.gateway.auto_start
         self._last_code = "ok"
         self._write_failed = False
+        self._ack_next = settings.gateway.write_ack == "next_cycle"
+        self._inflight: asyncio.Future[None] | None = None  # write_ack = "next_cycle": last cycle's write
+        self._settle_s = 0.0
         self._hold_since = math.nan
 
         # human override: who holds MANUAL ("plc", "operator"), and where to hand back to
@@ -266,6 +269,9 @@ class ControlLoop:
         snap = self.snap
         now = time.monotonic()
         self._write_failed = False
+        self._settle_s = 0.0
+        if self._inflight is not None:  # write_ack = "next_cycle": the last cycle's write, acknowledged
+            await self._settle_write()
 
         # 0. a validated model staged by load/promote/rollback takes over here, between cycles
         staged = self.models.take_staged(now)
@@ -529,26 +535,50 @@ class ControlLoop:
         values = self._values
         values[:-1] = action.tolist()
         values[-1] = self._next_heartbeat()
+        await self._send(self._write_plan, values)
+
+    async def _write_heartbeat(self) -> None:
+        await self._send(self._heartbeat_plan, (self._next_heartbeat(),))
+
+    async def _send(self, plan: WritePlan, values: list[float] | tuple[float]) -> None:
+        """The write stage. ``write_ack = "in_cycle"``: the cycle waits for the device's
+        acknowledgement. ``"next_cycle"``: the request is sent now, just as early, and the
+        acknowledgement arrives while the cycle sleeps; :meth:`_settle_write` collects it at
+        the start of the next cycle (a failure counts there, one cycle later)."""
         t_write = time.perf_counter()
+        if self._ack_next:
+            await self._settle_write()  # at most one write in flight, in cycle order
+            self._inflight = asyncio.ensure_future(self._write_checked(plan, tuple(values)))
+            await asyncio.sleep(0)  # runs the write up to its send: the request leaves now
+        else:
+            await self._write_checked(plan, values)
+        self._t[_WRITE] = time.perf_counter() - t_write + self._settle_s
+
+    async def _write_checked(self, plan: WritePlan, values: list[float] | tuple[float, ...]) -> None:
         try:
-            await self.transport.write(self._write_plan, values)
+            await self.transport.write(plan, values)
         except TransportError:
             self._write_failed = True
             self.stats.write_errors += 1  # comms loss past its timeout trips in step 3
-        self._t[_WRITE] = time.perf_counter() - t_write
 
-    async def _write_heartbeat(self) -> None:
-        t_write = time.perf_counter()
-        try:
-            await self.transport.write(self._heartbeat_plan, (self._next_heartbeat(),))
-        except TransportError:
-            self._write_failed = True
-            self.stats.write_errors += 1
-        self._t[_WRITE] = time.perf_counter() - t_write
+    async def _settle_write(self) -> None:
+        """Wait for the write still in flight (``write_ack = "next_cycle"``), if any."""
+        inflight = self._inflight
+        if inflight is not None:
+            self._inflight = None
+            t0 = time.perf_counter()
+            await inflight
+            self._settle_s += time.perf_counter() - t0
+
+    async def settle_writes(self) -> None:
+        """Before the transport closes: the last write's acknowledgement, if still in flight."""
+        await self._settle_write()
 
     async def write_safe(self, event: TripEvent) -> None:
-        """The e-stop's first handler: safe outputs plus heartbeat, straight to the transport."""
+        """The e-stop's first handler: safe outputs plus heartbeat, straight to the transport
+        (after the write in flight, if any: the safe outputs are always the last word)."""
         self._action[:] = self.shield.safe
+        await self._settle_write()
         await self.transport.write(self._write_plan, [*self.shield.safe.tolist(), self._next_heartbeat()])
 
     async def _count_trip(self, event: TripEvent) -> None:

@@ -94,19 +94,33 @@ def _may_hold_nonfinite(obj: Any) -> bool:
 
     A container of numbers is judged by its sum in C: a NaN or ±inf in it makes the sum
     non-finite (inf - inf is NaN), so nothing is missed; finite values that overflow the
-    sum only cost a needless rewrite. Containers with other values are walked.
+    sum only cost a needless rewrite. Containers with other values are walked, with the
+    common leaves (str, int, bool, None, float) judged in place: a cycle record is a flat
+    dict of those and lists of floats, and its ``null``s (a field not set) make this run
+    every cycle.
     """
     if isinstance(obj, float):
         return not math.isfinite(obj)
     if isinstance(obj, dict):
-        obj = obj.values()
+        obj = obj.values()  # mostly strings and numbers: walked, not summed
     elif not isinstance(obj, (list, tuple, set, frozenset)):
         tolist = getattr(obj, "tolist", None)
         return tolist is not None and _may_hold_nonfinite(tolist())
-    try:
-        return not math.isfinite(sum(obj))
-    except (TypeError, OverflowError):
-        return any(_may_hold_nonfinite(v) for v in obj)
+    else:
+        try:
+            return not math.isfinite(sum(obj))
+        except (TypeError, OverflowError):
+            pass
+    for v in obj:
+        kind = type(v)
+        if v is None or kind is str or kind is int or kind is bool:
+            continue
+        if kind is float:
+            if not math.isfinite(v):
+                return True
+        elif _may_hold_nonfinite(v):
+            return True
+    return False
 
 
 def _encode_stdlib(payload: dict[str, Any]) -> bytes:

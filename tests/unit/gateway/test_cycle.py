@@ -307,3 +307,68 @@ def test_stale_data_that_lasts_past_the_timeout_trips(tmp_path: Path) -> None:
     steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "hold_timeout:no_data:T"
+
+
+class SlowAckTransport(MemoryTransport):
+    """Records a write when its request is sent; acknowledges it ``ack_s`` later."""
+
+    def __init__(self, *a, ack_s: float = 0.005, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.ack_s = ack_s
+        self.acked = 0
+
+    async def write(self, plan, values) -> None:
+        await super().write(plan, values)  # sent (and recorded) at once
+        await asyncio.sleep(self.ack_s)
+        self.acked += 1
+
+
+def test_write_ack_next_cycle_sends_in_the_cycle_and_collects_the_ack_in_the_next(tmp_path: Path) -> None:
+    writes = {}
+    for ack in ("in_cycle", "next_cycle"):
+        (tmp_path / ack).mkdir()
+        loop, _, _ = make_loop(tmp_path / ack, replace={r"^auto_start = false": f'auto_start = true\nwrite_ack = "{ack}"'})
+        t = SlowAckTransport(loop.tags, dict(HEALTHY))
+        loop.transport = t
+
+        async def go() -> list[tuple[int, int]]:
+            sent_acked = []
+            for _ in range(6):
+                await loop.step()
+                sent_acked.append((len(t.writes), t.acked))
+            await loop.settle_writes()
+            return sent_acked
+
+        sent_acked = asyncio.run(go())
+        writes[ack] = t.writes
+        if ack == "in_cycle":
+            assert all(sent == acked for sent, acked in sent_acked)
+        else:  # every cycle's write has left when its step returns; its ack comes during the next
+            assert [s for s, _ in sent_acked] == [1, 2, 3, 4, 5, 6]
+            assert [a for _, a in sent_acked] == [0, 1, 2, 3, 4, 5]
+            assert t.acked == 6
+    assert writes["in_cycle"] == writes["next_cycle"]  # the same outputs, in the same order
+
+
+def test_write_ack_next_cycle_counts_a_failed_write_in_the_next_cycle_and_safe_write_is_last(tmp_path: Path) -> None:
+    loop, t, _ = make_loop(tmp_path, replace={r"^auto_start = false": 'auto_start = true\nwrite_ack = "next_cycle"'})
+
+    async def go() -> None:
+        await loop.step()
+        await loop.step()
+        assert loop.stats.write_errors == 0
+        t.fail_writes = True
+        await loop.step()  # its write fails while in flight
+        t.fail_writes = False
+        assert loop.stats.write_errors == 1  # failure in the write's own task, found by the step's sleep(0)
+        await loop.step()
+        assert loop._write_failed is False
+        slow = SlowAckTransport(loop.tags, dict(HEALTHY), ack_s=0.01)
+        loop.transport = slow
+        await loop.step()  # a write in flight now
+        await loop.estop.trip("operator_estop", "test")
+        assert loop.modes.mode == Mode.ESTOP
+        assert slow.acked == 2  # the in-flight write was acknowledged before the safe write went out
+        assert slow.writes[-1]["coolant_flow_sp"] == loop.shield.safe[0]
+
+    asyncio.run(go())
