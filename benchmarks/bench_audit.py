@@ -34,16 +34,19 @@ from gateway.audit.record import encode_payload
 
 
 def cycle_payload(i: int) -> dict:
-    """A realistic cycle record: ~300 bytes once encoded with kind and timestamps."""
+    """The record gateway/cycle.py hands over every cycle, field for field: 8 observations,
+    2 actions, no interlock active (a ``null``: the encoder then screens the payload for
+    NaN/inf, which orjson would write as ``null`` too)."""
     return {
-        "cycle": i,
+        "n": i,
         "mode": "AUTO",
-        "obs": {"TT101": 71.25 + (i % 7) * 0.01, "TT102": 68.5, "PT201": 2.031, "FT301": 12.75,
-                "LT401": 48.2, "TT103": 35.0},
-        "verdict": {"ok": True, "codes": []},
-        "proposed": {"FCV301": 41.7, "TCV101": 12.5},
-        "written": {"FCV301": 41.7, "TCV101": 12.5},
-        "late_us": 85,
+        "obs": [71.25 + (i % 7) * 0.01, 68.5, 2.031, 12.75, 48.2, 35.0, 0.5, 1.0],
+        "verdict": "ok",
+        "interlocks": None,
+        "proposed": [41.7 + (i % 5) * 0.1, 12.5],
+        "written": [41.7 + (i % 5) * 0.1, 12.5],
+        "hb": i % 2**32,
+        "model": "3f2a9c0d1e4b5a67",
     }
 
 

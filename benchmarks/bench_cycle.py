@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -111,7 +112,8 @@ def gateway_config(tmp: Path, cell: Cell, address: dict[str, Any], args: argpars
     lines = ["[gateway]", 'name = "bench"', f"cycle_hz = {cell.hz}", "auto_start = true",
              "max_consecutive_overruns = 1000000",  # count and report overruns, never trip on them
              "comms_timeout_ms = 2000", f"busy_wait_us = {args.busy_wait_us}",
-             f'event_loop = "{args.event_loop}"', f'gc = "{args.gc}"', f'timing_trace = "{tmp / "trace.npy"}"',
+             f'event_loop = "{args.event_loop}"', f'gc = "{args.gc}"', f'write_ack = "{args.write_ack}"',
+             f'timing_trace = "{tmp / "trace.npy"}"',
              f"timing_trace_cycles = {int(cell.hz * (args.warmup + args.seconds + 30 + 2 * args.estop_trips)) + 1000}"]
     if args.daemon_cpu >= 0:
         lines.append(f"cpu_affinity = [{args.daemon_cpu}]")
@@ -204,8 +206,8 @@ def pinned(cpu: int, fifo: int = 0) -> Any:
 class TwinProcess:
     """simulators/scale.py as a child process, commanded over its stdin."""
 
-    def __init__(self, cell: Cell, cpu: int, fifo: int = 0) -> None:
-        self.cell, self.cpu, self.fifo = cell, cpu, fifo
+    def __init__(self, cell: Cell, cpu: int, fifo: int = 0, freeze_gc: bool = True) -> None:
+        self.cell, self.cpu, self.fifo, self.freeze_gc = cell, cpu, fifo, freeze_gc
         self.proc: asyncio.subprocess.Process | None = None
         self.address: dict[str, Any] = {}
 
@@ -213,7 +215,8 @@ class TwinProcess:
         proto = "modbus" if self.cell.protocol == "modbus" else "opcua"
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "simulators.scale", proto, "--tags", str(self.cell.tags),
-            "--devices", str(self.cell.devices), "--outputs", str(N_OUT), cwd=str(ROOT),
+            "--devices", str(self.cell.devices), "--outputs", str(N_OUT),
+            "--freeze-gc" if self.freeze_gc else "--no-freeze-gc", cwd=str(ROOT),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, preexec_fn=pinned(self.cpu, self.fifo))
         self.address = await self.answer(120.0)
         return self
@@ -308,7 +311,11 @@ async def run_daemon(cell: Cell, twin: TwinProcess, tmp: Path, args: argparse.Na
         st0 = await scrape(args.metrics_port)
         t0, d0, w0 = time.perf_counter(), cpu_seconds(proc.pid), cpu_seconds(twin.proc.pid)
         steal0, waits0 = steal_ms(), thread_waits_ms(proc.pid)
+        twin.send({"cmd": "gc"})
+        await twin.answer()  # the twin's collections from here on
         await asyncio.sleep(args.seconds)
+        twin.send({"cmd": "gc"})
+        out["twin_gc"] = await twin.answer()
         st1 = await scrape(args.metrics_port)
         t1, d1, w1 = time.perf_counter(), cpu_seconds(proc.pid), cpu_seconds(twin.proc.pid)
         # where the daemon's time went besides its own work: the hypervisor (steal) and the
@@ -631,6 +638,54 @@ async def _wait_compare(hz: float, seconds: float, busy_us: float) -> list[str]:
     return lines
 
 
+async def _floor(hz: float, seconds: float, busy_us: float, work_us: float) -> list[str]:
+    """The physical floor of this machine for a cycle: a fixed piece of pure computation
+    (``work_us`` long when undisturbed) run on the cycle's deadlines, on the cycle's CPU and
+    priority, with no I/O, no other thread and nothing of ours in it. Any time it takes
+    beyond its undisturbed length is the machine's (hypervisor steal, a slower core, the
+    kernel), and a cycle whose work takes that long would miss its deadline too."""
+    from gateway.cycle import ControlLoop
+
+    def work(k: int) -> None:
+        x = 0
+        for i in range(k):
+            x += i
+
+    k = 1000
+    while True:  # calibrate: the median of 50 runs ≈ work_us
+        times = []
+        for _ in range(50):
+            t0 = time.perf_counter()
+            work(k)
+            times.append(time.perf_counter() - t0)
+        med = float(np.median(times))
+        if abs(med * 1e6 - work_us) < 0.03 * work_us:
+            break
+        k = max(1, int(k * work_us / (med * 1e6)))
+    period, n = 1.0 / hz, int(seconds * hz)
+    took, late = np.empty(n), np.empty(n)
+    steal0 = steal_ms()
+    deadline = time.perf_counter() + period
+    for j in range(n):
+        await ControlLoop._sleep_until(deadline, busy_us / 1e6)
+        t0 = time.perf_counter()
+        late[j] = t0 - deadline
+        work(k)
+        took[j] = time.perf_counter() - t0
+        deadline += period
+        if time.perf_counter() > deadline:
+            deadline += math.ceil((time.perf_counter() - deadline) / period) * period
+    steal = [round(b - a) for a, b in zip(steal0, steal_ms())]
+    w, lt = stats_us(took), stats_us(late)
+    over = int((took > period).sum())
+    return [f"# floor: {n} cycles at {hz:g} Hz, {work_us:g} µs of pure computation each (calibrated: "
+            f"{k} loop iterations), steal during the run {steal} ms per CPU",
+            f"work  median {w['median']:.0f}  p99 {w['p99']:.0f}  p99.9 {w['p999']:.0f}  max {w['max']:.0f} µs; "
+            f"{over} cycles took longer than the period ({period * 1e6:.0f} µs); "
+            f"{int((took > 1.5 * work_us / 1e6).sum())} took more than 1.5x their undisturbed time",
+            f"lateness  median {lt['median']:.0f}  p99 {lt['p99']:.0f}  p99.9 {lt['p999']:.0f}  max {lt['max']:.0f} µs"]
+
+
 # ---- the matrix -----------------------------------------------------------------------------------
 def cells_of(args: argparse.Namespace) -> list[Cell]:
     if args.cells:
@@ -654,7 +709,8 @@ async def run_cells(cells: list[Cell], args: argparse.Namespace) -> list[dict[st
                 results.append({"cell": c.name, "skipped": "a smaller configuration missed deadlines at this rate"})
         if not todo:
             continue
-        async with TwinProcess(group[0], args.twin_cpu, args.twin_realtime) as twin:  # one twin serves every rate
+        # one twin serves every rate
+        async with TwinProcess(group[0], args.twin_cpu, args.twin_realtime, args.twin_freeze_gc) as twin:
             for cell in todo:
                 print(f"# {cell.name} ...", file=sys.stderr, flush=True)
                 load0 = os.getloadavg()
@@ -727,12 +783,17 @@ def main() -> int:
     ap.add_argument("--busy-wait-us", type=float, default=1500.0, help="[gateway] busy_wait_us")
     ap.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio")
     ap.add_argument("--gc", choices=["python", "between_cycles"], default="python", help="[gateway] gc")
+    ap.add_argument("--write-ack", choices=["in_cycle", "next_cycle"], default="in_cycle",
+                    help="[gateway] write_ack (next_cycle: the write stage is the send, not the round trip, "
+                    "so its ratio to the bare round trip is not an overhead)")
     ap.add_argument("--realtime", type=int, default=0, help="[gateway] realtime_priority (0: none); the "
                     "bare client gets the same")
     ap.add_argument("--twin-realtime", type=int, default=0, help="SCHED_FIFO priority for the load twin "
                     "(0: none): a PLC is hardware of its own, not a process the gateway shares a CPU with")
     ap.add_argument("--publish-ms", type=float, default=None, help="subscription publishing interval "
                     "(default: the cycle period)")
+    ap.add_argument("--twin-freeze-gc", action=argparse.BooleanOptionalAction, default=True,
+                    help="the twin freezes its start-up heap (simulators/scale.py)")
     ap.add_argument("--twin-cpu", type=int, default=0, help="CPU for the load twin (-1: any)")
     ap.add_argument("--daemon-cpu", type=int, default=1, help="CPU for the daemon and the bare client (-1: any)")
     ap.add_argument("--skip-after-miss", action=argparse.BooleanOptionalAction, default=True,
@@ -745,22 +806,28 @@ def main() -> int:
     ap.add_argument("--wait-compare", type=float, default=0.0, metavar="SECONDS",
                     help="only compare the ways of waiting for a deadline at --wait-hz for SECONDS each")
     ap.add_argument("--wait-hz", type=float, default=100.0)
+    ap.add_argument("--floor", type=float, default=0.0, metavar="SECONDS", help="only the machine's floor: "
+                    "--floor-us of pure computation per cycle at --wait-hz on the daemon's CPU and priority")
+    ap.add_argument("--floor-us", type=float, default=1000.0)
     ap.add_argument("--bare", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.micro or args.wait_compare:
+    if args.micro or args.wait_compare or args.floor:
         from gateway import timing
         from gateway.config import GatewaySection
 
         print(f"# bench_cycle  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {machine()}")
         if args.micro:
             print("\n".join(micro(200)))
-        if args.wait_compare:
-            gw = GatewaySection(event_loop=args.event_loop, cpu_affinity=[] if args.daemon_cpu < 0 else
-                                [args.daemon_cpu], realtime_priority=args.realtime or None)
+        gw = GatewaySection(event_loop=args.event_loop, cpu_affinity=[] if args.daemon_cpu < 0 else
+                            [args.daemon_cpu], realtime_priority=args.realtime or None)
+        if args.wait_compare or args.floor:
             timing.prepare_process(gw)
+        if args.wait_compare:
             print(f"# {args.wait_hz:g} Hz, {args.wait_compare:g} s each, event_loop={args.event_loop}, "
                   f"realtime={args.realtime or 'no'}, CPU {args.daemon_cpu}")
             print("\n".join(timing.run(_wait_compare(args.wait_hz, args.wait_compare, args.busy_wait_us), gw)))
+        if args.floor:
+            print("\n".join(timing.run(_floor(args.wait_hz, args.floor, args.busy_wait_us, args.floor_us), gw)))
         return 0
     if args.bare is not None:
         from gateway import timing
@@ -774,7 +841,8 @@ def main() -> int:
     results = asyncio.run(run_cells(cells, args))
     print(f"# bench_cycle  {started}  {machine()}")
     print(f"# {args.seconds:g} s per cell after {args.warmup:g} s warm-up; busy_wait_us={args.busy_wait_us:g}, "
-          f"event_loop={args.event_loop}, gc={args.gc}, realtime={args.realtime or 'no'}, twin CPU {args.twin_cpu} "
+          f"event_loop={args.event_loop}, gc={args.gc}, write_ack={args.write_ack}, "
+          f"realtime={args.realtime or 'no'}, twin CPU {args.twin_cpu} "
           f"(FIFO {args.twin_realtime or 'no'}), "
           f"daemon CPU {args.daemon_cpu}; times in µs; read/write: gateway stage vs bare library median, "
           f"ratio x; load avg at start/end of each cell in the JSON")
@@ -794,7 +862,9 @@ def main() -> int:
         g = res.get("gateway", {})
         if "steal_ms" in g:
             waits = ", ".join(f"{k} {v:g}" for k, v in sorted(g["runnable_wait_ms"].items(), key=lambda kv: -kv[1])[:5])
-            print(f"{res['cell']:<24} steal {g['steal_ms']}  wait {waits}  slow cycles {g['slow_cycles']}")
+            tg = g.get("twin_gc", {})
+            print(f"{res['cell']:<24} steal {g['steal_ms']}  wait {waits}  slow cycles {g['slow_cycles']}  "
+                  f"twin GC: {tg.get('gc_collections')} collections, longest {tg.get('gc_max_ms', 0):.1f} ms")
     if args.json is not None:
         args.json.write_text(json.dumps({"started": started, "machine": machine(), "args": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "results": results}, indent=1))

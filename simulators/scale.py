@@ -13,6 +13,14 @@ It prints one JSON line with its address(es), then follows JSON-line commands on
                                    {"estop_us": trigger → that write, µs}
     {"cmd": "estop", "on": false}  clear it
     {"cmd": "writes"}              {"writes": output writes so far, "outputs": last values}
+    {"cmd": "gc"}                  {"gc_collections": per generation, "gc_max_ms", "gc_total_ms"}
+                                   since the last such command
+
+A PLC does not stop to collect garbage; this twin does, and a full collection of an
+asyncua server's heap (its whole address space) takes tens of milliseconds, which the
+gateway would see as a slow read. So after start-up the heap is frozen (``gc.freeze``:
+never walked again; ``--no-freeze-gc`` keeps CPython's default) and every collection is
+timed (``gc`` above), so a benchmark can tell the twin's pauses from the gateway's.
 
 Layout (benchmarks/bench_cycle.py generates the matching gateway config):
 
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -228,19 +237,49 @@ async def _scan_forever(twin: _Served) -> None:
         await asyncio.sleep(deadline - now)
 
 
+class _GcStats:
+    """Collections in this process and how long they held it (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.max_s = self.total_s = self._t0 = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+            return
+        dt = time.perf_counter() - self._t0
+        self.collections[info["generation"]] += 1
+        self.total_s += dt
+        self.max_s = max(self.max_s, dt)
+
+    def take(self) -> dict[str, Any]:
+        out = {"gc_collections": self.collections, "gc_max_ms": self.max_s * 1e3, "gc_total_ms": self.total_s * 1e3}
+        self.collections, self.max_s, self.total_s = [0, 0, 0], 0.0, 0.0
+        return out
+
+
 async def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("protocol", choices=["opcua", "modbus"])
     ap.add_argument("--tags", type=int, required=True, help="measurements")
     ap.add_argument("--devices", type=int, default=1, help="Modbus devices (one port each)")
     ap.add_argument("--outputs", type=int, default=2)
+    ap.add_argument("--freeze-gc", action=argparse.BooleanOptionalAction, default=True,
+                    help="freeze the start-up heap (see the module's docstring)")
     args = ap.parse_args(argv)
+    gc_stats = _GcStats()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     if args.protocol == "opcua":
         twin = await start_opcua(args.tags, args.outputs)
     else:
         twin = await start_modbus(args.tags, args.devices, args.outputs)
     twin.outputs.answer = lambda msg: print(json.dumps(msg), flush=True)
+    if args.freeze_gc:
+        gc.collect()
+        gc.freeze()
+    gc_stats.take()
     print(json.dumps(twin.address), flush=True)
     scanner = asyncio.create_task(_scan_forever(twin))
     reader = asyncio.StreamReader()
@@ -250,6 +289,8 @@ async def main(argv: list[str] | None = None) -> None:
             cmd = json.loads(line)
             if cmd.get("cmd") == "estop":
                 await twin.estop(bool(cmd.get("on")))
+            elif cmd.get("cmd") == "gc":
+                print(json.dumps(gc_stats.take()), flush=True)
             elif cmd.get("cmd") == "writes":
                 print(json.dumps({"writes": twin.outputs.writes, "outputs": twin.outputs.values}), flush=True)
     finally:
