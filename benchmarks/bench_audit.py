@@ -12,6 +12,8 @@ disk you care about: /tmp may be tmpfs, where fsync is free):
 * paced: appends at a fixed rate (default 1000/s, a busy control cycle with events),
   each timed alone with perf_counter_ns: the cost the cycle sees, writer thread and GIL
   included.
+* owned: the sustained run with ``append_owned`` (the cycle's hand-off: encoded on the
+  writer thread), and paced appends both ways, warm and with the caches flushed first.
 * durable: ``append_durable`` round trips (a safety event waiting for its fsync).
 * signed: the sustained run again with Ed25519 checkpoints every ``--checkpoint-every``
   records, exported to a file (fsynced), and the cost of one signature.
@@ -27,6 +29,8 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from gateway.audit import AuditWriter, verify
 from gateway.audit.checkpoint import Signer, generate_keypair, load_public_key, read_exported
@@ -55,14 +59,15 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def sustained(directory: Path, n: int, offered: float, interval: float, **writer_kw: object) -> dict[str, float]:
+def sustained(directory: Path, n: int, offered: float, interval: float, owned: bool = False,
+              **writer_kw: object) -> dict[str, float]:
     """Offer ``offered`` records/s in 1 ms ticks (an event loop that appends a burst, then
     sleeps); records/s is n over the time until the last one is fsynced."""
     latencies: list[float] = []
     w = AuditWriter(directory, commit_interval_s=interval,
                     on_commit=lambda lat, _n, _b: latencies.append(lat), **writer_kw).open()  # type: ignore[arg-type]
     payloads = [cycle_payload(i) for i in range(1000)]
-    append = w.append
+    append = w.append_owned if owned else w.append  # owned: never changed after, as the cycle's
     per_tick = max(1, round(offered / 1000))
     max_pending = 0
     in_append = 0.0
@@ -95,22 +100,29 @@ def sustained(directory: Path, n: int, offered: float, interval: float, **writer
     }
 
 
-def paced(directory: Path, n: int, rate: float, interval: float) -> dict[str, float]:
+def paced(directory: Path, n: int, rate: float, interval: float, owned: bool = False,
+          flush_kib: int = 0) -> dict[str, float]:
     """One append per tick at ``rate``/s, sleeping between: each append timed alone, and
-    how late the producer wakes (the GIL wait the writer thread can cause)."""
+    how late the producer wakes (the GIL wait the writer thread can cause). ``flush_kib``:
+    before each append, write that much memory (a cycle's read stage leaves the caches
+    full of protocol data: this is the cost the cycle sees)."""
     latencies: list[float] = []
     costs: list[float] = []
     late: list[float] = []
     w = AuditWriter(directory, commit_interval_s=interval,
                     on_commit=lambda lat, _n, _b: latencies.append(lat)).open()
+    append = w.append_owned if owned else w.append
+    junk = np.zeros(flush_kib * 128)
     period = 1.0 / rate
     next_t = time.perf_counter() + period
     for i in range(n):
         time.sleep(max(0.0, next_t - time.perf_counter()))
         late.append(time.perf_counter() - next_t)
+        if flush_kib:
+            junk += 1.0
         p = cycle_payload(i)
         t0 = time.perf_counter_ns()
-        w.append("cycle", p)
+        append("cycle", p)
         costs.append((time.perf_counter_ns() - t0) / 1e3)
         next_t += period
     w.close()
@@ -166,6 +178,8 @@ def main() -> None:
     ap.add_argument("--paced-records", type=int, default=5000)
     ap.add_argument("--interval", type=float, default=0.01, help="commit_interval_s")
     ap.add_argument("--dir", type=Path, default=None, help="parent directory for the logs")
+    ap.add_argument("--flush-kib", type=int, default=8192, help="memory written before each timed append "
+                    "in the cold runs (a cycle's read stage evicts the caches)")
     ap.add_argument("--checkpoint-every", type=int, default=10_000, help="records per signed checkpoint")
     args = ap.parse_args()
 
@@ -178,6 +192,12 @@ def main() -> None:
         assert ok.ok and ok.records == args.records, ok.error
         f = free_running(root / "free", args.records // 4, args.interval)
         p = paced(root / "paced", args.paced_records, args.rate, args.interval)
+        bo = sustained(root / "sustained-owned", args.records, args.offered, args.interval, owned=True)
+        ok = verify(root / "sustained-owned")
+        assert ok.ok and ok.records == args.records, ok.error
+        cold = {(owned, flush): paced(root / f"cold-{owned}-{flush}", args.paced_records, args.rate,
+                                      args.interval, owned=owned, flush_kib=flush)
+                for owned in (False, True) for flush in (0, args.flush_kib)}
         base = baseline_lateness(args.paced_records, args.rate)
         d = durable(root / "durable", 500)
         generate_keypair(root / "k", root / "k.pub")
@@ -211,6 +231,12 @@ def main() -> None:
          f"{base['late_p99_us']:.0f} / {base['late_max_us']:.0f}", ""),
         (f"paced {args.rate:.0f}/s: commit latency p50 / p99 (ms)",
          f"{p['commit_p50_ms']:.2f} / {p['commit_p99_ms']:.2f}", ""),
+        (f"append_owned (the cycle's hand-off), sustained records/s", f"{bo['rate']:,.0f}", ">= 50,000"),
+        ("  caller cost per append_owned, mean (us)", f"{bo['caller_us']:.2f}", "<= 10"),
+        *((f"paced {args.rate:.0f}/s, {'append_owned' if owned else 'append'}"
+           f"{f', {flush:,} KiB written before each' if flush else ''}: p50 / p99 / max (us)",
+           f"{c['p50_us']:.2f} / {c['p99_us']:.2f} / {c['max_us']:.0f}", "<= 10")
+          for (owned, flush), c in cold.items()),
         ("append_durable round trip p50 / p99 (ms)", f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f}", ""),
         (f"signed checkpoint every {args.checkpoint_every:,}: sustained records/s", f"{sg['rate']:,.0f}", ">= 50,000"),
         ("  checkpoints written / caller cost per append (us)",

@@ -200,6 +200,8 @@ class NullAudit:
     def append(self, kind: str, payload: dict) -> int:
         return 0
 
+    append_owned = append
+
 
 def make_loop(tmp: Path) -> tuple[Any, TimedTransport]:
     from gateway.app import load_policy

@@ -73,6 +73,8 @@ class Policy(Protocol):
 class AuditSink(Protocol):
     def append(self, kind: str, payload: dict) -> int: ...
 
+    def append_owned(self, kind: str, payload: dict) -> int: ...
+
 
 @dataclass
 class CycleStats:
@@ -365,7 +367,7 @@ class ControlLoop:
             record["shadow"] = shadow
         t_audit = time.perf_counter()
         try:
-            self.audit.append("cycle", record)
+            self.audit.append_owned("cycle", record)  # built fresh here, from JSON types only
         except AuditError as exc:
             await self.estop.trip("audit_failure", str(exc))
         t[_AUDIT] = time.perf_counter() - t_audit

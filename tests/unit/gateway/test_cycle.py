@@ -30,6 +30,8 @@ class ListAudit:
         self.records.append((kind, payload))
         return len(self.records)
 
+    append_owned = append
+
 
 def make_loop(tmp_path: Path, *, weight: np.ndarray | None = None, replace: dict[str, str] | None = None,
               values: dict[str, float] | None = None) -> tuple[ControlLoop, MemoryTransport, ListAudit]:
