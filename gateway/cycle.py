@@ -542,7 +542,7 @@ class ControlLoop:
     async def _write_heartbeat(self) -> None:
         await self._send(self._heartbeat_plan, (self._next_heartbeat(),))
 
-    async def _send(self, plan: WritePlan, values: list[float] | tuple[float]) -> None:
+    async def _send(self, plan: WritePlan, values: list[float] | tuple[float, ...]) -> None:
         """The write stage. ``write_ack = "in_cycle"``: the cycle waits for the device's
         acknowledgement. ``"next_cycle"``: the request is sent now, just as early, and the
         acknowledgement arrives while the cycle sleeps; :meth:`_settle_write` collects it at
