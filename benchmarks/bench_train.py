@@ -9,6 +9,12 @@ actions scaled to [-1, 1]); both sides time only ``update(batch)`` calls with ba
 sampled from their own replay, interleaved in rounds so background load hits both
 alike. The median round is reported.
 
+Threads: both sides get ``--threads`` intra-op threads (2 on the CI-class machine). Our
+IQL uses them as two concurrent updates with one intra-op thread each (V + actor beside
+Q: independent within a step, see training/algos/iql.py); the line ``iql sequential`` is
+the same code with ``concurrent=False`` (one update at a time on the intra-op threads),
+measured in the same rounds.
+
 d3rlpy 2.8.1 cannot be installed into the project venv (it pins gymnasium==1.0.0, the
 twin env needs 1.4); pass ``--d3rlpy-path`` pointing at a ``pip install --no-deps
 --target DIR d3rlpy==2.8.1 gym==0.26.2 gym-notices dataclasses-json marshmallow
@@ -40,9 +46,10 @@ from training.datasets import load  # noqa: E402
 from training.nets import Replay, obs_stats  # noqa: E402
 
 
-def ours(name: str, ds, steps: int) -> float:
+def ours(name: str, ds, steps: int, overrides: dict | None = None) -> float:
     st = obs_stats(ds)
-    algo = make_algorithm(name, ds.meta.n_obs, ds.meta.n_act, st["mean"], st["std"], device="cpu", seed=0)
+    algo = make_algorithm(name, ds.meta.n_obs, ds.meta.n_act, st["mean"], st["std"], device="cpu", seed=0,
+                          overrides=overrides)
     rep = Replay(ds, torch.device("cpu"), 0)
     for _ in range(20):
         algo.update(rep.sample(256))
@@ -120,17 +127,23 @@ def main() -> None:
     if args.d3rlpy_path:
         d3, ver = d3rlpy_factory(args.d3rlpy_path)
         print(f"d3rlpy {ver}")
+    variants = [("td3bc", "td3bc", None), ("iql", "iql", None), ("iql sequential", "iql", {"concurrent": False})]
     for name in ("td3bc", "iql"):
-        a, b = [], []
+        mine = [v for v in variants if v[1] == name]
+        a: dict[str, list[float]] = {label: [] for label, _, _ in mine}
+        b: list[float] = []
         for _ in range(args.rounds):
-            a.append(ours(name, ds, args.steps))
+            for label, _, ov in mine:
+                a[label].append(ours(name, ds, args.steps, ov))
             if d3 is not None:
                 b.append(d3(name, ds, args.steps))
-        line = f"{name}: edgewarden {statistics.median(a):.0f} steps/s"
-        if b:
-            line += f", d3rlpy {statistics.median(b):.0f} steps/s, ratio {statistics.median(a) / statistics.median(b):.2f}x"
-        print(line + f"  (load {_loadavg()}; batch 256, 256-256, obs {ds.meta.n_obs}, act {ds.meta.n_act}, median of {args.rounds} rounds "
-                     f"x {args.steps} steps)")
+        for label, _, _ in mine:
+            med = statistics.median(a[label])
+            line = f"{label}: edgewarden {med:.0f} steps/s"
+            if b:
+                line += f", d3rlpy {statistics.median(b):.0f} steps/s, ratio {med / statistics.median(b):.2f}x"
+            print(line + f"  (load {_loadavg()}; batch 256, 256-256, obs {ds.meta.n_obs}, act {ds.meta.n_act}, "
+                         f"median of {args.rounds} rounds x {args.steps} steps)")
 
 
 if __name__ == "__main__":

@@ -27,11 +27,14 @@ __all__ = ["Actor", "Batch", "EnsembleQ", "GaussianActor", "ObsNormalizer", "Rep
 
 
 def mlp(n_in: int, hidden: Sequence[int], n_out: int) -> nn.Sequential:
-    """Linear → ReLU → ... → Linear (no activation on the output)."""
+    """Linear → ReLU → ... → Linear (no activation on the output).
+
+    The ReLUs work in place on the Linear's fresh output (a Linear's backward needs its
+    input, not its output), which saves an allocation and a pass over memory per layer."""
     layers: list[nn.Module] = []
     w = n_in
     for h in hidden:
-        layers += [nn.Linear(w, h), nn.ReLU()]
+        layers += [nn.Linear(w, h), nn.ReLU(inplace=True)]
         w = h
     layers.append(nn.Linear(w, n_out))
     return nn.Sequential(*layers)
@@ -132,31 +135,34 @@ class EnsembleQ(nn.Module):
             self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))
 
+    def _params(self, detach: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        ws, bs = list(self.weights), list(self.biases)
+        if detach:
+            ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
+        return ws, bs
+
     def forward(self, obs: torch.Tensor, act: torch.Tensor, *, detach_params: bool = False) -> torch.Tensor:
         """All heads, shape ``(n, batch)``. ``detach_params``: gradients reach the inputs
         (an actor's action) but not the heads' weights (actor losses)."""
         x = torch.cat([self.norm(obs), act], dim=-1)
-        ws, bs = list(self.weights), list(self.biases)
-        if detach_params:
-            ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
-        # First layer: every head reads the same input, so one (batch, in) @ (in, n*out) matmul.
-        w0 = ws[0]
-        h = (x @ w0.transpose(0, 1).reshape(w0.shape[1], -1)).view(x.shape[0], self.n, -1).transpose(0, 1) + bs[0]
-        for w, b in zip(ws[1:], bs[1:], strict=True):
-            h = torch.baddbmm(b, torch.relu(h), w)
-        return h.squeeze(-1)
+        ws, bs = self._params(detach_params)
+        # Every head reads the same input: a stride-0 expand, no copy.
+        h = torch.baddbmm(bs[0], x.expand(self.n, *x.shape), ws[0])
+        for w, b in zip(ws[1:-1], bs[1:-1], strict=True):
+            h = torch.baddbmm(b, h.relu_(), w)  # in place: baddbmm's backward needs its inputs, not its output
+        # The output layer has one unit: a weighted sum over the last hidden layer, cheaper
+        # on CPU than a (batch, hidden) @ (hidden, 1) matrix-vector product per head.
+        w, b = ws[-1], bs[-1]
+        return (h.relu_() * w.transpose(1, 2)).sum(-1) + b.view(self.n, 1)
 
     def head(self, i: int, obs: torch.Tensor, act: torch.Tensor, *, detach_params: bool = False) -> torch.Tensor:
         """Q of head ``i`` alone, shape ``(batch,)``. ``detach_params``: gradients reach the
         inputs (the actor's action) but not the heads' weights (TD3's actor loss)."""
         h = torch.cat([self.norm(obs), act], dim=-1)
-        layers = list(zip(self.weights, self.biases, strict=True))
-        for k, (w, b) in enumerate(layers):
-            w_i, b_i = (w[i].detach(), b[i].detach()) if detach_params else (w[i], b[i])
-            h = torch.addmm(b_i, h, w_i)
-            if k < len(layers) - 1:
-                h = torch.relu(h)
-        return h.squeeze(-1)
+        ws, bs = self._params(detach_params)
+        for w, b in zip(ws[:-1], bs[:-1], strict=True):
+            h = torch.addmm(b[i], h, w[i]).relu_()
+        return (h * ws[-1][i].view(1, -1)).sum(-1) + bs[-1][i].view(1)
 
 
 class ValueNet(nn.Module):

@@ -14,10 +14,65 @@ from training.nets import Batch, ObsNormalizer
 __all__ = ["Algorithm", "adam"]
 
 
+class _FusedAdam(torch.optim.Adam):
+    """torch's fused Adam with a short path for the one case the algorithms use.
+
+    ``torch.optim.Adam.step`` spends tens of µs per call in Python (grouping tensors by
+    device and dtype, flag checks) around one fused kernel; a gradient step here calls it up
+    to three times. When the state exists and nothing unusual is asked for (one parameter
+    group, every gradient present, no amsgrad, weight decay, maximize, capturable or
+    differentiable, a float learning rate, no step hooks), ``step`` issues exactly the
+    calls ``torch.optim.adam._fused_adam`` would (``_foreach_add_`` on the step counters,
+    then ``_fused_adam_``), so the arithmetic and the state are the same bit for bit
+    (tested against ``torch.optim.Adam``); anything else goes through ``Adam.step``.
+    """
+
+    def _fast_lists(self):
+        from torch.optim import optimizer as O
+
+        if (len(self.param_groups) != 1 or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                or O._global_optimizer_pre_hooks or O._global_optimizer_post_hooks):
+            return None
+        g = self.param_groups[0]
+        if (not g["fused"] or g["amsgrad"] or g["weight_decay"] or g["maximize"] or g["capturable"]
+                or g["differentiable"] or g.get("decoupled_weight_decay", False) or not isinstance(g["lr"], float)
+                or isinstance(g["betas"][0], torch.Tensor) or getattr(self, "grad_scale", None) is not None
+                or getattr(self, "found_inf", None) is not None):
+            return None
+        params, grads, avgs, sqs, steps = g["params"], [], [], [], []
+        for p in params:
+            st = self.state.get(p)
+            if p.grad is None or not st or p.grad.is_sparse:
+                return None
+            grads.append(p.grad)
+            avgs.append(st["exp_avg"])
+            sqs.append(st["exp_avg_sq"])
+            steps.append(st["step"])
+        return g, params, grads, avgs, sqs, steps
+
+    def step(self, closure=None):  # type: ignore[override]
+        fast = self._fast_lists() if closure is None else None
+        if fast is None:
+            return super().step(closure)
+        g, params, grads, avgs, sqs, steps = fast
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(params, grads, avgs, sqs, [], steps, lr=g["lr"], beta1=g["betas"][0],
+                           beta2=g["betas"][1], weight_decay=0.0, eps=g["eps"], amsgrad=False, maximize=False)
+        return None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none:
+            return super().zero_grad(set_to_none)
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.grad = None
+
+
 def adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
     """Adam with the fused kernel (one pass over all tensors; CPU and CUDA), else foreach."""
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=lr, fused=fused, foreach=None if fused else True)
+    if device.type in ("cpu", "cuda"):
+        return _FusedAdam(params, lr=lr, fused=True)
+    return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 class Algorithm:

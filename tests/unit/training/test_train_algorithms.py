@@ -90,3 +90,45 @@ def test_export_matches_torch_and_loads_in_the_gateway(name: str, tmp_path: Path
     assert policy.contract.algorithm == name and policy.contract.obs_stats is not None
     out = policy.infer(ds.observations[0])
     assert out.shape == (2,) and 0.0 <= out[0] <= 5.0 and 1.0 <= out[1] <= 6.0
+
+
+def test_iql_concurrent_update_equals_the_sequential_one() -> None:
+    """IQL's two-thread path (V + actor beside Q, one intra-op thread each) computes exactly
+    what the sequential path computes with one intra-op thread: same losses, same parameters."""
+    from training.distributed import param_digest
+
+    ds = _dataset(4, 2)
+    st = obs_stats(ds)
+    threads = torch.get_num_threads()
+    out = {}
+    try:
+        for concurrent, n in ((False, 1), (True, 2)):
+            torch.set_num_threads(n)
+            algo = make_algorithm("iql", 4, 2, st["mean"], st["std"], device="cpu", seed=0,
+                                  overrides={**SMALL, "concurrent": concurrent})
+            rep = Replay(ds, torch.device("cpu"), 0)
+            logs = [_floats(algo.update(rep.sample(SMALL["batch_size"]))) for _ in range(6)]
+            assert (algo._pool is not None) == concurrent
+            assert torch.get_num_threads() == n  # restored after each update
+            out[concurrent] = (logs, param_digest(algo.modules))
+    finally:
+        torch.set_num_threads(threads)
+    assert out[True] == out[False]
+
+
+def test_fused_adam_short_path_equals_torch_adam() -> None:
+    from training.algos.base import adam
+
+    torch.manual_seed(0)
+    ours = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]
+    ref = [p.detach().clone().requires_grad_() for p in ours]
+    o1, o2 = adam(ours, 3e-4, torch.device("cpu")), torch.optim.Adam(ref, lr=3e-4, fused=True)
+    for _ in range(5):
+        x = torch.randn(3, 7)
+        for ps, o in ((ours, o1), (ref, o2)):
+            o.zero_grad(set_to_none=True)
+            (x @ ps[0] + ps[1]).tanh().sum().backward()
+            o.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, ref, strict=True))
+    s1, s2 = o1.state_dict(), o2.state_dict()
+    assert all(torch.equal(s1["state"][i][k], s2["state"][i][k]) for i in s2["state"] for k in s2["state"][i])
