@@ -161,6 +161,12 @@ class GcPauses:
         total, self._total = self._total, 0.0
         return total
 
+    def report(self) -> dict[str, Any]:
+        """Collections per generation, the longest and the total (ms) since the last report."""
+        out = {"gc_collections": self.collections, "gc_max_ms": self.max_s * 1e3, "gc_total_ms": self.take() * 1e3}
+        self.collections, self.max_s = [0, 0, 0], 0.0
+        return out
+
     def close(self) -> None:
         if self._callback in gc.callbacks:
             gc.callbacks.remove(self._callback)

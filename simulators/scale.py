@@ -51,6 +51,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
+from gateway.timing import GcPauses
+
 SCAN_S = 0.01
 CHANGES_PER_SCAN = 64
 
@@ -237,29 +239,6 @@ async def _scan_forever(twin: _Served) -> None:
         await asyncio.sleep(deadline - now)
 
 
-class _GcStats:
-    """Collections in this process and how long they held it (gc.callbacks)."""
-
-    def __init__(self) -> None:
-        self.collections = [0, 0, 0]
-        self.max_s = self.total_s = self._t0 = 0.0
-        gc.callbacks.append(self._callback)
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._t0 = time.perf_counter()
-            return
-        dt = time.perf_counter() - self._t0
-        self.collections[info["generation"]] += 1
-        self.total_s += dt
-        self.max_s = max(self.max_s, dt)
-
-    def take(self) -> dict[str, Any]:
-        out = {"gc_collections": self.collections, "gc_max_ms": self.max_s * 1e3, "gc_total_ms": self.total_s * 1e3}
-        self.collections, self.max_s, self.total_s = [0, 0, 0], 0.0, 0.0
-        return out
-
-
 async def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("protocol", choices=["opcua", "modbus"])
@@ -269,7 +248,7 @@ async def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--freeze-gc", action=argparse.BooleanOptionalAction, default=True,
                     help="freeze the start-up heap (see the module's docstring)")
     args = ap.parse_args(argv)
-    gc_stats = _GcStats()
+    gc_stats = GcPauses()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     if args.protocol == "opcua":
         twin = await start_opcua(args.tags, args.outputs)
@@ -279,7 +258,7 @@ async def main(argv: list[str] | None = None) -> None:
     if args.freeze_gc:
         gc.collect()
         gc.freeze()
-    gc_stats.take()
+    gc_stats.report()
     print(json.dumps(twin.address), flush=True)
     scanner = asyncio.create_task(_scan_forever(twin))
     reader = asyncio.StreamReader()
@@ -290,7 +269,7 @@ async def main(argv: list[str] | None = None) -> None:
             if cmd.get("cmd") == "estop":
                 await twin.estop(bool(cmd.get("on")))
             elif cmd.get("cmd") == "gc":
-                print(json.dumps(gc_stats.take()), flush=True)
+                print(json.dumps(gc_stats.report()), flush=True)
             elif cmd.get("cmd") == "writes":
                 print(json.dumps({"writes": twin.outputs.writes, "outputs": twin.outputs.values}), flush=True)
     finally:
