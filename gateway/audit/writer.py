@@ -377,7 +377,7 @@ class AuditWriter:
         """Queue one record whose ``payload`` is handed over: encoded on the writer thread.
 
         For the control cycle: the hand-off is a lock and a list append (~1 µs warm), where
-        :meth:`append`'s encoding costs 10-20 µs in a cycle that starts with cold caches.
+        :meth:`append`'s encoding costs 20-25 µs in a cycle that starts with cold caches.
         The caller gives up ``payload`` (never changes it afterwards) and builds it from
         JSON types only (str, int, float, bool, None, and lists/dicts of them), as the
         cycle does. Should one still fail to encode, the writer records an
