@@ -147,6 +147,9 @@ class _SubHandler:
             if link.cache[pos] is None:
                 link.missing -= 1
             link.cache[pos] = data.monitored_item.Value  # type: ignore[attr-defined]
+            if not link.dirty[pos]:  # the cycle fills only what changed since its last fill
+                link.dirty[pos] = 1
+                link.changed.append(pos)
             link.last_notify_mono = time.monotonic()
 
     def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
@@ -175,6 +178,9 @@ class _Link:
     request: _ReadRequest | None = None
     cache: list[ua.DataValue | None] = field(default_factory=list)
     missing: int = 0  # tags in cache without a notification yet
+    changed: list[int] = field(default_factory=list)  # positions notified since the last fill
+    dirty: bytearray = field(default_factory=bytearray)  # 1 where a position is in ``changed``
+    filled: bool = False  # the snapshot holds every cached value (else: fill them all)
     last_notify_mono: float = -math.inf
     last_poll_mono: float = -math.inf
     sub_failed: str = ""
@@ -321,6 +327,7 @@ class OpcUaTransport:
         link.request = _ReadRequest(link.node_ids)
         link.cache = [None] * len(link.node_ids)
         link.missing = len(link.cache)
+        link.changed, link.dirty, link.filled = [], bytearray(len(link.cache)), False
         link.sub_failed = ""
         link.last_notify_mono = -math.inf
         if spec.mode == "subscribe" and link.node_ids:
@@ -434,7 +441,7 @@ class OpcUaTransport:
             if fresh and now - link.last_poll_mono < link.spec.fallback_after_ms / 1000.0 * 4 \
                     and not link.missing:
                 link.health.last_ok_mono = now
-                self._fill(snap, link, link.cache, now)  # type: ignore[arg-type]
+                self._fill_changed(snap, link, now)
                 return
             # no notification lately (or a tag never notified): poll this cycle
         t0 = time.monotonic()
@@ -453,27 +460,57 @@ class OpcUaTransport:
         if link.spec.mode == "subscribe":
             link.cache = list(dvs)
             link.missing = 0
+            for pos in link.changed:
+                link.dirty[pos] = 0
+            link.changed.clear()
+            link.filled = True
         self._fill(snap, link, dvs, now)
 
     @staticmethod
-    def _fill(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float) -> None:
+    def _fill_changed(snap: Snapshot, link: _Link, now: float) -> None:
+        """From the subscription cache: the values notified since the last fill (all of
+        them the first time); every tag is received now, changed or not (the subscription
+        is alive and says an unchanged value is still current)."""
+        cache = link.cache
+        if not link.filled:
+            OpcUaTransport._fill(snap, link, cache, now)  # type: ignore[arg-type]
+            link.filled = True
+        elif link.changed:
+            changed = link.changed
+            pos = np.array(changed)
+            OpcUaTransport._fill(snap, link, [cache[p] for p in changed], now,  # type: ignore[misc]
+                                 pos, link.read_slots[pos])
+        dirty = link.dirty
+        for p in link.changed:
+            dirty[p] = 0
+        link.changed.clear()
+        snap.recv_mono[link.read_index] = now
+
+    @staticmethod
+    def _fill(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float,
+              pos: np.ndarray | None = None, slots: np.ndarray | None = None) -> None:
         """DataValues into the snapshot: three list comprehensions and a few array operations
         instead of a loop of per-tag stores (docs/performance.md, Control cycle). Anything
         unusual — a missing variant or status, a value that is not a plain bool/int/float —
-        takes the per-tag path, which decides the same way."""
+        takes the per-tag path, which decides the same way. ``pos``/``slots``: the dvs are
+        those of these positions of the link (snapshot slots), not all of them in order."""
         try:
             raw = [dv.Value.Value for dv in dvs]  # type: ignore[union-attr]
             codes = [dv.StatusCode.value for dv in dvs]  # type: ignore[union-attr]
         except AttributeError:
-            OpcUaTransport._fill_each(snap, link, dvs, now)
+            OpcUaTransport._fill_each(snap, link, dvs, now, pos)
             return
         if not {type(v) for v in raw} <= _PLAIN:
-            OpcUaTransport._fill_each(snap, link, dvs, now)
+            OpcUaTransport._fill_each(snap, link, dvs, now, pos)
             return
-        idx = link.read_index
+        idx = link.read_index if slots is None else slots
         values = np.array(raw, dtype=float)
-        values *= link.scale
-        values += link.offset
+        if pos is None:
+            values *= link.scale
+            values += link.offset
+        else:
+            values *= link.scale[pos]
+            values += link.offset[pos]
         snap.values[idx] = values
         # the status code's two top bits: 00 Good, 01 Uncertain, 10/11 Bad
         snap.quality[idx] = np.minimum(np.array(codes, dtype=np.uint32) >> 30, Quality.BAD)
@@ -482,8 +519,12 @@ class OpcUaTransport:
         snap.recv_mono[idx] = now
 
     @staticmethod
-    def _fill_each(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float) -> None:
-        for slot, spec, dv in zip(link.read_slots, link.read_specs, dvs, strict=True):
+    def _fill_each(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float,
+                   pos: np.ndarray | None = None) -> None:
+        slots, specs = link.read_slots, link.read_specs
+        if pos is not None:
+            slots, specs = slots[pos], [specs[p] for p in pos]
+        for slot, spec, dv in zip(slots, specs, dvs, strict=True):
             status = dv.StatusCode
             variant = dv.Value
             value = variant.Value if variant is not None else None

@@ -35,6 +35,10 @@ def _transport(url: str, **kw: object) -> OpcUaTransport:
     return OpcUaTransport(_tags(), {"u": conn})
 
 
+async def _no_missing(link: object) -> bool:
+    return not link.missing  # type: ignore[attr-defined]
+
+
 async def _until(pred, timeout: float = 8.0) -> None:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while not await pred():
@@ -101,6 +105,40 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
         finally:
             await t.close()
 
+    async def changed_only(srv: OpcUaServer) -> None:
+        """Subscribed, each cycle fills only the notified tags: the snapshot equals a poll's,
+        and every tag counts as received this cycle, changed or not."""
+        sub = _transport(srv.url, mode="subscribe", fallback_after_ms=5000)
+        poll = _transport(srv.url)
+        s_sub, s_poll = Snapshot(len(sub._tags.readable)), Snapshot(len(sub._tags.readable))
+        link = sub._links["u"]
+        try:
+            await sub.connect()
+            await poll.connect()
+            await _until(lambda: _no_missing(link))
+            await sub.read(s_sub)
+            assert link.filled and not link.changed
+            for k, (name, value, status) in enumerate([("x", 4.5, None), ("i", -3, None),
+                                                        ("f", 0.25, ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)),
+                                                        ("x", 5.5, None)]):
+                await srv.set(name, value, status)
+
+            async def settled() -> bool:
+                before = time.monotonic()
+                await sub.read(s_sub)
+                await poll.read(s_poll)
+                assert (s_sub.recv_mono >= before).all()  # unchanged tags received this cycle too
+                return bool(np.array_equal(s_sub.values, s_poll.values)
+                            and np.array_equal(s_sub.quality, s_poll.quality) and s_sub.values[0] == 5.5)
+            await _until(settled)
+            assert s_sub.quality[1] == Quality.UNCERTAIN
+        finally:
+            await sub.close()
+            await poll.close()
+            await srv.set("x", 1.5)
+            await srv.set("i", -7)
+            await srv.set("f", 2.5)
+
     async def main() -> None:
         srv = OpcUaServer()
         await srv.start()
@@ -108,6 +146,7 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
             await check_mode(srv, "poll")
             await check_mode(srv, "subscribe")
             await silent_subscription(srv)
+            await changed_only(srv)
         finally:
             await srv.stop()
 
