@@ -782,7 +782,7 @@ def main() -> int:
     ap.add_argument("--estop-trips", type=int, default=0, help="PLC e-stop trips per cell after the window")
     ap.add_argument("--busy-wait-us", type=float, default=1500.0, help="[gateway] busy_wait_us")
     ap.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio")
-    ap.add_argument("--gc", choices=["python", "between_cycles"], default="python", help="[gateway] gc")
+    ap.add_argument("--gc", choices=["python", "between_cycles"], default="between_cycles", help="[gateway] gc")
     ap.add_argument("--write-ack", choices=["in_cycle", "next_cycle"], default="in_cycle",
                     help="[gateway] write_ack (next_cycle: the write stage is the send, not the round trip, "
                     "so its ratio to the bare round trip is not an overhead)")

@@ -67,9 +67,9 @@ class GatewaySection(_Section):
                                                          "outputs and collect the device's acknowledgement "
                                                          "while the cycle sleeps (a failed write counts one "
                                                          "cycle later); the e-stop's safe write always waits")
-    gc: Literal["python", "between_cycles"] = Field("python", description="between_cycles: freeze what "
-                                                    "start-up allocated and run the garbage collector after "
-                                                    "a cycle's work, never inside a cycle")
+    gc: Literal["python", "between_cycles"] = Field("between_cycles", description="freeze what start-up "
+                                                    "allocated and run the garbage collector after a cycle's "
+                                                    "work, never inside a cycle; python: CPython's own timing")
     timing_trace_cycles: int = Field(1 << 16, ge=1, le=1 << 24, description="rows kept in the trace ring")
     on_stop: Literal["safe_outputs", "plc"] = Field("safe_outputs", description="on SIGTERM, if writing: "
                                                     "write the safe outputs once, or leave the outputs to "
