@@ -273,7 +273,7 @@ class ControlLoop:
         self._write_failed = False
         self._settle_s = 0.0
         if self._inflight is not None:  # write_ack = "next_cycle": the last cycle's write, acknowledged
-            await self._settle_write()
+            await self.settle_writes()
 
         # 0. a validated model staged by load/promote/rollback takes over here, between cycles
         staged = self.models.take_staged(now)
@@ -545,11 +545,11 @@ class ControlLoop:
     async def _send(self, plan: WritePlan, values: list[float] | tuple[float, ...]) -> None:
         """The write stage. ``write_ack = "in_cycle"``: the cycle waits for the device's
         acknowledgement. ``"next_cycle"``: the request is sent now, just as early, and the
-        acknowledgement arrives while the cycle sleeps; :meth:`_settle_write` collects it at
+        acknowledgement arrives while the cycle sleeps; :meth:`settle_writes` collects it at
         the start of the next cycle (a failure counts there, one cycle later)."""
         t_write = time.perf_counter()
         if self._ack_next:
-            await self._settle_write()  # at most one write in flight, in cycle order
+            await self.settle_writes()  # at most one write in flight, in cycle order
             self._inflight = asyncio.ensure_future(self._write_checked(plan, tuple(values)))
             await asyncio.sleep(0)  # runs the write up to its send: the request leaves now
         else:
@@ -563,8 +563,9 @@ class ControlLoop:
             self._write_failed = True
             self.stats.write_errors += 1  # comms loss past its timeout trips in step 3
 
-    async def _settle_write(self) -> None:
-        """Wait for the write still in flight (``write_ack = "next_cycle"``), if any."""
+    async def settle_writes(self) -> None:
+        """Wait for the write still in flight (``write_ack = "next_cycle"``), if any: at the
+        next cycle, before the safe write, and before the transport closes."""
         inflight = self._inflight
         if inflight is not None:
             self._inflight = None
@@ -572,15 +573,11 @@ class ControlLoop:
             await inflight
             self._settle_s += time.perf_counter() - t0
 
-    async def settle_writes(self) -> None:
-        """Before the transport closes: the last write's acknowledgement, if still in flight."""
-        await self._settle_write()
-
     async def write_safe(self, event: TripEvent) -> None:
         """The e-stop's first handler: safe outputs plus heartbeat, straight to the transport
         (after the write in flight, if any: the safe outputs are always the last word)."""
         self._action[:] = self.shield.safe
-        await self._settle_write()
+        await self.settle_writes()
         await self.transport.write(self._write_plan, [*self.shield.safe.tolist(), self._next_heartbeat()])
 
     async def _count_trip(self, event: TripEvent) -> None:

@@ -358,20 +358,7 @@ class AuditWriter:
             blob = fmt.encode_payload({"t_wall": t_wall, "t_mono": t_mono, **payload, "kind": kind})
         except (TypeError, ValueError, RecursionError) as exc:
             raise AuditError(f"audit record {kind!r} cannot be encoded: {exc}") from exc
-        with self._lock:
-            if self._failed is not None:
-                raise self._failed
-            if not self._open or self._closing:
-                raise AuditError(f"audit log {self.directory} is not open")
-            if len(self._pending) >= self.max_pending:
-                err = AuditError(f"audit writer is {len(self._pending)} records behind; disk too slow")
-            else:
-                seq = self._next_seq
-                self._next_seq = seq + 1
-                self._pending.append((seq, kind, t_wall, t_mono, _ENCODED, blob))
-                return seq
-        self._fail(err)
-        raise err
+        return self._enqueue(kind, t_wall, t_mono, _ENCODED, blob)
 
     def append_owned(self, kind: str, payload: dict[str, Any]) -> int:
         """Queue one record whose ``payload`` is handed over: encoded on the writer thread.
@@ -384,7 +371,11 @@ class AuditWriter:
         ``audit_encode_error`` record in its place (same seq, kind and times, the message):
         the chain stays whole and the failure is on record.
         """
-        t_wall, t_mono = time.time(), time.monotonic()
+        return self._enqueue(kind, time.time(), time.monotonic(), _OWNED, payload)
+
+    def _enqueue(self, kind: str, t_wall: float, t_mono: float, how: int, data: Any) -> int:
+        """Hand one item to the writer thread under the next seq; refused (AuditError)
+        when the log is failed or closed, and fatal when the writer is too far behind."""
         with self._lock:
             if self._failed is not None:
                 raise self._failed
@@ -393,7 +384,7 @@ class AuditWriter:
             if len(self._pending) < self.max_pending:
                 seq = self._next_seq
                 self._next_seq = seq + 1
-                self._pending.append((seq, kind, t_wall, t_mono, _OWNED, payload))
+                self._pending.append((seq, kind, t_wall, t_mono, how, data))
                 return seq
             err = AuditError(f"audit writer is {len(self._pending)} records behind; disk too slow")
         self._fail(err)

@@ -460,9 +460,7 @@ class OpcUaTransport:
         if link.spec.mode == "subscribe":
             link.cache = list(dvs)
             link.missing = 0
-            for pos in link.changed:
-                link.dirty[pos] = 0
-            link.changed.clear()
+            self._forget_changed(link)
             link.filled = True
         self._fill(snap, link, dvs, now)
 
@@ -476,24 +474,27 @@ class OpcUaTransport:
             OpcUaTransport._fill(snap, link, cache, now)  # type: ignore[arg-type]
             link.filled = True
         elif link.changed:
-            changed = link.changed
-            pos = np.array(changed)
-            OpcUaTransport._fill(snap, link, [cache[p] for p in changed], now,  # type: ignore[misc]
-                                 pos, link.read_slots[pos])
+            OpcUaTransport._fill(snap, link, [cache[p] for p in link.changed], now,  # type: ignore[misc]
+                                 np.array(link.changed))
+        OpcUaTransport._forget_changed(link)
+        snap.recv_mono[link.read_index] = now
+
+    @staticmethod
+    def _forget_changed(link: _Link) -> None:
+        """The snapshot now holds every cached value: nothing is pending a fill."""
         dirty = link.dirty
         for p in link.changed:
             dirty[p] = 0
         link.changed.clear()
-        snap.recv_mono[link.read_index] = now
 
     @staticmethod
     def _fill(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float,
-              pos: np.ndarray | None = None, slots: np.ndarray | None = None) -> None:
+              pos: np.ndarray | None = None) -> None:
         """DataValues into the snapshot: three list comprehensions and a few array operations
         instead of a loop of per-tag stores (docs/performance.md, Control cycle). Anything
         unusual — a missing variant or status, a value that is not a plain bool/int/float —
-        takes the per-tag path, which decides the same way. ``pos``/``slots``: the dvs are
-        those of these positions of the link (snapshot slots), not all of them in order."""
+        takes the per-tag path, which decides the same way. ``pos``: the dvs are those of
+        these positions of the link, not all of them in order."""
         try:
             raw = [dv.Value.Value for dv in dvs]  # type: ignore[union-attr]
             codes = [dv.StatusCode.value for dv in dvs]  # type: ignore[union-attr]
@@ -503,7 +504,7 @@ class OpcUaTransport:
         if not {type(v) for v in raw} <= _PLAIN:
             OpcUaTransport._fill_each(snap, link, dvs, now, pos)
             return
-        idx = link.read_index if slots is None else slots
+        idx = link.read_index if pos is None else link.read_slots[pos]
         values = np.array(raw, dtype=float)
         if pos is None:
             values *= link.scale
