@@ -61,6 +61,7 @@ from bench_safety import machine  # noqa: E402
 
 from gateway.timing import TRACE_FIELDS  # noqa: E402
 from simulators.scale import split  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 
 N_OBS, N_OUT = 8, 2
 STAGES = ("read", "check", "infer", "shield", "write", "audit", "metrics", "gc")
@@ -249,14 +250,6 @@ def stats_us(x: np.ndarray) -> dict[str, float]:
         return {"n": 0, "median": float("nan"), "p99": float("nan"), "p999": float("nan"), "max": float("nan")}
     return {"n": int(len(x)), "median": float(np.median(x)), "p99": float(np.percentile(x, 99)),
             "p999": float(np.percentile(x, 99.9)), "max": float(x.max())}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def scrape(port: int) -> dict[str, Any]:

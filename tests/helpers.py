@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,13 @@ ACT = ("coolant_flow_sp", "feed_flow_sp")
 ACT_UNITS = ("L/min", "L/min")
 ACT_LOW = (0.0, 0.0)
 ACT_HIGH = (200.0, 200.0)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def contract(algorithm: str = "test-linear") -> PolicyContract:

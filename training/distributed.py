@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -84,12 +83,6 @@ def resolve_device(device: str, nproc: int, local_rank: int) -> torch.device:
         raise GatewayError(f"{nproc} processes with --device cuda need {nproc} GPUs (one per process); "
                            f"this machine has {have}. Use fewer processes, or --device cpu (gloo)")
     return torch.device("cuda", local_rank)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def init(rank: int, size: int, local_rank: int, device: torch.device, init_method: str) -> World:

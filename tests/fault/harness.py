@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from gateway.config import load_config
 from gateway.ops.control import send_command
 from simulators.twin import Twin
 from tests import helpers
-from tests.helpers import write_config
+from tests.helpers import free_port, write_config  # free_port: re-exported for the fault tests
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
 OPERATOR = "test-operator"
@@ -25,12 +24,6 @@ OPERATOR = "test-operator"
 
 # fault tests poll faster and give up sooner than the subprocess tests
 wait_for = functools.partial(helpers.wait_for, timeout=10.0, interval=0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

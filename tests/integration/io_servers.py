@@ -15,6 +15,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer, ModbusTlsServer
 
+from tests.helpers import free_port  # re-exported: the I/O tests and bench_io import it from here
+
 
 _FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
              4: "input"}
@@ -112,14 +114,6 @@ class HungServer:
             for w in self._writers:
                 w.close()
             await self._server.wait_closed()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tls_files(tmp: Path, host: str = "127.0.0.1") -> dict[str, Path]:

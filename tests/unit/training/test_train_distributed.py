@@ -11,7 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from training.algos import ALGOS, make_algorithm
-from training.distributed import free_port, param_digest
+from tests.helpers import free_port
+from training.distributed import param_digest
 from training.nets import Replay, obs_stats
 
 SMALL = {"hidden": (16, 16), "batch_size": 32}
