@@ -8,8 +8,9 @@ value presented as fresh), drops the session and starts a background reconnect w
 capped exponential backoff and jitter, which builds a new session from scratch, and
 in subscription mode a new subscription with every monitored item.
 
-Subscription mode (``mode = "subscribe"``): data-change notifications fill a per-tag
-cache that the cycle reads from. When no notification has arrived for
+Subscription mode (``mode = "subscribe"``): each data-change notification is converted
+on arrival (value in engineering units, quality, timestamp) into a per-tag cache that the
+cycle copies into its snapshot. When no notification has arrived for
 ``fallback_after_ms`` (values that do not change, or a subscription that silently
 stopped), the cycle polls with one batched Read instead, so a value is never older than
 that without the gateway having asked the server. A session the client sees closed
@@ -134,6 +135,62 @@ class _ReadRequest:
         return response.Results  # type: ignore[no-any-return]
 
 
+def _convert(dv: ua.DataValue) -> tuple[float, Quality, float]:
+    """One DataValue: (raw number or NaN, quality, source timestamp or NaN). A status that is
+    not Good decides the quality; a Good status on a value that is not a number is BAD."""
+    status = dv.StatusCode
+    variant = dv.Value
+    value = variant.Value if variant is not None else None
+    number = isinstance(value, (bool, int, float))
+    if status is not None and not status.is_good():
+        quality = Quality.UNCERTAIN if status.is_uncertain() else Quality.BAD
+    else:
+        quality = Quality.GOOD if number else Quality.BAD
+    ts = dv.SourceTimestamp or dv.ServerTimestamp
+    return (float(value) if number else math.nan), quality, (ts.timestamp() if ts is not None else math.nan)  # type: ignore[arg-type]
+
+
+class _SubCache:
+    """Subscription mode: each notification is converted when it arrives (on the event
+    loop, while the cycle sleeps) into arrays in the link's tag order, so the cycle's
+    read is four array copies whatever changed (docs/performance.md, Control cycle)."""
+
+    def __init__(self, specs: list[TagSpec]) -> None:
+        n = len(specs)
+        self.scale = [s.scale for s in specs]
+        self.offset = [s.offset for s in specs]
+        self.values = np.full(n, np.nan)
+        self.quality = np.full(n, Quality.NO_DATA, dtype=np.uint8)
+        self.source_ts = np.full(n, np.nan)
+        self.seen = bytearray(n)
+        self.missing = n  # tags without a notification (or a poll) yet
+
+    def store(self, pos: int, dv: ua.DataValue) -> None:
+        raw, quality, ts = _convert(dv)
+        self.values[pos] = raw * self.scale[pos] + self.offset[pos]
+        self.quality[pos] = quality
+        self.source_ts[pos] = ts
+        if not self.seen[pos]:
+            self.seen[pos] = 1
+            self.missing -= 1
+
+    def fill(self, snap: Snapshot, index: slice | np.ndarray, now: float) -> None:
+        """Every cached tag into the snapshot, received now: the subscription is alive and
+        says an unchanged value is still current."""
+        snap.values[index] = self.values
+        snap.quality[index] = self.quality
+        snap.source_ts[index] = self.source_ts
+        snap.recv_mono[index] = now
+
+    def load(self, snap: Snapshot, index: slice | np.ndarray) -> None:
+        """After a poll: the snapshot's fresh values are the cache's from now on."""
+        self.values[:] = snap.values[index]
+        self.quality[:] = snap.quality[index]
+        self.source_ts[:] = snap.source_ts[index]
+        self.seen[:] = b"\x01" * len(self.seen)
+        self.missing = 0
+
+
 class _SubHandler:
     """asyncua subscription handler: notifications land in the link's cache."""
 
@@ -143,13 +200,8 @@ class _SubHandler:
     def datachange_notification(self, node: object, val: object, data: object) -> None:
         link = self.link
         pos = link.positions.get(node.nodeid)  # type: ignore[attr-defined]
-        if pos is not None:
-            if link.cache[pos] is None:
-                link.missing -= 1
-            link.cache[pos] = data.monitored_item.Value  # type: ignore[attr-defined]
-            if not link.dirty[pos]:  # the cycle fills only what changed since its last fill
-                link.dirty[pos] = 1
-                link.changed.append(pos)
+        if pos is not None and link.sub is not None:
+            link.sub.store(pos, data.monitored_item.Value)  # type: ignore[attr-defined]
             link.last_notify_mono = time.monotonic()
 
     def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
@@ -176,11 +228,7 @@ class _Link:
     node_ids: list[ua.NodeId] = field(default_factory=list)
     positions: dict[ua.NodeId, int] = field(default_factory=dict)
     request: _ReadRequest | None = None
-    cache: list[ua.DataValue | None] = field(default_factory=list)
-    missing: int = 0  # tags in cache without a notification yet
-    changed: list[int] = field(default_factory=list)  # positions notified since the last fill
-    dirty: bytearray = field(default_factory=bytearray)  # 1 where a position is in ``changed``
-    filled: bool = False  # the snapshot holds every cached value (else: fill them all)
+    sub: _SubCache | None = None  # subscription mode: this session's notified values
     last_notify_mono: float = -math.inf
     last_poll_mono: float = -math.inf
     sub_failed: str = ""
@@ -325,9 +373,7 @@ class OpcUaTransport:
         link.node_ids = [ua.NodeId.from_string(s.node) for s in link.read_specs]
         link.positions = {nid: i for i, nid in enumerate(link.node_ids)}
         link.request = _ReadRequest(link.node_ids)
-        link.cache = [None] * len(link.node_ids)
-        link.missing = len(link.cache)
-        link.changed, link.dirty, link.filled = [], bytearray(len(link.cache)), False
+        link.sub = _SubCache(link.read_specs) if spec.mode == "subscribe" else None
         link.sub_failed = ""
         link.last_notify_mono = -math.inf
         if spec.mode == "subscribe" and link.node_ids:
@@ -438,10 +484,11 @@ class OpcUaTransport:
                 return
             now = time.monotonic()
             fresh = now - link.last_notify_mono < link.spec.fallback_after_ms / 1000.0
+            sub = link.sub
             if fresh and now - link.last_poll_mono < link.spec.fallback_after_ms / 1000.0 * 4 \
-                    and not link.missing:
+                    and sub is not None and not sub.missing:
                 link.health.last_ok_mono = now
-                self._fill_changed(snap, link, now)
+                sub.fill(snap, link.read_index, now)
                 return
             # no notification lately (or a tag never notified): poll this cycle
         t0 = time.monotonic()
@@ -457,61 +504,29 @@ class OpcUaTransport:
         link.health.last_ok_mono = now
         link.backoff_s = 0.0
         link.last_poll_mono = now
-        if link.spec.mode == "subscribe":
-            link.cache = list(dvs)
-            link.missing = 0
-            self._forget_changed(link)
-            link.filled = True
         self._fill(snap, link, dvs, now)
+        if link.sub is not None:
+            link.sub.load(snap, link.read_index)
 
     @staticmethod
-    def _fill_changed(snap: Snapshot, link: _Link, now: float) -> None:
-        """From the subscription cache: the values notified since the last fill (all of
-        them the first time); every tag is received now, changed or not (the subscription
-        is alive and says an unchanged value is still current)."""
-        cache = link.cache
-        if not link.filled:
-            OpcUaTransport._fill(snap, link, cache, now)  # type: ignore[arg-type]
-            link.filled = True
-        elif link.changed:
-            OpcUaTransport._fill(snap, link, [cache[p] for p in link.changed], now,  # type: ignore[misc]
-                                 np.array(link.changed))
-        OpcUaTransport._forget_changed(link)
-        snap.recv_mono[link.read_index] = now
-
-    @staticmethod
-    def _forget_changed(link: _Link) -> None:
-        """The snapshot now holds every cached value: nothing is pending a fill."""
-        dirty = link.dirty
-        for p in link.changed:
-            dirty[p] = 0
-        link.changed.clear()
-
-    @staticmethod
-    def _fill(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float,
-              pos: np.ndarray | None = None) -> None:
+    def _fill(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float) -> None:
         """DataValues into the snapshot: three list comprehensions and a few array operations
         instead of a loop of per-tag stores (docs/performance.md, Control cycle). Anything
         unusual — a missing variant or status, a value that is not a plain bool/int/float —
-        takes the per-tag path, which decides the same way. ``pos``: the dvs are those of
-        these positions of the link, not all of them in order."""
+        takes the per-tag path, which decides the same way."""
         try:
             raw = [dv.Value.Value for dv in dvs]  # type: ignore[union-attr]
             codes = [dv.StatusCode.value for dv in dvs]  # type: ignore[union-attr]
         except AttributeError:
-            OpcUaTransport._fill_each(snap, link, dvs, now, pos)
+            OpcUaTransport._fill_each(snap, link, dvs, now)
             return
         if not {type(v) for v in raw} <= _PLAIN:
-            OpcUaTransport._fill_each(snap, link, dvs, now, pos)
+            OpcUaTransport._fill_each(snap, link, dvs, now)
             return
-        idx = link.read_index if pos is None else link.read_slots[pos]
+        idx = link.read_index
         values = np.array(raw, dtype=float)
-        if pos is None:
-            values *= link.scale
-            values += link.offset
-        else:
-            values *= link.scale[pos]
-            values += link.offset[pos]
+        values *= link.scale
+        values += link.offset
         snap.values[idx] = values
         # the status code's two top bits: 00 Good, 01 Uncertain, 10/11 Bad
         snap.quality[idx] = np.minimum(np.array(codes, dtype=np.uint32) >> 30, Quality.BAD)
@@ -520,28 +535,12 @@ class OpcUaTransport:
         snap.recv_mono[idx] = now
 
     @staticmethod
-    def _fill_each(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float,
-                   pos: np.ndarray | None = None) -> None:
-        slots, specs = link.read_slots, link.read_specs
-        if pos is not None:
-            slots, specs = slots[pos], [specs[p] for p in pos]
-        for slot, spec, dv in zip(slots, specs, dvs, strict=True):
-            status = dv.StatusCode
-            variant = dv.Value
-            value = variant.Value if variant is not None else None
-            if status is not None and not status.is_good():
-                quality = Quality.UNCERTAIN if status.is_uncertain() else Quality.BAD
-            elif isinstance(value, (bool, int, float)):
-                quality = Quality.GOOD
-            else:
-                quality = Quality.BAD
-            if isinstance(value, (bool, int, float)):
-                snap.values[slot] = float(value) * spec.scale + spec.offset
-            else:
-                snap.values[slot] = math.nan
+    def _fill_each(snap: Snapshot, link: _Link, dvs: list[ua.DataValue], now: float) -> None:
+        for slot, spec, dv in zip(link.read_slots, link.read_specs, dvs, strict=True):
+            raw, quality, ts = _convert(dv)
+            snap.values[slot] = raw * spec.scale + spec.offset
             snap.quality[slot] = quality
-            ts = dv.SourceTimestamp or dv.ServerTimestamp
-            snap.source_ts[slot] = ts.timestamp() if ts is not None else math.nan
+            snap.source_ts[slot] = ts
             snap.recv_mono[slot] = now
 
     def _plan_groups(self, plan: WritePlan) -> list[tuple[_Link, list[ua.NodeId], list[int]]]:

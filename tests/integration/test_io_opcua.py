@@ -36,7 +36,7 @@ def _transport(url: str, **kw: object) -> OpcUaTransport:
 
 
 async def _no_missing(link: object) -> bool:
-    return not link.missing  # type: ignore[attr-defined]
+    return not link.sub.missing  # type: ignore[attr-defined]
 
 
 async def _until(pred, timeout: float = 8.0) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +106,7 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
             await t.close()
 
     async def changed_only(srv: OpcUaServer) -> None:
-        """Subscribed, each cycle fills only the notified tags: the snapshot equals a poll's,
+        """Subscribed, the cycle copies the notified values: the snapshot equals a poll's,
         and every tag counts as received this cycle, changed or not."""
         sub = _transport(srv.url, mode="subscribe", fallback_after_ms=5000)
         poll = _transport(srv.url)
@@ -117,7 +117,7 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
             await poll.connect()
             await _until(lambda: _no_missing(link))
             await sub.read(s_sub)
-            assert link.filled and not link.changed
+            polled = link.last_poll_mono  # the first read polls; the rest come from notifications
             for k, (name, value, status) in enumerate([("x", 4.5, None), ("i", -3, None),
                                                         ("f", 0.25, ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)),
                                                         ("x", 5.5, None)]):
@@ -132,6 +132,7 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
                             and np.array_equal(s_sub.quality, s_poll.quality) and s_sub.values[0] == 5.5)
             await _until(settled)
             assert s_sub.quality[1] == Quality.UNCERTAIN
+            assert link.last_poll_mono == polled  # delivered by the subscription cache, not a poll
         finally:
             await sub.close()
             await poll.close()

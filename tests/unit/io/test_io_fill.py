@@ -13,7 +13,7 @@ from asyncua import ua
 
 from gateway.config import ModbusConnection, OpcUaConnection, TagSpec
 from gateway.io.modbus import ModbusTransport
-from gateway.io.opcua import OpcUaTransport
+from gateway.io.opcua import OpcUaTransport, _SubCache
 from gateway.io.tags import Snapshot, TagMap
 
 FIELDS = ("values", "quality", "source_ts", "recv_mono")
@@ -40,15 +40,32 @@ def test_opcua_fill_matches_the_per_tag_path() -> None:
                         SourceTimestamp=now if i % 3 else None, ServerTimestamp=now if i % 4 else None)
            for i, (v, t) in enumerate([(1.5, ua.VariantType.Double), (True, ua.VariantType.Boolean),
                                        (-7, ua.VariantType.Int32), (2**31, ua.VariantType.UInt32)] * (n // 4))]
-    a, b = Snapshot(n), Snapshot(n)
+    a, b, c = Snapshot(n), Snapshot(n), Snapshot(n)
     OpcUaTransport._fill(a, link, dvs, 3.0)
     OpcUaTransport._fill_each(b, link, dvs, 3.0)
     same(a, b)
+    # subscribed: the same values notified one by one, in any order, then the cycle's copy
+    cache = _SubCache(link.read_specs)
+    for pos in random.Random(1).sample(range(n), n):
+        assert cache.missing == n - sum(cache.seen)
+        cache.store(pos, dvs[pos])
+    assert cache.missing == 0
+    cache.fill(c, link.read_index, 3.0)
+    same(a, c)
     # unusual values (a string, no variant value) take the per-tag path: same answer
     dvs[5] = ua.DataValue(ua.Variant("1.5", ua.VariantType.String))
     dvs[6] = ua.DataValue(ua.Variant(None))
     OpcUaTransport._fill(a, link, dvs, 4.0)
     OpcUaTransport._fill_each(b, link, dvs, 4.0)
+    same(a, b)
+    cache.store(5, dvs[5])
+    cache.store(6, dvs[6])
+    cache.fill(c, link.read_index, 4.0)
+    same(a, c)
+    # a poll's snapshot becomes the cache's: a later fill without notifications repeats it
+    cache.load(b, link.read_index)
+    OpcUaTransport._fill(b, link, dvs[::-1], 5.0)  # the snapshot moves on; the cache does not
+    cache.fill(b, link.read_index, 4.0)
     same(a, b)
 
 
