@@ -28,6 +28,7 @@ Per cell (protocol, tags, devices, rate):
     .venv/bin/python benchmarks/bench_cycle.py                 # two short cells (a smoke run)
     .venv/bin/python benchmarks/bench_cycle.py --full          # the whole matrix, --seconds each
     .venv/bin/python benchmarks/bench_cycle.py --cells opcua-poll:64:100 --seconds 600   # one target
+    .venv/bin/python benchmarks/bench_cycle.py --cells modbus:64x1:10 --interleave 100   # overhead, one process
 
 A cell is ``PROTOCOL:TAGS[xDEVICES]:HZ`` with PROTOCOL opcua-poll, opcua-sub or modbus.
 """
@@ -501,6 +502,74 @@ async def run_bare(cell: Cell, twin: TwinProcess, tmp: Path, args: argparse.Name
     return json.loads(stdout.decode().strip().splitlines()[-1])
 
 
+# ---- the gateway's transport and the bare library, one process, interleaved -------------------------
+async def interleave(cell: Cell, args: argparse.Namespace) -> list[str]:
+    """The read and write stages' calls, gateway transport and bare library alternating in
+    this one process against one twin, each pair ``--interleave`` ms after the last (100 ms
+    is what a 10 Hz cycle sleeps: caches cold), at a random phase of the twin's scan. What
+    is left of a gateway/bare ratio here is code, not the process, the run or the phase."""
+    import random
+
+    from gateway.config import load_config
+    from gateway.io.composite import CompositeTransport
+    from gateway.io.tags import Snapshot, TagMap
+    from gateway.io.transport import plan_writes
+    from simulators.scale import SCAN_S
+
+    pause = args.interleave / 1000.0
+    async with TwinProcess(cell, args.twin_cpu, args.twin_realtime, args.twin_freeze_gc) as twin:
+        with tempfile.TemporaryDirectory(prefix="edgewarden-interleave-") as d_:
+            args.metrics_port = free_port()  # not served: the config only has to be valid
+            settings = load_config(gateway_config(Path(d_), cell, twin.address, args)).settings
+            tags = TagMap.from_settings(settings)
+            transport = CompositeTransport(tags, settings.connections)
+            await transport.connect()
+        snap = Snapshot(len(tags.readable))
+        plan = plan_writes(tags.specs, [*(f"a{j}" for j in range(N_OUT)), "hb"])
+        values = [50.0] * N_OUT + [0.0]
+        outputs = [50.0] * N_OUT
+        bare_read, bare_write, bare_close = await _bare_io(cell, twin.address, 1000.0 / cell.hz)
+        n = args.interleave_pairs
+        times = {k: np.empty(n) for k in ("gw read", "bare read", "gw write", "bare write")}
+        phase = {"gw": np.empty(n), "bare": np.empty(n)}
+        clock = time.perf_counter
+        try:
+            for k in range(-20, n):  # 20 pairs of warm-up
+                for side in (("gw", "bare") if k % 2 else ("bare", "gw")):
+                    await asyncio.sleep(pause * random.uniform(0.9, 1.1))
+                    t0 = clock()
+                    if side == "gw":
+                        await transport.read(snap)
+                    else:
+                        await bare_read()
+                    t1 = clock()
+                    if side == "gw":
+                        values[-1] = float(k % 1000)
+                        await transport.write(plan, values)
+                    else:
+                        await bare_write(outputs, k)
+                    t2 = clock()
+                    if k >= 0:
+                        times[f"{side} read"][k], times[f"{side} write"][k] = t1 - t0, t2 - t1
+                        phase[side][k] = (t0 % SCAN_S) / SCAN_S  # the twin scans on the same clock's grid
+        finally:
+            await transport.close()
+            await bare_close()
+    med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+    lines = [f"{cell.name}: {n} pairs, {args.interleave:g} ms apart (± 10 %), medians µs: "
+             f"read gw {med['gw read']:.0f} / bare {med['bare read']:.0f} = {med['gw read'] / med['bare read']:.2f}x, "
+             f"write gw {med['gw write']:.0f} / bare {med['bare write']:.0f} = "
+             f"{med['gw write'] / med['bare write']:.2f}x"]
+    lines.append("  by phase of the twin's scan (approximate: its grid is re-based after a late scan), "
+                 "bare read / write median µs:")
+    for b in range(5):
+        m = (phase["bare"] >= b / 5) & (phase["bare"] < (b + 1) / 5)
+        if m.any():
+            lines.append(f"    {b / 5:.1f}-{(b + 1) / 5:.1f}: n {int(m.sum()):4d}  read {np.median(times['bare read'][m]) * 1e6:6.0f}"
+                         f"  write {np.median(times['bare write'][m]) * 1e6:6.0f}")
+    return lines
+
+
 # ---- in-process before/after figures of the cycle's optimisations ---------------------------------
 def micro(repeat: int) -> list[str]:
     """Each optimised path beside the path it replaced (still in the code), same process, interleaved."""
@@ -823,6 +892,10 @@ def main() -> int:
     ap.add_argument("--floor", type=float, default=0.0, metavar="SECONDS", help="only the machine's floor: "
                     "--floor-us of pure computation per cycle at --wait-hz on the daemon's CPU and priority")
     ap.add_argument("--floor-us", type=float, default=1000.0)
+    ap.add_argument("--interleave", type=float, default=0.0, metavar="MS", help="only the read and write "
+                    "stages' calls, gateway transport and bare library alternating in one process, MS apart, "
+                    "for each of --cells")
+    ap.add_argument("--interleave-pairs", type=int, default=400)
     ap.add_argument("--bare", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.micro or args.wait_compare or args.floor:
@@ -851,6 +924,19 @@ def main() -> int:
         print(json.dumps(res))
         return 0
     cells = cells_of(args)
+    if args.interleave:
+        from gateway import timing
+        from gateway.config import GatewaySection
+
+        print(f"# bench_cycle --interleave  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {machine()}")
+        print(f"# event_loop={args.event_loop}, realtime={args.realtime or 'no'} on CPU {args.daemon_cpu}, "
+              f"twin CPU {args.twin_cpu} (FIFO {args.twin_realtime or 'no'})")
+        gw = GatewaySection(event_loop=args.event_loop, cpu_affinity=[] if args.daemon_cpu < 0 else
+                            [args.daemon_cpu], realtime_priority=args.realtime or None)
+        timing.prepare_process(gw)
+        for cell in cells:
+            print("\n".join(timing.run(interleave(cell, args), gw)), flush=True)
+        return 0
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     results = asyncio.run(run_cells(cells, args))
     print(f"# bench_cycle  {started}  {machine()}")

@@ -27,8 +27,9 @@ import random
 import ssl
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
@@ -220,6 +221,30 @@ class _WriteOp:
     address: int
     positions: list[int]  # indices into the plan
     specs: list[TagSpec]
+    # per tag, read from the config once: (position, offset, scale, lowest value of a
+    # big-endian 16-bit integer type, else None: encoded by encode_general's rules)
+    coded: list[tuple[int, float, float, int | None]] = field(default_factory=list)
+
+    def finish(self) -> None:
+        self.coded = [(i, s.offset, s.scale, _ONE_REGISTER.get(s.datatype) if s.byte_order == "big" else None)
+                      for i, s in zip(self.positions, self.specs, strict=True)]
+
+    def registers(self, plan: WritePlan, values: Sequence[float]) -> list[int]:
+        """The registers of a holding write, as :func:`encode` makes them."""
+        regs: list[int] = []
+        for k, (i, offset, scale, low) in enumerate(self.coded):
+            raw = (values[i] - offset) / scale
+            if low is not None:  # the common case: one 16-bit register
+                value = int(round(raw))
+                if low <= value <= low + 0xFFFF:
+                    regs.append(value & 0xFFFF)
+                    continue
+            try:
+                regs.extend(encode(self.specs[k], raw))
+            except (struct.error, TransportError) as exc:
+                raise TransportError(f"refused write of {values[i]} to tag {plan.names[i]!r}: "
+                                     f"{_describe(exc)}") from None
+        return regs
 
 
 @dataclass
@@ -353,42 +378,42 @@ class ModbusTransport:
         else:
             await asyncio.gather(*(self._read_link(link, snap) for link in self._links.values()))
 
-    async def _request(self, link: _Link, block: _Block) -> object:
-        client = link.client
-        assert client is not None
+    @staticmethod
+    def _request(client: AsyncModbusTcpClient, block: _Block) -> Awaitable[Any]:
         if block.table == "holding":
-            call = client.read_holding_registers(block.start, count=block.count, device_id=block.unit)
-        elif block.table == "input":
-            call = client.read_input_registers(block.start, count=block.count, device_id=block.unit)
-        elif block.table == "coil":
-            call = client.read_coils(block.start, count=block.count, device_id=block.unit)
-        else:
-            call = client.read_discrete_inputs(block.start, count=block.count, device_id=block.unit)
-        async with asyncio.timeout(link.request_timeout):  # no extra task per request, unlike wait_for
-            return await call
+            return client.read_holding_registers(block.start, count=block.count, device_id=block.unit)
+        if block.table == "input":
+            return client.read_input_registers(block.start, count=block.count, device_id=block.unit)
+        if block.table == "coil":
+            return client.read_coils(block.start, count=block.count, device_id=block.unit)
+        return client.read_discrete_inputs(block.start, count=block.count, device_id=block.unit)
 
     async def _read_link(self, link: _Link, snap: Snapshot) -> None:
-        if link.client is None:
+        client = link.client
+        if client is None:
             snap.mark(link.all_slots, Quality.NO_DATA)
             return
         t0 = time.monotonic()
         async with link.lock:
-            for block in link.blocks:
-                try:
-                    rr = await self._request(link, block)
-                except _COMMS_ERRORS as exc:
-                    snap.mark(link.all_slots, Quality.NO_DATA)
-                    self._drop(link, exc)
-                    return
-                now = time.monotonic()
-                if rr.isError():  # type: ignore[attr-defined]
-                    code = getattr(rr, "exception_code", 0)
-                    link.health.last_error = (f"unit {block.unit} {block.table} {block.start}+{block.count}: "
-                                              f"{exception_name(code)}")
-                    snap.mark(block.slot_arr, Quality.BAD)
-                    snap.recv_mono[block.slot_arr] = now
-                    continue
-                self._fill(snap, block, rr, now, time.time())
+            try:
+                # pymodbus bounds each request (timeout_s, retries); this backstop bounds them
+                # all, with one timer per cycle instead of one per request
+                async with asyncio.timeout(link.request_timeout * len(link.blocks)):
+                    for block in link.blocks:
+                        rr = await self._request(client, block)
+                        now = time.monotonic()
+                        if rr.isError():
+                            code = getattr(rr, "exception_code", 0)
+                            link.health.last_error = (f"unit {block.unit} {block.table} {block.start}+{block.count}: "
+                                                      f"{exception_name(code)}")
+                            snap.mark(block.slot_arr, Quality.BAD)
+                            snap.recv_mono[block.slot_arr] = now
+                            continue
+                        self._fill(snap, block, rr, now, time.time())
+            except _COMMS_ERRORS as exc:
+                snap.mark(link.all_slots, Quality.NO_DATA)
+                self._drop(link, exc)
+                return
         now = time.monotonic()
         link.health.rtt_s = (now - t0) / max(1, len(link.blocks))
         link.health.last_ok_mono = now
@@ -461,6 +486,8 @@ class ModbusTransport:
                     last.specs.append(spec)
                 else:
                     ops.append(_WriteOp(spec.unit, spec.table, spec.address, [i], [spec]))
+            for op in ops:
+                op.finish()
             groups.append((self._links[conn], ops))
         self._write_cache[plan.names] = groups
         return groups
@@ -480,36 +507,29 @@ class ModbusTransport:
     async def _write_link(self, link: _Link, ops: list[_WriteOp], plan: WritePlan,
                           values: Sequence[float]) -> None:
         # encode everything first: a value that does not fit refuses the whole write
-        payloads = []
+        payloads: list[bool | list[int]] = []
         for op in ops:
             if op.table == "coil":
                 payloads.append(bool((values[op.positions[0]] - op.specs[0].offset) / op.specs[0].scale))
             else:
-                regs: list[int] = []
-                for i, spec in zip(op.positions, op.specs, strict=True):
-                    try:
-                        regs.extend(encode(spec, (values[i] - spec.offset) / spec.scale))
-                    except (struct.error, TransportError) as exc:
-                        raise TransportError(f"refused write of {values[i]} to tag {plan.names[i]!r}: "
-                                             f"{_describe(exc)}") from None
-                payloads.append(regs)
+                payloads.append(op.registers(plan, values))
         client = link.client
         if client is None:
             raise TransportError(f"cannot write to {link.name!r}: not connected ({link.health.last_error})")
         async with link.lock:
-            for op, payload in zip(ops, payloads, strict=True):
-                try:
-                    if op.table == "coil":
-                        call = client.write_coil(op.address, bool(payload), device_id=op.unit)
-                    else:
-                        call = client.write_registers(op.address, values=payload,  # type: ignore[arg-type]
-                                                      device_id=op.unit)
-                    async with asyncio.timeout(link.request_timeout):
-                        rr = await call
-                except _COMMS_ERRORS as exc:
-                    self._drop(link, exc)
-                    raise TransportError(f"write to {link.name!r} failed: {_describe(exc)}") from None
-                if rr.isError():
-                    names = [plan.names[i] for i in op.positions]
-                    raise TransportError(f"Modbus device {link.name!r} (unit {op.unit}) refused the write of "
-                                         f"{names}: {exception_name(getattr(rr, 'exception_code', 0))}")
+            try:
+                async with asyncio.timeout(link.request_timeout * len(ops)):  # backstop, as for reads
+                    for op, payload in zip(ops, payloads, strict=True):
+                        if op.table == "coil":
+                            rr = await client.write_coil(op.address, bool(payload), device_id=op.unit)
+                        else:
+                            rr = await client.write_registers(op.address, values=payload,  # type: ignore[arg-type]
+                                                              device_id=op.unit)
+                        if rr.isError():
+                            names = [plan.names[i] for i in op.positions]
+                            raise TransportError(
+                                f"Modbus device {link.name!r} (unit {op.unit}) refused the write of "
+                                f"{names}: {exception_name(getattr(rr, 'exception_code', 0))}")
+            except _COMMS_ERRORS as exc:
+                self._drop(link, exc)
+                raise TransportError(f"write to {link.name!r} failed: {_describe(exc)}") from None

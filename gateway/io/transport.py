@@ -9,13 +9,17 @@ the wire: both are refused here, below the shield, as a second line of defence.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.config import TagSpec
 from gateway.errors import ConfigError, TransportError
 from gateway.io.tags import Snapshot
+
+
+_BIGGEST = sys.float_info.max
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,15 @@ class WritePlan:
 
     names: tuple[str, ...]
     specs: tuple[TagSpec, ...]
+    # each tag's valid range as plain floats (± the largest float where it has none), so
+    # the per-write check reads no config objects: lo <= v <= hi is False for NaN and ±inf
+    lo: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    hi: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # (config ranges are finite: gateway.config refuses others)
+        object.__setattr__(self, "lo", tuple(-_BIGGEST if s.range is None else float(s.range[0]) for s in self.specs))
+        object.__setattr__(self, "hi", tuple(_BIGGEST if s.range is None else float(s.range[1]) for s in self.specs))
 
 
 def plan_writes(specs: dict[str, TagSpec], names: Sequence[str]) -> WritePlan:
@@ -42,12 +55,18 @@ def check_write(plan: WritePlan, values: Sequence[float]) -> None:
     """Refuse non-finite or out-of-range values before anything is sent."""
     if len(values) != len(plan.names):
         raise TransportError(f"write of {len(values)} values to {len(plan.names)} tags")
-    for name, spec, v in zip(plan.names, plan.specs, values, strict=True):
+    for v, lo, hi in zip(values, plan.lo, plan.hi):  # noqa: B905 (lengths checked above)
+        if not lo <= v <= hi:
+            break
+    else:
+        return
+    for name, spec, v in zip(plan.names, plan.specs, values, strict=True):  # which one, and why
         if not math.isfinite(v):
             raise TransportError(f"refused write of {v!r} to tag {name!r}: not a finite number")
         if spec.range is not None and not spec.range[0] <= v <= spec.range[1]:
             raise TransportError(f"refused write of {v} to tag {name!r}: outside its valid range "
                                  f"{list(spec.range)}")
+    raise TransportError(f"refused write of {list(values)}: a value is outside its tag's valid range")
 
 
 @dataclass

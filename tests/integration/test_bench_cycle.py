@@ -38,3 +38,16 @@ def test_short_matrix_prints_the_table_and_writes_sane_json(tmp_path: Path) -> N
         for stage in ("read", "write", "infer"):
             b = res["bare"][stage]
             assert b["n"] > 0 and math.isfinite(b["median"]) and b["median"] > 0
+
+
+def test_interleaved_overhead_run_compares_both_sides_in_one_process() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_cycle.py"), "--cells", "modbus:8x2:100,opcua-poll:8:100",
+         "--interleave", "2", "--interleave-pairs", "30", "--twin-cpu", "-1", "--daemon-cpu", "-1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for cell in ("modbus:8x2:100", "opcua-poll:8:100"):
+        line = next(x for x in proc.stdout.splitlines() if x.startswith(cell))
+        ratios = [float(part.split("=")[1].strip().rstrip("x,")) for part in line.split(", ") if "=" in part]
+        assert len(ratios) == 2 and all(0 < r < 100 for r in ratios), line
+    assert proc.stdout.count("by phase of the twin's scan") == 2

@@ -1,20 +1,26 @@
 """The cycle's fast I/O paths do exactly what the general ones do: snapshot fills in array
-operations, and the pre-encoded OPC UA Read request."""
+operations, the subscription cache, the pre-encoded OPC UA Read request and the Modbus
+write's pre-read encoding."""
 
 from __future__ import annotations
 
 import random
+import struct
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from asyncua import ua
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import ModbusConnection, OpcUaConnection, TagSpec
-from gateway.io.modbus import ModbusTransport
+from gateway.errors import TransportError
+from gateway.io.modbus import ModbusTransport, encode
 from gateway.io.opcua import OpcUaTransport, _SubCache
 from gateway.io.tags import Snapshot, TagMap
+from gateway.io.transport import plan_writes
 
 FIELDS = ("values", "quality", "source_ts", "recv_mono")
 
@@ -146,3 +152,28 @@ def test_modbus_16_bit_encoding_matches_the_general_path(datatype: str, valid: t
             except TransportError:
                 answers.append("refused")  # a ranged tag refuses what does not fit; others wrap
         assert answers[0] == answers[1], raw
+
+
+@given(st.lists(st.tuples(st.sampled_from(["int16", "uint16", "int32", "uint32", "float32", "double", "bool"]),
+                          st.sampled_from(["big", "little"]), st.booleans(),
+                          st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)), min_size=1, max_size=5))
+def test_modbus_write_registers_match_encode(tags: list[tuple[str, str, bool, float]]) -> None:
+    """The write path's pre-read encoding gives encode()'s registers, or its refusal, for every type."""
+    specs, addr = {}, 0
+    for i, (dt, order, ranged, _) in enumerate(tags):
+        specs[f"o{i}"] = TagSpec(connection="m", table="holding", address=addr, datatype=dt, byte_order=order,  # type: ignore[arg-type]
+                                 scale=0.1, offset=1.0, writable=True, range=(-1e6, 1e6) if ranged else None)
+        addr += {"int16": 1, "uint16": 1, "bool": 1, "int32": 2, "uint32": 2, "float32": 2, "double": 4}[dt]
+    transport = ModbusTransport(tagmap(specs), {"m": ModbusConnection(type="modbus", host="h")})
+    plan = plan_writes(specs, list(specs))
+    values = [v for *_, v in tags]
+    (_, ops), = transport._plan(plan)
+    expected: list[int] = []
+    try:
+        for spec, v in zip(specs.values(), values, strict=True):
+            expected += encode(spec, (v - spec.offset) / spec.scale)
+    except (struct.error, TransportError):
+        with pytest.raises(TransportError, match="refused write of"):
+            [op.registers(plan, values) for op in ops]
+        return
+    assert [r for op in ops for r in op.registers(plan, values)] == expected
