@@ -529,29 +529,31 @@ async def interleave(cell: Cell, args: argparse.Namespace) -> list[str]:
         values = [50.0] * N_OUT + [0.0]
         outputs = [50.0] * N_OUT
         bare_read, bare_write, bare_close = await _bare_io(cell, twin.address, 1000.0 / cell.hz)
+
+        async def gw_write(k: int) -> None:
+            values[-1] = float(k % 1000)  # the heartbeat moves, as the bare client's does
+            await transport.write(plan, values)
+
+        calls = {"gw": (lambda: transport.read(snap), gw_write),
+                 "bare": (bare_read, lambda k: bare_write(outputs, k))}
         n = args.interleave_pairs
         times = {k: np.empty(n) for k in ("gw read", "bare read", "gw write", "bare write")}
-        phase = {"gw": np.empty(n), "bare": np.empty(n)}
+        phase = np.empty(n)  # of the bare client's calls
         clock = time.perf_counter
         try:
             for k in range(-20, n):  # 20 pairs of warm-up
                 for side in (("gw", "bare") if k % 2 else ("bare", "gw")):
+                    read, write = calls[side]
                     await asyncio.sleep(pause * random.uniform(0.9, 1.1))
                     t0 = clock()
-                    if side == "gw":
-                        await transport.read(snap)
-                    else:
-                        await bare_read()
+                    await read()
                     t1 = clock()
-                    if side == "gw":
-                        values[-1] = float(k % 1000)
-                        await transport.write(plan, values)
-                    else:
-                        await bare_write(outputs, k)
+                    await write(k)
                     t2 = clock()
                     if k >= 0:
                         times[f"{side} read"][k], times[f"{side} write"][k] = t1 - t0, t2 - t1
-                        phase[side][k] = (t0 % SCAN_S) / SCAN_S  # the twin scans on the same clock's grid
+                        if side == "bare":
+                            phase[k] = (t0 % SCAN_S) / SCAN_S  # the twin scans on the same clock's grid
         finally:
             await transport.close()
             await bare_close()
@@ -563,7 +565,7 @@ async def interleave(cell: Cell, args: argparse.Namespace) -> list[str]:
     lines.append("  by phase of the twin's scan (approximate: its grid is re-based after a late scan), "
                  "bare read / write median µs:")
     for b in range(5):
-        m = (phase["bare"] >= b / 5) & (phase["bare"] < (b + 1) / 5)
+        m = (phase >= b / 5) & (phase < (b + 1) / 5)
         if m.any():
             lines.append(f"    {b / 5:.1f}-{(b + 1) / 5:.1f}: n {int(m.sum()):4d}  read {np.median(times['bare read'][m]) * 1e6:6.0f}"
                          f"  write {np.median(times['bare write'][m]) * 1e6:6.0f}")
@@ -855,6 +857,14 @@ def budget(res: dict[str, Any]) -> str:
     return f"{res['cell']:<24} {cells} {g['work']['median']:6.0f}/{g['work']['p99']:<6.0f}"
 
 
+def process_settings(args: argparse.Namespace) -> Any:
+    """This process on the daemon's CPU, event loop and priority (--micro/--floor/--interleave)."""
+    from gateway.config import GatewaySection
+
+    return GatewaySection(event_loop=args.event_loop, cpu_affinity=[] if args.daemon_cpu < 0 else
+                          [args.daemon_cpu], realtime_priority=args.realtime or None)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="the whole matrix (tags × protocols × rates)")
@@ -900,13 +910,11 @@ def main() -> int:
     args = ap.parse_args()
     if args.micro or args.wait_compare or args.floor:
         from gateway import timing
-        from gateway.config import GatewaySection
 
         print(f"# bench_cycle  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {machine()}")
         if args.micro:
             print("\n".join(micro(200)))
-        gw = GatewaySection(event_loop=args.event_loop, cpu_affinity=[] if args.daemon_cpu < 0 else
-                            [args.daemon_cpu], realtime_priority=args.realtime or None)
+        gw = process_settings(args)
         if args.wait_compare or args.floor:
             timing.prepare_process(gw)
         if args.wait_compare:
@@ -926,13 +934,11 @@ def main() -> int:
     cells = cells_of(args)
     if args.interleave:
         from gateway import timing
-        from gateway.config import GatewaySection
 
         print(f"# bench_cycle --interleave  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {machine()}")
         print(f"# event_loop={args.event_loop}, realtime={args.realtime or 'no'} on CPU {args.daemon_cpu}, "
               f"twin CPU {args.twin_cpu} (FIFO {args.twin_realtime or 'no'})")
-        gw = GatewaySection(event_loop=args.event_loop, cpu_affinity=[] if args.daemon_cpu < 0 else
-                            [args.daemon_cpu], realtime_priority=args.realtime or None)
+        gw = process_settings(args)
         timing.prepare_process(gw)
         for cell in cells:
             print("\n".join(timing.run(interleave(cell, args), gw)), flush=True)

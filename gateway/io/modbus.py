@@ -510,7 +510,8 @@ class ModbusTransport:
         payloads: list[bool | list[int]] = []
         for op in ops:
             if op.table == "coil":
-                payloads.append(bool((values[op.positions[0]] - op.specs[0].offset) / op.specs[0].scale))
+                i, offset, scale, _ = op.coded[0]
+                payloads.append(bool((values[i] - offset) / scale))
             else:
                 payloads.append(op.registers(plan, values))
         client = link.client

@@ -105,7 +105,7 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
         finally:
             await t.close()
 
-    async def changed_only(srv: OpcUaServer) -> None:
+    async def from_the_cache(srv: OpcUaServer) -> None:
         """Subscribed, the cycle copies the notified values: the snapshot equals a poll's,
         and every tag counts as received this cycle, changed or not."""
         sub = _transport(srv.url, mode="subscribe", fallback_after_ms=5000)
@@ -147,7 +147,7 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
             await check_mode(srv, "poll")
             await check_mode(srv, "subscribe")
             await silent_subscription(srv)
-            await changed_only(srv)
+            await from_the_cache(srv)
         finally:
             await srv.stop()
 
