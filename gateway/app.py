@@ -311,8 +311,11 @@ class Gateway:
     async def _audit_trip(self, event: TripEvent) -> None:
         """Make the trip durable before it is acknowledged."""
         assert self.audit is not None
+        assert self.loop is not None
+        # what the safe write really did (ack per tag), not what it meant to do
         await self.audit.append_durable_async("trip", {"code": event.code, "message": event.message,
-                                                       "actor": event.actor})
+                                                       "actor": event.actor,
+                                                       "safe_write": self.loop.last_safe_write})
         self.log.error("e-stop", code=event.code, message=event.message, actor=event.actor)
 
     def _audit_failed(self, err: AuditError) -> None:

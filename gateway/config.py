@@ -51,7 +51,11 @@ class GatewaySection(_Section):
     cycle_hz: float = Field(10.0, gt=0, le=2000, description="control cycle rate")
     auto_start: bool = Field(False, description="go from READY to AUTO without an operator start")
     max_consecutive_overruns: int = Field(5, ge=1, description="deadline overruns in a row that trip the e-stop")
-    comms_timeout_ms: float = Field(1000.0, gt=0, description="comms loss longer than this trips the e-stop")
+    comms_timeout_ms: float = Field(1000.0, gt=0, description="comms loss longer than this trips the e-stop "
+                                    "(within this plus one cycle, whatever a request timeout says)")
+    max_data_age_ms: float | None = Field(None, gt=0, description="a monitored value received longer ago "
+                                          "than this holds the cycle (then trips after comms_timeout_ms); "
+                                          "default: half of comms_timeout_ms; a tag's stale_ms overrides it")
     busy_wait_us: float = Field(0.0, ge=0, le=5000, description="wait out this last stretch before each "
                                 "deadline precisely (nanosleep, then a short spin) instead of on the event "
                                 "loop's millisecond timer; 0 = the event loop only")
@@ -75,6 +79,11 @@ class GatewaySection(_Section):
                                                     "write the safe outputs once, or leave the outputs to "
                                                     "the PLC (its dead-man timer takes over either way)")
 
+    @property
+    def data_age_limit_ms(self) -> float:
+        """``max_data_age_ms``, or its default: half of ``comms_timeout_ms``."""
+        return self.max_data_age_ms if self.max_data_age_ms is not None else self.comms_timeout_ms / 2.0
+
 
 class OpcUaConnection(_Section):
     """An OPC UA server. Security, when set, is SignAndEncrypt with the server certificate pinned."""
@@ -86,7 +95,8 @@ class OpcUaConnection(_Section):
     reconnect_max_s: float = Field(10.0, gt=0)
     mode: Literal["poll", "subscribe"] = Field("poll", description="subscribe = data-change notifications")
     publish_interval_ms: float = Field(0.0, ge=0, description="subscription publishing interval")
-    fallback_after_ms: float = Field(500.0, gt=0, description="no notification for this long: poll instead")
+    fallback_after_ms: float | None = Field(None, gt=0, description="no notification for this long: poll "
+                                            "instead; default: half of the gateway's max data age")
     security_policy: SecurityPolicyName = "None"
     require_security: bool = Field(False, description="refuse to run with security_policy = None")
     certificate: Path | None = Field(None, description="client application certificate (DER or PEM)")
@@ -181,7 +191,10 @@ class TagSpec(_Section):
     scale: float = 1.0
     offset: float = 0.0
     writable: bool = False
-    stale_ms: float | None = Field(None, gt=0, description="source timestamp older than this = stale")
+    stale_ms: float | None = Field(None, gt=0, description="no sample received from the link for this long = "
+                                   "stale (HOLD); default: [gateway] max_data_age_ms")
+    freeze_s: float | None = Field(None, gt=0, description="value unchanged for this long = frozen sensor "
+                                   "(HOLD); only for tags whose process always moves")
     description: str = ""
 
     @model_validator(mode="after")
@@ -454,6 +467,7 @@ def _cross_problems(s: Settings) -> list[str]:
     if s.safety.hand_auto_tag is not None:
         need_tag("safety.hand_auto_tag", s.safety.hand_auto_tag)
     out.extend(_safety_problems(s, need_tag))
+    out.extend(_budget_problems(s))
     for name in s.safety.limits:
         need_tag(f"safety.limits.{name}", name)
     for name, act in s.safety.actions.items():
@@ -505,6 +519,33 @@ def _safety_problems(s: Settings, need_tag: Any) -> list[str]:
     return out
 
 
+def _budget_problems(s: Settings) -> list[str]:
+    """Settings with which the time budget (comms_timeout_ms + one cycle) cannot hold, or
+    with which a healthy plant would be called stale."""
+    out: list[str] = []
+    gw = s.gateway
+    period_ms = 1000.0 / gw.cycle_hz
+    if gw.comms_timeout_ms < 2 * period_ms:
+        out.append(f"gateway.comms_timeout_ms: {gw.comms_timeout_ms:g} ms is less than two cycles "
+                   f"({2 * period_ms:g} ms at cycle_hz = {gw.cycle_hz:g}): one late answer would trip")
+    age = gw.data_age_limit_ms
+    if gw.max_data_age_ms is not None and not period_ms < age <= gw.comms_timeout_ms:
+        out.append(f"gateway.max_data_age_ms: {age:g} ms must exceed one cycle ({period_ms:g} ms) and not "
+                   f"exceed comms_timeout_ms ({gw.comms_timeout_ms:g} ms)")
+    for name, tag in s.tags.items():
+        if tag.stale_ms is not None and tag.stale_ms <= period_ms:
+            out.append(f"tags.{name}.stale_ms: {tag.stale_ms:g} ms is not more than one cycle ({period_ms:g} ms): "
+                       "every sample would be stale before the next read")
+        if tag.freeze_s is not None and tag.freeze_s * 1000.0 <= period_ms:
+            out.append(f"tags.{name}.freeze_s: {tag.freeze_s:g} s is not more than one cycle ({period_ms:g} ms)")
+    for name, conn in s.connections.items():
+        if isinstance(conn, OpcUaConnection) and conn.mode == "subscribe" and conn.fallback_after_ms is not None \
+                and conn.fallback_after_ms + period_ms >= age:
+            out.append(f"connections.{name}.fallback_after_ms: {conn.fallback_after_ms:g} ms plus one cycle must be "
+                       f"less than the max data age ({age:g} ms), or a steady value would be polled too late")
+    return out
+
+
 def _resolve_paths(s: Settings, base: Path) -> Settings:
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()
@@ -519,14 +560,17 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
             "control": s.control.model_copy(update={"socket": fix(s.control.socket)}),
             "gateway": s.gateway.model_copy(update={} if s.gateway.timing_trace is None
                                             else {"timing_trace": fix(s.gateway.timing_trace)}),
-            "connections": {name: _resolve_connection(c, fix) for name, c in s.connections.items()},
+            "connections": {name: _resolve_connection(c, fix, s.gateway) for name, c in s.connections.items()},
         }
     )
 
 
-def _resolve_connection(conn: OpcUaConnection | ModbusConnection, fix: Any) -> OpcUaConnection | ModbusConnection:
-    paths = {k: fix(v) for k, v in conn.__dict__.items() if isinstance(v, Path)}
-    return conn.model_copy(update=paths) if paths else conn
+def _resolve_connection(conn: OpcUaConnection | ModbusConnection, fix: Any,
+                        gw: GatewaySection) -> OpcUaConnection | ModbusConnection:
+    update: dict[str, Any] = {k: fix(v) for k, v in conn.__dict__.items() if isinstance(v, Path)}
+    if isinstance(conn, OpcUaConnection) and conn.fallback_after_ms is None:
+        update["fallback_after_ms"] = gw.data_age_limit_ms / 2.0
+    return conn.model_copy(update=update) if update else conn
 
 
 def load_config(path: Path | str) -> LoadedConfig:

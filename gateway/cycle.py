@@ -23,7 +23,15 @@
     → metrics, and the "healthy cycle" notification (systemd watchdog)
 
 A trip at any step goes through the e-stop, which writes the safe outputs at once.
-Deadline overruns are counted; ``max_consecutive_overruns`` in a row trip the e-stop.
+Deadline overruns are counted; ``max_consecutive_overruns`` in a row, or overruns that
+last longer than ``comms_timeout_ms``, trip the e-stop.
+
+Time budget: the read is given until half a period after the cycle's start, the write
+until 0.9 of a period (the e-stop's safe write a whole period), whatever a library's
+request timeout says; what has not answered by then is NO_DATA (read) or not
+acknowledged (write) this cycle. So a hung or slow link costs each cycle at most one
+period, and comms loss trips within ``comms_timeout_ms`` plus one cycle of the last answer.
+The audit record says, per written tag, whether the device acknowledged the write.
 
 Timing: deadlines lie on the ideal grid ``t0 + k·period`` of ``time.perf_counter``
 (uvloop's ``loop.time()`` counts whole milliseconds). Each stage stores its duration in
@@ -46,7 +54,7 @@ import numpy as np
 from gateway.config import Settings
 from gateway.errors import AuditError, PolicyError, TransportError
 from gateway.io.tags import Quality, Snapshot, TagMap
-from gateway.io.transport import Transport, WritePlan, plan_writes
+from gateway.io.transport import Transport, WriteError, WritePlan, plan_writes
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 from gateway.policy.fallback import FallbackController
@@ -61,6 +69,8 @@ HEARTBEAT_MODULO = 2**32
 # columns of the per-cycle timing list (gateway.timing.TRACE_FIELDS)
 _LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK, _GC = range(len(TRACE_FIELDS))
 SPIN_S = 150e-6  # the last stretch before a deadline is spun: a nanosleep overshoots by ~60-90 µs here
+READ_SHARE = 0.5  # of the period: the read's deadline, counted from the cycle's start
+WRITE_SHARE = 0.9  # of the period: the write's deadline (the rest is the cycle's own work)
 
 
 class Policy(Protocol):
@@ -86,6 +96,7 @@ class CycleStats:
     policy_faults: int = 0
     ood_inputs: int = 0
     write_errors: int = 0
+    data_age_s: float = math.nan  # age of the oldest monitored value the last cycle used
     last_cycle_s: float = math.nan
     max_cycle_s: float = 0.0
     max_lateness_s: float = 0.0
@@ -136,6 +147,13 @@ class ControlLoop:
         self._write_plan: WritePlan = plan_writes(tags.specs, [*p.actions, safety.heartbeat_tag])
         self._heartbeat_plan: WritePlan = plan_writes(tags.specs, [safety.heartbeat_tag])
         self._values = [0.0] * len(self._write_plan.names)
+        self._all_ok = ["ok"] * len(self._write_plan.names)
+        self._hb_ok = ["ok"]
+        self._ack: list[str] | str | None = None  # this cycle's write outcome, per planned tag
+        self._prev_ack: list[str] | None = None  # write_ack = "next_cycle": the last cycle's
+        self._io_deadline = math.inf
+        self._on_time_mono = time.monotonic()  # end of the last cycle that met its deadline
+        self.last_safe_write: dict[str, Any] | None = None  # the e-stop's, for its trip record
         self._heartbeat = 0
         self._started_mono = time.monotonic()
         self._comms_timeout_s = settings.gateway.comms_timeout_ms / 1000.0
@@ -238,6 +256,7 @@ class ControlLoop:
         now = time.perf_counter()
         if now <= deadline:
             self.stats.consecutive_overruns = 0
+            self._on_time_mono = time.monotonic()
             if not self._write_failed and self.on_healthy_cycle is not None:
                 self.on_healthy_cycle()
             return deadline
@@ -248,6 +267,9 @@ class ControlLoop:
         if self.stats.consecutive_overruns >= self.settings.gateway.max_consecutive_overruns:
             await self.estop.trip("deadline_overrun", f"{self.stats.consecutive_overruns} "
                                   f"consecutive cycles overran the {period * 1000:.1f} ms period")
+        elif time.monotonic() - self._on_time_mono > self._comms_timeout_s:
+            await self.estop.trip("deadline_overrun", f"no cycle met its {period * 1000:.1f} ms deadline for "
+                                  f"more than {self._comms_timeout_s * 1000:.0f} ms")
         return deadline + missed * period
 
     @staticmethod
@@ -272,8 +294,10 @@ class ControlLoop:
         now = time.monotonic()
         self._write_failed = False
         self._settle_s = 0.0
+        self._ack = None
         if self._inflight is not None:  # write_ack = "next_cycle": the last cycle's write, acknowledged
             await self.settle_writes()
+        start, period = now, self.period
 
         # 0. a validated model staged by load/promote/rollback takes over here, between cycles
         staged = self.models.take_staged(now)
@@ -286,12 +310,15 @@ class ControlLoop:
         # 1. read
         t = self._t  # this cycle's stage times
         t_read = time.perf_counter()
-        await self.transport.read(snap)
+        await self.transport.read(snap, start + READ_SHARE * period)
         t_check = time.perf_counter()
         t[_READ] = t_check - t_read
+        now = time.monotonic()  # after the read: a late link has cost this cycle its time
+        self._io_deadline = start + WRITE_SHARE * period
 
-        # 2. observation checks
+        # 2. observation checks (freshness from the link, frozen values, limits...)
         verdict = self.checker.check(snap, now)
+        self.stats.data_age_s = age = self.checker.data_age(now)
         if verdict.status == Status.TRIP:
             await self.estop.trip(verdict.code, verdict.message)
 
@@ -359,12 +386,16 @@ class ControlLoop:
             "verdict": verdict.code,
             "interlocks": self.interlocks.active_names() if self.interlocks.active.any() else None,
             "proposed": None if proposed is None else proposed.tolist(),
+            "age_ms": round(age * 1000.0, 3) if age == age else None,
             "written": None if written is None else written.tolist(),
             "hb": self._heartbeat,
+            "ack": self._ack,
             "model": self.policy.sha256[:16],
         }
         if shadow is not None:
             record["shadow"] = shadow
+        if self._prev_ack is not None:
+            record["prev_ack"], self._prev_ack = self._prev_ack, None
         t_audit = time.perf_counter()
         try:
             self.audit.append_owned("cycle", record)  # built fresh here, from JSON types only
@@ -544,24 +575,33 @@ class ControlLoop:
 
     async def _send(self, plan: WritePlan, values: list[float] | tuple[float, ...]) -> None:
         """The write stage. ``write_ack = "in_cycle"``: the cycle waits for the device's
-        acknowledgement. ``"next_cycle"``: the request is sent now, just as early, and the
-        acknowledgement arrives while the cycle sleeps; :meth:`settle_writes` collects it at
-        the start of the next cycle (a failure counts there, one cycle later)."""
+        acknowledgement (until its write deadline). ``"next_cycle"``: the request is sent
+        now, just as early, and the acknowledgement arrives while the cycle sleeps;
+        :meth:`settle_writes` collects it at the start of the next cycle (a failure counts
+        there, one cycle later, and that cycle's record carries it as ``prev_ack``)."""
         t_write = time.perf_counter()
         if self._ack_next:
             await self.settle_writes()  # at most one write in flight, in cycle order
-            self._inflight = asyncio.ensure_future(self._write_checked(plan, tuple(values)))
+            self._inflight = asyncio.ensure_future(self._write_checked(plan, tuple(values), self._io_deadline))
+            self._ack = "sent"
             await asyncio.sleep(0)  # runs the write up to its send: the request leaves now
         else:
-            await self._write_checked(plan, values)
+            self._ack = await self._write_checked(plan, values, self._io_deadline)
         self._t[_WRITE] = time.perf_counter() - t_write + self._settle_s
 
-    async def _write_checked(self, plan: WritePlan, values: list[float] | tuple[float, ...]) -> None:
+    async def _write_checked(self, plan: WritePlan, values: list[float] | tuple[float, ...],
+                             deadline: float) -> list[str]:
+        """Write; the outcome per planned tag (``"ok"``, ``"failed: …"``, ``"timeout"``,
+        ``"not_attempted: …"``), never an exception for a comms fault."""
         try:
-            await self.transport.write(plan, values)
-        except TransportError:
+            await self.transport.write(plan, values, deadline)
+        except TransportError as exc:
             self._write_failed = True
             self.stats.write_errors += 1  # comms loss past its timeout trips in step 3
+            if isinstance(exc, WriteError):
+                return exc.outcomes
+            return [f"not_attempted: {exc}"] * len(plan.names)  # refused before anything was sent
+        return self._all_ok if len(plan.names) == len(self._all_ok) else self._hb_ok
 
     async def settle_writes(self) -> None:
         """Wait for the write still in flight (``write_ack = "next_cycle"``), if any: at the
@@ -570,7 +610,7 @@ class ControlLoop:
         if inflight is not None:
             self._inflight = None
             t0 = time.perf_counter()
-            await inflight
+            self._prev_ack = await inflight  # bounded: the write had its own deadline
             self._settle_s += time.perf_counter() - t0
 
     async def write_safe(self, event: TripEvent) -> None:
@@ -578,7 +618,10 @@ class ControlLoop:
         (after the write in flight, if any: the safe outputs are always the last word)."""
         self._action[:] = self.shield.safe
         await self.settle_writes()
-        await self.transport.write(self._write_plan, [*self.shield.safe.tolist(), self._next_heartbeat()])
+        safe = self.shield.safe.tolist()
+        ack = await self._write_checked(self._write_plan, [*safe, self._next_heartbeat()],
+                                        time.monotonic() + self.period)
+        self.last_safe_write = {"written": safe, "hb": self._heartbeat, "ack": ack}
 
     async def _count_trip(self, event: TripEvent) -> None:
         self.metrics.trips.labels(reason=event.code.split(":")[0]).inc()

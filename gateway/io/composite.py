@@ -15,7 +15,7 @@ from gateway.errors import TransportError
 from gateway.io.modbus import ModbusTransport
 from gateway.io.opcua import OpcUaTransport
 from gateway.io.tags import Snapshot, TagMap
-from gateway.io.transport import LinkHealth, Transport, WritePlan, check_write
+from gateway.io.transport import LinkHealth, Transport, WritePlan, check_write, merge_outcomes
 
 
 class CompositeTransport:
@@ -50,11 +50,11 @@ class CompositeTransport:
             out.update(part.health())
         return out
 
-    async def read(self, snap: Snapshot) -> None:
+    async def read(self, snap: Snapshot, deadline: float | None = None) -> None:
         if len(self.parts) == 1:
-            await self.parts[0].read(snap)
+            await self.parts[0].read(snap, deadline)
         else:
-            await asyncio.gather(*(p.read(snap) for p in self.parts))
+            await asyncio.gather(*(p.read(snap, deadline) for p in self.parts))
 
     def _plan(self, plan: WritePlan) -> list[tuple[Transport, WritePlan, list[int]]]:
         split = self._split.get(plan.names)
@@ -70,14 +70,14 @@ class CompositeTransport:
             self._split[plan.names] = split
         return split
 
-    async def write(self, plan: WritePlan, values: Sequence[float]) -> None:
+    async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
         split = self._plan(plan)
         if len(split) == 1 and len(split[0][2]) == len(plan.names):
-            await split[0][0].write(plan, values)  # one part: it checks the whole write itself
+            await split[0][0].write(plan, values, deadline)  # one part: it checks the whole write itself
             return
         check_write(plan, values)  # refuse the whole write before any part reaches the wire
-        results = await asyncio.gather(*(part.write(sub, [values[i] for i in pos]) for part, sub, pos in split),
-                                       return_exceptions=True)
-        for res in results:
-            if isinstance(res, BaseException):
-                raise res
+        results = await asyncio.gather(*(part.write(sub, [values[i] for i in pos], deadline)
+                                         for part, sub, pos in split), return_exceptions=True)
+        error = merge_outcomes(len(plan.names), [(pos, r) for (_, _, pos), r in zip(split, results, strict=True)])
+        if error is not None:
+            raise error

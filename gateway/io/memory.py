@@ -34,7 +34,7 @@ class MemoryTransport:
     def health(self) -> dict[str, LinkHealth]:
         return {"memory": self._health}
 
-    async def read(self, snap: Snapshot) -> None:
+    async def read(self, snap: Snapshot, deadline: float | None = None) -> None:
         now = time.monotonic()
         if not self.online:
             snap.mark(slice(None), Quality.NO_DATA)
@@ -52,7 +52,7 @@ class MemoryTransport:
             snap.recv_mono[slot] = now
         self._health.last_ok_mono = now
 
-    async def write(self, plan: WritePlan, values: Sequence[float]) -> None:
+    async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
         check_write(plan, values)
         if self.fail_writes or not self.online:
             raise TransportError("memory transport: write failed (injected)")

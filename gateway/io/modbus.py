@@ -6,9 +6,11 @@ request of at most ``max_block`` registers. Gaps are never bridged, so an unmapp
 address between two tags cannot turn a good block into an ILLEGAL_ADDRESS answer.
 
 Each connection (one TCP or TLS socket) is read by its own task; all connections are read
-concurrently and each request is bounded by the connection's ``timeout_s`` (times
-``1 + retries``), so a dead or hung device costs the cycle at most that, and never the
-other devices their values. A Modbus exception response marks that block's tags BAD; a
+concurrently and each request is bounded by the cycle's deadline and by the connection's
+``timeout_s`` (times ``1 + retries``), so a dead or hung device costs the cycle at most
+its I/O budget, and never the other devices their values. A request abandoned at the
+cycle's deadline keeps the socket (pymodbus skips a late answer by its transaction id)
+until the device has answered nothing for ``timeout_s``. A Modbus exception response marks that block's tags BAD; a
 timeout or a lost socket marks the whole connection NO_DATA, drops the socket and
 reconnects in the background with capped exponential backoff and jitter.
 
@@ -38,7 +40,7 @@ from pymodbus.exceptions import ModbusException
 from gateway.config import ModbusConnection, TagSpec
 from gateway.errors import TransportError
 from gateway.io.tags import Quality, Snapshot, TagMap, as_index
-from gateway.io.transport import LinkHealth, WritePlan, check_write
+from gateway.io.transport import LinkHealth, WriteError, WritePlan, bounded, check_write, merge_outcomes, write_error
 
 _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ModbusException)
 
@@ -258,6 +260,7 @@ class _Link:
     reconnect_task: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     backoff_s: float = 0.0  # next reconnect wait; back to reconnect_min_s only after a good read
+    answered_mono: float = -float("inf")  # the device's last answer (or the socket's start)
 
     @property
     def request_timeout(self) -> float:
@@ -326,6 +329,7 @@ class ModbusTransport:
                                          + (" (TLS handshake or certificate verification failed?)"
                                             if spec.tls else ""))
         link.client = client
+        link.answered_mono = time.monotonic()
         link.health.connected = True
         link.health.state = "up"
         link.health.last_error = ""
@@ -371,12 +375,21 @@ class ModbusTransport:
     def health(self) -> dict[str, LinkHealth]:
         return {name: link.health for name, link in self._links.items()}
 
-    # ---- reads -------------------------------------------------------------------
-    async def read(self, snap: Snapshot) -> None:
-        if len(self._links) == 1:
-            await self._read_link(next(iter(self._links.values())), snap)
+    def _late(self, link: _Link) -> None:
+        """No answer by the cycle's deadline: keep the socket unless the device has
+        answered nothing for its own timeout (then drop it and reconnect)."""
+        if time.monotonic() - link.answered_mono >= link.request_timeout:
+            self._drop(link, f"no answer for {link.request_timeout:g} s")
         else:
-            await asyncio.gather(*(self._read_link(link, snap) for link in self._links.values()))
+            link.health.late += 1
+            link.health.last_error = "no answer by the cycle's deadline"
+
+    # ---- reads -------------------------------------------------------------------
+    async def read(self, snap: Snapshot, deadline: float | None = None) -> None:
+        if len(self._links) == 1:
+            await self._read_link(next(iter(self._links.values())), snap, deadline)
+        else:
+            await asyncio.gather(*(self._read_link(link, snap, deadline) for link in self._links.values()))
 
     @staticmethod
     def _request(client: AsyncModbusTcpClient, block: _Block) -> Awaitable[Any]:
@@ -388,7 +401,7 @@ class ModbusTransport:
             return client.read_coils(block.start, count=block.count, device_id=block.unit)
         return client.read_discrete_inputs(block.start, count=block.count, device_id=block.unit)
 
-    async def _read_link(self, link: _Link, snap: Snapshot) -> None:
+    async def _read_link(self, link: _Link, snap: Snapshot, deadline: float | None) -> None:
         client = link.client
         if client is None:
             snap.mark(link.all_slots, Quality.NO_DATA)
@@ -398,10 +411,11 @@ class ModbusTransport:
             try:
                 # pymodbus bounds each request (timeout_s, retries); this backstop bounds them
                 # all, with one timer per cycle instead of one per request
-                async with asyncio.timeout(link.request_timeout * len(link.blocks)):
+                async with bounded(deadline, link.request_timeout * len(link.blocks)):
                     for block in link.blocks:
                         rr = await self._request(client, block)
                         now = time.monotonic()
+                        link.answered_mono = now
                         if rr.isError():
                             code = getattr(rr, "exception_code", 0)
                             link.health.last_error = (f"unit {block.unit} {block.table} {block.start}+{block.count}: "
@@ -410,6 +424,10 @@ class ModbusTransport:
                             snap.recv_mono[block.slot_arr] = now
                             continue
                         self._fill(snap, block, rr, now, time.time())
+            except TimeoutError:
+                snap.mark(link.all_slots, Quality.NO_DATA)
+                self._late(link)
+                return
             except _COMMS_ERRORS as exc:
                 snap.mark(link.all_slots, Quality.NO_DATA)
                 self._drop(link, exc)
@@ -492,20 +510,21 @@ class ModbusTransport:
         self._write_cache[plan.names] = groups
         return groups
 
-    async def write(self, plan: WritePlan, values: Sequence[float]) -> None:
+    async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
         check_write(plan, values)
         groups = self._plan(plan)
         if len(groups) == 1:
-            await self._write_link(*groups[0], plan, values)
+            await self._write_link(*groups[0], plan, values, deadline)
             return
-        results = await asyncio.gather(*(self._write_link(link, ops, plan, values) for link, ops in groups),
-                                       return_exceptions=True)
-        for res in results:
-            if isinstance(res, BaseException):
-                raise res
+        results = await asyncio.gather(*(self._write_link(link, ops, plan, values, deadline)
+                                         for link, ops in groups), return_exceptions=True)
+        error = merge_outcomes(len(plan.names), [([i for op in ops for i in op.positions], r)
+                                                 for (_, ops), r in zip(groups, results, strict=True)])
+        if error is not None:
+            raise error
 
     async def _write_link(self, link: _Link, ops: list[_WriteOp], plan: WritePlan,
-                          values: Sequence[float]) -> None:
+                          values: Sequence[float], deadline: float | None) -> None:
         # encode everything first: a value that does not fit refuses the whole write
         payloads: list[bool | list[int]] = []
         for op in ops:
@@ -515,22 +534,47 @@ class ModbusTransport:
             else:
                 payloads.append(op.registers(plan, values))
         client = link.client
+        everything = [i for op in ops for i in op.positions]
         if client is None:
-            raise TransportError(f"cannot write to {link.name!r}: not connected ({link.health.last_error})")
+            raise write_error(plan, everything, "not_attempted: not connected",
+                              f"cannot write to {link.name!r}: not connected ({link.health.last_error})")
+        # each op's tags: acknowledged, refused, sent without an answer, or never sent
+        outcomes = ["ok"] * len(plan.names)
+        for i in everything:
+            outcomes[i] = "not_attempted: an earlier request of this write failed"
+        error: str | None = None
+        pending: list[int] = []
         async with link.lock:
             try:
-                async with asyncio.timeout(link.request_timeout * len(ops)):  # backstop, as for reads
+                async with bounded(deadline, link.request_timeout * len(ops)):  # backstop, as for reads
                     for op, payload in zip(ops, payloads, strict=True):
+                        pending = op.positions
                         if op.table == "coil":
                             rr = await client.write_coil(op.address, bool(payload), device_id=op.unit)
                         else:
                             rr = await client.write_registers(op.address, values=payload,  # type: ignore[arg-type]
                                                               device_id=op.unit)
+                        link.answered_mono = time.monotonic()
                         if rr.isError():
                             names = [plan.names[i] for i in op.positions]
-                            raise TransportError(
-                                f"Modbus device {link.name!r} (unit {op.unit}) refused the write of "
-                                f"{names}: {exception_name(getattr(rr, 'exception_code', 0))}")
+                            exc_name = exception_name(getattr(rr, 'exception_code', 0))
+                            error = error or (f"Modbus device {link.name!r} (unit {op.unit}) refused the write "
+                                              f"of {names}: {exc_name}")
+                            for i in op.positions:
+                                outcomes[i] = f"failed: {exc_name}"
+                        else:
+                            for i in op.positions:
+                                outcomes[i] = "ok"
+                        pending = []
+            except TimeoutError:
+                self._late(link)
+                for i in pending:
+                    outcomes[i] = "timeout"
+                error = f"write to {link.name!r}: no acknowledgement by the deadline"
             except _COMMS_ERRORS as exc:
                 self._drop(link, exc)
-                raise TransportError(f"write to {link.name!r} failed: {_describe(exc)}") from None
+                for i in pending:
+                    outcomes[i] = f"failed: {_describe(exc)}"
+                error = f"write to {link.name!r} failed: {_describe(exc)}"
+        if error is not None:
+            raise WriteError(error, outcomes)

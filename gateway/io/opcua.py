@@ -45,7 +45,7 @@ from asyncua.ua.ua_binary import nodeid_to_binary, struct_from_binary, struct_to
 from gateway.config import DataType, OpcUaConnection, TagSpec
 from gateway.errors import TransportError
 from gateway.io.tags import Quality, Snapshot, TagMap, as_index
-from gateway.io.transport import LinkHealth, WritePlan, check_write
+from gateway.io.transport import LinkHealth, WritePlan, bounded, check_write, merge_outcomes, write_error
 
 _VARIANT: dict[DataType, ua.VariantType] = {
     "double": ua.VariantType.Double,
@@ -63,6 +63,7 @@ _POLICIES = {"Basic256Sha256": SecurityPolicyBasic256Sha256, "Aes256Sha256RsaPss
 _INT_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32}
 _PLAIN = frozenset((float, int, bool))
 _BAD = int(Quality.BAD)
+FALLBACK_MS = 250.0  # fallback_after_ms when unset (load_config sets it: half the max data age)
 
 for _name in ("asyncua.common.subscription", "asyncua.client.client", "asyncua.client.ua_client",
               "asyncua.client.ua_session"):
@@ -250,6 +251,7 @@ class _Link:
     last_notify_mono: float = -math.inf
     last_poll_mono: float = -math.inf
     sub_failed: str = ""
+    answered_mono: float = -math.inf  # the server's last answer (or the session's start)
     health: LinkHealth = field(default_factory=LinkHealth)
     reconnect_task: asyncio.Task[None] | None = None
     backoff_s: float = 0.0  # next reconnect wait; back to reconnect_min_s only after a good read
@@ -404,6 +406,7 @@ class OpcUaTransport:
                 await _quiet_disconnect(client)
                 raise
         link.client = client
+        link.answered_mono = time.monotonic()
         link.health.connected = True
         link.health.state = "up"
         link.health.last_error = ""
@@ -483,14 +486,23 @@ class OpcUaTransport:
         return {name: link.health for name, link in self._links.items()}
 
     # ---- cycle I/O ---------------------------------------------------------------
-    async def read(self, snap: Snapshot) -> None:
+    async def read(self, snap: Snapshot, deadline: float | None = None) -> None:
         links = list(self._links.values())
         if len(links) == 1:
-            await self._read_link(links[0], snap)
+            await self._read_link(links[0], snap, deadline)
         else:
-            await asyncio.gather(*(self._read_link(link, snap) for link in links))
+            await asyncio.gather(*(self._read_link(link, snap, deadline) for link in links))
 
-    async def _read_link(self, link: _Link, snap: Snapshot) -> None:
+    async def _late(self, link: _Link, exc: BaseException) -> None:
+        """No answer by the cycle's deadline: keep the session unless the server has
+        answered nothing for the link's own timeout (then drop it and reconnect)."""
+        if time.monotonic() - link.answered_mono >= link.spec.timeout_s:
+            await self._drop(link, TimeoutError(f"no answer for {link.spec.timeout_s:g} s"))
+        else:
+            link.health.late += 1
+            link.health.last_error = "no answer by the cycle's deadline"
+
+    async def _read_link(self, link: _Link, snap: Snapshot, deadline: float | None) -> None:
         client = link.client
         if client is None:
             snap.mark(link.read_slots, Quality.NO_DATA)
@@ -501,23 +513,31 @@ class OpcUaTransport:
                 await self._drop(link, ConnectionError(link.sub_failed or "session lost"))
                 return
             now = time.monotonic()
-            fresh = now - link.last_notify_mono < link.spec.fallback_after_ms / 1000.0
+            fallback_s = (link.spec.fallback_after_ms or FALLBACK_MS) / 1000.0
+            fresh = now - link.last_notify_mono < fallback_s
             sub = link.sub
-            if fresh and now - link.last_poll_mono < link.spec.fallback_after_ms / 1000.0 * 4 \
+            if fresh and now - link.last_poll_mono < fallback_s * 4 \
                     and sub is not None and not sub.missing:
-                link.health.last_ok_mono = now
-                sub.fill(snap, link.read_index, now)
+                # the values are current as of the link's last sign of life, not of now
+                alive = max(link.last_notify_mono, link.last_poll_mono)
+                link.health.last_ok_mono = alive
+                sub.fill(snap, link.read_index, alive)
                 return
             # no notification lately (or a tag never notified): poll this cycle
         t0 = time.monotonic()
         try:
-            async with asyncio.timeout(link.spec.timeout_s):  # no extra task per request, unlike wait_for
+            async with bounded(deadline, link.spec.timeout_s):  # no extra task per request, unlike wait_for
                 dvs = await link.request.read(client, link.spec.timeout_s)  # type: ignore[union-attr]
+        except TimeoutError as exc:
+            snap.mark(link.read_slots, Quality.NO_DATA)
+            await self._late(link, exc)
+            return
         except _COMMS_ERRORS as exc:
             snap.mark(link.read_slots, Quality.NO_DATA)
             await self._drop(link, exc)
             return
         now = time.monotonic()
+        link.answered_mono = now
         link.health.rtt_s = now - t0
         link.health.last_ok_mono = now
         link.backoff_s = 0.0
@@ -573,24 +593,44 @@ class OpcUaTransport:
             groups = self._write_cache[plan.names] = list(by_link.values())
         return groups
 
-    async def write(self, plan: WritePlan, values: Sequence[float]) -> None:
+    async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
         check_write(plan, values)
-        for link, node_ids, positions in self._plan_groups(plan):
-            client = link.client
-            if client is None:
-                raise TransportError(f"cannot write to {link.name!r}: not connected ({link.health.last_error})")
-            dvs = []
-            for i in positions:
-                spec = plan.specs[i]
-                dvs.append(ua.DataValue(ua.Variant(_to_wire(spec, values[i]), _VARIANT[spec.datatype])))
-            try:
-                async with asyncio.timeout(link.spec.timeout_s):
-                    results = await client.uaclient.write_attributes(node_ids, dvs, ua.AttributeIds.Value)
-            except _COMMS_ERRORS as exc:
-                await self._drop(link, exc)
-                raise TransportError(f"write to {link.name!r} failed: {_describe(exc)}") from None
-            for i, status in zip(positions, results, strict=True):
-                if not status.is_good():
-                    raise TransportError(
-                        f"PLC {link.name!r} refused the write of tag {plan.names[i]!r}: {status.name}"
-                    )
+        groups = self._plan_groups(plan)
+        if len(groups) == 1:
+            await self._write_link(*groups[0], plan, values, deadline)
+            return
+        results = await asyncio.gather(*(self._write_link(*g, plan, values, deadline) for g in groups),
+                                       return_exceptions=True)
+        error = merge_outcomes(len(plan.names), [(g[2], r) for g, r in zip(groups, results, strict=True)])
+        if error is not None:
+            raise error
+
+    async def _write_link(self, link: _Link, node_ids: list[ua.NodeId], positions: list[int], plan: WritePlan,
+                          values: Sequence[float], deadline: float | None) -> None:
+        client = link.client
+        if client is None:
+            raise write_error(plan, positions, "not_attempted: not connected",
+                              f"cannot write to {link.name!r}: not connected ({link.health.last_error})")
+        dvs = []
+        for i in positions:
+            spec = plan.specs[i]
+            dvs.append(ua.DataValue(ua.Variant(_to_wire(spec, values[i]), _VARIANT[spec.datatype])))
+        try:
+            async with bounded(deadline, link.spec.timeout_s):
+                results = await client.uaclient.write_attributes(node_ids, dvs, ua.AttributeIds.Value)
+        except TimeoutError as exc:
+            await self._late(link, exc)
+            raise write_error(plan, positions, "timeout",
+                              f"write to {link.name!r}: no acknowledgement by the deadline") from None
+        except _COMMS_ERRORS as exc:
+            await self._drop(link, exc)
+            raise write_error(plan, positions, f"failed: {_describe(exc)}",
+                              f"write to {link.name!r} failed: {_describe(exc)}") from None
+        link.answered_mono = time.monotonic()
+        refused = [(i, status.name) for i, status in zip(positions, results, strict=True) if not status.is_good()]
+        if refused:
+            error = write_error(plan, [], "", f"PLC {link.name!r} refused the write of tag "
+                                f"{plan.names[refused[0][0]]!r}: {refused[0][1]}")
+            for i, name in refused:
+                error.outcomes[i] = f"failed: {name}"
+            raise error

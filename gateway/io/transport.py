@@ -1,15 +1,24 @@
 """The one transport interface the control cycle uses, plus its shared planning types.
 
 A transport reads a snapshot of every readable tag (engineering units, quality, source
-and receive timestamps) and writes pre-planned sets of tags. Writes are only ever
+and receive timestamps) and writes pre-planned sets of tags.
+
+Time budget: every read and write takes the cycle's ``deadline`` (``time.monotonic()``
+seconds). A request still unanswered then is abandoned for this cycle, whatever the
+library's own timeout: the read marks the link's values NO_DATA, the write reports the
+tags as not acknowledged. A link is dropped (and reconnected in the background) only when
+it has answered nothing for its own ``timeout_s``; a late answer is discarded by the
+library (asyncua matches answers by request id, pymodbus by transaction id). Writes are only ever
 planned for tags marked writable, and values outside a tag's valid range never reach
 the wire: both are refused here, below the shield, as a second line of defence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -69,6 +78,52 @@ def check_write(plan: WritePlan, values: Sequence[float]) -> None:
     raise TransportError(f"refused write of {list(values)}: a value is outside its tag's valid range")
 
 
+class WriteError(TransportError):
+    """A write that did not reach, or was not acknowledged by, every planned tag.
+
+    ``outcomes`` has one entry per planned tag: ``"ok"`` (acknowledged), ``"failed: …"``
+    (refused or the link failed), ``"timeout"`` (sent, no answer by the deadline) or
+    ``"not_attempted: …"`` (never sent)."""
+
+    def __init__(self, message: str, outcomes: Sequence[str]) -> None:
+        super().__init__(message)
+        self.outcomes = list(outcomes)
+
+
+def write_error(plan: WritePlan, positions: Sequence[int], outcome: str, message: str) -> WriteError:
+    """A WriteError whose tags at ``positions`` have ``outcome`` and the rest ``"ok"``."""
+    outcomes = ["ok"] * len(plan.names)
+    for i in positions:
+        outcomes[i] = outcome
+    return WriteError(message, outcomes)
+
+
+def merge_outcomes(n: int, parts: Sequence[tuple[Sequence[int], BaseException | None]]) -> WriteError | None:
+    """One WriteError over sub-writes (their plan positions and results), or None if all ok."""
+    outcomes = ["ok"] * n
+    first: BaseException | None = None
+    for positions, res in parts:
+        if res is None:
+            continue
+        first = first or res
+        sub = res.outcomes if isinstance(res, WriteError) else [f"failed: {res}"] * len(positions)
+        for i, outcome in zip(positions, sub, strict=True):
+            outcomes[i] = outcome
+    return None if first is None else WriteError(str(first), outcomes)
+
+
+def time_left(deadline: float | None, own_s: float) -> float:
+    """Seconds an I/O request may take: its own timeout, cut at the cycle's deadline."""
+    if deadline is None:
+        return own_s
+    return max(0.0, min(own_s, deadline - time.monotonic()))
+
+
+def bounded(deadline: float | None, own_s: float) -> asyncio.Timeout:
+    """``asyncio.timeout`` for one request: its own timeout or the cycle's deadline."""
+    return asyncio.timeout(time_left(deadline, own_s))
+
+
 @dataclass
 class LinkHealth:
     """Per-connection health, shown to metrics and to the safety layer."""
@@ -79,6 +134,7 @@ class LinkHealth:
     reconnects: int = 0
     last_error: str = ""
     rtt_s: float = float("nan")
+    late: int = 0  # requests abandoned at the cycle's deadline (the link kept)
 
 
 class Transport(Protocol):
@@ -88,10 +144,12 @@ class Transport(Protocol):
 
     async def close(self) -> None: ...
 
-    async def read(self, snap: Snapshot) -> None:
-        """Fill ``snap`` in place. Never raises for comms faults: marks values NO_DATA/BAD."""
+    async def read(self, snap: Snapshot, deadline: float | None = None) -> None:
+        """Fill ``snap`` in place by ``deadline``. Never raises for comms faults: marks
+        values NO_DATA/BAD."""
 
-    async def write(self, plan: WritePlan, values: Sequence[float]) -> None:
-        """Write one value per planned tag (engineering units). Raises TransportError."""
+    async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
+        """Write one value per planned tag (engineering units) by ``deadline``. Raises
+        TransportError; WriteError says per tag what happened."""
 
     def health(self) -> dict[str, LinkHealth]: ...

@@ -111,7 +111,7 @@ def apply_settings(loop: Any, new: Settings) -> None:
 
     old_checker = loop.checker
     checker = ObservationChecker(new, loop.tags)
-    for attr in ("_last_ts", "_last_change", "_prev_v", "_prev_t"):  # run-time history
+    for attr in ("_last_value", "_last_change", "_prev_v", "_prev_t"):  # run-time history
         if hasattr(old_checker, attr) and hasattr(checker, attr):
             setattr(checker, attr, getattr(old_checker, attr))
     shield = ActionShield(new)

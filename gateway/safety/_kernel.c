@@ -215,19 +215,21 @@ np_min(double a, double b)
 
 /* ---- observation checks ------------------------------------------------------------- */
 
-enum { C_RANGE_LO, C_RANGE_HI, C_HARD_LO, C_HARD_HI, C_SOFT_LO, C_SOFT_HI, C_STALE_S, C_MAX_RATE,
-       C_SLOTS, C_V, C_Q, C_TS, C_LAST_TS, C_LAST_CHANGE, C_PREV_V, C_RATE, C_STATE, C_COUNT };
+enum { C_RANGE_LO, C_RANGE_HI, C_HARD_LO, C_HARD_HI, C_SOFT_LO, C_SOFT_HI, C_STALE_S, C_FREEZE_S,
+       C_MAX_RATE, C_SLOTS, C_V, C_Q, C_TS, C_LAST_V, C_LAST_CHANGE, C_PREV_V, C_RATE, C_STATE, C_COUNT };
 
 static const Spec checker_specs[C_COUNT] = {
     {"range_lo", F64, 0, 0}, {"range_hi", F64, 0, 0}, {"hard_lo", F64, 0, 0}, {"hard_hi", F64, 0, 0},
-    {"soft_lo", F64, 0, 0}, {"soft_hi", F64, 0, 0}, {"stale_s", F64, 0, 0}, {"max_rate", F64, 0, 0},
-    {"slots", INTP, 0, 0}, {"values", F64, 1, 0}, {"quality", U8, 1, 0}, {"source_ts", F64, 1, 0},
-    {"last_ts", F64, 1, 0}, {"last_change", F64, 1, 0}, {"prev_v", F64, 1, 0}, {"rate", F64, 1, 0},
+    {"soft_lo", F64, 0, 0}, {"soft_hi", F64, 0, 0}, {"stale_s", F64, 0, 0}, {"freeze_s", F64, 0, 0},
+    {"max_rate", F64, 0, 0}, {"slots", INTP, 0, 0}, {"values", F64, 1, 0}, {"quality", U8, 1, 0},
+    {"recv_mono", F64, 1, 0}, {"last_value", F64, 1, 0}, {"last_change", F64, 1, 0}, {"prev_v", F64, 1, 0},
+    {"rate", F64, 1, 0},
     {"state", F64, 1, -2},
 };
 
-/* rule codes, as checker.py decodes them: rule + 8 * index */
-enum { RULE_OK, RULE_QUALITY, RULE_BAD_VALUE, RULE_STALE, RULE_RATE, RULE_ESTOP, RULE_HARD, RULE_SOFT };
+/* rule codes, as checker.py decodes them: rule + 16 * index */
+enum { RULE_OK, RULE_QUALITY, RULE_BAD_VALUE, RULE_STALE, RULE_FROZEN, RULE_RATE, RULE_ESTOP, RULE_HARD,
+       RULE_SOFT };
 
 typedef struct {
     PyObject_HEAD
@@ -235,7 +237,7 @@ typedef struct {
     Py_ssize_t n, estop;
 } Checker;
 
-enum { A_VALUES, A_QUALITY, A_SOURCE_TS };
+enum { A_VALUES, A_QUALITY, A_RECV_MONO };
 
 static PyObject *
 checker_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -273,51 +275,51 @@ clip(Py_ssize_t i, Py_ssize_t len)
     return i < 0 ? 0 : i >= len ? len - 1 : i;
 }
 
-#define RETURN_RULE(rule, i) return PyLong_FromSsize_t((rule) + 8 * (i))
+#define RETURN_RULE(rule, i) return PyLong_FromSsize_t((rule) + 16 * (i))
 
-/* check(values, quality, source_ts, now) -> 0, or rule + 8 * index of the first offender */
+/* check(values, quality, recv_mono, now) -> 0, or rule + 16 * index of the first offender */
 static PyObject *
 checker_check(Checker *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "check(values, quality, source_ts, now) takes 4 arguments");
+        PyErr_SetString(PyExc_TypeError, "check(values, quality, recv_mono, now) takes 4 arguments");
         return NULL;
     }
     double now;
     Arg *a = self->h.arg;
     if (arg_take(&a[A_VALUES], args[0], "snapshot values", F64, 0, -1) < 0
         || arg_take(&a[A_QUALITY], args[1], "snapshot quality", U8, 0, -1) < 0
-        || arg_take(&a[A_SOURCE_TS], args[2], "snapshot source_ts", F64, 0, -1) < 0
+        || arg_take(&a[A_RECV_MONO], args[2], "snapshot recv_mono", F64, 0, -1) < 0
         || as_double(args[3], &now) < 0)
         return NULL;
     const Py_ssize_t n = self->n;
     const Py_ssize_t nv = a[A_VALUES].v.shape[0], nq = a[A_QUALITY].v.shape[0],
-                     nt = a[A_SOURCE_TS].v.shape[0];
+                     nt = a[A_RECV_MONO].v.shape[0];
     if (n > 0 && (nv == 0 || nq == 0 || nt == 0)) {
         PyErr_SetString(PyExc_IndexError, "cannot do a non-empty take from an empty axes.");
         return NULL;
     }
-    const double *sv = a[A_VALUES].v.buf, *sts = a[A_SOURCE_TS].v.buf;
+    const double *sv = a[A_VALUES].v.buf, *sts = a[A_RECV_MONO].v.buf;
     const uint8_t *sq = a[A_QUALITY].v.buf;
     Held *h = &self->h;
     const Py_ssize_t *slots = h->b[C_SLOTS].buf;
-    double *v = F(*h, C_V), *ts = F(*h, C_TS), *last_ts = F(*h, C_LAST_TS);
+    double *v = F(*h, C_V), *ts = F(*h, C_TS), *last_v = F(*h, C_LAST_V);
     double *last_change = F(*h, C_LAST_CHANGE), *prev_v = F(*h, C_PREV_V), *rate = F(*h, C_RATE);
     double *state = F(*h, C_STATE);
     uint8_t *q = h->b[C_Q].buf;
     Py_ssize_t first_q = -1, first_range = -1;
     const double *rlo = F(*h, C_RANGE_LO), *rhi = F(*h, C_RANGE_HI);
 
-    /* gather; staleness bookkeeping (before any return); quality and valid range */
+    /* gather; frozen-value bookkeeping (before any return); quality and valid range */
     for (Py_ssize_t i = 0; i < n; i++) {
         const Py_ssize_t s = slots[i];
         const double x = sv[clip(s, nv)], t = sts[clip(s, nt)];
         v[i] = x;
         q[i] = sq[clip(s, nq)];
         ts[i] = t;
-        if (t != last_ts[i]) {
+        if (x != last_v[i]) {
             last_change[i] = now;
-            last_ts[i] = t;
+            last_v[i] = x;
         }
         if (q[i] != 0 && first_q < 0)
             first_q = i;
@@ -328,10 +330,15 @@ checker_check(Checker *self, PyObject *const *args, Py_ssize_t nargs)
         RETURN_RULE(RULE_QUALITY, first_q);
     if (first_range >= 0)
         RETURN_RULE(RULE_BAD_VALUE, first_range);
-    const double *stale_s = F(*h, C_STALE_S);
+    /* stale: no fresh sample from the link (received) for stale_s; frozen: the value has
+     * not changed for freeze_s (a separate, optional check) */
+    const double *stale_s = F(*h, C_STALE_S), *freeze_s = F(*h, C_FREEZE_S);
     for (Py_ssize_t i = 0; i < n; i++)
-        if (now - last_change[i] > stale_s[i])
+        if (now - ts[i] > stale_s[i])
             RETURN_RULE(RULE_STALE, i);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (now - last_change[i] > freeze_s[i])
+            RETURN_RULE(RULE_FROZEN, i);
     /* rate of change against the previous good reading; it becomes this one */
     const double dt = now - state[0];
     const double *max_rate = F(*h, C_MAX_RATE);
@@ -545,7 +552,7 @@ shield_apply(ShieldKernel *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef checker_methods[] = {
     {"check", (PyCFunction)(void (*)(void))checker_check, METH_FASTCALL,
-     "check(values, quality, source_ts, now) -> 0 or rule + 8 * index"},
+     "check(values, quality, recv_mono, now) -> 0 or rule + 16 * index"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,22 +1,25 @@
 """Observation checks, compiled once from the config into arrays.
 
 For every monitored tag (policy inputs, limited tags, the PLC e-stop and hand/auto
-inputs, interlock and fallback-PID inputs) each cycle: quality, staleness (the source
-timestamp has not advanced for ``stale_ms`` of gateway time, so clock offsets between
-PLC and gateway do not matter), valid range (bad data, NaN included), rate of change
-(faster than physically plausible: trip), hard limits (trip) and soft limits (alarm). The verdict says
-OK, HOLD (data not usable this cycle: write nothing new) or TRIP, with a reason code
-naming the tag and the rule.
+inputs, interlock and fallback-PID inputs) each cycle: quality, valid range (bad data,
+NaN included), freshness (no sample received from the link for ``stale_ms``, by default
+``max_data_age_ms``: the gateway's own clock, never the PLC's SourceTimestamp, which a
+server may advance only when the value changes), frozen value (optional ``freeze_s``:
+the value has not changed at all for that long), rate of change (faster than physically
+plausible: trip), hard limits (trip) and soft limits (alarm). The verdict says OK, HOLD
+(data not usable this cycle: write nothing new) or TRIP, with a reason code naming the
+tag and the rule.
 
 The arithmetic runs in the compiled kernel (gateway/safety/_kernel.c) or, where it was
 not built, in the numpy code below (gateway/safety/backend.py chooses); both work on
-the same pre-allocated arrays and return ``rule + 8 * index`` of the first offender (0:
+the same pre-allocated arrays and return ``rule + 16 * index`` of the first offender (0:
 nothing to say), and reason strings are built here only when something is wrong.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +36,8 @@ class Status(enum.IntEnum):
 
 
 _OK = Status.OK
-# rule codes shared with _kernel.c; a result is rule + 8 * index of the first offending tag
-_QUALITY, _BAD_VALUE, _STALE, _RATE, _ESTOP, _HARD, _SOFT = range(1, 8)
+# rule codes shared with _kernel.c; a result is rule + 16 * index of the first offending tag
+_QUALITY, _BAD_VALUE, _STALE, _FROZEN, _RATE, _ESTOP, _HARD, _SOFT = range(1, 9)
 
 
 @dataclass
@@ -99,7 +102,8 @@ class ObservationChecker:
         self._hi3 = np.vstack([np.full(n, _MAX), *(_bounds(n)[1] for _ in range(2))])
         self.range_lo, self.hard_lo, self.soft_lo = self._lo3
         self.range_hi, self.hard_hi, self.soft_hi = self._hi3
-        self.stale_s = np.full(n, np.inf)
+        self.stale_s = np.full(n, s.gateway.data_age_limit_ms / 1000.0)
+        self.freeze_s = np.full(n, np.inf)
         self.max_rate = np.full(n, np.inf)
         for i, name in enumerate(names):
             spec = tags.specs[name]
@@ -107,6 +111,8 @@ class ObservationChecker:
                 self.range_lo[i], self.range_hi[i] = spec.range
             if spec.stale_ms is not None:
                 self.stale_s[i] = spec.stale_ms / 1000.0
+            if spec.freeze_s is not None:
+                self.freeze_s[i] = spec.freeze_s
             lim = s.safety.limits.get(name)
             if lim is not None and lim.hard is not None:
                 self.hard_lo[i], self.hard_hi[i] = lim.hard
@@ -123,7 +129,7 @@ class ObservationChecker:
         self._v = self._v3[0]
         self._q = np.zeros(n, dtype=np.uint8)
         self._ts = np.zeros(n)
-        self._stamp = np.full(n, np.nan)    # last source timestamp seen per tag
+        self._stamp = np.full(n, np.nan)    # last value seen per tag (frozen-value check)
         self._changed = np.zeros(n)         # gateway time it last changed
         self._prev = np.full(n, np.nan)     # previous good reading (rate of change)
         self._state = np.full(2, np.nan)    # [time of the previous good reading, dt of the last rate check]
@@ -138,12 +144,13 @@ class ObservationChecker:
         self.backend = backends.name(kernel)
         self._run = self._check_numpy if kernel is None else kernel.Checker(
             range_lo=self.range_lo, range_hi=self.range_hi, hard_lo=self.hard_lo, hard_hi=self.hard_hi,
-            soft_lo=self.soft_lo, soft_hi=self.soft_hi, stale_s=self.stale_s, max_rate=self.max_rate,
-            slots=self.slots, values=self._v, quality=self._q, source_ts=self._ts, last_ts=self._stamp,
+            soft_lo=self.soft_lo, soft_hi=self.soft_hi, stale_s=self.stale_s, freeze_s=self.freeze_s,
+            max_rate=self.max_rate, slots=self.slots, values=self._v, quality=self._q, recv_mono=self._ts,
+            last_value=self._stamp,
             last_change=self._changed, prev_v=self._prev, rate=self._rate, state=self._state,
             estop_index=self.estop_index).check
 
-    _last_ts = _history("_stamp")
+    _last_value = _history("_stamp")
     _last_change = _history("_changed")
     _prev_v = _history("_prev")
 
@@ -160,10 +167,16 @@ class ObservationChecker:
         """This cycle's values of the monitored tags, in ``names`` order (valid after check)."""
         return self._v
 
+    def data_age(self, now_mono: float) -> float:
+        """Age (s) of the oldest monitored value the last check saw, by its receive time;
+        NaN when none was received."""
+        oldest = self._ts.min()
+        return now_mono - oldest if oldest == oldest else math.nan
+
     def check(self, snap: Snapshot, now_mono: float) -> Verdict:
-        r = self._run(snap.values, snap.quality, snap.source_ts, now_mono)
+        r = self._run(snap.values, snap.quality, snap.recv_mono, now_mono)
         if r:
-            return self._report(r & 7, r >> 3)
+            return self._report(r & 15, r >> 4)
         verdict = self.verdict
         verdict.status, verdict.code, verdict.message = _OK, "ok", ""
         return verdict
@@ -184,7 +197,10 @@ class ObservationChecker:
                         f"[{self.range_lo[i]}, {self.range_hi[i]}]")
         elif rule == _STALE:
             verdict.set(Status.HOLD, f"stale:{name}",
-                        f"tag {name!r} has not been updated for more than {self.stale_s[i] * 1000:.0f} ms")
+                        f"no fresh sample of tag {name!r} from the link within {self.stale_s[i] * 1000:.0f} ms")
+        elif rule == _FROZEN:
+            verdict.set(Status.HOLD, f"frozen:{name}",
+                        f"tag {name!r} has not changed for {self.freeze_s[i]:g} s (frozen sensor?)")
         elif rule == _RATE:
             verdict.set(Status.TRIP, f"rate_of_change:{name}",
                         f"tag {name!r} changed at {self._rate[i] / self._state[1]:.6g} per second, faster "
@@ -207,18 +223,18 @@ class ObservationChecker:
         bad = ~self._ok3[row]
         return int(np.flatnonzero(bad)[0]) if np.count_nonzero(bad) else -1
 
-    def _check_numpy(self, values: np.ndarray, quality: np.ndarray, source_ts: np.ndarray,
+    def _check_numpy(self, values: np.ndarray, quality: np.ndarray, recv_mono: np.ndarray,
                      now_mono: float) -> int:
         v, q, tmp = self._v, self._q, self._tmp
         # ndarray.take (the method) costs a fraction of np.take's dispatch
         values.take(self._slots3, out=self._v3_flat, mode="clip")
         quality.take(self.slots, out=q, mode="clip")
-        source_ts.take(self.slots, out=self._ts, mode="clip")
+        recv_mono.take(self.slots, out=self._ts, mode="clip")
 
-        # Staleness: has the PLC's timestamp advanced within stale_s of our clock?
-        np.not_equal(self._ts, self._stamp, out=tmp)
+        # Frozen-value bookkeeping: when did each value last change (NaN always "changes")?
+        np.not_equal(v, self._stamp, out=tmp)
         np.copyto(self._changed, now_mono, where=tmp)
-        np.copyto(self._stamp, self._ts, where=tmp)
+        np.copyto(self._stamp, v, where=tmp)
         # One pass over the three range rules (valid range, hard, soft); the comparisons are
         # false for NaN, so NaN is outside every row. Judged below, in the rules' order.
         ok3 = self._ok3
@@ -229,15 +245,20 @@ class ObservationChecker:
 
         # Quality first: a value that is not GOOD is never judged on its number.
         if np.count_nonzero(q):
-            return _QUALITY + 8 * int(np.flatnonzero(q)[0])
+            return _QUALITY + 16 * int(np.flatnonzero(q)[0])
         # Valid range (bad data): NaN and ±inf lie outside every range.
         i = -1 if all_inside else self._first_outside(0)
         if i >= 0:
-            return _BAD_VALUE + 8 * i
-        np.subtract(now_mono, self._changed, out=self._age)
+            return _BAD_VALUE + 16 * i
+        # Fresh: a sample received within stale_s (NaN: never received, judged by quality)
+        np.subtract(now_mono, self._ts, out=self._age)
         np.greater(self._age, self.stale_s, out=tmp)
         if np.count_nonzero(tmp):
-            return _STALE + 8 * int(np.flatnonzero(tmp)[0])
+            return _STALE + 16 * int(np.flatnonzero(tmp)[0])
+        np.subtract(now_mono, self._changed, out=self._age)
+        np.greater(self._age, self.freeze_s, out=tmp)
+        if np.count_nonzero(tmp):
+            return _FROZEN + 16 * int(np.flatnonzero(tmp)[0])
         # Rate of change against the previous good reading (NaN before there is one: passes).
         state = self._state
         dt = now_mono - state.item(0)
@@ -249,12 +270,12 @@ class ObservationChecker:
             np.multiply(self.max_rate, dt, out=self._lim)
             np.greater(self._rate, self._lim, out=tmp)
         if dt > 0 and np.count_nonzero(tmp):
-            return _RATE + 8 * int(np.flatnonzero(tmp)[0])
+            return _RATE + 16 * int(np.flatnonzero(tmp)[0])
         if self.estop_index >= 0 and v[self.estop_index] != 0.0:
-            return _ESTOP + 8 * self.estop_index
+            return _ESTOP + 16 * self.estop_index
         if all_inside:
             return 0
         i = self._first_outside(1)
         if i >= 0:
-            return _HARD + 8 * i
-        return _SOFT + 8 * self._first_outside(2)
+            return _HARD + 16 * i
+        return _SOFT + 16 * self._first_outside(2)

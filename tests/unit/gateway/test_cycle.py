@@ -129,7 +129,8 @@ def test_bad_plc_values_trip_with_the_tag_named(tmp_path: Path, tag: str, value:
 
 
 def test_comms_loss_holds_then_trips_after_timeout(tmp_path: Path) -> None:
-    loop, t, _ = make_loop(tmp_path, replace={r"^comms_timeout_ms = 1000": "comms_timeout_ms = 50"})
+    loop, t, _ = make_loop(tmp_path, replace={r"^comms_timeout_ms = 1000": "comms_timeout_ms = 50",
+                                                   r"^cycle_hz = 10.0": "cycle_hz = 50.0"})
     steps(loop, 1)
     loop.request_start("alice")
     steps(loop, 1)
@@ -185,7 +186,12 @@ def test_policy_fault_hands_control_to_the_pid_fallback(tmp_path: Path) -> None:
 def test_trip_runs_once_and_isolates_failing_handlers(tmp_path: Path) -> None:
     loop, t, _ = make_loop(tmp_path)
     steps(loop, 1)
-    t.fail_writes = True  # the safe write itself fails: the other handlers still run
+    t.fail_writes = True  # the safe write itself fails: recorded as failed, the rest still runs
+
+    async def broken(event) -> None:  # noqa: ANN001
+        raise RuntimeError("a handler that fails")
+
+    loop.estop._handlers.insert(1, ("broken", broken))  # noqa: SLF001 (between the safe write and the count)
 
     async def go() -> tuple[bool, bool]:
         first = await loop.estop.trip("operator_estop", "test", actor="alice")
@@ -193,7 +199,11 @@ def test_trip_runs_once_and_isolates_failing_handlers(tmp_path: Path) -> None:
         return first, second
 
     assert asyncio.run(go()) == (True, False)
-    assert loop.estop.count == 1 and loop.estop.handler_failures[0].startswith("write_safe")
+    assert loop.estop.count == 1 and loop.estop.handler_failures == ["broken: a handler that fails"]
+    # the safe write's truth: attempted, and not acknowledged
+    assert loop.last_safe_write is not None
+    assert loop.last_safe_write["written"] == loop.shield.safe.tolist()
+    assert all(a.startswith("not_attempted") or a.startswith("failed") for a in loop.last_safe_write["ack"])
     samples = loop.metrics.registry.get_sample_value("edgewarden_trips_total", {"reason": "operator_estop"})
     assert samples == 1.0
 
@@ -297,7 +307,8 @@ def test_fallback_pid_does_not_wind_up_while_saturated() -> None:
 
 
 def test_stale_data_that_lasts_past_the_timeout_trips(tmp_path: Path) -> None:
-    loop, t, _ = make_loop(tmp_path, replace={r"^comms_timeout_ms = 1000": "comms_timeout_ms = 50"})
+    loop, t, _ = make_loop(tmp_path, replace={r"^comms_timeout_ms = 1000": "comms_timeout_ms = 50",
+                                                   r"^cycle_hz = 10.0": "cycle_hz = 50.0"})
     steps(loop, 1)
     loop.request_start("alice")
     steps(loop, 1)
@@ -319,8 +330,8 @@ class SlowAckTransport(MemoryTransport):
         self.ack_s = ack_s
         self.acked = 0
 
-    async def write(self, plan, values) -> None:
-        await super().write(plan, values)  # sent (and recorded) at once
+    async def write(self, plan, values, deadline=None) -> None:
+        await super().write(plan, values, deadline)  # sent (and recorded) at once
         await asyncio.sleep(self.ack_s)
         self.acked += 1
 

@@ -1,5 +1,5 @@
 """Hypothesis strategies shared by the safety property tests: random but valid gateway
-configurations (observations with ranges, staleness and limits; actions with bounds,
+configurations (observations with ranges, staleness, frozen-value checks and limits; actions with bounds,
 rates and safe values; interlocks with random clauses) and the awkward numbers that the
 safety layer must survive (NaN, ±inf, exact bounds, huge magnitudes).
 
@@ -76,7 +76,9 @@ def plants(draw: st.DrawFn, max_obs: int = 16, max_actions: int = 16, max_interl
             spec["range"] = draw(pair())
             interesting += spec["range"]
         if draw(st.integers(0, 3)) == 0:
-            spec["stale_ms"] = draw(st.sampled_from([1.0, 10.0, 100.0, 1000.0]))
+            spec["stale_ms"] = draw(st.sampled_from([101.0, 150.0, 1000.0, 5000.0]))  # > one 10 Hz cycle
+        if draw(st.integers(0, 3)) == 0:
+            spec["freeze_s"] = draw(st.sampled_from([0.2, 1.0, 5.0]))
         tags[name] = _tag(name=name, **spec)
         lim: dict[str, Any] = {}
         if name in extra or draw(st.booleans()):

@@ -73,19 +73,19 @@ class RefChecker:
     def __init__(self, s: Settings) -> None:
         self.s = s
         self.names = ref_monitored(s)
-        self.last_ts: dict[str, float | None] = {n: None for n in self.names}
+        self.last_value: dict[str, float | None] = {n: None for n in self.names}
         self.last_change: dict[str, float] = {}
         self.prev: dict[str, float] | None = None
         self.prev_t: float | None = None
         self.soft_alarms = 0
 
-    def check(self, values: dict[str, float], quality: dict[str, Quality], ts: dict[str, float],
+    def check(self, values: dict[str, float], quality: dict[str, Quality], recv: dict[str, float],
               now: float) -> RefVerdict:
         s = self.s
-        # a source timestamp that differs from the last one seen is an update (NaN equals nothing)
+        # a value that differs from the last one seen is a change (NaN equals nothing)
         for n in self.names:
-            if self.last_ts[n] is None or not ts[n] == self.last_ts[n]:
-                self.last_ts[n] = ts[n]
+            if self.last_value[n] is None or not values[n] == self.last_value[n]:
+                self.last_value[n] = values[n]
                 self.last_change[n] = now
         for n in self.names:
             if quality[n] == Quality.NO_DATA:
@@ -99,10 +99,15 @@ class RefChecker:
                 return RefVerdict(Status.TRIP, f"bad_value:{n}")
             if rng is not None and not (rng[0] <= v <= rng[1]):
                 return RefVerdict(Status.TRIP, f"bad_value:{n}")
-        for n in self.names:
+        for n in self.names:  # fresh: received from the link within stale_ms (or the max data age)
             stale_ms = s.tags[n].stale_ms
-            if stale_ms is not None and now - self.last_change[n] > stale_ms / 1000.0:
+            limit = (stale_ms if stale_ms is not None else s.gateway.data_age_limit_ms) / 1000.0
+            if now - recv[n] > limit:
                 return RefVerdict(Status.HOLD, f"stale:{n}")
+        for n in self.names:
+            freeze_s = s.tags[n].freeze_s
+            if freeze_s is not None and now - self.last_change[n] > freeze_s:
+                return RefVerdict(Status.HOLD, f"frozen:{n}")
         prev, prev_t = self.prev, self.prev_t
         self.prev, self.prev_t = dict(values), now
         if prev is not None and prev_t is not None and now - prev_t > 0:
@@ -137,7 +142,7 @@ CLOCK_STEPS = st.sampled_from([0.0, 0.0005, 0.001, 0.009, 0.01, 0.011, 0.1, 0.5,
 
 @st.composite
 def cycle(draw: st.DrawFn, plant: Plant, names: list[str], prev_values: dict[str, float],
-          prev_ts: dict[str, float]) -> tuple[dict[str, float], dict[str, Quality], dict[str, float]]:
+          now: float) -> tuple[dict[str, float], dict[str, Quality], dict[str, float]]:
     s = plant.settings
     # "clean": every tag reads a plausible value, GOOD (the later rules get their turn);
     # "one bad": clean but for one tag; "wild": anything anywhere
@@ -156,8 +161,9 @@ def cycle(draw: st.DrawFn, plant: Plant, names: list[str], prev_values: dict[str
             choices.append(st.sampled_from([p, p + 0.001, p - 0.5, p + 20.0]))
         values[n] = draw(st.one_of(*choices))
         quality[n] = draw(QUALITIES) if mode == "wild" and draw(st.integers(0, 4)) == 0 else Quality.GOOD
-        old = prev_ts.get(n, 1.7e9)
-        ts[n] = draw(st.sampled_from([old, old + 0.1, math.nan])) if draw(st.integers(0, 3)) == 0 else old + 0.1
+        # received now, a while ago (around the stale limits), or never
+        ts[n] = (now - draw(st.sampled_from([0.05, 0.15, 0.5, 1.0, 2.0, 10.0, math.nan])))\
+            if draw(st.integers(0, 3)) == 0 else now
     if mode == "one bad":
         n = draw(st.sampled_from(names))
         values[n] = draw(readings(plant))
@@ -178,18 +184,17 @@ def test_checker_matches_the_reference(backend: str, plant: Plant, data: st.Data
     snap = Snapshot(len(tags.readable))
     snap.values[:] = 0.0
     snap.quality[:] = Quality.GOOD
-    snap.source_ts[:] = 1.7e9
+    snap.recv_mono[:] = 1000.0
     slots = {n: tags.index[n] for n in ref.names}
     now = 1000.0
     prev_values: dict[str, float] = {}
-    prev_ts: dict[str, float] = {}
     for k in range(data.draw(st.integers(1, 6), label="cycles")):
         now += data.draw(CLOCK_STEPS, label="clock step") if k else 0.0
-        values, quality, ts = data.draw(cycle(plant, ref.names, prev_values, prev_ts), label=f"cycle {k}")
+        values, quality, ts = data.draw(cycle(plant, ref.names, prev_values, now), label=f"cycle {k}")
         for n, slot in slots.items():
             snap.values[slot] = values[n]
             snap.quality[slot] = quality[n]
-            snap.source_ts[slot] = ts[n]
+            snap.recv_mono[slot] = ts[n]
         # |v - prev| may overflow to inf for huge finite readings: the right answer (a trip
         # where a rate limit is set), and numpy's overflow warning is not a fault
         with np.errstate(over="ignore"):
@@ -205,7 +210,7 @@ def test_checker_matches_the_reference(backend: str, plant: Plant, data: st.Data
             tag = verdict.code.split(":")[1] if ":" in verdict.code else s.safety.estop_input
             assert verdict.message and repr(tag) in verdict.message
         assert np.array_equal(checker.values, np.array([values[n] for n in ref.names]), equal_nan=True)
-        prev_values, prev_ts = values, ts
+        prev_values = values
 
 
 @each_backend
@@ -219,7 +224,7 @@ def test_non_finite_readings_never_pass(backend: str, plant: Plant, data: st.Dat
     snap = Snapshot(len(tags.readable))
     snap.values[:] = 0.0
     snap.quality[:] = Quality.GOOD
-    snap.source_ts[:] = 1.7e9
+    snap.recv_mono[:] = 1000.0
     n = data.draw(st.sampled_from(checker.names))
     snap.values[tags.index[n]] = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
     assert checker.check(snap, 1000.0).status != Status.OK

@@ -28,15 +28,16 @@ needs_kernel = pytest.mark.skipif(not BUILT and not REQUIRED, reason="the compil
 
 
 def plant(interlocks: bool = True) -> Settings:
-    """o0: range, staleness, hard/soft/rate limits; o1: hard/soft only; o2: nothing; an
-    e-stop input; a0 rate-limited, a1 not; two interlocks (or none)."""
+    """o0: range, staleness, hard/soft/rate limits; o1: hard/soft and frozen-value check;
+    o2: nothing; an e-stop input; a0 rate-limited, a1 not; two interlocks (or none)."""
     def tag(name: str, **kw: Any) -> dict[str, Any]:
         return {"connection": "plc", "node": f"ns=2;s={name}", **kw}
 
     s = Settings(
+        gateway={"cycle_hz": 100.0},
         connections={"plc": {"type": "opcua", "url": "opc.tcp://127.0.0.1:4840"}},
         tags={"hb": tag("hb", datatype="uint32", writable=True), "o0": tag("o0", range=[-10.0, 10.0], stale_ms=100),
-              "o1": tag("o1"), "o2": tag("o2"), "estop": tag("estop", datatype="bool"),
+              "o1": tag("o1", freeze_s=0.5), "o2": tag("o2"), "estop": tag("estop", datatype="bool"),
               "a0": tag("a0", writable=True), "a1": tag("a1", writable=True)},
         policy={"path": "policy.onnx", "observations": ["o0", "o1", "o2"], "actions": ["a0", "a1"]},
         safety={"heartbeat_tag": "hb", "estop_input": "estop",
@@ -52,7 +53,8 @@ def plant(interlocks: bool = True) -> Settings:
 
 
 class Rig:
-    """A checker on the plant, fed one snapshot a cycle (10 ms apart, fresh timestamps)."""
+    """A checker on the plant, fed one snapshot a cycle (10 ms apart, each tag received now
+    unless ``silent``)."""
 
     HEALTHY = {"o0": 0.0, "o1": 20.0, "o2": 0.0, "estop": 0.0}
 
@@ -63,18 +65,17 @@ class Rig:
         self.snap = Snapshot(len(self.tags.readable))
         self.snap.values[:] = 0.0
         self.snap.quality[:] = Quality.GOOD
-        self.now, self.ts = 1000.0, 1.7e9
+        self.now = 1000.0
 
-    def step(self, dt: float = 0.01, frozen: tuple[str, ...] = (), quality: dict[str, Quality] | None = None,
+    def step(self, dt: float = 0.01, silent: tuple[str, ...] = (), quality: dict[str, Quality] | None = None,
              **values: float) -> Verdict:
         self.now += dt
-        self.ts += dt
         for name, x in {**self.HEALTHY, **values}.items():
             i = self.tags.index[name]
             self.snap.values[i] = x
             self.snap.quality[i] = (quality or {}).get(name, Quality.GOOD)
-            if name not in frozen:
-                self.snap.source_ts[i] = self.ts
+            if name not in silent:
+                self.snap.recv_mono[i] = self.now
         return self.checker.check(self.snap, self.now)
 
 
@@ -123,7 +124,10 @@ RULES = [
     ("+inf without a range", {"o2": math.inf}, Status.TRIP, "bad_value:o2"),
     ("-inf", {"o0": -math.inf}, Status.TRIP, "bad_value:o0"),
     ("outside the valid range", {"o0": 10.5}, Status.TRIP, "bad_value:o0"),
-    ("stale", {"dt": 0.2, "frozen": ("o0",)}, Status.HOLD, "stale:o0"),
+    ("stale", {"dt": 0.2, "silent": ("o0",)}, Status.HOLD, "stale:o0"),
+    ("steady but fresh", {"dt": 0.2}, Status.OK, "ok"),
+    ("frozen", {"dt": 0.6}, Status.HOLD, "frozen:o1"),
+    ("stale before frozen", {"dt": 0.6, "silent": ("o0",)}, Status.HOLD, "stale:o0"),
     ("rate of change", {"o0": 1.5}, Status.TRIP, "rate_of_change:o0"),
     ("dt = 0: no rate check", {"dt": 0.0, "o0": 1.5}, Status.OK, "ok"),
     ("PLC e-stop", {"estop": 1.0}, Status.TRIP, "plc_estop"),
@@ -148,7 +152,7 @@ def test_every_rule(backend: str, what: str, cycle: dict[str, Any], status: Stat
 @needs_kernel
 def test_backends_agree_on_messages_and_state() -> None:
     """Cycle after cycle through every rule: the same verdicts, messages and history
-    (staleness bookkeeping before any return; the previous reading only past the range
+    (frozen-value bookkeeping before any return; the previous reading only past the range
     rules), to the bit."""
     rigs = [Rig("c"), Rig("numpy")]
     script = [{}, *(cycle for _, cycle, _, _ in RULES), {"dt": 0.0}, {}, {"o0": 0.9}, {"dt": -1.0, "o0": 0.0}, {}]
@@ -165,12 +169,12 @@ def test_a_reload_carries_the_history_into_the_new_checker(backend: str) -> None
         rig = Rig(backend)
         rig.step()
         old, rig.checker = rig.checker, ObservationChecker(rig.s, rig.tags, backend)
-        for attr in ("_last_ts", "_last_change", "_prev_v", "_prev_t"):
+        for attr in ("_last_value", "_last_change", "_prev_v", "_prev_t"):
             setattr(rig.checker, attr, getattr(old, attr))
         return rig
 
     assert reloaded().step(o0=1.5).code == "rate_of_change:o0"  # against the old previous reading
-    assert reloaded().step(dt=0.2, frozen=("o0",)).code == "stale:o0"  # the old timestamp, unchanged
+    assert reloaded().step(dt=0.6).code == "frozen:o1"  # unchanged since before the reload
 
 
 # ---- interlocks and shield ------------------------------------------------------------
@@ -280,9 +284,9 @@ def test_the_kernel_refuses_bad_indices_and_per_call_arrays() -> None:
     interlocks = Interlocks(s, checker.names, "c")
     snap = Snapshot(len(tags.readable))
     with pytest.raises(TypeError, match="snapshot values must be a 1-D float64 array"):
-        checker._run(snap.values.astype(np.float32), snap.quality, snap.source_ts, 1.0)
+        checker._run(snap.values.astype(np.float32), snap.quality, snap.recv_mono, 1.0)
     with pytest.raises(TypeError, match="snapshot quality must be a 1-D uint8 array"):
-        checker._run(snap.values, snap.source_ts, snap.source_ts, 1.0)
+        checker._run(snap.values, snap.recv_mono, snap.recv_mono, 1.0)
     with pytest.raises(IndexError):
         checker._run(np.zeros(0), np.zeros(0, np.uint8), np.zeros(0), 1.0)
     with pytest.raises(IndexError, match="interlocks read monitored value 2 of 2"):
@@ -298,7 +302,8 @@ def test_the_kernel_refuses_bad_indices_and_per_call_arrays() -> None:
     f = np.zeros(2)
     with pytest.raises(ValueError, match="estop_index 2 outside"):
         k.Checker(**{name: f for name in ("range_lo", "range_hi", "hard_lo", "hard_hi", "soft_lo", "soft_hi",
-                                          "stale_s", "max_rate", "values", "source_ts", "last_ts", "last_change",
+                                          "stale_s", "freeze_s", "max_rate", "values", "recv_mono", "last_value",
+                                          "last_change",
                                           "prev_v", "rate", "state")},
                   slots=np.zeros(2, np.intp), quality=np.zeros(2, np.uint8), estop_index=2)
     one = np.zeros(1)
