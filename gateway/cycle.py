@@ -26,11 +26,13 @@ A trip at any step goes through the e-stop, which writes the safe outputs at onc
 Deadline overruns are counted; ``max_consecutive_overruns`` in a row, or overruns that
 last longer than ``comms_timeout_ms``, trip the e-stop.
 
-Time budget: the read is given until half a period after the cycle's start, the write
-until 0.9 of a period (the e-stop's safe write a whole period), whatever a library's
-request timeout says; what has not answered by then is NO_DATA (read) or not
-acknowledged (write) this cycle. So a hung or slow link costs each cycle at most one
-period, and comms loss trips within ``comms_timeout_ms`` plus one cycle of the last answer.
+Time budget: the read is given until half a period after the cycle's start (and never
+past the moment comms loss trips), the write until 0.9 of a period (the e-stop's safe
+write a whole period), whatever a library's request timeout says; what has not answered
+by then is NO_DATA (read) or not acknowledged (write) this cycle. So a hung or slow link
+costs each cycle at most one period, and comms loss trips within ``comms_timeout_ms``
+(plus the scheduling jitter of one wake-up) of the last answer: inside the documented
+budget of ``comms_timeout_ms`` plus one cycle.
 The audit record says, per written tag, whether the device acknowledged the write.
 
 Timing: deadlines lie on the ideal grid ``t0 + k·period`` of ``time.perf_counter``
@@ -310,7 +312,8 @@ class ControlLoop:
         # 1. read
         t = self._t  # this cycle's stage times
         t_read = time.perf_counter()
-        await self.transport.read(snap, start + READ_SHARE * period)
+        # the read waits no longer than half a period, nor past the moment comms loss trips
+        await self.transport.read(snap, min(start + READ_SHARE * period, self._comms_expiry() + 1e-3))
         t_check = time.perf_counter()
         t[_READ] = t_check - t_read
         now = time.monotonic()  # after the read: a late link has cost this cycle its time
@@ -537,13 +540,16 @@ class ControlLoop:
         values = self.snap.values[self._obs_slots]
         return [None if not math.isfinite(v) else v for v in values.tolist()]
 
-    def _comms_lost(self, now: float) -> bool:
+    def _comms_expiry(self) -> float:
+        """When comms loss trips: the oldest link's last good read plus comms_timeout_ms."""
+        oldest = math.inf
         for health in self.transport.health().values():
             last = health.last_ok_mono
-            since = now - (last if math.isfinite(last) else self._started_mono)
-            if since > self._comms_timeout_s:
-                return True
-        return False
+            oldest = min(oldest, last if math.isfinite(last) else self._started_mono)
+        return oldest + self._comms_timeout_s
+
+    def _comms_lost(self, now: float) -> bool:
+        return now > self._comms_expiry()
 
     def _gate_readiness(self, status: Status) -> None:
         if self.modes.mode == Mode.INHIBITED and status == Status.OK:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import load_config
+from gateway.errors import ConfigError
 from hil.scenario import Scenario
 
 
@@ -62,6 +63,14 @@ def prepare(sc: Scenario, run_dir: Path, opcua_url: str | None) -> GatewayPlan:
         data["policy"]["path"] = str(sc.model)
     if sc.cycle_hz is not None:
         data["gateway"]["cycle_hz"] = sc.cycle_hz
+    for key, value in sc.settings.items():  # [gateway.set]; load_config below judges the result
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{sc.path}: gateway.set.{key}: {part!r} is not a section")
+        node[leaf] = value
     audit_dir = run_dir / "audit"
     sock = run_dir / "control.sock"
     data["audit"]["dir"] = str(audit_dir)

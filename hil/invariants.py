@@ -193,16 +193,32 @@ def _safe_mask(data: RunData, tags: list[tuple[str, float]]) -> np.ndarray:
 
 
 def estop_reaction(data: RunData, budget_ms: float) -> Verdict:
-    """Trigger (operator/PLC e-stop event, or a trip the gateway recorded) → every output
-    the PLC applies is at its safe value (written by the gateway, or, when the gateway
-    cannot reach the PLC, applied by the PLC's own dead-man)."""
+    """Trigger → every output the PLC applies is at its safe value (written by the gateway,
+    or, when the gateway cannot reach the PLC, applied by the PLC's own dead-man).
+
+    A trigger is an operator or PLC e-stop event, or the injected fault behind a trip the
+    gateway recorded: the latest ``fault`` event before the trip (not cleared since), so
+    that the time the gateway took to notice counts too. Only a trip with no fault before it (a process
+    excursion) is timed from its detection."""
     plan = data.plan
     assert plan is not None
     ok = _safe_mask(data, [(a.applied_tag, a.safe) for a in plan.actions])
     triggers = [(e.t, e.event.label()) for e in data.events if e.event.kind in ESTOP_TRIGGERS]
     covered = [t for t, _ in triggers]
+    faults = sorted((e.t, e.event.label()) for e in data.events if e.event.kind == "fault")
+    clears = [e.t for e in data.events if e.event.kind == "clear_faults"]
     for r in data.audit:
-        if r.get("kind") == "trip" and not any(0 <= r["t_mono"] - t <= budget_ms / 1000 for t in covered):
+        if r.get("kind") != "trip" or any(0 <= r["t_mono"] - t <= budget_ms / 1000 for t in covered):
+            continue
+        # the latest fault before the trip, unless the faults were cleared in between
+        behind = [(t, label) for t, label in faults if t <= r["t_mono"]
+                  and not any(t <= c <= r["t_mono"] for c in clears)]
+        if behind:
+            t_fault, label = behind[-1]
+            if t_fault not in covered:
+                covered.append(t_fault)
+                triggers.append((t_fault, f"{label} (trip {r.get('code')})"))
+        else:
             triggers.append((r["t_mono"], f"trip {r.get('code')} (from detection)"))
     if not triggers:
         return Verdict("estop_reaction", False, "no e-stop trigger happened: nothing measured",

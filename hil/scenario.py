@@ -20,6 +20,8 @@ config = "../../examples/cstr.toml"   # relative to this file
 model = "../../models/cstr_baseline.onnx"
 cycle_hz = 20.0              # optional override
 start = true                 # send `start` once READY (t = 0 is when AUTO is reached)
+# [gateway.set]              # optional: config keys (dotted paths) set for this run only
+# "tags.T.freeze_s" = 1.0
 
 [[events]]
 at = 5.0
@@ -108,6 +110,7 @@ class Scenario:
     model: Path | None
     cycle_hz: float | None
     start: bool
+    settings: dict[str, Any]  # [gateway.set]: dotted config key -> value, for this run
     events: list[Event]
     invariants: dict[str, Any]
     skip: str | None = None
@@ -152,7 +155,7 @@ def load_scenario(path: Path | str) -> Scenario:
     pl = _take(path, "plant", doc["plant"], {"name": str, "time_scale": float, "watchdog_ms": float,
                                              "scan_ms": float, "seed": int, "external": dict}, ("name",))
     gw = _take(path, "gateway", doc["gateway"], {"config": str, "model": str, "cycle_hz": float,
-                                                 "start": bool}, ("config",))
+                                                 "start": bool, "set": dict}, ("config",))
     base = path.parent
     external = dict(pl.get("external") or {})
     _take(path, "plant.external", external, {"opcua": str})
@@ -194,6 +197,6 @@ def load_scenario(path: Path | str) -> Scenario:
         external=external, config=(base / gw["config"]).resolve(),
         model=(base / gw["model"]).resolve() if "model" in gw else None,
         cycle_hz=float(gw["cycle_hz"]) if "cycle_hz" in gw else None,
-        start=gw.get("start", True), events=events, invariants=inv, skip=sc.get("skip"),
+        start=gw.get("start", True), settings=dict(gw.get("set", {})), events=events, invariants=inv, skip=sc.get("skip"),
         expect_fail=[str(x) for x in sc.get("expect_fail", [])],
     )

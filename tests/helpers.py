@@ -53,10 +53,14 @@ def write_linear_policy(path: Path, weight: np.ndarray | None = None, bias: np.n
 
 
 def write_config(tmp: Path, *, policy: Path, url: str = "opc.tcp://127.0.0.1:4840",
-                 replace: dict[str, str] | None = None, extra: str = "") -> Path:
-    """The example config with paths into ``tmp`` and optional regex replacements."""
-    text = EXAMPLE.read_text()
+                 replace: dict[str, str] | None = None, extra: str = "", example: Path = EXAMPLE,
+                 modbus_port: int | None = None) -> Path:
+    """An example config (cstr.toml unless ``example``) with paths into ``tmp``, the OPC UA
+    url or Modbus port of the twin, and optional regex replacements."""
+    text = example.read_text()
     text = text.replace('url = "opc.tcp://127.0.0.1:4840"', f'url = "{url}"')
+    if modbus_port is not None:
+        text = text.replace("port = 5020", f"port = {modbus_port}")
     text = text.replace('path = "../models/cstr_baseline.onnx"', f'path = "{policy}"')
     text = text.replace('dir = "../var/audit"', f'dir = "{tmp / "audit"}"')
     text = text.replace('socket = "../var/control.sock"', f'socket = "{tmp / "control.sock"}"')

@@ -20,7 +20,7 @@ def _data(sp: list[float], applied: list[float] | None = None, *, dt: float = 0.
           extra: dict[str, list[float]] | None = None) -> RunData:
     sc = Scenario(path=Path("x.toml"), name="synthetic", description="", duration_s=10.0, plant="cstr",
                   twin=True, twin_options={}, external={}, config=Path("c.toml"), model=None,
-                  cycle_hz=HZ, start=True, events=[], invariants={})
+                  cycle_hz=HZ, start=True, settings={}, events=[], invariants={})
     plan = GatewayPlan(Path("g.toml"), Path("audit"), Path("s.sock"), HZ,
                        [ActionInfo("feed_sp", "feed_sp", "feed", 0.0, 200.0, 50.0, 0.0)],
                        "heartbeat", {}, {})
@@ -105,6 +105,23 @@ def test_estop_reaction_budget() -> None:
     assert not v.passed and v.value == pytest.approx(200, abs=1)
     assert not inv.estop_reaction(_data([50.0] * 100, events=[_ev("estop", 0.0)]), 1000).passed
     assert not inv.estop_reaction(_data([50.0] * 100), 1000).passed  # nothing measured
+
+
+def test_estop_reaction_is_timed_from_the_injected_fault() -> None:
+    """A trip after an injected fault counts from the fault, not from its detection: a
+    gateway that takes 0.6 s to notice a hang fails a 0.3 s budget even though the safe
+    outputs follow its detection at once."""
+    sp = [50.0] * 70 + [0.0] * 30          # safe at 0.7 s; the hang began at 0.1 s, detected at 0.65 s
+    trip = [{"kind": "trip", "code": "comms_loss", "t_mono": 0.65}]
+    d = _data(sp, audit=trip, events=[_ev("fault", 0.1, fault="hang", target="opcua")])
+    v = inv.estop_reaction(d, 300)
+    assert not v.passed and v.value == pytest.approx(600, abs=1) and "hang" in v.detail
+    assert inv.estop_reaction(d, 700).passed
+    # a fault cleared before the trip is not its cause: then the trip is timed from detection
+    cleared = _data(sp, audit=trip, events=[_ev("fault", 0.1, fault="hang", target="opcua"),
+                                            _ev("clear_faults", 0.3)])
+    v = inv.estop_reaction(cleared, 300)
+    assert v.passed and v.value == pytest.approx(50, abs=1)
 
 
 def test_heartbeat_loss_needs_remote_dropped() -> None:
