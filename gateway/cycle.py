@@ -233,6 +233,7 @@ class ControlLoop:
         clock = time.perf_counter
         pauses = GcPauses()
         between = CycleGc() if self.settings.gateway.gc == "between_cycles" else None
+        self._started_mono = time.monotonic()  # comms loss counts from here until a first good read
         try:
             deadline = clock() + period
             while not stop.is_set():
@@ -313,7 +314,10 @@ class ControlLoop:
         t = self._t  # this cycle's stage times
         t_read = time.perf_counter()
         # the read waits no longer than half a period, nor past the moment comms loss trips
-        await self.transport.read(snap, min(start + READ_SHARE * period, self._comms_expiry() + 1e-3))
+        # (once that has passed, reads get their half period again: recovery needs them)
+        read_by = start + READ_SHARE * period
+        expiry = self._comms_expiry() + 1e-3
+        await self.transport.read(snap, expiry if start < expiry < read_by else read_by)
         t_check = time.perf_counter()
         t[_READ] = t_check - t_read
         now = time.monotonic()  # after the read: a late link has cost this cycle its time

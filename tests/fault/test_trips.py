@@ -91,7 +91,7 @@ def test_consecutive_deadline_overruns(tmp_path: Path) -> None:
             loop = b.gateway.loop
             real_read = loop.transport.read
 
-            async def slow_read(snap) -> None:  # noqa: ANN001 - a PLC answering 1.5 periods late
+            async def slow_read(snap, deadline=None) -> None:  # noqa: ANN001 - a cycle stalled 1.5 periods
                 await asyncio.sleep(loop.period * 1.5)
                 await real_read(snap)
             loop.transport.read = slow_read

@@ -126,10 +126,10 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
 
             async def settled() -> bool:
                 await sub.read(s_sub)
-                await poll.read(s_poll)
                 # every tag, changed or not, is as fresh as the subscription's last sign of life
                 alive = max(link.last_notify_mono, link.last_poll_mono)
                 assert (s_sub.recv_mono == alive).all() and alive <= time.monotonic()
+                await poll.read(s_poll)
                 return bool(np.array_equal(s_sub.values, s_poll.values)
                             and np.array_equal(s_sub.quality, s_poll.quality) and s_sub.values[0] == 5.5)
             await _until(settled)
