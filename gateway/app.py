@@ -397,6 +397,9 @@ class Gateway:
             "verdict": loop.checker.verdict.code,
             "manual_by": sorted(loop.manual_by),
             "interlocks": loop.interlocks.active_names(),
+            "plc_accepts": loop.authority.accepts,  # None: not configured (no plc_remote/watchdog tag)
+            "alarms": dict(loop.alarms),
+            "data_age_s": None if loop.stats.data_age_s != loop.stats.data_age_s else loop.stats.data_age_s,
             "values": {n: (None if v != v else v) for n, v in zip(tags.readable, snap.values.tolist())},
             "action": dict(zip(self.settings.policy.actions, loop.action.tolist())),
             "audit_records": audit_stats.records_written,

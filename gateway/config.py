@@ -250,6 +250,9 @@ class ActionSpec(_Section):
     safe: float = Field(description="value written on e-stop")
     applied: str | None = Field(None, description="tag reading the output the PLC really applies "
                                 "(tracked in MANUAL for a bumpless hand-back); default: the action tag")
+    applied_tolerance: float | None = Field(None, gt=0, description="the applied value may differ from the "
+                                            "written setpoint by this much (after applied_settle_s) before "
+                                            "it is an alarm; default 5 % of [min, max]")
 
     @model_validator(mode="after")
     def _valid(self) -> ActionSpec:
@@ -307,6 +310,12 @@ class SafetySection(_Section):
     heartbeat_tag: str = Field(description="writable alive counter the PLC watches")
     estop_input: str | None = Field(None, description="boolean tag: true = PLC e-stop active (trips)")
     hand_auto_tag: str | None = Field(None, description="boolean tag: false = PLC in hand (MANUAL)")
+    plc_remote_tag: str | None = Field(None, description="boolean tag: true = the PLC applies the gateway's "
+                                       "setpoints; false while in AUTO moves the gateway to MANUAL")
+    plc_watchdog_tag: str | None = Field(None, description="boolean tag: true = the PLC's heartbeat watchdog "
+                                         "has tripped (it does not accept the gateway's setpoints)")
+    applied_settle_s: float = Field(2.0, ge=0, description="a written setpoint and its applied tag may differ "
+                                    "this long before the mismatch is an alarm")
     policy_fault: Literal["fallback", "estop"] = Field("fallback", description="what a policy fault does")
     limits: dict[str, LimitSpec] = Field(default_factory=dict)
     actions: dict[str, ActionSpec] = Field(default_factory=dict)
@@ -464,8 +473,9 @@ def _cross_problems(s: Settings) -> list[str]:
                    f"(got {hb.datatype!r})")
     if s.safety.estop_input is not None:
         need_tag("safety.estop_input", s.safety.estop_input)
-    if s.safety.hand_auto_tag is not None:
-        need_tag("safety.hand_auto_tag", s.safety.hand_auto_tag)
+    for key in ("hand_auto_tag", "plc_remote_tag", "plc_watchdog_tag"):
+        if getattr(s.safety, key) is not None:
+            need_tag(f"safety.{key}", getattr(s.safety, key))
     out.extend(_safety_problems(s, need_tag))
     out.extend(_budget_problems(s))
     for name in s.safety.limits:

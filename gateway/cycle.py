@@ -6,6 +6,7 @@
       hard/soft limits)                                              TRIP → e-stop
     → comms-loss check (no good read for comms_timeout_ms)             TRIP → e-stop
     → human override (PLC hand/auto tag, operator command)            → MANUAL
+    → PLC authority (remote/watchdog tags): not accepting in AUTO       → MANUAL
     → interlocks: this cycle's effective action bounds
     → staged model swap (validated before; swapped only here, between cycles)
     → mode gate
@@ -18,6 +19,7 @@
                              beside the active one, audited, never written
     → action shield (finite, bounds ∩ interlocks, rate)      no feasible action → e-stop
     → write actions + heartbeat
+    → written setpoints against the applied tags (a persistent mismatch: alarm)
     → audit record (hand-off, never waits for disk)
     → garbage collection, with ``gc = "between_cycles"`` (never inside the steps above)
     → metrics, and the "healthy cycle" notification (systemd watchdog)
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -61,6 +64,7 @@ from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 from gateway.policy.fallback import FallbackController
 from gateway.policy.registry import ModelManager
+from gateway.safety.authority import PlcAuthority
 from gateway.safety.checker import ObservationChecker, Status
 from gateway.safety.estop import EStop, TripEvent
 from gateway.safety.interlocks import Interlocks
@@ -68,6 +72,7 @@ from gateway.safety.shield import ActionShield
 from gateway.timing import TRACE_FIELDS, CycleGc, CycleTrace, GcPauses
 
 HEARTBEAT_MODULO = 2**32
+PLC_HOLDERS = frozenset({"plc", "plc_remote"})  # MANUAL held by the PLC: nothing of ours is applied
 # columns of the per-cycle timing list (gateway.timing.TRACE_FIELDS)
 _LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK, _GC = range(len(TRACE_FIELDS))
 SPIN_S = 150e-6  # the last stretch before a deadline is spun: a nanosleep overshoots by ~60-90 µs here
@@ -123,6 +128,7 @@ class ControlLoop:
         self.shield = ActionShield(settings)
         self.interlocks = Interlocks(settings, self.checker.names)
         self.fallback = FallbackController(settings, self.checker.names)
+        self.authority = PlcAuthority(settings, tags, self.checker.names)
         self.snap = Snapshot(len(tags.readable))
         self.stats = CycleStats()
         # this cycle's stage times (s, NaN = not run), observed in the metrics stage
@@ -156,8 +162,11 @@ class ControlLoop:
         self._io_deadline = math.inf
         self._on_time_mono = time.monotonic()  # end of the last cycle that met its deadline
         self.last_safe_write: dict[str, Any] | None = None  # the e-stop's, for its trip record
+        self.alarms: dict[str, str] = {}  # active alarms (PLC authority, setpoint mismatch) -> message
+        self._accepts_shown: bool | None = None
         self._heartbeat = 0
         self._started_mono = time.monotonic()
+        self._acked_mono = self._started_mono  # the last write the device acknowledged
         self._comms_timeout_s = settings.gateway.comms_timeout_ms / 1000.0
         self._start_requested = settings.gateway.auto_start
         self._last_code = "ok"
@@ -234,6 +243,7 @@ class ControlLoop:
         pauses = GcPauses()
         between = CycleGc() if self.settings.gateway.gc == "between_cycles" else None
         self._started_mono = time.monotonic()  # comms loss counts from here until a first good read
+        self._acked_mono = self._started_mono
         try:
             deadline = clock() + period
             while not stop.is_set():
@@ -332,8 +342,8 @@ class ControlLoop:
         # 3. comms loss past its timeout trips, and so does unusable data (stale, no data)
         # that lasts as long while actions are written: no open-loop run on a frozen sensor
         if self._comms_lost(now):
-            await self.estop.trip("comms_loss", f"no good read from the PLC for more than "
-                                  f"{self._comms_timeout_s * 1000:.0f} ms")
+            await self.estop.trip("comms_loss", f"no answer from the PLC (good read or acknowledged write) "
+                                  f"for more than {self._comms_timeout_s * 1000:.0f} ms")
         if verdict.status != Status.HOLD or self.modes.mode not in WRITING:
             self._hold_since = math.nan
         elif math.isnan(self._hold_since):
@@ -344,8 +354,12 @@ class ControlLoop:
 
         # 4. human override from the PLC's hand/auto selector
         monitored = self.checker.values
-        if verdict.status == Status.OK and self._hand_auto >= 0:
-            self._follow_hand_auto(monitored[self._hand_auto] != 0.0)
+        if verdict.status == Status.OK:
+            if self._hand_auto >= 0:
+                self._follow_hand_auto(monitored[self._hand_auto] != 0.0)
+            accepts = self.authority.read(monitored)
+            if accepts is not None:
+                self._follow_plc_acceptance(accepts)
 
         # 5. interlocks → this cycle's bounds
         lo, hi = self.interlocks.bounds(monitored)
@@ -367,7 +381,7 @@ class ControlLoop:
             await self._write_heartbeat()
         elif mode == Mode.MANUAL:
             self._track_applied()
-            if self._operator_sp is not None and "plc" not in self._manual_by:
+            if self._operator_sp is not None and not self._manual_by & PLC_HOLDERS:
                 written = await self._shield_and_write(self._operator_sp, lo, hi)
             else:
                 await self._write_heartbeat()
@@ -383,6 +397,10 @@ class ControlLoop:
             # 8. shield, 9. write
             if self.modes.mode in WRITING:
                 written = await self._shield_and_write(self._candidate, lo, hi)
+
+        # 9b. what the PLC applies against what was written (an alarm, audited, on change)
+        for change in self.authority.compare(self._action, snap, now, self.modes.mode in WRITING):
+            self._alarm(change.name, change.raised, change.message)
 
         # 10. audit (hand-off to the writer thread); a log that cannot be written trips
         # here too, not only through on_fatal, so no cycle runs on in AUTO unrecorded
@@ -510,6 +528,32 @@ class ControlLoop:
             self._manual_by.discard("plc")
             self._leave_manual("plc")
 
+    def _follow_plc_acceptance(self, accepts: bool) -> None:
+        """The PLC stopped applying our setpoints: do not claim to control (MANUAL, held by
+        the PLC, with an alarm); hand back when it accepts again."""
+        if accepts is not self._accepts_shown:
+            self._accepts_shown = accepts
+            self.metrics.plc_accepts.set(1.0 if accepts else 0.0)
+        if not accepts and "plc_remote" not in self._manual_by and self.modes.mode in WRITING:
+            self._manual_by.add("plc_remote")
+            self._alarm("plc_not_accepting", True, "the PLC does not accept the gateway's setpoints")
+            self._enter_manual("PLC does not accept the gateway's setpoints (remote off or watchdog tripped)",
+                               "plc")
+        elif accepts and "plc_remote" in self._manual_by:
+            self._manual_by.discard("plc_remote")
+            self._alarm("plc_not_accepting", False, "the PLC accepts the gateway's setpoints again")
+            self._leave_manual("plc")
+
+    def _alarm(self, name: str, raised: bool, message: str) -> None:
+        """An alarm raised or cleared: audited, counted, kept for status (never on the hot path)."""
+        if raised:
+            self.alarms[name] = message
+        else:
+            self.alarms.pop(name, None)
+        self.metrics.alarm(name, raised)
+        with contextlib.suppress(AuditError):  # a log that cannot be written trips below
+            self.audit.append("alarm", {"alarm": name, "raised": raised, "message": message})
+
     def _enter_manual(self, reason: str, actor: str) -> None:
         mode = self.modes.mode
         if mode in (Mode.READY, Mode.AUTO, Mode.FALLBACK):
@@ -545,8 +589,10 @@ class ControlLoop:
         return [None if not math.isfinite(v) else v for v in values.tolist()]
 
     def _comms_expiry(self) -> float:
-        """When comms loss trips: the oldest link's last good read plus comms_timeout_ms."""
-        oldest = math.inf
+        """When comms loss trips: comms_timeout_ms after the oldest of each link's last good
+        read and the last acknowledged write (a link whose notifications still arrive but
+        which acknowledges nothing in time is not one the gateway can control through)."""
+        oldest = self._acked_mono
         for health in self.transport.health().values():
             last = health.last_ok_mono
             oldest = min(oldest, last if math.isfinite(last) else self._started_mono)
@@ -611,6 +657,7 @@ class ControlLoop:
             if isinstance(exc, WriteError):
                 return exc.outcomes
             return [f"not_attempted: {exc}"] * len(plan.names)  # refused before anything was sent
+        self._acked_mono = time.monotonic()
         return self._all_ok if len(plan.names) == len(self._all_ok) else self._hb_ok
 
     async def settle_writes(self) -> None:

@@ -63,12 +63,20 @@ class Metrics:
         self.mode = Gauge("edgewarden_mode", "1 for the current mode", ["mode"], registry=r)
         self._mode_children = {m: self.mode.labels(mode=m.name) for m in Mode}
         self.set_mode(Mode.INHIBITED)
+        self.alarms = Gauge("edgewarden_alarm_active", "1 while an alarm is raised (plc_not_accepting, "
+                            "setpoint_mismatch:<action>)", ["alarm"], registry=r)
+        self.plc_accepts = Gauge("edgewarden_plc_accepts_setpoints", "1 while the PLC applies the gateway's "
+                                 "setpoints, 0 while it does not (absent without plc_remote_tag/plc_watchdog_tag)",
+                                 registry=r)
         self.server_port: int | None = None
         self._server = None
 
     def set_mode(self, mode: Mode) -> None:
         for m, child in self._mode_children.items():
             child.set(1.0 if m == mode else 0.0)
+
+    def alarm(self, name: str, raised: bool) -> None:
+        self.alarms.labels(alarm=name).set(1.0 if raised else 0.0)
 
     def shield_rule(self, code: str) -> None:
         """Count one shield intervention under its rule (the code's part before ':')."""

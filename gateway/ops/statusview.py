@@ -37,9 +37,14 @@ def render(reply: dict[str, Any]) -> str:
         f"        cycles {st.get('cycles', 0)}  deadline misses {st.get('deadline_misses', 0)}"
         f"  holds {st.get('holds', 0)}  shield interventions {st.get('shield_interventions', 0)}"
         f"  write errors {st.get('write_errors', 0)}",
-        f"checks  {reply.get('verdict')}"
+        f"checks  {reply.get('verdict')}  data age {_ms(reply.get('data_age_s'))}"
         + (f"  interlocks active: {', '.join(reply['interlocks'])}" if reply.get("interlocks") else ""),
     ]
+    accepts = reply.get("plc_accepts")
+    if accepts is not None:
+        lines.append(f"plc     accepts gateway setpoints: {'yes' if accepts else 'NO'}")
+    for name, message in (reply.get("alarms") or {}).items():
+        lines.append(f"alarm   {name}: {message}")
     trip = reply.get("last_trip")
     active = reply.get("mode") == "ESTOP"
     lines.append(f"trips   {reply.get('trips', 0)}" + (

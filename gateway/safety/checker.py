@@ -54,11 +54,12 @@ class Verdict:
 
 
 def monitored_tags(s: Settings) -> list[str]:
-    """Every tag the safety layer must see GOOD each cycle."""
+    """Every tag the safety layer must see GOOD each cycle (the PLC's authority flags too)."""
     from gateway.safety.expr import parse_condition
 
     names = [*s.policy.observations, *s.safety.limits]
-    names += [t for t in (s.safety.estop_input, s.safety.hand_auto_tag) if t]
+    names += [t for t in (s.safety.estop_input, s.safety.hand_auto_tag, s.safety.plc_remote_tag,
+                          s.safety.plc_watchdog_tag) if t]
     for il in s.safety.interlocks.values():
         names += [c.tag for c in parse_condition(il.when)]
     for pid in s.safety.fallback.pid.values():

@@ -57,6 +57,8 @@ def config(plant: str) -> dict[str, Any]:
             tags[f"{s.name}_sp"] = _tag(plant, f"{s.name}_sp", s, writable=True)
     tags["plc_estop"] = _tag(plant, "estop", datatype="bool")
     tags["plc_auto"] = _tag(plant, "auto", datatype="bool")
+    tags["plc_remote"] = _tag(plant, "remote", datatype="bool")
+    tags["plc_watchdog"] = _tag(plant, "watchdog_tripped", datatype="bool")
     tags["heartbeat"] = _tag(plant, "heartbeat", datatype="uint32", writable=True)
     limits: dict[str, Any] = {}
     for lim in spec.objective.limits:
@@ -80,7 +82,7 @@ def config(plant: str) -> dict[str, Any]:
         "policy": {"path": f"../models/{plant}_p.onnx", "observations": obs,
                    "actions": [f"{a}_sp" for a in p["actions"]]},
         "safety": {"heartbeat_tag": "heartbeat", "estop_input": "plc_estop", "hand_auto_tag": "plc_auto",
-                   "policy_fault": "fallback", "limits": limits, "actions": actions,
+                   "plc_remote_tag": "plc_remote", "plc_watchdog_tag": "plc_watchdog", "policy_fault": "fallback", "limits": limits, "actions": actions,
                    "fallback": {"controller": "hold"}},
         "audit": {"dir": "../../var/hil-audit", "commit_interval_ms": 10},
         "metrics": {"enabled": True, "host": "127.0.0.1", "port": 0},

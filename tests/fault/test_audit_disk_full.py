@@ -106,7 +106,7 @@ def test_cycle_trips_itself_when_the_log_fails_between_two_cycles(tmp_path: Path
     from gateway.ops.metrics import Metrics
     from tests.helpers import write_linear_policy
 
-    healthy = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, "plc_auto": 1.0,
+    healthy = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, "plc_auto": 1.0, "plc_remote": 1.0, "plc_watchdog": 0.0,
                "coolant_flow_sp": 100.0, "feed_flow_sp": 100.0, "coolant_flow": 100.0, "feed_flow": 100.0}
     s = load_config(write_config(tmp_path, policy=write_linear_policy(tmp_path / "p.onnx"))).settings
     tags = TagMap.from_settings(s)

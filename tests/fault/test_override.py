@@ -80,3 +80,31 @@ def test_operator_manual_with_setpoints_and_hand_back(tmp_path: Path) -> None:
             ops = [r["cmd"] for r in b.audit_records() if r["kind"] == "operator"]
             assert ops[-3:] == ["start", "manual", "auto"]
     asyncio.run(go())
+
+
+def test_plc_dropping_remote_in_auto(tmp_path: Path) -> None:
+    """The twin's PLC latches its watchdog (it drops REMOTE and applies its own safe values)
+    while the gateway is in AUTO: the gateway shows it within one cycle of reading it, does
+    not claim to control (MANUAL, held by the PLC, alarm), and hands back once the PLC's
+    reset restores REMOTE."""
+    async def go() -> None:
+        async with bench(tmp_path) as b:
+            await b.start_auto()
+            b.twin.image.set("watchdog_tripped", True)  # the PLC latches its own dead-man
+            await wait_for(lambda: not b.twin.image["remote"], "the PLC to drop REMOTE", timeout=2)
+            dropped = asyncio.get_running_loop().time()
+            await wait_for(lambda: b.mode == "MANUAL", "MANUAL", timeout=2)
+            # one PLC scan for the twin's servers, one cycle to read it, one to act on it
+            assert asyncio.get_running_loop().time() - dropped <= 2 * PERIOD + 0.05
+            st = await b.status()
+            assert st["plc_accepts"] is False and "plc_not_accepting" in st["alarms"]
+            assert st["manual_by"] == ["plc_remote"]
+            n = len([r for r in cycles(b) if r["written"] is not None])
+            await asyncio.sleep(0.3)
+            assert len([r for r in cycles(b) if r["written"] is not None]) == n  # nothing but heartbeats
+            b.twin.image.write("reset_cmd", True)  # the PLC's reset: REMOTE again
+            await wait_for(lambda: b.mode == "AUTO", "the hand-back to AUTO", timeout=3)
+            assert (await b.status())["plc_accepts"] is True
+            alarms = [(r["alarm"], r["raised"]) for r in b.audit_records() if r["kind"] == "alarm"]
+            assert ("plc_not_accepting", True) in alarms and ("plc_not_accepting", False) in alarms
+    asyncio.run(go())

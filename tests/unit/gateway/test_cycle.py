@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from gateway.modes import Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 from tests.helpers import write_config, write_linear_policy
 
-HEALTHY = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, "plc_auto": 1.0,
+HEALTHY = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, "plc_auto": 1.0, "plc_remote": 1.0, "plc_watchdog": 0.0,
            "coolant_flow_sp": 100.0, "feed_flow_sp": 100.0, "coolant_flow": 100.0, "feed_flow": 100.0}
 
 
@@ -48,6 +49,16 @@ def steps(loop: ControlLoop, n: int) -> None:
     async def go() -> None:
         for _ in range(n):
             await loop.step()
+    asyncio.run(go())
+
+
+def run_for(loop: ControlLoop, seconds: float, period: float = 0.01) -> None:
+    """Cycles every ``period`` for ``seconds`` (writes, and their acknowledgements, go on)."""
+    async def go() -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await loop.step()
+            await asyncio.sleep(period)
     asyncio.run(go())
 
 
@@ -316,7 +327,7 @@ def test_stale_data_that_lasts_past_the_timeout_trips(tmp_path: Path) -> None:
     t.quality["T"] = Quality.NO_DATA  # the PLC stops delivering T while the link stays up
     steps(loop, 1)
     assert loop.modes.mode == Mode.AUTO and loop.stats.holds == 1
-    asyncio.run(asyncio.sleep(0.06))
+    run_for(loop, 0.06)  # the link answers, T does not
     steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "hold_timeout:no_data:T"
@@ -385,3 +396,54 @@ def test_write_ack_next_cycle_counts_a_failed_write_in_the_next_cycle_and_safe_w
         assert slow.writes[-1]["coolant_flow_sp"] == loop.shield.safe[0]
 
     asyncio.run(go())
+
+
+# ---- the PLC's authority as an input -------------------------------------------------------
+@pytest.mark.parametrize(("tag", "value"), [("plc_remote", 0.0), ("plc_watchdog", 1.0)])
+def test_a_plc_that_stops_accepting_moves_auto_to_manual_and_back(tmp_path: Path, tag: str, value: float) -> None:
+    loop, t, audit = make_loop(tmp_path)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 2)
+    assert loop.modes.mode == Mode.AUTO and loop.authority.accepts is True
+    t.values[tag] = value  # remote off, or the PLC's dead-man tripped
+    n_writes = len(action_writes(t))
+    steps(loop, 1)  # seen in the very cycle that reads it
+    assert loop.modes.mode == Mode.MANUAL and "plc_remote" in loop.manual_by
+    assert loop.authority.accepts is False and "plc_not_accepting" in loop.alarms
+    steps(loop, 3)
+    assert len(action_writes(t)) == n_writes  # no setpoint written while the PLC does not listen
+    alarms = [p for k, p in audit.records if k == "alarm"]
+    assert alarms == [{"alarm": "plc_not_accepting", "raised": True,
+                       "message": "the PLC does not accept the gateway's setpoints"}]
+    metric = loop.metrics.registry.get_sample_value("edgewarden_plc_accepts_setpoints")
+    assert metric == 0.0
+    t.values[tag] = 1.0 - value
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.AUTO and "plc_not_accepting" not in loop.alarms
+    assert [p["raised"] for k, p in audit.records if k == "alarm"] == [True, False]
+
+
+def test_a_persistent_setpoint_mismatch_is_an_alarm_naming_the_action(tmp_path: Path) -> None:
+    loop, t, audit = make_loop(tmp_path, replace={r'^policy_fault = "fallback"':
+                                                  'policy_fault = "fallback"\napplied_settle_s = 0.05'})
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 2)
+    assert loop.modes.mode == Mode.AUTO
+    t.values["coolant_flow"] = loop.action[0] + 50.0  # the PLC applies something else
+    run_for(loop, 0.03)
+    assert "setpoint_mismatch:coolant_flow_sp" not in loop.alarms  # within the settle time
+    t.values["coolant_flow"] = loop.action[0] + 50.0
+    run_for(loop, 0.08)
+    assert list(loop.alarms) == ["setpoint_mismatch:coolant_flow_sp"]
+    message = loop.alarms["setpoint_mismatch:coolant_flow_sp"]
+    assert "coolant_flow_sp: written" in message and "PLC applies" in message
+    assert loop.modes.mode == Mode.AUTO  # an alarm, not a trip
+    t.values["coolant_flow"] = loop.action[0]
+    steps(loop, 1)
+    t.values["coolant_flow"] = loop.action[0]
+    steps(loop, 1)
+    assert not loop.alarms
+    assert [(p["alarm"], p["raised"]) for k, p in audit.records if k == "alarm"] == [
+        ("setpoint_mismatch:coolant_flow_sp", True), ("setpoint_mismatch:coolant_flow_sp", False)]

@@ -53,6 +53,8 @@ def ref_monitored(s: Settings) -> list[str]:
         add(name)
     add(s.safety.estop_input)
     add(s.safety.hand_auto_tag)
+    add(s.safety.plc_remote_tag)
+    add(s.safety.plc_watchdog_tag)
     for il in s.safety.interlocks.values():
         for clause in parse_condition(il.when):
             add(clause.tag)
