@@ -28,13 +28,13 @@ A trip at any step goes through the e-stop, which writes the safe outputs at onc
 Deadline overruns are counted; ``max_consecutive_overruns`` in a row, or overruns that
 last longer than ``comms_timeout_ms``, trip the e-stop.
 
-Time budget: the read is given until half a period after the cycle's start (and never
-past the moment comms loss trips), the write until 0.9 of a period (the e-stop's safe
-write a whole period), whatever a library's request timeout says; what has not answered
-by then is NO_DATA (read) or not acknowledged (write) this cycle. So a hung or slow link
-costs each cycle at most one period, and comms loss trips within ``comms_timeout_ms``
-(plus the scheduling jitter of one wake-up) of the last answer: inside the documented
-budget of ``comms_timeout_ms`` plus one cycle.
+Time budget: the read is given until half a period after the cycle's start, the write
+until 0.9 of a period (the e-stop's safe write a whole period), whatever a library's
+request timeout says; what has not answered by then is NO_DATA (read) or not
+acknowledged (write) this cycle. So a hung or slow link costs each cycle at most one
+period, and comms loss trips at the last check before ``comms_timeout_ms`` of silence:
+inside the documented budget of ``comms_timeout_ms`` plus one cycle, with a cycle to
+spare for scheduling jitter.
 The audit record says, per written tag, whether the device acknowledged the write.
 
 Timing: deadlines lie on the ideal grid ``t0 + k·period`` of ``time.perf_counter``
@@ -323,11 +323,7 @@ class ControlLoop:
         # 1. read
         t = self._t  # this cycle's stage times
         t_read = time.perf_counter()
-        # the read waits no longer than half a period, nor past the moment comms loss trips
-        # (once that has passed, reads get their half period again: recovery needs them)
-        read_by = start + READ_SHARE * period
-        expiry = self._comms_expiry() + 1e-3
-        await self.transport.read(snap, expiry if start < expiry < read_by else read_by)
+        await self.transport.read(snap, start + READ_SHARE * period)
         t_check = time.perf_counter()
         t[_READ] = t_check - t_read
         now = time.monotonic()  # after the read: a late link has cost this cycle its time
@@ -599,7 +595,10 @@ class ControlLoop:
         return oldest + self._comms_timeout_s
 
     def _comms_lost(self, now: float) -> bool:
-        return now > self._comms_expiry()
+        """Lost when the silence would outlast comms_timeout_ms before the next cycle's
+        check: it trips after between comms_timeout_ms − one period and comms_timeout_ms
+        of silence, so the e-stop lands within the budget whatever the phase."""
+        return now + self.period > self._comms_expiry()
 
     def _gate_readiness(self, status: Status) -> None:
         if self.modes.mode == Mode.INHIBITED and status == Status.OK:

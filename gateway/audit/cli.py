@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import AuditError
 
@@ -35,8 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-n", type=int, default=10, metavar="N", help="number of records (default 10)")
     p.set_defaults(handler=_tail)
 
-    p = sub.add_parser("show", help="print records as JSON lines, filtered by time and kind")
+    p = sub.add_parser("show", help="print records as JSON lines, filtered by time and kind; "
+                                     "says on stderr how many show a write the device did not acknowledge")
     _filters(p)
+    p.add_argument("--failed-writes", action="store_true",
+                   help="only records with a write that was not acknowledged (failed, timeout, not attempted)")
     p.set_defaults(handler=_show)
 
     p = sub.add_parser("checkpoints", help="print the log's signed checkpoints as export lines")
@@ -131,14 +136,27 @@ def _selected(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _show(args: argparse.Namespace) -> int:
-    from gateway.audit.export import write_jsonl
+    from gateway.audit.export import unacknowledged, write_jsonl
 
     records, _, _ = _selected(args)
+    failed: list[int] = []
+
+    def marked() -> Iterator[Any]:
+        for rec in records:
+            if unacknowledged(rec.payload):
+                failed.append(rec.seq)
+            elif args.failed_writes:
+                continue
+            yield rec
+
     try:
-        write_jsonl(records, sys.stdout)
+        write_jsonl(marked(), sys.stdout)
         sys.stdout.flush()
     except BrokenPipeError:
         return _quiet_broken_pipe()
+    if failed:
+        print(f"audit show: {len(failed)} record(s) with a write the device did not acknowledge "
+              f"(seq {failed[0]}..{failed[-1]}); --failed-writes lists only those", file=sys.stderr)
     return 0
 
 

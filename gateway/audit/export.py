@@ -71,6 +71,19 @@ def record_line(rec: DecodedRecord) -> str:
     return json.dumps({"seq": rec.seq, "hash": rec.hash, "payload": rec.payload}, ensure_ascii=False) + "\n"
 
 
+def unacknowledged(payload: dict[str, Any]) -> list[str]:
+    """The write outcomes of a cycle or trip record that are not acknowledgements
+    (``failed: …``, ``timeout``, ``not_attempted: …``); empty when everything sent was."""
+    acks: list[Any] = []
+    for field in ("ack", "prev_ack"):
+        if isinstance(payload.get(field), list):
+            acks += payload[field]
+    safe = payload.get("safe_write")
+    if isinstance(safe, dict) and isinstance(safe.get("ack"), list):
+        acks += safe["ack"]
+    return [a for a in acks if a != "ok"]
+
+
 def write_jsonl(records: Iterable[DecodedRecord], out: TextIO) -> tuple[int, DecodedRecord | None]:
     n, last = 0, None
     for rec in records:

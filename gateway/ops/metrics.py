@@ -66,8 +66,9 @@ class Metrics:
         self.alarms = Gauge("edgewarden_alarm_active", "1 while an alarm is raised (plc_not_accepting, "
                             "setpoint_mismatch:<action>)", ["alarm"], registry=r)
         self.plc_accepts = Gauge("edgewarden_plc_accepts_setpoints", "1 while the PLC applies the gateway's "
-                                 "setpoints, 0 while it does not (absent without plc_remote_tag/plc_watchdog_tag)",
+                                 "setpoints, 0 while it does not (NaN without plc_remote_tag/plc_watchdog_tag)",
                                  registry=r)
+        self.plc_accepts.set(float("nan"))
         self.server_port: int | None = None
         self._server = None
 

@@ -120,6 +120,16 @@ async def scenario(tmp: Path) -> None:
             async def ready() -> bool:
                 return (await status(sock)).get("mode") == "READY"
             await wait_for(ready, "READY mode again (the PLC's watchdog may have fired)")
+            if twin.image["watchdog_tripped"]:  # it did: the gateway says so, and the PLC's reset clears it
+                r = await asyncio.to_thread(cli, "status", "--socket", str(sock))
+                assert "accepts gateway setpoints: NO" in r.stdout, r.stdout
+                twin.image.write("reset_cmd", True)
+            await wait_for(lambda: twin.image["remote"], "the PLC in REMOTE")
+            await wait_for(lambda: status(sock), "status")
+
+            async def accepting() -> bool:
+                return (await status(sock)).get("plc_accepts") is True
+            await wait_for(accepting, "the gateway to see the PLC accept its setpoints")
 
             # the operator CLI: start, then a readable status
             r = await asyncio.to_thread(cli, "start", "--socket", str(sock), "--operator", "alice")

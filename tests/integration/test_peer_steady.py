@@ -24,7 +24,8 @@ from tests.helpers import control_status, free_port, wait_for, write_config
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
 # the example config's nodes (ns=2;s=cstr.NAME), steady values, variant types
 NODES = {"T": (350.0, "Double"), "CA": (0.5, "Double"), "Tj": (300.0, "Double"), "T_sp": (350.0, "Double"),
-         "estop": (False, "Boolean"), "auto": (True, "Boolean"), "coolant_flow": (200.0, "Double"),
+         "estop": (False, "Boolean"), "auto": (True, "Boolean"), "remote": (True, "Boolean"),
+         "watchdog_tripped": (False, "Boolean"), "coolant_flow": (200.0, "Double"),
          "feed_flow": (0.0, "Double"), "coolant_flow_sp": (200.0, "Double"), "feed_flow_sp": (0.0, "Double"),
          "heartbeat": (0, "UInt32")}
 

@@ -21,6 +21,7 @@ def exposed() -> set[str]:
     m.reloads.labels(result="applied")
     m.cycle_seconds.observe(0.001)
     m.soft_alarms.inc()
+    m.alarm("plc_not_accepting", True)
     watch_links(m, lambda: {"plc1": LinkHealth()})
     watch_audit(m, lambda: AuditStats(records_written=1, bytes_written=1, commits=1, last_commit_latency_s=0.0,
                                       max_commit_latency_s=0.0, pending=0, last_seq=1, durable_seq=1,
