@@ -19,6 +19,14 @@ lower address) or ``"little"``. A written heartbeat register sets the image's co
 the 16-bit value; the PLC only looks for changes. Reads and writes outside the map, and
 writes that would cover half of a float32, answer ILLEGAL_ADDRESS.
 
+Conformance (Modbus Application Protocol V1.1b3): the function codes served are those of
+the map (1, 2, 3, 4, 5, 6, 15, 16); any other answers ILLEGAL_FUNCTION (1). A quantity
+of 0 or above the protocol's maximum (125 registers read, 123 written, 2000 bits read,
+1968 written), a Write Single Coil value other than
+0xFF00 or 0x0000, and 0x8000 written to an int16 register (the NaN / out-of-range
+marker, never a value) answer ILLEGAL_DATA_VALUE (3). The twin answers its device id
+and, with ``unit_255``, also unit 255 (the "not used" id of Modbus TCP).
+
 Implementation: pymodbus 3.16 routes every request of a server whose context is a
 ``ModbusServerContext`` with ``old_simulator`` set to ``context.async_getValues`` /
 ``async_setValues``; :class:`_ImageContext` implements those two on the image.
@@ -35,6 +43,7 @@ from typing import Literal
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
 
 from gateway.errors import TransportError
@@ -42,8 +51,60 @@ from simulators.image import PlcImage
 
 WordOrder = Literal["big", "little"]
 Table = Literal["ir", "hr", "co", "di"]
-_FC_TABLE: dict[int, Table] = {4: "ir", 3: "hr", 6: "hr", 16: "hr", 22: "hr", 23: "hr",
-                               1: "co", 5: "co", 15: "co", 2: "di"}
+# the function codes served (docs/twins.md lists exactly these)
+_FC_TABLE: dict[int, Table] = {4: "ir", 3: "hr", 6: "hr", 16: "hr", 1: "co", 5: "co", 15: "co", 2: "di"}
+# largest quantity per function code (Modbus Application Protocol V1.1b3, section 6)
+_MAX_READ = {1: 2000, 2: 2000, 3: 125, 4: 125}
+_MAX_WRITE = {15: 1968, 16: 123}
+_COIL_ON, _COIL_OFF = 0xFF00, 0x0000
+
+
+def _checked(request: type[ModbusPDU]) -> type[ModbusPDU]:
+    """``request`` answering ILLEGAL_DATA_VALUE where pymodbus would drop the frame and answer
+    an exception for function code 0 (a quantity outside the protocol's range), or take a
+    value the protocol does not define (Write Single Coil other than 0xFF00 / 0x0000)."""
+
+    class Checked(request):  # type: ignore[valid-type,misc]
+        illegal = False
+
+        def decode(self, data: bytes) -> None:
+            try:
+                super().decode(data)
+            except ValueError:  # pymodbus' quantity check
+                self.illegal = True
+                return
+            if self.function_code == 5:
+                self.illegal = struct.unpack(">H", data[2:4])[0] not in (_COIL_ON, _COIL_OFF)
+
+        async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
+            if self.illegal:
+                return ExceptionResponse(self.function_code, ExcCodes.ILLEGAL_VALUE)
+            return await super().datastore_update(context, device_id)
+
+    Checked.__name__ = Checked.__qualname__ = request.__name__
+    return Checked
+
+
+def _unsupported(code: int) -> type[ModbusPDU]:
+    """Any function code the twin does not serve: ILLEGAL_FUNCTION for that code (pymodbus
+    alone answers some itself and the rest with an exception for function code 0)."""
+
+    class Unsupported(ModbusPDU):
+        function_code = code
+
+        def decode(self, data: bytes) -> None:
+            pass  # Modbus TCP frames by the MBAP length: the body needs no decoding
+
+        async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
+            return ExceptionResponse(self.function_code, ExcCodes.ILLEGAL_FUNCTION)
+
+    Unsupported.__name__ = Unsupported.__qualname__ = f"Unsupported{code}"
+    return Unsupported
+
+
+# the decoder table of the twin's server: its function codes checked, every other refused
+_PDUS = [_checked(DecodePDU.pdu_table[fc][0]) for fc in _FC_TABLE] + \
+    [_unsupported(fc) for fc in range(1, 128) if fc not in _FC_TABLE]
 
 
 @dataclass(frozen=True)
@@ -103,11 +164,12 @@ def register_map(image: PlcImage) -> tuple[Register, ...]:
 class _ImageContext(ModbusServerContext):
     """A datastore reading and writing the PLC image directly (device id ``device_id``)."""
 
-    def __init__(self, image: PlcImage, device_id: int, word_order: WordOrder) -> None:
+    def __init__(self, image: PlcImage, device_id: int, word_order: WordOrder, unit_255: bool = False) -> None:
         # Deliberately not calling super().__init__: it only builds the deprecated
         # in-memory blocks (and logs a deprecation warning); we serve the image instead.
         self.image = image
         self.device_id = device_id
+        self.ids = (device_id, 255) if unit_255 and device_id != 255 else (device_id,)
         self.word_order = word_order
         self.simdevices = []
         self.old_simulator = True  # pymodbus: route requests to async_get/setValues
@@ -119,7 +181,7 @@ class _ImageContext(ModbusServerContext):
                 self._cells[reg.table][reg.address + i] = (reg, i)
 
     def device_ids(self) -> list[int]:
-        return [self.device_id]
+        return list(self.ids)
 
     def _words(self, reg: Register) -> list[int]:
         value = self.image[reg.tag]
@@ -135,11 +197,13 @@ class _ImageContext(ModbusServerContext):
 
     async def async_getValues(self, device_id: int, func_code: int, address: int,
                               count: int = 1) -> list[int] | list[bool] | ExcCodes:
-        if device_id != self.device_id:
+        if device_id not in self.ids:
             return ExcCodes.GATEWAY_NO_RESPONSE
         table = _FC_TABLE.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
+        if func_code in _MAX_READ and not 1 <= count <= _MAX_READ[func_code]:
+            return ExcCodes.ILLEGAL_VALUE
         cells = self._cells[table]
         out: list = []
         for a in range(address, address + count):
@@ -152,14 +216,17 @@ class _ImageContext(ModbusServerContext):
 
     async def async_setValues(self, device_id: int, func_code: int, address: int,
                               values: Sequence[int] | Sequence[bool]) -> ExcCodes | None:
-        if device_id != self.device_id:
+        if device_id not in self.ids:
             return ExcCodes.GATEWAY_NO_RESPONSE
         table = _FC_TABLE.get(func_code)
         if table not in ("hr", "co"):
             return ExcCodes.ILLEGAL_FUNCTION
+        if func_code in _MAX_WRITE and not 1 <= len(values) <= _MAX_WRITE[func_code]:
+            return ExcCodes.ILLEGAL_VALUE
         cells = self._cells[table]
         span = range(address, address + len(values))
-        # Validate the whole request first: every cell mapped, no float32 cut in half.
+        # Validate the whole request first: every cell mapped, no float32 cut in half, no
+        # int16 register given the marker that means "no value"
         for a in span:
             cell = cells.get(a)
             if cell is None:
@@ -167,6 +234,8 @@ class _ImageContext(ModbusServerContext):
             reg, _ = cell
             if reg.address not in span or reg.address + reg.width - 1 not in span:
                 return ExcCodes.ILLEGAL_ADDRESS
+            if reg.kind == "int16" and int(values[a - address]) & 0xFFFF == 0x8000:
+                return ExcCodes.ILLEGAL_VALUE
         done: set[str] = set()
         for a in span:
             reg, _ = cells[a]
@@ -193,10 +262,10 @@ class TwinModbusServer:
 
     def __init__(self, image: PlcImage, host: str = "127.0.0.1", port: int = 0, *,
                  device_id: int = 1, word_order: WordOrder = "big",
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, unit_255: bool = False) -> None:
         if word_order not in ("big", "little"):
             raise ValueError("word_order must be 'big' or 'little'")
-        self.context = _ImageContext(image, device_id, word_order)
+        self.context = _ImageContext(image, device_id, word_order, unit_255)
         self.host = host
         self._requested_port = port
         self._verbose = verbose
@@ -208,7 +277,7 @@ class TwinModbusServer:
         return self.context.map
 
     async def start(self) -> None:
-        server = ModbusTcpServer(self.context, address=(self.host, self._requested_port))
+        server = ModbusTcpServer(self.context, address=(self.host, self._requested_port), custom_pdu=_PDUS)
         # pymodbus has one logger for client and server: quieten it only while binding,
         # where it logs the OSError as a warning before raising a bare RuntimeError.
         pylog = logging.getLogger("pymodbus")

@@ -189,6 +189,7 @@ class TwinOpcUaServer:
             await self._secure(server, sec)
         self.ns = await server.register_namespace(NAMESPACE_URI)
         await self._build(server)
+        self._conformant_writes(server)
         start_logger = logging.getLogger("asyncua.server.server")
         level = start_logger.level
         if not self._verbose:  # a bind error is ours to report, without asyncua's traceback
@@ -214,10 +215,11 @@ class TwinOpcUaServer:
         app_uri = f"urn:edgewarden:twin:{self.plant}"
         await server.set_application_uri(app_uri)
         key, cert = self.certificate_paths(sec.cert_dir)
-        sec.cert_dir.mkdir(parents=True, exist_ok=True)
+        sec.cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new directory: no one else looks in
         await setup_self_signed_certificate(
             key, cert, app_uri, socket.gethostname(), [ExtendedKeyUsageOID.SERVER_AUTH],
             {"commonName": f"edgewarden twin {self.plant}"})
+        os.chmod(key, 0o600)  # asyncua writes it with the umask's mode
         await server.load_certificate(str(cert))
         await server.load_private_key(str(key))
         server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt],
@@ -305,6 +307,39 @@ class TwinOpcUaServer:
                 await node.set_writable(True)
                 server.set_attribute_value_setter(node.nodeid, self._setter(tag))
             self._nodes[tag.name] = node
+
+    def _conformant_writes(self, server: Server) -> None:
+        """Answer client writes as a conformant PLC does (OPC UA Part 4, Write): a node that
+        does not exist BadNodeIdUnknown, a read-only one BadNotWritable, a value outside
+        the tag's EURange BadOutOfRange; asyncua alone lets an anonymous (admin) session
+        write any node and any value. Server-side writes (the scan's publish) are not
+        client writes and do not pass here."""
+        service = server.iserver.attribute_service
+        write = service.write
+        by_node = {self.nodeid(name): tag for name, tag in self.image.tags.items()}
+        aspace = server.iserver.aspace
+
+        def refusal(wv: ua.WriteValue) -> ua.StatusCode | None:
+            if wv.NodeId not in aspace:
+                return ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+            tag = by_node.get(wv.NodeId)
+            if tag is None or wv.AttributeId != ua.AttributeIds.Value:
+                return None  # not a process value: asyncua's own rules
+            if not tag.writable:
+                return ua.StatusCode(ua.StatusCodes.BadNotWritable)
+            value = wv.Value.Value.Value if wv.Value is not None and wv.Value.Value is not None else None
+            if tag.vtype == "double" and isinstance(value, (int, float)) and tag.low is not None \
+                    and tag.high is not None and not tag.low <= value <= tag.high:
+                return ua.StatusCode(ua.StatusCodes.BadOutOfRange)
+            return None
+
+        async def conformant(params: ua.WriteParameters, user: User = User(role=UserRole.Admin)) -> list[ua.StatusCode]:
+            verdicts = [refusal(wv) for wv in params.NodesToWrite]
+            allowed = [wv for wv, v in zip(params.NodesToWrite, verdicts, strict=True) if v is None]
+            done = iter(await write(ua.WriteParameters(NodesToWrite=allowed), user) if allowed else [])
+            return [v if v is not None else next(done) for v in verdicts]
+
+        service.write = conformant  # type: ignore[method-assign]
 
     async def _describe(self, node: Node, tag: Tag) -> None:
         if tag.description:

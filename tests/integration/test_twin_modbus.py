@@ -98,3 +98,60 @@ def test_register_map_is_live_and_shared_with_opcua() -> None:
                 client.close()
 
     asyncio.run(main())
+
+
+# ---- a conformant device: raw frames, so nothing in a client library tidies them up -------
+async def _raw(port: int, unit: int, pdu: bytes, tid: int = 7) -> bytes:
+    """One Modbus TCP request (MBAP header + PDU); the response PDU."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu)
+        head = await asyncio.wait_for(reader.readexactly(7), 2.0)
+        got_tid, _, length, got_unit = struct.unpack(">HHHB", head)
+        assert (got_tid, got_unit) == (tid, unit)
+        return await reader.readexactly(length - 1)
+    finally:
+        writer.close()
+
+
+def test_the_twin_answers_like_a_conformant_device() -> None:
+    from simulators.modbus_server import TwinModbusServer
+
+    async def main() -> None:
+        async with Twin("cstr") as twin:
+            port = twin.modbus_port
+            assert port is not None
+            image = twin.plc.image
+            # Write Single Coil: only 0xFF00 / 0x0000 are values (0x1234 must not latch the e-stop)
+            assert await _raw(port, 1, struct.pack(">BHH", 5, 0, 0x1234)) == bytes([0x85, 3])
+            assert image["estop_cmd"] is False
+            assert await _raw(port, 1, struct.pack(">BHH", 5, 2, 0x0000)) == struct.pack(">BHH", 5, 2, 0)
+            assert image["auto"] is False
+            assert await _raw(port, 1, struct.pack(">BHH", 5, 2, 0xFF00)) == struct.pack(">BHH", 5, 2, 0xFF00)
+            # quantity 0 or over the maximum
+            assert await _raw(port, 1, struct.pack(">BHH", 3, 0, 0)) == bytes([0x83, 3])
+            assert await _raw(port, 1, struct.pack(">BHH", 4, 0, 126)) == bytes([0x84, 3])
+            assert await _raw(port, 1, struct.pack(">BHH", 1, 0, 2001)) == bytes([0x81, 3])
+            # function codes the docs do not list: diagnostics (8), mask write (22)
+            assert await _raw(port, 1, struct.pack(">BHH", 8, 0, 0x1234)) == bytes([0x88, 1])
+            assert await _raw(port, 1, struct.pack(">BHHH", 22, 0, 0xFFFF, 0)) == bytes([0x96, 1])
+            # 0x8000 to a scaled int16 register is the "no value" marker, never -3276.8
+            t_sp = next(r for r in twin.modbus.map if r.tag == "T_sp" and r.kind == "int16")
+            before = image["T_sp"]
+            assert await _raw(port, 1, struct.pack(">BHH", 6, t_sp.address, 0x8000)) == bytes([0x86, 3])
+            assert image["T_sp"] == before
+            assert await _raw(port, 1, struct.pack(">BHH", 6, t_sp.address, 3450)) == \
+                struct.pack(">BHH", 6, t_sp.address, 3450)
+            assert image["T_sp"] == 345.0
+            # unit 255 only where enabled
+            assert (await _raw(port, 255, struct.pack(">BHH", 3, 0, 2)))[0] == 0x83
+        server = TwinModbusServer(Twin("cstr", modbus=None).plc.image, unit_255=True)
+        await server.start()
+        try:
+            assert server.port is not None
+            reply = await _raw(server.port, 255, struct.pack(">BHH", 3, 0, 2))
+            assert reply[:2] == bytes([3, 4])  # two registers, four bytes
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
