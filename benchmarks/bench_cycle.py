@@ -275,6 +275,7 @@ async def scrape(port: int) -> dict[str, Any]:
     modes = re.findall(r'^edgewarden_mode\{mode="(\w+)"\} 1\.0$', text, flags=re.M)
     return {"cycles": int(value("edgewarden_cycles_total")),
             "misses": int(value("edgewarden_deadline_misses_total")),
+            "holds": int(value("edgewarden_hold_cycles_total")),
             "mode": modes[0] if modes else None,
             "reconnects": sum(float(x) for x in re.findall(r"^edgewarden_link_reconnects_total\{.*\} ([0-9.e+]+)$",
                                                              text, flags=re.M))}
@@ -317,6 +318,7 @@ async def run_daemon(cell: Cell, twin: TwinProcess, tmp: Path, args: argparse.Na
         out["steal_ms"] = [round(b - a) for a, b in zip(steal0, steal_ms())]
         out["runnable_wait_ms"] = {k: round(v - waits0.get(k, 0.0), 1) for k, v in thread_waits_ms(proc.pid).items()}
         out.update(c0=st0["cycles"], c1=st1["cycles"], wall_s=t1 - t0, misses=st1["misses"] - st0["misses"],
+                   holds=st1["holds"] - st0["holds"],
                    daemon_cpu=(d1 - d0) / (t1 - t0), twin_cpu=(w1 - w0) / (t1 - t0), rss_mib=rss_kib(proc.pid) / 1024,
                    mode=st1["mode"], reconnects=st1["reconnects"])
         if args.estop_trips:
@@ -828,7 +830,7 @@ def ratio(res: dict[str, Any], stage: str) -> float:
     return res["gateway"]["stages"][stage]["median"] / b["median"]
 
 
-HEADER = (f"{'cell':<24} {'Hz got':>8} {'miss':>5} {'late med':>8} {'p99':>7} {'p99.9':>7} {'max':>7} "
+HEADER = (f"{'cell':<24} {'Hz got':>8} {'miss':>5} {'hold':>5} {'late med':>8} {'p99':>7} {'p99.9':>7} {'max':>7} "
           f"{'gw CPU':>6} {'twin':>5} {'read':>7} {'bare':>7} {'x':>5} {'write':>6} {'bare':>6} {'x':>5} "
           f"{'infer x':>7} {'e-stop p99':>10} {'gc max':>7} {'gc>T/2':>6}")
 
@@ -842,7 +844,7 @@ def row(res: dict[str, Any]) -> str:
     late, st = g["lateness"], g["stages"]
     b = res.get("bare", {})
     estop = g.get("estop_us")
-    return (f"{res['cell']:<24} {g['rate_hz']:8.2f} {g['misses']:5d} {late['median']:8.0f} {late['p99']:7.0f} "
+    return (f"{res['cell']:<24} {g['rate_hz']:8.2f} {g['misses']:5d} {g.get('holds', 0):5d} {late['median']:8.0f} {late['p99']:7.0f} "
             f"{late['p999']:7.0f} {late['max']:7.0f} {g['daemon_cpu'] * 100:5.0f}% {g['twin_cpu'] * 100:4.0f}% "
             f"{st['read']['median']:7.0f} {b.get('read', {}).get('median', float('nan')):7.0f} "
             f"{ratio(res, 'read'):5.2f} {st['write']['median']:6.0f} {b.get('write', {}).get('median', float('nan')):6.0f} "

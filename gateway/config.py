@@ -55,7 +55,8 @@ class GatewaySection(_Section):
                                     "(within this plus one cycle, whatever a request timeout says)")
     max_data_age_ms: float | None = Field(None, gt=0, description="a monitored value received longer ago "
                                           "than this holds the cycle (then trips after comms_timeout_ms); "
-                                          "default: half of comms_timeout_ms; a tag's stale_ms overrides it")
+                                          "default: half of comms_timeout_ms, at least three cycles; a tag's "
+                                          "stale_ms overrides it")
     busy_wait_us: float = Field(0.0, ge=0, le=5000, description="wait out this last stretch before each "
                                 "deadline precisely (nanosleep, then a short spin) instead of on the event "
                                 "loop's millisecond timer; 0 = the event loop only")
@@ -81,8 +82,11 @@ class GatewaySection(_Section):
 
     @property
     def data_age_limit_ms(self) -> float:
-        """``max_data_age_ms``, or its default: half of ``comms_timeout_ms``."""
-        return self.max_data_age_ms if self.max_data_age_ms is not None else self.comms_timeout_ms / 2.0
+        """``max_data_age_ms``, or its default: half of ``comms_timeout_ms``, at least three
+        cycles (and never more than ``comms_timeout_ms``)."""
+        if self.max_data_age_ms is not None:
+            return self.max_data_age_ms
+        return min(self.comms_timeout_ms, max(self.comms_timeout_ms / 2.0, 3000.0 / self.cycle_hz))
 
 
 class OpcUaConnection(_Section):

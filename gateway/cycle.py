@@ -4,7 +4,7 @@
     → read a snapshot of every tag (values, quality, timestamps)
     → observation checks (quality, range/NaN, staleness, rate of change, PLC e-stop,
       hard/soft limits)                                              TRIP → e-stop
-    → comms-loss check (no good read for comms_timeout_ms)             TRIP → e-stop
+    → comms-loss check (no good read nor acknowledged write)          TRIP → e-stop
     → human override (PLC hand/auto tag, operator command)            → MANUAL
     → PLC authority (remote/watchdog tags): not accepting in AUTO       → MANUAL
     → interlocks: this cycle's effective action bounds
@@ -242,8 +242,8 @@ class ControlLoop:
         clock = time.perf_counter
         pauses = GcPauses()
         between = CycleGc() if self.settings.gateway.gc == "between_cycles" else None
-        self._started_mono = time.monotonic()  # comms loss counts from here until a first good read
-        self._acked_mono = self._started_mono
+        # comms loss and overruns count from here (until a first good read, ack, on-time cycle)
+        self._started_mono = self._acked_mono = self._on_time_mono = time.monotonic()
         try:
             deadline = clock() + period
             while not stop.is_set():
@@ -345,8 +345,8 @@ class ControlLoop:
         elif math.isnan(self._hold_since):
             self._hold_since = now
         elif now - self._hold_since > self._comms_timeout_s:
-            await self.estop.trip(f"hold_timeout:{verdict.code}", f"{verdict.message} for more than "
-                                  f"{self._comms_timeout_s * 1000:.0f} ms")
+            await self.estop.trip(f"hold_timeout:{verdict.code}", f"held longer than "
+                                  f"{self._comms_timeout_s * 1000:.0f} ms: {verdict.message}")
 
         # 4. human override from the PLC's hand/auto selector
         monitored = self.checker.values
@@ -374,6 +374,7 @@ class ControlLoop:
             await self._write_heartbeat()
         elif verdict.status == Status.HOLD:
             self.stats.holds += 1  # data not usable this cycle: hold the last action
+            self.metrics.holds.inc()
             await self._write_heartbeat()
         elif mode == Mode.MANUAL:
             self._track_applied()

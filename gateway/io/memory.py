@@ -10,9 +10,8 @@ import math
 import time
 from collections.abc import Sequence
 
-from gateway.errors import TransportError
 from gateway.io.tags import Quality, Snapshot, TagMap
-from gateway.io.transport import LinkHealth, WritePlan, check_write
+from gateway.io.transport import LinkHealth, WriteError, WritePlan, check_write
 
 
 class MemoryTransport:
@@ -54,8 +53,8 @@ class MemoryTransport:
 
     async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
         check_write(plan, values)
-        if self.fail_writes or not self.online:
-            raise TransportError("memory transport: write failed (injected)")
+        if self.fail_writes or not self.online:  # sent, and the "device" refused it
+            raise WriteError("memory transport: write failed (injected)", ["failed: injected"] * len(plan.names))
         record = dict(zip(plan.names, (float(v) for v in values), strict=True))
         self.writes.append(record)
         self.values.update(record)

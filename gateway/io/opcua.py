@@ -45,7 +45,8 @@ from asyncua.ua.ua_binary import nodeid_to_binary, struct_from_binary, struct_to
 from gateway.config import DataType, OpcUaConnection, TagSpec
 from gateway.errors import TransportError
 from gateway.io.tags import Quality, Snapshot, TagMap, as_index
-from gateway.io.transport import LinkHealth, WritePlan, bounded, check_write, merge_outcomes, write_error
+from gateway.io.transport import (LinkHealth, WriteError, WritePlan, bounded, check_write, merge_outcomes,
+                                  write_error)
 
 _VARIANT: dict[DataType, ua.VariantType] = {
     "double": ua.VariantType.Double,
@@ -493,7 +494,7 @@ class OpcUaTransport:
         else:
             await asyncio.gather(*(self._read_link(link, snap, deadline) for link in links))
 
-    async def _late(self, link: _Link, exc: BaseException) -> None:
+    async def _late(self, link: _Link) -> None:
         """No answer by the cycle's deadline: keep the session unless the server has
         answered nothing for the link's own timeout (then drop it and reconnect)."""
         if time.monotonic() - link.answered_mono >= link.spec.timeout_s:
@@ -528,9 +529,9 @@ class OpcUaTransport:
         try:
             async with bounded(deadline, link.spec.timeout_s):  # no extra task per request, unlike wait_for
                 dvs = await link.request.read(client, link.spec.timeout_s)  # type: ignore[union-attr]
-        except TimeoutError as exc:
+        except TimeoutError:
             snap.mark(link.read_slots, Quality.NO_DATA)
-            await self._late(link, exc)
+            await self._late(link)
             return
         except _COMMS_ERRORS as exc:
             snap.mark(link.read_slots, Quality.NO_DATA)
@@ -618,8 +619,8 @@ class OpcUaTransport:
         try:
             async with bounded(deadline, link.spec.timeout_s):
                 results = await client.uaclient.write_attributes(node_ids, dvs, ua.AttributeIds.Value)
-        except TimeoutError as exc:
-            await self._late(link, exc)
+        except TimeoutError:
+            await self._late(link)
             raise write_error(plan, positions, "timeout",
                               f"write to {link.name!r}: no acknowledgement by the deadline") from None
         except _COMMS_ERRORS as exc:
@@ -629,8 +630,8 @@ class OpcUaTransport:
         link.answered_mono = time.monotonic()
         refused = [(i, status.name) for i, status in zip(positions, results, strict=True) if not status.is_good()]
         if refused:
-            error = write_error(plan, [], "", f"PLC {link.name!r} refused the write of tag "
-                                f"{plan.names[refused[0][0]]!r}: {refused[0][1]}")
+            outcomes = ["ok"] * len(plan.names)
             for i, name in refused:
-                error.outcomes[i] = f"failed: {name}"
-            raise error
+                outcomes[i] = f"failed: {name}"
+            raise WriteError(f"PLC {link.name!r} refused the write of tag {plan.names[refused[0][0]]!r}: "
+                             f"{refused[0][1]}", outcomes)

@@ -99,14 +99,22 @@ def write_error(plan: WritePlan, positions: Sequence[int], outcome: str, message
 
 
 def merge_outcomes(n: int, parts: Sequence[tuple[Sequence[int], BaseException | None]]) -> WriteError | None:
-    """One WriteError over sub-writes (their plan positions and results), or None if all ok."""
+    """One WriteError over the sub-writes of a plan of ``n`` tags (each: its positions in the
+    plan and its result), or None if all were acknowledged. A sub-write's WriteError lists
+    outcomes for the whole plan (a transport's links) or for its own positions only (the
+    composite's sub-plans); any other exception fails its positions."""
     outcomes = ["ok"] * n
     first: BaseException | None = None
     for positions, res in parts:
         if res is None:
             continue
         first = first or res
-        sub = res.outcomes if isinstance(res, WriteError) else [f"failed: {res}"] * len(positions)
+        if not isinstance(res, WriteError):
+            sub = [f"failed: {res}"] * len(positions)
+        elif len(res.outcomes) == n:
+            sub = [res.outcomes[i] for i in positions]
+        else:
+            sub = res.outcomes
         for i, outcome in zip(positions, sub, strict=True):
             outcomes[i] = outcome
     return None if first is None else WriteError(str(first), outcomes)

@@ -45,6 +45,8 @@ class Metrics:
         for reason in TRIP_REASONS:
             self.trips.labels(reason=reason)
         self.soft_alarms = Counter("edgewarden_soft_alarms", "Cycles with a soft-limit alarm", registry=r)
+        self.holds = Counter("edgewarden_hold_cycles", "Cycles that held the last action: data not usable "
+                             "(no data, stale, frozen) or not read by the cycle's deadline", registry=r)
         self.shield_interventions = Counter("edgewarden_shield_interventions",
                                             "Cycles in which the shield changed the policy's action",
                                             registry=r)

@@ -3,7 +3,7 @@
 What may change while the plant runs (no restart, no bump):
 
     safety.limits       hard/soft limits and max_rate of observed tags
-    safety.actions      min/max/max_rate/safe of actions (not the ``applied`` tag)
+    safety.actions      min/max/max_rate/safe of actions (not the ``applied`` tag or its tolerance)
     safety.interlocks   add, remove or change interlocks
     safety.fallback     fallback tuning (controller, PID gains, thresholds, OOD margins)
     logging.level
@@ -55,7 +55,7 @@ def refused_keys(old: Settings, new: Settings) -> list[str]:
     for key in changed_keys(old, new):
         parts = key.split(".")
         if parts[0] == "safety" and len(parts) > 1 and parts[1] in RELOADABLE_SAFETY:
-            if parts[1] == "actions" and parts[-1] == "applied":
+            if parts[1] == "actions" and parts[-1] in ("applied", "applied_tolerance"):
                 out.append(key)
             continue
         if key == "logging.level":

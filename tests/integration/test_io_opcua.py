@@ -315,3 +315,44 @@ def test_hung_server_mid_run(mode: str) -> None:
             await srv.stop()
 
     asyncio.run(main())
+
+
+def test_the_cycle_deadline_bounds_a_hung_request_and_keeps_the_session() -> None:
+    """A request to a hung server is abandoned at the cycle's deadline, not after the
+    library's timeout (1 s): the values are NO_DATA at once, the session is kept (counted late) until
+    ``timeout_s`` of silence, and a write reports its tags as not acknowledged."""
+    from gateway.io.transport import WriteError, plan_writes
+
+    async def main() -> None:
+        srv = OpcUaServer()
+        await srv.start()
+        proxy = HangingProxy(srv.port)
+        await proxy.start()
+        t = _transport(f"opc.tcp://127.0.0.1:{proxy.port}")  # timeout_s 1.0
+        snap = Snapshot(len(t._tags.readable))
+        plan = plan_writes(t._tags.specs, ["sp"])
+        try:
+            await t.connect()
+            await t.read(snap, time.monotonic() + 0.05)
+            assert (snap.quality == Quality.GOOD).all()
+            proxy.hang()
+            for _ in range(3):
+                t0 = time.monotonic()
+                await t.read(snap, t0 + 0.05)
+                assert time.monotonic() - t0 < 0.2  # the deadline, not the 1 s request timeout
+                assert (snap.quality == Quality.NO_DATA).all() and np.isnan(snap.values).all()
+            h = t.health()["u"]
+            assert h.connected and h.late == 3 and "deadline" in h.last_error
+            t0 = time.monotonic()
+            with pytest.raises(WriteError) as err:
+                await t.write(plan, [12.0], t0 + 0.05)
+            assert time.monotonic() - t0 < 0.2 and err.value.outcomes == ["timeout"]
+            await asyncio.sleep(1.0)  # past timeout_s of silence: the next late answer drops it
+            await t.read(snap, time.monotonic() + 0.05)
+            assert not t.health()["u"].connected and t.health()["u"].state == "reconnecting"
+        finally:
+            await t.close()
+            await proxy.stop()
+            await srv.stop()
+
+    asyncio.run(main())

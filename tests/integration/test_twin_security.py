@@ -27,8 +27,9 @@ def test_security_users_and_refusals(tmp_path: Path) -> None:
         sec = OpcUaSecurity(tmp_path / "server", {"op": "s3cret", "ro": "look"},
                             frozenset({"ro"}))
         async with Twin("hvac", modbus=None, security=sec) as twin:
-            _, server_cert = TwinOpcUaServer.certificate_paths(sec.cert_dir)
+            server_key, server_cert = TwinOpcUaServer.certificate_paths(sec.cert_dir)
             assert server_cert.is_file()
+            assert server_key.stat().st_mode & 0o777 == 0o600  # the private key: its owner only
 
             def client(user: str | None, password: str | None) -> Client:
                 c = Client(twin.opcua_url, timeout=5)

@@ -78,3 +78,29 @@ def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["config", "check", str(path)]) == 78
     err = capsys.readouterr().err
     assert "gateway.cycle_hz" in err and "Traceback" not in err
+
+
+def test_settings_that_cannot_meet_the_time_budget_are_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path, policy=tmp_path / "p.onnx", replace={
+        r"^comms_timeout_ms = 1000": "comms_timeout_ms = 150\nmax_data_age_ms = 200",
+        r"^timeout_s = 2.0": 'timeout_s = 2.0\nmode = "subscribe"\nfallback_after_ms = 190',
+        r'^description = "reactor temperature"': 'description = "reactor temperature"\nfreeze_s = 0.05',
+        r'^stale_ms = 1000\ndescription = "concentration': 'stale_ms = 80\ndescription = "concentration',
+    })
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "5 problems" in msg, msg
+    assert "gateway.comms_timeout_ms: 150 ms is less than two cycles (200 ms at cycle_hz = 10)" in msg
+    assert "gateway.max_data_age_ms: 200 ms must exceed one cycle (100 ms) and not exceed comms_timeout_ms" in msg
+    assert "tags.CA.stale_ms: 80 ms is not more than one cycle (100 ms)" in msg
+    assert "tags.T.freeze_s: 0.05 s is not more than one cycle (100 ms)" in msg
+    assert "connections.plc1.fallback_after_ms: 190 ms plus one cycle must be less than the max data age" in msg
+
+
+def test_data_age_and_subscription_fallback_defaults(tmp_path: Path) -> None:
+    path = write_config(tmp_path, policy=tmp_path / "p.onnx",
+                        replace={r"^timeout_s = 2.0": 'timeout_s = 2.0\nmode = "subscribe"'})
+    s = load_config(path).settings
+    assert s.gateway.max_data_age_ms is None and s.gateway.data_age_limit_ms == 500.0  # half the comms budget
+    assert s.connections["plc1"].fallback_after_ms == 250.0  # half the max data age

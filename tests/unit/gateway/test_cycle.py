@@ -447,3 +447,22 @@ def test_a_persistent_setpoint_mismatch_is_an_alarm_naming_the_action(tmp_path: 
     assert not loop.alarms
     assert [(p["alarm"], p["raised"]) for k, p in audit.records if k == "alarm"] == [
         ("setpoint_mismatch:coolant_flow_sp", True), ("setpoint_mismatch:coolant_flow_sp", False)]
+
+
+def test_cycle_records_say_what_the_device_acknowledged(tmp_path: Path) -> None:
+    """The audit record is the truth about outputs: ``ack`` per written tag (and the
+    heartbeat), failed writes recorded as failed, ESTOP's safe write included."""
+    loop, t, audit = make_loop(tmp_path)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 2)
+    cycles = [p for k, p in audit.records if k == "cycle"]
+    assert cycles[0]["written"] is None and cycles[0]["ack"] == ["ok"]  # heartbeat only
+    assert cycles[-1]["written"] is not None and cycles[-1]["ack"] == ["ok", "ok", "ok"]
+    assert cycles[-1]["age_ms"] is not None and cycles[-1]["age_ms"] >= 0.0
+    t.fail_writes = True
+    steps(loop, 1)
+    rec = [p for k, p in audit.records if k == "cycle"][-1]
+    assert rec["written"] is not None and len(rec["ack"]) == 3
+    assert all(a.startswith("failed: ") for a in rec["ack"]), rec["ack"]
+    assert loop.stats.write_errors == 1

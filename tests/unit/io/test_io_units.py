@@ -163,3 +163,18 @@ address = 0
     tags = TagMap.from_settings(s)
     t = CompositeTransport(tags, dict(s.connections))
     assert len(t.parts) == 2
+
+
+def test_write_outcomes_merge_per_tag() -> None:
+    """Sub-writes' outcomes land on their own tags: a link's (whole-plan list), a
+    composite part's (its own positions), and a plain failure."""
+    from gateway.io.transport import WriteError, merge_outcomes
+
+    assert merge_outcomes(4, [([0, 1], None), ([2, 3], None)]) is None
+    whole = WriteError("link b timed out", ["ok", "ok", "timeout", "timeout", "ok"])
+    own = WriteError("refused", ["failed: BadOutOfRange"])
+    err = merge_outcomes(5, [([0, 1], None), ([2, 3], whole), ([4], own)])
+    assert err is not None and err.outcomes == ["ok", "ok", "timeout", "timeout", "failed: BadOutOfRange"]
+    assert str(err) == "link b timed out"
+    err = merge_outcomes(3, [([0], OSError("gone")), ([1, 2], None)])
+    assert err is not None and err.outcomes == ["failed: gone", "ok", "ok"]
