@@ -809,8 +809,9 @@ async def run_cells(cells: list[Cell], args: argparse.Namespace) -> list[dict[st
                         res["gateway"] = await run_daemon(cell, twin, tmp, args)
                         if args.bare_seconds > 0:
                             res["bare"] = await run_bare(cell, twin, tmp, args)
-                    except (RuntimeError, AssertionError, TimeoutError) as exc:
-                        res["error"] = str(exc)[:500]
+                    except (RuntimeError, AssertionError, TimeoutError, OSError) as exc:  # OSError: it died
+                        log = tmp / "gateway.log"
+                        res["error"] = (str(exc) + (f"; daemon log: {log.read_text()[-400:]}" if log.exists() else ""))[:900]
                     if args.keep is not None:  # the whole trace, the daemon's log and config, for a closer look
                         keep = args.keep / cell.name.replace(":", "_")
                         shutil.copytree(tmp, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("audit", "*.sock"))

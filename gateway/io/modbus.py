@@ -10,9 +10,10 @@ concurrently and each request is bounded by the cycle's deadline and by the conn
 ``timeout_s`` (times ``1 + retries``), so a dead or hung device costs the cycle at most
 its I/O budget, and never the other devices their values. A request abandoned at the
 cycle's deadline keeps the socket (pymodbus skips a late answer by its transaction id)
-until the device has answered nothing for ``timeout_s``. A Modbus exception response marks that block's tags BAD; a
-timeout or a lost socket marks the whole connection NO_DATA, drops the socket and
-reconnects in the background with capped exponential backoff and jitter.
+until the device has answered nothing for ``timeout_s``. A Modbus exception response
+marks that block's tags BAD; a timeout or a lost socket marks the whole connection
+NO_DATA, drops the socket and reconnects in the background with capped exponential
+backoff and jitter. A write reports per tag what happened (``WriteError.outcomes``).
 
 Modbus carries no timestamps: the source timestamp of a value is the gateway's wall
 clock when the response arrived.
@@ -40,7 +41,8 @@ from pymodbus.exceptions import ModbusException
 from gateway.config import ModbusConnection, TagSpec
 from gateway.errors import TransportError
 from gateway.io.tags import Quality, Snapshot, TagMap, as_index
-from gateway.io.transport import LinkHealth, WriteError, WritePlan, bounded, check_write, merge_outcomes, write_error
+from gateway.io.transport import (LinkHealth, WriteError, WritePlan, bounded, check_write, merge_outcomes,
+                                  write_error)
 
 _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ModbusException)
 

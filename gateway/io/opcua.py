@@ -616,9 +616,19 @@ class OpcUaTransport:
         for i in positions:
             spec = plan.specs[i]
             dvs.append(ua.DataValue(ua.Variant(_to_wire(spec, values[i]), _VARIANT[spec.datatype])))
+        budget = bounded(deadline, link.spec.timeout_s)
         try:
-            async with bounded(deadline, link.spec.timeout_s):
-                results = await client.uaclient.write_attributes(node_ids, dvs, ua.AttributeIds.Value)
+            try:
+                async with budget:
+                    results = await client.uaclient.write_attributes(node_ids, dvs, ua.AttributeIds.Value)
+            except asyncio.CancelledError:
+                # asyncua's own wait_for (wait_for2) answers a cancellation that meets its
+                # answer in the same loop turn with a subclass of CancelledError, which
+                # asyncio.timeout passes on instead of turning it into TimeoutError: ours,
+                # when our deadline fired (a real cancellation of the cycle goes on up)
+                if not budget.expired():
+                    raise
+                raise TimeoutError from None
         except TimeoutError:
             await self._late(link)
             raise write_error(plan, positions, "timeout",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import logging
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,8 @@ from asyncua import Server, ua
 
 from gateway.app import Gateway
 from gateway.config import load_config
+from gateway.ops.control import send_command
+from simulators.opcua_server import quiet_asyncua
 from tests.helpers import control_status, free_port, wait_for, write_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
@@ -44,10 +45,7 @@ class SteadyPlc:
         return f"opc.tcp://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        for name in ("asyncua.server", "asyncua.server.address_space", "asyncua.server.binary_server_asyncio",
-                     "asyncua.server.uaprocessor", "asyncua.server.internal_session", "asyncua.server.server",
-                     "asyncua.server.internal_server"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        quiet_asyncua()
         server = Server()
         await server.init()
         server.set_endpoint(self.url)
@@ -97,8 +95,7 @@ async def _run(tmp: Path, mode: str, freeze: bool) -> None:
             assert (await control_status(sock)).get("mode") != "AUTO"
             return
         await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY on a steady plant", timeout=10)
-        from gateway.ops.control import send_command
-        assert (await send_command(sock, {"cmd": "start", "actor": "test"}))["ok"]
+                assert (await send_command(sock, {"cmd": "start", "actor": "test"}))["ok"]
         await wait_for(lambda: gw.loop.modes.mode.name == "AUTO", "AUTO", timeout=5)
         await asyncio.sleep(3.0)  # three times stale_ms (1000) and past the hold timeout (1000)
         st = await control_status(sock)
