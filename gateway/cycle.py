@@ -28,9 +28,9 @@ A trip at any step goes through the e-stop, which writes the safe outputs at onc
 Deadline overruns are counted; ``max_consecutive_overruns`` in a row, or overruns that
 last longer than ``comms_timeout_ms``, trip the e-stop.
 
-Time budget: the read is given until half a period after the cycle's start, the write
-until 0.9 of a period (the e-stop's safe write a whole period), whatever a library's
-request timeout says; what has not answered by then is NO_DATA (read) or not
+Time budget: the read is given until 0.8 of a period after the cycle's start, the write
+until 0.9 of a period (at least 0.1 of a period after it starts; the e-stop's safe write a
+whole period), whatever a library's request timeout says; what has not answered by then is NO_DATA (read) or not
 acknowledged (write) this cycle. So a hung or slow link costs each cycle at most one
 period, and comms loss trips at the last check before ``comms_timeout_ms`` of silence:
 inside the documented budget of ``comms_timeout_ms`` plus one cycle, with a cycle to
@@ -76,8 +76,9 @@ PLC_HOLDERS = frozenset({"plc", "plc_remote"})  # MANUAL held by the PLC: nothin
 # columns of the per-cycle timing list (gateway.timing.TRACE_FIELDS)
 _LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK, _GC = range(len(TRACE_FIELDS))
 SPIN_S = 150e-6  # the last stretch before a deadline is spun: a nanosleep overshoots by ~60-90 µs here
-READ_SHARE = 0.5  # of the period: the read's deadline, counted from the cycle's start
-WRITE_SHARE = 0.9  # of the period: the write's deadline (the rest is the cycle's own work)
+READ_SHARE = 0.8  # of the period: the read's deadline, counted from the cycle's start
+WRITE_SHARE = 0.9  # of the period: the write's deadline, counted from the cycle's start ...
+WRITE_MIN_SHARE = 0.1  # ... or from the write's own start, whichever is later
 
 
 class Policy(Protocol):
@@ -327,7 +328,7 @@ class ControlLoop:
         t_check = time.perf_counter()
         t[_READ] = t_check - t_read
         now = time.monotonic()  # after the read: a late link has cost this cycle its time
-        self._io_deadline = start + WRITE_SHARE * period
+        self._io_deadline = max(start + WRITE_SHARE * period, now + WRITE_MIN_SHARE * period)
 
         # 2. observation checks (freshness from the link, frozen values, limits...)
         verdict = self.checker.check(snap, now)
@@ -597,9 +598,12 @@ class ControlLoop:
 
     def _comms_lost(self, now: float) -> bool:
         """Lost when the silence would outlast comms_timeout_ms before the next cycle's
-        check: it trips after between comms_timeout_ms − one period and comms_timeout_ms
-        of silence, so the e-stop lands within the budget whatever the phase."""
-        return now + self.period > self._comms_expiry()
+        check (the next tick, past the ticks a cycle as long as the last one overruns): it
+        trips after between comms_timeout_ms − one cycle and comms_timeout_ms of silence, so
+        the e-stop lands within the budget whatever the phase."""
+        work, period = self.stats.last_cycle_s, self.period
+        ahead = period * (1 + int(work // period)) if work == work else period
+        return now + ahead > self._comms_expiry()
 
     def _gate_readiness(self, status: Status) -> None:
         if self.modes.mode == Mode.INHIBITED and status == Status.OK:
