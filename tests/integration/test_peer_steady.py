@@ -95,7 +95,7 @@ async def _run(tmp: Path, mode: str, freeze: bool) -> None:
             assert (await control_status(sock)).get("mode") != "AUTO"
             return
         await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY on a steady plant", timeout=10)
-                assert (await send_command(sock, {"cmd": "start", "actor": "test"}))["ok"]
+        assert (await send_command(sock, {"cmd": "start", "actor": "test"}))["ok"]
         await wait_for(lambda: gw.loop.modes.mode.name == "AUTO", "AUTO", timeout=5)
         await asyncio.sleep(3.0)  # three times stale_ms (1000) and past the hold timeout (1000)
         st = await control_status(sock)
