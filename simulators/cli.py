@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="simulated seconds per real second (default 1: real time)")
     serve.add_argument("--word-order", choices=("big", "little"), default="big",
                        help="Modbus float32 word order (default big: high word first)")
+    serve.add_argument("--modbus-unit-255", action="store_true",
+                       help="answer Modbus unit id 255 too (Modbus TCP's 'not used' id), besides unit 1")
     serve.add_argument("--faults", metavar="HOST:PORT",
                        help="serve the fault-control endpoint here and put fault proxies in "
                             "front of both servers (see 'twin fault')")
@@ -127,7 +129,7 @@ async def _serve_async(args: argparse.Namespace, opcua: tuple[str, int],
     control = parse_hostport(args.faults, "--faults") if args.faults else None
     twin = Twin(args.plant, opcua=opcua, modbus=modbus, scan_ms=args.scan_ms,
                 watchdog_ms=args.watchdog_ms, seed=args.seed, time_scale=args.time_scale,
-                verbose=args.verbose, word_order=args.word_order,
+                verbose=args.verbose, word_order=args.word_order, modbus_unit_255=args.modbus_unit_255,
                 faults=control is not None, control=control, security=_security(args))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -45,6 +45,7 @@ class Twin:
         *,
         time_scale: float = 1.0,
         word_order: WordOrder = "big",
+        modbus_unit_255: bool = False,
         verbose: bool = False,
         plant_kwargs: dict[str, Any] | None = None,
         faults: bool = False,
@@ -69,7 +70,7 @@ class Twin:
         if modbus is not None:
             mb_bind = (modbus[0], 0) if faults else modbus
             self.modbus = TwinModbusServer(self.plc.image, mb_bind[0], mb_bind[1],
-                                           word_order=word_order, verbose=verbose)
+                                           word_order=word_order, verbose=verbose, unit_255=modbus_unit_255)
         if faults:
             self.proxies["opcua"] = FaultProxy("opcua", opcua[0], opcua[1],
                                                lambda: (op_bind[0], self.opcua.port or 0))

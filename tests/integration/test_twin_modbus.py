@@ -115,8 +115,6 @@ async def _raw(port: int, unit: int, pdu: bytes, tid: int = 7) -> bytes:
 
 
 def test_the_twin_answers_like_a_conformant_device() -> None:
-    from simulators.modbus_server import TwinModbusServer
-
     async def main() -> None:
         async with Twin("cstr") as twin:
             port = twin.modbus_port
@@ -145,13 +143,9 @@ def test_the_twin_answers_like_a_conformant_device() -> None:
             assert image["T_sp"] == 345.0
             # unit 255 only where enabled
             assert (await _raw(port, 255, struct.pack(">BHH", 3, 0, 2)))[0] == 0x83
-        server = TwinModbusServer(Twin("cstr", modbus=None).plc.image, unit_255=True)
-        await server.start()
-        try:
-            assert server.port is not None
-            reply = await _raw(server.port, 255, struct.pack(">BHH", 3, 0, 2))
+        async with Twin("cstr", modbus_unit_255=True) as twin:  # `twin serve --modbus-unit-255`
+            assert twin.modbus_port is not None
+            reply = await _raw(twin.modbus_port, 255, struct.pack(">BHH", 3, 0, 2))
             assert reply[:2] == bytes([3, 4])  # two registers, four bytes
-        finally:
-            await server.stop()
 
     asyncio.run(main())
