@@ -4,7 +4,7 @@
    observations (valid range, staleness, hard/soft/rate limits), the other half actions
    (bounds, rate limits), plus four interlocks. One timed sample is exactly the cycle's
    safety work: ``checker.check`` → ``interlocks.bounds`` → ``shield.apply``, on readings
-   that change every cycle (fresh timestamps, values that move, proposals that sometimes
+   that change every cycle (received this cycle, values that move, proposals that sometimes
    need clipping). Both backends side by side: the compiled kernel (``c``) and the numpy
    fallback, interleaved in blocks so that load changes hit both alike, and the three
    stages timed apart. Goal (DESIGN.md): 64 tags ≤ 20 µs p99.
@@ -58,6 +58,7 @@ from gateway.safety.shield import ActionShield  # noqa: E402
 SHIPPED = ROOT / "models" / "cstr_baseline.onnx"
 SAFE = {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0}
 HEALTHY = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, "plc_auto": 1.0,
+           "plc_remote": 1.0, "plc_watchdog": 0.0,
            "coolant_flow_sp": 100.0, "feed_flow_sp": 100.0, "coolant_flow": 100.0, "feed_flow": 100.0}
 
 
@@ -141,8 +142,8 @@ class SafetyRig:
         for i in range(count):
             j = self.k % VARIANTS
             snap.values[:] = self.values[j]
-            snap.source_ts[:] = 1.7e9 + self.k * dt
             self.now += dt
+            snap.recv_mono[:] = self.now  # received this cycle: freshness is the gateway's receive time
             self.k += 1
             proposed = self.proposals[j]
             t0 = perf()
@@ -191,9 +192,9 @@ class TimedTransport(MemoryTransport):
         super().__init__(*a, **kw)
         self.write_entered_ns = 0
 
-    async def write(self, plan: Any, values: Any) -> None:
+    async def write(self, plan: Any, values: Any, deadline: float | None = None) -> None:
         self.write_entered_ns = time.perf_counter_ns()
-        await super().write(plan, values)
+        await super().write(plan, values, deadline)
 
 
 class NullAudit:
