@@ -40,23 +40,26 @@ w = AuditWriter(pathlib.Path(sys.argv[1]), commit_interval_s=0.002, signer=Signe
                 checkpoint_every_records=500, checkpoint_export=pathlib.Path(sys.argv[4])).open()
 out = open(sys.argv[2], "w")
 out.write("ready\n"); out.flush()
+r, i = int(sys.argv[5]), 0  # this round and the child's own count of what it appended
 while True:
     for _ in range(199):
-        s = w.last_seq + 1
-        w.append("cycle", {"s": s, "pad": "x" * 200})
-    s = w.last_seq + 1
-    w.append_durable("trip", {"s": s, "code": "TEST"})
-    out.write(f"{s} {time.monotonic()}\n"); out.flush()
+        i += 1
+        w.append("cycle", {"r": r, "i": i, "pad": "x" * 200})
+    i += 1
+    # the seq the writer gave the record (it may have put a checkpoint before it)
+    s = w.append_durable("trip", {"r": r, "i": i, "code": "TEST"})
+    out.write(f"{s} {i} {time.monotonic()}\n"); out.flush()
 """
 
 
-def _acks(path: Path) -> list[tuple[int, float]]:
+def _acks(path: Path) -> list[tuple[int, int, float]]:
+    """(seq, the child's count i, time) of each acknowledged record."""
     lines = path.read_text().split("\n")[:-1]  # a last line without its newline was not acked
     out = []
     for line in lines:
         parts = line.split()
-        if len(parts) == 2:
-            out.append((int(parts[0]), float(parts[1])))
+        if len(parts) == 3:
+            out.append((int(parts[0]), int(parts[1]), float(parts[2])))
     return out
 
 
@@ -69,11 +72,13 @@ def _crash_rounds(tmp_path: Path, rounds: int) -> None:
     ck.generate_keypair(key, pub)
     public = ck.load_public_key(pub)
     max_acked = 0
+    last_acked_i: dict[int, int] = {}  # round -> the child's count at its last acknowledged record
+    acked_records: dict[int, tuple[int, int]] = {}  # seq -> (round, i) of every acknowledged record
     rates: list[float] = []
     for rnd in range(rounds):
         acked_file = tmp_path / f"acked-{rnd}.txt"
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(log), str(acked_file), str(key),
-                                  str(exported)], cwd=REPO)
+                                  str(exported), str(rnd)], cwd=REPO)
         try:
             deadline = time.monotonic() + 20
             while not (acked_file.exists() and _acks(acked_file)):  # killed only once it acked
@@ -85,11 +90,13 @@ def _crash_rounds(tmp_path: Path, rounds: int) -> None:
             child.send_signal(signal.SIGKILL)
             child.wait()
         acks = _acks(acked_file)
-        acked = max((seq for seq, _ in acks), default=0)
+        acked = max((seq for seq, _, _ in acks), default=0)
         assert acked > max_acked, f"round {rnd} acknowledged nothing (seed {seed})"
-        if len(acks) >= 2 and acks[-1][1] > acks[0][1]:
-            rates.append((acks[-1][0] - acks[0][0]) / (acks[-1][1] - acks[0][1]))
+        if len(acks) >= 2 and acks[-1][2] > acks[0][2]:
+            rates.append((acks[-1][0] - acks[0][0]) / (acks[-1][2] - acks[0][2]))
         max_acked = acked
+        last_acked_i[rnd] = acks[-1][1]
+        acked_records.update((seq, (rnd, i)) for seq, i, _ in acks)
         torn = rng.random() < 0.5
         if torn:  # a crash in the middle of a write leaves part of a frame behind
             frame, _ = fmt.encode_frame(10**9, bytes(32), b'{"half":"written"}' * 4)
@@ -103,9 +110,18 @@ def _crash_rounds(tmp_path: Path, rounds: int) -> None:
         assert result.exported_checked == len(cps)
         records = {r.seq: r.payload for r in iter_records(log)}
         for seq in range(1, max_acked + 1):
-            payload = records.get(seq)
-            assert payload is not None, f"acknowledged seq {seq} lost (seed {seed}, round {rnd})"
-            assert payload["kind"] in ("repair", "checkpoint") or payload["s"] == seq, (seq, payload)
+            assert seq in records, f"seq {seq} lost (seed {seed}, round {rnd})"
+        for seq, (r, i) in acked_records.items():  # each acknowledged record is the one acked
+            assert (records[seq]["r"], records[seq]["i"]) == (r, i), (seq, r, i, records[seq])
+        # nothing appended before an acknowledged record is missing: per round, the child's
+        # records are its counts 1, 2, 3 ... in seq order, through its last acknowledged one
+        counts: dict[int, list[int]] = {}
+        for seq in sorted(records):
+            if records[seq]["kind"] in ("cycle", "trip"):
+                counts.setdefault(records[seq]["r"], []).append(records[seq]["i"])
+        for r, got in counts.items():
+            assert got == list(range(1, len(got) + 1)), f"round {r}: a gap or reorder (seed {seed})"
+            assert len(got) >= last_acked_i[r], f"round {r} lost acknowledged records (seed {seed})"
         if torn:
             last = records[max(records)]
             assert last["kind"] == "repair" and last["cut_bytes"] > 0, (seed, rnd, last)
