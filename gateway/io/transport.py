@@ -8,9 +8,11 @@ seconds). A request still unanswered then is abandoned for this cycle, whatever 
 library's own timeout: the read marks the link's values NO_DATA, the write reports the
 tags as not acknowledged. A link is dropped (and reconnected in the background) only when
 it has answered nothing for its own ``timeout_s``; a late answer is discarded by the
-library (asyncua matches answers by request id, pymodbus by transaction id). Writes are only ever
-planned for tags marked writable, and values outside a tag's valid range never reach
-the wire: both are refused here, below the shield, as a second line of defence.
+library (asyncua matches answers by request id, pymodbus by transaction id).
+
+Writes are only ever planned for tags marked writable, and values outside a tag's valid
+range never reach the wire: both are refused here, below the shield, as a second line of
+defence.
 """
 
 from __future__ import annotations

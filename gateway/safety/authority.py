@@ -7,7 +7,8 @@ optional and both from tags the gateway already reads every cycle:
 - **Accepting**: ``safety.plc_remote_tag`` (true = the PLC applies the gateway's
   setpoints) and ``safety.plc_watchdog_tag`` (true = its dead-man watchdog has tripped).
   The control cycle does not claim to control while the PLC does not accept: from AUTO
-  or FALLBACK it goes to MANUAL (held by ``plc``), and hands back when the PLC accepts.
+  or FALLBACK it goes to MANUAL (held by ``plc_remote``), and hands back when the PLC
+  accepts.
 - **Applied**: per action with an ``applied`` tag of its own, the written setpoint and
   the applied value differ by more than ``applied_tolerance`` (default 5 % of the
   action's span) for longer than ``safety.applied_settle_s``: an alarm naming the action,
