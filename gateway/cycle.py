@@ -393,7 +393,8 @@ class ControlLoop:
             if self.modes.mode == Mode.AUTO and proposed is not None:
                 self._candidate[:] = proposed
             # 8. shield, 9. write
-            if self.modes.mode in WRITING:
+            mode = self.modes.mode
+            if mode in WRITING:
                 written = await self._shield_and_write(self._candidate, lo, hi)
 
         # 9b. what the PLC applies against what was written (an alarm, audited, on change)
@@ -404,7 +405,9 @@ class ControlLoop:
         # here too, not only through on_fatal, so no cycle runs on in AUTO unrecorded
         record = {
             "n": self.stats.cycles,
-            "mode": self.modes.mode.name,
+            # the mode the outputs were written under: a command that lands while the write
+            # is in flight (operator MANUAL, say) shows in its own record and the next cycle's
+            "mode": (mode if written is not None else self.modes.mode).name,
             "obs": self._obs_record(),
             "verdict": verdict.code,
             "interlocks": self.interlocks.active_names() if self.interlocks.active.any() else None,

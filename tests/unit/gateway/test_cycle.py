@@ -466,3 +466,26 @@ def test_cycle_records_say_what_the_device_acknowledged(tmp_path: Path) -> None:
     assert rec["written"] is not None and len(rec["ack"]) == 3
     assert all(a.startswith("failed: ") for a in rec["ack"]), rec["ack"]
     assert loop.stats.write_errors == 1
+
+
+def test_a_mode_change_during_the_write_does_not_relabel_the_cycle_that_wrote(tmp_path: Path) -> None:
+    """An operator's MANUAL that lands while the policy's write is in flight: that cycle's
+    record still says AUTO (the policy wrote it); the next cycle is MANUAL with no proposal."""
+    loop, t, audit = make_loop(tmp_path)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 2)
+    assert loop.modes.mode == Mode.AUTO
+    real_write = t.write
+
+    async def write_then_command(plan, values, deadline=None):  # type: ignore[no-untyped-def]
+        await real_write(plan, values, deadline)
+        if len(plan.names) > 1:  # the action write: the command arrives before it returns
+            t.write = real_write  # type: ignore[method-assign]
+            loop.request_manual("bob")
+
+    t.write = write_then_command  # type: ignore[method-assign]
+    steps(loop, 2)
+    last, this = [(p["mode"], p["proposed"], p["written"]) for k, p in audit.records if k == "cycle"][-2:]
+    assert last[0] == "AUTO" and last[1] is not None and last[2] is not None  # the policy wrote
+    assert this == ("MANUAL", None, None)  # the next cycle: nothing from the policy
