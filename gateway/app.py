@@ -158,7 +158,9 @@ class Gateway:
         try:
             audit.append_durable("config_load", {"path": str(self.loaded.path), "sha256": self.loaded.sha256,
                                                  "gateway": s.gateway.name, "obs_tags": list(s.policy.observations),
-                                                 "act_tags": list(s.policy.actions)})
+                                                 "act_tags": list(s.policy.actions),
+                                                 "obs_units": [s.tags[t].units for t in s.policy.observations],
+                                                 "act_units": [s.tags[t].units for t in s.policy.actions]})
             audit.append_durable("model_load", {"path": str(policy.path), "sha256": policy.sha256,
                                                 "algorithm": policy.contract.algorithm})
             if s.metrics.enabled:

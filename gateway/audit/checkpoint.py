@@ -69,7 +69,7 @@ class Checkpoint:
             seq, head, t, kid, sig = d["seq"], d["head"], d["t_wall_ns"], d["key_id"], d["sig"]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"checkpoint lacks field {exc}") from None
-        if not (isinstance(seq, int) and isinstance(t, int) and isinstance(head, str) and len(head) == 64
+        if not (type(seq) is int and type(t) is int and isinstance(head, str) and len(head) == 64
                 and isinstance(kid, str) and isinstance(sig, str)):
             raise ValueError("checkpoint fields have wrong types")
         return cls(seq, head, t, kid, sig)
@@ -165,8 +165,14 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
+class CheckpointFileError(AuditError):
+    """A complete line of an exported checkpoint file is not a checkpoint: the evidence
+    itself was altered, so verification against it fails (exit 1, not an I/O error)."""
+
+
 def read_exported(path: Path) -> list[Checkpoint]:
-    """Checkpoints from an export file (JSON lines). A torn last line is ignored."""
+    """Checkpoints from an export file (JSON lines). A torn last line is ignored; a
+    complete line that is not a checkpoint raises :class:`CheckpointFileError`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -180,6 +186,6 @@ def read_exported(path: Path) -> list[Checkpoint]:
         try:
             out.append(Checkpoint.from_dict(json.loads(line)))
         except ValueError as exc:
-            raise AuditError(f"{path}, line {n}: not a checkpoint: {exc}") from None
+            raise CheckpointFileError(f"{path}, line {n}: not a checkpoint: {exc}") from None
     del last  # no newline: a write cut short, never completed, never relied on
     return out

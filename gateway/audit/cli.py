@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "so a log cut short past the last one fails")
     p.set_defaults(handler=_verify)
 
+    p = sub.add_parser("repair", help="cut damage at the end of a log that is not a crash tail (the gateway "
+                                       "refuses to start on it); never cuts an exported record")
+    p.add_argument("path", type=Path, help="audit log directory (stop the gateway first)")
+    p.add_argument("--checkpoints", type=Path, metavar="FILE",
+                   help="the gateway's checkpoint_export file: records its checkpoints cover are not cut")
+    p.set_defaults(handler=_repair)
+
     p = sub.add_parser("keygen", help="write a new Ed25519 key pair for signing checkpoints")
     p.add_argument("private", type=Path, help="private key file to write (mode 0600)")
     p.add_argument("--public", type=Path, help="public key file (default: PRIVATE.pub)")
@@ -81,11 +88,15 @@ def _dir(path: Path) -> Path:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from gateway.audit.checkpoint import load_public_key, read_exported
+    from gateway.audit.checkpoint import CheckpointFileError, load_public_key, read_exported
     from gateway.audit.verify import verify
 
     pub = load_public_key(args.pubkey) if args.pubkey else None
-    exported = read_exported(args.checkpoints) if args.checkpoints else None
+    try:
+        exported = read_exported(args.checkpoints) if args.checkpoints else None
+    except CheckpointFileError as exc:
+        print(f"FAILED: {exc}")
+        return 1
     result = verify(args.path, pubkey=pub, checkpoints=exported)
     span = f"seq {result.first_seq}..{result.last_seq}" if result.records else "no records"
     if result.ok:
@@ -99,6 +110,22 @@ def _verify(args: argparse.Namespace) -> int:
     print(f"FAILED: {result.error}")
     print(f"  intact before it: {result.records} records ({span}), head {result.head}")
     return 1
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from gateway.audit.writer import AuditWriter
+
+    writer = AuditWriter(_dir(args.path), checkpoint_export=args.checkpoints)
+    writer.open(repair_damaged_tail=True)
+    writer.close()
+    cut = writer.repaired
+    if cut is None:
+        print(f"{args.path}: nothing to repair")
+        return 0
+    what = (f"cut {cut['cut_bytes']} bytes at {cut['file']} offset {cut['offset']} ({cut['damage']})"
+            if "cut_bytes" in cut else cut["reason"])
+    print(f"{args.path}: {what}; recorded in a repair record (sha256 of the cut bytes {cut.get('cut_sha256', '-')})")
+    return 0
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -186,8 +213,11 @@ def _checkpoints(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from gateway.audit.export import export_hdf5, mark_exported, parse_time, write_jsonl
+    from gateway.audit.export import continuation, export_hdf5, mark_exported, parse_time, write_jsonl
 
+    if args.output is not None and args.output.exists() and (args.format == "hdf5" or _filtered(args)):
+        raise AuditError(f"{args.output} exists: an export never overwrites a file (it may hold the only copy "
+                         "of records retention has deleted); choose a new file")
     if args.format == "hdf5":
         if args.output is None:
             raise AuditError("--format hdf5 needs -o FILE")
@@ -198,7 +228,7 @@ def _export(args: argparse.Namespace) -> int:
         n = export_hdf5(_dir(args.path), args.output, since=since, until=until, plant=args.plant)
         print(f"wrote {n} transitions to {args.output}", file=sys.stderr)
         return 0
-    records, since, until = _selected(args)
+    records, _, _ = _selected(args)
     if args.output is None:
         try:
             write_jsonl(records, sys.stdout)
@@ -206,16 +236,25 @@ def _export(args: argparse.Namespace) -> int:
         except BrokenPipeError:
             return _quiet_broken_pipe()
         return 0
+    after = None if _filtered(args) else continuation(args.output, _dir(args.path))
+    if after is not None:
+        records = (r for r in records if r.seq > after.seq)
     try:
-        with open(args.output, "w", encoding="utf-8") as f:
+        with open(args.output, "a" if args.output.exists() else "x", encoding="utf-8") as f:
             n, last = write_jsonl(records, f)
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
         raise AuditError(f"cannot write {args.output}: {exc}") from None
-    msg = f"exported {n} records to {args.output}"
-    if last is not None and since is None and until is None and not args.kind:
+    verb = f"appended {n} records to {args.output} (after seq {after.seq})" if after is not None \
+        else f"exported {n} records to {args.output}"
+    last = last or after
+    if last is not None and not _filtered(args):
         through = mark_exported(args.path, last, args.output)
-        msg += f"; marked exported through seq {through}"
-    print(msg, file=sys.stderr)
+        verb += f"; marked exported through seq {through}"
+    print(verb, file=sys.stderr)
     return 0
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return bool(args.since or args.until or args.kind)

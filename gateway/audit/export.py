@@ -8,6 +8,12 @@ value only ever grows). The writer's retention deletes a segment only when all i
 records are at or below ``through_seq``. Filtered exports, stdout and HDF5 exports do not
 move the marker: they are not a copy of the log.
 
+No export overwrites a file: it may hold the only copy of records retention has since
+deleted. An unfiltered JSON-lines export to a file that already holds an export of this
+log *continues* it (:func:`continuation`): it appends the records after the file's last
+one, provided the log still holds that record (same hash) or starts right after it
+(chained to it); anything else is refused.
+
 The HDF5 export builds the D4RL layout of ``training.datasets`` from consecutive
 ``cycle`` records in AUTO: row i is (obs of cycle n, action written in cycle n, obs of
 cycle n+1). A run ends where the next cycle is missing, not AUTO, wrote nothing or has
@@ -26,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.audit import record as fmt
 from gateway.audit.verify import DecodedRecord, iter_records
 from gateway.audit.writer import EXPORTED_NAME, _fsync_dir, read_exported_marker
 from gateway.errors import AuditError
@@ -92,6 +99,41 @@ def write_jsonl(records: Iterable[DecodedRecord], out: TextIO) -> tuple[int, Dec
     return n, last
 
 
+def continuation(path: Path, directory: Path) -> DecodedRecord | None:
+    """The last record of an earlier export in ``path``, checked to be continuable from
+    the log in ``directory``; None when ``path`` does not exist or is empty. Raises
+    ``AuditError`` (nothing written) when appending to ``path`` could lose or misplace
+    records: a file that is not an export of this log, an interrupted export, or a gap."""
+    path = Path(path)
+    try:
+        line, partial = fmt.tail_lines(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditError(f"cannot read {path}: {exc}") from None
+    if partial:
+        raise AuditError(f"{path} ends in an incomplete line (an export that was interrupted?): "
+                         "remove that line or export to a new file; nothing was written")
+    if line is None:
+        return None
+    try:
+        last = json.loads(line)
+        prev = DecodedRecord(int(last["seq"]), str(last["hash"]), last["payload"])
+    except (ValueError, KeyError, TypeError):
+        raise AuditError(f"{path} exists and is not a JSON-lines export of an audit log: an export never "
+                         "overwrites a file; choose a new file") from None
+    for rec in iter_records(directory):
+        if rec.seq == prev.seq and rec.hash == prev.hash:
+            return prev
+        if rec.seq == prev.seq + 1 and rec.prev_hash == prev.hash:
+            return prev
+        if rec.seq >= prev.seq:
+            break
+    raise AuditError(f"{path} ends at seq {prev.seq}, which this log does not continue (another log's "
+                     f"export, or the records after it were deleted after an export to another file): "
+                     "export to a new file; nothing was written")
+
+
 def mark_exported(directory: Path, last: DecodedRecord, destination: Path) -> int:
     """Move the export marker up to ``last.seq`` (never down). Returns the marker's value."""
     directory = Path(directory)
@@ -113,6 +155,16 @@ def mark_exported(directory: Path, last: DecodedRecord, destination: Path) -> in
     return through
 
 
+_NAMED = ("obs_tags", "act_tags", "obs_units", "act_units")  # from the config_load record
+
+
+def _names(given: Any, n: int, default: str) -> list[str]:
+    """The recorded names (or units) when they fit the data, else ``default.format(i)``."""
+    if isinstance(given, list) and len(given) == n and all(isinstance(x, str) for x in given):
+        return given
+    return [default.format(i) for i in range(n)]
+
+
 def export_hdf5(directory: Path, out: Path, *, since: float | None = None, until: float | None = None,
                 plant: str | None = None) -> int:
     """Write the AUTO cycle history of the log as a training dataset; return its rows."""
@@ -124,7 +176,7 @@ def export_hdf5(directory: Path, out: Path, *, since: float | None = None, until
         raise AuditError(f"HDF5 export needs h5py, which is in the 'train' extra (pip install "
                          f"'edgewarden[train]'): {exc}") from None
     obs, act, nxt, ends = [], [], [], []
-    info: dict[str, Any] = {"gateway": None, "obs_tags": None, "act_tags": None, "model": None}
+    info: dict[str, Any] = {"gateway": None, "model": None, **dict.fromkeys(_NAMED)}
     prev: dict[str, Any] | None = None  # the last usable AUTO cycle, waiting for its successor
     first_seq = last_seq = None
     for rec in select(iter_records(directory), since=since, until=until):
@@ -132,8 +184,8 @@ def export_hdf5(directory: Path, out: Path, *, since: float | None = None, until
         kind = p.get("kind")
         if kind == "config_load":
             info["gateway"] = p.get("gateway", info["gateway"])
-            info["obs_tags"] = p.get("obs_tags", info["obs_tags"])
-            info["act_tags"] = p.get("act_tags", info["act_tags"])
+            for key in _NAMED:
+                info[key] = p.get(key, info[key])
         elif kind == "model_load":
             info["model"] = p.get("sha256", info["model"])
         if kind != "cycle":
@@ -164,15 +216,14 @@ def export_hdf5(directory: Path, out: Path, *, since: float | None = None, until
     if any(len(o) != n_obs for o in obs) or any(len(a) != n_act for a in act):
         raise AuditError(f"{directory}: observation/action sizes change within the log; export a range "
                          "with --since/--until that covers one configuration")
-    obs_tags = info["obs_tags"] if isinstance(info["obs_tags"], list) and len(info["obs_tags"]) == n_obs \
-        else [f"obs_{i}" for i in range(n_obs)]
-    act_tags = info["act_tags"] if isinstance(info["act_tags"], list) and len(info["act_tags"]) == n_act \
-        else [f"act_{i}" for i in range(n_act)]
+    obs_tags = _names(info["obs_tags"], n_obs, "obs_{}")
+    act_tags = _names(info["act_tags"], n_act, "act_{}")
+    obs_units, act_units = _names(info["obs_units"], n_obs, ""), _names(info["act_units"], n_act, "")
     actions = np.asarray(act, dtype=np.float32)
     meta = DatasetMeta(
         plant=plant or info["gateway"] or "unknown",
-        observation_tags=tuple(obs_tags), observation_units=("",) * n_obs,
-        action_tags=tuple(act_tags), action_units=("",) * n_act,
+        observation_tags=tuple(obs_tags), observation_units=tuple(obs_units),
+        action_tags=tuple(act_tags), action_units=tuple(act_units),
         action_low=tuple(float(v) for v in actions.min(axis=0)),
         action_high=tuple(float(v) for v in actions.max(axis=0)),
         behaviour_policy=f"onnx:{info['model']}" if info["model"] else "unknown",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import struct
 import zlib
@@ -145,8 +146,14 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
     return out
 
 
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON (non-finite numbers are stored as strings)")
+
+
 def decode_payload(payload: bytes) -> dict[str, Any]:
-    value = json.loads(payload.decode("utf-8"))
+    """The payload as a dict. Raises ``ValueError`` for anything but strict JSON (RFC 8259:
+    no bare ``NaN``/``Infinity``) whose top level is an object."""
+    value = json.loads(payload.decode("utf-8"), parse_constant=_not_json)
     if not isinstance(value, dict):
         raise ValueError("payload is not a JSON object")
     return value
@@ -167,6 +174,23 @@ def encode_frame(seq: int, prev_hash: bytes, payload: bytes) -> tuple[bytes, byt
 def pack_header(first_seq: int, prev_hash: bytes) -> bytes:
     head = HEADER.pack(MAGIC, FORMAT_VERSION, first_seq, prev_hash)
     return head + struct.pack(">I", zlib.crc32(head))
+
+
+def tail_lines(path: Path) -> tuple[bytes | None, bytes]:
+    """``(last complete line, bytes after it)`` of a JSON-lines file, read from its end:
+    ``(None, b"")`` for an empty file; raises ``OSError`` (``FileNotFoundError``...)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail = b""
+        while size > 0 and tail.count(b"\n") < 2:
+            step = min(size, 65536)
+            size -= step
+            f.seek(size)
+            tail = f.read(step) + tail
+    complete, sep, partial = tail.rpartition(b"\n")
+    if not sep:
+        return None, partial
+    return complete.rsplit(b"\n", 1)[-1], partial
 
 
 def segment_name(first_seq: int) -> str:
@@ -202,7 +226,8 @@ class Record:
 class ChainError(Exception):
     """The log is not intact at ``path``/``offset``. ``torn`` marks a repairable crash tail."""
 
-    def __init__(self, path: Path, offset: int, seq: int | None, reason: str, *, torn: bool = False):
+    def __init__(self, path: Path, offset: int, seq: int | None, reason: str, *, torn: bool = False,
+                 damaged_tail: bool = False):
         where = f"{path}, offset {offset}" + (f", seq {seq}" if seq is not None else "")
         super().__init__(f"{where}: {reason}")
         self.path = path
@@ -210,16 +235,20 @@ class ChainError(Exception):
         self.seq = seq
         self.reason = reason
         self.torn = torn
+        self.damaged_tail = damaged_tail  # damage after the last valid record, none follows
 
 
 @dataclass(slots=True)
 class TornTail:
-    """Bytes after the last valid record of the last segment that a crash left behind."""
+    """Bytes after the last valid record of the last segment: what a crash left behind
+    (``crash``), or damage an operator chose to cut."""
 
     path: Path
     offset: int
     length: int
     reason: str
+    seq: int  # the seq the damaged frame would have carried
+    crash: bool = True
 
 
 @dataclass(slots=True)
@@ -272,22 +301,31 @@ def _later_valid_frame(data: bytes, after: int, seqs: tuple[int, ...]) -> int | 
     return None
 
 
+_CRC_MISMATCH = "crc mismatch"
+
+
 def walk(directory: Path, state: WalkState | None = None, *, tolerate_torn_tail: bool = False,
-         require_genesis: bool = True) -> Iterator[Record]:
+         tolerate_damaged_tail: bool = False, require_genesis: bool = True) -> Iterator[Record]:
     """Yield every record of the log in order, checking everything on the way.
 
     Raises :class:`ChainError` at the first problem: header, framing, crc, sequence gap,
     or broken hash chain (inside a segment or across segments). With
     ``tolerate_torn_tail``, damage after the last valid record of the *last* segment is
     accepted and described in ``state.torn`` when it looks like a crash: the damaged
-    frame is incomplete or fails its crc, and no complete frame continuing the chain
-    follows it. A complete frame that does not chain, or damage anywhere else, is
-    always an error.
+    frame is incomplete (too short, runs past the end of the file, or has a length out
+    of range), and no complete frame continuing the chain follows it. With
+    ``tolerate_damaged_tail`` (an operator's explicit repair) any damage there that no
+    valid frame follows is accepted the same way. A complete frame that does not chain,
+    or damage anywhere else, is always an error.
     """
     st = state if state is not None else WalkState()
     segments = list_segments(directory)
-    expected_seq: int | None = FIRST_SEQ if require_genesis else None
-    expected_prev: bytes | None = GENESIS_HASH if require_genesis else None
+    # a log whose oldest segments retention deleted starts where a retention record says
+    pruned = require_genesis and bool(segments) and segments[0][0] != FIRST_SEQ
+    starts: set[tuple[object, object]] = set()
+    log_start: tuple[object, object] = (None, None)
+    expected_seq: int | None = FIRST_SEQ if require_genesis and not pruned else None
+    expected_prev: bytes | None = GENESIS_HASH if require_genesis and not pruned else None
     for index, (named_seq, path) in enumerate(segments):
         last_segment = index == len(segments) - 1
         data = path.read_bytes()
@@ -309,25 +347,33 @@ def walk(directory: Path, state: WalkState | None = None, *, tolerate_torn_tail:
                 else:
                     body = data[offset + FRAME_HEAD.size : body_end]
                     if zlib.crc32(body) != crc:
-                        problem = "crc mismatch"
+                        problem = _CRC_MISMATCH
             if problem is not None:
-                torn = False
+                torn = damaged_tail = False
                 if last_segment:
                     later = _later_valid_frame(data, offset, (seq, seq + 1))
                     if later is None:
-                        torn = True
+                        damaged_tail = True
+                        # a crash leaves a prefix of what was being written (or, where the
+                        # file grew before its data reached the disk, zeros or stale
+                        # blocks: no frame); a complete frame failing its crc is damage
+                        torn = problem != _CRC_MISMATCH
+                        if not torn:
+                            problem += " (a complete frame: damage, not a crash tail)"
                     else:
                         problem += f" (a complete record follows at offset {later}: not a crash tail)"
-                if torn and tolerate_torn_tail:
-                    st.torn = TornTail(path, offset, end - offset, problem)
+                if (torn and tolerate_torn_tail) or (damaged_tail and tolerate_damaged_tail):
+                    st.torn = TornTail(path, offset, end - offset, problem, seq, crash=torn)
                     break
-                raise ChainError(path, offset, seq, problem, torn=torn)
+                raise ChainError(path, offset, seq, problem, torn=torn, damaged_tail=damaged_tail)
             (got_seq,) = SEQ.unpack_from(body, 0)
             if got_seq != seq:
                 raise ChainError(path, offset, got_seq, f"sequence {got_seq} where {seq} was expected")
             if body[SEQ.size:BODY_MIN] != head:
                 raise ChainError(path, offset, seq, "prev_hash does not match the previous record's hash")
             digest = hashlib.sha256(body).digest()
+            if pruned and b"retention" in body:
+                _note_retention_start(body[BODY_MIN:], starts)
             yield Record(seq, digest, head, body[BODY_MIN:], path, offset)
             if st.first_seq is None:
                 st.first_seq = seq
@@ -338,3 +384,17 @@ def walk(directory: Path, state: WalkState | None = None, *, tolerate_torn_tail:
             offset = body_end
         expected_seq, expected_prev = seq, head
         st.next_seq, st.head, st.end_offset = seq, head, offset
+        if index == 0:
+            log_start = (first_seq, prev.hex())
+    if pruned and log_start not in starts:
+        raise ChainError(segments[0][1], 0, segments[0][0],
+                         "log does not start at seq 1 and no retention record explains its start")
+
+
+def _note_retention_start(payload: bytes, starts: set[tuple[object, object]]) -> None:
+    try:
+        p = decode_payload(payload)
+    except ValueError:
+        return  # not a retention record: the caller decodes and judges every payload
+    if p.get("kind") == "retention":
+        starts.add((p.get("first_seq_kept"), p.get("prev_hash")))

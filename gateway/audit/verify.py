@@ -44,6 +44,7 @@ class DecodedRecord:
     seq: int
     hash: str  # hex SHA-256 of the record body
     payload: dict[str, Any]
+    prev_hash: str = ""  # hex hash of the record before it (the chain link)
 
 
 def verify(directory: Path, *, require_genesis: bool = True, pubkey: Ed25519PublicKey | None = None,
@@ -59,16 +60,16 @@ def verify(directory: Path, *, require_genesis: bool = True, pubkey: Ed25519Publ
     exported = sorted(checkpoints or [], key=lambda c: c.seq)
     want = {c.seq: c for c in exported}
     want_record = {c.seq + 1: c for c in exported}  # the checkpoint record itself
-    retention_starts: set[tuple[int, str]] = set()
     try:
-        segs = fmt.list_segments(directory)
-        pruned = bool(segs) and segs[0][0] != fmt.FIRST_SEQ
-        for rec in fmt.walk(directory, state, require_genesis=require_genesis and not pruned):
+        for rec in fmt.walk(directory, state, require_genesis=require_genesis):
             try:
                 payload = rec.decode()
             except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise fmt.ChainError(rec.path, rec.offset, rec.seq, f"payload is not a JSON object: {exc}") from None
-            kind = payload.get("kind")
+            problem = _missing_fields(payload)
+            if problem is not None:
+                raise fmt.ChainError(rec.path, rec.offset, rec.seq, problem)
+            kind = payload["kind"]
             if kind == ck.KIND:
                 problem = _check_checkpoint(payload, rec, pubkey)
                 if problem is not None:
@@ -76,8 +77,6 @@ def verify(directory: Path, *, require_genesis: bool = True, pubkey: Ed25519Publ
                 n_ckpt += 1
                 if pubkey is not None:
                     signed_through = rec.seq - 1
-            elif kind == "retention":
-                retention_starts.add((payload.get("first_seq_kept"), payload.get("prev_hash")))
             cp = want_record.get(rec.seq)
             if cp is not None and (kind != ck.KIND or payload.get("sig") != cp.sig):
                 raise fmt.ChainError(rec.path, rec.offset, rec.seq,
@@ -90,12 +89,6 @@ def verify(directory: Path, *, require_genesis: bool = True, pubkey: Ed25519Publ
                 exported_checked += 1
             records, last_seq, head = records + 1, rec.seq, rec.hash
             first_seq = rec.seq if first_seq is None else first_seq
-        if pruned and require_genesis:
-            _, first_path = segs[0]
-            start = fmt.HEADER.unpack_from(first_path.read_bytes(), 0)
-            if (segs[0][0], start[3].hex()) not in retention_starts:
-                raise fmt.ChainError(first_path, 0, segs[0][0],
-                                     "log does not start at seq 1 and no retention record explains its start")
         error = _check_exported(exported, pubkey, state, first_seq, last_seq, directory)
         if error is None and pubkey is not None and records and n_ckpt == 0:
             error = f"{directory}: no checkpoint in the log: nothing here is signed by the given key"
@@ -119,6 +112,18 @@ def verify(directory: Path, *, require_genesis: bool = True, pubkey: Ed25519Publ
         signed_through=signed_through,
         exported_checked=exported_checked,
     )
+
+
+def _missing_fields(payload: dict[str, Any]) -> str | None:
+    """Rule 6: every record names its kind and when it was made."""
+    kind = payload.get("kind")
+    if not isinstance(kind, str) or not kind:
+        return "payload has no kind (a non-empty string)"
+    for field in ("t_wall", "t_mono"):
+        v = payload.get(field)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"payload has no {field} (a number)"
+    return None
 
 
 def _check_checkpoint(payload: dict[str, Any], rec: fmt.Record, pubkey: Ed25519PublicKey | None) -> str | None:
@@ -152,10 +157,8 @@ def iter_records(directory: Path, *, require_genesis: bool = True) -> Iterator[D
     """Yield every record in order, decoded. Raises ``AuditError`` where the log is damaged."""
     directory = Path(directory)
     try:
-        segs = fmt.list_segments(directory)
-        pruned = bool(segs) and segs[0][0] != fmt.FIRST_SEQ
-        for rec in fmt.walk(directory, require_genesis=require_genesis and not pruned):
-            yield DecodedRecord(rec.seq, rec.hash.hex(), rec.decode())
+        for rec in fmt.walk(directory, require_genesis=require_genesis):
+            yield DecodedRecord(rec.seq, rec.hash.hex(), rec.decode(), rec.prev_hash.hex())
     except fmt.ChainError as exc:
         raise AuditError(f"audit log is damaged: {exc}") from None
     except ValueError as exc:

@@ -37,6 +37,7 @@ import base64
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import threading
 import time
@@ -218,13 +219,18 @@ class AuditWriter:
         self._segments_deleted = 0
         self._retention_blocked = 0
         self._retention_errors = 0
+        self.repaired: dict[str, Any] | None = None  # the repair record of the last open, if any
 
     # ----------------------------------------------------------------- lifecycle
-    def open(self) -> AuditWriter:
+    def open(self, *, repair_damaged_tail: bool = False) -> AuditWriter:
         """Recover the log (repair a torn tail, refuse corruption) and start the writer.
 
         Raises ``AuditError`` naming file and offset when the log is damaged anywhere but
-        its tail, or when another writer holds the directory.
+        in a crash tail, when the damaged tail holds a record that was exported (by
+        ``audit export`` or as an exported checkpoint), or when another writer holds the
+        directory. ``repair_damaged_tail`` (``edgewarden audit repair``, an operator's
+        decision) also cuts damage at the end of the log that is not a crash tail, such
+        as a complete last record failing its crc, unless it was exported.
         """
         if self._open:
             raise AuditError(f"audit log {self.directory} is already open")
@@ -238,18 +244,19 @@ class AuditWriter:
                 raise AuditError(f"audit log {self.directory} is open in another process") from None
             raise AuditError(f"cannot open audit log {self.directory}: {exc}") from None
         try:
-            repair = self._recover()
+            repair = self._recover(repair_damaged_tail)
         except BaseException:
             self._close_fds()
             raise
         self._open, self._closing = True, False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
+        self.repaired = repair
         if repair is not None:
             self.append_durable("repair", repair)
         return self
 
-    def _recover(self) -> dict[str, Any] | None:
+    def _recover(self, repair_damaged_tail: bool) -> dict[str, Any] | None:
         removed = []
         for tmp in sorted(self.directory.glob("*" + fmt.SEGMENT_SUFFIX + ".tmp")):
             tmp.unlink()  # a rotation that crashed before its rename: never part of the log
@@ -257,10 +264,14 @@ class AuditWriter:
         state = fmt.WalkState()
         last: fmt.Record | None = None
         try:
-            for last in fmt.walk(self.directory, state, tolerate_torn_tail=True):
+            for last in fmt.walk(self.directory, state, tolerate_torn_tail=True,
+                                 tolerate_damaged_tail=repair_damaged_tail):
                 pass
         except fmt.ChainError as exc:
-            raise AuditError(f"audit log is damaged, refusing to start (possible tampering): {exc}") from None
+            hint = (f"; if it is damage to the last records (keep a copy of the directory first), "
+                    f"`edgewarden audit repair {self.directory}` cuts them, unless they were exported"
+                    if exc.damaged_tail else "")
+            raise AuditError(f"audit log is damaged, refusing to start (possible tampering): {exc}{hint}") from None
         except OSError as exc:
             raise AuditError(f"cannot read audit log {self.directory}: {exc}") from None
         self._next_seq = state.next_seq
@@ -275,6 +286,7 @@ class AuditWriter:
             else:
                 path = state.segments[-1]
                 if state.torn is not None:
+                    self._refuse_cutting_exported(state.torn)
                     repair = self._cut_tail(state.torn)
                 self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
                 self._seg_path, self._seg_size = path, state.end_offset
@@ -286,6 +298,26 @@ class AuditWriter:
             raise AuditError(f"cannot repair audit log {self.directory}: {exc}") from None
         return repair
 
+    def _refuse_cutting_exported(self, torn: fmt.TornTail) -> None:
+        """A record that left the box (an export, an exported checkpoint) was durable:
+        damage there is never a crash tail, and cutting it would make every copy outside
+        contradict the log for good."""
+        through, source = read_exported_marker(self.directory), f"{EXPORTED_NAME} marks it exported"
+        if self.checkpoint_export is not None:
+            try:
+                line, _ = fmt.tail_lines(self.checkpoint_export)
+                ckpt_record = json.loads(line)["seq"] + 1 if line else 0  # the checkpoint's own record
+            except (OSError, ValueError, KeyError, TypeError):
+                ckpt_record = 0  # no readable export: the marker alone decides
+            if isinstance(ckpt_record, int) and ckpt_record > through:
+                through, source = ckpt_record, f"a checkpoint in {self.checkpoint_export} covers it"
+        if torn.seq <= through:
+            raise AuditError(
+                f"audit log is damaged, refusing to start: {torn.path}, offset {torn.offset}, seq {torn.seq}: "
+                f"{torn.reason}; the record was exported ({source}, through seq {through}), so this is "
+                f"damage, not a crash, and it is not cut: keep the directory as evidence and give the "
+                f"gateway a new [audit] dir")
+
     def _cut_tail(self, torn: fmt.TornTail) -> dict[str, Any]:
         with open(torn.path, "r+b") as f:
             f.seek(torn.offset)
@@ -294,7 +326,8 @@ class AuditWriter:
             f.flush()
             os.fsync(f.fileno())
         return {
-            "reason": "torn tail after the last valid record",
+            "reason": ("torn tail after the last valid record" if torn.crash
+                       else "operator repair: damaged tail after the last valid record"),
             "file": torn.path.name,
             "offset": torn.offset,
             "cut_bytes": len(cut),
@@ -693,8 +726,6 @@ def _kind_of(rec: fmt.Record) -> object:
 def read_exported_marker(directory: Path) -> int:
     """``through_seq`` of ``directory/exported.json``; 0 when absent or unreadable."""
     try:
-        import json
-
         value = json.loads((Path(directory) / EXPORTED_NAME).read_text(encoding="utf-8"))
         through = value["through_seq"]
         return through if isinstance(through, int) and through >= 0 else 0

@@ -95,8 +95,11 @@ async def closed_loop(tmp: Path) -> None:
 
     result = verify(tmp / "audit")
     assert result.ok, result.error
-    kinds = [r.payload["kind"] for r in iter_records(tmp / "audit")]
+    records = list(iter_records(tmp / "audit"))
+    kinds = [r.payload["kind"] for r in records]
     assert kinds[:2] == ["config_load", "model_load"]
+    loaded = records[0].payload  # what an HDF5 export names its columns and units by
+    assert loaded["obs_units"][0] == "K" and len(loaded["act_units"]) == len(loaded["act_tags"])
     assert "trip" in kinds and kinds.count("cycle") > 20 and kinds[-1] == "shutdown"
 
 

@@ -21,6 +21,7 @@ def log(tmp_path: Path) -> Path:
     d = tmp_path / "log"
     with AuditWriter(d) as w:
         w.append("config_load", {"gateway": "cstr-1", "obs_tags": ["T", "CA"], "act_tags": ["coolant"],
+                                 "obs_units": ["K", "mol/L"], "act_units": ["L/min"],
                                  "t_wall": T0})
         w.append("model_load", {"sha256": "ab" * 32, "t_wall": T0})
         for n in range(20):
@@ -89,6 +90,7 @@ def test_export_hdf5_builds_training_transitions(log: Path, tmp_path: Path) -> N
     assert len(ds) == 15
     assert ds.meta.plant == "cstr-1"
     assert ds.meta.observation_tags == ("T", "CA") and ds.meta.action_tags == ("coolant",)
+    assert ds.meta.observation_units == ("K", "mol/L") and ds.meta.action_units == ("L/min",)
     assert ds.meta.behaviour_policy == "onnx:" + "ab" * 32
     np.testing.assert_allclose(ds.observations[0], [350.0, 0.5])
     np.testing.assert_allclose(ds.actions[0], [100.0])

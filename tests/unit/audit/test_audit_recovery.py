@@ -135,3 +135,73 @@ def test_empty_directory_starts_at_genesis(tmp_path: Path) -> None:
     recs = list(fmt.walk(d))
     assert recs[0].prev_hash == fmt.GENESIS_HASH
     assert verify(d).ok
+
+
+def test_a_complete_last_record_failing_its_crc_refuses_until_the_operator_repairs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Bit rot in a durable record is not a crash: the writer refuses (nothing modified)
+    and names the command; ``audit repair`` cuts it, recorded, and the log goes on."""
+    from gateway.cli import main
+
+    recs = _log(tmp_path)
+    seg = _last_segment(tmp_path)
+    _flip(seg, recs[-1].offset + fmt.FRAME_HEAD.size + fmt.BODY_MIN + 3)  # inside the payload
+    damaged = seg.read_bytes()
+    with pytest.raises(AuditError, match="a complete frame: damage.*audit repair"):
+        AuditWriter(tmp_path).open()
+    assert seg.read_bytes() == damaged
+    assert main(["audit", "repair", str(tmp_path)]) == 0
+    assert "cut" in capsys.readouterr().out
+    out = list(iter_records(tmp_path))
+    assert out[-1].payload["reason"].startswith("operator repair") and out[-1].payload["damage"].startswith("crc")
+    assert out[-1].seq == 20 and verify(tmp_path).ok
+    assert main(["audit", "repair", str(tmp_path)]) == 0
+    assert "nothing to repair" in capsys.readouterr().out
+
+
+def _signed_log(tmp_path: Path) -> tuple[Path, Path, Path]:
+    from gateway.audit import checkpoint as ck
+
+    key, export, log = tmp_path / "k.pem", tmp_path / "cp.jsonl", tmp_path / "log"
+    ck.generate_keypair(key, tmp_path / "k.pem.pub")
+    _log(log, signer=ck.Signer.from_file(key), checkpoint_export=export)  # clean stop: last record a checkpoint
+    return log, export, tmp_path / "k.pem.pub"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_record_an_exported_checkpoint_covers_is_never_cut(tmp_path: Path, damage: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The field report: after a clean stop the last record is the exported checkpoint;
+    one flipped bit there (or a truncation) used to be cut on restart, leaving a log that
+    could never verify against its exported checkpoints again."""
+    from gateway.audit import checkpoint as ck
+    from gateway.cli import main
+
+    log, export, _ = _signed_log(tmp_path)
+    last = list(fmt.walk(log))[-1]
+    assert last.decode()["kind"] == "checkpoint"
+    seg = _last_segment(log)
+    if damage == "flip":
+        _flip(seg, last.offset + fmt.FRAME_HEAD.size + fmt.BODY_MIN + 3)
+    else:
+        seg.write_bytes(seg.read_bytes()[:-5])
+    damaged = seg.read_bytes()
+    with pytest.raises(AuditError, match="refusing to start"):
+        AuditWriter(log, checkpoint_export=export).open()
+    assert main(["audit", "repair", str(log), "--checkpoints", str(export)]) == 74
+    err = capsys.readouterr().err
+    assert "was exported" in err and "Traceback" not in err
+    assert seg.read_bytes() == damaged  # nothing cut
+    # the damage stays visible to every verifier; the exported checkpoints still name it
+    assert not verify(log, checkpoints=ck.read_exported(export)).ok
+
+
+def test_a_torn_record_that_audit_export_copied_is_never_cut(tmp_path: Path) -> None:
+    from gateway.cli import main
+
+    _log(tmp_path / "log")
+    assert main(["audit", "export", str(tmp_path / "log"), "-o", str(tmp_path / "copy.jsonl")]) == 0
+    seg = _last_segment(tmp_path / "log")
+    seg.write_bytes(seg.read_bytes()[:-5])  # looks torn, but it was read back and exported
+    with pytest.raises(AuditError, match=r"exported\.json marks it exported"):
+        AuditWriter(tmp_path / "log").open()

@@ -6,10 +6,13 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.audit import AuditWriter, iter_records, verify
 from gateway.audit import record as fmt
 from gateway.audit.writer import EXPORTED_NAME
 from gateway.cli import main
+from gateway.errors import AuditError
 
 
 def _fill(w: AuditWriter, n: int, start: int = 0) -> None:
@@ -64,6 +67,8 @@ def test_a_log_cut_at_its_start_without_retention_record_fails(tmp_path: Path) -
     fmt.list_segments(log)[0][1].unlink()
     result = verify(log)
     assert not result.ok
+    with pytest.raises(AuditError, match="no retention record explains its start"):
+        AuditWriter(log).open()  # and the writer refuses it too
 
 
 def test_segments_rotate_by_age(tmp_path: Path) -> None:
@@ -83,3 +88,84 @@ def test_filtered_exports_do_not_mark_anything_exported(tmp_path: Path) -> None:
         _fill(w, 10)
     assert main(["audit", "export", str(log), "--kind", "cycle", "-o", str(tmp_path / "c.jsonl")]) == 0
     assert not (log / EXPORTED_NAME).exists()
+
+
+def _export_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_repeated_exports_to_one_file_under_retention_lose_nothing(tmp_path: Path) -> None:
+    """The field report: retention of 3 small segments, an export to the same file after
+    every burst. The file continues (never overwritten), so every record ever written is
+    in the export or still in the log, and the export is one unbroken hash chain."""
+    log, out = tmp_path / "log", tmp_path / "history.jsonl"
+    written = 0
+    for burst in range(5):
+        with AuditWriter(log, segment_max_bytes=2048, retention_max_segments=3) as w:
+            _fill(w, 40, start=written)
+        written += 40
+        assert main(["audit", "export", str(log), "-o", str(out)]) == 0
+    lines = _export_lines(out)
+    seqs = [x["seq"] for x in lines]
+    assert seqs == list(range(1, len(seqs) + 1))  # appended in order, no gap, no repeat
+    in_log = [r.seq for r in iter_records(log)]
+    assert in_log[0] > 1  # retention did delete segments
+    assert set(range(1, in_log[-1] + 1)) <= set(seqs) | set(in_log)
+    by_seq = {r.seq: r.hash for r in iter_records(log)}
+    assert all(by_seq[x["seq"]] == x["hash"] for x in lines if x["seq"] in by_seq)
+    payloads = [x["payload"]["i"] for x in lines if x["payload"]["kind"] == "cycle"]
+    assert payloads == list(range(written))  # every cycle record of every burst
+
+
+def test_exports_never_overwrite_a_file(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "log"
+    with AuditWriter(log) as w:
+        _fill(w, 10)
+    full = tmp_path / "full.jsonl"
+    assert main(["audit", "export", str(log), "-o", str(full)]) == 0
+    before = full.read_bytes()
+    # a filtered or HDF5 export onto an existing file is refused, the file untouched
+    assert main(["audit", "export", str(log), "--kind", "cycle", "-o", str(full)]) == 74
+    assert "never overwrites" in capsys.readouterr().err
+    assert full.read_bytes() == before
+    # a file that is not an export of this log
+    other = tmp_path / "notes.txt"
+    other.write_text("hello\n")
+    assert main(["audit", "export", str(log), "-o", str(other)]) == 74
+    assert other.read_text() == "hello\n"
+    with AuditWriter(tmp_path / "other-log") as w:
+        _fill(w, 3)
+    foreign = tmp_path / "foreign.jsonl"
+    assert main(["audit", "export", str(tmp_path / "other-log"), "-o", str(foreign)]) == 0
+    assert main(["audit", "export", str(log), "-o", str(foreign)]) == 74
+    assert "does not continue" in capsys.readouterr().err
+    # an interrupted export (no final newline) is not appended to
+    torn = tmp_path / "torn.jsonl"
+    torn.write_bytes(before[:-10])
+    assert main(["audit", "export", str(log), "-o", str(torn)]) == 74
+    assert "incomplete line" in capsys.readouterr().err
+    # nothing new: the file is unchanged, the marker stays
+    assert main(["audit", "export", str(log), "-o", str(full)]) == 0
+    assert full.read_bytes() == before
+
+
+def test_an_export_file_left_behind_by_a_later_export_elsewhere_is_refused(tmp_path: Path) -> None:
+    """F holds 1..40, G 1..80, retention then deletes through 80: continuing F would skip
+    41..80 (they are in G only), so it is refused."""
+    log = tmp_path / "log"
+    f, g = tmp_path / "f.jsonl", tmp_path / "g.jsonl"
+    with AuditWriter(log, segment_max_bytes=2048) as w:
+        _fill(w, 40)
+    assert main(["audit", "export", str(log), "-o", str(f)]) == 0
+    with AuditWriter(log, segment_max_bytes=2048) as w:
+        _fill(w, 40, start=40)
+    assert main(["audit", "export", str(log), "-o", str(g)]) == 0
+    with AuditWriter(log, segment_max_bytes=2048, retention_max_segments=2) as w:
+        _fill(w, 40, start=80)
+    first = fmt.list_segments(log)[0][0]
+    f_last = _export_lines(f)[-1]["seq"]
+    assert first > f_last + 1
+    before = f.read_bytes()
+    assert main(["audit", "export", str(log), "-o", str(f)]) == 74
+    assert f.read_bytes() == before
+    assert main(["audit", "export", str(log), "-o", str(g)]) == 0  # G continues
