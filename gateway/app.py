@@ -31,7 +31,7 @@ from gateway.cycle import ControlLoop
 from gateway.errors import AuditError, PolicyError, TransportError
 from gateway.io.composite import CompositeTransport
 from gateway.io.tags import Quality, TagMap
-from gateway.modes import WRITING, ModeMachine, ModeRefused, Transition
+from gateway.modes import WRITING, ModeMachine, Transition
 from gateway.ops.control import ControlServer, Operators
 from gateway.ops.metrics import Metrics, watch_audit, watch_links
 from gateway.ops.sdnotify import Notifier
@@ -113,6 +113,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self.metrics_port: int | None = None
         self.loop: ControlLoop | None = None
+        self.control: ControlServer | None = None
         self.audit: AuditWriter | None = None
         self.metrics: Metrics | None = None
         self.notifier: Notifier | None = None
@@ -178,7 +179,11 @@ class Gateway:
             loop.estop.add_handler("audit", self._audit_trip)
             control = ControlServer(s.control.socket, self._commands(),
                                     operators=Operators(s.control.allowed_uids, s.control.operators_group),
-                                    on_denied=self._audit_denied)
+                                    on_denied=self._audit_denied, max_connections=s.control.max_connections,
+                                    max_per_uid=s.control.max_connections_per_uid,
+                                    request_timeout_s=s.control.request_timeout_s,
+                                    accept_per_s=s.control.accept_per_s)
+            self.control = control
             await control.start()
             self._install_signals(aio)
             self.log.info("gateway started", name=s.gateway.name, cycle_hz=s.gateway.cycle_hz,
@@ -350,18 +355,15 @@ class Gateway:
         """A refused command is on record too: who tried what."""
         assert self.audit is not None
         await self.audit.append_durable_async("operator_denied", {
-            "cmd": req.get("cmd"), "operator": str(req.get("actor") or ""), "uid": req.get("uid"),
+            "cmd": req.get("cmd"), "operator": req.get("actor"), "uid": req.get("uid"),
             "user": req.get("user"), "cid": req.get("cid"), "error": why})
         self.log.warning("operator command denied", cmd=req.get("cmd"), uid=req.get("uid"), user=req.get("user"))
 
     async def _cmd_override(self, req: dict[str, Any]) -> dict[str, Any]:
         """``override take`` = manual (human override), ``override release`` = hand back."""
-        action = req.get("action")
-        if action == "take":
+        if req["action"] == "take":
             return await self._cmd_manual(req)
-        if action == "release":
-            return await self._cmd_auto(req)
-        raise ModeRefused(f"override needs action 'take' or 'release', got {action!r}")
+        return await self._cmd_auto(req)  # "release": the schema allows nothing else
 
     async def _cmd_reload(self, req: dict[str, Any]) -> dict[str, Any]:
         """The same as SIGHUP, answered: applied (between two cycles), unchanged or refused."""
@@ -432,10 +434,7 @@ class Gateway:
 
     async def _cmd_manual(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.loop is not None and self.audit is not None
-        setpoints = req.get("setpoints")
-        if setpoints is not None and not (isinstance(setpoints, dict)
-                                          and all(isinstance(v, (int, float)) for v in setpoints.values())):
-            raise ModeRefused("manual refused: setpoints must be an object {action: number}")
+        setpoints = req.get("setpoints")  # checked by the request schema (gateway/ops/requests.py)
         self.loop.request_manual(self._actor(req), setpoints)
         await self.audit.append_durable_async("operator", self._operator_record(req, setpoints=setpoints))
         return {"mode": self.loop.modes.mode.name}

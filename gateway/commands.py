@@ -104,7 +104,7 @@ def _operator_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--operator", "--actor", dest="actor", default=None,
                        help="operator name recorded in the audit log (default: your login name)")
         p.add_argument("--reason", default="", required=reason_required, help="recorded with the command")
-        p.set_defaults(handler=_operator, action=name)
+        p.set_defaults(handler=_operator, action=name, reason_required=reason_required)
         return p
 
     st = sub.add_parser("status", help="live view of a running gateway: mode, timing, tags, trips")
@@ -145,8 +145,10 @@ def _send(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
 def _operator(args: argparse.Namespace) -> int:
     from gateway.errors import GatewayError
 
-    if getattr(args, "operator_required", False) and not args.actor:
+    if getattr(args, "operator_required", False) and not (args.actor or "").strip():
         raise GatewayError(f"{args.action} needs --operator NAME (the person responsible, for the audit log)")
+    if getattr(args, "reason_required", False) and not args.reason.strip():
+        raise GatewayError(f"{args.action} needs --reason TEXT: why (recorded with your name in the audit log)")
     request: dict[str, Any] = {"cmd": args.action, "actor": args.actor or getpass.getuser(),
                                "reason": args.reason}
     if args.action == "override":

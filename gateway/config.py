@@ -355,6 +355,14 @@ class ControlSection(_Section):
                                     "other than status (besides root and the service's own uid)")
     operators_group: str | None = Field(None, description="members of this group may send commands; "
                                         "with neither set, anyone who can open the socket (0660) may")
+    max_connections: int = Field(64, ge=1, le=1024, description="connections waiting for their request "
+                                 "line, in all; a new one closes the oldest of the uid holding most")
+    max_connections_per_uid: int = Field(8, ge=1, le=1024, description="the same, per client uid: a new "
+                                         "one closes that uid's oldest")
+    request_timeout_s: float = Field(2.0, gt=0, le=60, description="a connection must send its whole "
+                                     "request line within this time")
+    accept_per_s: float = Field(500.0, ge=10, le=10_000, description="connections accepted per second "
+                                "at most (bursts of 4): bounds the cycle time a connection flood can take")
 
 
 class LoggingSection(_Section):

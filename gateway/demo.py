@@ -175,8 +175,9 @@ async def _drive(sock: Path, opcua_url: str, seconds: float, gateway: subprocess
                 await _plc_write(opcua_url, "ns=2;s=cstr.T_sp", 354.0, ua.VariantType.Double)
                 say.event("operator at the PLC: temperature setpoint 350 → 354 K")
             else:
-                reply = await send_command(sock, {"cmd": what, "actor": ACTOR,
-                                                  "reason": "demo: operator presses the e-stop"})
+                reason = {"estop": "demo: operator presses the e-stop",
+                          "reset": "demo: the drill is over, the plant is healthy"}.get(what, "demo")
+                reply = await send_command(sock, {"cmd": what, "actor": ACTOR, "reason": reason})
                 say.event(f"operator: {what} → {reply.get('mode') or reply.get('error')}")
             result.events.append(what)
             last = {}

@@ -306,7 +306,7 @@ async def _act(ev: Event, plan: GatewayPlan, twin: Any, proc: subprocess.Popen[b
     p, k = ev.params, ev.kind
     if k in ("estop", "reset", "start", "manual", "auto", "model_swap"):
         req: dict[str, Any] = {"cmd": k, "actor": ACTOR}
-        if k == "estop":
+        if k in ("estop", "reset"):
             req["reason"] = p.get("reason", f"HIL scenario {sc.name}")
         if k == "manual" and "setpoints" in p:
             req["setpoints"] = p["setpoints"]

@@ -33,9 +33,9 @@ from typing import Any
 import structlog
 
 from gateway.errors import GatewayError
+from gateway.ops.requests import MAX_LINE, BadRequest, parse_line, validate
 
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-_MAX_LINE = 64 * 1024
 
 
 def peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int] | None:
@@ -91,85 +91,236 @@ class Operators:
         return f"permission denied: {who} is not an operator of this gateway (must be {rule})"
 
 
+class _Connection:
+    """A client that has connected and not yet sent its request line."""
+
+    __slots__ = ("writer", "evicted")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.evicted = False
+
+
 class ControlServer:
+    """Serves one request per connection. Bounded so no local client can starve the
+    others, nor the cycle: connections are accepted at most ``accept_per_s`` a second; a
+    request line must arrive whole within ``request_timeout_s`` and hold at most
+    ``MAX_LINE`` bytes; at most ``max_per_uid`` connections of one uid (and
+    ``max_connections`` in all) wait for their line, and a new one closes the oldest
+    waiting one of the same uid (of the uid holding most, at the global cap). So a client
+    that opens connections as fast as it can crowds out only itself: an operator's
+    e-stop, sent as soon as it connects, is read and answered."""
+
     def __init__(self, path: Path, commands: dict[str, Command], *, operators: Operators | None = None,
-                 on_denied: Callable[[dict[str, Any], str], Awaitable[None]] | None = None) -> None:
+                 on_denied: Callable[[dict[str, Any], str], Awaitable[None]] | None = None,
+                 max_connections: int = 64, max_per_uid: int = 8, request_timeout_s: float = 2.0,
+                 accept_per_s: float = 500.0) -> None:
         self.path = path
         self._commands = commands
         self._operators = operators or Operators()
         self._on_denied = on_denied
-        self._server: asyncio.AbstractServer | None = None
+        self.max_connections = max_connections
+        self.max_per_uid = max_per_uid
+        self.request_timeout_s = request_timeout_s
+        self.accept_per_s = accept_per_s
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+        self._waiting: dict[int | None, dict[_Connection, None]] = {}  # per uid, oldest first
+        self._n_waiting = 0
+        self.evicted = 0  # connections closed to make room
+        self.accept_errors = 0  # accept() failures (EMFILE...): counted, paced, never fatal
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=_MAX_LINE)
-        os.chmod(self.path, 0o660)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.path))
+            os.chmod(self.path, 0o660)
+            listener.listen(4)  # a short queue: a flood waits in its own connect(), not in ours
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        self._acceptor = asyncio.create_task(self._accept_loop(listener), name="control-accept")
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        tasks = [t for t in (self._acceptor, *self._clients) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._acceptor = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept at most ``accept_per_s`` connections a second (bursts of 4): however fast
+        a client connects, the event loop spends a bounded share of its time on it."""
+        loop = asyncio.get_running_loop()
+        step, burst = 1.0 / self.accept_per_s, 4.0 / self.accept_per_s
+        allowed = loop.time()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError:  # out of descriptors or memory: wait, never spin
+                self.accept_errors += 1
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.create_task(self._serve_socket(conn))
+            self._clients.add(task)
+            task.add_done_callback(self._clients.discard)
+            allowed = max(allowed + step, loop.time() - burst)
+            if allowed > loop.time():
+                await asyncio.sleep(allowed - loop.time())
+
+    async def _serve_socket(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=MAX_LINE)
+        except OSError:
+            conn.close()
+            return
+        await self._serve(reader, writer)
+
+    def _admit(self, uid: int | None, conn: _Connection) -> None:
+        mine = self._waiting.setdefault(uid, {})
+        if len(mine) >= self.max_per_uid:
+            self._evict(uid, f"more than {self.max_per_uid} connections of uid {uid} waiting")
+        elif self._n_waiting >= self.max_connections:
+            fullest = max(self._waiting, key=lambda u: len(self._waiting[u]))
+            self._evict(fullest, f"more than {self.max_connections} connections waiting")
+        mine[conn] = None
+        self._n_waiting += 1
+
+    def _evict(self, uid: int | None, why: str) -> None:
+        conns = self._waiting[uid]
+        oldest = next(iter(conns))
+        self._release(uid, oldest)
+        oldest.evicted = True
+        self.evicted += 1
+        with contextlib.suppress(Exception):  # best effort: the client may be gone already
+            oldest.writer.write(json.dumps({"ok": False, "error": f"closed: {why}"}).encode() + b"\n")
+        oldest.writer.close()
+
+    def _release(self, uid: int | None, conn: _Connection) -> None:
+        conns = self._waiting.get(uid)
+        if conns is not None and conns.pop(conn, 0) is None:
+            self._n_waiting -= 1
+            if not conns:
+                del self._waiting[uid]
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await reader.readline()
-            reply = await self._dispatch(line, peer_credentials(writer))
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
+            reply = await self._answer(reader, writer)
+            if reply is not None:
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except OSError:
+            pass  # the client reset or left before its answer: nobody to tell
         finally:
             writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict[str, Any] | None:
+        """The reply to the connection's request; None when there is nobody to answer."""
+        creds = peer_credentials(writer)
+        uid = creds[1] if creds is not None else None
+        conn = _Connection(writer)
+        self._admit(uid, conn)
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                line = await _read_request(reader)
+        except TimeoutError:
+            return {"ok": False, "error": f"no complete request line within {self.request_timeout_s:g} s"}
+        except BadRequest as exc:
+            return {"ok": False, "error": str(exc)}
+        finally:
+            self._release(uid, conn)
+        if conn.evicted or line is None:
+            return None  # told why when it was closed / the client left
+        return await self._dispatch(line, creds)
 
     async def _dispatch(self, line: bytes, creds: tuple[int, int, int] | None) -> dict[str, Any]:
         cid = uuid.uuid4().hex[:12]
         try:
-            request = json.loads(line)
-        except json.JSONDecodeError:
-            return {"ok": False, "error": "request is not a JSON object on one line", "cid": cid}
-        if not isinstance(request, dict):
-            return {"ok": False, "error": "request is not a JSON object", "cid": cid}
-        cmd = request.get("cmd")
-        handler = self._commands.get(cmd) if isinstance(cmd, str) else None
-        if handler is None:
-            return {"ok": False, "error": f"unknown command {cmd!r}; known: {sorted(self._commands)}", "cid": cid}
-        uid, gid = (creds[1], creds[2]) if creds is not None else (None, None)
-        request.update(uid=uid, user=user_name(uid), cid=cid)
-        if cmd != "status":
-            refused = self._operators.refuse(uid, gid)
-            if refused is not None:
-                if self._on_denied is not None:
-                    with contextlib.suppress(GatewayError):
-                        await self._on_denied(request, refused)
-                return {"ok": False, "error": refused, "cid": cid}
-            if not str(request.get("actor") or "").strip():
-                return {"ok": False, "error": f"{cmd} needs an operator name (actor)", "cid": cid}
+            request = parse_line(line)
+            cmd = request.get("cmd")
+            if not isinstance(cmd, str) or cmd not in self._commands:
+                raise BadRequest(f"unknown command {cmd!r}; known: {sorted(self._commands)}")
+            uid, gid = (creds[1], creds[2]) if creds is not None else (None, None)
+            who = {"uid": uid, "user": user_name(uid), "cid": cid}
+            if cmd != "status":
+                refused = self._operators.refuse(uid, gid)
+                if refused is not None:  # before the schema: a non-operator learns nothing more
+                    if self._on_denied is not None:
+                        with contextlib.suppress(GatewayError):
+                            actor = request.get("actor")
+                            actor = actor[:128] if isinstance(actor, str) else None
+                            await self._on_denied({"cmd": cmd, "actor": actor, **who}, refused)
+                    return {"ok": False, "error": refused, "cid": cid}
+            request = {**validate(request), **who}
+        except BadRequest as exc:
+            return {"ok": False, "error": str(exc), "cid": cid}
         with structlog.contextvars.bound_contextvars(cid=cid):
             try:
-                return {"ok": True, **await handler(request), "cid": cid}
+                return {"ok": True, **await self._commands[cmd](request), "cid": cid}
             except GatewayError as exc:
                 return {"ok": False, "error": str(exc), "cid": cid}
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
+    """One request line (a last line without its newline counts); None: the client left."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial or None
+    except asyncio.LimitOverrunError:
+        raise BadRequest(f"request line longer than {MAX_LINE} bytes") from None
+
+
+def connect_unix(path: Path, timeout_s: float) -> socket.socket:
+    """A connected Unix socket. A blocking connect, bounded by SO_SNDTIMEO: while the
+    gateway's accept queue is full (a flood) it waits for a place in it, as the kernel
+    allows, where a non-blocking connect would fail at once with EAGAIN."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sec = int(timeout_s)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", sec, int((timeout_s - sec) * 1e6)))
+        sock.connect(str(path))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def send_command(path: Path, request: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
     """Client side: one request, one reply."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout_s)
+        sock = await asyncio.to_thread(connect_unix, path, timeout_s)
     except (FileNotFoundError, ConnectionRefusedError):
         raise GatewayError(f"no gateway is listening on {path} (is the daemon running? "
                            "is [control] socket the same path?)") from None
     except PermissionError:
         raise GatewayError(f"permission denied on {path}: operators must be in the service's group "
                            "(see docs/operations.md, 'Operators')") from None
+    except BlockingIOError:
+        raise GatewayError(f"{path}: the gateway did not accept the connection within {timeout_s:g} s "
+                           "(its queue is full: is something flooding the control socket?)") from None
+    except OSError as exc:
+        raise GatewayError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
     try:
         writer.write(json.dumps(request).encode() + b"\n")
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout_s)
+    except (OSError, TimeoutError):
+        raise GatewayError(f"the gateway at {path} did not answer within {timeout_s:g} s") from None
     finally:
         writer.close()
     if not line:

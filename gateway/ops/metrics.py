@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from gateway.modes import Mode
@@ -112,11 +114,18 @@ class Metrics:
                 self.end_headers()
                 self.wfile.write(body)
 
+            timeout = 5.0  # an idle or trickling client is dropped, its thread freed
+
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (no access log)
                 pass
 
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
+        try:
+            server = _ScrapeServer((host, port), Handler)
+        except OSError as exc:
+            from gateway.errors import ConfigError
+
+            raise ConfigError(f"[metrics] cannot listen on {host}:{port}: {exc.strerror or exc} "
+                              "(another process on that port? set [metrics] port, or 0 for any free port)") from None
         threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         self._server = server
         self.server_port = int(server.server_address[1])
@@ -127,6 +136,41 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _ScrapeServer(ThreadingHTTPServer):
+    """The exporter's HTTP server: a thread per scrape, at most ``MAX_CLIENTS`` at once
+    (more are closed unanswered), and a client that leaves early is not an error."""
+
+    daemon_threads = True
+    MAX_CLIENTS = 16
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._slots = threading.BoundedSemaphore(self.MAX_CLIENTS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # reset, broken pipe, timeout: the scraper left
+            return
+        structlog.get_logger("edgewarden").warning("metrics request failed",
+                                                   error=f"{type(exc).__name__}: {exc}")
 
 
 class LinkCollector:

@@ -34,7 +34,7 @@ class Bench:
 
     @property
     def sock(self) -> Path:
-        return self.tmp / "control.sock"
+        return self.gateway.settings.control.socket
 
     async def cmd(self, cmd: str, **kw: Any) -> dict[str, Any]:
         return await send_command(self.sock, {"cmd": cmd, "actor": OPERATOR, **kw})
@@ -103,7 +103,7 @@ async def trip_latch_reset_start(b: Bench, code: str, clear: Callable[[], Awaita
     await wait_for(lambda: read() == (200.0, 0.0), "the safe outputs at the twin", timeout=3)
     await clear()
     async def reset_accepted() -> bool:
-        return bool((await b.cmd("reset")).get("ok"))
+        return bool((await b.cmd("reset", reason="fault test")).get("ok"))
 
     await wait_for(reset_accepted, "an accepted reset", timeout=10)  # refused until cleared
     await asyncio.sleep(0.5)  # ten cycles

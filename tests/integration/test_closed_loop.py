@@ -81,7 +81,8 @@ async def closed_loop(tmp: Path) -> None:
             assert "edgewarden_cycle_seconds_bucket" in metrics
 
             # a reset is refused while the reactor is still too hot, and never restarts by itself
-            reply = await send_command(sock, {"cmd": "reset", "actor": "test-operator"})
+            reply = await send_command(sock, {"cmd": "reset", "actor": "test-operator",
+                                                "reason": "the high temperature has cleared"})
             assert not reply["ok"] and "still present" in reply["error"]
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -52,7 +52,7 @@ def test_operator_commands_permissions_and_audit(tmp_path: Path) -> None:
 
     async def story() -> None:
         async with bench(tmp_path, replace=replace) as b:
-            assert b.sock != sock
+            assert b.sock == sock  # the harness follows the configured socket
             await wait_for(lambda: b.mode == "READY", "READY")
             # 0660 root:root — another user cannot even connect
             assert await asyncio.to_thread(as_nobody, sock, "estop") == {"connect": "permission denied"}

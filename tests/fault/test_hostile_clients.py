@@ -1,0 +1,198 @@
+"""Hostile local clients against a running gateway (real twin, real control socket,
+real metrics endpoint): every malformed line gets an error reply, idle and surplus
+connections are closed, a flood of connections from another user cannot keep the
+operator's e-stop out, a scraper that leaves early costs no traceback. Throughout, the
+plant stays controlled (or safe), the audit log verifies, and nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.ops.control import connect_unix
+from tests.fault.harness import Bench, bench, wait_for
+
+CONTROL = {r'^(socket = ".*control\.sock")$': r"\1\nrequest_timeout_s = 0.5\nmax_connections_per_uid = 4\n"
+                                               r"max_connections = 16"}
+
+
+async def raw(sock: Path, data: bytes, *, half_close: bool = True, timeout: float = 5.0) -> dict[str, Any]:
+    """Send raw bytes on a fresh connection; the reply line as JSON ({} when closed silently)."""
+    reader, writer = await asyncio.open_unix_connection(sock=await asyncio.to_thread(connect_unix, sock, 5.0),
+                                                        limit=1 << 20)
+    try:
+        writer.write(data)
+        await writer.drain()
+        if half_close and writer.can_write_eof():
+            writer.write_eof()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    return json.loads(line) if line else {}
+
+
+MALFORMED: list[tuple[bytes, str]] = [
+    (b"[" * 30_000 + b"\n", "not one JSON object"),
+    (b'{"cmd": "status"}\xff\xfe\n', "not UTF-8"),
+    (b'{"cmd": "status", "reason": "' + b"x" * 70_000 + b'"}\n', "longer than"),
+    (b"x" * 200_000, "longer than"),  # no newline at all
+    (b'{"cmd": "estop", "actor": "a", "reason": NaN}\n', "not one JSON object"),
+    (b"[1, 2]\n", "not a JSON object"),
+    (b'{"cmd": "launch", "actor": "a"}\n', "unknown command"),
+    (b'{"cmd": 7}\n', "unknown command"),
+    (b'{"cmd": "reset", "actor": "alice"}\n', "reset: reason: Field required"),
+    (b'{"cmd": "reset", "actor": "alice", "reason": "   "}\n', "reset: reason: String should have at least 1"),
+    (b'{"cmd": "start", "actor": ["alice", "bob"]}\n', "start: actor: Input should be a valid string"),
+    (b'{"cmd": "start", "actor": ""}\n', "start: actor: String should have at least 1"),
+    (b'{"cmd": "estop", "actor": "a", "reason": {"why": 1}}\n', "estop: reason: Input should be a valid string"),
+    (b'{"cmd": "manual", "actor": "a", "setpoints": {"feed_flow_sp": "60"}}\n', "setpoints.feed_flow_sp"),
+    (b'{"cmd": "manual", "actor": "a", "setpoints": {"feed_flow_sp": 1e999}}\n', "infinity"),
+    (b'{"cmd": "override", "actor": "a", "action": "steal"}\n', "override: action"),
+    (b'{"cmd": "start", "actor": "a", "sudo": true}\n', "start: sudo: Extra inputs are not permitted"),
+    (b'{"cmd": "model", "actor": "a", "action": "load", "path": "/x", "sha256": "zz"}\n', "model: sha256"),
+]
+
+
+def _no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err, (out + err)[-4000:]
+
+
+async def _still_in_control(b: Bench) -> None:
+    assert b.mode == "AUTO"
+    n = b.gateway.loop.stats.cycles  # type: ignore[union-attr]
+    await wait_for(lambda: b.gateway.loop.stats.cycles > n + 3, "cycles to go on")  # type: ignore[union-attr]
+
+
+def test_every_malformed_line_gets_an_error_reply(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    async def go() -> None:
+        async with bench(tmp_path, replace=CONTROL) as b:
+            await b.start_auto()
+            for data, says in MALFORMED:
+                reply = await raw(b.sock, data)
+                assert reply.get("ok") is False and says in reply.get("error", ""), (data[:60], reply)
+            await _still_in_control(b)
+            ops = [r for r in b.audit_records() if r["kind"] == "operator"]
+            assert [r["cmd"] for r in ops] == ["start"]  # nothing malformed acted or was recorded
+            # a well-formed e-stop still works, and is recorded with its reason as text
+            reply = await raw(b.sock, b'{"cmd": "estop", "actor": "alice", "reason": "drill"}\n')
+            assert reply["ok"] and reply["mode"] == "ESTOP", reply
+    asyncio.run(go())
+    _no_traceback(capfd)
+
+
+def test_idle_connections_are_closed_with_an_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    async def go() -> None:
+        async with bench(tmp_path, replace=CONTROL) as b:
+            reader, writer = await asyncio.open_unix_connection(str(b.sock))
+            writer.write(b'{"cmd": "sta')  # and then nothing
+            line = await asyncio.wait_for(reader.readline(), 3)
+            assert "no complete request line within 0.5 s" in json.loads(line)["error"]
+            assert await reader.read() == b""  # closed
+            writer.close()
+    asyncio.run(go())
+    _no_traceback(capfd)
+
+
+def test_surplus_connections_of_one_client_close_its_oldest(tmp_path: Path,
+                                                            capfd: pytest.CaptureFixture[str]) -> None:
+    async def go() -> None:
+        async with bench(tmp_path, replace=CONTROL) as b:
+            idle = []
+            for _ in range(10):
+                sock = await asyncio.to_thread(connect_unix, b.sock, 2.0)
+                idle.append(await asyncio.open_unix_connection(sock=sock))
+                await asyncio.sleep(0.01)  # accepted in this order
+            replies = [json.loads(await asyncio.wait_for(r.readline(), 3))["error"] for r, _ in idle]
+            # the six oldest were closed to make room (4 per uid), the rest timed out; each told why
+            assert all("more than 4 connections of uid 0 waiting" in e for e in replies[:6]), replies
+            assert all("no complete request line within 0.5 s" in e for e in replies[6:]), replies
+            assert (await raw(b.sock, b'{"cmd": "status"}\n'))["ok"]
+            for _, writer in idle:
+                writer.close()
+    asyncio.run(go())
+    _no_traceback(capfd)
+
+
+FLOOD = """
+import os, socket, sys, time
+os.setgid(65534); os.setuid(65534)  # another local user, not an operator
+path, stop = sys.argv[1], time.monotonic() + float(sys.argv[2])
+held = []
+while time.monotonic() < stop:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+    if len(held) > 200:  # keep many open, as a hostile client would
+        held.pop(0).close()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the flood as another uid")
+def test_a_connection_flood_from_another_user_cannot_keep_the_e_stop_out(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    public = Path(tempfile.mkdtemp(prefix="ew-flood-"))  # a directory uid 65534 can reach
+    public.chmod(0o755)
+    sock = public / "control.sock"
+    replace = {r'^socket = ".*control\.sock"$': f'socket = "{sock}"\nrequest_timeout_s = 0.5\n'
+                                                 "max_connections_per_uid = 4\nmax_connections = 16"}
+
+    async def go() -> None:
+        async with bench(tmp_path, replace=replace) as b:
+            await b.start_auto()
+            os.chmod(b.sock, 0o666)  # let uid 65534 connect (the deployed socket is 0660)
+            flood = await asyncio.create_subprocess_exec(sys.executable, "-c", FLOOD, str(b.sock), "20")
+            try:
+                await asyncio.sleep(1.0)  # the flood is at full rate
+                assert flood.returncode is None
+                t0 = time.monotonic()
+                reply = await raw(b.sock, b'{"cmd": "estop", "actor": "alice", "reason": "flood drill"}\n')
+                assert reply.get("ok") and reply["mode"] == "ESTOP", reply
+                assert time.monotonic() - t0 < 5.0  # answered, not starved (timing: benchmarks/)
+                await wait_for(lambda: b.twin_setpoints() == (200.0, 0.0), "the safe outputs at the twin")
+                assert b.gateway.control is not None and b.gateway.control.evicted > 0  # the flood was crowded out
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    flood.send_signal(signal.SIGKILL)
+                await flood.wait()
+    try:
+        asyncio.run(go())
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+    _no_traceback(capfd)
+
+
+def test_a_scraper_that_leaves_early_costs_no_traceback(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    async def go() -> None:
+        async with bench(tmp_path) as b:
+            port = b.gateway.metrics_port
+            assert port
+            for _ in range(20):
+                s = socket.create_connection(("127.0.0.1", port))
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.close()  # RST before the reply is read: the server's write fails
+            await asyncio.sleep(0.5)
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            assert b"200" in s.recv(100)
+            s.close()
+    asyncio.run(go())
+    _no_traceback(capfd)
