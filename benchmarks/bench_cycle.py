@@ -353,7 +353,8 @@ async def estop_trips(twin: TwinProcess, sock: Path, port: int, trips: int, hz: 
         return (await scrape(port)).get("mode") == mode
 
     async def reset() -> bool:  # refused while the cycle still reads the input set
-        return (await send_command(sock, {"cmd": "reset", "actor": "bench"})).get("mode") in ("INHIBITED", "READY")
+        reply = await send_command(sock, {"cmd": "reset", "actor": "bench", "reason": "bench"})
+        return reply.get("mode") in ("INHIBITED", "READY")
 
     rng = random.Random(0)
     samples = []

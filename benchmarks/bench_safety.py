@@ -22,8 +22,13 @@
    0.5 ms for the safe setpoints. Compared with one cycle period plus one OPC UA round
    trip (measured here against the same twin). Goal: within that.
 
+4. Figure 3 again while other processes flood the control socket (``--flood``): a local
+   user who is not an operator (``other-uid``, uid 65534: needs root) or the operator's own
+   uid (``same-uid``), each client connecting as fast as it can and holding 200
+   connections; with the daemon's deadline misses meanwhile.
+
     .venv/bin/python benchmarks/bench_safety.py [--iterations 20000] [--trips 2000] [--twin-trips 25]
-        [--checks-only]
+        [--checks-only] [--skip-trip-path] [--flood none,other-uid,same-uid] [--flood-procs 2]
 """
 
 from __future__ import annotations
@@ -301,7 +306,10 @@ async def opcua_round_trip(url: str, n: int = 500) -> dict[str, float]:
     return stats_us(samples)
 
 
-async def bench_twin(trips: int, cycle_hz: float) -> dict[str, Any]:
+async def bench_twin(trips: int, cycle_hz: float, flood: str = "none", flood_procs: int = 2) -> dict[str, Any]:
+    """``flood``: ``none``; ``other-uid`` (``flood_procs`` clients as uid 65534, a local
+    user who is not an operator, flooding the control socket); ``same-uid`` (as this
+    benchmark's own uid, the operator's)."""
     from gateway.errors import GatewayError
     from gateway.ops.control import send_command
     from simulators.twin import Twin
@@ -322,6 +330,7 @@ async def bench_twin(trips: int, cycle_hz: float) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        tmp.chmod(0o755)  # the flood's uid must reach the socket
         async with Twin("cstr", opcua=("127.0.0.1", 0), modbus=None, watchdog_ms=500) as twin:
             image = twin.image
             config = write_config(tmp, policy=SHIPPED, url=twin.opcua_url, replace={
@@ -340,6 +349,7 @@ async def bench_twin(trips: int, cycle_hz: float) -> dict[str, Any]:
             poller.start()
             samples: list[int] = []
             replies: list[int] = []
+            floods: list[asyncio.subprocess.Process] = []
             try:
                 async def ready() -> bool:
                     return (await status(sock)).get("mode") == "READY"
@@ -348,6 +358,16 @@ async def bench_twin(trips: int, cycle_hz: float) -> dict[str, Any]:
                     return image["feed_flow_sp"] != SAFE["feed_flow_sp"]
 
                 rtt = await opcua_round_trip(twin.opcua_url)
+                await wait_for(ready, "READY")
+                if flood != "none":
+                    sock.chmod(0o666)  # bench only: the deployed socket is 0660
+                    uid = ["--uid", "65534"] if flood == "other-uid" else []
+                    floods = [await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "tests.fault.flood", str(sock), "3600", *uid, cwd=str(ROOT))
+                        for _ in range(flood_procs)]
+                    await asyncio.sleep(1.0)
+                    assert all(f.returncode is None for f in floods), "a flood client died"
+                before = (await status(sock))["stats"]
                 for k in range(trips + 2):
                     await wait_for(ready, "READY")
                     reply = await send_command(sock, {"cmd": "start", "actor": "bench"})
@@ -364,9 +384,14 @@ async def bench_twin(trips: int, cycle_hz: float) -> dict[str, Any]:
                     if k >= 2:  # the first trips warm up both processes
                         samples.append(poller.seen_ns - t0)
                         replies.append(t_reply - t0)
-                    reply = await send_command(sock, {"cmd": "reset", "actor": "bench"})
+                    reply = await send_command(sock, {"cmd": "reset", "actor": "bench", "reason": "bench"})
                     assert reply.get("mode") in ("INHIBITED", "READY"), reply
+                after = (await status(sock))["stats"]
             finally:
+                for f in floods:
+                    with contextlib.suppress(ProcessLookupError):
+                        f.kill()
+                    await f.wait()
                 poller.stop = True
                 if proc.returncode is not None:
                     print(log.read_text()[-3000:], file=sys.stderr)
@@ -375,7 +400,9 @@ async def bench_twin(trips: int, cycle_hz: float) -> dict[str, Any]:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(proc.wait(), 15)
     return {"observed": stats_us(samples), "reply": stats_us(replies), "rtt": rtt,
-            "period_ms": 1000.0 / cycle_hz}
+            "period_ms": 1000.0 / cycle_hz, "cycles": after["cycles"] - before["cycles"],
+            "deadline_misses": after["deadline_misses"] - before["deadline_misses"],
+            "max_lateness_ms": after["max_lateness_s"] * 1000.0}
 
 
 def main() -> None:
@@ -387,6 +414,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-twin", action="store_true")
     ap.add_argument("--checks-only", action="store_true", help="only figure 1 (checks + shield)")
+    ap.add_argument("--flood", default="none",
+                    help="figure 3 under control-socket floods: comma list of none, other-uid (needs root), same-uid")
+    ap.add_argument("--flood-procs", type=int, default=2, help="flooding client processes")
+    ap.add_argument("--skip-trip-path", action="store_true", help="skip figure 2")
     args = ap.parse_args()
 
     print(f"machine: {machine()}")
@@ -409,17 +440,21 @@ def main() -> None:
     if args.checks_only:
         return
 
-    trip, step = asyncio.run(bench_trip_path(args.trips))
-    print(f"e-stop detection → safe write issued ({trip['n']} trips from AUTO, µs)")
-    print(f"{'path':<44} {'median':>8} {'p99':>8} {'max':>9}")
-    print(f"{'estop.trip() called → transport.write entered':<44} {fmt(trip)}")
-    print(f"{'step() with T > hard limit → write entered':<44} {fmt(step)}")
-    print("goal: p99 <= 200 µs")
-    print()
+    if not args.skip_trip_path:
+        trip, step = asyncio.run(bench_trip_path(args.trips))
+        print(f"e-stop detection → safe write issued ({trip['n']} trips from AUTO, µs)")
+        print(f"{'path':<44} {'median':>8} {'p99':>8} {'max':>9}")
+        print(f"{'estop.trip() called → transport.write entered':<44} {fmt(trip)}")
+        print(f"{'step() with T > hard limit → write entered':<44} {fmt(step)}")
+        print("goal: p99 <= 200 µs")
+        print()
 
-    if not args.skip_twin:
-        r = asyncio.run(bench_twin(args.twin_trips, args.cycle_hz))
+    for flood in ([] if args.skip_twin else args.flood.split(",")):
+        r = asyncio.run(bench_twin(args.twin_trips, args.cycle_hz, flood, args.flood_procs))
         o, rtt = r["observed"], r["rtt"]
+        if flood != "none":
+            print(f"UNDER A CONNECTION FLOOD ({args.flood_procs} clients as {flood}, each connecting as fast as "
+                  "it can and holding 200 connections)")
         bound_ms = r["period_ms"] + rtt["median"] / 1000.0
         print(f"operator e-stop (control socket) → safe setpoints in the twin's image "
               f"({o['n']} trips, gateway subprocess at {args.cycle_hz:g} Hz, ms)")
@@ -433,6 +468,9 @@ def main() -> None:
               f"{rtt['max'] / 1000:9.2f}")
         print(f"goal: within one cycle + one round trip = {r['period_ms']:.1f} + {rtt['median'] / 1000:.2f} "
               f"= {bound_ms:.2f} ms: max {'meets' if o['max'] / 1000 <= bound_ms else 'MISSES'} it")
+        print(f"the daemon meanwhile: {r['cycles']} cycles, {r['deadline_misses']} deadline misses, "
+              f"max lateness since start {r['max_lateness_ms']:.2f} ms")
+        print()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import pytest
 from gateway.ops.control import connect_unix
 from tests.fault.harness import Bench, bench, wait_for
 
+ROOT = Path(__file__).resolve().parents[2]
 CONTROL = {r'^(socket = ".*control\.sock")$': r"\1\nrequest_timeout_s = 0.5\nmax_connections_per_uid = 4\n"
                                                r"max_connections = 16"}
 
@@ -127,22 +128,6 @@ def test_surplus_connections_of_one_client_close_its_oldest(tmp_path: Path,
     _no_traceback(capfd)
 
 
-FLOOD = """
-import os, socket, sys, time
-os.setgid(65534); os.setuid(65534)  # another local user, not an operator
-path, stop = sys.argv[1], time.monotonic() + float(sys.argv[2])
-held = []
-while time.monotonic() < stop:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-    except OSError:
-        s.close()
-        continue
-    held.append(s)
-    if len(held) > 200:  # keep many open, as a hostile client would
-        held.pop(0).close()
-"""
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the flood as another uid")
@@ -158,7 +143,8 @@ def test_a_connection_flood_from_another_user_cannot_keep_the_e_stop_out(
         async with bench(tmp_path, replace=replace) as b:
             await b.start_auto()
             os.chmod(b.sock, 0o666)  # let uid 65534 connect (the deployed socket is 0660)
-            flood = await asyncio.create_subprocess_exec(sys.executable, "-c", FLOOD, str(b.sock), "20")
+            flood = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.fault.flood", str(b.sock), "20",
+                                                         "--uid", "65534", cwd=ROOT)
             try:
                 await asyncio.sleep(1.0)  # the flood is at full rate
                 assert flood.returncode is None
