@@ -75,7 +75,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from gateway.config import check_secrets
+
     loaded = load_config(args.file)
+    check_secrets(loaded)
     s = loaded.settings
     print(f"{args.file}: OK — {len(s.tags)} tags on {len(s.connections)} connection(s), "
           f"{len(s.policy.observations)} observations → {len(s.policy.actions)} actions at "

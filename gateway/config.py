@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      field_validator, model_validator)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from gateway.errors import ConfigError
 
@@ -28,13 +30,35 @@ ENV_PREFIX = "EDGEWARDEN_"
 
 DataType = Literal["double", "float", "float32", "bool", "int16", "uint16", "int32", "uint32"]
 ModbusTable = Literal["holding", "input", "coil", "discrete"]
+# registers a value of each datatype takes in a Modbus register table (a coil/discrete: one bit)
+MODBUS_REGISTERS: dict[str, int] = {"int16": 1, "uint16": 1, "bool": 1, "int32": 2, "uint32": 2,
+                                    "float32": 2, "float": 2, "double": 4}
 SecurityPolicyName = Literal["None", "Basic256Sha256", "Aes256Sha256RsaPss"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: an infinite timeout or limit is never what a plant means
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _flag(value: Any) -> Any:
+    """true/false only: TOML booleans, or "true"/"false" from an environment variable
+    (pydantic alone would also take "yes", "on", "1", "y" ...)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError("must be true or false")
+
+
+def _nonempty_path(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty (an empty path would mean the config file's directory)")
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+FilePath = Annotated[Path, BeforeValidator(_nonempty_path)]
 Range = tuple[float, float]
 
 
@@ -49,11 +73,11 @@ def _check_range(value: Range | None, what: str) -> Range | None:
 class GatewaySection(_Section):
     name: str = "edgewarden"
     cycle_hz: float = Field(10.0, gt=0, le=2000, description="control cycle rate")
-    auto_start: bool = Field(False, description="go from READY to AUTO without an operator start")
-    max_consecutive_overruns: int = Field(5, ge=1, description="deadline overruns in a row that trip the e-stop")
-    comms_timeout_ms: float = Field(1000.0, gt=0, description="comms loss longer than this trips the e-stop "
+    auto_start: Flag = Field(False, description="go from READY to AUTO without an operator start")
+    max_consecutive_overruns: int = Field(5, ge=1, le=1000, description="deadline overruns in a row that trip the e-stop")
+    comms_timeout_ms: float = Field(1000.0, gt=0, le=60_000, description="comms loss longer than this trips the e-stop "
                                     "(within this plus one cycle, whatever a request timeout says)")
-    max_data_age_ms: float | None = Field(None, gt=0, description="a monitored value received longer ago "
+    max_data_age_ms: float | None = Field(None, gt=0, le=60_000, description="a monitored value received longer ago "
                                           "than this holds the cycle (then trips after comms_timeout_ms); "
                                           "default: half of comms_timeout_ms, at least three cycles; a tag's "
                                           "stale_ms overrides it")
@@ -66,7 +90,7 @@ class GatewaySection(_Section):
                                           "refuses to start where not permitted")
     event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="uvloop needs the "
                                                      "edgewarden[uvloop] extra")
-    timing_trace: Path | None = Field(None, description="save every cycle's lateness and stage times "
+    timing_trace: FilePath | None = Field(None, description="save every cycle's lateness and stage times "
                                       "here (.npy) when the daemon stops (benchmarks)")
     write_ack: Literal["in_cycle", "next_cycle"] = Field("in_cycle", description="next_cycle: send the "
                                                          "outputs and collect the device's acknowledgement "
@@ -95,22 +119,22 @@ class OpcUaConnection(_Section):
     type: Literal["opcua"] = "opcua"
     url: str = Field(pattern=r"^opc\.tcp://")
     timeout_s: float = Field(2.0, gt=0, le=60)
-    reconnect_min_s: float = Field(0.2, gt=0)
-    reconnect_max_s: float = Field(10.0, gt=0)
+    reconnect_min_s: float = Field(0.2, gt=0, le=600)
+    reconnect_max_s: float = Field(10.0, gt=0, le=600)
     mode: Literal["poll", "subscribe"] = Field("poll", description="subscribe = data-change notifications")
-    publish_interval_ms: float = Field(0.0, ge=0, description="subscription publishing interval")
-    fallback_after_ms: float | None = Field(None, gt=0, description="no notification for this long: poll "
+    publish_interval_ms: float = Field(0.0, ge=0, le=60_000, description="subscription publishing interval")
+    fallback_after_ms: float | None = Field(None, gt=0, le=60_000, description="no notification for this long: poll "
                                             "instead; default: half of the gateway's max data age")
     security_policy: SecurityPolicyName = "None"
-    require_security: bool = Field(False, description="refuse to run with security_policy = None")
-    certificate: Path | None = Field(None, description="client application certificate (DER or PEM)")
-    private_key: Path | None = None
-    server_certificate: Path | None = Field(None, description="pinned server certificate")
+    require_security: Flag = Field(False, description="refuse to run with security_policy = None")
+    certificate: FilePath | None = Field(None, description="client application certificate (DER or PEM)")
+    private_key: FilePath | None = None
+    server_certificate: FilePath | None = Field(None, description="pinned server certificate")
     application_uri: str = "urn:edgewarden:client"
     username: str | None = None
     password: str | None = Field(None, description="set it from EDGEWARDEN_CONNECTIONS__<name>__PASSWORD")
-    user_certificate: Path | None = Field(None, description="certificate identity (with user_private_key)")
-    user_private_key: Path | None = None
+    user_certificate: FilePath | None = Field(None, description="certificate identity (with user_private_key)")
+    user_private_key: FilePath | None = None
 
     @model_validator(mode="after")
     def _valid(self) -> OpcUaConnection:
@@ -142,13 +166,13 @@ class ModbusConnection(_Section):
     port: int = Field(502, ge=1, le=65535)
     timeout_s: float = Field(1.0, gt=0, le=60, description="per request; a dead device costs at most this")
     retries: int = Field(0, ge=0, le=5, description="extra attempts of a timed-out request")
-    reconnect_min_s: float = Field(0.2, gt=0)
-    reconnect_max_s: float = Field(10.0, gt=0)
+    reconnect_min_s: float = Field(0.2, gt=0, le=600)
+    reconnect_max_s: float = Field(10.0, gt=0, le=600)
     max_block: int = Field(120, ge=1, le=125, description="most registers in one read request")
-    tls: bool = False
-    ca_file: Path | None = Field(None, description="CA bundle that verifies the server (TLS)")
-    certificate: Path | None = Field(None, description="client certificate (TLS)")
-    private_key: Path | None = None
+    tls: Flag = False
+    ca_file: FilePath | None = Field(None, description="CA bundle that verifies the server (TLS)")
+    certificate: FilePath | None = Field(None, description="client certificate (TLS)")
+    private_key: FilePath | None = None
 
     @model_validator(mode="after")
     def _valid(self) -> ModbusConnection:
@@ -175,6 +199,18 @@ ConnectionSpec = Annotated[
 ]
 
 
+def _check_node_id(text: str) -> None:
+    from asyncua import ua  # the parser the connection uses, so both agree
+
+    try:
+        node = ua.NodeId.from_string(text)
+    except ua.UaError:
+        node = None
+    if node is None or node.Identifier in ("", None):
+        raise ValueError(f"node {text!r} is not an OPC UA NodeId string: write ns=INDEX;s=NAME, "
+                         "ns=INDEX;i=NUMBER (or g=GUID, b=BASE64)")
+
+
 class TagSpec(_Section):
     """One tag, named once; everything downstream uses the tag name and engineering units.
 
@@ -194,12 +230,19 @@ class TagSpec(_Section):
     range: Range | None = Field(None, description="valid range in engineering units; outside = bad data")
     scale: float = 1.0
     offset: float = 0.0
-    writable: bool = False
-    stale_ms: float | None = Field(None, gt=0, description="no sample received from the link for this long = "
+    writable: Flag = False
+    stale_ms: float | None = Field(None, gt=0, le=600_000, description="no sample received from the link for this long = "
                                    "stale (HOLD); default: [gateway] max_data_age_ms")
-    freeze_s: float | None = Field(None, gt=0, description="value unchanged for this long = frozen sensor "
+    freeze_s: float | None = Field(None, gt=0, le=86_400, description="value unchanged for this long = frozen sensor "
                                    "(HOLD); only for tags whose process always moves")
     description: str = ""
+
+    @field_validator("node")
+    @classmethod
+    def _node_id(cls, node: str | None) -> str | None:
+        if node is not None:
+            _check_node_id(node)
+        return node
 
     @model_validator(mode="after")
     def _valid(self) -> TagSpec:
@@ -220,18 +263,18 @@ class TagSpec(_Section):
 
 
 class PolicySection(_Section):
-    path: Path
+    path: FilePath
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pin: refuse any other model")
-    pubkey: Path | None = Field(None, description="Ed25519 public key (PEM): every model needs a valid "
+    pubkey: FilePath | None = Field(None, description="Ed25519 public key (PEM): every model needs a valid "
                                 "detached signature FILE.sig made with its private key")
     observations: list[str] = Field(min_length=1)
     actions: list[str] = Field(min_length=1)
-    watch: bool = Field(False, description="load the model file again when it changes (file drop)")
+    watch: Flag = Field(False, description="load the model file again when it changes (file drop)")
     shadow_tolerance: dict[str, float] = Field(default_factory=dict,
                                                description="per action; default 5 % of its span")
-    promote_after_s: float = Field(60.0, ge=0, description="shadow agreement needed before promote")
-    auto_promote: bool = Field(False, description="promote a shadow model as soon as it qualifies")
-    rollback_window_s: float = Field(300.0, ge=0, description="a new model that faults or falls back "
+    promote_after_s: float = Field(60.0, ge=0, le=86_400, description="shadow agreement needed before promote")
+    auto_promote: Flag = Field(False, description="promote a shadow model as soon as it qualifies")
+    rollback_window_s: float = Field(300.0, ge=0, le=86_400, description="a new model that faults or falls back "
                                      "within this time after its swap is rolled back")
 
 
@@ -244,6 +287,10 @@ class LimitSpec(_Section):
     def _valid(self) -> LimitSpec:
         _check_range(self.hard, "hard")
         _check_range(self.soft, "soft")
+        if self.hard is not None and self.soft is not None and not (
+                self.hard[0] <= self.soft[0] and self.soft[1] <= self.hard[1]):
+            raise ValueError(f"soft {list(self.soft)} must lie within hard {list(self.hard)}: a soft alarm "
+                             "comes before the trip, never after it")
         return self
 
 
@@ -295,18 +342,18 @@ class PidSpec(_Section):
 class FallbackSection(_Section):
     controller: Literal["hold", "pid"] = Field("hold", description="hold the last safe action, or PID")
     pid: dict[str, PidSpec] = Field(default_factory=dict, description="per action (pid controller)")
-    max_interventions: int = Field(20, ge=1, description="cycles whose proposal the shield had to clip "
+    max_interventions: int = Field(20, ge=1, le=100_000, description="cycles whose proposal the shield had to clip "
                                    "to bounds/interlocks, within the window, that hand control to the "
                                    "fallback (rate limiting alone does not count)")
-    intervention_window_s: float = Field(5.0, gt=0)
-    agreement_s: float = Field(5.0, ge=0, description="policy must agree this long before hand-back")
+    intervention_window_s: float = Field(5.0, gt=0, le=3600)
+    agreement_s: float = Field(5.0, ge=0, le=3600, description="policy must agree this long before hand-back")
     agreement_tolerance: dict[str, float] = Field(default_factory=dict,
                                                   description="per action; default 5 % of its span")
-    ood_margin: float = Field(0.1, ge=0, description="inputs beyond the training range by more than "
+    ood_margin: float = Field(0.1, ge=0, le=100, description="inputs beyond the training range by more than "
                               "this fraction of it are out of distribution")
-    ood_z: float = Field(6.0, gt=0, description="inputs more than this many training std from the "
+    ood_z: float = Field(6.0, gt=0, le=1000, description="inputs more than this many training std from the "
                          "training mean are out of distribution")
-    ood_cycles: int = Field(3, ge=1, description="consecutive out-of-distribution cycles that hand "
+    ood_cycles: int = Field(3, ge=1, le=100_000, description="consecutive out-of-distribution cycles that hand "
                             "control to the fallback")
 
 
@@ -318,7 +365,7 @@ class SafetySection(_Section):
                                        "setpoints; false while in AUTO moves the gateway to MANUAL")
     plc_watchdog_tag: str | None = Field(None, description="boolean tag: true = the PLC's heartbeat watchdog "
                                          "has tripped (it does not accept the gateway's setpoints)")
-    applied_settle_s: float = Field(2.0, ge=0, description="a written setpoint and its applied tag may differ "
+    applied_settle_s: float = Field(2.0, ge=0, le=600, description="a written setpoint and its applied tag may differ "
                                     "this long before the mismatch is an alarm")
     policy_fault: Literal["fallback", "estop"] = Field("fallback", description="what a policy fault does")
     limits: dict[str, LimitSpec] = Field(default_factory=dict)
@@ -328,29 +375,29 @@ class SafetySection(_Section):
 
 
 class AuditSection(_Section):
-    dir: Path = Path("audit")
+    dir: FilePath = Path("audit")
     commit_interval_ms: float = Field(10.0, gt=0, le=1000)
-    segment_mb: float = Field(64.0, gt=0)
-    segment_max_age_s: float | None = Field(None, gt=0, description="also rotate a segment this old")
-    signing_key: Path | None = Field(None, description="Ed25519 private key (edgewarden audit keygen); "
+    segment_mb: float = Field(64.0, ge=0.01, le=4096)
+    segment_max_age_s: float | None = Field(None, gt=0, le=2_678_400, description="also rotate a segment this old")
+    signing_key: FilePath | None = Field(None, description="Ed25519 private key (edgewarden audit keygen); "
                                                        "None: no signed checkpoints")
-    checkpoint_every_records: int = Field(10_000, ge=1)
-    checkpoint_every_s: float = Field(60.0, gt=0)
-    checkpoint_export: Path | None = Field(None, description="append each checkpoint here (JSON lines); "
+    checkpoint_every_records: int = Field(10_000, ge=1, le=10_000_000)
+    checkpoint_every_s: float = Field(60.0, gt=0, le=86_400)
+    checkpoint_export: FilePath | None = Field(None, description="append each checkpoint here (JSON lines); "
                                                              "put it on other storage or ship it off the box")
-    retention_max_segments: int | None = Field(None, ge=2)
-    retention_max_mb: float | None = Field(None, gt=0)
-    retention_max_age_days: float | None = Field(None, gt=0)
+    retention_max_segments: int | None = Field(None, ge=2, le=1_000_000)
+    retention_max_mb: float | None = Field(None, gt=0, le=10_000_000)
+    retention_max_age_days: float | None = Field(None, gt=0, le=36_500)
 
 
 class MetricsSection(_Section):
-    enabled: bool = True
+    enabled: Flag = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
 
 
 class ControlSection(_Section):
-    socket: Path = Path("control.sock")
+    socket: FilePath = Path("control.sock")
     allowed_uids: list[int] = Field(default_factory=list, description="uids allowed to send commands "
                                     "other than status (besides root and the service's own uid)")
     operators_group: str | None = Field(None, description="members of this group may send commands; "
@@ -420,10 +467,10 @@ def _fmt_input(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _schema_problems(exc: ValidationError) -> list[str]:
+def _schema_problems(exc: ValidationError, env: dict[tuple[str, ...], str]) -> list[str]:
     out = []
     for err in exc.errors():
-        loc = _fmt_loc(err["loc"])
+        loc = _fmt_loc(err["loc"]) + _from_env(err["loc"], env)
         if err["type"] == "extra_forbidden":
             out.append(f"{loc}: unknown key (not part of the configuration schema)")
         elif err["type"] == "missing":
@@ -488,6 +535,7 @@ def _cross_problems(s: Settings) -> list[str]:
     for key in ("hand_auto_tag", "plc_remote_tag", "plc_watchdog_tag"):
         if getattr(s.safety, key) is not None:
             need_tag(f"safety.{key}", getattr(s.safety, key))
+    out.extend(_alias_problems(s))
     out.extend(_safety_problems(s, need_tag))
     out.extend(_budget_problems(s))
     for name in s.safety.limits:
@@ -501,6 +549,31 @@ def _cross_problems(s: Settings) -> list[str]:
                            f"valid range [{lo}, {hi}]")
         if name not in s.policy.actions:
             out.append(f"safety.actions.{name}: not one of policy.actions {s.policy.actions}")
+    return out
+
+
+def _alias_problems(s: Settings) -> list[str]:
+    """Two tags on one source (the same OPC UA node, overlapping Modbus registers or the
+    same coil): two names for one value, so a limit on one and a write to the other
+    would not see each other."""
+    out: list[str] = []
+    owner: dict[tuple[Any, ...], str] = {}
+    for name, tag in s.tags.items():
+        if tag.node is not None:
+            keys = [(tag.connection, "node", tag.node.strip())]
+        elif tag.table is not None and tag.address is not None:
+            width = 1 if tag.table in ("coil", "discrete") else MODBUS_REGISTERS[tag.datatype]
+            keys = [(tag.connection, tag.unit, tag.table, tag.address + i) for i in range(width)]
+        else:
+            continue
+        for key in keys:
+            other = owner.setdefault(key, name)
+            if other != name:
+                where = f"node {tag.node!r}" if tag.node is not None else \
+                    f"unit {tag.unit} {tag.table} register {key[-1]}"
+                out.append(f"tags.{name}: reads the same source as tags.{other} ({where} on connection "
+                           f"{tag.connection!r}): give each value one tag")
+                break
     return out
 
 
@@ -595,6 +668,88 @@ def _resolve_connection(conn: OpcUaConnection | ModbusConnection, fix: Any,
     return conn.model_copy(update=update) if update else conn
 
 
+# EDGEWARDEN_* variables that are not configuration keys: the CLI's socket, the safety
+# kernel switch, the demo's output format and the test suite's switches
+OTHER_VARIABLES = frozenset({"EDGEWARDEN_SOCKET", "EDGEWARDEN_SAFETY_KERNEL", "EDGEWARDEN_REQUIRE_SAFETY_KERNEL",
+                             "EDGEWARDEN_DEMO_JSON", "EDGEWARDEN_SLOW", "EDGEWARDEN_HYPOTHESIS_EXAMPLES"})
+MAX_SOCKET_PATH = 107  # bytes in sockaddr_un.sun_path, less its terminating NUL
+
+
+def _schema_key(model: Any, parts: list[str]) -> bool:
+    """Whether ``parts`` (lower case) name a key of ``model``: fields by name, one free
+    segment for a dict's own key (a tag or connection name)."""
+    if not parts:
+        return True
+    fields = getattr(model, "model_fields", None)
+    if fields is None or parts[0] not in fields:
+        return False
+    annotation = fields[parts[0]].annotation
+    return _annotation_key(annotation, parts[1:])
+
+
+def _annotation_key(annotation: Any, rest: list[str]) -> bool:
+    import typing
+
+    if not rest:
+        return True
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is dict:  # the next part is the entry's name
+        return _annotation_key(args[1], rest[1:])
+    if origin is Annotated:
+        return _annotation_key(args[0], rest)
+    if args and origin is not list:  # a union: any member that has the key
+        return any(_annotation_key(a, rest) for a in args)
+    return _schema_key(annotation, rest)
+
+
+def env_variables(environ: dict[str, str]) -> dict[tuple[str, ...], str]:
+    """The configuration keys set by ``EDGEWARDEN_*`` variables: key path → variable name."""
+    out = {}
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in OTHER_VARIABLES:
+            out[tuple(name[len(ENV_PREFIX):].lower().split("__"))] = name
+    return out
+
+
+def _env_problems(env: dict[tuple[str, ...], str]) -> list[str]:
+    return [f"{var} (environment): not a configuration key ({'.'.join(key)} is not in the schema); "
+            f"other EDGEWARDEN_ variables: {', '.join(sorted(OTHER_VARIABLES))}"
+            for key, var in env.items() if not _schema_key(Settings, list(key))]
+
+
+def _from_env(problem_loc: tuple[Any, ...], env: dict[tuple[str, ...], str]) -> str:
+    loc = tuple(str(p).lower() for p in problem_loc)
+    for key, var in env.items():
+        if loc[:len(key)] == key:
+            return f" (set by the environment variable {var})"
+    return ""
+
+
+def _file_problems(s: Settings) -> list[str]:
+    """Limits of the resolved paths themselves."""
+    n = len(str(s.control.socket).encode())
+    if n > MAX_SOCKET_PATH:
+        return [f"control.socket: {s.control.socket} is {n} bytes long; a Unix socket path holds at most "
+                f"{MAX_SOCKET_PATH}: choose a shorter path"]
+    return []
+
+
+def check_secrets(loaded: LoadedConfig) -> None:
+    """What ``run`` would find only at start-up, for ``config check`` to find first: the
+    signing key is readable, private to the service and an Ed25519 key. (Not part of
+    :func:`load_config`: operators who only read the socket path cannot read the key.)"""
+    s = loaded.settings
+    if s.audit.signing_key is not None:
+        from gateway.audit.checkpoint import load_private_key
+        from gateway.errors import AuditError
+
+        try:
+            load_private_key(s.audit.signing_key)
+        except AuditError as exc:
+            raise ConfigError(f"invalid configuration, 1 problem:\n  {loaded.path}: audit.signing_key: {exc}") from None
+
+
 def load_config(path: Path | str) -> LoadedConfig:
     """Read, validate and cross-check a config file; raise ConfigError listing every problem."""
     path = Path(path)
@@ -608,18 +763,28 @@ def load_config(path: Path | str) -> LoadedConfig:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    env = env_variables(dict(os.environ))
+    problems = _env_problems(env)
+    settings: Settings | None = None
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        problems = _schema_problems(exc)
+        problems += _schema_problems(exc, env)
+    except SettingsError as exc:  # a variable for a whole section that is not JSON
+        problems.append(f"{exc} (environment): a variable that sets a whole section must hold a JSON object; "
+                        "set single keys as EDGEWARDEN_SECTION__KEY")
     else:
-        problems = _cross_problems(settings)
+        problems += _cross_problems(settings)
+    if settings is not None and not problems:
+        settings = _resolve_paths(settings, path.resolve().parent)
+        problems += _file_problems(settings)
     if problems:
         lines = "\n".join(f"  {path}: {p}" for p in problems)
         noun = "problem" if len(problems) == 1 else "problems"
         raise ConfigError(f"invalid configuration, {len(problems)} {noun}:\n{lines}")
+    assert settings is not None
     return LoadedConfig(
-        settings=_resolve_paths(settings, path.resolve().parent),
+        settings=settings,
         path=path,
         sha256=hashlib.sha256(raw).hexdigest(),
     )

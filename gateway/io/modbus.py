@@ -38,7 +38,7 @@ import numpy as np
 from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
 from pymodbus.exceptions import ModbusException
 
-from gateway.config import ModbusConnection, TagSpec
+from gateway.config import MODBUS_REGISTERS, ModbusConnection, TagSpec
 from gateway.errors import TransportError
 from gateway.io.tags import Quality, Snapshot, TagMap, as_index
 from gateway.io.transport import (LinkHealth, WriteError, WritePlan, bounded, check_write, merge_outcomes,
@@ -48,8 +48,9 @@ _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, M
 
 # struct format (big-endian, after word/byte reordering) and size in registers
 _FORMAT: dict[str, tuple[str, int]] = {
-    "int16": (">h", 1), "uint16": (">H", 1), "int32": (">i", 2), "uint32": (">I", 2),
-    "float32": (">f", 2), "float": (">f", 2), "double": (">d", 4), "bool": (">H", 1),
+    name: (fmt, MODBUS_REGISTERS[name]) for name, fmt in (
+        ("int16", ">h"), ("uint16", ">H"), ("int32", ">i"), ("uint32", ">I"),
+        ("float32", ">f"), ("float", ">f"), ("double", ">d"), ("bool", ">H"))
 }
 _INT_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32}
 _ONE_REGISTER = {"int16": -0x8000, "uint16": 0}  # lowest value of the 16-bit integer types

@@ -60,6 +60,7 @@ _VARIANT: dict[DataType, ua.VariantType] = {
 }
 
 _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ua.UaError)
+_NO_SUCH_NODE = frozenset({ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid})
 _POLICIES = {"Basic256Sha256": SecurityPolicyBasic256Sha256, "Aes256Sha256RsaPss": SecurityPolicyAes256Sha256RsaPss}
 _INT_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32}
 _PLAIN = frozenset((float, int, bool))
@@ -361,6 +362,26 @@ class OpcUaTransport:
                     "Check that the server is running and the address and port in "
                     f"[connections.{link.name}] are right."
                 ) from None
+            await self._check_nodes(link)
+
+    async def _check_nodes(self, link: _Link) -> None:
+        """At start: every configured node exists on the server (one read of them all), so a
+        wrong node id is named as such, not found later as a tag that never reads good."""
+        assert link.client is not None
+        try:
+            dvs = await asyncio.wait_for(link.request.read(link.client, link.spec.timeout_s),  # type: ignore[union-attr]
+                                         timeout=link.spec.timeout_s)
+        except (*_COMMS_ERRORS, TimeoutError):
+            return  # an unanswered read is comms, which the cycle handles; the nodes are not judged
+        missing = [f"tags.{name} node {spec.node!r}: {dv.StatusCode.name}"
+                   for name, spec, dv in zip(link.read_names, link.read_specs, dvs, strict=True)
+                   if dv.StatusCode.value in _NO_SUCH_NODE]
+        if missing:
+            await self.close()
+            raise TransportError(
+                f"OPC UA connection {link.name!r} at {link.spec.url}: the server has no such node for "
+                f"{len(missing)} tag(s): {'; '.join(missing)}. Check the node ids in [tags] against the "
+                "server's address space (namespace index and identifier)")
 
     async def _open(self, link: _Link) -> None:
         spec = link.spec
