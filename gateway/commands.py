@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     check = config_sub.add_parser("check", help="validate a configuration file and report every problem")
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_config_check)
+    ref = config_sub.add_parser("reference", help="print the configuration reference (every key, its "
+                                "default and range), as in docs/configuration.md")
+    ref.set_defaults(handler=_config_reference)
 
     _operator_commands(sub)
 
@@ -85,6 +88,13 @@ def _config_check(args: argparse.Namespace) -> int:
           f"{s.gateway.cycle_hz:g} Hz; policy {s.policy.path}")
     if not s.policy.path.exists():
         print(f"warning: the policy file {s.policy.path} does not exist yet", file=sys.stderr)
+    return 0
+
+
+def _config_reference(args: argparse.Namespace) -> int:
+    from gateway.configdoc import render
+
+    sys.stdout.write(render())
     return 0
 
 

@@ -117,10 +117,11 @@ class OpcUaConnection(_Section):
     """An OPC UA server. Security, when set, is SignAndEncrypt with the server certificate pinned."""
 
     type: Literal["opcua"] = "opcua"
-    url: str = Field(pattern=r"^opc\.tcp://")
-    timeout_s: float = Field(2.0, gt=0, le=60)
-    reconnect_min_s: float = Field(0.2, gt=0, le=600)
-    reconnect_max_s: float = Field(10.0, gt=0, le=600)
+    url: str = Field(pattern=r"^opc\.tcp://", description="opc.tcp://HOST:PORT[/PATH]")
+    timeout_s: float = Field(2.0, gt=0, le=60, description="the session's request timeout (a cycle never "
+                             "waits longer than its own budget, docs/io.md)")
+    reconnect_min_s: float = Field(0.2, gt=0, le=600, description="first reconnect delay (doubles)")
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest reconnect delay")
     mode: Literal["poll", "subscribe"] = Field("poll", description="subscribe = data-change notifications")
     publish_interval_ms: float = Field(0.0, ge=0, le=60_000, description="subscription publishing interval")
     fallback_after_ms: float | None = Field(None, gt=0, le=60_000, description="no notification for this long: poll "
@@ -166,8 +167,8 @@ class ModbusConnection(_Section):
     port: int = Field(502, ge=1, le=65535)
     timeout_s: float = Field(1.0, gt=0, le=60, description="per request; a dead device costs at most this")
     retries: int = Field(0, ge=0, le=5, description="extra attempts of a timed-out request")
-    reconnect_min_s: float = Field(0.2, gt=0, le=600)
-    reconnect_max_s: float = Field(10.0, gt=0, le=600)
+    reconnect_min_s: float = Field(0.2, gt=0, le=600, description="first reconnect delay (doubles)")
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest reconnect delay")
     max_block: int = Field(120, ge=1, le=125, description="most registers in one read request")
     tls: Flag = False
     ca_file: FilePath | None = Field(None, description="CA bundle that verifies the server (TLS)")
@@ -225,12 +226,12 @@ class TagSpec(_Section):
     address: int | None = Field(None, ge=0, le=65535, description="Modbus protocol (0-based) address")
     word_order: Literal["big", "little"] = Field("big", description="big = high word at the lower address")
     byte_order: Literal["big", "little"] = Field("big", description="byte order inside each register")
-    datatype: DataType = "double"
-    units: str = ""
+    datatype: DataType = Field("double", description="the value's type on the wire")
+    units: str = Field("", description="engineering units, shown and exported")
     range: Range | None = Field(None, description="valid range in engineering units; outside = bad data")
-    scale: float = 1.0
+    scale: float = Field(1.0, description="engineering value = raw * scale + offset")
     offset: float = 0.0
-    writable: Flag = False
+    writable: Flag = Field(False, description="the gateway may write it (actions, heartbeat)")
     stale_ms: float | None = Field(None, gt=0, le=600_000, description="no sample received from the link for this long = "
                                    "stale (HOLD); default: [gateway] max_data_age_ms")
     freeze_s: float | None = Field(None, gt=0, le=86_400, description="value unchanged for this long = frozen sensor "
@@ -263,12 +264,12 @@ class TagSpec(_Section):
 
 
 class PolicySection(_Section):
-    path: FilePath
+    path: FilePath = Field(description="the ONNX model (with its .onnx.json contract beside it)")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pin: refuse any other model")
     pubkey: FilePath | None = Field(None, description="Ed25519 public key (PEM): every model needs a valid "
                                 "detached signature FILE.sig made with its private key")
-    observations: list[str] = Field(min_length=1)
-    actions: list[str] = Field(min_length=1)
+    observations: list[str] = Field(min_length=1, description="tags fed to the policy, in its input order")
+    actions: list[str] = Field(min_length=1, description="tags it writes, in its output order")
     watch: Flag = Field(False, description="load the model file again when it changes (file drop)")
     shadow_tolerance: dict[str, float] = Field(default_factory=dict,
                                                description="per action; default 5 % of its span")
@@ -375,29 +376,35 @@ class SafetySection(_Section):
 
 
 class AuditSection(_Section):
-    dir: FilePath = Path("audit")
-    commit_interval_ms: float = Field(10.0, gt=0, le=1000)
-    segment_mb: float = Field(64.0, ge=0.01, le=4096)
+    dir: FilePath = Field(Path("audit"), description="the log directory (one writer at a time)")
+    commit_interval_ms: float = Field(10.0, gt=0, le=1000, description="records gathered this long go out "
+                                      "in one write + fsync")
+    segment_mb: float = Field(64.0, ge=0.01, le=4096, description="rotate when the next record would pass "
+                              "this size")
     segment_max_age_s: float | None = Field(None, gt=0, le=2_678_400, description="also rotate a segment this old")
     signing_key: FilePath | None = Field(None, description="Ed25519 private key (edgewarden audit keygen); "
                                                        "None: no signed checkpoints")
-    checkpoint_every_records: int = Field(10_000, ge=1, le=10_000_000)
-    checkpoint_every_s: float = Field(60.0, gt=0, le=86_400)
+    checkpoint_every_records: int = Field(10_000, ge=1, le=10_000_000, description="a signed checkpoint "
+                                          "after this many records ...")
+    checkpoint_every_s: float = Field(60.0, gt=0, le=86_400, description="... or this many seconds, "
+                                      "whichever comes first")
     checkpoint_export: FilePath | None = Field(None, description="append each checkpoint here (JSON lines); "
                                                              "put it on other storage or ship it off the box")
-    retention_max_segments: int | None = Field(None, ge=2, le=1_000_000)
-    retention_max_mb: float | None = Field(None, gt=0, le=10_000_000)
-    retention_max_age_days: float | None = Field(None, gt=0, le=36_500)
+    retention_max_segments: int | None = Field(None, ge=2, le=1_000_000, description="delete exported "
+                                               "segments beyond this count (docs/audit-format.md)")
+    retention_max_mb: float | None = Field(None, gt=0, le=10_000_000, description="... beyond this total size")
+    retention_max_age_days: float | None = Field(None, gt=0, le=36_500, description="... older than this")
 
 
 class MetricsSection(_Section):
-    enabled: Flag = True
-    host: str = "127.0.0.1"
+    enabled: Flag = Field(True, description="serve /metrics and /healthz")
+    host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
 
 
 class ControlSection(_Section):
-    socket: FilePath = Path("control.sock")
+    socket: FilePath = Field(Path("control.sock"), description="the operator control socket (at most 107 "
+                             "bytes once resolved)")
     allowed_uids: list[int] = Field(default_factory=list, description="uids allowed to send commands "
                                     "other than status (besides root and the service's own uid)")
     operators_group: str | None = Field(None, description="members of this group may send commands; "
