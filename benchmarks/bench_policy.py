@@ -10,18 +10,27 @@ options, ``session.run(None, {"obs": x})`` on a (1, 16) float32 array made fresh
 observation. ``infer`` does more (shape check, copy, non-finite check, float64 result).
 The two are interleaved, so both see the same machine noise.
 
-    .venv/bin/python benchmarks/bench_policy.py [--iterations 20000] [--seed 0]
+2. ``--swap-mb 1,16,64``: what loading a model of that size at run time costs the
+   cycle. The gateway validates a new model in a worker thread (``asyncio.to_thread``,
+   as ``edgewarden model load`` and the file watch do) while the event loop runs; a
+   100 Hz ticker on the loop (absolute deadlines) records how late it wakes during the
+   load, against the same ticker with no load. The model: the MLP above with one wide
+   hidden layer that makes the file that size.
+
+    .venv/bin/python benchmarks/bench_policy.py [--iterations 20000] [--seed 0] [--swap-mb 1,16,64]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -55,6 +64,65 @@ def make_model(seed: int) -> tuple[PolicyContract, bytes]:
     return contract, build_mlp_policy(contract, layers, obs_offset=offset, obs_scale=scale)
 
 
+def wide_model(mb: float, seed: int) -> tuple[PolicyContract, bytes]:
+    """The benchmark's contract with one hidden layer wide enough for ``mb`` MiB of weights."""
+    rng = np.random.default_rng(seed)
+    contract, _ = make_model(seed)
+    hidden = max(1, int(mb * 2**20 / 4 / (N_OBS + N_ACT)))
+    layers = [(rng.normal(size=(hidden, N_OBS)).astype(np.float32) * 0.01, np.zeros(hidden)),
+              (rng.normal(size=(N_ACT, hidden)).astype(np.float32) * 0.01, np.zeros(N_ACT))]
+    return contract, build_mlp_policy(contract, layers)
+
+
+async def lateness_during(load: Any, period: float = 0.01) -> tuple[float, list[float]]:
+    """Run ``load`` in a worker thread while a ticker sleeps to absolute deadlines on the
+    loop; (seconds the load took, lateness of each tick in ms)."""
+    loop = asyncio.get_running_loop()
+    late: list[float] = []
+    done = False
+
+    async def tick() -> None:
+        t = loop.time()
+        while not done:
+            t += period
+            await asyncio.sleep(t - loop.time())
+            late.append((loop.time() - t) * 1000.0)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.2)
+    late.clear()
+    t0 = time.perf_counter()
+    if load is None:
+        await asyncio.sleep(1.0)
+    else:
+        await asyncio.to_thread(load)
+    took = time.perf_counter() - t0
+    done = True
+    await ticker
+    return took, late
+
+
+def bench_swap(sizes_mb: list[float], seed: int) -> None:
+    print()
+    print("model load in a worker thread: lateness of a 100 Hz ticker on the event loop meanwhile (ms)")
+    print(f"{'model':>12s} {'load s':>8s} {'ticks':>6s} {'median':>8s} {'p99':>8s} {'max':>8s}  ticks > 10 ms late")
+    took, late = asyncio.run(lateness_during(None))
+    print(f"{'(no load)':>12s} {took:8.2f} {len(late):6d} {np.median(late):8.2f} {np.percentile(late, 99):8.2f} "
+          f"{max(late):8.2f}  {sum(x > 10 for x in late)}")
+    with tempfile.TemporaryDirectory() as d:
+        for mb in sizes_mb:
+            contract, data = wide_model(mb, seed)
+            path = write_model(Path(d) / f"wide{mb:g}.onnx", data)
+            obs = list(zip(contract.observation_tags, contract.observation_units, strict=True))
+            act = list(zip(contract.action_tags, contract.action_units, contract.action_low, contract.action_high,
+                           strict=True))
+            took, late = asyncio.run(lateness_during(
+                lambda p=path, o=obs, a=act: OnnxPolicy.load(p, expected_obs=o, expected_act=a, max_bytes=2**31)))
+            size = f"{path.stat().st_size / 2**20:.1f} MiB"
+            print(f"{size:>12s} {took:8.2f} {len(late):6d} {np.median(late):8.2f} {np.percentile(late, 99):8.2f} "
+                  f"{max(late):8.2f}  {sum(x > 10 for x in late)}")
+
+
 def stats(ns: np.ndarray) -> dict[str, float]:
     us = ns / 1000.0
     return {"median": float(np.median(us)), "p99": float(np.percentile(us, 99)), "max": float(us.max())}
@@ -64,7 +132,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--swap-mb", default="", help="also: cycle lateness while loading models of these sizes")
     args = ap.parse_args()
+    if args.swap_mb:
+        bench_swap([float(x) for x in args.swap_mb.split(",")], args.seed)
+        return
 
     contract, data = make_model(args.seed)
     with tempfile.TemporaryDirectory() as d:

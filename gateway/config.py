@@ -264,7 +264,10 @@ class TagSpec(_Section):
 
 
 class PolicySection(_Section):
-    path: FilePath = Field(description="the ONNX model (with its .onnx.json contract beside it)")
+    path: FilePath = Field(description="the ONNX model (its contract is in its metadata; a manifest "
+                           "FILE.json beside it, when present, must name its SHA-256)")
+    max_model_mb: float = Field(16.0, gt=0, le=2048, description="refuse larger models: loading one at run "
+                                "time delays the running cycle, by tens of ms for tens of MiB (docs/models.md)")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pin: refuse any other model")
     pubkey: FilePath | None = Field(None, description="Ed25519 public key (PEM): every model needs a valid "
                                 "detached signature FILE.sig made with its private key")

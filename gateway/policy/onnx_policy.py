@@ -19,6 +19,8 @@ An ``OnnxPolicy`` is not thread-safe: one control loop owns it.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +48,27 @@ def session_options() -> ort.SessionOptions:
     return so
 
 
+def _manifest_problem(path: Path, digest: str) -> str | None:
+    """What is wrong between the model and its manifest ``FILE.json``; None when there is
+    no manifest or it names this file's hash."""
+    manifest = path.with_name(path.name + ".json")
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        return f"its manifest {manifest.name} cannot be read ({e})"
+    try:
+        recorded = json.loads(text)["sha256"]
+        recorded = recorded.strip().lower().removeprefix("sha256:")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"its manifest {manifest.name} is not a model manifest (no \"sha256\")"
+    if recorded != digest:
+        return (f"SHA-256 {digest} differs from the one in its manifest {manifest.name} ({recorded}): the "
+                "model was changed after it was shipped, or the manifest is another model's")
+    return None
+
+
 def _dim_ok(dim: object, want: int | None) -> bool:
     """A graph dimension fits: ``want=None`` is the batch dim (symbolic or 1)."""
     if want is None:
@@ -67,7 +90,6 @@ class OnnxPolicy:
         "_path",
         "_session",
         "_sha256",
-        "_zeros",
     )
 
     def __init__(self, *_: object, **__: object) -> None:
@@ -82,12 +104,15 @@ class OnnxPolicy:
         expected_obs: Sequence[tuple[str, str]],
         expected_act: Sequence[tuple[str, str, float, float]],
         sha256: str | None = None,
+        max_bytes: int = 16 * 2**20,
     ) -> OnnxPolicy:
         """Load ``path``, verify it against the plant and warm it up.
 
         ``expected_obs``: ``[(tag, units)]`` in feed order; ``expected_act``:
         ``[(tag, units, low, high)]`` with the configured bounds; ``sha256``: optional
-        lower-case hex digest the file must have. Raises :class:`PolicyError`.
+        lower-case hex digest the file must have; ``max_bytes``: larger files are refused
+        unread. A manifest ``FILE.json`` beside the model (``train ship`` writes one), when
+        present, must name the file's SHA-256. Raises :class:`PolicyError`.
         """
         path = Path(path)
 
@@ -95,6 +120,10 @@ class OnnxPolicy:
             return PolicyError(f"policy model {str(path)!r} refused: {reason}")
 
         try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise refuse(f"the file is {size / 2**20:.1f} MiB, more than [policy] max_model_mb "
+                             f"({max_bytes / 2**20:g} MiB): loading it would stall the running cycle")
             data = path.read_bytes()
         except FileNotFoundError:
             raise refuse("file not found") from None
@@ -105,6 +134,9 @@ class OnnxPolicy:
             pinned = sha256.strip().lower().removeprefix("sha256:")
             if pinned != digest:
                 raise refuse(f"SHA-256 mismatch: pinned {pinned}, file has {digest}")
+        problem = _manifest_problem(path, digest)
+        if problem is not None:
+            raise refuse(problem)
 
         try:
             session = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
@@ -136,7 +168,6 @@ class OnnxPolicy:
         self._act_out = np.zeros((1, contract.n_act), dtype=np.float32)
         self._obs_row = self._obs_in[0]  # views made once, not per call
         self._act_row = self._act_out[0]
-        self._zeros = np.zeros(contract.n_act, dtype=np.float64)
         # The binding holds raw pointers into the two buffers; they live as long as self.
         b = session.io_binding()
         b.bind_input(contract.input_name, "cpu", 0, np.float32, list(self._obs_in.shape), self._obs_in.ctypes.data)
@@ -165,11 +196,12 @@ class OnnxPolicy:
             self._session.run_with_iobinding(self._binding)
         except Exception as e:
             raise PolicyError(f"policy {self._path.name} failed at run time: {_first_line(e)}") from None
-        act = self._act_row.astype(np.float64)
-        # One cheap reduction catches NaN and ±inf: x·0 is 0 for finite x, NaN otherwise.
-        if act.dot(self._zeros) != 0.0:
-            raise PolicyError(f"policy {self._path.name} produced a non-finite action {act.tolist()}")
-        return act
+        # per-element isfinite on a short list: cheaper than a numpy reduction, and no
+        # RuntimeWarning (an inf·0 would print one into the daemon's log)
+        values = self._act_row.tolist()
+        if not all(map(math.isfinite, values)):
+            raise PolicyError(f"policy {self._path.name} produced a non-finite action {values}")
+        return self._act_row.astype(np.float64)
 
     # ------------------------------------------------------------------ facts
     @property

@@ -85,7 +85,8 @@ def load_verified(s: Settings, path: Path, sha256: str | None = None) -> OnnxPol
             raise PolicyError(f"policy model '{path}' refused: SHA-256 {signed} is not the pinned {sha256}")
         sha256 = signed  # load refuses a file that changed after its signature was checked
     obs, act = expected_io(s)
-    return OnnxPolicy.load(path, expected_obs=obs, expected_act=act, sha256=sha256)
+    return OnnxPolicy.load(path, expected_obs=obs, expected_act=act, sha256=sha256,
+                           max_bytes=int(s.policy.max_model_mb * 2**20))
 
 
 @dataclass

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +208,48 @@ def test_refuses_model_that_fails_warm_up(tmp_path):
     w = np.zeros((N_ACT, N_OBS))
     w[0, 0] = np.inf  # inf * 0 = NaN on the all-zero warm-up observation
     data = build_mlp_policy(contract(), [(w, np.zeros(N_ACT))], allow_non_finite=True)
-    refused(write(tmp_path, data), "failed during warm-up", "non-finite action")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning may reach the daemon's log
+        refused(write(tmp_path, data), "failed during warm-up", "non-finite action")
+
+
+def test_an_inf_action_is_refused_without_a_runtime_warning(tmp_path):
+    """A graph without the exporter's clip whose output is +inf: refused at warm-up, and
+    the check itself prints nothing (numpy would warn on inf · 0)."""
+    h = onnx.helper
+    g = h.make_graph(
+        [h.make_node("Slice", ["obs", "st", "en", "ax"], ["s"]), h.make_node("Add", ["s", "inf"], ["action"])],
+        "g",
+        [h.make_tensor_value_info("obs", onnx.TensorProto.FLOAT, ["batch", N_OBS])],
+        [h.make_tensor_value_info("action", onnx.TensorProto.FLOAT, ["batch", N_ACT])],
+        initializer=[*(onnx.numpy_helper.from_array(np.array([v], np.int64), n)
+                       for n, v in (("st", 0), ("en", N_ACT), ("ax", 1))),
+                     onnx.numpy_helper.from_array(np.full(N_ACT, np.inf, np.float32), "inf")],
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+    h.set_model_props(m, {METADATA_KEY: contract().to_json()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        refused(write(tmp_path, m.SerializeToString(), "inf.onnx"), "failed during warm-up", "[inf, inf]")
+
+
+def test_a_model_that_differs_from_its_manifest_is_refused(model_path):
+    manifest = model_path.with_name(model_path.name + ".json")
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    manifest.write_text(json.dumps({"model": model_path.name, "sha256": digest}))
+    load(model_path)  # matching manifest: fine, with or without a pin
+    manifest.write_text(json.dumps({"model": model_path.name, "sha256": "sha256:" + "ab" * 32}))
+    refused(model_path, f"SHA-256 {digest} differs from the one in its manifest policy.onnx.json ({'ab' * 32})")
+    manifest.write_text("{not json")
+    refused(model_path, "its manifest policy.onnx.json is not a model manifest")
+    manifest.unlink()
+    load(model_path)  # no manifest: the pin and the signature are the checks
+
+
+def test_a_model_over_the_size_limit_is_refused_unread(model_path):
+    size = model_path.stat().st_size
+    refused(model_path, "more than [policy] max_model_mb", max_bytes=size - 1)
+    load(model_path, max_bytes=size)
 
 
 # ------------------------------------------------------------------ run-time faults
