@@ -163,6 +163,7 @@ class ControlLoop:
         self._io_deadline = math.inf
         self._on_time_mono = time.monotonic()  # end of the last cycle that met its deadline
         self.last_safe_write: dict[str, Any] | None = None  # the e-stop's, for its trip record
+        self._safe_out: dict[str, Any] | None = None  # the safe write of a trip this cycle's decision raised
         self.alarms: dict[str, str] = {}  # active alarms (PLC authority, setpoint mismatch) -> message
         self._accepts_shown: bool | None = None
         self._heartbeat = 0
@@ -397,6 +398,10 @@ class ControlLoop:
             if mode in WRITING:
                 written = await self._shield_and_write(self._candidate, lo, hi)
 
+        if self._safe_out is not None:  # the decision tripped: the safe write went out instead
+            written, mode, self._ack = self.shield.safe, Mode.ESTOP, self._safe_out["ack"]
+            self._safe_out = None
+
         # 9b. what the PLC applies against what was written (an alarm, audited, on change)
         for change in self.authority.compare(self._action, snap, now, self.modes.mode in WRITING):
             self._alarm(change.name, change.raised, change.message)
@@ -448,7 +453,7 @@ class ControlLoop:
             if self.models.on_trouble(f"policy fault: {exc}", now):
                 return None  # a recently swapped model: the previous one takes over next cycle
             if self.settings.safety.policy_fault == "estop":
-                await self.estop.trip("policy_fault", str(exc))
+                await self._trip_in_decision("policy_fault", str(exc))
             else:
                 self._enter_fallback(f"policy fault: {exc}")
             return None
@@ -474,8 +479,8 @@ class ControlLoop:
         if res.code != "ok":
             self.metrics.shield_rule(res.code)
         if not res.ok:
-            await self.estop.trip(res.code, "no action satisfies every bound, rate limit and interlock"
-                                  if res.code.startswith("interlock") else "a non-finite action was proposed")
+            await self._trip_in_decision(res.code, "no action satisfies every bound, rate limit and interlock"
+                                         if res.code.startswith("interlock") else "a non-finite action was proposed")
             return None
         if res.code != "ok":
             self.stats.shield_interventions += 1
@@ -485,6 +490,12 @@ class ControlLoop:
         self._action[:] = self._out
         await self._write(self._action)
         return self._action
+
+    async def _trip_in_decision(self, code: str, message: str) -> None:
+        """A trip raised by this cycle's own decision (policy, shield): the e-stop's safe
+        write is then what this cycle put out, and its record says so."""
+        if await self.estop.trip(code, message):
+            self._safe_out = self.last_safe_write
 
     def _count_intervention(self) -> None:
         fb = self.settings.safety.fallback

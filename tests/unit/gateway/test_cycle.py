@@ -171,13 +171,15 @@ def _nan_policy_loop(tmp_path: Path, replace: dict[str, str] | None = None):
 
 
 def test_policy_fault_trips_when_configured(tmp_path: Path) -> None:
-    loop, t, _ = _nan_policy_loop(tmp_path, {r'^policy_fault = "fallback"': 'policy_fault = "estop"'})
+    loop, t, audit = _nan_policy_loop(tmp_path, {r'^policy_fault = "fallback"': 'policy_fault = "estop"'})
     steps(loop, 1)
     loop.request_start("alice")
     steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "policy_fault"
     assert t.writes[-1] == {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0, "heartbeat": float(len(t.writes))}
+    rec = [p for k, p in audit.records if k == "cycle"][-1]  # the safe write was that cycle's output
+    assert rec["written"] == [200.0, 0.0] and rec["mode"] == "ESTOP" and rec["proposed"] is None, rec
 
 
 def test_policy_fault_hands_control_to_the_pid_fallback(tmp_path: Path) -> None:
@@ -261,7 +263,7 @@ def test_interlock_restricts_the_action_and_repeated_clips_hand_over_to_fallback
 
 
 def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Path) -> None:
-    loop, t, _ = make_loop(tmp_path)
+    loop, t, audit = make_loop(tmp_path)
     steps(loop, 1)
     loop.request_start("alice")
     steps(loop, 1)
@@ -270,6 +272,10 @@ def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Path) ->
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "interlock_conflict:feed_flow_sp"
     assert t.writes[-1]["feed_flow_sp"] == 0.0
+    # that cycle's record says what went out: the safe outputs, acknowledged, under ESTOP
+    rec = [p for k, p in audit.records if k == "cycle"][-1]
+    assert rec["written"] == [200.0, 0.0] and rec["mode"] == "ESTOP" and rec["ack"] == ["ok", "ok", "ok"], rec
+    assert rec["proposed"] is not None  # what the policy asked for, refused
 
 
 def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_back(tmp_path: Path) -> None:
