@@ -211,6 +211,9 @@ class ControlLoop:
         verdict = self.checker.verdict
         if verdict.status == Status.TRIP:
             raise ModeRefused(f"reset refused: the trip condition is still present ({verdict.message})")
+        if self.stats.consecutive_overruns:  # the last cycle overran: deadline_overrun is still present
+            raise ModeRefused(f"reset refused: the cycle still overruns its deadline "
+                              f"({self.stats.consecutive_overruns} in a row)")
         self._start_requested = False
         self.modes.request(Mode.INHIBITED, reason="operator reset", actor=actor)
 

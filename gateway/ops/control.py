@@ -319,8 +319,10 @@ async def send_command(path: Path, request: dict[str, Any], timeout_s: float = 5
         writer.write(json.dumps(request).encode() + b"\n")
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout_s)
-    except (OSError, TimeoutError):
+    except TimeoutError:
         raise GatewayError(f"the gateway at {path} did not answer within {timeout_s:g} s") from None
+    except OSError as exc:
+        raise GatewayError(f"the connection to the gateway at {path} failed: {exc.strerror or exc}") from None
     finally:
         writer.close()
     if not line:

@@ -129,7 +129,8 @@ def test_sighup_reload_applies_new_limits_between_cycles(tmp_path: Path) -> None
             config.write_text(text.replace("cycle_hz = 20.0", "cycle_hz = 25.0"))
             assert not b.gateway.request_reload()
             assert b.gateway.loop is not None and b.gateway.loop.period == 0.05
-            config.write_text(text.replace("hard = [290.0, 400.0]", "hard = [290.0, 300.0]", 1))
+            config.write_text(text.replace("hard = [290.0, 400.0]", "hard = [290.0, 300.0]", 1)
+                              .replace("soft = [320.0, 380.0]", "soft = [292.0, 298.0]", 1))
             os.kill(os.getpid(), signal.SIGHUP)  # the gateway's own handler, as systemctl reload does
             await wait_for(lambda: b.mode == "ESTOP", "the trip on the reloaded limit", timeout=5)
             assert b.gateway.loop.estop.last is not None

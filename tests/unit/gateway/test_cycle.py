@@ -244,6 +244,9 @@ def test_deadline_overruns_trip(tmp_path: Path) -> None:
     asyncio.run(go())
     assert loop.modes.mode == Mode.ESTOP and loop.estop.last.code == "deadline_overrun"
     assert loop.stats.deadline_misses >= 3
+    # the condition is still present (the last cycle overran): a reset is refused, saying so
+    with pytest.raises(ModeRefused, match="still overruns its deadline"):
+        loop.request_reset("alice")
 
 
 def test_interlock_restricts_the_action_and_repeated_clips_hand_over_to_fallback(tmp_path: Path) -> None:

@@ -85,8 +85,9 @@ def plants(draw: st.DrawFn, max_obs: int = 16, max_actions: int = 16, max_interl
             if draw(st.booleans()):
                 lim["hard"] = draw(pair())
                 interesting += lim["hard"]
-            if draw(st.booleans()):
-                lim["soft"] = draw(pair())
+            if draw(st.booleans()):  # a soft band lies within the hard one (config check refuses others)
+                lo, hi = lim.get("hard", (-1000.0, 1000.0))
+                lim["soft"] = draw(pair(st.floats(min_value=lo, max_value=hi, allow_nan=False)))
                 interesting += lim["soft"]
             if draw(st.booleans()):
                 lim["max_rate"] = draw(st.sampled_from([1e-3, 1.0, 20.0, 1e3, 1e300]))
