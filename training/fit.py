@@ -156,10 +156,13 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
         rank, size, local = env
         dev = D.resolve_device(device, size, local)
         world = D.init(rank, size, local, dev, "env://")
+        clean = False
         try:
-            return _train(dataset, dev, world, **kw)
+            result = _train(dataset, dev, world, **kw)
+            clean = True
+            return result
         finally:
-            D.close()
+            D.close(clean=clean)
     if nproc == 1:
         return _train(dataset, D.resolve_device(device, 1, 0), None, **kw)
     D.resolve_device(device, nproc, 0)  # refuse impossible device/process combinations before spawning
@@ -202,10 +205,12 @@ def _spawned(rank: int, size: int, init_method: str, dataset: str, device: str, 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
     dev = D.resolve_device(device, size, rank)
     world = D.init(rank, size, rank, dev, init_method)
+    clean = False
     try:
         _train(dataset, dev, world, **kw)
+        clean = True
     finally:
-        D.close()
+        D.close(clean=clean)
 
 
 def _train(dataset: str | os.PathLike[str] | Dataset, dev: torch.device, world, *, algo_name: str, steps: int,
