@@ -95,7 +95,8 @@ def verify(directory: Path, *, require_genesis: bool = True, pubkey: Ed25519Publ
     except fmt.ChainError as exc:
         error = str(exc)
         if exc.torn:
-            error += " (looks like a crash tail: the writer truncates it and logs a repair record on next open)"
+            error += (" (looks like a crash tail: the writer cuts it, with a repair record, on its next open, "
+                      "unless the record was exported)")
     except OSError as exc:
         error = f"cannot read {directory}: {exc}"
     if error is None and not state.segments:
