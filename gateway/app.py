@@ -273,16 +273,12 @@ class Gateway:
         return True
 
     def _apply_reload(self) -> None:
-        from gateway.ops import reload
-
         staged, keys = self._staged, self._staged_keys
         self._staged, self._staged_keys = None, []
         if staged is None:
             return
         if self.loop is not None:
-            reload.apply_settings(self.loop, staged.settings)
-            if any(k.startswith("policy.") for k in keys) and reload.reload_model is not None:
-                reload.reload_model(staged.settings)
+            self.loop.apply_settings(staged.settings)
         if staged.settings.logging.level != self.settings.logging.level:
             configure_logging(staged.settings.logging)
         self.loaded, self.settings = staged, staged.settings

@@ -46,7 +46,6 @@ histograms from it and, when configured, the timing trace (gateway/timing.py).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import math
 import time
@@ -62,13 +61,14 @@ from gateway.io.tags import Quality, Snapshot, TagMap
 from gateway.io.transport import Transport, WriteError, WritePlan, plan_writes
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
-from gateway.policy.fallback import FallbackController
 from gateway.policy.registry import ModelManager
 from gateway.safety.authority import PlcAuthority
 from gateway.safety.checker import ObservationChecker, Status
 from gateway.safety.estop import EStop, TripEvent
 from gateway.safety.interlocks import Interlocks
 from gateway.safety.shield import ActionShield
+from gateway.safety.stack import SafetyStack, build_stack
+from gateway.safety.supervisor import Screen
 from gateway.timing import TRACE_FIELDS, CycleGc, CycleTrace, GcPauses
 
 HEARTBEAT_MODULO = 2**32
@@ -125,10 +125,8 @@ class ControlLoop:
         self.metrics = metrics
         self.on_healthy_cycle = on_healthy_cycle
         self.period = 1.0 / settings.gateway.cycle_hz
-        self.checker = ObservationChecker(settings, tags)
-        self.shield = ActionShield(settings)
-        self.interlocks = Interlocks(settings, self.checker.names)
-        self.fallback = FallbackController(settings, self.checker.names)
+        self.models = ModelManager(settings, policy, audit)
+        self.safety: SafetyStack = build_stack(settings, tags, policy, modes, self.models.on_trouble)
         self.authority = PlcAuthority(settings, tags, self.checker.names)
         self.snap = Snapshot(len(tags.readable))
         self.stats = CycleStats()
@@ -182,20 +180,33 @@ class ControlLoop:
         self._manual_by: set[str] = set()
         self._resume_mode = Mode.AUTO
         self._operator_sp: np.ndarray | None = None
-        # Simplex fallback: intervention window, agreement timer, out-of-distribution range
-        fb = safety.fallback
-        self._interventions: collections.deque[float] = collections.deque()
-        self._agree_since = math.nan
-        span = self.shield.hi - self.shield.lo
-        self._agree_tol = np.array([fb.agreement_tolerance.get(a, 0.05 * s) for a, s in zip(p.actions, span)])
-        self._ood_run = 0
-        self._ood = _ood_params(policy, fb.ood_margin, fb.ood_z, len(p.observations))
-        self.models = ModelManager(settings, policy, audit)
 
         self.estop = EStop(modes, [
             ("write_safe", self.write_safe),
             ("metrics", self._count_trip),
         ])
+
+    # ---- the safety stack, and its swap on a reload ------------------------------------
+    @property
+    def checker(self) -> ObservationChecker:
+        return self.safety.checker
+
+    @property
+    def shield(self) -> ActionShield:
+        return self.safety.shield
+
+    @property
+    def interlocks(self) -> Interlocks:
+        return self.safety.interlocks
+
+    def apply_settings(self, new: Settings) -> None:
+        """Swap in a safety stack built from ``new`` (limits, actions, interlocks, fallback
+        tuning), between two cycles; its run-time history carries over. The caller has
+        validated the change (gateway/ops/reload.py): the tags, the policy and the cycle
+        are the same."""
+        stack = build_stack(new, self.tags, self.policy, self.modes, self.models.on_trouble)
+        stack.take_over(self.safety)
+        self.settings, self.safety = new, stack
 
     # ---- operator commands (called from the control socket, same event loop) -----
     def request_start(self, actor: str) -> None:
@@ -321,9 +332,7 @@ class ControlLoop:
         staged = self.models.take_staged(now)
         if staged is not None:
             self.policy = staged
-            fb = self.settings.safety.fallback
-            self._ood = _ood_params(staged, fb.ood_margin, fb.ood_z, len(self._obs))
-            self._ood_run = 0
+            self.safety.supervisor.use_policy(staged)
 
         # 1. read
         t = self._t  # this cycle's stage times
@@ -392,8 +401,8 @@ class ControlLoop:
             proposed = await self._infer(now)
             shadow = self.models.shadow_step(self._obs, proposed, lo, hi, self.period, now)
             if self.modes.mode == Mode.FALLBACK:
-                self.fallback.compute(monitored, self._action, self.period, self._candidate)
-                self._maybe_hand_back(proposed, lo, hi, now)
+                self.safety.supervisor.fallback_step(monitored, self._action, period, proposed, lo, hi, now,
+                                                     self._candidate)
             if self.modes.mode == Mode.AUTO and proposed is not None:
                 self._candidate[:] = proposed
             # 8. shield, 9. write
@@ -458,22 +467,13 @@ class ControlLoop:
             if self.settings.safety.policy_fault == "estop":
                 await self._trip_in_decision("policy_fault", str(exc))
             else:
-                self._enter_fallback(f"policy fault: {exc}")
+                self.safety.supervisor.enter(f"policy fault: {exc}")
             return None
-        lo, hi, mean, std, z = self._ood
-        x = self._obs64
-        far = (x < lo) | (x > hi) | (np.abs(x - mean) > z * std)
-        if not far.any():
-            self._ood_run = 0
+        screen = self.safety.supervisor.screen(self._obs64)
+        if screen == Screen.IN:
             return self._proposed
         self.stats.ood_inputs += 1
-        self._ood_run += 1
-        if self._ood_run < self.settings.safety.fallback.ood_cycles:
-            return self._proposed  # counted; the policy keeps control until the threshold
-        i = int(np.flatnonzero(far)[0])
-        self._enter_fallback(f"input {self.settings.policy.observations[i]!r} = {x[i]:.6g} lies outside "
-                             f"the policy's training distribution for {self._ood_run} cycles")
-        return None
+        return None if screen == Screen.REJECTED else self._proposed
 
     async def _shield_and_write(self, candidate: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
         t_shield = time.perf_counter()
@@ -489,7 +489,7 @@ class ControlLoop:
             self.stats.shield_interventions += 1
             self.metrics.shield_interventions.inc()
             if res.clipped:  # proposals outside bounds/interlocks; rate-limited ramps are expected
-                self._count_intervention()
+                self.safety.supervisor.intervened(time.monotonic())
         self._action[:] = self._out
         await self._write(self._action)
         return self._action
@@ -499,40 +499,6 @@ class ControlLoop:
         write is then what this cycle put out, and its record says so."""
         if await self.estop.trip(code, message):
             self._safe_out = self.last_safe_write
-
-    def _count_intervention(self) -> None:
-        fb = self.settings.safety.fallback
-        now = time.monotonic()
-        window = self._interventions
-        window.append(now)
-        while window and now - window[0] > fb.intervention_window_s:
-            window.popleft()
-        if len(window) >= fb.max_interventions and self.modes.mode == Mode.AUTO:
-            window.clear()
-            self._enter_fallback(f"{fb.max_interventions} shield interventions within "
-                                 f"{fb.intervention_window_s:g} s")
-
-    def _enter_fallback(self, reason: str) -> None:
-        self._agree_since = math.nan
-        if self.modes.mode == Mode.AUTO:
-            self.models.on_trouble(reason, time.monotonic())
-            self.fallback.reset()
-            self.modes.request(Mode.FALLBACK, reason=reason, actor="gateway")
-
-    def _maybe_hand_back(self, proposed: np.ndarray | None, lo: np.ndarray, hi: np.ndarray, now: float) -> None:
-        """Back to AUTO after the policy has agreed with the fallback for agreement_s."""
-        if proposed is None:
-            self._agree_since = math.nan
-            return
-        agrees = bool((np.abs(np.clip(proposed, lo, hi) - self._candidate) <= self._agree_tol).all())
-        if not agrees:
-            self._agree_since = math.nan
-        elif math.isnan(self._agree_since):
-            self._agree_since = now
-        elif now - self._agree_since >= self.settings.safety.fallback.agreement_s:
-            self._agree_since = math.nan
-            self.modes.request(Mode.AUTO, reason="policy agreed with the fallback for "
-                               f"{self.settings.safety.fallback.agreement_s:g} s", actor="gateway")
 
     # ---- human override ---------------------------------------------------------------
     def _follow_hand_auto(self, plc_auto: bool) -> None:
@@ -580,7 +546,7 @@ class ControlLoop:
             return
         target = self._resume_mode
         if target == Mode.FALLBACK:
-            self.fallback.reset()
+            self.safety.supervisor.resume()
         self.modes.request(target, reason="hand-back (ramps from the applied action)", actor=actor)
 
     def _track_applied(self) -> None:
@@ -730,17 +696,3 @@ class ControlLoop:
             trace.commit()
         t[:] = self._nans
 
-
-def _ood_params(policy: Policy, margin: float, z: float, n: int) -> tuple[np.ndarray, ...]:
-    """(lo, hi, mean, std, z) of the out-of-distribution guard from the contract's
-    training statistics: the range widened by ``margin`` of its span, and mean ± z·std.
-    A model without statistics is never out of distribution."""
-    stats = getattr(getattr(policy, "contract", None), "obs_stats", None)
-    if stats is None:
-        inf = np.full(n, np.inf)
-        return -inf, inf, np.zeros(n), inf, np.array(1.0)
-    lo, hi = np.array(stats.min, dtype=float), np.array(stats.max, dtype=float)
-    pad = margin * (hi - lo)
-    std = np.array(stats.std, dtype=float)
-    std = np.where(std > 0, std, np.inf)  # a constant training feature: judged by range only
-    return lo - pad, hi + pad, np.array(stats.mean, dtype=float), std, np.array(z)

@@ -15,9 +15,9 @@ the checker monitors (a limit on a tag that had none) is refused too: the rate-o
 and staleness history of the running checker would not carry over.
 
 An accepted reload is *staged* and applied by the app between two cycles (the healthy-
-cycle callback runs after a cycle's writes and before the next tick), never mid-cycle.
-A new model is loaded by the model commands (gateway/policy/registry.py), not here;
-``reload_model`` is the hook for it.
+cycle callback runs after a cycle's writes and before the next tick), never mid-cycle,
+through ``ControlLoop.apply_settings``. A new model is loaded by the model commands
+(gateway/policy/registry.py), not by a reload: a changed [policy] section is refused.
 """
 
 from __future__ import annotations
@@ -26,13 +26,10 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config import LoadedConfig, Settings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PolicyError
+from gateway.policy.contract import check_against
 
 RELOADABLE_SAFETY = ("limits", "actions", "interlocks", "fallback")
-
-# hook: set by whoever owns model loading; called with the new settings on SIGHUP when the
-# [policy] section changed. None: a changed [policy] is refused (restart or `model load`).
-reload_model: Callable[[Settings], None] | None = None
 
 
 def _diff(old: Any, new: Any, prefix: str) -> list[str]:
@@ -60,8 +57,6 @@ def refused_keys(old: Settings, new: Settings) -> list[str]:
             continue
         if key == "logging.level":
             continue
-        if parts[0] == "policy" and reload_model is not None:
-            continue
         out.append(key)
     return out
 
@@ -81,9 +76,6 @@ def validate_reload(current: LoadedConfig, candidate: LoadedConfig, monitored: C
         raise ConfigError(f"{candidate.path}: reload refused: the change to safety.limits alters the set of "
                           "monitored tags (restart to apply it); nothing was changed")
     if contract is not None:
-        from gateway.errors import PolicyError
-        from gateway.policy.contract import check_against
-
         s = new
         try:
             check_against(contract, [(t, s.tags[t].units) for t in s.policy.observations],
@@ -94,36 +86,3 @@ def validate_reload(current: LoadedConfig, candidate: LoadedConfig, monitored: C
                               f"safety.actions bounds ({exc}); nothing was changed") from None
     return changed_keys(old, new)
 
-
-def apply_settings(loop: Any, new: Settings) -> None:
-    """Rebuild the safety objects of a ControlLoop from ``new`` between two cycles.
-
-    The checker keeps its run-time history (timestamps, last values) so staleness and
-    rate-of-change checks go on seamlessly.
-    """
-    import numpy as np
-
-    from gateway import cycle
-    from gateway.policy.fallback import FallbackController
-    from gateway.safety.checker import ObservationChecker
-    from gateway.safety.interlocks import Interlocks
-    from gateway.safety.shield import ActionShield
-
-    old_checker = loop.checker
-    checker = ObservationChecker(new, loop.tags)
-    for attr in ("_last_value", "_last_change", "_prev_v", "_prev_t"):  # run-time history
-        if hasattr(old_checker, attr) and hasattr(checker, attr):
-            setattr(checker, attr, getattr(old_checker, attr))
-    shield = ActionShield(new)
-    interlocks = Interlocks(new, checker.names)
-    fallback = FallbackController(new, checker.names)
-    fb = new.safety.fallback
-    span = shield.hi - shield.lo
-    agree_tol = np.array([fb.agreement_tolerance.get(a, 0.05 * s) for a, s in zip(new.policy.actions, span)])
-    loop.settings = new
-    loop.checker, loop.shield, loop.interlocks, loop.fallback = checker, shield, interlocks, fallback
-    # derived tuning the loop caches (the cycle owner may fold this into ControlLoop)
-    loop._agree_tol = agree_tol
-    ood_params = getattr(cycle, "_ood_params", None)
-    if ood_params is not None and hasattr(loop, "_ood"):
-        loop._ood = ood_params(loop.policy, fb.ood_margin, fb.ood_z, len(new.policy.observations))

@@ -76,19 +76,6 @@ def _bounds(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full(n, -np.inf), np.full(n, np.inf)
 
 
-def _history(attr: str) -> property:
-    """Run-time history that gateway/ops/reload.py carries into a rebuilt checker by name:
-    assignment copies into the array the kernel holds, never replaces it."""
-
-    def get(self: ObservationChecker) -> np.ndarray:
-        return getattr(self, attr)
-
-    def put(self: ObservationChecker, value: np.ndarray) -> None:
-        np.copyto(getattr(self, attr), value)
-
-    return property(get, put)
-
-
 class ObservationChecker:
     def __init__(self, settings: Settings, tags: TagMap, backend: str | None = None) -> None:
         s = settings
@@ -151,17 +138,17 @@ class ObservationChecker:
             last_change=self._changed, prev_v=self._prev, rate=self._rate, state=self._state,
             estop_index=self.estop_index).check
 
-    _last_value = _history("_stamp")
-    _last_change = _history("_changed")
-    _prev_v = _history("_prev")
-
-    @property
-    def _prev_t(self) -> float:
-        return float(self._state[0])
-
-    @_prev_t.setter
-    def _prev_t(self, value: float) -> None:
-        self._state[0] = value
+    def take_history(self, old: ObservationChecker) -> None:
+        """Carry the run-time history (last values, when each changed, the previous good
+        reading and its time) of the checker this one replaces on a reload. The monitored
+        tags must be the same (the reload refuses a change to them); copies into the arrays
+        the kernel holds, never replaces them."""
+        if old.names != self.names:
+            raise ValueError("a checker takes history only from one monitoring the same tags")
+        np.copyto(self._stamp, old._stamp)
+        np.copyto(self._changed, old._changed)
+        np.copyto(self._prev, old._prev)
+        self._state[0] = old._state[0]
 
     @property
     def values(self) -> np.ndarray:

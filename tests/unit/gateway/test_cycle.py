@@ -498,3 +498,38 @@ def test_a_mode_change_during_the_write_does_not_relabel_the_cycle_that_wrote(tm
     last, this = [(p["mode"], p["proposed"], p["written"]) for k, p in audit.records if k == "cycle"][-2:]
     assert last[0] == "AUTO" and last[1] is not None and last[2] is not None  # the policy wrote
     assert this == ("MANUAL", None, None)  # the next cycle: nothing from the policy
+
+
+def test_apply_settings_swaps_the_safety_stack_between_cycles_and_keeps_its_history(tmp_path: Path) -> None:
+    """The reload's real path: new limits apply from the next cycle, and the rate-of-change
+    history of the running checker carries over (a fresh checker would pass the jump)."""
+    loop, t, _ = make_loop(tmp_path)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 3)
+    assert loop.modes.mode == Mode.AUTO
+    (tmp_path / "new").mkdir()
+    policy = tmp_path / "policy.onnx"
+    tighter = load_config(write_config(tmp_path / "new", policy=policy,
+                                       replace={r"^max_rate = 20.0 ": "max_rate = 10.0 "})).settings
+    old_stack = loop.safety
+    loop.apply_settings(tighter)
+    assert loop.safety is not old_stack and loop.settings is tighter
+    assert loop.checker.max_rate[loop.checker.names.index("Tj")] == 10.0
+    t.values["Tj"] += 5.0  # 5 K in one 10 ms cycle: over either limit, judged against the old reading
+    steps(loop, 1)
+    assert loop.modes.mode == Mode.ESTOP and loop.checker.verdict.code == "rate_of_change:Tj"
+
+
+def test_apply_settings_applies_new_hard_limits(tmp_path: Path) -> None:
+    loop, _, _ = make_loop(tmp_path)
+    steps(loop, 1)
+    loop.request_start("alice")
+    steps(loop, 3)
+    (tmp_path / "new").mkdir()
+    tighter = load_config(write_config(tmp_path / "new", policy=tmp_path / "policy.onnx", replace={
+        r"^hard = \[290.0, 400.0\]": "hard = [290.0, 345.0]",
+        r"^soft = \[320.0, 380.0\]": "soft = [320.0, 340.0]"})).settings
+    loop.apply_settings(tighter)
+    steps(loop, 1)  # T = 350
+    assert loop.modes.mode == Mode.ESTOP and loop.checker.verdict.code == "hard_limit:T:high"

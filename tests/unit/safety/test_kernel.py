@@ -164,13 +164,12 @@ def test_backends_agree_on_messages_and_state() -> None:
 
 @each_backend
 def test_a_reload_carries_the_history_into_the_new_checker(backend: str) -> None:
-    """gateway/ops/reload.py copies these attributes by name; the kernel must see them."""
+    """The history a rebuilt checker takes over (ControlLoop.apply_settings) is the one the kernel reads."""
     def reloaded() -> Rig:
         rig = Rig(backend)
         rig.step()
         old, rig.checker = rig.checker, ObservationChecker(rig.s, rig.tags, backend)
-        for attr in ("_last_value", "_last_change", "_prev_v", "_prev_t"):
-            setattr(rig.checker, attr, getattr(old, attr))
+        rig.checker.take_history(old)
         return rig
 
     assert reloaded().step(o0=1.5).code == "rate_of_change:o0"  # against the old previous reading
