@@ -227,11 +227,11 @@ def main() -> None:
          f"{p['p50_us']:.2f} / {p['p99_us']:.2f} / {p['max_us']:.0f}", "<= 10"),
         (f"paced {args.rate:.0f}/s: producer wake lateness p99 / max (us)",
          f"{p['late_p99_us']:.0f} / {p['late_max_us']:.0f}", ""),
-        (f"same loop without a writer: wake lateness p99 / max (us)",
+        ("same loop without a writer: wake lateness p99 / max (us)",
          f"{base['late_p99_us']:.0f} / {base['late_max_us']:.0f}", ""),
         (f"paced {args.rate:.0f}/s: commit latency p50 / p99 (ms)",
          f"{p['commit_p50_ms']:.2f} / {p['commit_p99_ms']:.2f}", ""),
-        (f"append_owned (the cycle's hand-off), sustained records/s", f"{bo['rate']:,.0f}", ">= 50,000"),
+        ("append_owned (the cycle's hand-off), sustained records/s", f"{bo['rate']:,.0f}", ">= 50,000"),
         ("  caller cost per append_owned, mean (us)", f"{bo['caller_us']:.2f}", "<= 10"),
         *((f"paced {args.rate:.0f}/s, {'append_owned' if owned else 'append'}"
            f"{f', {flush:,} KiB written before each' if flush else ''}: p50 / p99 / max (us)",

@@ -108,8 +108,8 @@ async def bench(urls: dict[str, object], n: int) -> dict[str, dict[str, dict[str
     from pymodbus.client import AsyncModbusTcpClient
 
     from gateway.config import ModbusConnection, OpcUaConnection, TagSpec
-    from gateway.io.modbus import ModbusTransport
-    from gateway.io.opcua import OpcUaTransport
+    from gateway.io.modbus.transport import ModbusTransport
+    from gateway.io.opcua.transport import OpcUaTransport
     from gateway.io.tags import Snapshot, TagMap
     from gateway.io.transport import plan_writes
 

@@ -18,59 +18,23 @@ import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      field_validator, model_validator)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from gateway.configbase import DataType, FilePath, Flag, Range, Section, check_range
 from gateway.errors import ConfigError
+from gateway.io.modbus.connection import MODBUS_REGISTERS, ModbusConnection, ModbusTable
+from gateway.io.opcua.connection import OpcUaConnection, check_node_id
+from gateway.io.protocols import DEFAULT_TYPE, PROTOCOLS
+
+__all__ = ["MODBUS_REGISTERS", "ConnectionSpec", "DataType", "LoadedConfig", "ModbusConnection", "OpcUaConnection",
+           "Settings", "TagSpec", "load_config"]
 
 ENV_PREFIX = "EDGEWARDEN_"
 
-DataType = Literal["double", "float", "float32", "bool", "int16", "uint16", "int32", "uint32"]
-ModbusTable = Literal["holding", "input", "coil", "discrete"]
-# registers a value of each datatype takes in a Modbus register table (a coil/discrete: one bit)
-MODBUS_REGISTERS: dict[str, int] = {"int16": 1, "uint16": 1, "bool": 1, "int32": 2, "uint32": 2,
-                                    "float32": 2, "float": 2, "double": 4}
-SecurityPolicyName = Literal["None", "Basic256Sha256", "Aes256Sha256RsaPss"]
-
-
-class _Section(BaseModel):
-    # allow_inf_nan: an infinite timeout or limit is never what a plant means
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _flag(value: Any) -> Any:
-    """true/false only: TOML booleans, or "true"/"false" from an environment variable
-    (pydantic alone would also take "yes", "on", "1", "y" ...)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError("must be true or false")
-
-
-def _nonempty_path(value: Any) -> Any:
-    if isinstance(value, str) and not value.strip():
-        raise ValueError("must not be empty (an empty path would mean the config file's directory)")
-    return value
-
-
-Flag = Annotated[bool, BeforeValidator(_flag)]
-FilePath = Annotated[Path, BeforeValidator(_nonempty_path)]
-Range = tuple[float, float]
-
-
-def _check_range(value: Range | None, what: str) -> Range | None:
-    if value is not None:
-        lo, hi = value
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-            raise ValueError(f"{what} must be two finite numbers [low, high] with low <= high, got {list(value)}")
-    return value
-
-
-class GatewaySection(_Section):
+class GatewaySection(Section):
     name: str = "edgewarden"
     cycle_hz: float = Field(10.0, gt=0, le=2000, description="control cycle rate")
     auto_start: Flag = Field(False, description="go from READY to AUTO without an operator start")
@@ -113,106 +77,20 @@ class GatewaySection(_Section):
         return min(self.comms_timeout_ms, max(self.comms_timeout_ms / 2.0, 3000.0 / self.cycle_hz))
 
 
-class OpcUaConnection(_Section):
-    """An OPC UA server. Security, when set, is SignAndEncrypt with the server certificate pinned."""
-
-    type: Literal["opcua"] = "opcua"
-    url: str = Field(pattern=r"^opc\.tcp://", description="opc.tcp://HOST:PORT[/PATH]")
-    timeout_s: float = Field(2.0, gt=0, le=60, description="the session's request timeout (a cycle never "
-                             "waits longer than its own budget, docs/io.md)")
-    reconnect_min_s: float = Field(0.2, gt=0, le=600, description="first reconnect delay (doubles)")
-    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest reconnect delay")
-    mode: Literal["poll", "subscribe"] = Field("poll", description="subscribe = data-change notifications")
-    publish_interval_ms: float = Field(0.0, ge=0, le=60_000, description="subscription publishing interval")
-    fallback_after_ms: float | None = Field(None, gt=0, le=60_000, description="no notification for this long: poll "
-                                            "instead; default: half of the gateway's max data age")
-    security_policy: SecurityPolicyName = "None"
-    require_security: Flag = Field(False, description="refuse to run with security_policy = None")
-    certificate: FilePath | None = Field(None, description="client application certificate (DER or PEM)")
-    private_key: FilePath | None = None
-    server_certificate: FilePath | None = Field(None, description="pinned server certificate")
-    application_uri: str = "urn:edgewarden:client"
-    username: str | None = None
-    password: str | None = Field(None, description="set it from EDGEWARDEN_CONNECTIONS__<name>__PASSWORD")
-    user_certificate: FilePath | None = Field(None, description="certificate identity (with user_private_key)")
-    user_private_key: FilePath | None = None
-
-    @model_validator(mode="after")
-    def _valid(self) -> OpcUaConnection:
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
-        if self.security_policy == "None":
-            if self.require_security:
-                raise ValueError("require_security = true needs security_policy Basic256Sha256 or "
-                                 "Aes256Sha256RsaPss")
-        else:
-            missing = [k for k in ("certificate", "private_key", "server_certificate") if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"security_policy {self.security_policy} needs {', '.join(missing)} "
-                                 "(the server certificate is pinned; there is no trust-on-first-use)")
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together")
-        if (self.user_certificate is None) != (self.user_private_key is None):
-            raise ValueError("user_certificate and user_private_key go together")
-        if self.username is not None and self.user_certificate is not None:
-            raise ValueError("choose one identity: username/password or user_certificate")
-        return self
-
-
-class ModbusConnection(_Section):
-    """A Modbus TCP endpoint (one socket); tags pick the device (unit) id behind it."""
-
-    type: Literal["modbus"]
-    host: str = Field(min_length=1)
-    port: int = Field(502, ge=1, le=65535)
-    timeout_s: float = Field(1.0, gt=0, le=60, description="per request; a dead device costs at most this")
-    retries: int = Field(0, ge=0, le=5, description="extra attempts of a timed-out request")
-    reconnect_min_s: float = Field(0.2, gt=0, le=600, description="first reconnect delay (doubles)")
-    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest reconnect delay")
-    max_block: int = Field(120, ge=1, le=125, description="most registers in one read request")
-    tls: Flag = False
-    ca_file: FilePath | None = Field(None, description="CA bundle that verifies the server (TLS)")
-    certificate: FilePath | None = Field(None, description="client certificate (TLS)")
-    private_key: FilePath | None = None
-
-    @model_validator(mode="after")
-    def _valid(self) -> ModbusConnection:
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
-        if not self.tls and any(v is not None for v in (self.ca_file, self.certificate, self.private_key)):
-            raise ValueError("ca_file/certificate/private_key need tls = true")
-        if self.tls and self.ca_file is None:
-            raise ValueError("tls = true needs ca_file: the server certificate is always verified")
-        if (self.certificate is None) != (self.private_key is None):
-            raise ValueError("certificate and private_key go together")
-        return self
-
-
 def _connection_type(value: Any) -> str:
     if isinstance(value, dict):
-        return str(value.get("type", "opcua"))
-    return str(getattr(value, "type", "opcua"))
+        return str(value.get("type", DEFAULT_TYPE))
+    return str(getattr(value, "type", DEFAULT_TYPE))
 
 
+# the union of every protocol's connection model, told apart by ``type``
 ConnectionSpec = Annotated[
-    Annotated[OpcUaConnection, Tag("opcua")] | Annotated[ModbusConnection, Tag("modbus")],
+    Union[tuple(Annotated[p.connection, Tag(t)] for t, p in PROTOCOLS.items())],  # noqa: UP007 (built from the table)
     Discriminator(_connection_type),
 ]
 
 
-def _check_node_id(text: str) -> None:
-    from asyncua import ua  # the parser the connection uses, so both agree
-
-    try:
-        node = ua.NodeId.from_string(text)
-    except ua.UaError:
-        node = None
-    if node is None or node.Identifier in ("", None):
-        raise ValueError(f"node {text!r} is not an OPC UA NodeId string: write ns=INDEX;s=NAME, "
-                         "ns=INDEX;i=NUMBER (or g=GUID, b=BASE64)")
-
-
-class TagSpec(_Section):
+class TagSpec(Section):
     """One tag, named once; everything downstream uses the tag name and engineering units.
 
     Source: ``node`` for an OPC UA connection; ``table``/``address`` (and ``unit``,
@@ -242,12 +120,12 @@ class TagSpec(_Section):
     @classmethod
     def _node_id(cls, node: str | None) -> str | None:
         if node is not None:
-            _check_node_id(node)
+            check_node_id(node)
         return node
 
     @model_validator(mode="after")
     def _valid(self) -> TagSpec:
-        _check_range(self.range, "range")
+        check_range(self.range, "range")
         if self.scale == 0 or not math.isfinite(self.scale):
             raise ValueError("scale must be finite and non-zero")
         if self.node is None and self.address is None:
@@ -263,7 +141,7 @@ class TagSpec(_Section):
         return self
 
 
-class PolicySection(_Section):
+class PolicySection(Section):
     path: FilePath = Field(description="the ONNX model (its contract is in its metadata; a manifest "
                            "FILE.json beside it, when present, must name its SHA-256)")
     max_model_mb: float = Field(16.0, gt=0, le=2048, description="refuse larger models: loading one at run "
@@ -282,15 +160,15 @@ class PolicySection(_Section):
                                      "within this time after its swap is rolled back")
 
 
-class LimitSpec(_Section):
+class LimitSpec(Section):
     hard: Range | None = Field(None, description="outside trips the e-stop")
     soft: Range | None = Field(None, description="outside raises a counted alarm")
     max_rate: float | None = Field(None, gt=0, description="largest plausible change per second; faster trips")
 
     @model_validator(mode="after")
     def _valid(self) -> LimitSpec:
-        _check_range(self.hard, "hard")
-        _check_range(self.soft, "soft")
+        check_range(self.hard, "hard")
+        check_range(self.soft, "soft")
         if self.hard is not None and self.soft is not None and not (
                 self.hard[0] <= self.soft[0] and self.soft[1] <= self.hard[1]):
             raise ValueError(f"soft {list(self.soft)} must lie within hard {list(self.hard)}: a soft alarm "
@@ -298,7 +176,7 @@ class LimitSpec(_Section):
         return self
 
 
-class ActionSpec(_Section):
+class ActionSpec(Section):
     min: float
     max: float
     max_rate: float | None = Field(None, gt=0, description="largest change per second")
@@ -311,13 +189,13 @@ class ActionSpec(_Section):
 
     @model_validator(mode="after")
     def _valid(self) -> ActionSpec:
-        _check_range((self.min, self.max), "[min, max]")
+        check_range((self.min, self.max), "[min, max]")
         if not self.min <= self.safe <= self.max:
             raise ValueError(f"safe value {self.safe} lies outside [min, max] = [{self.min}, {self.max}]")
         return self
 
 
-class InterlockSpec(_Section):
+class InterlockSpec(Section):
     """While ``when`` holds, ``then`` restricts an action (see gateway/safety/expr.py)."""
 
     when: str = Field(description='e.g. "T >= 380 and CA > 0.8"')
@@ -332,7 +210,7 @@ class InterlockSpec(_Section):
         return self
 
 
-class PidSpec(_Section):
+class PidSpec(Section):
     """u = bias + kp·e + ki·∫e dt + kd·de/dt with e = setpoint − pv (negative kp: reverse acting)."""
 
     pv: str = Field(description="measured tag")
@@ -343,7 +221,7 @@ class PidSpec(_Section):
     bias: float = 0.0
 
 
-class FallbackSection(_Section):
+class FallbackSection(Section):
     controller: Literal["hold", "pid"] = Field("hold", description="hold the last safe action, or PID")
     pid: dict[str, PidSpec] = Field(default_factory=dict, description="per action (pid controller)")
     max_interventions: int = Field(20, ge=1, le=100_000, description="cycles whose proposal the shield had to clip "
@@ -361,7 +239,7 @@ class FallbackSection(_Section):
                             "control to the fallback")
 
 
-class SafetySection(_Section):
+class SafetySection(Section):
     heartbeat_tag: str = Field(description="writable alive counter the PLC watches")
     estop_input: str | None = Field(None, description="boolean tag: true = PLC e-stop active (trips)")
     hand_auto_tag: str | None = Field(None, description="boolean tag: false = PLC in hand (MANUAL)")
@@ -378,7 +256,7 @@ class SafetySection(_Section):
     fallback: FallbackSection = FallbackSection()
 
 
-class AuditSection(_Section):
+class AuditSection(Section):
     dir: FilePath = Field(Path("audit"), description="the log directory (one writer at a time)")
     commit_interval_ms: float = Field(10.0, gt=0, le=1000, description="records gathered this long go out "
                                       "in one write + fsync")
@@ -399,13 +277,13 @@ class AuditSection(_Section):
     retention_max_age_days: float | None = Field(None, gt=0, le=36_500, description="... older than this")
 
 
-class MetricsSection(_Section):
+class MetricsSection(Section):
     enabled: Flag = Field(True, description="serve /metrics and /healthz")
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
 
 
-class ControlSection(_Section):
+class ControlSection(Section):
     socket: FilePath = Field(Path("control.sock"), description="the operator control socket (at most 107 "
                              "bytes once resolved)")
     allowed_uids: list[int] = Field(default_factory=list, description="uids allowed to send commands "
@@ -422,7 +300,7 @@ class ControlSection(_Section):
                                 "at most (bursts of 4): bounds the cycle time a connection flood can take")
 
 
-class LoggingSection(_Section):
+class LoggingSection(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = Field("auto", description="auto: human-readable on a "
                                                        "terminal, JSON lines otherwise (journald)")
@@ -491,19 +369,9 @@ def _schema_problems(exc: ValidationError, env: dict[tuple[str, ...], str]) -> l
     return out
 
 
-def _source_problems(name: str, tag: TagSpec, conn: OpcUaConnection | ModbusConnection) -> list[str]:
-    """A tag's source fields must fit its connection's type."""
-    out = []
-    if conn.type == "opcua" and tag.node is None:
-        out.append(f"tags.{name}: connection {tag.connection!r} is OPC UA: give node, not table/address")
-    if conn.type == "modbus":
-        if tag.node is not None:
-            out.append(f"tags.{name}: connection {tag.connection!r} is Modbus: give table and address, not node")
-        if tag.writable and tag.table in ("input", "discrete"):
-            out.append(f"tags.{name}.writable: a Modbus {tag.table} table is read-only")
-        if tag.datatype == "float":
-            out.append(f"tags.{name}.datatype: say float32 or double for a Modbus tag")
-    return out
+def _source_problems(name: str, tag: TagSpec, conn: Any) -> list[str]:
+    """A tag's source fields must fit its connection's type (the protocol's own rules)."""
+    return PROTOCOLS[conn.type].source_problems(name, tag)
 
 
 def _cross_problems(s: Settings) -> list[str]:
@@ -569,20 +437,15 @@ def _alias_problems(s: Settings) -> list[str]:
     out: list[str] = []
     owner: dict[tuple[Any, ...], str] = {}
     for name, tag in s.tags.items():
-        if tag.node is not None:
-            keys = [(tag.connection, "node", tag.node.strip())]
-        elif tag.table is not None and tag.address is not None:
-            width = 1 if tag.table in ("coil", "discrete") else MODBUS_REGISTERS[tag.datatype]
-            keys = [(tag.connection, tag.unit, tag.table, tag.address + i) for i in range(width)]
-        else:
-            continue
-        for key in keys:
-            other = owner.setdefault(key, name)
+        conn = s.connections.get(tag.connection)
+        if conn is None:
+            continue  # named by _cross_problems
+        protocol = PROTOCOLS[conn.type]
+        for key in protocol.source_keys(tag):
+            other = owner.setdefault((tag.connection, *key), name)
             if other != name:
-                where = f"node {tag.node!r}" if tag.node is not None else \
-                    f"unit {tag.unit} {tag.table} register {key[-1]}"
-                out.append(f"tags.{name}: reads the same source as tags.{other} ({where} on connection "
-                           f"{tag.connection!r}): give each value one tag")
+                out.append(f"tags.{name}: reads the same source as tags.{other} ({protocol.describe_key(tag, key)} "
+                           f"on connection {tag.connection!r}): give each value one tag")
                 break
     return out
 
@@ -644,10 +507,7 @@ def _budget_problems(s: Settings) -> list[str]:
         if tag.freeze_s is not None and tag.freeze_s * 1000.0 <= period_ms:
             out.append(f"tags.{name}.freeze_s: {tag.freeze_s:g} s is not more than one cycle ({period_ms:g} ms)")
     for name, conn in s.connections.items():
-        if isinstance(conn, OpcUaConnection) and conn.mode == "subscribe" and conn.fallback_after_ms is not None \
-                and conn.fallback_after_ms + period_ms >= age:
-            out.append(f"connections.{name}.fallback_after_ms: {conn.fallback_after_ms:g} ms plus one cycle must be "
-                       f"less than the max data age ({age:g} ms), or a steady value would be polled too late")
+        out.extend(conn.timing_problems(name, period_ms, age))
     return out
 
 
@@ -670,11 +530,9 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
     )
 
 
-def _resolve_connection(conn: OpcUaConnection | ModbusConnection, fix: Any,
-                        gw: GatewaySection) -> OpcUaConnection | ModbusConnection:
+def _resolve_connection(conn: Any, fix: Any, gw: GatewaySection) -> Any:
     update: dict[str, Any] = {k: fix(v) for k, v in conn.__dict__.items() if isinstance(v, Path)}
-    if isinstance(conn, OpcUaConnection) and conn.fallback_after_ms is None:
-        update["fallback_after_ms"] = gw.data_age_limit_ms / 2.0
+    update.update(conn.with_defaults(gw))
     return conn.model_copy(update=update) if update else conn
 
 

@@ -14,10 +14,11 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from gateway.config import ENV_PREFIX, OTHER_VARIABLES, ModbusConnection, OpcUaConnection, Settings
+from gateway.config import ENV_PREFIX, OTHER_VARIABLES, Settings
+from gateway.io.protocols import PROTOCOLS
 
 # sections keyed by a user's name ([tags.NAME]...) and the model of each entry
-_NAMED = {"connections": (OpcUaConnection, ModbusConnection), "tags": None}
+_NAMED = {"connections": tuple(p.connection for p in PROTOCOLS.values()), "tags": None}
 
 HEADER = """# Configuration reference
 

@@ -9,26 +9,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
-from gateway.config import ModbusConnection, OpcUaConnection
 from gateway.errors import TransportError
-from gateway.io.modbus import ModbusTransport
-from gateway.io.opcua import OpcUaTransport
+from gateway.io.protocols import PROTOCOLS
 from gateway.io.tags import Snapshot, TagMap
 from gateway.io.transport import LinkHealth, Transport, WritePlan, check_write, merge_outcomes
 
 
 class CompositeTransport:
-    """The Transport the gateway runs: OPC UA and Modbus connections side by side."""
+    """The Transport the gateway runs: every protocol's connections side by side."""
 
-    def __init__(self, tags: TagMap, connections: dict[str, OpcUaConnection | ModbusConnection]) -> None:
-        opcua = {n: c for n, c in connections.items() if isinstance(c, OpcUaConnection)}
-        modbus = {n: c for n, c in connections.items() if isinstance(c, ModbusConnection)}
+    def __init__(self, tags: TagMap, connections: dict[str, Any]) -> None:
         self.parts: list[Transport] = []
         self._owner: dict[str, Transport] = {}
-        for conns, cls in ((opcua, OpcUaTransport), (modbus, ModbusTransport)):
+        for kind, protocol in PROTOCOLS.items():  # one transport per protocol in use, from the table
+            conns = {n: c for n, c in connections.items() if c.type == kind}
             if conns:
-                part = cls(tags, conns)  # type: ignore[arg-type]
+                part = protocol.transport(tags, conns)
                 self.parts.append(part)
                 self._owner.update(dict.fromkeys(conns, part))
         self._split: dict[tuple[str, ...], list[tuple[Transport, WritePlan, list[int]]]] = {}

@@ -16,7 +16,7 @@ from gateway.config import load_config
 from gateway.ops.control import send_command
 from simulators.twin import Twin
 from tests import helpers
-from tests.helpers import free_port, write_config  # free_port: re-exported for the fault tests
+from tests.helpers import write_config  # free_port: re-exported for the fault tests
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
 OPERATOR = "test-operator"

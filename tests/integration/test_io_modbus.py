@@ -18,7 +18,8 @@ from io_servers import HungServer, ModbusServer, free_port, tls_files  # noqa: E
 from gateway.config import ModbusConnection, TagSpec, load_config  # noqa: E402
 from gateway.errors import TransportError  # noqa: E402
 from gateway.io.composite import CompositeTransport  # noqa: E402
-from gateway.io.modbus import ModbusTransport, encode  # noqa: E402
+from gateway.io.modbus.codec import encode  # noqa: E402
+from gateway.io.modbus.transport import ModbusTransport  # noqa: E402
 from gateway.io.tags import Quality, Snapshot, TagMap  # noqa: E402
 from gateway.io.transport import plan_writes  # noqa: E402
 

@@ -17,7 +17,7 @@ from io_servers import HangingProxy, HungServer, OpcUaServer, free_port, opcua_c
 
 from gateway.config import OpcUaConnection, TagSpec  # noqa: E402
 from gateway.errors import TransportError  # noqa: E402
-from gateway.io.opcua import OpcUaTransport  # noqa: E402
+from gateway.io.opcua.transport import OpcUaTransport  # noqa: E402
 from gateway.io.tags import Quality, Snapshot, TagMap  # noqa: E402
 from gateway.io.transport import plan_writes  # noqa: E402
 
@@ -50,13 +50,22 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
     """One server for both modes (an asyncua server takes ~1 s to start)."""
     async def check_mode(srv: OpcUaServer, mode: str) -> None:
         t = _transport(srv.url, mode=mode, fallback_after_ms=300)
-        tags = t._tags
+        tags = _tags()
         try:
             await t.connect()
             snap = Snapshot(len(tags.readable))
             await t.read(snap)
             assert snap.values.tolist() == [1.5, 2.5, -7.0, 70000.0, 1.0, 10.0]
             assert (snap.quality == Quality.GOOD).all()
+            # the pre-encoded Read answers as asyncua's public read_attributes does
+            link = t._links["u"]
+            request, client = link.request, link.client
+            assert request is not None and request.fast  # the asyncua version it was checked against
+            fast = await request.read(client, 1.0)
+            request.fast = False
+            public = await request.read(client, 1.0)
+            request.fast = True
+            assert [(d.Value, d.StatusCode) for d in fast] == [(d.Value, d.StatusCode) for d in public]
             await t.write(plan_writes(tags.specs, ["sp", "u"]), [42.0, 5.0])
             assert await srv.get("sp") == 42.0 and await srv.get("u") == 5
             await srv.set("u", 70000)
@@ -85,7 +94,7 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
     async def silent_subscription(srv: OpcUaServer) -> None:
         """The server keeps the session but stops publishing: values still arrive, by polling."""
         t = _transport(srv.url, mode="subscribe", fallback_after_ms=200)
-        snap = Snapshot(len(t._tags.readable))
+        snap = Snapshot(len(_tags().readable))
         link = t._links["u"]
         try:
             await t.connect()
@@ -111,7 +120,7 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
         or not."""
         sub = _transport(srv.url, mode="subscribe", fallback_after_ms=5000)
         poll = _transport(srv.url)
-        s_sub, s_poll = Snapshot(len(sub._tags.readable)), Snapshot(len(sub._tags.readable))
+        s_sub, s_poll = Snapshot(len(_tags().readable)), Snapshot(len(_tags().readable))
         link = sub._links["u"]
         try:
             await sub.connect()
@@ -161,7 +170,7 @@ def test_restart_reconnects_and_recreates_subscriptions() -> None:
         srv = OpcUaServer()
         await srv.start()
         t = _transport(srv.url, mode="subscribe", fallback_after_ms=5000)
-        tags = t._tags
+        tags = _tags()
         snap = Snapshot(len(tags.readable))
         link = t._links["u"]
         try:
@@ -232,10 +241,10 @@ def test_security_pinned_certificate_password_and_refusals(tmp_path: Path) -> No
                 t = _transport(srv.url, security_policy=policy, server_certificate=c["server_cert"],
                                username="op", password="s3cret", **sec)
                 await t.connect()
-                snap = Snapshot(len(t._tags.readable))
+                snap = Snapshot(len(_tags().readable))
                 await t.read(snap)
                 assert (snap.quality == Quality.GOOD).all()
-                await t.write(plan_writes(t._tags.specs, ["sp"]), [12.0])
+                await t.write(plan_writes(_tags().specs, ["sp"]), [12.0])
                 await t.close()
             # certificate identity: a known user certificate, then an unknown one
             t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
@@ -288,7 +297,7 @@ def test_hung_server_mid_run(mode: str) -> None:
         await proxy.start()
         t = _transport(f"opc.tcp://127.0.0.1:{proxy.port}", mode=mode, fallback_after_ms=200)
         t._links["u"].spec = t._links["u"].spec.model_copy(update={"timeout_s": 0.4})
-        snap = Snapshot(len(t._tags.readable))
+        snap = Snapshot(len(_tags().readable))
         try:
             await t.connect()
             await t.read(snap)
@@ -329,8 +338,8 @@ def test_the_cycle_deadline_bounds_a_hung_request_and_keeps_the_session() -> Non
         proxy = HangingProxy(srv.port)
         await proxy.start()
         t = _transport(f"opc.tcp://127.0.0.1:{proxy.port}")  # timeout_s 1.0
-        snap = Snapshot(len(t._tags.readable))
-        plan = plan_writes(t._tags.specs, ["sp"])
+        snap = Snapshot(len(_tags().readable))
+        plan = plan_writes(_tags().specs, ["sp"])
         try:
             await t.connect()
             await t.read(snap, time.monotonic() + 0.05)

@@ -19,7 +19,7 @@ import pytest
 from wait_for2.impl import CancelledWithResultError
 
 from gateway.config import OpcUaConnection, TagSpec
-from gateway.io.opcua import OpcUaTransport
+from gateway.io.opcua.transport import OpcUaTransport
 from gateway.io.tags import TagMap
 from gateway.io.transport import WriteError, plan_writes
 

@@ -1,9 +1,11 @@
-"""The cycle's fast I/O paths do exactly what the general ones do: snapshot fills in array
-operations, the subscription cache, the pre-encoded OPC UA Read request and the Modbus
-write's pre-read encoding."""
+"""The cycle's fast I/O paths do exactly what their references do: the OPC UA batch fill
+and subscription cache against codec.decode, the pre-encoded OPC UA Read request against
+asyncua's encoding, the Modbus block decoder and 16-bit encoder against the pymodbus-based
+reference codec, and the write path's registers against encode."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 from datetime import UTC, datetime
@@ -17,8 +19,11 @@ from hypothesis import strategies as st
 
 from gateway.config import ModbusConnection, OpcUaConnection, TagSpec
 from gateway.errors import TransportError
-from gateway.io.modbus import ModbusTransport, encode
-from gateway.io.opcua import OpcUaTransport, _SubCache
+from gateway.io.modbus.codec import encode, encode_reference
+from gateway.io.modbus.transport import ModbusTransport
+from gateway.io.opcua import codec
+from gateway.io.opcua.request import ReadRequest, fast_path_supported
+from gateway.io.opcua.transport import OpcUaTransport
 from gateway.io.tags import Snapshot, TagMap
 from gateway.io.transport import plan_writes
 
@@ -47,11 +52,11 @@ def test_opcua_fill_matches_the_per_tag_path() -> None:
            for i, (v, t) in enumerate([(1.5, ua.VariantType.Double), (True, ua.VariantType.Boolean),
                                        (-7, ua.VariantType.Int32), (2**31, ua.VariantType.UInt32)] * (n // 4))]
     a, b, c = Snapshot(n), Snapshot(n), Snapshot(n)
-    OpcUaTransport._fill(a, link, dvs, 3.0)
-    OpcUaTransport._fill_each(b, link, dvs, 3.0)
+    codec.fill(a, link.read_slots, link.read_index, link.scale, link.offset, dvs, 3.0)
+    codec.fill_each(b, link.read_slots, link.scale, link.offset, dvs, 3.0)
     same(a, b)
     # subscribed: the same values notified one by one, in any order, then the cycle's copy
-    cache = _SubCache(link.read_specs)
+    cache = codec.SubCache(link.read_specs)
     for pos in random.Random(1).sample(range(n), n):
         assert cache.missing == n - sum(cache.seen)
         cache.store(pos, dvs[pos])
@@ -61,8 +66,8 @@ def test_opcua_fill_matches_the_per_tag_path() -> None:
     # unusual values (a string, no variant value) take the per-tag path: same answer
     dvs[5] = ua.DataValue(ua.Variant("1.5", ua.VariantType.String))
     dvs[6] = ua.DataValue(ua.Variant(None))
-    OpcUaTransport._fill(a, link, dvs, 4.0)
-    OpcUaTransport._fill_each(b, link, dvs, 4.0)
+    codec.fill(a, link.read_slots, link.read_index, link.scale, link.offset, dvs, 4.0)
+    codec.fill_each(b, link.read_slots, link.scale, link.offset, dvs, 4.0)
     same(a, b)
     cache.store(5, dvs[5])
     cache.store(6, dvs[6])
@@ -70,13 +75,13 @@ def test_opcua_fill_matches_the_per_tag_path() -> None:
     same(a, c)
     # a poll's snapshot becomes the cache's: a later fill without notifications repeats it
     cache.load(b, link.read_index)
-    OpcUaTransport._fill(b, link, dvs[::-1], 5.0)  # the snapshot moves on; the cache does not
+    codec.fill(b, link.read_slots, link.read_index, link.scale, link.offset, dvs[::-1], 5.0)  # the snapshot moves on; the cache does not
     cache.fill(b, link.read_index, 4.0)
     same(a, b)
 
 
 @pytest.mark.parametrize("layout", ["int16", "mixed", "overlap", "little"])
-def test_modbus_fill_matches_the_per_tag_path(layout: str) -> None:
+def test_modbus_block_decoder_matches_the_reference(layout: str) -> None:
     specs: dict[str, TagSpec] = {}
     if layout == "int16":
         specs = {f"m{i}": TagSpec(connection="m", table="holding", address=i, datatype="int16", scale=0.1)
@@ -106,17 +111,15 @@ def test_modbus_fill_matches_the_per_tag_path(layout: str) -> None:
         elif layout == "int16":
             assert block.whole is not None
         ModbusTransport._fill(a, block, rr, 1.0, 2.0)
-        ModbusTransport._fill_each(b, block, rr, 1.0, 2.0)
+        ModbusTransport._fill(b, dataclasses.replace(block, whole=None), rr, 1.0, 2.0)  # per tag: codec.decode
     same(a, b)
 
 
 def test_pre_encoded_read_request_is_what_asyncua_would_send() -> None:
     from asyncua.ua.ua_binary import struct_to_binary
 
-    from gateway.io.opcua import _ReadRequest
-
     ids = [ua.NodeId.from_string(s) for s in ("ns=2;s=a.b", "i=2258", "ns=3;i=7", "ns=2;g=09087e75-8e5e-499b-954f-f2a9603db28a")]
-    request = _ReadRequest(ids)
+    request = ReadRequest(ids, fast=True)
 
     class Proto:  # asyncua's header bookkeeping, as UASocketProtocol does it
         authentication_token = ua.NodeId(5, 1)
@@ -138,15 +141,12 @@ def test_pre_encoded_read_request_is_what_asyncua_would_send() -> None:
 
 @pytest.mark.parametrize("datatype", ["int16", "uint16"])
 @pytest.mark.parametrize("valid", [None, (-1e6, 1e6)])
-def test_modbus_16_bit_encoding_matches_the_general_path(datatype: str, valid: tuple[float, float] | None) -> None:
-    from gateway.errors import TransportError
-    from gateway.io.modbus import encode, encode_general
-
+def test_modbus_16_bit_encoding_matches_the_reference(datatype: str, valid: tuple[float, float] | None) -> None:
     spec = TagSpec(connection="m", table="holding", address=0, datatype=datatype, range=valid)  # type: ignore[arg-type]
     rng = random.Random(datatype)
     for raw in [*(rng.uniform(-70000, 140000) for _ in range(3000)), -32768.5, 32767.4, 65535.5, -0.5]:
         answers = []
-        for fn in (encode, encode_general):
+        for fn in (encode, encode_reference):
             try:
                 answers.append(fn(spec, raw))
             except TransportError:
@@ -174,6 +174,33 @@ def test_modbus_write_registers_match_encode(tags: list[tuple[str, str, bool, fl
             expected += encode(spec, (v - spec.offset) / spec.scale)
     except (struct.error, TransportError):
         with pytest.raises(TransportError, match="refused write of"):
-            [op.registers(plan, values) for op in ops]
+            [op.payload(plan, values) for op in ops]
         return
-    assert [r for op in ops for r in op.registers(plan, values)] == expected
+    assert [r for op in ops for r in op.payload(plan, values)] == expected
+
+
+def test_the_read_fast_path_runs_only_on_the_asyncua_versions_it_was_checked_against() -> None:
+    assert fast_path_supported("2.1.0") and fast_path_supported("2.1.7")
+    assert not fast_path_supported("2.2.0") and not fast_path_supported("3.0")
+    assert ReadRequest([ua.NodeId(1, 2)], fast=False).fast is False
+
+
+def test_modbus_reference_codec_round_trips_every_type_and_order() -> None:
+    """The reference (pymodbus' converters plus the byte order) against struct, by hand."""
+    from gateway.io.modbus.codec import decode
+
+    for dt, fmt in (("int16", ">h"), ("uint16", ">H"), ("int32", ">i"), ("uint32", ">I"), ("float32", ">f"),
+                    ("double", ">d")):
+        for word in ("big", "little"):
+            for byte in ("big", "little"):
+                spec = TagSpec(connection="m", table="holding", address=0, datatype=dt,  # type: ignore[arg-type]
+                               word_order=word, byte_order=byte)  # type: ignore[arg-type]
+                value = 1234.5 if fmt in (">f", ">d") else 1234
+                data = struct.pack(fmt, value)
+                words = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+                if byte == "little":
+                    words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+                if word == "little":
+                    words.reverse()
+                assert encode_reference(spec, value) == words, (dt, word, byte)
+                assert decode(spec, words) == value, (dt, word, byte)

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from gateway.config import ConnectionSpec, ModbusConnection, OpcUaConnection, TagSpec, _source_problems
 from gateway.errors import TransportError
 from gateway.io.composite import CompositeTransport
-from gateway.io.modbus import decode, encode, plan_blocks
+from gateway.io.modbus.codec import decode, encode, plan_blocks
 from gateway.io.tags import TagMap
 from gateway.io.transport import LinkHealth, plan_writes
 from gateway.ops.metrics import Metrics, watch_links

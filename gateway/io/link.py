@@ -1,0 +1,152 @@
+"""What every protocol's connection does alike: health, dropping a failed client,
+reconnecting in the background with capped exponential backoff and jitter, telling a late
+answer from a dead peer, and closing.
+
+A transport keeps one :class:`Link` per configured connection and derives from
+:class:`LinkedTransport`, which supplies everything here; the protocol supplies how to
+open a client (``_open``) and how to let one go (``_dispose``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from gateway.errors import TransportError
+from gateway.io.tags import Quality, Snapshot
+from gateway.io.transport import LinkHealth
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for a status or a log."""
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
+
+
+@dataclass(kw_only=True)
+class Link:
+    """One connection: its client and health (protocols add their own fields)."""
+
+    name: str
+    spec: Any  # the connection's model (reconnect_min_s, reconnect_max_s, peer())
+    client: Any = None
+    health: LinkHealth = field(default_factory=LinkHealth)
+    reconnect_task: asyncio.Task[None] | None = None
+    backoff_s: float = 0.0  # next reconnect wait; back to reconnect_min_s only after a good read
+    answered_mono: float = -float("inf")  # the peer's last answer (or the session's start)
+    broken: list[Any] = field(default_factory=list)  # dropped clients still to let go
+
+    @property
+    def silence_s(self) -> float:
+        """How long the peer may answer nothing before the link is dropped."""
+        return float(self.spec.timeout_s)
+
+    def opened(self, client: Any) -> None:
+        self.client = client
+        self.answered_mono = time.monotonic()
+        self.health.connected = True
+        self.health.state = "up"
+        self.health.last_error = ""
+
+    def answered(self, now: float) -> None:
+        """A good answer: the peer is alive and the backoff starts from the minimum again."""
+        self.answered_mono = now
+        self.health.last_ok_mono = now
+        self.backoff_s = 0.0
+
+
+L = TypeVar("L", bound=Link)
+
+
+class LinkedTransport(Generic[L]):
+    """The shared half of a protocol transport; see the module's docstring."""
+
+    # exceptions that mean "the link failed" (anything else is a bug and propagates)
+    comms_errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
+
+    def __init__(self, log_name: str) -> None:
+        self._links: dict[str, L] = {}
+        self._closing = False
+        self._log = logging.getLogger(log_name)
+
+    async def _open(self, link: L) -> None:
+        """Open a client for ``link`` and hand it to ``link.opened``; raise on failure."""
+        raise NotImplementedError
+
+    async def _dispose(self, client: Any) -> None:
+        """Let a client go, quietly and within a bounded time."""
+        raise NotImplementedError
+
+    def health(self) -> dict[str, LinkHealth]:
+        return {name: link.health for name, link in self._links.items()}
+
+    def _drop(self, link: L, exc: BaseException) -> None:
+        """The link failed: mark it, set the client aside (let go by the reconnect task, so
+        the cycle never waits on it) and reconnect in the background."""
+        link.health.connected = False
+        link.health.state = "closed" if self._closing else "reconnecting"
+        link.health.last_error = describe(exc)
+        client, link.client = link.client, None
+        if client is not None:
+            link.broken.append(client)
+        if not self._closing and (link.reconnect_task is None or link.reconnect_task.done()):
+            link.reconnect_task = asyncio.create_task(self._reconnect(link), name=f"reconnect-{link.name}")
+
+    def _read_failed(self, link: L, snap: Snapshot, slots: np.ndarray, exc: BaseException) -> None:
+        """A read got no answer: the link's values are NO_DATA this cycle (never the last good
+        value presented as fresh); a late answer keeps the link, a failure drops it."""
+        snap.mark(slots, Quality.NO_DATA)
+        if isinstance(exc, TimeoutError):
+            self._late(link)
+        else:
+            self._drop(link, exc)
+
+    def _late(self, link: L) -> None:
+        """No answer by the cycle's deadline: keep the link unless the peer has answered
+        nothing for its own timeout (then drop it and reconnect)."""
+        if time.monotonic() - link.answered_mono >= link.silence_s:
+            self._drop(link, TimeoutError(f"no answer for {link.silence_s:g} s"))
+        else:
+            link.health.late += 1
+            link.health.last_error = "no answer by the cycle's deadline"
+
+    async def _let_go(self, link: L) -> None:
+        while link.broken:
+            await self._dispose(link.broken.pop())
+
+    async def _reconnect(self, link: L) -> None:
+        # A peer that accepts the connection but never answers would otherwise reconnect
+        # at the minimum delay forever: the backoff only resets after a good answer.
+        await self._let_go(link)
+        delay = max(link.backoff_s, link.spec.reconnect_min_s)
+        while not self._closing:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2.0, link.spec.reconnect_max_s)
+            link.backoff_s = delay
+            try:
+                await self._open(link)
+            except (*self.comms_errors, TransportError) as exc:
+                link.health.last_error = describe(exc)
+                continue
+            link.health.reconnects += 1
+            self._log.warning("reconnected to %s (%s)", link.name, link.spec.peer())
+            return
+
+    async def close(self) -> None:
+        self._closing = True
+        for link in self._links.values():
+            if link.reconnect_task is not None:
+                link.reconnect_task.cancel()
+                await asyncio.gather(link.reconnect_task, return_exceptions=True)
+            if link.client is not None:
+                link.broken.append(link.client)
+                link.client = None
+            await self._let_go(link)
+            link.health.connected = False
+            link.health.state = "closed"
