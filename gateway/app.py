@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -42,12 +43,15 @@ from gateway.safety.estop import TripEvent
 _NOISY = ("asyncua", "pymodbus")
 
 
-_cycle_of: Callable[[], int | None] = lambda: None  # noqa: E731 (set by the running Gateway)
+# the running Gateway's cycle count, per context: each Gateway.run (and every task it
+# starts) sees its own loop's, so two gateways in one process never mix their cycles
+_CYCLE_OF: contextvars.ContextVar[Callable[[], int | None]] = contextvars.ContextVar("edgewarden_cycle_of")
 
 
 def _add_cycle(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     """Correlation: every event carries the cycle it happened in (``cid`` comes from contextvars)."""
-    cycle = _cycle_of()
+    cycle_of = _CYCLE_OF.get(None)
+    cycle = cycle_of() if cycle_of is not None else None
     if cycle is not None:
         event.setdefault("cycle", cycle)
     return event
@@ -124,6 +128,9 @@ class Gateway:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _cycle_count(self) -> int | None:
+        return self.loop.stats.cycles if self.loop is not None else None
+
     async def run(self) -> int:
         s = self.settings
         tags = TagMap.from_settings(s)
@@ -173,8 +180,7 @@ class Gateway:
             loop = ControlLoop(s, tags, transport, policy, modes, audit, metrics,
                                on_healthy_cycle=self._healthy_cycle)
             self.loop = loop
-            global _cycle_of
-            _cycle_of = lambda: loop.stats.cycles  # noqa: E731
+            _CYCLE_OF.set(self._cycle_count)
             modes.subscribe(self._on_transition)
             loop.estop.add_handler("audit", self._audit_trip)
             control = ControlServer(s.control.socket, self._commands(),
