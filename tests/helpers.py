@@ -95,3 +95,23 @@ async def control_status(sock: Path) -> dict[str, Any]:
     with contextlib.suppress(GatewayError, OSError):
         return await send_command(sock, {"cmd": "status"})
     return {}
+
+
+def write_two_run_log(d: Path, t0: float) -> Path:
+    """An audit log of two AUTO runs (cycles 0..9, then 12..16 after a trip) with MANUAL
+    cycles between, and the config_load/model_load records that name them."""
+    from gateway.audit import AuditWriter
+
+    with AuditWriter(d) as w:
+        w.append("config_load", {"gateway": "cstr-1", "obs_tags": ["T", "CA"], "act_tags": ["coolant"],
+                                 "obs_units": ["K", "mol/L"], "act_units": ["L/min"],
+                                 "t_wall": t0})
+        w.append("model_load", {"sha256": "ab" * 32, "t_wall": t0})
+        for n in range(20):
+            mode = "AUTO" if n < 10 or 12 <= n < 17 else "MANUAL"
+            written = [100.0 + n] if mode == "AUTO" else None
+            w.append("cycle", {"n": n, "mode": mode, "obs": [350.0 + n, 0.5], "written": written,
+                               "verdict": "ok", "t_wall": t0 + 1 + n})
+            if n == 10:
+                w.append("trip", {"code": "hard_limit:T:high", "t_wall": t0 + 1 + n})
+    return d

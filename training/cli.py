@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 from gateway.errors import GatewayError
@@ -75,11 +76,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", type=Path, required=True)
     ex.set_defaults(handler=_export)
 
+    fa = tsub.add_parser("from-audit", help="a D4RL-layout HDF5 dataset from the gateway's audit log (AUTO cycles)")
+    fa.add_argument("log", type=Path, help="audit log directory")
+    fa.add_argument("-o", "--out", type=Path, required=True, help="HDF5 file to write (never overwritten)")
+    fa.add_argument("--since", help="from this time (Unix seconds or ISO-8601, UTC if no zone)")
+    fa.add_argument("--until", help="before this time")
+    fa.add_argument("--plant", help="plant name for the metadata (default: the gateway name in the log)")
+    fa.set_defaults(handler=_from_audit)
+
     sh = tsub.add_parser("ship", help="reproduce a shipped learned policy in models/ (seeded recipe per plant)")
     sh.add_argument("plant", choices=["cstr", "tanks", "hvac"])
     sh.add_argument("--out-dir", type=Path, help="where the model and manifest go (default: the repo's models/)")
     sh.add_argument("--work", type=Path, help="keep the dataset and run here (default: a temporary directory)")
     sh.set_defaults(handler=_ship)
+
+
+def _from_audit(args: argparse.Namespace) -> int:
+    require_train_extra("h5py")
+    from gateway.audit.export import parse_time
+    from training.audit_dataset import dataset_from_audit
+
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    n = dataset_from_audit(args.log, args.out, since=since, until=until, plant=args.plant)
+    print(f"wrote {n} transitions to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _baseline(args: argparse.Namespace) -> int:

@@ -56,13 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-o", "--output", type=Path, help="append to FILE instead of printing")
     p.set_defaults(handler=_checkpoints)
 
-    p = sub.add_parser("export", help="export records as JSON lines or as an HDF5 training dataset")
+    p = sub.add_parser("export", help="export records as JSON lines (a training dataset: train from-audit)")
     _filters(p)
-    p.add_argument("--format", choices=("jsonl", "hdf5"), default="jsonl")
     p.add_argument("-o", "--output", type=Path,
-                   help="output file (jsonl: default stdout; hdf5: required). An unfiltered jsonl export "
-                        "to a file marks its records exported (exported.json), which retention needs")
-    p.add_argument("--plant", help="plant name for the HDF5 metadata (default: the gateway name in the log)")
+                   help="output file (default stdout). An unfiltered export to a file marks its records "
+                        "exported (exported.json), which retention needs")
     p.set_defaults(handler=_export)
 
 
@@ -213,21 +211,11 @@ def _checkpoints(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from gateway.audit.export import continuation, export_hdf5, mark_exported, parse_time, write_jsonl
+    from gateway.audit.export import continuation, mark_exported, write_jsonl
 
-    if args.output is not None and args.output.exists() and (args.format == "hdf5" or _filtered(args)):
+    if args.output is not None and args.output.exists() and _filtered(args):
         raise AuditError(f"{args.output} exists: an export never overwrites a file (it may hold the only copy "
                          "of records retention has deleted); choose a new file")
-    if args.format == "hdf5":
-        if args.output is None:
-            raise AuditError("--format hdf5 needs -o FILE")
-        if args.kind:
-            raise AuditError("--kind does not apply to --format hdf5 (it uses the cycle records)")
-        since = parse_time(args.since) if args.since else None
-        until = parse_time(args.until) if args.until else None
-        n = export_hdf5(_dir(args.path), args.output, since=since, until=until, plant=args.plant)
-        print(f"wrote {n} transitions to {args.output}", file=sys.stderr)
-        return 0
     records, _, _ = _selected(args)
     if args.output is None:
         try:

@@ -1,0 +1,70 @@
+"""`edgewarden train from-audit`: a D4RL-layout dataset from the gateway's audit log."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.audit import AuditWriter
+from gateway.cli import main
+from tests.helpers import write_two_run_log
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return write_two_run_log(tmp_path / "log", 1_800_000_000.0)
+
+
+def test_from_audit_builds_training_transitions(log: Path, tmp_path: Path) -> None:
+    from training.datasets import load
+
+    out = tmp_path / "plant.h5"
+    assert main(["train", "from-audit", str(log), "-o", str(out)]) == 0
+    ds = load(out)
+    # a row per AUTO cycle whose next cycle exists (MANUAL or not: its obs is the next
+    # observation); a non-AUTO next cycle ends the run. Run 1: 0..9 (10 rows), run 2: 12..16 (5)
+    assert len(ds) == 15
+    assert ds.meta.plant == "cstr-1"
+    assert ds.meta.observation_tags == ("T", "CA") and ds.meta.action_tags == ("coolant",)
+    assert ds.meta.observation_units == ("K", "mol/L") and ds.meta.action_units == ("L/min",)
+    assert ds.meta.behaviour_policy == "onnx:" + "ab" * 32
+    np.testing.assert_allclose(ds.observations[0], [350.0, 0.5])
+    np.testing.assert_allclose(ds.actions[0], [100.0])
+    np.testing.assert_allclose(ds.next_observations[0], [351.0, 0.5])
+    np.testing.assert_allclose(ds.observations[10], [362.0, 0.5])
+    assert ds.timeouts.tolist() == [False] * 9 + [True] + [False] * 4 + [True]
+    assert not ds.terminals.any()
+    import h5py
+
+    with h5py.File(out) as f:
+        assert f.attrs["edgewarden_format_version"] == 1
+        assert json.loads(f.attrs["extra"])["rewards"] == "not recorded"
+
+
+def test_from_audit_without_h5py_says_what_to_install(log: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    monkeypatch.delitem(sys.modules, "training.datasets", raising=False)
+    assert main(["train", "from-audit", str(log), "-o", str(tmp_path / "x.h5")]) == 1
+    err = capsys.readouterr().err
+    assert "h5py" in err and "train" in err and "Traceback" not in err
+
+
+def test_from_audit_of_a_log_without_auto_cycles_is_a_clear_error(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with AuditWriter(tmp_path / "log") as w:
+        w.append("mode", {"to": "READY"})
+    assert main(["train", "from-audit", str(tmp_path / "log"), "-o", str(tmp_path / "x.h5")]) == 74
+    assert "no consecutive AUTO cycle records" in capsys.readouterr().err
+
+
+def test_from_audit_never_overwrites(log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "plant.h5"
+    out.write_bytes(b"precious")
+    assert main(["train", "from-audit", str(log), "-o", str(out)]) == 74
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == b"precious"
