@@ -24,13 +24,12 @@ disk you care about: /tmp may be tmpfs, where fsync is free):
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine
 
 from gateway.audit import AuditWriter, verify
 from gateway.audit.checkpoint import Signer, generate_keypair, load_public_key, read_exported
@@ -212,7 +211,7 @@ def main() -> None:
             signer.sign(i, bytes(32), i)
         sign_us = (time.perf_counter() - t0) / 2000 * 1e6
 
-    print(f"audit log benchmark: python {platform.python_version()}, {os.cpu_count()} CPUs, "
+    print(f"audit log benchmark: {machine()}; "
           f"payload {size} B JSON, {b['bytes_per_record']:.0f} B/record framed, "
           f"commit_interval_s={args.interval}, logs under {args.dir or tempfile.gettempdir()}")
     rows = [

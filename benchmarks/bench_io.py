@@ -26,19 +26,13 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from _common import ROOT, machine, summary_us
 
 N_UA, N_UA_WRITE, N_REGS, N_MB_WRITE = 32, 4, 64, 4
 
@@ -48,7 +42,8 @@ async def serve() -> None:
     import logging
 
     from asyncua import Server, ua
-    from io_servers import ModbusServer, free_port
+
+    from simulators.peers import ModbusServer, free_port
 
     logging.disable(logging.WARNING)
     port = free_port()
@@ -77,8 +72,7 @@ async def serve() -> None:
 
 
 def stats(ns: np.ndarray) -> dict[str, float]:
-    us = ns / 1000.0
-    return {"median": float(np.median(us)), "p99": float(np.percentile(us, 99))}
+    return summary_us(ns, 1e-3)
 
 
 async def interleave(n: int, gw: Callable[[], Awaitable[object]],
@@ -198,8 +192,7 @@ def main() -> None:
         if child.stdin is not None:
             child.stdin.close()
         child.wait(timeout=10)
-    print(f"# bench_io  {time.strftime('%Y-%m-%d')}  {platform.node()}  {platform.processor() or platform.machine()}"
-          f"  cpus={os.cpu_count()}  python {platform.python_version()}  n={args.iterations}")
+    print(f"# bench_io  {time.strftime('%Y-%m-%d')}  {machine()}  n={args.iterations}")
     print(f"{'operation':28s} {'gateway med':>12s} {'p99':>8s} {'bare med':>10s} {'p99':>8s} {'ratio':>6s}")
     for name, r in results.items():
         g, b = r["gateway"], r["bare"]

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import signal
 import statistics
@@ -30,44 +29,21 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import machine, rss_kib
 
-from gateway.ops.control import send_command  # noqa: E402
-from simulators.twin import Twin  # noqa: E402
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from gateway.example_config import EXAMPLES, adapt_example
+from gateway.ops.control import send_command
+from simulators.twin import Twin
 
 
 def write_config(tmp: Path, twin: Twin, hz: float, transport: str) -> Path:
-    if transport == "modbus":
-        text = (ROOT / "examples" / "cstr_modbus.toml").read_text()
-        first = {"port = 5020": f"port = {twin.modbus_port}"}
-    else:
-        text = (ROOT / "examples" / "cstr.toml").read_text()
-        first = {'url = "opc.tcp://127.0.0.1:4840"': f'url = "{twin.opcua_url}"'}
-    reps = {
-        **first,
-        'path = "../models/cstr_baseline.onnx"': f'path = "{ROOT / "models" / "cstr_baseline.onnx"}"',
-        'dir = "../var/audit"': f'dir = "{tmp / "audit"}"',
-        'socket = "../var/control.sock"': f'socket = "{tmp / "control.sock"}"',
-        "port = 9108": "port = 0",
-        "cycle_hz = 10.0": f"cycle_hz = {hz}",
-        "auto_start = false": "auto_start = true",
-        # a memory run: overruns on a busy machine are counted and reported, not tripped on
-        "max_consecutive_overruns = 5": "max_consecutive_overruns = 1000000",
-    }
-    for old, new in reps.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp / "gateway.toml"
-    path.write_text(text)
-    return path
+    return adapt_example(
+        tmp, example=EXAMPLES / ("cstr_modbus.toml" if transport == "modbus" else "cstr.toml"),
+        modbus_port=twin.modbus_port if transport == "modbus" else None,
+        opcua_url=None if transport == "modbus" else twin.opcua_url,
+        replace={r"^cycle_hz = 10.0": f"cycle_hz = {hz}", r"^auto_start = false": "auto_start = true",
+                 # a memory run: overruns on a busy machine are counted and reported, not tripped on
+                 r"^max_consecutive_overruns = 5\b": "max_consecutive_overruns = 1000000"})
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -141,7 +117,7 @@ def main() -> int:
     seconds = args.minutes * 60 if args.minutes is not None else args.seconds
     with tempfile.TemporaryDirectory(prefix="edgewarden-mem-") as d:
         res = asyncio.run(run(seconds, args.hz, args.sample, args.warmup, Path(d), args.transport))
-    res["machine"] = f"{platform.machine()} {os.cpu_count()} CPU, Python {platform.python_version()}"
+    res["machine"] = machine()
     print(f"{seconds:.0f} s at {args.hz:g} Hz over {args.transport}: RSS {res['rss_start_kib'] / 1024:.1f} MiB at start, "
           f"{res['rss_after_warmup_kib'] / 1024:.1f} MiB after warm-up, {res['rss_end_kib'] / 1024:.1f} MiB at "
           f"the end (max {res['rss_max_kib'] / 1024:.1f}): growth {res['growth_after_warmup'] * 100:+.2f} % "

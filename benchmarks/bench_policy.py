@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from _common import machine, summary_us
 
 from gateway.policy.contract import PolicyContract
 from gateway.policy.onnx_policy import OnnxPolicy, session_options
@@ -124,8 +123,7 @@ def bench_swap(sizes_mb: list[float], seed: int) -> None:
 
 
 def stats(ns: np.ndarray) -> dict[str, float]:
-    us = ns / 1000.0
-    return {"median": float(np.median(us)), "p99": float(np.percentile(us, 99)), "max": float(us.max())}
+    return summary_us(ns, 1e-3)
 
 
 def main() -> None:
@@ -184,8 +182,7 @@ def main() -> None:
 
     sp, sb = stats(t_policy), stats(t_bare)
     print(f"policy {N_OBS}->{HIDDEN}->{HIDDEN}->{N_ACT} MLP, {n} iterations each, interleaved")
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, python {platform.python_version()}, "
-          f"onnxruntime {ort.__version__}")
+    print(f"machine: {machine()}; onnxruntime {ort.__version__}")
     print(f"{'':22s}{'median':>9s}{'p99':>9s}{'max':>10s}   (us)")
     print(f"{'bare session.run':22s}{sb['median']:9.2f}{sb['p99']:9.2f}{sb['max']:10.1f}")
     print(f"{'OnnxPolicy.infer':22s}{sp['median']:9.2f}{sp['p99']:9.2f}{sp['max']:10.1f}")

@@ -1,7 +1,7 @@
 """Training throughput: gradient steps/s of TD3+BC and IQL at batch 256 on CPU, beside d3rlpy,
 and collection transitions/s.
 
-    .venv/bin/python benchmarks/bench_train.py [--steps 300] [--rounds 3] [--d3rlpy-path DIR]
+    .venv/bin/python benchmarks/bench_train.py [--steps 300] [--rounds 3] [--d3rlpy]
 
 Same dataset (a CSTR ``medium`` dataset collected here), same network sizes (256-256
 actor and critics), same batch (256), same preprocessing (standardised observations,
@@ -16,18 +16,18 @@ the same code with ``concurrent=False`` (one update at a time on the intra-op th
 measured in the same rounds.
 
 d3rlpy 2.8.1 cannot be installed into the project venv (it pins gymnasium==1.0.0, the
-twin env needs 1.4); pass ``--d3rlpy-path`` pointing at a ``pip install --no-deps
---target DIR d3rlpy==2.8.1 gym==0.26.2 gym-notices dataclasses-json marshmallow
-typing-inspect mypy-extensions tqdm colorama`` directory. Its PRDC module imports
+twin env needs 1.4): ``pip install --no-deps --target DIR d3rlpy==2.8.1 gym==0.26.2
+gym-notices dataclasses-json marshmallow typing-inspect mypy-extensions tqdm colorama``,
+then run with ``PYTHONPATH=DIR`` and ``--d3rlpy``. Its PRDC module imports
 scikit-learn at import time; this script stubs ``sklearn.neighbors`` (PRDC is not used).
-Without the path, only the plain-torch figures are printed.
+Without ``--d3rlpy``, only the plain-torch figures are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.machinery
-import platform
+import os
 import statistics
 import sys
 import tempfile
@@ -37,13 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.algos import make_algorithm  # noqa: E402
-from training.collect import collect  # noqa: E402
-from training.datasets import load  # noqa: E402
-from training.nets import Replay, obs_stats  # noqa: E402
+from training.algos import make_algorithm
+from training.collect import collect
+from training.datasets import load
+from training.nets import Replay, obs_stats
 
 
 def ours(name: str, ds, steps: int, overrides: dict | None = None) -> float:
@@ -59,8 +58,7 @@ def ours(name: str, ds, steps: int, overrides: dict | None = None) -> float:
     return steps / (time.perf_counter() - t)
 
 
-def d3rlpy_factory(path: str):
-    sys.path.insert(0, path)
+def d3rlpy_factory():
     nb = types.ModuleType("sklearn.neighbors")
     nb.NearestNeighbors = lambda *a, **k: None  # only PRDC uses it
     sk = types.ModuleType("sklearn")
@@ -101,17 +99,14 @@ def d3rlpy_factory(path: str):
 
 
 def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--d3rlpy-path")
+    ap.add_argument("--d3rlpy", action="store_true", help="compare with d3rlpy (importable: see above)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,13 +114,12 @@ def main() -> None:
         path = Path(tmp) / "cstr_medium.h5"
         c = collect("cstr", "medium", 50_000, path, seed=0, n_envs=8, progress=False)
         ds = load(path)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()} "
-          f"{platform.processor() or ''} x{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"load average {_loadavg()} at start")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}; "
+          f"x{torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"collection: {c.transitions_per_s:,.0f} transitions/s (cstr, medium, 8 vectorised envs, 50k)")
     d3 = None
-    if args.d3rlpy_path:
-        d3, ver = d3rlpy_factory(args.d3rlpy_path)
+    if args.d3rlpy:
+        d3, ver = d3rlpy_factory()
         print(f"d3rlpy {ver}")
     variants = [("td3bc", "td3bc", None), ("iql", "iql", None), ("iql sequential", "iql", {"concurrent": False})]
     for name in ("td3bc", "iql"):

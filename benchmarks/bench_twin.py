@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import time
 from datetime import date
 
 import numpy as np
+from _common import machine
 
 
 def bench_model(plant: str, seconds: float) -> float:
@@ -117,8 +116,7 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    print(f"# {date.today()} {platform.machine()} {os.cpu_count()} CPU, Python "
-          f"{platform.python_version()}")
+    print(f"# {date.today()} {machine()}")
     print("| plant | model sim-s/wall-s | gym sim-s/wall-s | served sim-s/wall-s (scale) | "
           "scans/s | overruns | OPC UA reads/s | Modbus reads/s |")
     print("|---|---|---|---|---|---|---|---|")

@@ -28,11 +28,9 @@ from typing import Any
 from asyncua import Client, ua
 
 from gateway.errors import GatewayError
+from gateway.example_config import SHIPPED_MODEL, adapt_example
 from gateway.ops.control import send_command
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_CONFIG = REPO / "examples" / "cstr.toml"
-SHIPPED_MODEL = REPO / "models" / "cstr_baseline.onnx"
 ACTOR = "demo-operator"
 TIME_SCALE = 5.0  # the reactor's dynamics take minutes: run the twin 5x faster than real time
 
@@ -70,24 +68,6 @@ def _tail(log: Path, lines: int = 8) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     return ""
-
-
-def _write_config(workdir: Path, opcua_url: str) -> Path:
-    text = EXAMPLE_CONFIG.read_text()
-    replacements = {
-        'url = "opc.tcp://127.0.0.1:4840"': f'url = "{opcua_url}"',
-        'path = "../models/cstr_baseline.onnx"': f'path = "{SHIPPED_MODEL}"',
-        'dir = "../var/audit"': 'dir = "audit"',
-        'socket = "../var/control.sock"': 'socket = "control.sock"',
-        "port = 9108": "port = 0",
-    }
-    for old, new in replacements.items():
-        if old not in text:
-            raise GatewayError(f"the demo cannot adapt {EXAMPLE_CONFIG}: {old!r} not found")
-        text = text.replace(old, new)
-    path = workdir / "gateway.toml"
-    path.write_text(text)
-    return path
 
 
 @contextlib.contextmanager
@@ -211,7 +191,7 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
             url = info["opcua_url"]
             say.event(f"twin up: OPC UA {url}, Modbus 127.0.0.1:{info['modbus_port']}, "
                       f"plant time {TIME_SCALE:g}x real time")
-            config = _write_config(wd, url)
+            config = adapt_example(wd, opcua_url=url, audit_dir="audit", socket="control.sock")
             with _process(_cli("run", "--config", str(config)), wd / "gateway.log", wd) as gw:
                 say.event(f"gateway starting (log: {wd / 'gateway.log'})")
                 last = asyncio.run(_drive(wd / "control.sock", url, seconds, gw, say, result))

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import re
-import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gateway.example_config import adapt_example
+from simulators.harness import free_port, wait_for  # noqa: F401 (the tests import them from here)
 from gateway.policy.contract import PolicyContract
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cstr.toml"
@@ -23,13 +20,6 @@ ACT = ("coolant_flow_sp", "feed_flow_sp")
 ACT_UNITS = ("L/min", "L/min")
 ACT_LOW = (0.0, 0.0)
 ACT_HIGH = (200.0, 200.0)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def contract(algorithm: str = "test-linear") -> PolicyContract:
@@ -57,34 +47,8 @@ def write_config(tmp: Path, *, policy: Path, url: str = "opc.tcp://127.0.0.1:484
                  modbus_port: int | None = None) -> Path:
     """An example config (cstr.toml unless ``example``) with paths into ``tmp``, the OPC UA
     url or Modbus port of the twin, and optional regex replacements."""
-    text = example.read_text()
-    text = text.replace('url = "opc.tcp://127.0.0.1:4840"', f'url = "{url}"')
-    if modbus_port is not None:
-        text = text.replace("port = 5020", f"port = {modbus_port}")
-    text = text.replace('path = "../models/cstr_baseline.onnx"', f'path = "{policy}"')
-    text = text.replace('dir = "../var/audit"', f'dir = "{tmp / "audit"}"')
-    text = text.replace('socket = "../var/control.sock"', f'socket = "{tmp / "control.sock"}"')
-    text = text.replace("port = 9108", "port = 0")
-    for pattern, new in (replace or {}).items():
-        text, n = re.subn(pattern, new, text, flags=re.M)
-        assert n, f"pattern {pattern!r} not found in the example config"
-    path = tmp / "gateway.toml"
-    path.write_text(text + extra)
-    return path
-
-
-async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0,
-                   interval: float = 0.05) -> Any:
-    """Poll ``predicate`` (a plain or async callable) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    return adapt_example(tmp, example=example, opcua_url=url if "opc.tcp" in example.read_text() else None,
+                         modbus_port=modbus_port, policy=policy, replace=replace, extra=extra)
 
 
 async def control_status(sock: Path) -> dict[str, Any]:

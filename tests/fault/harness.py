@@ -14,9 +14,10 @@ from gateway.app import Gateway
 from gateway.audit.verify import iter_records, verify
 from gateway.config import load_config
 from gateway.ops.control import send_command
+from simulators.harness import free_port  # noqa: F401 (re-exported for the fault tests)
 from simulators.twin import Twin
 from tests import helpers
-from tests.helpers import write_config  # free_port: re-exported for the fault tests
+from tests.helpers import write_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
 OPERATOR = "test-operator"

@@ -42,7 +42,7 @@ def test_short_matrix_prints_the_table_and_writes_sane_json(tmp_path: Path) -> N
 
 def test_interleaved_overhead_run_compares_both_sides_in_one_process() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_cycle.py"), "--cells", "modbus:8x2:100,opcua-poll:8:100",
+        [sys.executable, str(ROOT / "benchmarks" / "bench_cycle_interleave.py"), "--cells", "modbus:8x2:100,opcua-poll:8:100",
          "--interleave", "2", "--interleave-pairs", "30", "--twin-cpu", "-1", "--daemon-cpu", "-1"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from io_servers import HungServer, ModbusServer, free_port, tls_files  # noqa: E402
-
-from gateway.config import ModbusConnection, TagSpec, load_config  # noqa: E402
-from gateway.errors import TransportError  # noqa: E402
-from gateway.io.composite import CompositeTransport  # noqa: E402
-from gateway.io.modbus.codec import encode  # noqa: E402
-from gateway.io.modbus.transport import ModbusTransport  # noqa: E402
-from gateway.io.tags import Quality, Snapshot, TagMap  # noqa: E402
-from gateway.io.transport import plan_writes  # noqa: E402
+from gateway.config import ModbusConnection, TagSpec, load_config
+from gateway.errors import TransportError
+from gateway.io.composite import CompositeTransport
+from gateway.io.modbus.codec import encode
+from gateway.io.modbus.transport import ModbusTransport
+from gateway.io.tags import Quality, Snapshot, TagMap
+from gateway.io.transport import plan_writes
+from simulators.peers import HungServer, ModbusServer, free_port, tls_files
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,6 @@ with subscriptions recreated, refused connections, and security (pinned certific
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 
@@ -12,14 +11,12 @@ import numpy as np
 import pytest
 from asyncua import ua
 
-sys.path.insert(0, str(Path(__file__).parent))
-from io_servers import HangingProxy, HungServer, OpcUaServer, free_port, opcua_certs  # noqa: E402
-
-from gateway.config import OpcUaConnection, TagSpec  # noqa: E402
-from gateway.errors import TransportError  # noqa: E402
-from gateway.io.opcua.transport import OpcUaTransport  # noqa: E402
-from gateway.io.tags import Quality, Snapshot, TagMap  # noqa: E402
-from gateway.io.transport import plan_writes  # noqa: E402
+from gateway.config import OpcUaConnection, TagSpec
+from gateway.errors import TransportError
+from gateway.io.opcua.transport import OpcUaTransport
+from gateway.io.tags import Quality, Snapshot, TagMap
+from gateway.io.transport import plan_writes
+from simulators.peers import HangingProxy, HungServer, OpcUaServer, free_port, opcua_certs
 
 TYPES = {"x": "double", "f": "float32", "i": "int16", "u": "uint32", "b": "bool", "sp": "double"}
 

@@ -1,5 +1,6 @@
-"""The edge install's boundary: nothing under gateway/ imports training/, simulators/ or
-hil/ (nor torch, h5py or gymnasium), at import time or lazily inside a function."""
+"""Boundaries: nothing under gateway/ imports training/, simulators/ or
+hil/ (nor torch, h5py or gymnasium), at import time or lazily inside a function; the
+benchmarks import nothing from tests/."""
 
 from __future__ import annotations
 
@@ -58,3 +59,14 @@ def test_every_gateway_module_imports_and_the_cli_works_without_them() -> None:
     r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "modules" in r.stdout
+
+
+def test_benchmarks_run_on_the_installed_project_alone() -> None:
+    """No benchmark imports tests/ or edits sys.path (they share benchmarks/_common.py)."""
+    offenders = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        text = path.read_text()
+        offenders += [f"{path.name}:{line}: import {name}" for line, name in _imports(ast.parse(text))
+                      if name.split(".")[0] == "tests"]
+        offenders += [f"{path.name}: edits sys.path" for _ in range(text.count("sys.path."))]
+    assert offenders == []

@@ -2,7 +2,7 @@
 holds up to ``--hold`` of them open, never sending a byte. Used by the hostile-client
 tests and by ``benchmarks/bench_safety.py --flood``.
 
-    python -m tests.fault.flood SOCKET SECONDS [--uid UID] [--hold N]
+    python -m simulators.flood SOCKET SECONDS [--uid UID] [--hold N]
 """
 
 from __future__ import annotations

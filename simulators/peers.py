@@ -1,7 +1,6 @@
-"""Small independent servers for the I/O tests, built directly with pymodbus and asyncua.
-
-Nothing here uses the project's simulators: these check that the gateway's clients talk
-to servers that are not our own code. All bind 127.0.0.1 on ephemeral ports.
+"""Small independent peers for the I/O tests and benchmarks, built directly on pymodbus and
+asyncua: servers that are not the twins (they share none of the twins' code), a server
+that hangs, a proxy that stops forwarding. All bind 127.0.0.1 on ephemeral ports.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer, ModbusTlsServer
 
-from tests.helpers import free_port  # re-exported: the I/O tests and bench_io import it from here
+from simulators.harness import free_port  # noqa: F401 (re-exported for the I/O tests)
 
 
 _FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
