@@ -14,13 +14,10 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -29,10 +26,11 @@ from gateway.audit.checkpoint import Signer
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig, LoggingSection, Settings
 from gateway.cycle import ControlLoop
-from gateway.errors import AuditError, PolicyError, TransportError
+from gateway.errors import AuditError, TransportError
 from gateway.io.composite import CompositeTransport
-from gateway.io.tags import Quality, TagMap
+from gateway.io.tags import TagMap
 from gateway.modes import WRITING, ModeMachine, Transition
+from gateway.ops import operator
 from gateway.ops.control import ControlServer, Operators
 from gateway.ops.metrics import Metrics, watch_audit, watch_links
 from gateway.ops.sdnotify import Notifier
@@ -183,9 +181,9 @@ class Gateway:
             _CYCLE_OF.set(self._cycle_count)
             modes.subscribe(self._on_transition)
             loop.estop.add_handler("audit", self._audit_trip)
-            control = ControlServer(s.control.socket, self._commands(),
+            control = ControlServer(s.control.socket, operator.handlers(self),
                                     operators=Operators(s.control.allowed_uids, s.control.operators_group),
-                                    on_denied=self._audit_denied, max_connections=s.control.max_connections,
+                                    on_denied=self._on_denied, max_connections=s.control.max_connections,
                                     max_per_uid=s.control.max_connections_per_uid,
                                     request_timeout_s=s.control.request_timeout_s,
                                     accept_per_s=s.control.accept_per_s)
@@ -199,7 +197,8 @@ class Gateway:
             if self.on_ready is not None:
                 self.on_ready(self)
             notifier.ready(f"cycling at {s.gateway.cycle_hz:g} Hz, mode {modes.mode.name}")
-            watcher = asyncio.create_task(self.watch_model_file()) if s.policy.watch else None
+            watcher = asyncio.create_task(loop.models.watch_file(s.policy.path, s.policy.sha256, self._stop,
+                                                                 log=self.log)) if s.policy.watch else None
             await loop.run(self._stop)
             if watcher is not None:
                 watcher.cancel()
@@ -339,156 +338,12 @@ class Gateway:
             with contextlib.suppress(TransportError):
                 await loop.write_safe(TripEvent("shutdown", "gateway stopping", "gateway"))
 
-    # ---- operator commands ----------------------------------------------------------
-    def _commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
-        return {"status": self._cmd_status, "estop": self._cmd_estop, "reset": self._cmd_reset,
-                "start": self._cmd_start, "manual": self._cmd_manual, "auto": self._cmd_auto,
-                "model": self._cmd_model, "override": self._cmd_override, "reload": self._cmd_reload}
+    # ---- operator commands (gateway/ops/operator.py) -----------------------------------
+    @property
+    def staged_keys(self) -> list[str]:
+        """The keys of a reload accepted but not yet applied (between two cycles)."""
+        return list(self._staged_keys)
 
-    def _actor(self, req: dict[str, Any]) -> str:
-        """The operator's name and the kernel's word on who sent it."""
-        return f"{req['actor']} (uid {req.get('uid')} {req.get('user', '?')})"
-
-    def _operator_record(self, req: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return {"cmd": req["cmd"], "actor": self._actor(req), "operator": req["actor"], "uid": req.get("uid"),
-                "user": req.get("user"), "reason": str(req.get("reason") or ""), "cid": req.get("cid"), **extra}
-
-    async def _audit_denied(self, req: dict[str, Any], why: str) -> None:
-        """A refused command is on record too: who tried what."""
-        assert self.audit is not None
-        await self.audit.append_durable_async("operator_denied", {
-            "cmd": req.get("cmd"), "operator": req.get("actor"), "uid": req.get("uid"),
-            "user": req.get("user"), "cid": req.get("cid"), "error": why})
+    async def _on_denied(self, req: dict[str, Any], why: str) -> None:
+        await operator.audit_denied(self, req, why)
         self.log.warning("operator command denied", cmd=req.get("cmd"), uid=req.get("uid"), user=req.get("user"))
-
-    async def _cmd_override(self, req: dict[str, Any]) -> dict[str, Any]:
-        """``override take`` = manual (human override), ``override release`` = hand back."""
-        if req["action"] == "take":
-            return await self._cmd_manual(req)
-        return await self._cmd_auto(req)  # "release": the schema allows nothing else
-
-    async def _cmd_reload(self, req: dict[str, Any]) -> dict[str, Any]:
-        """The same as SIGHUP, answered: applied (between two cycles), unchanged or refused."""
-        assert self.audit is not None
-        await self.audit.append_durable_async("operator", self._operator_record(req))
-        if not await self.reload_async():
-            from gateway.errors import ConfigError
-
-            raise ConfigError("reload refused; see the gateway's log (the reason is in the audit log too)")
-        return {"mode": self.loop.modes.mode.name if self.loop else None, "staged": self._staged_keys}
-
-    async def _cmd_status(self, req: dict[str, Any]) -> dict[str, Any]:
-        loop = self.loop
-        assert loop is not None and self.audit is not None
-        snap = loop.snap
-        tags = loop.tags
-        audit_stats = self.audit.stats()
-        limits = self.settings.safety.limits
-        quality = snap.quality.tolist()
-        tag_rows = []
-        for i, (n, v) in enumerate(zip(tags.readable, snap.values.tolist())):
-            lim = limits.get(n)
-            tag_rows.append({"name": n, "value": None if v != v else v, "units": self.settings.tags[n].units,
-                             "quality": Quality(int(quality[i])).name,
-                             "hard": None if lim is None or lim.hard is None else list(lim.hard),
-                             "soft": None if lim is None or lim.soft is None else list(lim.soft)})
-        return {
-            "mode": loop.modes.mode.name,
-            "gateway": self.settings.gateway.name,
-            "period_s": loop.period,
-            "tags": tag_rows,
-            "stats": asdict(loop.stats),
-            "trips": loop.estop.count,
-            "last_trip": None if loop.estop.last is None else asdict(loop.estop.last),
-            "verdict": loop.checker.verdict.code,
-            "manual_by": sorted(loop.manual_by),
-            "interlocks": loop.interlocks.active_names(),
-            "plc_accepts": loop.authority.accepts,  # None: not configured (no plc_remote/watchdog tag)
-            "alarms": dict(loop.alarms),
-            "data_age_s": None if loop.stats.data_age_s != loop.stats.data_age_s else loop.stats.data_age_s,
-            "values": {n: (None if v != v else v) for n, v in zip(tags.readable, snap.values.tolist())},
-            "action": dict(zip(self.settings.policy.actions, loop.action.tolist())),
-            "audit_records": audit_stats.records_written,
-            "links": {k: asdict(v) for k, v in loop.transport.health().items()},
-            "pid": os.getpid(),
-            "metrics_port": self.metrics_port,
-        }
-
-    async def _cmd_estop(self, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.loop is not None
-        reason = str(req.get("reason") or "operator e-stop")
-        tripped = await self.loop.estop.trip("operator_estop", reason, actor=self._actor(req))
-        assert self.audit is not None  # after the safe write: the e-stop never waits for the log
-        await self.audit.append_durable_async("operator", self._operator_record(req, tripped=tripped))
-        return {"mode": self.loop.modes.mode.name, "tripped": tripped}
-
-    async def _cmd_reset(self, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.loop is not None and self.audit is not None
-        self.loop.request_reset(self._actor(req))
-        await self.audit.append_durable_async("operator", self._operator_record(req))
-        return {"mode": self.loop.modes.mode.name}
-
-    async def _cmd_start(self, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.loop is not None and self.audit is not None
-        self.loop.request_start(self._actor(req))
-        await self.audit.append_durable_async("operator", self._operator_record(req))
-        return {"mode": self.loop.modes.mode.name}
-
-    async def _cmd_manual(self, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.loop is not None and self.audit is not None
-        setpoints = req.get("setpoints")  # checked by the request schema (gateway/ops/requests.py)
-        self.loop.request_manual(self._actor(req), setpoints)
-        await self.audit.append_durable_async("operator", self._operator_record(req, setpoints=setpoints))
-        return {"mode": self.loop.modes.mode.name}
-
-    async def _cmd_auto(self, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.loop is not None and self.audit is not None
-        self.loop.request_auto(self._actor(req))
-        await self.audit.append_durable_async("operator", self._operator_record(req))
-        return {"mode": self.loop.modes.mode.name}
-
-    async def _cmd_model(self, req: dict[str, Any]) -> dict[str, Any]:
-        """model load|shadow FILE [sha256], promote, rollback, status — validation runs in a
-        worker thread (warm-up included) so the cycle keeps its deadlines meanwhile."""
-        assert self.loop is not None
-        models = self.loop.models
-        action = req.get("action")
-        actor = self._actor(req)
-        if action in ("load", "shadow"):
-            path = req.get("path")
-            if not isinstance(path, str) or not path:
-                raise PolicyError(f"model {action} needs a file path")
-            sha = req.get("sha256") or None
-            fn = models.load if action == "load" else models.start_shadow
-            await asyncio.to_thread(fn, Path(path), actor, sha)
-        elif action == "promote":
-            models.promote(actor)
-        elif action == "rollback":
-            models.rollback(actor, str(req.get("reason") or "operator rollback"))
-        elif action != "status":
-            raise PolicyError(f"unknown model action {action!r} (load, shadow, promote, rollback, status)")
-        return {"mode": self.loop.modes.mode.name, "models": models.describe()}
-
-    async def watch_model_file(self) -> None:
-        """File drop: a changed model file is validated and loaded like `model load`."""
-        assert self.loop is not None
-        path = self.settings.policy.path
-
-        def stamp() -> tuple[int, int] | None:
-            try:
-                st = path.stat()
-            except OSError:
-                return None
-            return st.st_mtime_ns, st.st_size
-
-        last = stamp()
-        while not self._stop.is_set():
-            await asyncio.sleep(1.0)
-            now = stamp()
-            if now is None or now == last:
-                continue
-            last = now
-            try:
-                await asyncio.to_thread(self.loop.models.load, path, "file drop", self.settings.policy.sha256)
-            except PolicyError as exc:
-                self.log.error("model file changed but was refused; the running model stays", error=str(exc))

@@ -16,6 +16,7 @@ never reaches the cycle: the running model is unaffected.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -127,6 +128,30 @@ class ModelManager:
         self.staged, self.staged_reason = policy, f"load by {actor}"
         self._record("model_load", policy, actor, path=str(path))
         return policy
+
+    async def watch_file(self, path: Path, sha256: str | None, stop: asyncio.Event, log: Any) -> None:
+        """File drop (``[policy] watch``): a changed model file (modification time or size,
+        checked every second) is validated and staged like ``model load``; a refused one
+        is logged and the running model stays."""
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            return st.st_mtime_ns, st.st_size
+
+        last = stamp()
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            now = stamp()
+            if now is None or now == last:
+                continue
+            last = now
+            try:
+                await asyncio.to_thread(self.load, path, "file drop", sha256)
+            except PolicyError as exc:
+                log.error("model file changed but was refused; the running model stays", error=str(exc))
 
     def start_shadow(self, path: Path, actor: str, sha256: str | None = None) -> Any:
         policy = load_verified(self.settings, path, sha256)
