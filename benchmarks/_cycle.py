@@ -60,7 +60,7 @@ class Cell:
 def write_policy(path: Path) -> Path:
     """action_j = 50 + 0.01 · (obs_0 + … + obs_7): moves a little with the plant, never near 0."""
     from gateway.policy.contract import PolicyContract
-    from training.onnx_export import build_linear_policy, write_model
+    from training.onnx_graph import build_linear_policy, write_model
 
     contract = PolicyContract(
         observation_tags=tuple(f"m{i}" for i in range(N_OBS)), observation_units=("u",) * N_OBS,

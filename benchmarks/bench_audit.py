@@ -1,6 +1,6 @@
 """Audit log: sustained records/s, commit latency, and the caller's cost per append.
 
-Target (DESIGN.md): >= 50k records/s sustained with chaining and group commit, <= 10 us
+Target: >= 50k records/s sustained with chaining and group commit, <= 10 us
 per record on the control cycle's side, for ~300-byte records.
 
 Three runs, each on a fresh log in a temporary directory (pass --dir to put it on the

@@ -1,9 +1,9 @@
 """ONNX policy inference: OnnxPolicy.infer vs a bare onnxruntime call, same model, same run.
 
-Target (DESIGN.md): a 2x256 MLP (16 -> 256 -> 256 -> 4) through ``OnnxPolicy.infer`` costs
+Target: a 2x256 MLP (16 -> 256 -> 256 -> 4) through ``OnnxPolicy.infer`` costs
 <= 1.1x a bare ``session.run`` of the same model, with p99 <= 30 us. The model normalises
 its input (Sub, Mul), has ReLU hidden layers and clips its output to the action bounds: the
-graph ``training.onnx_export.build_mlp_policy`` makes by default.
+graph ``training.onnx_graph.build_mlp_policy`` makes by default.
 
 The bare call is what a user of onnxruntime would write: a session with the same latency
 options, ``session.run(None, {"obs": x})`` on a (1, 16) float32 array made fresh from the
@@ -36,7 +36,7 @@ from _common import machine, summary_us
 
 from gateway.policy.contract import PolicyContract
 from gateway.policy.onnx_policy import OnnxPolicy, session_options
-from training.onnx_export import build_mlp_policy, write_model
+from training.onnx_graph import build_mlp_policy, write_model
 
 N_OBS, HIDDEN, N_ACT = 16, 256, 4
 

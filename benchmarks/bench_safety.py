@@ -7,7 +7,7 @@
    that change every cycle (received this cycle, values that move, proposals that sometimes
    need clipping). Both backends side by side: the compiled kernel (``c``) and the numpy
    fallback, interleaved in blocks so that load changes hit both alike, and the three
-   stages timed apart. Goal (DESIGN.md): 64 tags ≤ 20 µs p99.
+   stages timed apart. Goal: 64 tags ≤ 20 µs p99.
 
 2. E-stop "detection → safe write issued": a real ControlLoop (CSTR config, shipped ONNX
    policy) on an in-memory transport whose ``write`` timestamps its entry. Two figures:

@@ -19,7 +19,7 @@ from gateway.errors import GatewayError
 
 # Modules that add a sub-command group: each has register(subparsers).
 _GROUPS: tuple[str, ...] = (
-    "gateway.commands",
+    "gateway.ops.cli",
     "gateway.audit.cli",
     "gateway.policy.cli",
     "simulators.cli",

@@ -75,7 +75,7 @@ HEARTBEAT_MODULO = 2**32
 PLC_HOLDERS = frozenset({"plc", "plc_remote"})  # MANUAL held by the PLC: nothing of ours is applied
 # columns of the per-cycle timing list (gateway.timing.TRACE_FIELDS)
 _LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK, _GC = range(len(TRACE_FIELDS))
-SPIN_S = 150e-6  # the last stretch before a deadline is spun: a nanosleep overshoots by ~60-90 µs here
+SPIN_S = 150e-6  # the last stretch before a deadline is spun: a nanosleep overshoots (docs/performance.md)
 READ_SHARE = 0.8  # of the period: the read's deadline, counted from the cycle's start
 WRITE_SHARE = 0.9  # of the period: the write's deadline, counted from the cycle's start ...
 WRITE_MIN_SHARE = 0.1  # ... or from the write's own start, whichever is later

@@ -1,14 +1,23 @@
-"""The exception hierarchy of edgewarden.
+"""The exception hierarchy of edgewarden, drawn whole (tests/unit/test_errors.py keeps
+this drawing equal to the classes that exist).
 
     GatewayError                 base: every error a user may see; its str() is the message
-    ├── ConfigError              a bad configuration file or value (names file and key)
-    ├── TransportError           a PLC/SCADA connection failed or answered badly
-    ├── SafetyTrip               a condition that latches the e-stop (carries a reason code)
-    ├── PolicyError              a model refused at load or failed at run time
-    └── AuditError               the audit log cannot be written, read or trusted
+    ├── ConfigError              a bad configuration file or value (names file and key)   exit 78
+    ├── TransportError           a PLC/SCADA connection failed or answered badly           exit 69
+    │   └── WriteError           a write not acknowledged by every planned tag (outcome per tag;
+    │                            gateway/io/transport.py)
+    ├── PolicyError              a model refused at load or failed at run time             exit 65
+    ├── AuditError               the audit log cannot be written, read or trusted          exit 74
+    │   ├── ChainError           the log is not intact at a place (gateway/audit/record.py)
+    │   └── CheckpointFileError  an exported checkpoint file that cannot be read
+    │                            (gateway/audit/checkpoint.py)
+    ├── ModeRefused              an operator command the mode machine refuses (gateway/modes.py)  exit 2
+    ├── DatasetError             a training dataset that cannot be used (training/datasets.py)
+    └── PreflightRefused         an external PLC not in a safe state for the bench (hil/runner.py)  exit 69
 
-Callers catch the base classes. The CLI turns a GatewayError into a one-paragraph
-message and an exit code; no stack trace reaches a user for these.
+A trip is not an exception: the cycle and the e-stop (gateway/safety/estop.py) pass a
+reason code and a message. Callers catch the base classes. The CLI turns a GatewayError
+into a one-paragraph message and its exit code; no stack trace reaches a user for these.
 """
 
 from __future__ import annotations
@@ -30,14 +39,6 @@ class TransportError(GatewayError):
     """A connection to a PLC or server failed, timed out or answered with an error."""
 
     exit_code = 69  # EX_UNAVAILABLE
-
-
-class SafetyTrip(GatewayError):
-    """A condition that trips the latched e-stop. ``code`` is a stable reason code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class PolicyError(GatewayError):

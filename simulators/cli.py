@@ -191,7 +191,7 @@ def _security(args: argparse.Namespace):  # -> OpcUaSecurity | None
 
 
 def _fault(args: argparse.Namespace) -> int:
-    from simulators.control import request
+    from simulators.fault_control import request
 
     if args.control is not None:
         host, port = parse_hostport(args.control, "--control")

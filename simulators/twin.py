@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from gateway.errors import TransportError
-from simulators.control import ControlServer
+from simulators.fault_control import FaultControlServer
 from simulators.faults import FaultInjector, FaultProxy
 from simulators.image import PlcImage
 from simulators.modbus_server import TwinModbusServer, WordOrder
@@ -82,7 +82,7 @@ class Twin:
         self.faults.restarters["opcua"] = self._restart_opcua
         if self.modbus is not None:
             self.faults.restarters["modbus"] = self.modbus.restart
-        self.control = ControlServer(self, *control) if control is not None else None
+        self.control = FaultControlServer(self, *control) if control is not None else None
         self.overruns = 0
         self._task: asyncio.Task[None] | None = None
 

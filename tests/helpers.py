@@ -32,7 +32,7 @@ def contract(algorithm: str = "test-linear") -> PolicyContract:
 
 def write_linear_policy(path: Path, weight: np.ndarray | None = None, bias: np.ndarray | None = None) -> Path:
     """coolant = 100 + 5 (T - T_sp), feed = 100 unless weight/bias say otherwise."""
-    from training.onnx_export import build_linear_policy, write_model
+    from training.onnx_graph import build_linear_policy, write_model
 
     if weight is None:
         weight = np.array([[5.0, 0.0, 0.0, -5.0], [0.0, 0.0, 0.0, 0.0]])

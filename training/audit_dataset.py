@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.audit.export import select
+from gateway.audit.jsonl import select
 from gateway.audit.verify import iter_records
 from gateway.errors import AuditError
 from training.datasets import DatasetMeta, write

@@ -81,7 +81,7 @@ def tune() -> Tuning:
 
 
 def build(tuning: Tuning) -> bytes:
-    from training.onnx_export import build_linear_policy
+    from training.onnx_graph import build_linear_policy
 
     c0, q0 = (float(v) for v in cstr.NOMINAL_ACTION)
     weight = np.array([[tuning.kp, 0.0, 0.0, -tuning.kp], [0.0, 0.0, 0.0, 0.0]])
@@ -101,7 +101,7 @@ def build(tuning: Tuning) -> bytes:
 
 
 def make_baseline(out: Path) -> Tuning:
-    from training.onnx_export import write_model
+    from training.onnx_graph import write_model
 
     tuning = tune()
     write_model(out, build(tuning))

@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _from_audit(args: argparse.Namespace) -> int:
     require_train_extra("h5py")
-    from gateway.audit.export import parse_time
+    from gateway.audit.jsonl import parse_time
     from training.audit_dataset import dataset_from_audit
 
     since = parse_time(args.since) if args.since else None

@@ -1,10 +1,10 @@
 """Export a training checkpoint as the one ONNX file the gateway verifies and runs.
 
-The graph is built with :func:`training.onnx_export.build_mlp_policy` from the actor's
+The graph is built with :func:`training.onnx_graph.build_mlp_policy` from the actor's
 torch weights (no tracing: deterministic bytes, no exporter quirks): observation
 normalisation with the dataset's mean and 1/std, the actor's Linear/ReLU layers, the
-tanh head mapped onto the action bounds, and a clip. The contract (DESIGN.md "Policy
-contract") carries tag names and units, bounds, algorithm, dataset hash, training
+tanh head mapped onto the action bounds, and a clip. The contract
+(gateway/policy/contract.py) carries tag names and units, bounds, algorithm, dataset hash, training
 config and the observation statistics (for the gateway's out-of-distribution guard).
 
 Every export checks itself: the ONNX checker (inside build_mlp_policy), then parity
@@ -30,7 +30,7 @@ import torch
 from gateway.policy.contract import ObsStats, PolicyContract
 from training.datasets import DatasetMeta
 from training.fit import load_checkpoint
-from training.onnx_export import build_mlp_policy, sha256_file, write_model
+from training.onnx_graph import build_mlp_policy, sha256_file, write_model
 
 __all__ = ["GATEWAY_TAGS", "PARITY_TOL", "ExportResult", "export_checkpoint"]
 

@@ -137,7 +137,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from gateway.audit.export import record_line
+    from gateway.audit.jsonl import record_line
     from gateway.audit.verify import iter_records
 
     if args.n < 0:
@@ -152,7 +152,7 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _selected(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from gateway.audit.export import parse_time, select
+    from gateway.audit.jsonl import parse_time, select
     from gateway.audit.verify import iter_records
 
     since = parse_time(args.since) if args.since else None
@@ -161,7 +161,7 @@ def _selected(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _show(args: argparse.Namespace) -> int:
-    from gateway.audit.export import unacknowledged, write_jsonl
+    from gateway.audit.jsonl import unacknowledged, write_jsonl
 
     records, _, _ = _selected(args)
     failed: list[int] = []
@@ -211,7 +211,7 @@ def _checkpoints(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from gateway.audit.export import continuation, mark_exported, write_jsonl
+    from gateway.audit.jsonl import continuation, mark_exported, write_jsonl
 
     if args.output is not None and args.output.exists() and _filtered(args):
         raise AuditError(f"{args.output} exists: an export never overwrites a file (it may hold the only copy "

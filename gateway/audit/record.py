@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import AuditError
+
 MAGIC = b"EWAUDIT1"
 FORMAT_VERSION = 1
 GENESIS_HASH = bytes(32)
@@ -223,7 +225,7 @@ class Record:
         return decode_payload(self.payload)
 
 
-class ChainError(Exception):
+class ChainError(AuditError):
     """The log is not intact at ``path``/``offset``. ``torn`` marks a repairable crash tail."""
 
     def __init__(self, path: Path, offset: int, seq: int | None, reason: str, *, torn: bool = False,

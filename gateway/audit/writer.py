@@ -1,9 +1,9 @@
 """The audit writer: append from the control cycle without touching the disk.
 
 The caller's side of :meth:`AuditWriter.append` takes two timestamps, encodes the payload
-as canonical JSON (orjson: ~1 µs for a 300-byte record, cheaper than any deep copy, so
-the caller may reuse its dicts and arrays at once and sees encoding errors itself, before
-a sequence number is handed out), assigns the sequence number and puts the bytes on a
+as canonical JSON (orjson: cheaper than any deep copy, so the caller may reuse its dicts
+and arrays at once and sees encoding errors itself, before a sequence number is handed
+out), assigns the sequence number and puts the bytes on a
 list. A writer thread does the rest: framing, chaining (SHA-256), write and fsync, once
 per ``commit_interval_s`` for everything pending (group commit).
 
@@ -55,7 +55,7 @@ _ENCODED = 1  # item payload is canonical JSON, encoded on the caller's side
 _CHECKPOINT = 2  # a checkpoint to sign when its predecessor's hash is known
 _OWNED = 3  # item payload is the caller's dict, handed over, encoded on the writer thread
 _SLICE = 4096  # records encoded before they are written, within one commit
-_YIELD_EVERY = 16  # records framed between GIL yields (~25 us of work)
+_YIELD_EVERY = 16  # records framed between GIL yields
 _CUT_SAMPLE = 4096  # bytes of a cut torn tail kept (base64) in the repair record
 LOCK_NAME = ".lock"
 EXPORTED_NAME = "exported.json"  # the export marker: {"through_seq": N, ...}
@@ -396,8 +396,9 @@ class AuditWriter:
     def append_owned(self, kind: str, payload: dict[str, Any]) -> int:
         """Queue one record whose ``payload`` is handed over: encoded on the writer thread.
 
-        For the control cycle: the hand-off is a lock and a list append (~1 µs warm), where
-        :meth:`append`'s encoding costs 20-25 µs in a cycle that starts with cold caches.
+        For the control cycle: the hand-off is a lock and a list append, much cheaper than
+        :meth:`append`'s encoding in a cycle that starts with cold caches
+        (docs/performance.md, Audit log).
         The caller gives up ``payload`` (never changes it afterwards) and builds it from
         JSON types only (str, int, float, bool, None, and lists/dicts of them), as the
         cycle does. Should one still fail to encode, the writer records an
@@ -571,7 +572,7 @@ class AuditWriter:
 
         ``rotate_to`` is ``(first_seq, prev_hash)`` of a segment to start before writing.
         Every few records the thread yields the GIL: without it a waiting event loop could
-        stall for a whole switch interval (5 ms) behind the encoder.
+        stall for a whole switch interval behind the encoder.
         """
         pieces: list[tuple[tuple[int, bytes] | None, bytes]] = []
         rotate_to: tuple[int, bytes] | None = None
@@ -599,7 +600,7 @@ class AuditWriter:
             seg_size += len(frame)
             head = digest
             if n % _YIELD_EVERY == 0:
-                os.sched_yield()  # releases the GIL; ~1 us (time.sleep(0) costs ~80 us here)
+                os.sched_yield()  # releases the GIL, and costs far less than time.sleep(0)
         pieces.append((rotate_to, b"".join(parts)))
         self._head = head
         return pieces

@@ -147,7 +147,7 @@ class OnnxPolicy:
         if METADATA_KEY not in meta:
             raise refuse(
                 f"no {METADATA_KEY!r} metadata: the model carries no contract "
-                "(export it with training.onnx_export)"
+                "(export it with training.onnx_graph)"
             )
         try:
             contract = PolicyContract.from_json(meta[METADATA_KEY])

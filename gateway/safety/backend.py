@@ -1,9 +1,9 @@
 """Which code runs the per-cycle safety arithmetic, chosen once per compiled object.
 
 ``c``: the compiled kernel (gateway/safety/_kernel.c, built by ``pip install`` where a C
-compiler is present), a few µs per cycle for 64 tags. ``numpy``: the numpy code in each
-module, the fallback on a box where the kernel was not built; the same verdicts, reason
-codes, outputs and state, at ~20 µs. ``EDGEWARDEN_SAFETY_KERNEL`` = ``auto`` (default:
+compiler is present). ``numpy``: the numpy code in each module, the fallback on a box
+where the kernel was not built; the same verdicts, reason codes, outputs and state, several
+times slower (docs/performance.md, Safety). ``EDGEWARDEN_SAFETY_KERNEL`` = ``auto`` (default:
 ``c`` when built), ``c`` (refuse to start without it) or ``numpy`` (force the fallback).
 """
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gateway.policy.contract import ObsStats, PolicyContract
-from training.onnx_export import build_linear_policy, write_model
+from training.onnx_graph import build_linear_policy, write_model
 
 HERE = Path(__file__).resolve().parent
 SHIPPED = HERE.parents[1] / "models" / "cstr_baseline.onnx"

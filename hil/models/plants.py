@@ -92,7 +92,7 @@ def config(plant: str) -> dict[str, Any]:
 
 
 def policy(plant: str) -> bytes:
-    from training.onnx_export import build_linear_policy
+    from training.onnx_graph import build_linear_policy
 
     spec = make_plant(plant).spec
     p = PLANTS[plant]
@@ -116,7 +116,7 @@ def policy(plant: str) -> bytes:
 
 
 def main() -> None:
-    from training.onnx_export import write_model
+    from training.onnx_graph import write_model
 
     CONFIGS.mkdir(exist_ok=True)
     for plant in PLANTS:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from gateway.policy.contract import ObsStats, PolicyContract
 from tests.fault.harness import Bench, bench, wait_for
 from tests.helpers import contract
-from training.onnx_export import build_linear_policy, build_mlp_policy, write_model
+from training.onnx_graph import build_linear_policy, build_mlp_policy, write_model
 
 P_LAW = (np.array([[16.0, 0.0, 0.0, -16.0], [0.0, 0.0, 0.0, 0.0]]), np.array([100.0, 100.0]))
 

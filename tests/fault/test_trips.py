@@ -104,7 +104,7 @@ def test_consecutive_deadline_overruns(tmp_path: Path) -> None:
 
 
 def test_policy_fault(tmp_path: Path) -> None:
-    from training.onnx_export import build_mlp_policy, write_model
+    from training.onnx_graph import build_mlp_policy, write_model
 
     from tests.helpers import contract
 

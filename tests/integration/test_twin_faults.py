@@ -13,7 +13,7 @@ import pytest
 from asyncua import Client, ua
 from pymodbus.client import AsyncModbusTcpClient
 
-from simulators.control import request
+from simulators.fault_control import request
 from simulators.twin import Twin
 
 NS = "ns=2;s=cstr."

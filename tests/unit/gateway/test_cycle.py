@@ -158,7 +158,7 @@ def test_comms_loss_holds_then_trips_after_timeout(tmp_path: Path) -> None:
 
 def _nan_policy_loop(tmp_path: Path, replace: dict[str, str] | None = None):
     # Two hidden units overflow float32 to +inf; the next layer subtracts them: inf − inf = NaN.
-    from training.onnx_export import build_mlp_policy, write_model
+    from training.onnx_graph import build_mlp_policy, write_model
 
     from tests.helpers import contract
 
@@ -282,7 +282,7 @@ def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Path) ->
 
 
 def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_back(tmp_path: Path) -> None:
-    from training.onnx_export import build_linear_policy, write_model
+    from training.onnx_graph import build_linear_policy, write_model
 
     from gateway.policy.contract import ObsStats
     from tests.helpers import contract

@@ -14,7 +14,7 @@ onnx = pytest.importorskip("onnx")  # building test models needs the train extra
 from gateway.errors import PolicyError  # noqa: E402
 from gateway.policy import OnnxPolicy, PolicyContract  # noqa: E402
 from gateway.policy.contract import METADATA_KEY  # noqa: E402
-from training.onnx_export import build_linear_policy, build_mlp_policy, write_model  # noqa: E402
+from training.onnx_graph import build_linear_policy, build_mlp_policy, write_model  # noqa: E402
 
 OBS = [("T_in", "degC"), ("T_out", "degC"), ("flow", "m3/h")]
 ACT = [("valve", "%", 0.0, 100.0), ("pump", "rpm", -50.0, 3000.0)]

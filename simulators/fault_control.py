@@ -27,10 +27,10 @@ from gateway.errors import TransportError
 if TYPE_CHECKING:
     from simulators.twin import Twin
 
-log = logging.getLogger("simulators.control")
+log = logging.getLogger("simulators.fault_control")
 
 
-class ControlServer:
+class FaultControlServer:
     def __init__(self, twin: Twin, host: str = "127.0.0.1", port: int = 0) -> None:
         self.twin = twin
         self.host = host

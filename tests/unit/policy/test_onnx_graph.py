@@ -1,4 +1,4 @@
-"""training.onnx_export: deterministic, self-contained, contract-carrying ONNX files."""
+"""training.onnx_graph: deterministic, self-contained, contract-carrying ONNX files."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from gateway.policy.contract import METADATA_KEY, PolicyContract  # noqa: E402
-from training.onnx_export import (  # noqa: E402
+from training.onnx_graph import (  # noqa: E402
     IR_VERSION,
     OPSET,
     build_linear_policy,
@@ -50,8 +50,8 @@ def test_export_is_byte_deterministic():
 
 _REPRO = (
     "import hashlib, numpy as np, sys; sys.path.insert(0, '.');"
-    "from tests.unit.policy.test_onnx_export import C, W, B;"
-    "from training.onnx_export import build_linear_policy;"
+    "from tests.unit.policy.test_onnx_graph import C, W, B;"
+    "from training.onnx_graph import build_linear_policy;"
     "print(hashlib.sha256(build_linear_policy(C, W, B)).hexdigest())"
 )
 
