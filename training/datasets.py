@@ -29,12 +29,13 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictStr, field_validator
 
 from gateway.errors import GatewayError
 
@@ -62,23 +63,32 @@ class DatasetError(GatewayError):
     """A dataset file that cannot be used, with the file and the reason."""
 
 
-@dataclass(frozen=True)
-class DatasetMeta:
+class DatasetMeta(BaseModel):
     """What a dataset says about itself; for foreign D4RL files, what could be inferred."""
 
+    # an infinite action bound is an unknown one (a foreign file read without its statistics)
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
+
     plant: str
-    observation_tags: tuple[str, ...]
-    observation_units: tuple[str, ...]
-    action_tags: tuple[str, ...]
-    action_units: tuple[str, ...]
-    action_low: tuple[float, ...]
-    action_high: tuple[float, ...]
+    observation_tags: tuple[StrictStr, ...]
+    observation_units: tuple[StrictStr, ...]
+    action_tags: tuple[StrictStr, ...]
+    action_units: tuple[StrictStr, ...]
+    action_low: tuple[StrictFloat, ...]
+    action_high: tuple[StrictFloat, ...]
     behaviour_policy: str = "unknown"
     seed: int | None = None
     content_hash: str = ""
     n: int = 0
     format_version: int | None = DATASET_FORMAT_VERSION  # None: a foreign D4RL file
-    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    extra: dict[str, Any] = {}  # free-form provenance, stored as its own JSON attribute
+
+    @field_validator("action_low", "action_high")
+    @classmethod
+    def _not_nan(cls, bounds: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b != b for b in bounds):
+            raise ValueError("an action bound is NaN")
+        return bounds
 
     @property
     def n_obs(self) -> int:
@@ -89,22 +99,12 @@ class DatasetMeta:
         return len(self.action_tags)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"plant": self.plant, "observation_tags": list(self.observation_tags),
-                "observation_units": list(self.observation_units),
-                "action_tags": list(self.action_tags), "action_units": list(self.action_units),
-                "action_low": list(self.action_low), "action_high": list(self.action_high),
-                "behaviour_policy": self.behaviour_policy, "seed": self.seed,
-                "content_hash": self.content_hash, "n": self.n,
-                "format_version": self.format_version}
+        """Everything but ``extra``, as plain JSON types (the checkpoint's copy)."""
+        return self.model_dump(mode="json", exclude={"extra"})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetMeta:
-        kw = {k: d[k] for k in ("plant", "behaviour_policy", "seed", "content_hash", "n", "format_version")}
-        for k in ("observation_tags", "observation_units", "action_tags", "action_units"):
-            kw[k] = tuple(d[k])
-        for k in ("action_low", "action_high"):
-            kw[k] = tuple(float(v) for v in d[k])
-        return cls(**kw)
+        return cls.model_validate(d)
 
 
 @dataclass
@@ -165,7 +165,8 @@ def write(path: str | os.PathLike[str], data: dict[str, np.ndarray], meta: Datas
     arrays = {k: np.asarray(data[k], dtype=_DTYPES[k]) for k in KEYS}
     n = arrays["observations"].shape[0]
     _check_arrays(path, arrays, meta.n_obs, meta.n_act)
-    meta = replace(meta, n=n, content_hash=content_hash(arrays), format_version=DATASET_FORMAT_VERSION)
+    meta = meta.model_copy(update={"n": n, "content_hash": content_hash(arrays),
+                                   "format_version": DATASET_FORMAT_VERSION})
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(tmp, "w") as f:
@@ -340,7 +341,7 @@ def load(path: str | os.PathLike[str], *, check_bounds: bool = True, verify_hash
     if meta.format_version is not None and verify_hash and meta.content_hash and digest != meta.content_hash:
         raise _fail(path, f"content hash mismatch: metadata says {meta.content_hash}, data has {digest} "
                           "(the file was modified after it was written)")
-    meta = replace(meta, content_hash=digest)
+    meta = meta.model_copy(update={"content_hash": digest})
     if check_bounds and meta.n:
         lo = np.asarray(meta.action_low, np.float32)
         hi = np.asarray(meta.action_high, np.float32)

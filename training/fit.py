@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,9 +38,12 @@ from training.datasets import Dataset, DatasetMeta, load
 from training.nets import Replay, obs_stats
 from training.progress import Progress
 
-__all__ = ["CHECKPOINT_VERSION", "FitResult", "fit", "load_checkpoint", "policy_fn"]
+__all__ = ["CHECKPOINT_VERSION", "FitResult", "fit", "load_checkpoint", "policy_fn", "read_checkpoint"]
 
-CHECKPOINT_VERSION = 2  # 2: twin critics stored as one EnsembleQ (version 1 held q1/q2 MLPs)
+# 3: tensors and state dicts only (loaded with weights_only=True), everything else in one
+#    JSON document under "meta"; 2: a pickle of the same (twin critics as one EnsembleQ)
+CHECKPOINT_VERSION = 3
+_TENSOR_KEYS = ("algo_state", "replay_gen", "rank_streams")  # the rest of a checkpoint is JSON
 
 
 @dataclass(frozen=True)
@@ -50,25 +54,46 @@ class FitResult:
     last_eval: dict[str, float] | None
 
 
-def _save(path: Path, obj: dict[str, Any]) -> None:
+def _save(path: Path, ck: dict[str, Any]) -> None:
+    """A checkpoint: its tensors and state dicts as they are, everything else as one JSON
+    document (so it loads with ``weights_only=True``: no pickled Python objects)."""
+    meta = {k: v for k, v in ck.items() if k not in _TENSOR_KEYS}
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
+    torch.save({"meta": json.dumps(meta, allow_nan=True), **{k: ck[k] for k in _TENSOR_KEYS}}, tmp)
     os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint as one dict (its JSON document and its tensors); GatewayError when
+    it is not an edgewarden checkpoint of this version."""
+    from gateway.errors import GatewayError
+
+    try:
+        raw = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise GatewayError(f"checkpoint {str(path)!r} not found") from None
+    except pickle.UnpicklingError:  # needs Python objects to load: never unpickled here
+        raise GatewayError(f"checkpoint {str(path)!r}: not an edgewarden checkpoint of version "
+                           f"{CHECKPOINT_VERSION}: it cannot be read as tensors and JSON alone (an older "
+                           "version's checkpoint, or not a checkpoint); train it again with this version") from None
+    except (RuntimeError, OSError, ValueError, EOFError) as exc:  # not a torch file at all
+        raise GatewayError(f"checkpoint {str(path)!r}: not an edgewarden checkpoint of version "
+                           f"{CHECKPOINT_VERSION} ({type(exc).__name__})") from None
+    try:
+        ck = {**json.loads(raw["meta"]), **{k: raw[k] for k in _TENSOR_KEYS}}
+    except (TypeError, KeyError, ValueError):
+        ck = {}
+    if ck.get("format") != CHECKPOINT_VERSION:
+        raise GatewayError(f"checkpoint {str(path)!r}: not an edgewarden checkpoint of version {CHECKPOINT_VERSION}")
+    return ck
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[Algorithm, dict[str, Any]]:
     """Rebuild the algorithm from a checkpoint; returns (algorithm, checkpoint dict)."""
-    from gateway.errors import GatewayError
-
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
-    try:
-        ck = torch.load(path, map_location=device, weights_only=False)
-    except FileNotFoundError:
-        raise GatewayError(f"checkpoint {str(path)!r} not found") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_VERSION:
-        raise GatewayError(f"checkpoint {str(path)!r}: not an edgewarden checkpoint of version {CHECKPOINT_VERSION}")
+    ck = read_checkpoint(path, device)
     meta = DatasetMeta.from_dict(ck["dataset_meta"])
     algo = make_algorithm(ck["algo"], meta.n_obs, meta.n_act, np.asarray(ck["obs_stats"]["mean"]),
                           np.asarray(ck["obs_stats"]["std"]), device=device, seed=ck["seed"],
@@ -194,7 +219,7 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
 
 
 def _checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=False)["step"]) if path.exists() else 0
+    return int(read_checkpoint(path)["step"]) if path.exists() else 0
 
 
 def _spawned(rank: int, size: int, init_method: str, dataset: str, device: str, kw: dict[str, Any]) -> None:

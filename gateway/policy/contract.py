@@ -7,20 +7,21 @@ engineering units, the action bounds the graph clips to, and where the model cam
 (algorithm, dataset hash, training config). Normalisation is *not* in the contract: it is
 baked into the graph, so a deployed model cannot be fed un-normalised inputs.
 
-At load the gateway checks the contract against its own tag map with
-:func:`check_against`; any difference refuses the model with one message that lists
-every problem.
-
-This module imports only the standard library, so both the gateway and training/ use it.
+The schema is a pydantic model (unknown keys, non-finite numbers, booleans or strings
+where numbers belong are refused); a contract that does not validate raises
+:class:`PolicyError` naming the key. At load the gateway checks the contract against its
+own tag map with :func:`check_against`; any difference refuses the model with one message
+that lists every problem.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator, \
+    model_validator
 
 from gateway.errors import PolicyError
 
@@ -36,96 +37,74 @@ METADATA_KEY = "edgewarden.contract"
 CONTRACT_FORMAT_VERSION = 1
 _SUPPORTED_VERSIONS = frozenset({1})
 
-_KEYS = (
-    "format_version",
-    "observation_tags",
-    "observation_units",
-    "action_tags",
-    "action_units",
-    "action_low",
-    "action_high",
-    "algorithm",
-    "dataset_hash",
-    "training_config",
-    "input_name",
-    "output_name",
-    "obs_stats",
-)
-_OPTIONAL_KEYS = frozenset({"obs_stats"})
-_STATS_KEYS = ("min", "max", "mean", "std")
+Numbers = tuple[StrictFloat, ...]  # ints become floats; bools, strings and non-finite numbers are refused
+Names = tuple[StrictStr, ...]
 
 
 def _bad(msg: str) -> PolicyError:
     return PolicyError(f"invalid policy contract: {msg}")
 
 
-def _str_tuple(name: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise _bad(f"{name} must be a list of strings, got {type(value).__name__}")
-    out = tuple(value)
-    for i, v in enumerate(out):
-        if not isinstance(v, str):
-            raise _bad(f"{name}[{i}] must be a string, got {v!r}")
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _float_tuple(name: str, value: Any) -> tuple[float, ...]:
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise _bad(f"{name} must be a list of numbers, got {type(value).__name__}")
-    out = []
-    for i, v in enumerate(value):
-        # bool is an int subclass; a bound of `true` is a mistake, not 1.0.
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _bad(f"{name}[{i}] must be a number, got {v!r}")
-        f = float(v)
-        if not math.isfinite(f):
-            raise _bad(f"{name}[{i}] must be finite, got {f!r}")
-        out.append(f)
-    return tuple(out)
+def _refusal(exc: ValidationError) -> PolicyError:
+    """One message for every problem pydantic found; an unsupported format version first
+    (a newer format may legitimately have other keys)."""
+    errors = exc.errors()
+    version = [e for e in errors if e["loc"][:1] == ("format_version",) and e["type"] != "missing"]
+    if version:
+        errors = version
+    missing = [_where(e["loc"]) for e in errors if e["type"] == "missing"]
+    unknown = sorted(_where(e["loc"]) for e in errors if e["type"] == "extra_forbidden")
+    parts = [f"missing keys {missing}"] if missing else []
+    parts += [f"unknown keys {unknown}"] if unknown else []
+    for e in errors:
+        if e["type"] in ("missing", "extra_forbidden"):
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(msg if not e["loc"] else f"{_where(e['loc'])}: {msg}")
+    return _bad("; ".join(parts))
 
 
-@dataclass(frozen=True)
-class ObsStats:
-    """Per-feature statistics of the training observations (in engineering units).
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    Used later by the out-of-distribution guard; each tuple has one entry per
-    observation tag, in contract order.
-    """
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _refusal(exc) from None
 
-    min: tuple[float, ...]
-    max: tuple[float, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
 
-    def __post_init__(self) -> None:
-        for k in _STATS_KEYS:
-            object.__setattr__(self, k, _float_tuple(f"obs_stats.{k}", getattr(self, k)))
+class ObsStats(_Schema):
+    """Per-feature statistics of the training observations (in engineering units), one
+    entry per observation tag in contract order; the out-of-distribution guard uses them."""
+
+    min: Numbers
+    max: Numbers
+    mean: Numbers
+    std: Numbers
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ObsStats:
         n = len(self.min)
-        for k in _STATS_KEYS:
-            if len(getattr(self, k)) != n:
-                raise _bad(f"obs_stats.{k} has {len(getattr(self, k))} entries, obs_stats.min has {n}")
+        for key in ("max", "mean", "std"):
+            if len(getattr(self, key)) != n:
+                raise ValueError(f"obs_stats.{key} has {len(getattr(self, key))} entries, obs_stats.min has {n}")
         for i in range(n):
             if self.min[i] > self.max[i]:
-                raise _bad(f"obs_stats min[{i}]={self.min[i]} > max[{i}]={self.max[i]}")
+                raise ValueError(f"obs_stats min[{i}]={self.min[i]} > max[{i}]={self.max[i]}")
             if self.std[i] < 0:
-                raise _bad(f"obs_stats std[{i}]={self.std[i]} is negative")
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return {k: list(getattr(self, k)) for k in _STATS_KEYS}
-
-    @classmethod
-    def from_dict(cls, d: Any) -> ObsStats:
-        if not isinstance(d, Mapping):
-            raise _bad(f"obs_stats must be an object, got {type(d).__name__}")
-        missing = [k for k in _STATS_KEYS if k not in d]
-        extra = sorted(set(d) - set(_STATS_KEYS))
-        if missing or extra:
-            raise _bad(f"obs_stats keys: missing {missing}, unknown {extra}")
-        return cls(**{k: d[k] for k in _STATS_KEYS})
+                raise ValueError(f"obs_stats std[{i}]={self.std[i]} is negative")
+        return self
 
 
-@dataclass(frozen=True)
-class PolicyContract:
+class PolicyContract(_Schema):
     """What an exported policy expects and promises. Validated on construction.
 
     ``observation_*`` and ``action_*`` are in graph order: feature ``i`` of the input
@@ -133,60 +112,52 @@ class PolicyContract:
     graph clips its output to (engineering units).
     """
 
-    observation_tags: tuple[str, ...]
-    observation_units: tuple[str, ...]
-    action_tags: tuple[str, ...]
-    action_units: tuple[str, ...]
-    action_low: tuple[float, ...]
-    action_high: tuple[float, ...]
-    algorithm: str
-    dataset_hash: str
-    training_config: dict[str, Any] = field(default_factory=dict, hash=False)
-    input_name: str = "obs"
-    output_name: str = "action"
+    format_version: StrictInt = CONTRACT_FORMAT_VERSION
+    observation_tags: Names
+    observation_units: Names
+    action_tags: Names
+    action_units: Names
+    action_low: Numbers
+    action_high: Numbers
+    algorithm: StrictStr
+    dataset_hash: StrictStr
+    training_config: dict[str, Any] = {}
+    input_name: StrictStr = "obs"
+    output_name: StrictStr = "action"
     obs_stats: ObsStats | None = None
-    format_version: int = CONTRACT_FORMAT_VERSION
 
-    def __post_init__(self) -> None:
-        fv = self.format_version
-        if isinstance(fv, bool) or not isinstance(fv, int):
-            raise _bad(f"format_version must be an integer, got {fv!r}")
+    @field_validator("format_version")
+    @classmethod
+    def _supported(cls, fv: int) -> int:
         if fv not in _SUPPORTED_VERSIONS:
-            raise _bad(
-                f"format_version {fv} is not supported by this gateway "
-                f"(supported: {sorted(_SUPPORTED_VERSIONS)}); re-export the model "
-                "with a matching edgewarden version or upgrade the gateway"
-            )
-        for name in ("observation_tags", "observation_units", "action_tags", "action_units"):
-            object.__setattr__(self, name, _str_tuple(name, getattr(self, name)))
-        for name in ("action_low", "action_high"):
-            object.__setattr__(self, name, _float_tuple(name, getattr(self, name)))
-        for name in ("algorithm", "dataset_hash", "input_name", "output_name"):
-            if not isinstance(getattr(self, name), str):
-                raise _bad(f"{name} must be a string, got {getattr(self, name)!r}")
-        if not self.input_name or not self.output_name:
-            raise _bad("input_name and output_name must not be empty")
-        if not isinstance(self.training_config, Mapping):
-            raise _bad(f"training_config must be an object, got {type(self.training_config).__name__}")
-        try:  # must survive the JSON round trip unchanged in meaning
-            json.dumps(self.training_config, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise _bad(f"training_config is not plain JSON: {e}") from None
+            raise ValueError(f"format_version {fv} is not supported by this gateway (supported: "
+                             f"{sorted(_SUPPORTED_VERSIONS)}); re-export the model with a matching edgewarden "
+                             "version or upgrade the gateway")
+        return fv
 
+    @field_validator("training_config")
+    @classmethod
+    def _plain_json(cls, config: dict[str, Any]) -> dict[str, Any]:
+        try:  # must survive the JSON round trip unchanged in meaning
+            json.dumps(config, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"training_config is not plain JSON: {e}") from None
+        return config
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicyContract:
         n_obs, n_act = len(self.observation_tags), len(self.action_tags)
+        if not self.input_name or not self.output_name:
+            raise ValueError("input_name and output_name must not be empty")
         if n_obs == 0:
-            raise _bad("observation_tags is empty")
+            raise ValueError("observation_tags is empty")
         if n_act == 0:
-            raise _bad("action_tags is empty")
-        problems = []
-        for name, n, ref in (
-            ("observation_units", len(self.observation_units), ("observation_tags", n_obs)),
-            ("action_units", len(self.action_units), ("action_tags", n_act)),
-            ("action_low", len(self.action_low), ("action_tags", n_act)),
-            ("action_high", len(self.action_high), ("action_tags", n_act)),
-        ):
-            if n != ref[1]:
-                problems.append(f"{name} has {n} entries but {ref[0]} has {ref[1]}")
+            raise ValueError("action_tags is empty")
+        problems = [f"{name} has {n} entries but {ref} has {m}" for name, n, ref, m in (
+            ("observation_units", len(self.observation_units), "observation_tags", n_obs),
+            ("action_units", len(self.action_units), "action_tags", n_act),
+            ("action_low", len(self.action_low), "action_tags", n_act),
+            ("action_high", len(self.action_high), "action_tags", n_act)) if n != m]
         for name, tags in (("observation_tags", self.observation_tags), ("action_tags", self.action_tags)):
             if any(not t for t in tags):
                 problems.append(f"{name} contains an empty name")
@@ -194,16 +165,13 @@ class PolicyContract:
             if dup:
                 problems.append(f"{name} repeats {dup}")
         if not problems:
-            for i, (lo, hi) in enumerate(zip(self.action_low, self.action_high, strict=True)):
-                if lo > hi:
-                    problems.append(f"action {self.action_tags[i]!r}: low {lo} > high {hi}")
-        if self.obs_stats is not None:
-            if not isinstance(self.obs_stats, ObsStats):
-                raise _bad("obs_stats must be an ObsStats")
-            if len(self.obs_stats.min) != n_obs:
-                problems.append(f"obs_stats has {len(self.obs_stats.min)} entries but observation_tags has {n_obs}")
+            problems += [f"action {self.action_tags[i]!r}: low {lo} > high {hi}"
+                         for i, (lo, hi) in enumerate(zip(self.action_low, self.action_high, strict=True)) if lo > hi]
+        if self.obs_stats is not None and len(self.obs_stats.min) != n_obs:
+            problems.append(f"obs_stats has {len(self.obs_stats.min)} entries but observation_tags has {n_obs}")
         if problems:
-            raise _bad("; ".join(problems))
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def n_obs(self) -> int:
@@ -213,22 +181,12 @@ class PolicyContract:
     def n_act(self) -> int:
         return len(self.action_tags)
 
+    def replaced(self, **changes: Any) -> PolicyContract:
+        """A copy with ``changes``, validated like any new contract."""
+        return type(self)(**{**dict(self), **changes})
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format_version": self.format_version,
-            "observation_tags": list(self.observation_tags),
-            "observation_units": list(self.observation_units),
-            "action_tags": list(self.action_tags),
-            "action_units": list(self.action_units),
-            "action_low": list(self.action_low),
-            "action_high": list(self.action_high),
-            "algorithm": self.algorithm,
-            "dataset_hash": self.dataset_hash,
-            "training_config": self.training_config,
-            "input_name": self.input_name,
-            "output_name": self.output_name,
-            "obs_stats": None if self.obs_stats is None else self.obs_stats.to_dict(),
-        }
+        return self.model_dump(mode="json")
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): equal contracts give equal strings."""
@@ -236,35 +194,17 @@ class PolicyContract:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> PolicyContract:
-        """Parse and validate; raises :class:`PolicyError` naming the first problem found."""
+        """Parse and validate; raises :class:`PolicyError` naming what is wrong. The format
+        version is required (a contract without one predates the format)."""
         try:
             d = json.loads(text)
         except (ValueError, TypeError) as e:
             raise _bad(f"not valid JSON: {e}") from None
         if not isinstance(d, dict):
             raise _bad(f"expected a JSON object, got {type(d).__name__}")
-        # The version first: a newer format may legitimately have other keys.
         if "format_version" not in d:
-            raise _bad("format_version is missing")
-        fv = d["format_version"]
-        if isinstance(fv, bool) or not isinstance(fv, int) or fv not in _SUPPORTED_VERSIONS:
-            raise _bad(
-                f"format_version {fv!r} is not supported by this gateway "
-                f"(supported: {sorted(_SUPPORTED_VERSIONS)}); re-export the model "
-                "with a matching edgewarden version or upgrade the gateway"
-            )
-        missing = [k for k in _KEYS if k not in d and k not in _OPTIONAL_KEYS]
-        unknown = sorted(set(d) - set(_KEYS))
-        if missing or unknown:
-            parts = []
-            if missing:
-                parts.append(f"missing keys {missing}")
-            if unknown:
-                parts.append(f"unknown keys {unknown}")
-            raise _bad(", ".join(parts))
-        stats = d.get("obs_stats")
-        kwargs = {k: d[k] for k in _KEYS if k in d and k != "obs_stats"}
-        return cls(**kwargs, obs_stats=None if stats is None else ObsStats.from_dict(stats))
+            raise _bad("missing keys ['format_version']")
+        return cls(**d)
 
 
 def check_against(

@@ -9,7 +9,6 @@ gateway's OOD guard hands control to the fallback: the bench's "model cannot be 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +28,8 @@ def narrow() -> bytes:
     c0, q0 = float(base.training_config["c0"]), float(base.training_config["q0"])
     stats = ObsStats(min=(330.0, 0.2, 320.0, 345.0), max=(370.0, 0.8, 360.0, 355.0),
                      mean=(350.0, 0.5, 337.0, 350.0), std=(5.0, 0.1, 5.0, 2.0))
-    contract = dataclasses.replace(base, obs_stats=stats, algorithm="proportional-baseline-narrow",
-                                   training_config={**base.training_config, "obs_stats": "HIL: nominal only"})
+    contract = base.replaced(obs_stats=stats, algorithm="proportional-baseline-narrow",
+                             training_config={**base.training_config, "obs_stats": "HIL: nominal only"})
     weight = np.array([[kp, 0.0, 0.0, -kp], [0.0, 0.0, 0.0, 0.0]])
     return build_linear_policy(contract, weight, np.array([c0, q0]))
 

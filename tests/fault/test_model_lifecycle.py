@@ -30,7 +30,7 @@ def nan_model(path: Path, c: PolicyContract | None = None) -> Path:
 
 
 def with_(c: PolicyContract, **kw: Any) -> PolicyContract:
-    return PolicyContract(**{**c.__dict__, **kw})
+    return c.replaced(**kw)
 
 
 async def model(b: Bench, action: str, path: Path | None = None, **kw: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from gateway.cli import main
 from gateway.config import load_config
 from gateway.policy.onnx_policy import OnnxPolicy
 from tests.helpers import EXAMPLE
+from training.fit import read_checkpoint
 
 
 def ew(*args: object) -> int:
@@ -71,8 +72,8 @@ def test_resumed_run_equals_one_run(medium: Path, tmp_path: Path) -> None:
     assert ew("train", "fit", *common, "--steps", 20, "--out", tmp_path / "a") == 0
     assert ew("train", "fit", *common, "--steps", 10, "--out", tmp_path / "b") == 0
     assert ew("train", "fit", *common, "--steps", 20, "--out", tmp_path / "b", "--resume") == 0
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["algo_state"]["modules"]
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["algo_state"]["modules"]
+    a = read_checkpoint(tmp_path / "a" / "last.pt")["algo_state"]["modules"]
+    b = read_checkpoint(tmp_path / "b" / "last.pt")["algo_state"]["modules"]
     for name in a:
         for k in a[name]:
             assert torch.equal(a[name][k], b[name][k]), f"{name}.{k} differs after resume"
@@ -119,14 +120,14 @@ def test_data_parallel_two_gloo_processes(medium: Path, tmp_path: Path, capsys: 
     assert ew("train", "fit", *common, "--steps", 10) == 0
     first = _digests(run)
     assert len(first) == 2 and first[0] == first[1]  # each rank its own batches, the same parameters
-    ck = torch.load(run / "last.pt", weights_only=False)
+    ck = read_checkpoint(run / "last.pt")
     assert ck["world_size"] == 2 and len(ck["rank_streams"]) == 2
     assert not torch.equal(ck["rank_streams"][0][0], ck["rank_streams"][1][0])  # distinct sample streams
 
     assert ew("train", "fit", *common, "--steps", 20, "--resume") == 0
     again = _digests(run)
     assert again[0] == again[1] and again != first
-    assert torch.load(run / "last.pt", weights_only=False)["step"] == 20
+    assert read_checkpoint(run / "last.pt")["step"] == 20
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "critic_loss" in r] == [5, 10, 15, 20]  # rank 0 alone wrote
 
@@ -175,8 +176,8 @@ def test_torchrun_launch_joins_its_group_and_resumes_bit_for_bit(medium: Path, t
     torchrun(tmp_path / "b", 10)
     torchrun(tmp_path / "b", 20, "--resume")
     assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    a = read_checkpoint(tmp_path / "a" / "last.pt")
+    b = read_checkpoint(tmp_path / "b" / "last.pt")
     assert a["world_size"] == 2 and a["step"] == b["step"] == 20
     for name, sd in a["algo_state"]["modules"].items():
         for k, v in sd.items():

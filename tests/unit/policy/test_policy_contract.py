@@ -95,13 +95,13 @@ def test_length_and_name_problems_refused(over, needle):
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_bounds_refused(bad):
-    with pytest.raises(PolicyError, match=r"action_high\[1\] must be finite"):
+    with pytest.raises(PolicyError, match=r"action_high\[1\]: Input should be a finite number"):
         make(action_high=[100.0, bad])
 
 
 def test_non_finite_bounds_in_json_refused():
     text = make().to_json().replace("3000.0", "Infinity")
-    with pytest.raises(PolicyError, match="must be finite"):
+    with pytest.raises(PolicyError, match=r"action_high\[1\]: Input should be a finite number"):
         PolicyContract.from_json(text)
 
 
@@ -111,9 +111,9 @@ def test_low_above_high_refused():
 
 
 def test_bool_and_string_bounds_refused():
-    with pytest.raises(PolicyError, match="must be a number"):
+    with pytest.raises(PolicyError, match=r"action_low\[0\]: Input should be a valid number"):
         make(action_low=[True, 0.0])
-    with pytest.raises(PolicyError, match="must be a list of numbers"):
+    with pytest.raises(PolicyError, match="action_low: Input should be a valid tuple"):
         make(action_low="0")
 
 

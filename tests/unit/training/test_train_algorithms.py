@@ -21,8 +21,9 @@ def _dataset(n_obs: int, n_act: int, n: int = 400) -> Dataset:
     rng = np.random.default_rng(0)
     obs = (rng.normal(size=(n, n_obs)) * 10 + 300).astype(np.float32)
     lo, hi = np.arange(n_act, dtype=float), np.arange(n_act, dtype=float) + 5.0
-    meta = DatasetMeta("toy", tuple(f"o{i}" for i in range(n_obs)), ("K",) * n_obs,
-                       tuple(f"a{i}" for i in range(n_act)), ("%",) * n_act, tuple(lo), tuple(hi))
+    meta = DatasetMeta(plant="toy", observation_tags=tuple(f"o{i}" for i in range(n_obs)),
+                       observation_units=("K",) * n_obs, action_tags=tuple(f"a{i}" for i in range(n_act)),
+                       action_units=("%",) * n_act, action_low=tuple(lo), action_high=tuple(hi))
     term = np.zeros(n, bool)
     term[::37] = True
     return Dataset(obs, rng.uniform(lo, hi, (n, n_act)).astype(np.float32), rng.normal(size=n).astype(np.float32),

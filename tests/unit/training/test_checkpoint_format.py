@@ -1,0 +1,42 @@
+"""Checkpoints are state dicts plus one JSON document, read with ``weights_only=True``: a
+pickle that needs Python objects to load (an old checkpoint, or a hostile file) is
+refused with one clear line, never unpickled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gateway.errors import GatewayError
+from training.fit import CHECKPOINT_VERSION, load_checkpoint, read_checkpoint
+
+
+class Payload:
+    """Stands for any object a pickle could smuggle in."""
+
+    ran = False
+
+    def __reduce__(self) -> tuple:
+        return (setattr, (Payload, "ran", True))
+
+
+def test_a_pickle_with_objects_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    torch.save({"format": 2, "config": np.float64(1.0), "x": Payload()}, path)
+    with pytest.raises(GatewayError, match=f"not an edgewarden checkpoint of version {CHECKPOINT_VERSION}"):
+        load_checkpoint(path)
+    assert Payload.ran is False
+
+
+def test_a_tensor_file_without_the_json_document_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    torch.save({"meta": json.dumps({"format": 2}), "algo_state": {}, "replay_gen": torch.zeros(1),
+                "rank_streams": None}, path)
+    with pytest.raises(GatewayError, match="not an edgewarden checkpoint"):
+        read_checkpoint(path)
+    with pytest.raises(GatewayError, match="not found"):
+        read_checkpoint(tmp_path / "absent.pt")
