@@ -1,4 +1,5 @@
-"""Shared test configuration. Async tests run with asyncio.run inside plain test functions.
+"""Shared test configuration. Async tests are ``async def`` functions marked
+``@pytest.mark.anyio`` (anyio's pytest plugin), run on asyncio.
 
 Tests marked ``slow`` (long soak and fault runs) run only with EDGEWARDEN_SLOW=1; the
 default suite runs their short versions.
@@ -18,3 +19,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio, the gateway's event loop (uvloop is a drop-in of it)."""
+    return "asyncio"

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from gateway.example_config import adapt_example
-from simulators.harness import free_port, wait_for  # noqa: F401 (the tests import them from here)
 from gateway.policy.contract import PolicyContract
+from simulators.harness import free_port, wait_for  # noqa: F401 (the tests import them from here)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cstr.toml"
 

@@ -88,10 +88,11 @@ async def _scenario(tmp: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> N
                 assert "audit" in str(exc).lower(), exc
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("which", ["write", "fsync"])
-def test_audit_write_error_trips_gateway_to_safe_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+async def test_audit_write_error_trips_gateway_to_safe_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        which: str) -> None:
-    asyncio.run(_scenario(tmp_path, monkeypatch, which))
+    await _scenario(tmp_path, monkeypatch, which)
 
 
 def test_cycle_trips_itself_when_the_log_fails_between_two_cycles(tmp_path: Path,

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
-import shutil
 import sys
 import tempfile
 import time

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -121,43 +122,42 @@ def test_signed_model_loads_and_a_bad_signature_is_refused(tmp_path: Path) -> No
         assert "does not verify" in str(exc)
 
 
-def test_live_swap_shadow_promote_and_automatic_rollback(tmp_path: Path) -> None:
-    async def go() -> None:
-        # 10 Hz: the twin's servers share this event loop; the deadline claim is about the
-        # gateway's validation running off the loop, not about a loaded test machine
-        async with bench(tmp_path, replace={r"^actions = \[": "promote_after_s = 1.0\nactions = [",
-                                            r"^cycle_hz = 10.0": "cycle_hz = 10.0"}) as b:
-            await b.start_auto()
-            first = (await model(b, "status"))["models"]["active"]
-            misses = b.gateway.loop.stats.deadline_misses  # validation runs off the event loop
+@pytest.mark.anyio
+async def test_live_swap_shadow_promote_and_automatic_rollback(tmp_path: Path) -> None:
+    # 10 Hz: the twin's servers share this event loop; the deadline claim is about the
+    # gateway's validation running off the loop, not about a loaded test machine
+    async with bench(tmp_path, replace={r"^actions = \[": "promote_after_s = 1.0\nactions = [",
+                                        r"^cycle_hz = 10.0": "cycle_hz = 10.0"}) as b:
+        await b.start_auto()
+        first = (await model(b, "status"))["models"]["active"]
+        misses = b.gateway.loop.stats.deadline_misses  # validation runs off the event loop
 
-            # live swap between cycles
-            reply = await model(b, "load", linear(tmp_path / "p16.onnx"))
-            assert reply["ok"], reply
-            await wait_for(lambda: b.gateway.loop.policy.sha256 != first, "the swap")
-            swapped = b.gateway.loop.policy.sha256
+        # live swap between cycles
+        reply = await model(b, "load", linear(tmp_path / "p16.onnx"))
+        assert reply["ok"], reply
+        await wait_for(lambda: b.gateway.loop.policy.sha256 != first, "the swap")
+        swapped = b.gateway.loop.policy.sha256
 
-            # shadow: audited, never written; promote refused until it has agreed long enough
-            same_law = linear(tmp_path / "shadow.onnx", law=(P_LAW[0], P_LAW[1] + 1.0))  # 1 L/min apart
-            assert (await model(b, "shadow", same_law))["ok"]
-            early = await model(b, "promote")
-            assert not early["ok"] and "agreed for" in early["error"]
-            await asyncio.sleep(1.5)
-            assert (await model(b, "promote"))["ok"]
-            await wait_for(lambda: b.gateway.loop.policy.sha256 not in (first, swapped), "the promotion")
-            promoted = b.gateway.loop.policy.sha256
-            cycles = [r for r in b.audit_records() if r["kind"] == "cycle" and "shadow" in r]
-            assert cycles and all(r["shadow"]["would_write"] is not None for r in cycles)
-            assert b.gateway.loop.stats.deadline_misses == misses
+        # shadow: audited, never written; promote refused until it has agreed long enough
+        same_law = linear(tmp_path / "shadow.onnx", law=(P_LAW[0], P_LAW[1] + 1.0))  # 1 L/min apart
+        assert (await model(b, "shadow", same_law))["ok"]
+        early = await model(b, "promote")
+        assert not early["ok"] and "agreed for" in early["error"]
+        await asyncio.sleep(1.5)
+        assert (await model(b, "promote"))["ok"]
+        await wait_for(lambda: b.gateway.loop.policy.sha256 not in (first, swapped), "the promotion")
+        promoted = b.gateway.loop.policy.sha256
+        cycles = [r for r in b.audit_records() if r["kind"] == "cycle" and "shadow" in r]
+        assert cycles and all(r["shadow"]["would_write"] is not None for r in cycles)
+        assert b.gateway.loop.stats.deadline_misses == misses
 
-            # a new model that faults is rolled back automatically to the one before it
-            assert (await model(b, "load", nan_model(tmp_path / "nan.onnx")))["ok"]
-            await wait_for(lambda: b.gateway.loop.models.previous is not None
-                           and b.gateway.loop.policy.sha256 == promoted
-                           and b.gateway.loop.stats.policy_faults > 0, "the automatic rollback")
-            assert b.mode == "AUTO"
-            kinds = [(r["kind"], r.get("reason", "")) for r in b.audit_records() if r["kind"].startswith("model_")]
-            assert any(k == "model_rollback" and "automatic" in reason for k, reason in kinds)
-            swaps = [r for r in b.audit_records() if r["kind"] == "model_swap"]
-            assert all(r["sha256"] and r["previous"] for r in swaps)  # both hashes on record
-    asyncio.run(go())
+        # a new model that faults is rolled back automatically to the one before it
+        assert (await model(b, "load", nan_model(tmp_path / "nan.onnx")))["ok"]
+        await wait_for(lambda: b.gateway.loop.models.previous is not None
+                       and b.gateway.loop.policy.sha256 == promoted
+                       and b.gateway.loop.stats.policy_faults > 0, "the automatic rollback")
+        assert b.mode == "AUTO"
+        kinds = [(r["kind"], r.get("reason", "")) for r in b.audit_records() if r["kind"].startswith("model_")]
+        assert any(k == "model_rollback" and "automatic" in reason for k, reason in kinds)
+        swaps = [r for r in b.audit_records() if r["kind"] == "model_swap"]
+        assert all(r["sha256"] and r["previous"] for r in swaps)  # both hashes on record

@@ -104,9 +104,8 @@ def test_consecutive_deadline_overruns(tmp_path: Path) -> None:
 
 
 def test_policy_fault(tmp_path: Path) -> None:
-    from training.onnx_graph import build_mlp_policy, write_model
-
     from tests.helpers import contract
+    from training.onnx_graph import build_mlp_policy, write_model
 
     async def go() -> None:
         async with bench(tmp_path, replace={r'^policy_fault = "fallback"': 'policy_fault = "estop"'}) as b:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from gateway.audit.verify import iter_records, verify
 from gateway.ops.control import send_command
@@ -115,8 +116,9 @@ async def _true(value: object) -> bool:
     return bool(value)
 
 
-def test_closed_loop_twin_gateway_twin(tmp_path: Path) -> None:
-    asyncio.run(closed_loop(tmp_path))
+@pytest.mark.anyio
+async def test_closed_loop_twin_gateway_twin(tmp_path: Path) -> None:
+    await closed_loop(tmp_path)
 
 
 def test_unreachable_plc_is_a_clear_error(tmp_path: Path) -> None:

@@ -34,32 +34,30 @@ model = "{REPO / 'models' / 'cstr_baseline.onnx'}"
     return p
 
 
-def test_preflight_refuses_unsafe_and_accepts_safe(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_preflight_refuses_unsafe_and_accepts_safe(tmp_path: Path) -> None:
     logging.getLogger("asyncua").setLevel(logging.ERROR)
 
-    async def main() -> None:
-        async with Twin("cstr", modbus=None) as twin:
-            sc = load_scenario(_scenario(tmp_path, twin.opcua_url))
-            plan = prepare(sc, tmp_path, None)
-            await preflight(twin.opcua_url, plan, 0.4)  # fresh twin: safe setpoints, no heartbeat
-            twin.image.write("feed_flow_sp", 100.0)
-            with pytest.raises(PreflightRefused, match=r"feed_flow_sp = 100.0, its safe value is 0"):
+    async with Twin("cstr", modbus=None) as twin:
+        sc = load_scenario(_scenario(tmp_path, twin.opcua_url))
+        plan = prepare(sc, tmp_path, None)
+        await preflight(twin.opcua_url, plan, 0.4)  # fresh twin: safe setpoints, no heartbeat
+        twin.image.write("feed_flow_sp", 100.0)
+        with pytest.raises(PreflightRefused, match=r"feed_flow_sp = 100.0, its safe value is 0"):
+            await preflight(twin.opcua_url, plan, 0.4)
+        twin.image.write("feed_flow_sp", 0.0)
+
+        async def beat() -> None:
+            for i in range(100):
+                twin.image.write("heartbeat", i + 1)
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(beat())
+        try:
+            with pytest.raises(PreflightRefused, match="another gateway"):
                 await preflight(twin.opcua_url, plan, 0.4)
-            twin.image.write("feed_flow_sp", 0.0)
-
-            async def beat() -> None:
-                for i in range(100):
-                    twin.image.write("heartbeat", i + 1)
-                    await asyncio.sleep(0.05)
-
-            task = asyncio.create_task(beat())
-            try:
-                with pytest.raises(PreflightRefused, match="another gateway"):
-                    await preflight(twin.opcua_url, plan, 0.4)
-            finally:
-                task.cancel()
-
-    asyncio.run(main())
+        finally:
+            task.cancel()
 
 
 @pytest.mark.slow

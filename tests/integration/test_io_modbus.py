@@ -52,160 +52,150 @@ async def _until(pred, timeout: float = 8.0) -> None:  # type: ignore[no-untyped
         await asyncio.sleep(0.05)
 
 
-def test_reads_writes_types_exceptions_and_refusals() -> None:
-    async def main() -> None:
-        srv = ModbusServer()
-        await srv.start()
-        specs = _specs()
-        srv.set_regs("holding", 0, encode(specs["m_f"], 12.5) + [(-123) & 0xFFFF])
-        srv.set_regs("input", 4, encode(specs["m_u"], 70000))
-        srv.set_regs("discrete", 2, [1])
-        srv.set_regs("holding", 3, [777], unit=2)
-        tags = _tagmap(specs)
-        t = ModbusTransport(tags, {"m": _conn(srv.port)})
-        # holding 0-3 of unit 1 is one block (float32 + int16); nothing bridges the gap to 10
-        blocks = [(b.unit, b.table, b.start, b.count) for b in t.blocks("m")]
-        assert (1, "holding", 0, 3) in blocks and (1, "holding", 10, 2) in blocks
-        try:
-            await t.connect()
-            snap = Snapshot(len(tags.readable))
-            await t.read(snap)
-            assert snap.values.tolist() == pytest.approx([12.5, -12.3, 70000.0, 0.0, 1.0, 777.0, 0.0])
-            assert (snap.quality == Quality.GOOD).all()
-            await t.write(plan_writes(specs, ["m_f", "m_c"]), [250.0, 1.0])
-            assert srv.get_regs("holding", 0, 2) == encode(specs["m_f"], 250.0) and srv.get_regs("coil", 1, 1) == [1]
-            # never reaches the wire: out of range, not writable
-            with pytest.raises(TransportError, match="outside its valid range"):
-                await t.write(plan_writes(specs, ["m_f"]), [501.0])
-            with pytest.raises(Exception, match="not marked writable"):
-                plan_writes(specs, ["m_ro"])
-            assert srv.get_regs("holding", 0, 2) == encode(specs["m_f"], 250.0)
-            # exception response -> BAD for those tags, the connection stays up
-            from pymodbus.constants import ExcCodes
-            srv.context.fail_with = ExcCodes.DEVICE_FAILURE
-            await t.read(snap)
-            assert (snap.quality == Quality.BAD).all() and np.isnan(snap.values).all()
-            assert "DEVICE_FAILURE" in t.health()["m"].last_error and t.health()["m"].connected
-            with pytest.raises(TransportError, match="DEVICE_FAILURE"):
-                await t.write(plan_writes(specs, ["m_f"]), [1.0])
-            srv.context.fail_with = None
-            await t.read(snap)
-            assert (snap.quality == Quality.GOOD).all()
-        finally:
-            await t.close()
-            await srv.stop()
-
-    asyncio.run(main())
-
-
-def test_restart_and_hung_device_beside_a_live_one() -> None:
-    async def main() -> None:
-        srv = ModbusServer()
-        await srv.start()
-        hung = HungServer()
-        await hung.start()
-        specs = {**_specs("a"), **_specs("h")}
-        tags = _tagmap(specs)
-        t = ModbusTransport(tags, {"a": _conn(srv.port), "h": _conn(hung.port)})
-        a = tags.indices([n for n in tags.readable if n.startswith("a_")])
-        h = tags.indices([n for n in tags.readable if n.startswith("h_")])
+@pytest.mark.anyio
+async def test_reads_writes_types_exceptions_and_refusals() -> None:
+    srv = ModbusServer()
+    await srv.start()
+    specs = _specs()
+    srv.set_regs("holding", 0, encode(specs["m_f"], 12.5) + [(-123) & 0xFFFF])
+    srv.set_regs("input", 4, encode(specs["m_u"], 70000))
+    srv.set_regs("discrete", 2, [1])
+    srv.set_regs("holding", 3, [777], unit=2)
+    tags = _tagmap(specs)
+    t = ModbusTransport(tags, {"m": _conn(srv.port)})
+    # holding 0-3 of unit 1 is one block (float32 + int16); nothing bridges the gap to 10
+    blocks = [(b.unit, b.table, b.start, b.count) for b in t.blocks("m")]
+    assert (1, "holding", 0, 3) in blocks and (1, "holding", 10, 2) in blocks
+    try:
+        await t.connect()
         snap = Snapshot(len(tags.readable))
-        try:
-            await t.connect()
-            for _ in range(3):
-                t0 = time.monotonic()
-                await t.read(snap)
-                assert time.monotonic() - t0 < 0.6  # bounded by the hung device's timeout, not more
-                assert (snap.quality[a] == Quality.GOOD).all()
-                assert (snap.quality[h] == Quality.NO_DATA).all()
-            # kill and restart the live server on the same port
-            await srv.stop()
-
-            async def down() -> bool:
-                await t.read(snap)
-                return not t.health()["a"].connected
-            await _until(down)
-            assert (snap.quality[a] == Quality.NO_DATA).all() and np.isnan(snap.values[a]).all()
-            assert t.health()["a"].state == "reconnecting" and t.health()["a"].last_error
-            srv2 = ModbusServer(port=srv.port)
-            await srv2.start()
-            try:
-                async def up() -> bool:
-                    await t.read(snap)
-                    return bool((snap.quality[a] == Quality.GOOD).all())
-                await _until(up)
-                assert t.health()["a"].reconnects >= 1 and t.health()["a"].state == "up"
-            finally:
-                await srv2.stop()
-        finally:
-            await t.close()
-            await hung.stop()
-
-    asyncio.run(main())
+        await t.read(snap)
+        assert snap.values.tolist() == pytest.approx([12.5, -12.3, 70000.0, 0.0, 1.0, 777.0, 0.0])
+        assert (snap.quality == Quality.GOOD).all()
+        await t.write(plan_writes(specs, ["m_f", "m_c"]), [250.0, 1.0])
+        assert srv.get_regs("holding", 0, 2) == encode(specs["m_f"], 250.0) and srv.get_regs("coil", 1, 1) == [1]
+        # never reaches the wire: out of range, not writable
+        with pytest.raises(TransportError, match="outside its valid range"):
+            await t.write(plan_writes(specs, ["m_f"]), [501.0])
+        with pytest.raises(Exception, match="not marked writable"):
+            plan_writes(specs, ["m_ro"])
+        assert srv.get_regs("holding", 0, 2) == encode(specs["m_f"], 250.0)
+        # exception response -> BAD for those tags, the connection stays up
+        from pymodbus.constants import ExcCodes
+        srv.context.fail_with = ExcCodes.DEVICE_FAILURE
+        await t.read(snap)
+        assert (snap.quality == Quality.BAD).all() and np.isnan(snap.values).all()
+        assert "DEVICE_FAILURE" in t.health()["m"].last_error and t.health()["m"].connected
+        with pytest.raises(TransportError, match="DEVICE_FAILURE"):
+            await t.write(plan_writes(specs, ["m_f"]), [1.0])
+        srv.context.fail_with = None
+        await t.read(snap)
+        assert (snap.quality == Quality.GOOD).all()
+    finally:
+        await t.close()
+        await srv.stop()
 
 
-def test_refused_connection_is_a_clear_error() -> None:
-    async def main() -> None:
-        specs = _specs()
-        t = ModbusTransport(_tagmap(specs), {"m": _conn(free_port())})
-        with pytest.raises(TransportError, match="cannot reach Modbus connection 'm'"):
-            await t.connect()
-
-    asyncio.run(main())
-
-
-def test_tls_verifies_the_server(tmp_path: Path) -> None:
-    async def main() -> None:
-        f = tls_files(tmp_path)
-        sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        sctx.load_cert_chain(str(f["cert"]), str(f["key"]))
-        srv = ModbusServer(sslctx=sctx)
-        await srv.start()
-        specs = _specs()
-        try:
-            t = ModbusTransport(_tagmap(specs), {"m": _conn(srv.port, tls=True, ca_file=f["ca"])})
-            await t.connect()
-            snap = Snapshot(len(specs))
+@pytest.mark.anyio
+async def test_restart_and_hung_device_beside_a_live_one() -> None:
+    srv = ModbusServer()
+    await srv.start()
+    hung = HungServer()
+    await hung.start()
+    specs = {**_specs("a"), **_specs("h")}
+    tags = _tagmap(specs)
+    t = ModbusTransport(tags, {"a": _conn(srv.port), "h": _conn(hung.port)})
+    a = tags.indices([n for n in tags.readable if n.startswith("a_")])
+    h = tags.indices([n for n in tags.readable if n.startswith("h_")])
+    snap = Snapshot(len(tags.readable))
+    try:
+        await t.connect()
+        for _ in range(3):
+            t0 = time.monotonic()
             await t.read(snap)
-            assert (snap.quality == Quality.GOOD).all()
-            await t.close()
-            wrong = ModbusTransport(_tagmap(specs), {"m": _conn(srv.port, tls=True, ca_file=f["other_ca"])})
-            with pytest.raises(TransportError, match="'m'"):
-                await wrong.connect()
+            assert time.monotonic() - t0 < 0.6  # bounded by the hung device's timeout, not more
+            assert (snap.quality[a] == Quality.GOOD).all()
+            assert (snap.quality[h] == Quality.NO_DATA).all()
+        # kill and restart the live server on the same port
+        await srv.stop()
+
+        async def down() -> bool:
+            await t.read(snap)
+            return not t.health()["a"].connected
+        await _until(down)
+        assert (snap.quality[a] == Quality.NO_DATA).all() and np.isnan(snap.values[a]).all()
+        assert t.health()["a"].state == "reconnecting" and t.health()["a"].last_error
+        srv2 = ModbusServer(port=srv.port)
+        await srv2.start()
+        try:
+            async def up() -> bool:
+                await t.read(snap)
+                return bool((snap.quality[a] == Quality.GOOD).all())
+            await _until(up)
+            assert t.health()["a"].reconnects >= 1 and t.health()["a"].state == "up"
         finally:
-            await srv.stop()
+            await srv2.stop()
+    finally:
+        await t.close()
+        await hung.stop()
 
-    asyncio.run(main())
+
+@pytest.mark.anyio
+async def test_refused_connection_is_a_clear_error() -> None:
+    specs = _specs()
+    t = ModbusTransport(_tagmap(specs), {"m": _conn(free_port())})
+    with pytest.raises(TransportError, match="cannot reach Modbus connection 'm'"):
+        await t.connect()
 
 
-def test_example_config_against_the_twin(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_tls_verifies_the_server(tmp_path: Path) -> None:
+    f = tls_files(tmp_path)
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    sctx.load_cert_chain(str(f["cert"]), str(f["key"]))
+    srv = ModbusServer(sslctx=sctx)
+    await srv.start()
+    specs = _specs()
+    try:
+        t = ModbusTransport(_tagmap(specs), {"m": _conn(srv.port, tls=True, ca_file=f["ca"])})
+        await t.connect()
+        snap = Snapshot(len(specs))
+        await t.read(snap)
+        assert (snap.quality == Quality.GOOD).all()
+        await t.close()
+        wrong = ModbusTransport(_tagmap(specs), {"m": _conn(srv.port, tls=True, ca_file=f["other_ca"])})
+        with pytest.raises(TransportError, match="'m'"):
+            await wrong.connect()
+    finally:
+        await srv.stop()
+
+
+@pytest.mark.anyio
+async def test_example_config_against_the_twin(tmp_path: Path) -> None:
     from simulators.twin import Twin
 
-    async def main() -> None:
-        twin = Twin("cstr", opcua=("127.0.0.1", 0), modbus=("127.0.0.1", 0), scan_ms=10, watchdog_ms=5000, seed=0)
-        await twin.start()
-        try:
-            text = (ROOT / "examples" / "cstr_modbus.toml").read_text()
-            text = text.replace("port = 5020", f"port = {twin.modbus_port}")
-            text = text.replace('path = "../models/cstr_baseline.onnx"',
-                                f'path = "{ROOT / "models" / "cstr_baseline.onnx"}"')
-            cfg = tmp_path / "g.toml"
-            cfg.write_text(text)
-            s = load_config(cfg).settings
-            tags = TagMap.from_settings(s)
-            t = CompositeTransport(tags, dict(s.connections))
-            await t.connect()
-            snap = Snapshot(len(tags.readable))
-            await t.read(snap)
-            good = {n: snap.values[tags.index[n]] for n in tags.readable if snap.quality[tags.index[n]] == Quality.GOOD}
-            assert set(good) == set(tags.readable)
-            assert good["T"] == pytest.approx(twin.plc.image["T"], abs=5.0)
-            await t.write(plan_writes(dict(s.tags), ["coolant_flow_sp", "feed_flow_sp", "heartbeat"]),
-                          [123.0, 50.0, 70000.0])
-            await asyncio.sleep(0.05)
-            assert twin.plc.image["coolant_flow_sp"] == pytest.approx(123.0)
-            await t.close()
-        finally:
-            await twin.stop()
-
-    asyncio.run(main())
+    twin = Twin("cstr", opcua=("127.0.0.1", 0), modbus=("127.0.0.1", 0), scan_ms=10, watchdog_ms=5000, seed=0)
+    await twin.start()
+    try:
+        text = (ROOT / "examples" / "cstr_modbus.toml").read_text()
+        text = text.replace("port = 5020", f"port = {twin.modbus_port}")
+        text = text.replace('path = "../models/cstr_baseline.onnx"',
+                            f'path = "{ROOT / "models" / "cstr_baseline.onnx"}"')
+        cfg = tmp_path / "g.toml"
+        cfg.write_text(text)
+        s = load_config(cfg).settings
+        tags = TagMap.from_settings(s)
+        t = CompositeTransport(tags, dict(s.connections))
+        await t.connect()
+        snap = Snapshot(len(tags.readable))
+        await t.read(snap)
+        good = {n: snap.values[tags.index[n]] for n in tags.readable if snap.quality[tags.index[n]] == Quality.GOOD}
+        assert set(good) == set(tags.readable)
+        assert good["T"] == pytest.approx(twin.plc.image["T"], abs=5.0)
+        await t.write(plan_writes(dict(s.tags), ["coolant_flow_sp", "feed_flow_sp", "heartbeat"]),
+                      [123.0, 50.0, 70000.0])
+        await asyncio.sleep(0.05)
+        assert twin.plc.image["coolant_flow_sp"] == pytest.approx(123.0)
+        await t.close()
+    finally:
+        await twin.stop()

@@ -43,7 +43,8 @@ async def _until(pred, timeout: float = 8.0) -> None:  # type: ignore[no-untyped
         await asyncio.sleep(0.05)
 
 
-def test_reads_writes_bad_status_and_silent_subscription() -> None:
+@pytest.mark.anyio
+async def test_reads_writes_bad_status_and_silent_subscription() -> None:
     """One server for both modes (an asyncua server takes ~1 s to start)."""
     async def check_mode(srv: OpcUaServer, mode: str) -> None:
         t = _transport(srv.url, mode=mode, fallback_after_ms=300)
@@ -148,133 +149,124 @@ def test_reads_writes_bad_status_and_silent_subscription() -> None:
             await srv.set("i", -7)
             await srv.set("f", 2.5)
 
-    async def main() -> None:
-        srv = OpcUaServer()
-        await srv.start()
-        try:
-            await check_mode(srv, "poll")
-            await check_mode(srv, "subscribe")
-            await silent_subscription(srv)
-            await from_the_cache(srv)
-        finally:
-            await srv.stop()
-
-    asyncio.run(main())
+    srv = OpcUaServer()
+    await srv.start()
+    try:
+        await check_mode(srv, "poll")
+        await check_mode(srv, "subscribe")
+        await silent_subscription(srv)
+        await from_the_cache(srv)
+    finally:
+        await srv.stop()
 
 
-def test_restart_reconnects_and_recreates_subscriptions() -> None:
-    async def main() -> None:
-        srv = OpcUaServer()
-        await srv.start()
-        t = _transport(srv.url, mode="subscribe", fallback_after_ms=5000)
-        tags = _tags()
-        snap = Snapshot(len(tags.readable))
-        link = t._links["u"]
-        try:
-            await t.connect()
+@pytest.mark.anyio
+async def test_restart_reconnects_and_recreates_subscriptions() -> None:
+    srv = OpcUaServer()
+    await srv.start()
+    t = _transport(srv.url, mode="subscribe", fallback_after_ms=5000)
+    tags = _tags()
+    snap = Snapshot(len(tags.readable))
+    link = t._links["u"]
+    try:
+        await t.connect()
+        await t.read(snap)
+        await srv.stop()
+
+        async def down() -> bool:
             await t.read(snap)
-            await srv.stop()
-
-            async def down() -> bool:
+            return not t.health()["u"].connected
+        await _until(down)
+        # never the last good value presented as fresh
+        assert (snap.quality == Quality.NO_DATA).all() and bool(np.isnan(snap.values).all())
+        srv2 = OpcUaServer(port=srv.port)
+        await srv2.start()
+        try:
+            async def up() -> bool:
                 await t.read(snap)
-                return not t.health()["u"].connected
-            await _until(down)
-            # never the last good value presented as fresh
-            assert (snap.quality == Quality.NO_DATA).all() and bool(np.isnan(snap.values).all())
-            srv2 = OpcUaServer(port=srv.port)
-            await srv2.start()
-            try:
-                async def up() -> bool:
-                    await t.read(snap)
-                    return t.health()["u"].connected and bool((snap.quality == Quality.GOOD).all())
-                await _until(up)
-                assert t.health()["u"].reconnects >= 1
-                # the subscription was recreated: a change arrives as a notification
-                before = link.last_notify_mono
-                await srv2.set("x", 9.5)
+                return t.health()["u"].connected and bool((snap.quality == Quality.GOOD).all())
+            await _until(up)
+            assert t.health()["u"].reconnects >= 1
+            # the subscription was recreated: a change arrives as a notification
+            before = link.last_notify_mono
+            await srv2.set("x", 9.5)
 
-                async def notified() -> bool:
-                    await t.read(snap)
-                    return link.last_notify_mono > before and snap.values[0] == 9.5
-                await _until(notified)
-            finally:
-                await t.close()
-                await srv2.stop()
+            async def notified() -> bool:
+                await t.read(snap)
+                return link.last_notify_mono > before and snap.values[0] == 9.5
+            await _until(notified)
         finally:
             await t.close()
+            await srv2.stop()
+    finally:
+        await t.close()
 
-    asyncio.run(main())
 
-
-def test_refused_or_hung_at_start_is_a_clear_error() -> None:
-    async def main() -> None:
-        t = _transport(f"opc.tcp://127.0.0.1:{free_port()}")
+@pytest.mark.anyio
+async def test_refused_or_hung_at_start_is_a_clear_error() -> None:
+    t = _transport(f"opc.tcp://127.0.0.1:{free_port()}")
+    with pytest.raises(TransportError, match="cannot reach PLC connection 'u'"):
+        await t.connect()
+    hung = HungServer()
+    await hung.start()
+    try:
+        t = _transport(f"opc.tcp://127.0.0.1:{hung.port}")
+        t._links["u"].spec = t._links["u"].spec.model_copy(update={"timeout_s": 0.3})
         with pytest.raises(TransportError, match="cannot reach PLC connection 'u'"):
             await t.connect()
-        hung = HungServer()
-        await hung.start()
-        try:
-            t = _transport(f"opc.tcp://127.0.0.1:{hung.port}")
-            t._links["u"].spec = t._links["u"].spec.model_copy(update={"timeout_s": 0.3})
-            with pytest.raises(TransportError, match="cannot reach PLC connection 'u'"):
-                await t.connect()
-        finally:
-            await hung.stop()
-
-    asyncio.run(main())
+    finally:
+        await hung.stop()
 
 
-def test_security_pinned_certificate_password_and_refusals(tmp_path: Path) -> None:
-    async def main() -> None:
-        c = await opcua_certs(tmp_path)
-        srv = OpcUaServer(secure=(c["server_cert"], c["server_key"]), users={"op": "s3cret"},
-                          user_certs=(c["client_cert"],))
-        await srv.start()
-        plain = OpcUaServer()
-        await plain.start()
-        sec = {"certificate": c["client_cert"], "private_key": c["client_key"], "require_security": True}
-        try:
-            for policy in ("Basic256Sha256", "Aes256Sha256RsaPss"):
-                t = _transport(srv.url, security_policy=policy, server_certificate=c["server_cert"],
-                               username="op", password="s3cret", **sec)
-                await t.connect()
-                snap = Snapshot(len(_tags().readable))
-                await t.read(snap)
-                assert (snap.quality == Quality.GOOD).all()
-                await t.write(plan_writes(_tags().specs, ["sp"]), [12.0])
-                await t.close()
-            # certificate identity: a known user certificate, then an unknown one
-            t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
-                           user_certificate=c["client_cert"], user_private_key=c["client_key"], **sec)
-            await t.connect()
-            await t.close()
-            t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
-                           user_certificate=c["other_cert"], user_private_key=c["other_key"], **sec)
-            with pytest.raises(TransportError, match="refused"):
-                await t.connect()
-            # wrong pinned certificate
-            t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["other_cert"],
+@pytest.mark.anyio
+async def test_security_pinned_certificate_password_and_refusals(tmp_path: Path) -> None:
+    c = await opcua_certs(tmp_path)
+    srv = OpcUaServer(secure=(c["server_cert"], c["server_key"]), users={"op": "s3cret"},
+                      user_certs=(c["client_cert"],))
+    await srv.start()
+    plain = OpcUaServer()
+    await plain.start()
+    sec = {"certificate": c["client_cert"], "private_key": c["client_key"], "require_security": True}
+    try:
+        for policy in ("Basic256Sha256", "Aes256Sha256RsaPss"):
+            t = _transport(srv.url, security_policy=policy, server_certificate=c["server_cert"],
                            username="op", password="s3cret", **sec)
-            with pytest.raises(TransportError, match="is not the pinned one"):
-                await t.connect()
-            # wrong password
-            t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
-                           username="op", password="wrong", **sec)
-            with pytest.raises(TransportError, match="refused the username/password"):
-                await t.connect()
-            # a NoSecurity-only server when security is required
-            t = _transport(plain.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"], **sec)
-            with pytest.raises(TransportError, match="does not offer Basic256Sha256 with SignAndEncrypt"):
-                await t.connect()
-            # a client without security against a secure-only server
-            t = _transport(srv.url, username="op", password="s3cret")
-            with pytest.raises(TransportError, match="no endpoint without security"):
-                await t.connect()
-        finally:
-            await srv.stop()
-            await plain.stop()
-
-    asyncio.run(main())
+            await t.connect()
+            snap = Snapshot(len(_tags().readable))
+            await t.read(snap)
+            assert (snap.quality == Quality.GOOD).all()
+            await t.write(plan_writes(_tags().specs, ["sp"]), [12.0])
+            await t.close()
+        # certificate identity: a known user certificate, then an unknown one
+        t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
+                       user_certificate=c["client_cert"], user_private_key=c["client_key"], **sec)
+        await t.connect()
+        await t.close()
+        t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
+                       user_certificate=c["other_cert"], user_private_key=c["other_key"], **sec)
+        with pytest.raises(TransportError, match="refused"):
+            await t.connect()
+        # wrong pinned certificate
+        t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["other_cert"],
+                       username="op", password="s3cret", **sec)
+        with pytest.raises(TransportError, match="is not the pinned one"):
+            await t.connect()
+        # wrong password
+        t = _transport(srv.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"],
+                       username="op", password="wrong", **sec)
+        with pytest.raises(TransportError, match="refused the username/password"):
+            await t.connect()
+        # a NoSecurity-only server when security is required
+        t = _transport(plain.url, security_policy="Basic256Sha256", server_certificate=c["server_cert"], **sec)
+        with pytest.raises(TransportError, match="does not offer Basic256Sha256 with SignAndEncrypt"):
+            await t.connect()
+        # a client without security against a secure-only server
+        t = _transport(srv.url, username="op", password="s3cret")
+        with pytest.raises(TransportError, match="no endpoint without security"):
+            await t.connect()
+    finally:
+        await srv.stop()
+        await plain.stop()
 
 
 def test_unpinned_security_is_a_config_error() -> None:
@@ -285,80 +277,76 @@ def test_unpinned_security_is_a_config_error() -> None:
         OpcUaConnection(url="opc.tcp://x:4840", require_security=True)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("mode", [pytest.param("poll", marks=pytest.mark.slow), "subscribe"])
-def test_hung_server_mid_run(mode: str) -> None:
-    async def main() -> None:
-        srv = OpcUaServer()
-        await srv.start()
-        proxy = HangingProxy(srv.port)
-        await proxy.start()
-        t = _transport(f"opc.tcp://127.0.0.1:{proxy.port}", mode=mode, fallback_after_ms=200)
-        t._links["u"].spec = t._links["u"].spec.model_copy(update={"timeout_s": 0.4})
-        snap = Snapshot(len(_tags().readable))
-        try:
-            await t.connect()
+async def test_hung_server_mid_run(mode: str) -> None:
+    srv = OpcUaServer()
+    await srv.start()
+    proxy = HangingProxy(srv.port)
+    await proxy.start()
+    t = _transport(f"opc.tcp://127.0.0.1:{proxy.port}", mode=mode, fallback_after_ms=200)
+    t._links["u"].spec = t._links["u"].spec.model_copy(update={"timeout_s": 0.4})
+    snap = Snapshot(len(_tags().readable))
+    try:
+        await t.connect()
+        await t.read(snap)
+        assert (snap.quality == Quality.GOOD).all()
+        proxy.hang()
+        t0 = time.monotonic()
+
+        async def stale() -> bool:
             await t.read(snap)
-            assert (snap.quality == Quality.GOOD).all()
-            proxy.hang()
-            t0 = time.monotonic()
+            assert time.monotonic() - t0 < 3.0
+            return bool((snap.quality == Quality.NO_DATA).all())
+        await _until(stale, timeout=3.0)
+        assert bool(np.isnan(snap.values).all())
+        proxy.resume()
 
-            async def stale() -> bool:
-                await t.read(snap)
-                assert time.monotonic() - t0 < 3.0
-                return bool((snap.quality == Quality.NO_DATA).all())
-            await _until(stale, timeout=3.0)
-            assert bool(np.isnan(snap.values).all())
-            proxy.resume()
-
-            async def back() -> bool:
-                await t.read(snap)
-                return bool((snap.quality == Quality.GOOD).all())
-            await _until(back)
-            assert t.health()["u"].reconnects >= 1
-        finally:
-            await t.close()
-            await proxy.stop()
-            await srv.stop()
-
-    asyncio.run(main())
+        async def back() -> bool:
+            await t.read(snap)
+            return bool((snap.quality == Quality.GOOD).all())
+        await _until(back)
+        assert t.health()["u"].reconnects >= 1
+    finally:
+        await t.close()
+        await proxy.stop()
+        await srv.stop()
 
 
-def test_the_cycle_deadline_bounds_a_hung_request_and_keeps_the_session() -> None:
+@pytest.mark.anyio
+async def test_the_cycle_deadline_bounds_a_hung_request_and_keeps_the_session() -> None:
     """A request to a hung server is abandoned at the cycle's deadline, not after the
     library's timeout (1 s): the values are NO_DATA at once, the session is kept (counted late) until
     ``timeout_s`` of silence, and a write reports its tags as not acknowledged."""
     from gateway.io.transport import WriteError, plan_writes
 
-    async def main() -> None:
-        srv = OpcUaServer()
-        await srv.start()
-        proxy = HangingProxy(srv.port)
-        await proxy.start()
-        t = _transport(f"opc.tcp://127.0.0.1:{proxy.port}")  # timeout_s 1.0
-        snap = Snapshot(len(_tags().readable))
-        plan = plan_writes(_tags().specs, ["sp"])
-        try:
-            await t.connect()
-            await t.read(snap, time.monotonic() + 0.05)
-            assert (snap.quality == Quality.GOOD).all()
-            proxy.hang()
-            for _ in range(3):
-                t0 = time.monotonic()
-                await t.read(snap, t0 + 0.05)
-                assert time.monotonic() - t0 < 0.2  # the deadline, not the 1 s request timeout
-                assert (snap.quality == Quality.NO_DATA).all() and np.isnan(snap.values).all()
-            h = t.health()["u"]
-            assert h.connected and h.late == 3 and "deadline" in h.last_error
+    srv = OpcUaServer()
+    await srv.start()
+    proxy = HangingProxy(srv.port)
+    await proxy.start()
+    t = _transport(f"opc.tcp://127.0.0.1:{proxy.port}")  # timeout_s 1.0
+    snap = Snapshot(len(_tags().readable))
+    plan = plan_writes(_tags().specs, ["sp"])
+    try:
+        await t.connect()
+        await t.read(snap, time.monotonic() + 0.05)
+        assert (snap.quality == Quality.GOOD).all()
+        proxy.hang()
+        for _ in range(3):
             t0 = time.monotonic()
-            with pytest.raises(WriteError) as err:
-                await t.write(plan, [12.0], t0 + 0.05)
-            assert time.monotonic() - t0 < 0.2 and err.value.outcomes == ["timeout"]
-            await asyncio.sleep(1.0)  # past timeout_s of silence: the next late answer drops it
-            await t.read(snap, time.monotonic() + 0.05)
-            assert not t.health()["u"].connected and t.health()["u"].state == "reconnecting"
-        finally:
-            await t.close()
-            await proxy.stop()
-            await srv.stop()
-
-    asyncio.run(main())
+            await t.read(snap, t0 + 0.05)
+            assert time.monotonic() - t0 < 0.2  # the deadline, not the 1 s request timeout
+            assert (snap.quality == Quality.NO_DATA).all() and np.isnan(snap.values).all()
+        h = t.health()["u"]
+        assert h.connected and h.late == 3 and "deadline" in h.last_error
+        t0 = time.monotonic()
+        with pytest.raises(WriteError) as err:
+            await t.write(plan, [12.0], t0 + 0.05)
+        assert time.monotonic() - t0 < 0.2 and err.value.outcomes == ["timeout"]
+        await asyncio.sleep(1.0)  # past timeout_s of silence: the next late answer drops it
+        await t.read(snap, time.monotonic() + 0.05)
+        assert not t.health()["u"].connected and t.health()["u"].state == "reconnecting"
+    finally:
+        await t.close()
+        await proxy.stop()
+        await srv.stop()

@@ -21,6 +21,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from gateway.audit.verify import iter_records, verify
 from simulators.twin import Twin
 from tests.helpers import control_status, wait_for, write_config
@@ -205,5 +207,6 @@ async def scenario(tmp: Path) -> None:
     assert sum('"event": "mode"' in ln for ln in lines) < 10  # no per-cycle INFO line
 
 
-def test_daemon_under_systemd_protocol(tmp_path: Path) -> None:
-    asyncio.run(scenario(tmp_path))
+@pytest.mark.anyio
+async def test_daemon_under_systemd_protocol(tmp_path: Path) -> None:
+    await scenario(tmp_path)

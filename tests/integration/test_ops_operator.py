@@ -115,43 +115,39 @@ def test_operators_allow_list_and_group() -> None:
     assert "does not exist" in (Operators(group="no-such-group-xyz").refuse(12345, 1) or "")
 
 
-def test_sighup_reload_applies_new_limits_between_cycles(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_sighup_reload_applies_new_limits_between_cycles(tmp_path: Path) -> None:
     """A tightened hard limit, reloaded while running, trips on the next cycles."""
     import signal
 
-    async def story() -> None:
-        async with bench(tmp_path, replace=CALM) as b:
-            await wait_for(lambda: b.mode == "READY", "READY")
-            assert (await b.cmd("start"))["ok"]
-            config = b.tmp / "gateway.toml"
-            text = config.read_text()
-            # a refused reload (cycle rate) changes nothing
-            config.write_text(text.replace("cycle_hz = 20.0", "cycle_hz = 25.0"))
-            assert not b.gateway.request_reload()
-            assert b.gateway.loop is not None and b.gateway.loop.period == 0.05
-            config.write_text(text.replace("hard = [290.0, 400.0]", "hard = [290.0, 300.0]", 1)
-                              .replace("soft = [320.0, 380.0]", "soft = [292.0, 298.0]", 1))
-            os.kill(os.getpid(), signal.SIGHUP)  # the gateway's own handler, as systemctl reload does
-            await wait_for(lambda: b.mode == "ESTOP", "the trip on the reloaded limit", timeout=5)
-            assert b.gateway.loop.estop.last is not None
-            assert b.gateway.loop.estop.last.code == "hard_limit:T:high"
-            kinds = [r["kind"] for r in b.audit_records()]
-            assert "config_reload_refused" in kinds and kinds.count("config_load") == 2
-
-    asyncio.run(story())
+    async with bench(tmp_path, replace=CALM) as b:
+        await wait_for(lambda: b.mode == "READY", "READY")
+        assert (await b.cmd("start"))["ok"]
+        config = b.tmp / "gateway.toml"
+        text = config.read_text()
+        # a refused reload (cycle rate) changes nothing
+        config.write_text(text.replace("cycle_hz = 20.0", "cycle_hz = 25.0"))
+        assert not b.gateway.request_reload()
+        assert b.gateway.loop is not None and b.gateway.loop.period == 0.05
+        config.write_text(text.replace("hard = [290.0, 400.0]", "hard = [290.0, 300.0]", 1)
+                          .replace("soft = [320.0, 380.0]", "soft = [292.0, 298.0]", 1))
+        os.kill(os.getpid(), signal.SIGHUP)  # the gateway's own handler, as systemctl reload does
+        await wait_for(lambda: b.mode == "ESTOP", "the trip on the reloaded limit", timeout=5)
+        assert b.gateway.loop.estop.last is not None
+        assert b.gateway.loop.estop.last.code == "hard_limit:T:high"
+        kinds = [r["kind"] for r in b.audit_records()]
+        assert "config_reload_refused" in kinds and kinds.count("config_load") == 2
 
 
-def test_stop_hands_over_as_configured(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_stop_hands_over_as_configured(tmp_path: Path) -> None:
     """on_stop = "plc": SIGTERM writes nothing more; the PLC's dead-man timer takes over."""
 
-    async def story() -> None:
-        replace = {r"^comms_timeout_ms = 1000(.*)$": 'comms_timeout_ms = 1000\\1\non_stop = "plc"', **CALM}
-        async with bench(tmp_path, replace=replace) as b:
-            assert b.gateway.settings.gateway.on_stop == "plc"
-            await b.start_auto()
-            b.gateway.request_stop()
-            await wait_for(lambda: not b.sock.exists(), "the gateway to stop", timeout=10)  # after the hand-over
-            assert b.twin_setpoints()[1] == 100.0  # not overwritten with the safe outputs
-            await wait_for(lambda: not b.twin.image["remote"], "the PLC's dead-man to take over", timeout=3)
-
-    asyncio.run(story())
+    replace = {r"^comms_timeout_ms = 1000(.*)$": 'comms_timeout_ms = 1000\\1\non_stop = "plc"', **CALM}
+    async with bench(tmp_path, replace=replace) as b:
+        assert b.gateway.settings.gateway.on_stop == "plc"
+        await b.start_auto()
+        b.gateway.request_stop()
+        await wait_for(lambda: not b.sock.exists(), "the gateway to stop", timeout=10)  # after the hand-over
+        assert b.twin_setpoints()[1] == 100.0  # not overwritten with the safe outputs
+        await wait_for(lambda: not b.twin.image["remote"], "the PLC's dead-man to take over", timeout=3)

@@ -108,10 +108,12 @@ async def _run(tmp: Path, mode: str, freeze: bool) -> None:
         await plc.stop()
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["poll", "subscribe"])
-def test_a_steady_value_from_a_live_server_is_fresh(tmp_path: Path, mode: str) -> None:
-    asyncio.run(_run(tmp_path, mode, freeze=False))
+async def test_a_steady_value_from_a_live_server_is_fresh(tmp_path: Path, mode: str) -> None:
+    await _run(tmp_path, mode, freeze=False)
 
 
-def test_freeze_s_reports_the_frozen_tag(tmp_path: Path) -> None:
-    asyncio.run(_run(tmp_path, "poll", freeze=True))
+@pytest.mark.anyio
+async def test_freeze_s_reports_the_frozen_tag(tmp_path: Path) -> None:
+    await _run(tmp_path, "poll", freeze=True)

@@ -125,60 +125,58 @@ def test_sensor_faults_seen_over_opcua_and_modbus(caplog: pytest.LogCaptureFixtu
     assert "fault clear:" in kinds
 
 
-def test_network_faults_seen_by_real_clients() -> None:
-    async def main() -> None:
-        async with fault_twin() as twin:
-            port = twin.modbus_port
-            mb = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.5, retries=0)
-            await mb.connect()
-            try:
-                # latency
-                t0 = time.perf_counter()
-                await mb.read_input_registers(0, count=2, device_id=1)
-                fast = time.perf_counter() - t0
-                await ctl(twin, op="inject", kind="latency", target="modbus", ms=150)
-                t0 = time.perf_counter()
-                await mb.read_input_registers(0, count=2, device_id=1)
-                assert time.perf_counter() - t0 >= 0.15 > fast
-                await ctl(twin, op="clear")
-                # hang: the connection stays open, no answer comes
-                await ctl(twin, op="inject", kind="hang", target="modbus")
-                with pytest.raises(Exception):  # pymodbus: timeout, no response
-                    await mb.read_input_registers(0, count=2, device_id=1)
-                await ctl(twin, op="clear")
-            finally:
-                mb.close()
-            # drop: an open raw connection is closed by the twin
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            await asyncio.sleep(0.05)
-            await ctl(twin, op="inject", kind="drop", target="both")
-            assert await asyncio.wait_for(reader.read(10), 2) == b""
-            writer.close()
-            # refuse: new connections are refused until cleared
-            await ctl(twin, op="inject", kind="refuse", target="modbus")
-            with pytest.raises(ConnectionRefusedError):
-                await asyncio.open_connection("127.0.0.1", port)
+@pytest.mark.anyio
+async def test_network_faults_seen_by_real_clients() -> None:
+    async with fault_twin() as twin:
+        port = twin.modbus_port
+        mb = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.5, retries=0)
+        await mb.connect()
+        try:
+            # latency
+            t0 = time.perf_counter()
+            await mb.read_input_registers(0, count=2, device_id=1)
+            fast = time.perf_counter() - t0
+            await ctl(twin, op="inject", kind="latency", target="modbus", ms=150)
+            t0 = time.perf_counter()
+            await mb.read_input_registers(0, count=2, device_id=1)
+            assert time.perf_counter() - t0 >= 0.15 > fast
             await ctl(twin, op="clear")
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            # restart of OPC UA: the session is lost, a new client connects again
-            async with Client(twin.opcua_url, timeout=5) as client:
-                assert (await read_dv(client, "T")).StatusCode.is_good()
-            await ctl(twin, op="inject", kind="restart", target="opcua")
-            async with Client(twin.opcua_url, timeout=5) as client:
-                assert (await read_dv(client, "T")).StatusCode.is_good()
-            assert [h[2]["kind"] for h in twin.faults.history if h[1] == "inject"] == [
-                "latency", "hang", "drop", "refuse", "restart"]
-            # bad requests are one-line errors
-            bad = [dict(op="inject", kind="melt", target="T"),
-                   dict(op="inject", kind="freeze", target="nope"),
-                   dict(op="inject", kind="noise", target="T", sigma="x"),
-                   dict(op="clear", id=99), dict(op="what")]
-            for req in bad:
-                answer = await request("127.0.0.1", twin.control_port, req)
-                assert not answer["ok"] and "\n" not in answer["error"]
-        # network faults need the proxies
-        with pytest.raises(ValueError, match="--faults"):
-            await Twin("cstr").faults.inject("hang", "opcua")
-
-    asyncio.run(main())
+            # hang: the connection stays open, no answer comes
+            await ctl(twin, op="inject", kind="hang", target="modbus")
+            with pytest.raises(Exception):  # pymodbus: timeout, no response
+                await mb.read_input_registers(0, count=2, device_id=1)
+            await ctl(twin, op="clear")
+        finally:
+            mb.close()
+        # drop: an open raw connection is closed by the twin
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        await ctl(twin, op="inject", kind="drop", target="both")
+        assert await asyncio.wait_for(reader.read(10), 2) == b""
+        writer.close()
+        # refuse: new connections are refused until cleared
+        await ctl(twin, op="inject", kind="refuse", target="modbus")
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+        await ctl(twin, op="clear")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        # restart of OPC UA: the session is lost, a new client connects again
+        async with Client(twin.opcua_url, timeout=5) as client:
+            assert (await read_dv(client, "T")).StatusCode.is_good()
+        await ctl(twin, op="inject", kind="restart", target="opcua")
+        async with Client(twin.opcua_url, timeout=5) as client:
+            assert (await read_dv(client, "T")).StatusCode.is_good()
+        assert [h[2]["kind"] for h in twin.faults.history if h[1] == "inject"] == [
+            "latency", "hang", "drop", "refuse", "restart"]
+        # bad requests are one-line errors
+        bad = [dict(op="inject", kind="melt", target="T"),
+               dict(op="inject", kind="freeze", target="nope"),
+               dict(op="inject", kind="noise", target="T", sigma="x"),
+               dict(op="clear", id=99), dict(op="what")]
+        for req in bad:
+            answer = await request("127.0.0.1", twin.control_port, req)
+            assert not answer["ok"] and "\n" not in answer["error"]
+    # network faults need the proxies
+    with pytest.raises(ValueError, match="--faults"):
+        await Twin("cstr").faults.inject("hang", "opcua")

@@ -17,12 +17,11 @@ from __future__ import annotations
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import statistics
 
 import pytest
 

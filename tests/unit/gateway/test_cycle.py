@@ -158,9 +158,8 @@ def test_comms_loss_holds_then_trips_after_timeout(tmp_path: Path) -> None:
 
 def _nan_policy_loop(tmp_path: Path, replace: dict[str, str] | None = None):
     # Two hidden units overflow float32 to +inf; the next layer subtracts them: inf − inf = NaN.
-    from training.onnx_graph import build_mlp_policy, write_model
-
     from tests.helpers import contract
+    from training.onnx_graph import build_mlp_policy, write_model
 
     hidden = (np.array([[3e38, 0.0, 0.0, 0.0], [3e38, 0.0, 0.0, 0.0]]), np.zeros(2))
     head = (np.array([[1.0, -1.0], [0.0, 0.0]]), np.array([0.0, 100.0]))
@@ -282,10 +281,9 @@ def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Path) ->
 
 
 def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_back(tmp_path: Path) -> None:
-    from training.onnx_graph import build_linear_policy, write_model
-
     from gateway.policy.contract import ObsStats
     from tests.helpers import contract
+    from training.onnx_graph import build_linear_policy, write_model
 
     loop, t, audit = make_loop(tmp_path, replace={r"^agreement_s = 5.0": "agreement_s = 0.0"})
     c = contract()
@@ -383,28 +381,26 @@ def test_write_ack_next_cycle_sends_in_the_cycle_and_collects_the_ack_in_the_nex
     assert writes["in_cycle"] == writes["next_cycle"]  # the same outputs, in the same order
 
 
-def test_write_ack_next_cycle_counts_a_failed_write_in_the_next_cycle_and_safe_write_is_last(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_write_ack_next_cycle_counts_a_failed_write_in_the_next_cycle_and_safe_write_is_last(tmp_path: Path) -> None:
     loop, t, _ = make_loop(tmp_path, replace={r"^auto_start = false": 'auto_start = true\nwrite_ack = "next_cycle"'})
 
-    async def go() -> None:
-        await loop.step()
-        await loop.step()
-        assert loop.stats.write_errors == 0
-        t.fail_writes = True
-        await loop.step()  # its write fails while in flight
-        t.fail_writes = False
-        assert loop.stats.write_errors == 1  # failure in the write's own task, found by the step's sleep(0)
-        await loop.step()
-        assert loop._write_failed is False
-        slow = SlowAckTransport(loop.tags, dict(HEALTHY), ack_s=0.01)
-        loop.transport = slow
-        await loop.step()  # a write in flight now
-        await loop.estop.trip("operator_estop", "test")
-        assert loop.modes.mode == Mode.ESTOP
-        assert slow.acked == 2  # the in-flight write was acknowledged before the safe write went out
-        assert slow.writes[-1]["coolant_flow_sp"] == loop.shield.safe[0]
-
-    asyncio.run(go())
+    await loop.step()
+    await loop.step()
+    assert loop.stats.write_errors == 0
+    t.fail_writes = True
+    await loop.step()  # its write fails while in flight
+    t.fail_writes = False
+    assert loop.stats.write_errors == 1  # failure in the write's own task, found by the step's sleep(0)
+    await loop.step()
+    assert loop._write_failed is False
+    slow = SlowAckTransport(loop.tags, dict(HEALTHY), ack_s=0.01)
+    loop.transport = slow
+    await loop.step()  # a write in flight now
+    await loop.estop.trip("operator_estop", "test")
+    assert loop.modes.mode == Mode.ESTOP
+    assert slow.acked == 2  # the in-flight write was acknowledged before the safe write went out
+    assert slow.writes[-1]["coolant_flow_sp"] == loop.shield.safe[0]
 
 
 # ---- the PLC's authority as an input -------------------------------------------------------

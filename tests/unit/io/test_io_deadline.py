@@ -44,25 +44,21 @@ def _transport() -> tuple[OpcUaTransport, object]:
     return t, plan_writes(specs, ["sp"])
 
 
-def test_a_write_cancelled_in_the_race_is_a_timeout_not_a_crash() -> None:
-    async def main() -> None:
-        t, plan = _transport()
-        t0 = time.monotonic()
-        with pytest.raises(WriteError) as err:
-            await t.write(plan, [1.0], t0 + 0.02)
-        assert err.value.outcomes == ["timeout"] and time.monotonic() - t0 < 0.5
-        assert t.health()["u"].late == 1
-
-    asyncio.run(main())
+@pytest.mark.anyio
+async def test_a_write_cancelled_in_the_race_is_a_timeout_not_a_crash() -> None:
+    t, plan = _transport()
+    t0 = time.monotonic()
+    with pytest.raises(WriteError) as err:
+        await t.write(plan, [1.0], t0 + 0.02)
+    assert err.value.outcomes == ["timeout"] and time.monotonic() - t0 < 0.5
+    assert t.health()["u"].late == 1
 
 
-def test_a_real_cancellation_still_cancels() -> None:
-    async def main() -> None:
-        t, plan = _transport()
-        task = asyncio.ensure_future(t.write(plan, [1.0], time.monotonic() + 5.0))
-        await asyncio.sleep(0.02)
-        task.cancel()  # the daemon stopping: the write must not turn it into a timeout
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
+@pytest.mark.anyio
+async def test_a_real_cancellation_still_cancels() -> None:
+    t, plan = _transport()
+    task = asyncio.ensure_future(t.write(plan, [1.0], time.monotonic() + 5.0))
+    await asyncio.sleep(0.02)
+    task.cancel()  # the daemon stopping: the write must not turn it into a timeout
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from gateway.app import load_policy
 from gateway.config import load_config
@@ -29,25 +30,23 @@ class Recorder:
         self.errors.append((event, kw))
 
 
-def test_a_dropped_file_is_staged_and_a_bad_one_refused(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_a_dropped_file_is_staged_and_a_bad_one_refused(tmp_path: Path) -> None:
     path = write_linear_policy(tmp_path / "policy.onnx")
     s = load_config(write_config(tmp_path, policy=path)).settings
     log = Recorder()
     models = ModelManager(s, load_policy(s), log)
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(models.watch_file(path, None, stop, log=log))
-        await asyncio.sleep(0.2)
-        new = write_linear_policy(tmp_path / "new.onnx", bias=np.array([10.0, 5.0]))
-        shutil.copyfile(new, path)
-        staged = await wait_for(lambda: models.staged, "the dropped model to be staged", timeout=5.0)
-        assert staged.sha256 != models.active.sha256 and models.staged_reason == "load by file drop"
-        models.staged = None
-        path.write_bytes(b"not a model")
-        await wait_for(lambda: log.errors, "the refusal to be logged", timeout=5.0)
-        assert models.staged is None and "refused" in log.errors[0][0]
-        stop.set()
-        await asyncio.wait_for(task, 3.0)
-
-    asyncio.run(go())
+    stop = asyncio.Event()
+    task = asyncio.create_task(models.watch_file(path, None, stop, log=log))
+    await asyncio.sleep(0.2)
+    new = write_linear_policy(tmp_path / "new.onnx", bias=np.array([10.0, 5.0]))
+    shutil.copyfile(new, path)
+    staged = await wait_for(lambda: models.staged, "the dropped model to be staged", timeout=5.0)
+    assert staged.sha256 != models.active.sha256 and models.staged_reason == "load by file drop"
+    models.staged = None
+    path.write_bytes(b"not a model")
+    await wait_for(lambda: log.errors, "the refusal to be logged", timeout=5.0)
+    assert models.staged is None and "refused" in log.errors[0][0]
+    stop.set()
+    await asyncio.wait_for(task, 3.0)

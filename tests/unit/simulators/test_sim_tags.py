@@ -49,8 +49,8 @@ def test_cstr_register_map_keeps_its_addresses() -> None:
     assert regs[("T", "ir", "int16")] == 1000 and regs[("T_sp", "hr", "int16")] == 1000
 
 
-def test_modbus_context_word_order_and_device_id() -> None:
-    import asyncio
+@pytest.mark.anyio
+async def test_modbus_context_word_order_and_device_id() -> None:
     import struct
 
     from pymodbus.constants import ExcCodes
@@ -62,17 +62,14 @@ def test_modbus_context_word_order_and_device_id() -> None:
     big = _ImageContext(image, 1, "big")
     little = _ImageContext(image, 1, "little")
 
-    async def main() -> None:
-        hi, lo = struct.unpack(">HH", struct.pack(">f", 345.5))
-        assert await big.async_getValues(1, 3, 0, 2) == [hi, lo]
-        assert await little.async_getValues(1, 3, 0, 2) == [lo, hi]
-        assert await big.async_getValues(2, 3, 0, 2) == ExcCodes.GATEWAY_NO_RESPONSE
-        hi, lo = struct.unpack(">HH", struct.pack(">f", 90.0))
-        assert await little.async_setValues(1, 16, 2, [lo, hi]) is None
-        assert image["coolant_flow_sp"] == 90.0
-        assert await big.async_setValues(1, 16, 0, [1, 2, 3]) == ExcCodes.ILLEGAL_ADDRESS
-        assert image["feed_flow_sp"] == 0.0  # a refused request changes nothing
-        assert await big.async_setValues(1, 5, 2, [False]) is None
-        assert image["auto"] is False
-
-    asyncio.run(main())
+    hi, lo = struct.unpack(">HH", struct.pack(">f", 345.5))
+    assert await big.async_getValues(1, 3, 0, 2) == [hi, lo]
+    assert await little.async_getValues(1, 3, 0, 2) == [lo, hi]
+    assert await big.async_getValues(2, 3, 0, 2) == ExcCodes.GATEWAY_NO_RESPONSE
+    hi, lo = struct.unpack(">HH", struct.pack(">f", 90.0))
+    assert await little.async_setValues(1, 16, 2, [lo, hi]) is None
+    assert image["coolant_flow_sp"] == 90.0
+    assert await big.async_setValues(1, 16, 0, [1, 2, 3]) == ExcCodes.ILLEGAL_ADDRESS
+    assert image["feed_flow_sp"] == 0.0  # a refused request changes nothing
+    assert await big.async_setValues(1, 5, 2, [False]) is None
+    assert image["auto"] is False

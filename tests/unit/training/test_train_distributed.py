@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from training.algos import ALGOS, make_algorithm
 from tests.helpers import free_port
+from training.algos import ALGOS, make_algorithm
 from training.distributed import param_digest
 from training.nets import Replay, obs_stats
 
