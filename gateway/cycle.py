@@ -56,14 +56,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from gateway.config import Settings
-from gateway.errors import AuditError, PolicyError, TransportError
+from gateway.errors import AuditError, PolicyError
 from gateway.io.tags import Quality, Snapshot, TagMap
-from gateway.io.transport import Transport, WriteError, WritePlan, plan_writes
+from gateway.io.transport import Transport
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
+from gateway.outputs import Outputs
 from gateway.policy.registry import ModelManager
 from gateway.safety.authority import PlcAuthority
-from gateway.safety.checker import ObservationChecker, Status
+from gateway.safety.checker import ObservationChecker, Status, Verdict
 from gateway.safety.estop import EStop, TripEvent
 from gateway.safety.interlocks import Interlocks
 from gateway.safety.shield import ActionShield
@@ -71,7 +72,6 @@ from gateway.safety.stack import SafetyStack, build_stack
 from gateway.safety.supervisor import Screen
 from gateway.timing import TRACE_FIELDS, CycleGc, CycleTrace, GcPauses
 
-HEARTBEAT_MODULO = 2**32
 PLC_HOLDERS = frozenset({"plc", "plc_remote"})  # MANUAL held by the PLC: nothing of ours is applied
 # columns of the per-cycle timing list (gateway.timing.TRACE_FIELDS)
 _LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK, _GC = range(len(TRACE_FIELDS))
@@ -108,6 +108,20 @@ class CycleStats:
     last_cycle_s: float = math.nan
     max_cycle_s: float = 0.0
     max_lateness_s: float = 0.0
+
+
+class _Decision:
+    """What one cycle decided (reused every cycle): the mode its outputs were written
+    under, what was written and proposed, the shadow model's report, the write's ack."""
+
+    __slots__ = ("ack", "mode", "proposed", "shadow", "written")
+
+    def __init__(self) -> None:
+        self.mode = Mode.INHIBITED
+        self.written: np.ndarray | None = None
+        self.proposed: np.ndarray | None = None
+        self.shadow: dict[str, Any] | None = None
+        self.ack: list[str] | str | None = None
 
 
 class ControlLoop:
@@ -151,30 +165,18 @@ class ControlLoop:
         self._candidate = np.zeros(n_act)
         self._action = self.shield.safe.copy()  # last written (or, in ESTOP, safe) action
         self._out = np.zeros(n_act)
-        self._write_plan: WritePlan = plan_writes(tags.specs, [*p.actions, safety.heartbeat_tag])
-        self._heartbeat_plan: WritePlan = plan_writes(tags.specs, [safety.heartbeat_tag])
-        self._values = [0.0] * len(self._write_plan.names)
-        self._all_ok = ["ok"] * len(self._write_plan.names)
-        self._hb_ok = ["ok"]
-        self._ack: list[str] | str | None = None  # this cycle's write outcome, per planned tag
-        self._prev_ack: list[str] | None = None  # write_ack = "next_cycle": the last cycle's
-        self._io_deadline = math.inf
+        self.outputs = Outputs(settings, tags, transport, self.stats)
         self._on_time_mono = time.monotonic()  # end of the last cycle that met its deadline
         self.last_safe_write: dict[str, Any] | None = None  # the e-stop's, for its trip record
         self._safe_out: dict[str, Any] | None = None  # the safe write of a trip this cycle's decision raised
         self.alarms: dict[str, str] = {}  # active alarms (PLC authority, setpoint mismatch) -> message
         self._accepts_shown: bool | None = None
-        self._heartbeat = 0
         self._started_mono = time.monotonic()
-        self._acked_mono = self._started_mono  # the last write the device acknowledged
         self._comms_timeout_s = settings.gateway.comms_timeout_ms / 1000.0
         self._start_requested = settings.gateway.auto_start
         self._last_code = "ok"
-        self._write_failed = False
-        self._ack_next = settings.gateway.write_ack == "next_cycle"
-        self._inflight: asyncio.Future[None] | None = None  # write_ack = "next_cycle": last cycle's write
-        self._settle_s = 0.0
         self._hold_since = math.nan
+        self._decision = _Decision()
 
         # human override: who holds MANUAL ("plc", "operator"), and where to hand back to
         self._manual_by: set[str] = set()
@@ -259,7 +261,7 @@ class ControlLoop:
         pauses = GcPauses()
         between = CycleGc() if self.settings.gateway.gc == "between_cycles" else None
         # comms loss and overruns count from here (until a first good read, ack, on-time cycle)
-        self._started_mono = self._acked_mono = self._on_time_mono = time.monotonic()
+        self._started_mono = self.outputs.acked_mono = self._on_time_mono = time.monotonic()
         try:
             deadline = clock() + period
             while not stop.is_set():
@@ -286,7 +288,7 @@ class ControlLoop:
         if now <= deadline:
             self.stats.consecutive_overruns = 0
             self._on_time_mono = time.monotonic()
-            if not self._write_failed and self.on_healthy_cycle is not None:
+            if not self.outputs.failed and self.on_healthy_cycle is not None:
                 self.on_healthy_cycle()
             return deadline
         missed = math.floor((now - deadline) / period) + 1  # overran: the next tick has already passed
@@ -318,39 +320,50 @@ class ControlLoop:
                 pass
 
     async def step(self) -> None:
-        """One control cycle."""
-        snap = self.snap
-        now = time.monotonic()
-        self._write_failed = False
-        self._settle_s = 0.0
-        self._ack = None
-        if self._inflight is not None:  # write_ack = "next_cycle": the last cycle's write, acknowledged
-            await self.settle_writes()
-        start, period = now, self.period
+        """One control cycle: the steps of the module's docstring, in order."""
+        start = time.monotonic()
+        await self.outputs.begin_cycle()  # write_ack = "next_cycle": the last cycle's write, acknowledged
+        self._take_staged_model(start)                       # 0. a swap lands between cycles
+        now = await self._read(start)                        # 1. read, bounded by the cycle
+        t_check = time.perf_counter()
+        verdict = await self._check(now)                     # 2-3. checks, comms loss, hold timeout
+        self._follow_plc(verdict)                            # 4. hand/auto, PLC authority
+        lo, hi = self.interlocks.bounds(self.checker.values)  # 5. this cycle's bounds
+        self._t[_CHECK] = time.perf_counter() - t_check
+        d = await self._decide(verdict, lo, hi, now)         # 6-9. mode gate, policy, shield, write
+        for change in self.authority.compare(self._action, self.snap, now, self.modes.mode in WRITING):
+            self._alarm(change.name, change.raised, change.message)  # 9b. applied vs written
+        await self._record(d, verdict)                       # 10. audit hand-off
+        if verdict.code != self._last_code and verdict.code.startswith("soft_limit"):
+            self.metrics.soft_alarms.inc()                   # 11. metrics (the rest: _account)
+        self._last_code = verdict.code
 
-        # 0. a validated model staged by load/promote/rollback takes over here, between cycles
+    def _take_staged_model(self, now: float) -> None:
+        """A validated model staged by load/promote/rollback takes over here."""
         staged = self.models.take_staged(now)
         if staged is not None:
             self.policy = staged
             self.safety.supervisor.use_policy(staged)
 
-        # 1. read
-        t = self._t  # this cycle's stage times
+    async def _read(self, start: float) -> float:
+        """Every tag into the snapshot by 0.8 of a period; sets the write's deadline.
+        Returns the time after the read: a late link has cost this cycle its time."""
+        period = self.period
         t_read = time.perf_counter()
-        await self.transport.read(snap, start + READ_SHARE * period)
-        t_check = time.perf_counter()
-        t[_READ] = t_check - t_read
-        now = time.monotonic()  # after the read: a late link has cost this cycle its time
-        self._io_deadline = max(start + WRITE_SHARE * period, now + WRITE_MIN_SHARE * period)
+        await self.transport.read(self.snap, start + READ_SHARE * period)
+        self._t[_READ] = time.perf_counter() - t_read
+        now = time.monotonic()
+        self.outputs.deadline = max(start + WRITE_SHARE * period, now + WRITE_MIN_SHARE * period)
+        return now
 
-        # 2. observation checks (freshness from the link, frozen values, limits...)
-        verdict = self.checker.check(snap, now)
-        self.stats.data_age_s = age = self.checker.data_age(now)
+    async def _check(self, now: float) -> Verdict:
+        """Observation checks (a TRIP trips); comms loss past its timeout trips, and so does
+        unusable data (stale, no data) that lasts as long while actions are written: no
+        open-loop run on a frozen sensor."""
+        verdict = self.checker.check(self.snap, now)
+        self.stats.data_age_s = self.checker.data_age(now)
         if verdict.status == Status.TRIP:
             await self.estop.trip(verdict.code, verdict.message)
-
-        # 3. comms loss past its timeout trips, and so does unusable data (stale, no data)
-        # that lasts as long while actions are written: no open-loop run on a frozen sensor
         if self._comms_lost(now):
             await self.estop.trip("comms_loss", f"no answer from the PLC (good read or acknowledged write) "
                                   f"for more than {self._comms_timeout_s * 1000:.0f} ms")
@@ -361,95 +374,90 @@ class ControlLoop:
         elif now - self._hold_since > self._comms_timeout_s:
             await self.estop.trip(f"hold_timeout:{verdict.code}", f"held longer than "
                                   f"{self._comms_timeout_s * 1000:.0f} ms: {verdict.message}")
+        return verdict
 
-        # 4. human override from the PLC's hand/auto selector
+    def _follow_plc(self, verdict: Verdict) -> None:
+        """Human override from the PLC's hand/auto selector, and whether the PLC accepts
+        the gateway's setpoints (judged on good data only)."""
+        if verdict.status != Status.OK:
+            return
         monitored = self.checker.values
-        if verdict.status == Status.OK:
-            if self._hand_auto >= 0:
-                self._follow_hand_auto(monitored[self._hand_auto] != 0.0)
-            accepts = self.authority.read(monitored)
-            if accepts is not None:
-                self._follow_plc_acceptance(accepts)
+        if self._hand_auto >= 0:
+            self._follow_hand_auto(monitored[self._hand_auto] != 0.0)
+        accepts = self.authority.read(monitored)
+        if accepts is not None:
+            self._follow_plc_acceptance(accepts)
 
-        # 5. interlocks → this cycle's bounds
-        lo, hi = self.interlocks.bounds(monitored)
-        t[_CHECK] = time.perf_counter() - t_check
-
-        # 6. mode gate
-        mode = self.modes.mode
-        written: np.ndarray | None = None
-        proposed: np.ndarray | None = None
-        shadow: dict[str, Any] | None = None
-        if mode == Mode.ESTOP:
-            written = self.shield.safe
-            await self._write(written)
-        elif mode in (Mode.INHIBITED, Mode.READY):
-            self._gate_readiness(verdict.status)
+    async def _decide(self, verdict: Verdict, lo: np.ndarray, hi: np.ndarray, now: float) -> _Decision:
+        """The mode gate: what this cycle writes, and under which mode."""
+        d = self._decision
+        d.mode, d.written, d.proposed, d.shadow = self.modes.mode, None, None, None
+        status = verdict.status
+        if d.mode == Mode.ESTOP:
+            d.written = self.shield.safe
+            await self._write(d.written)
+        elif d.mode in (Mode.INHIBITED, Mode.READY):
+            self._gate_readiness(status)
             await self._write_heartbeat()
-        elif verdict.status == Status.HOLD:
+        elif status == Status.HOLD:
             self.stats.holds += 1  # data not usable this cycle: hold the last action
             self.metrics.holds.inc()
             await self._write_heartbeat()
-        elif mode == Mode.MANUAL:
+        elif d.mode == Mode.MANUAL:
             self._track_applied()
             if self._operator_sp is not None and not self._manual_by & PLC_HOLDERS:
-                written = await self._shield_and_write(self._operator_sp, lo, hi)
+                d.written = await self._shield_and_write(self._operator_sp, lo, hi)
             else:
                 await self._write_heartbeat()
-        elif mode in WRITING:
+        elif d.mode in WRITING:
             # 7. policy inference, and the Simplex switch
-            proposed = await self._infer(now)
-            shadow = self.models.shadow_step(self._obs, proposed, lo, hi, self.period, now)
+            d.proposed = await self._infer(now)
+            d.shadow = self.models.shadow_step(self._obs, d.proposed, lo, hi, self.period, now)
             if self.modes.mode == Mode.FALLBACK:
-                self.safety.supervisor.fallback_step(monitored, self._action, period, proposed, lo, hi, now,
-                                                     self._candidate)
-            if self.modes.mode == Mode.AUTO and proposed is not None:
-                self._candidate[:] = proposed
+                self.safety.supervisor.fallback_step(self.checker.values, self._action, self.period, d.proposed,
+                                                     lo, hi, now, self._candidate)
+            if self.modes.mode == Mode.AUTO and d.proposed is not None:
+                self._candidate[:] = d.proposed
             # 8. shield, 9. write
-            mode = self.modes.mode
-            if mode in WRITING:
-                written = await self._shield_and_write(self._candidate, lo, hi)
-
+            d.mode = self.modes.mode
+            if d.mode in WRITING:
+                d.written = await self._shield_and_write(self._candidate, lo, hi)
+        d.ack = self.outputs.ack
         if self._safe_out is not None:  # the decision tripped: the safe write went out instead
-            written, mode, self._ack = self.shield.safe, Mode.ESTOP, self._safe_out["ack"]
+            d.written, d.mode, d.ack = self.shield.safe, Mode.ESTOP, self._safe_out["ack"]
             self._safe_out = None
+        return d
 
-        # 9b. what the PLC applies against what was written (an alarm, audited, on change)
-        for change in self.authority.compare(self._action, snap, now, self.modes.mode in WRITING):
-            self._alarm(change.name, change.raised, change.message)
-
-        # 10. audit (hand-off to the writer thread); a log that cannot be written trips
-        # here too, not only through on_fatal, so no cycle runs on in AUTO unrecorded
+    async def _record(self, d: _Decision, verdict: Verdict) -> None:
+        """The cycle's audit record, handed to the writer thread; a log that cannot be
+        written trips here too, not only through on_fatal, so no cycle runs on in AUTO
+        unrecorded."""
+        age = self.stats.data_age_s
         record = {
             "n": self.stats.cycles,
             # the mode the outputs were written under: a command that lands while the write
             # is in flight (operator MANUAL, say) shows in its own record and the next cycle's
-            "mode": (mode if written is not None else self.modes.mode).name,
+            "mode": (d.mode if d.written is not None else self.modes.mode).name,
             "obs": self._obs_record(),
             "verdict": verdict.code,
             "interlocks": self.interlocks.active_names() if self.interlocks.active.any() else None,
-            "proposed": None if proposed is None else proposed.tolist(),
+            "proposed": None if d.proposed is None else d.proposed.tolist(),
             "age_ms": round(age * 1000.0, 3) if age == age else None,
-            "written": None if written is None else written.tolist(),
-            "hb": self._heartbeat,
-            "ack": self._ack,
+            "written": None if d.written is None else d.written.tolist(),
+            "hb": self.outputs.heartbeat,
+            "ack": d.ack,
             "model": self.policy.sha256[:16],
         }
-        if shadow is not None:
-            record["shadow"] = shadow
-        if self._prev_ack is not None:
-            record["prev_ack"], self._prev_ack = self._prev_ack, None
+        if d.shadow is not None:
+            record["shadow"] = d.shadow
+        if self.outputs.prev_ack is not None:
+            record["prev_ack"] = self.outputs.take_prev_ack()
         t_audit = time.perf_counter()
         try:
             self.audit.append_owned("cycle", record)  # built fresh here, from JSON types only
         except AuditError as exc:
             await self.estop.trip("audit_failure", str(exc))
-        t[_AUDIT] = time.perf_counter() - t_audit
-
-        # 11. metrics
-        if verdict.code != self._last_code and verdict.code.startswith("soft_limit"):
-            self.metrics.soft_alarms.inc()
-        self._last_code = verdict.code
+        self._t[_AUDIT] = time.perf_counter() - t_audit
 
     # ---- policy, fallback, shield -----------------------------------------------------
     async def _infer(self, now: float) -> np.ndarray | None:
@@ -573,7 +581,7 @@ class ControlLoop:
         """When comms loss trips: comms_timeout_ms after the oldest of each link's last good
         read and the last acknowledged write (a link whose notifications still arrive but
         which acknowledges nothing in time is not one the gateway can control through)."""
-        oldest = self._acked_mono
+        oldest = self.outputs.acked_mono
         for health in self.transport.health().values():
             last = health.last_ok_mono
             oldest = min(oldest, last if math.isfinite(last) else self._started_mono)
@@ -603,69 +611,25 @@ class ControlLoop:
         """Start rate limiting from the outputs the PLC applies now, where they read good."""
         self._track_applied()
 
-    def _next_heartbeat(self) -> float:
-        self._heartbeat = (self._heartbeat + 1) % HEARTBEAT_MODULO
-        return float(self._heartbeat)
-
     async def _write(self, action: np.ndarray) -> None:
-        values = self._values
-        values[:-1] = action.tolist()
-        values[-1] = self._next_heartbeat()
-        await self._send(self._write_plan, values)
+        await self.outputs.write(action)
+        self._t[_WRITE] = self.outputs.seconds
 
     async def _write_heartbeat(self) -> None:
-        await self._send(self._heartbeat_plan, (self._next_heartbeat(),))
-
-    async def _send(self, plan: WritePlan, values: list[float] | tuple[float, ...]) -> None:
-        """The write stage. ``write_ack = "in_cycle"``: the cycle waits for the device's
-        acknowledgement (until its write deadline). ``"next_cycle"``: the request is sent
-        now, just as early, and the acknowledgement arrives while the cycle sleeps;
-        :meth:`settle_writes` collects it at the start of the next cycle (a failure counts
-        there, one cycle later, and that cycle's record carries it as ``prev_ack``)."""
-        t_write = time.perf_counter()
-        if self._ack_next:
-            await self.settle_writes()  # at most one write in flight, in cycle order
-            self._inflight = asyncio.ensure_future(self._write_checked(plan, tuple(values), self._io_deadline))
-            self._ack = "sent"
-            await asyncio.sleep(0)  # runs the write up to its send: the request leaves now
-        else:
-            self._ack = await self._write_checked(plan, values, self._io_deadline)
-        self._t[_WRITE] = time.perf_counter() - t_write + self._settle_s
-
-    async def _write_checked(self, plan: WritePlan, values: list[float] | tuple[float, ...],
-                             deadline: float) -> list[str]:
-        """Write; the outcome per planned tag (``"ok"``, ``"failed: …"``, ``"timeout"``,
-        ``"not_attempted: …"``), never an exception for a comms fault."""
-        try:
-            await self.transport.write(plan, values, deadline)
-        except TransportError as exc:
-            self._write_failed = True
-            self.stats.write_errors += 1  # comms loss past its timeout trips in step 3
-            if isinstance(exc, WriteError):
-                return exc.outcomes
-            return [f"not_attempted: {exc}"] * len(plan.names)  # refused before anything was sent
-        self._acked_mono = time.monotonic()
-        return self._all_ok if len(plan.names) == len(self._all_ok) else self._hb_ok
+        await self.outputs.write_heartbeat()
+        self._t[_WRITE] = self.outputs.seconds
 
     async def settle_writes(self) -> None:
-        """Wait for the write still in flight (``write_ack = "next_cycle"``), if any: at the
-        next cycle, before the safe write, and before the transport closes."""
-        inflight = self._inflight
-        if inflight is not None:
-            self._inflight = None
-            t0 = time.perf_counter()
-            self._prev_ack = await inflight  # bounded: the write had its own deadline
-            self._settle_s += time.perf_counter() - t0
+        """The write still in flight (``write_ack = "next_cycle"``), collected: before the
+        transport closes."""
+        await self.outputs.settle()
 
     async def write_safe(self, event: TripEvent) -> None:
         """The e-stop's first handler: safe outputs plus heartbeat, straight to the transport
         (after the write in flight, if any: the safe outputs are always the last word)."""
         self._action[:] = self.shield.safe
-        await self.settle_writes()
-        safe = self.shield.safe.tolist()
-        ack = await self._write_checked(self._write_plan, [*safe, self._next_heartbeat()],
-                                        time.monotonic() + self.period)
-        self.last_safe_write = {"written": safe, "hb": self._heartbeat, "ack": ack}
+        self.last_safe_write = await self.outputs.write_safe(self.shield.safe.tolist(),
+                                                             time.monotonic() + self.period)
 
     async def _count_trip(self, event: TripEvent) -> None:
         self.metrics.trips.labels(reason=event.code.split(":")[0]).inc()

@@ -35,11 +35,12 @@ class ListAudit:
 
 
 def make_loop(tmp_path: Path, *, weight: np.ndarray | None = None, replace: dict[str, str] | None = None,
-              values: dict[str, float] | None = None) -> tuple[ControlLoop, MemoryTransport, ListAudit]:
+              values: dict[str, float] | None = None, transport_cls: type[MemoryTransport] = MemoryTransport,
+              ) -> tuple[ControlLoop, MemoryTransport, ListAudit]:
     policy_path = write_linear_policy(tmp_path / "policy.onnx", weight=weight)
     s = load_config(write_config(tmp_path, policy=policy_path, replace=replace)).settings
     tags = TagMap.from_settings(s)
-    transport = MemoryTransport(tags, dict(HEALTHY if values is None else values))
+    transport = transport_cls(tags, dict(HEALTHY if values is None else values))
     audit = ListAudit()
     loop = ControlLoop(s, tags, transport, load_policy(s), ModeMachine(), audit, Metrics())
     return loop, transport, audit
@@ -358,9 +359,8 @@ def test_write_ack_next_cycle_sends_in_the_cycle_and_collects_the_ack_in_the_nex
     writes = {}
     for ack in ("in_cycle", "next_cycle"):
         (tmp_path / ack).mkdir()
-        loop, _, _ = make_loop(tmp_path / ack, replace={r"^auto_start = false": f'auto_start = true\nwrite_ack = "{ack}"'})
-        t = SlowAckTransport(loop.tags, dict(HEALTHY))
-        loop.transport = t
+        loop, t, _ = make_loop(tmp_path / ack, replace={r"^auto_start = false": f'auto_start = true\nwrite_ack = "{ack}"'},
+                               transport_cls=SlowAckTransport)
 
         async def go() -> list[tuple[int, int]]:
             sent_acked = []
@@ -383,8 +383,9 @@ def test_write_ack_next_cycle_sends_in_the_cycle_and_collects_the_ack_in_the_nex
 
 @pytest.mark.anyio
 async def test_write_ack_next_cycle_counts_a_failed_write_in_the_next_cycle_and_safe_write_is_last(tmp_path: Path) -> None:
-    loop, t, _ = make_loop(tmp_path, replace={r"^auto_start = false": 'auto_start = true\nwrite_ack = "next_cycle"'})
-
+    loop, t, _ = make_loop(tmp_path, replace={r"^auto_start = false": 'auto_start = true\nwrite_ack = "next_cycle"'},
+                           transport_cls=SlowAckTransport)
+    t.ack_s = 0.0
     await loop.step()
     await loop.step()
     assert loop.stats.write_errors == 0
@@ -393,14 +394,14 @@ async def test_write_ack_next_cycle_counts_a_failed_write_in_the_next_cycle_and_
     t.fail_writes = False
     assert loop.stats.write_errors == 1  # failure in the write's own task, found by the step's sleep(0)
     await loop.step()
-    assert loop._write_failed is False
-    slow = SlowAckTransport(loop.tags, dict(HEALTHY), ack_s=0.01)
-    loop.transport = slow
+    assert loop.outputs.failed is False
+    await loop.settle_writes()
+    t.ack_s, acked = 0.01, t.acked  # acknowledgements now take a while
     await loop.step()  # a write in flight now
     await loop.estop.trip("operator_estop", "test")
     assert loop.modes.mode == Mode.ESTOP
-    assert slow.acked == 2  # the in-flight write was acknowledged before the safe write went out
-    assert slow.writes[-1]["coolant_flow_sp"] == loop.shield.safe[0]
+    assert t.acked - acked == 2  # the in-flight write was acknowledged before the safe write went out
+    assert t.writes[-1]["coolant_flow_sp"] == loop.shield.safe[0]
 
 
 # ---- the PLC's authority as an input -------------------------------------------------------
