@@ -5,9 +5,10 @@
 the byte order inside each register, which pymodbus does not handle. Two fast paths are
 kept, each beside its reference and tested equal to it (tests/unit/io/test_io_fill.py,
 tests/unit/io/test_io_units.py): a one-register integer in :func:`encode` (every heartbeat
-and most setpoints), and a read block whose tags are all big-endian register types, which
-:class:`Block` decodes with one precompiled struct. Everything else goes through the
-reference.
+and most setpoints), and a read block of register tags that do not overlap, which
+:class:`Block` decodes with one precompiled struct (words reordered and bytes swapped
+first where a tag's word or byte order is little). Overlapping tags and bit tables go
+through the reference.
 """
 
 from __future__ import annotations
@@ -110,10 +111,14 @@ class Block:
     scale: np.ndarray = field(default_factory=lambda: np.empty(0))
     offset: np.ndarray = field(default_factory=lambda: np.empty(0))
     good: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint8))
-    # fast path: the whole block in one struct (pad bytes between tags) where every tag is
-    # a big-endian register type and tags do not overlap; None: the reference, per tag
+    # fast path: the whole block in one struct (pad bytes between tags) where register tags
+    # do not overlap; None: the reference, per tag. ``order``: the response's registers in
+    # the order the struct reads them (little word order reversed), ``swap``: the positions
+    # whose bytes are swapped (little byte order); None where nothing moves
     whole: struct.Struct | None = None
     buf_fmt: str = ""
+    order: np.ndarray | None = None
+    swap: np.ndarray | None = None
     bools: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
     floats: bool = False
 
@@ -132,12 +137,22 @@ class Block:
         if self.table in BIT_TABLES:
             return None
         fmt, at = ">", 0
+        order: list[int] = []
+        swap: list[int] = []
         for spec, off in zip(self.specs, self.offsets, strict=True):
-            if spec.word_order != "big" or spec.byte_order != "big" or off < at:
-                return None
+            if off < at:
+                return None  # overlapping tags: per tag
             fmt += f"{2 * (off - at)}x" if off > at else ""
+            order += range(at, off)
+            words = list(range(off, off + MODBUS_REGISTERS[spec.datatype]))
+            if spec.byte_order == "little":
+                swap += range(len(order), len(order) + len(words))
+            order += reversed(words) if spec.word_order == "little" else words
             fmt += _struct_code(spec.datatype)
-            at = off + MODBUS_REGISTERS[spec.datatype]
+            at = off + len(words)
+        order += range(at, self.count)
+        self.order = None if order == list(range(self.count)) else np.array(order, dtype=np.intp)
+        self.swap = np.array(swap, dtype=np.intp) if swap else None
         return struct.Struct(fmt + (f"{2 * (self.count - at)}x" if self.count > at else ""))
 
     def raw(self, response: object) -> np.ndarray:
@@ -149,7 +164,16 @@ class Block:
         if self.whole is None:
             return np.array([decode(spec, regs[off:off + width(spec)])
                              for spec, off in zip(self.specs, self.offsets, strict=True)])
-        values = np.array(self.whole.unpack(struct.pack(self.buf_fmt, *regs[:self.count])), dtype=float)
+        if self.order is None and self.swap is None:
+            buf = struct.pack(self.buf_fmt, *regs[:self.count])
+        else:
+            words = np.array(regs[:self.count], dtype=np.uint16)
+            if self.order is not None:
+                words = words[self.order]
+            if self.swap is not None:
+                words[self.swap] = words[self.swap].byteswap()
+            buf = words.astype(">u2").tobytes()
+        values = np.array(self.whole.unpack(buf), dtype=float)
         if len(self.bools):
             values[self.bools] = values[self.bools] != 0
         return values

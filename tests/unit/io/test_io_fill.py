@@ -80,7 +80,7 @@ def test_opcua_fill_matches_the_per_tag_path() -> None:
     same(a, b)
 
 
-@pytest.mark.parametrize("layout", ["int16", "mixed", "overlap", "little"])
+@pytest.mark.parametrize("layout", ["int16", "mixed", "overlap", "little", "orders"])
 def test_modbus_block_decoder_matches_the_reference(layout: str) -> None:
     specs: dict[str, TagSpec] = {}
     if layout == "int16":
@@ -98,18 +98,24 @@ def test_modbus_block_decoder_matches_the_reference(layout: str) -> None:
     elif layout == "overlap":
         specs = {f"a{i}": TagSpec(connection="m", table="holding", address=i, datatype="int16") for i in range(4)}
         specs["b"] = TagSpec(connection="m", table="holding", address=1, datatype="int32")
-    else:
+    elif layout == "little":
         specs = {f"w{i}": TagSpec(connection="m", table="input", address=2 * i, datatype="float32",
                                   word_order="little") for i in range(8)}
+    else:  # every type in every word and byte order, with gaps
+        specs, addr = {}, 0
+        for i in range(48):
+            dt = ["int16", "uint16", "int32", "uint32", "float32", "double", "bool"][i % 7]
+            addr += i % 5 == 0
+            specs[f"o{i}"] = TagSpec(connection="m", table="holding", address=addr, datatype=dt,  # type: ignore[arg-type]
+                                     word_order=["big", "little"][i % 2], byte_order=["big", "little"][(i // 2) % 2],  # type: ignore[arg-type]
+                                     scale=0.5)
+            addr += {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "double": 4, "bool": 1}[dt]
     transport = ModbusTransport(tagmap(specs), {"m": ModbusConnection(type="modbus", host="h")})
     rng = random.Random(layout)
     a, b = Snapshot(len(specs)), Snapshot(len(specs))
     for block in transport.blocks("m"):
         rr = SimpleNamespace(registers=[rng.randrange(65536) for _ in range(block.count)])
-        if layout in ("overlap", "little"):
-            assert block.whole is None
-        elif layout == "int16":
-            assert block.whole is not None
+        assert (block.whole is None) == (layout == "overlap")  # every other layout: one struct
         ModbusTransport._fill(a, block, rr, 1.0, 2.0)
         ModbusTransport._fill(b, dataclasses.replace(block, whole=None), rr, 1.0, 2.0)  # per tag: codec.decode
     same(a, b)
