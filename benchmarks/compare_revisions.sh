@@ -7,7 +7,8 @@
 # Each argument is a benchmark command line relative to benchmarks/; one written
 # 'OLD || NEW' runs OLD on REV and NEW here (a script renamed since REV). REV is checked
 # out into a temporary git worktree with its own safety kernel built, run with its own
-# code first on the path; the worktree is removed at the end.
+# code first on the path; a benchmark script REV does not have is copied in from this tree
+# (it then measures REV's code); the worktree is removed at the end.
 set -euo pipefail
 rev=$1; rounds=$2; shift 2
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +20,10 @@ trap 'git -C "$root" worktree remove --force "$wt"' EXIT
 for cmd in "$@"; do
   old=${cmd%% || *}; new=${cmd##* || }
   for r in $(seq "$rounds"); do
+    script=${old%% *}
+    if [ ! -e "$wt/benchmarks/$script" ]; then  # a benchmark newer than REV: this tree's copy, REV's code
+      cp "$root/benchmarks/$script" "$root/benchmarks/_common.py" "$wt/benchmarks/"
+    fi
     echo "### $rev: $old (round $r)"
     (cd "$wt" && PYTHONPATH="$wt" $py benchmarks/$old)
     echo "### working tree: $new (round $r)"
