@@ -9,7 +9,8 @@ import math
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.config import ConnectionSpec, ModbusConnection, OpcUaConnection, TagSpec, _source_problems
+from gateway.config import ConnectionSpec, ModbusConnection, OpcUaConnection, TagSpec
+from gateway.config_checks import source_problems
 from gateway.errors import TransportError
 from gateway.io.composite import CompositeTransport
 from gateway.io.modbus.codec import decode, encode, plan_blocks
@@ -37,10 +38,10 @@ def test_tag_source_fields() -> None:
         TagSpec(connection="c", table="coil", address=1, datatype="float32")
     mb = ModbusConnection(type="modbus", host="h")
     ua = OpcUaConnection(url="opc.tcp://h:1")
-    assert _source_problems("t", TagSpec(connection="c", node="ns=2;s=x"), mb)
-    assert _source_problems("t", TagSpec(connection="c", table="holding", address=0), ua)
-    assert _source_problems("t", TagSpec(connection="c", table="input", address=0, writable=True), mb)
-    assert not _source_problems("t", TagSpec(connection="c", table="holding", address=0, writable=True), mb)
+    assert source_problems("t", TagSpec(connection="c", node="ns=2;s=x"), mb)
+    assert source_problems("t", TagSpec(connection="c", table="holding", address=0), ua)
+    assert source_problems("t", TagSpec(connection="c", table="input", address=0, writable=True), mb)
+    assert not source_problems("t", TagSpec(connection="c", table="holding", address=0, writable=True), mb)
 
 
 @pytest.mark.parametrize("datatype,value", [("int16", -5), ("uint16", 65535), ("int32", -70000),

@@ -15,7 +15,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from gateway.config import Settings, _cross_problems
+from gateway.config import Settings
+from gateway.config_checks import cross_problems
 from gateway.safety.expr import parse_clause
 
 HUGE = 1e300
@@ -140,7 +141,7 @@ def plants(draw: st.DrawFn, max_obs: int = 16, max_actions: int = 16, max_interl
         policy={"path": "policy.onnx", "observations": obs, "actions": actions},
         safety=safety,
     )
-    problems = _cross_problems(settings)
+    problems = cross_problems(settings)
     assert not problems, problems
     return Plant(settings, obs, extra, actions, interesting)
 

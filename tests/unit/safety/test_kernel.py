@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.config import Settings, _cross_problems
+from gateway.config import Settings
+from gateway.config_checks import cross_problems
 from gateway.errors import ConfigError
 from gateway.io.tags import Quality, Snapshot, TagMap
 from gateway.safety import backend as backends
@@ -48,7 +49,7 @@ def plant(interlocks: bool = True) -> Settings:
                 "interlocks": {"il0": {"when": "o0 >= 1 and o1 < 20", "then": "a0 <= 5"},
                                "il1": {"when": "o2 > 3", "then": "a1 >= 0"}} if interlocks else {}},
     )
-    assert not _cross_problems(s)
+    assert not cross_problems(s)
     return s
 
 
