@@ -62,6 +62,7 @@ from gateway.io.transport import Transport
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 from gateway.outputs import Outputs
+from gateway.override import Override
 from gateway.policy.registry import ModelManager
 from gateway.safety.authority import PlcAuthority
 from gateway.safety.checker import ObservationChecker, Status, Verdict
@@ -72,7 +73,6 @@ from gateway.safety.stack import SafetyStack, build_stack
 from gateway.safety.supervisor import Screen
 from gateway.timing import TRACE_FIELDS, CycleGc, CycleTrace, GcPauses
 
-PLC_HOLDERS = frozenset({"plc", "plc_remote"})  # MANUAL held by the PLC: nothing of ours is applied
 # columns of the per-cycle timing list (gateway.timing.TRACE_FIELDS)
 _LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK, _GC = range(len(TRACE_FIELDS))
 SPIN_S = 150e-6  # the last stretch before a deadline is spun: a nanosleep overshoots (docs/performance.md)
@@ -170,7 +170,6 @@ class ControlLoop:
         self.last_safe_write: dict[str, Any] | None = None  # the e-stop's, for its trip record
         self._safe_out: dict[str, Any] | None = None  # the safe write of a trip this cycle's decision raised
         self.alarms: dict[str, str] = {}  # active alarms (PLC authority, setpoint mismatch) -> message
-        self._accepts_shown: bool | None = None
         self._started_mono = time.monotonic()
         self._comms_timeout_s = settings.gateway.comms_timeout_ms / 1000.0
         self._start_requested = settings.gateway.auto_start
@@ -178,10 +177,8 @@ class ControlLoop:
         self._hold_since = math.nan
         self._decision = _Decision()
 
-        # human override: who holds MANUAL ("plc", "operator"), and where to hand back to
-        self._manual_by: set[str] = set()
-        self._resume_mode = Mode.AUTO
-        self._operator_sp: np.ndarray | None = None
+        self.override = Override(modes, metrics, list(p.actions), self._alarm,
+                                 lambda: self.safety.supervisor.resume())
 
         self.estop = EStop(modes, [
             ("write_safe", self.write_safe),
@@ -232,26 +229,11 @@ class ControlLoop:
 
     def request_manual(self, actor: str, setpoints: dict[str, float] | None = None) -> None:
         """Operator takes manual control; optional setpoints pass the shield every cycle."""
-        if self.modes.mode in (Mode.ESTOP, Mode.INHIBITED):
-            raise ModeRefused(f"manual refused: the gateway is {self.modes.mode.name}")
-        if setpoints is not None:
-            unknown = sorted(set(setpoints) - set(self.shield.names))
-            if unknown:
-                raise ModeRefused(f"manual refused: {unknown} are not actions ({self.shield.names})")
-            sp = self._action.copy()
-            for name, value in setpoints.items():
-                sp[self.shield.names.index(name)] = float(value)
-            self._operator_sp = sp
-        self._manual_by.add("operator")
-        self._enter_manual(f"operator: {actor}", actor)
+        self.override.operator_takes(actor, setpoints, self._action)
 
     def request_auto(self, actor: str) -> None:
         """Operator hands control back (bumpless: the shield ramps from the applied action)."""
-        if "operator" not in self._manual_by:
-            raise ModeRefused("auto refused: the operator does not hold manual control")
-        self._manual_by.discard("operator")
-        self._operator_sp = None
-        self._leave_manual(actor)
+        self.override.operator_releases(actor)
 
     # ---- the loop -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -383,10 +365,10 @@ class ControlLoop:
             return
         monitored = self.checker.values
         if self._hand_auto >= 0:
-            self._follow_hand_auto(monitored[self._hand_auto] != 0.0)
+            self.override.follow_hand_auto(monitored[self._hand_auto] != 0.0)
         accepts = self.authority.read(monitored)
         if accepts is not None:
-            self._follow_plc_acceptance(accepts)
+            self.override.follow_plc_acceptance(accepts)
 
     async def _decide(self, verdict: Verdict, lo: np.ndarray, hi: np.ndarray, now: float) -> _Decision:
         """The mode gate: what this cycle writes, and under which mode."""
@@ -405,8 +387,9 @@ class ControlLoop:
             await self._write_heartbeat()
         elif d.mode == Mode.MANUAL:
             self._track_applied()
-            if self._operator_sp is not None and not self._manual_by & PLC_HOLDERS:
-                d.written = await self._shield_and_write(self._operator_sp, lo, hi)
+            setpoints = self.override.operator_setpoints
+            if setpoints is not None:
+                d.written = await self._shield_and_write(setpoints, lo, hi)
             else:
                 await self._write_heartbeat()
         elif d.mode in WRITING:
@@ -508,31 +491,7 @@ class ControlLoop:
         if await self.estop.trip(code, message):
             self._safe_out = self.last_safe_write
 
-    # ---- human override ---------------------------------------------------------------
-    def _follow_hand_auto(self, plc_auto: bool) -> None:
-        if not plc_auto and "plc" not in self._manual_by:
-            self._manual_by.add("plc")
-            self._enter_manual("PLC hand/auto selector in hand", "plc")
-        elif plc_auto and "plc" in self._manual_by:
-            self._manual_by.discard("plc")
-            self._leave_manual("plc")
-
-    def _follow_plc_acceptance(self, accepts: bool) -> None:
-        """The PLC stopped applying our setpoints: do not claim to control (MANUAL, held by
-        the PLC, with an alarm); hand back when it accepts again."""
-        if accepts is not self._accepts_shown:
-            self._accepts_shown = accepts
-            self.metrics.plc_accepts.set(1.0 if accepts else 0.0)
-        if not accepts and "plc_remote" not in self._manual_by and self.modes.mode in WRITING:
-            self._manual_by.add("plc_remote")
-            self._alarm("plc_not_accepting", True, "the PLC does not accept the gateway's setpoints")
-            self._enter_manual("PLC does not accept the gateway's setpoints (remote off or watchdog tripped)",
-                               "plc")
-        elif accepts and "plc_remote" in self._manual_by:
-            self._manual_by.discard("plc_remote")
-            self._alarm("plc_not_accepting", False, "the PLC accepts the gateway's setpoints again")
-            self._leave_manual("plc")
-
+    # ---- alarms, and what the plant really gets ----------------------------------------
     def _alarm(self, name: str, raised: bool, message: str) -> None:
         """An alarm raised or cleared: audited, counted, kept for status (never on the hot path)."""
         if raised:
@@ -542,20 +501,6 @@ class ControlLoop:
         self.metrics.alarm(name, raised)
         with contextlib.suppress(AuditError):  # a log that cannot be written trips below
             self.audit.append("alarm", {"alarm": name, "raised": raised, "message": message})
-
-    def _enter_manual(self, reason: str, actor: str) -> None:
-        mode = self.modes.mode
-        if mode in (Mode.READY, Mode.AUTO, Mode.FALLBACK):
-            self._resume_mode = mode
-            self.modes.request(Mode.MANUAL, reason=reason, actor=actor)
-
-    def _leave_manual(self, actor: str) -> None:
-        if self._manual_by or self.modes.mode != Mode.MANUAL:
-            return
-        target = self._resume_mode
-        if target == Mode.FALLBACK:
-            self.safety.supervisor.resume()
-        self.modes.request(target, reason="hand-back (ramps from the applied action)", actor=actor)
 
     def _track_applied(self) -> None:
         """In MANUAL the policy's last action follows what the plant really gets."""
@@ -571,7 +516,7 @@ class ControlLoop:
 
     @property
     def manual_by(self) -> frozenset[str]:
-        return frozenset(self._manual_by)
+        return frozenset(self.override.held_by)
 
     def _obs_record(self) -> list[float | None]:
         values = self.snap.values[self._obs_slots]
