@@ -3,8 +3,11 @@ reconnecting in the background with capped exponential backoff and jitter, telli
 answer from a dead peer, and closing.
 
 A transport keeps one :class:`Link` per configured connection and derives from
-:class:`LinkedTransport`, which supplies everything here; the protocol supplies how to
-open a client (``_open``) and how to let one go (``_dispose``).
+:class:`LinkedTransport`, which supplies everything here, and the cycle's fan-out: every
+link read concurrently, a write plan split once per link (cached) and the parts written
+concurrently with one outcome per tag. The protocol supplies how to open a client
+(``_open``), how to let one go (``_dispose``), how to read one link (``_read_link``), how
+to split a plan (``_plan``) and how to write one part (``_write_part``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -20,7 +24,7 @@ import numpy as np
 
 from gateway.errors import TransportError
 from gateway.io.tags import Quality, Snapshot
-from gateway.io.transport import LinkHealth
+from gateway.io.transport import LinkHealth, WritePlan, check_write, merge_outcomes
 
 
 def describe(exc: BaseException) -> str:
@@ -64,6 +68,16 @@ class Link:
 L = TypeVar("L", bound=Link)
 
 
+@dataclass(frozen=True)
+class WritePart:
+    """The share of a write plan that goes to one link: its tags' positions in the plan,
+    and what the protocol prepared for them (node ids, register runs)."""
+
+    link: Any
+    positions: list[int]
+    prepared: Any
+
+
 class LinkedTransport(Generic[L]):
     """The shared half of a protocol transport; see the module's docstring."""
 
@@ -72,6 +86,7 @@ class LinkedTransport(Generic[L]):
 
     def __init__(self, log_name: str) -> None:
         self._links: dict[str, L] = {}
+        self._write_cache: dict[tuple[str, ...], list[WritePart]] = {}
         self._closing = False
         self._log = logging.getLogger(log_name)
 
@@ -83,8 +98,41 @@ class LinkedTransport(Generic[L]):
         """Let a client go, quietly and within a bounded time."""
         raise NotImplementedError
 
+    def _plan(self, plan: WritePlan) -> list[WritePart]:
+        """Split a plan into one part per link (refusing what this protocol cannot write)."""
+        raise NotImplementedError
+
+    async def _read_link(self, link: L, snap: Snapshot, deadline: float | None) -> None:
+        raise NotImplementedError
+
+    async def _write_part(self, part: WritePart, plan: WritePlan, values: Sequence[float],
+                          deadline: float | None) -> None:
+        """Write one part; WriteError with outcomes for the whole plan when not all acknowledged."""
+        raise NotImplementedError
+
     def health(self) -> dict[str, LinkHealth]:
         return {name: link.health for name, link in self._links.items()}
+
+    async def read(self, snap: Snapshot, deadline: float | None = None) -> None:
+        links = self._links
+        if len(links) == 1:
+            await self._read_link(next(iter(links.values())), snap, deadline)
+        else:
+            await asyncio.gather(*(self._read_link(link, snap, deadline) for link in links.values()))
+
+    async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
+        check_write(plan, values)
+        parts = self._write_cache.get(plan.names)
+        if parts is None:
+            parts = self._write_cache[plan.names] = self._plan(plan)
+        if len(parts) == 1:
+            await self._write_part(parts[0], plan, values, deadline)
+            return
+        results = await asyncio.gather(*(self._write_part(p, plan, values, deadline) for p in parts),
+                                       return_exceptions=True)
+        error = merge_outcomes(len(plan.names), [(p.positions, r) for p, r in zip(parts, results, strict=True)])
+        if error is not None:
+            raise error
 
     def _drop(self, link: L, exc: BaseException) -> None:
         """The link failed: mark it, set the client aside (let go by the reconnect task, so

@@ -38,11 +38,11 @@ from pymodbus.exceptions import ModbusException
 
 from gateway.config import TagSpec
 from gateway.errors import TransportError
-from gateway.io.link import Link, LinkedTransport, describe
+from gateway.io.link import Link, LinkedTransport, WritePart, describe
 from gateway.io.modbus.codec import Block, encode, exception_name, plan_blocks
 from gateway.io.modbus.connection import ModbusConnection, width
 from gateway.io.tags import Quality, Snapshot, TagMap
-from gateway.io.transport import WriteError, WritePlan, bounded, check_write, merge_outcomes, write_error
+from gateway.io.transport import WriteError, WritePlan, bounded, write_error
 
 _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ModbusException)
 
@@ -108,7 +108,6 @@ class ModbusTransport(LinkedTransport[_Link]):
             self._links[name] = _Link(name=name, spec=spec,
                                       blocks=plan_blocks(tags.specs, names, slots, spec.max_block),
                                       all_slots=np.array(slots, dtype=np.intp))
-        self._write_cache: dict[tuple[str, ...], list[tuple[_Link, list[_WriteOp]]]] = {}
 
     def blocks(self, connection: str) -> list[Block]:
         """The planned read requests of one connection (for tests and diagnostics)."""
@@ -161,12 +160,6 @@ class ModbusTransport(LinkedTransport[_Link]):
         client.close()
 
     # ---- reads -------------------------------------------------------------------
-    async def read(self, snap: Snapshot, deadline: float | None = None) -> None:
-        if len(self._links) == 1:
-            await self._read_link(next(iter(self._links.values())), snap, deadline)
-        else:
-            await asyncio.gather(*(self._read_link(link, snap, deadline) for link in self._links.values()))
-
     @staticmethod
     def _request(client: AsyncModbusTcpClient, block: Block) -> Awaitable[Any]:
         if block.table == "holding":
@@ -222,16 +215,13 @@ class ModbusTransport(LinkedTransport[_Link]):
         snap.recv_mono[idx] = now
 
     # ---- writes ------------------------------------------------------------------
-    def _plan(self, plan: WritePlan) -> list[tuple[_Link, list[_WriteOp]]]:
-        groups = self._write_cache.get(plan.names)
-        if groups is not None:
-            return groups
+    def _plan(self, plan: WritePlan) -> list[WritePart]:
         by_link: dict[str, list[tuple[int, TagSpec]]] = {}
         for i, spec in enumerate(plan.specs):
             if spec.table not in ("holding", "coil"):
                 raise TransportError(f"cannot write tag {plan.names[i]!r}: Modbus {spec.table} is read-only")
             by_link.setdefault(spec.connection, []).append((i, spec))
-        groups = []
+        groups: list[WritePart] = []
         for conn, items in by_link.items():
             items.sort(key=lambda it: (it[1].unit, it[1].table or "", it[1].address or 0))
             ops: list[_WriteOp] = []
@@ -245,29 +235,15 @@ class ModbusTransport(LinkedTransport[_Link]):
                     last.specs.append(spec)
                 else:
                     ops.append(_WriteOp(spec.unit, spec.table, spec.address, [i], [spec]))
-            groups.append((self._links[conn], ops))
-        self._write_cache[plan.names] = groups
+            groups.append(WritePart(self._links[conn], [i for op in ops for i in op.positions], ops))
         return groups
 
-    async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
-        check_write(plan, values)
-        groups = self._plan(plan)
-        if len(groups) == 1:
-            await self._write_link(*groups[0], plan, values, deadline)
-            return
-        results = await asyncio.gather(*(self._write_link(link, ops, plan, values, deadline)
-                                         for link, ops in groups), return_exceptions=True)
-        error = merge_outcomes(len(plan.names), [([i for op in ops for i in op.positions], r)
-                                                 for (_, ops), r in zip(groups, results, strict=True)])
-        if error is not None:
-            raise error
-
-    async def _write_link(self, link: _Link, ops: list[_WriteOp], plan: WritePlan,
-                          values: Sequence[float], deadline: float | None) -> None:
+    async def _write_part(self, part: WritePart, plan: WritePlan, values: Sequence[float],
+                          deadline: float | None) -> None:
+        link, ops, everything = part.link, part.prepared, part.positions
         # encode everything first: a value that does not fit refuses the whole write
         payloads = [op.payload(plan, values) for op in ops]
         client = link.client
-        everything = [i for op in ops for i in op.positions]
         if client is None:
             raise write_error(plan, everything, "not_attempted: not connected",
                               f"cannot write to {link.name!r}: not connected ({link.health.last_error})")

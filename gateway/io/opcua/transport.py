@@ -37,13 +37,13 @@ from asyncua.client.ua_client import UaClientState
 
 from gateway.config import TagSpec
 from gateway.errors import TransportError
-from gateway.io.link import Link, LinkedTransport, describe
+from gateway.io.link import Link, LinkedTransport, WritePart, describe
 from gateway.io.opcua import codec
 from gateway.io.opcua.connection import OpcUaConnection
 from gateway.io.opcua.request import ReadRequest
 from gateway.io.opcua.security import POLICIES, check_endpoint, refusal
 from gateway.io.tags import Quality, Snapshot, TagMap, as_index
-from gateway.io.transport import WriteError, WritePlan, bounded, check_write, merge_outcomes, write_error
+from gateway.io.transport import WriteError, WritePlan, bounded, write_error
 
 _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ua.UaError)
 _NO_SUCH_NODE = frozenset({ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid})
@@ -124,7 +124,6 @@ class OpcUaTransport(LinkedTransport[_Link]):
                 scale=np.array([t.scale for t in specs]),
                 offset=np.array([t.offset for t in specs]),
             )
-        self._write_cache: dict[tuple[str, ...], list[tuple[_Link, list[ua.NodeId], list[int]]]] = {}
 
     # ---- connection management ---------------------------------------------------
     async def connect(self) -> None:
@@ -224,13 +223,6 @@ class OpcUaTransport(LinkedTransport[_Link]):
         await _quiet_disconnect(client)
 
     # ---- cycle I/O ---------------------------------------------------------------
-    async def read(self, snap: Snapshot, deadline: float | None = None) -> None:
-        links = list(self._links.values())
-        if len(links) == 1:
-            await self._read_link(links[0], snap, deadline)
-        else:
-            await asyncio.gather(*(self._read_link(link, snap, deadline) for link in links))
-
     async def _read_link(self, link: _Link, snap: Snapshot, deadline: float | None) -> None:
         client = link.client
         if client is None:
@@ -269,32 +261,17 @@ class OpcUaTransport(LinkedTransport[_Link]):
         if link.sub is not None:
             link.sub.load(snap, link.read_index)
 
-    def _plan_groups(self, plan: WritePlan) -> list[tuple[_Link, list[ua.NodeId], list[int]]]:
-        groups = self._write_cache.get(plan.names)
-        if groups is None:
-            by_link: dict[str, tuple[_Link, list[ua.NodeId], list[int]]] = {}
-            for i, spec in enumerate(plan.specs):
-                link = self._links[spec.connection]
-                entry = by_link.setdefault(spec.connection, (link, [], []))
-                entry[1].append(ua.NodeId.from_string(spec.node))
-                entry[2].append(i)
-            groups = self._write_cache[plan.names] = list(by_link.values())
-        return groups
+    def _plan(self, plan: WritePlan) -> list[WritePart]:
+        by_link: dict[str, WritePart] = {}
+        for i, spec in enumerate(plan.specs):
+            part = by_link.setdefault(spec.connection, WritePart(self._links[spec.connection], [], []))
+            part.prepared.append(ua.NodeId.from_string(spec.node))
+            part.positions.append(i)
+        return list(by_link.values())
 
-    async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
-        check_write(plan, values)
-        groups = self._plan_groups(plan)
-        if len(groups) == 1:
-            await self._write_link(*groups[0], plan, values, deadline)
-            return
-        results = await asyncio.gather(*(self._write_link(*g, plan, values, deadline) for g in groups),
-                                       return_exceptions=True)
-        error = merge_outcomes(len(plan.names), [(g[2], r) for g, r in zip(groups, results, strict=True)])
-        if error is not None:
-            raise error
-
-    async def _write_link(self, link: _Link, node_ids: list[ua.NodeId], positions: list[int], plan: WritePlan,
-                          values: Sequence[float], deadline: float | None) -> None:
+    async def _write_part(self, part: WritePart, plan: WritePlan, values: Sequence[float],
+                          deadline: float | None) -> None:
+        link, node_ids, positions = part.link, part.prepared, part.positions
         client = link.client
         if client is None:
             raise write_error(plan, positions, "not_attempted: not connected",

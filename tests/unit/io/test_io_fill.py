@@ -173,7 +173,8 @@ def test_modbus_write_registers_match_encode(tags: list[tuple[str, str, bool, fl
     transport = ModbusTransport(tagmap(specs), {"m": ModbusConnection(type="modbus", host="h")})
     plan = plan_writes(specs, list(specs))
     values = [v for *_, v in tags]
-    (_, ops), = transport._plan(plan)
+    (part,) = transport._plan(plan)
+    ops = part.prepared
     expected: list[int] = []
     try:
         for spec, v in zip(specs.values(), values, strict=True):
