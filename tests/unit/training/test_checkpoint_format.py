@@ -40,3 +40,11 @@ def test_a_tensor_file_without_the_json_document_is_refused(tmp_path: Path) -> N
         read_checkpoint(path)
     with pytest.raises(GatewayError, match="not found"):
         read_checkpoint(tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize("junk", [b"junk\n", b"", b"\x80\x02}q\x00", bytes(range(256)) * 4])
+def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path: Path, junk: bytes) -> None:
+    path = tmp_path / "last.pt"
+    path.write_bytes(junk)
+    with pytest.raises(GatewayError, match="not an edgewarden checkpoint"):
+        read_checkpoint(path)
