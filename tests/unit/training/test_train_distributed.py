@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from tests.helpers import free_port
 from training.algos import ALGOS, make_algorithm
-from training.distributed import param_digest
+from training.distributed import close, param_digest
 from training.nets import Replay, obs_stats
 
 SMALL = {"hidden": (16, 16), "batch_size": 32}
@@ -35,10 +35,12 @@ def _train(name: str, distributed: bool) -> str:
 def _rank(rank: int, port: int, queue) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    clean = False
     try:
         out = {name: _train(name, True) for name in sorted(ALGOS)}
+        clean = True
     finally:
-        dist.destroy_process_group()
+        close(clean=clean)  # the trainer's own exit: ranks meet before gloo is torn down
     if rank == 0:
         queue.put(out)
 
