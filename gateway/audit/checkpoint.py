@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.audit.files import drop_torn_line, write_all
 from gateway.errors import AuditError
 
 MAGIC = b"EWCKPT01"
@@ -163,6 +164,18 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise AuditError(f"{path} is not an Ed25519 public key")
     return key
+
+
+def append_exported(path: Path, checkpoints: list[Checkpoint]) -> None:
+    """Append ``checkpoints`` to an export file as JSON lines and fsync it; a torn last
+    line (a crash mid-export) is cut first so the new lines start clean. OSError on failure."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        drop_torn_line(fd)
+        write_all(fd, "".join(c.line() for c in checkpoints).encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class CheckpointFileError(AuditError):

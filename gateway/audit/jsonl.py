@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from gateway.audit import record as fmt
 from gateway.audit.verify import DecodedRecord, iter_records
-from gateway.audit.writer import EXPORTED_NAME, _fsync_dir, read_exported_marker
+from gateway.audit.files import EXPORTED_NAME, fsync_dir, read_exported_marker
 from gateway.errors import AuditError
 
 
@@ -141,7 +141,7 @@ def mark_exported(directory: Path, last: DecodedRecord, destination: Path) -> in
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, directory / EXPORTED_NAME)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise AuditError(f"exported to {destination}, but cannot write the export marker in {directory}: "
                          f"{exc}") from None

@@ -16,13 +16,10 @@ of the record before it, and after the fsync appends the checkpoint as a JSON li
 ends with a checkpoint. Export failures are counted, never fatal: the log itself is
 intact, only the outside anchor is missing.
 
-Rotation happens by size (``segment_max_bytes``) and by age (``segment_max_age_s``).
-Retention (``retention_max_segments``, ``retention_max_bytes``, ``retention_max_age_s``)
-deletes whole old segments after a rotation, but only segments every record of which is
-at or below ``through_seq`` of the ``exported.json`` marker that ``edgewarden audit
-export`` writes. A segment that is over a limit but not exported is kept and counted in
-:attr:`AuditStats.retention_blocked`. Each deletion is recorded in a ``retention``
-record naming the files and the new start of the log.
+Rotation happens by size (``segment_max_bytes``) and by age (``segment_max_age_s``);
+after a rotation, retention (gateway/audit/retention.py) may delete old, exported
+segments and records it in a ``retention`` record. Opening a log recovers it first
+(gateway/audit/recovery.py).
 
 Failure is one-way: the first write, fsync or rotation error makes :attr:`failed` the
 ``AuditError``, calls ``on_fatal`` once (from the writer thread: the gateway must hand
@@ -33,11 +30,8 @@ fsync is never retried: after it the kernel may have dropped the dirty pages.
 from __future__ import annotations
 
 import asyncio
-import base64
 import errno
 import fcntl
-import hashlib
-import json
 import os
 import threading
 import time
@@ -47,8 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit import record as fmt
+from gateway.audit import retention
 from gateway.audit.checkpoint import KIND as CHECKPOINT_KIND
-from gateway.audit.checkpoint import Checkpoint, Signer
+from gateway.audit.checkpoint import Checkpoint, Signer, append_exported
+from gateway.audit.files import LOCK_NAME, create_segment, write_all
+from gateway.audit.recovery import Recovered, recover
 from gateway.errors import AuditError
 
 _ENCODED = 1  # item payload is canonical JSON, encoded on the caller's side
@@ -56,9 +53,6 @@ _CHECKPOINT = 2  # a checkpoint to sign when its predecessor's hash is known
 _OWNED = 3  # item payload is the caller's dict, handed over, encoded on the writer thread
 _SLICE = 4096  # records encoded before they are written, within one commit
 _YIELD_EVERY = 16  # records framed between GIL yields
-_CUT_SAMPLE = 4096  # bytes of a cut torn tail kept (base64) in the repair record
-LOCK_NAME = ".lock"
-EXPORTED_NAME = "exported.json"  # the export marker: {"through_seq": N, ...}
 
 # (seq, kind, t_wall, t_mono, how, blob): one appended record waiting for the writer
 _Item = tuple[int, str, float, float, int, Any]  # payload: bytes (encoded), or the dict (_OWNED)
@@ -85,24 +79,6 @@ class AuditStats:
     retention_errors: int = 0  # retention passes that failed (segments kept)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _drop_torn_line(fd: int) -> None:
-    """Cut a last line without its newline (a crash mid-export) so the next line starts clean."""
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return
-    tail = os.pread(fd, min(size, 65536), max(0, size - 65536))
-    cut = tail.rfind(b"\n")
-    os.ftruncate(fd, (size - len(tail)) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
-
-
 def _encode_owned(seq: int, kind: str, t_wall: float, t_mono: float, payload: dict[str, Any]) -> bytes:
     """An :meth:`AuditWriter.append_owned` payload, or its ``audit_encode_error`` stand-in."""
     try:
@@ -114,13 +90,6 @@ def _encode_owned(seq: int, kind: str, t_wall: float, t_mono: float, payload: di
         error = str(exc)
     return fmt.encode_payload({"t_wall": t_wall, "t_mono": t_mono, "kind": "audit_encode_error",
                                "of_kind": kind, "error": f"record {seq} ({kind!r}) cannot be encoded: {error}"})
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 class AuditWriter:
@@ -165,8 +134,6 @@ class AuditWriter:
             raise ValueError(f"segment_max_bytes must be at least {fmt.HEADER_SIZE + 1024}")
         if checkpoint_every_records < 1 or checkpoint_every_s <= 0:
             raise ValueError("checkpoint_every_records must be >= 1 and checkpoint_every_s > 0")
-        if retention_max_segments is not None and retention_max_segments < 2:
-            raise ValueError("retention_max_segments must be at least 2")
         self.directory = Path(directory)
         self.signer = signer
         self.checkpoint_every_records = checkpoint_every_records
@@ -174,9 +141,7 @@ class AuditWriter:
         self.checkpoint_export = Path(checkpoint_export) if checkpoint_export is not None else None
         self._on_checkpoint = on_checkpoint
         self.segment_max_age_s = segment_max_age_s
-        self.retention_max_segments = retention_max_segments
-        self.retention_max_bytes = retention_max_bytes
-        self.retention_max_age_s = retention_max_age_s
+        self.retention = retention.Limits(retention_max_segments, retention_max_bytes, retention_max_age_s)
         self.commit_interval_s = commit_interval_s
         self.segment_max_bytes = segment_max_bytes
         self.max_pending = max_pending
@@ -244,7 +209,8 @@ class AuditWriter:
                 raise AuditError(f"audit log {self.directory} is open in another process") from None
             raise AuditError(f"cannot open audit log {self.directory}: {exc}") from None
         try:
-            repair = self._recover(repair_damaged_tail)
+            repair = self._take_over(recover(self.directory, repair_damaged_tail=repair_damaged_tail,
+                                             checkpoint_export=self.checkpoint_export))
         except BaseException:
             self._close_fds()
             raise
@@ -256,85 +222,21 @@ class AuditWriter:
             self.append_durable("repair", repair)
         return self
 
-    def _recover(self, repair_damaged_tail: bool) -> dict[str, Any] | None:
-        removed = []
-        for tmp in sorted(self.directory.glob("*" + fmt.SEGMENT_SUFFIX + ".tmp")):
-            tmp.unlink()  # a rotation that crashed before its rename: never part of the log
-            removed.append(tmp.name)
-        state = fmt.WalkState()
-        last: fmt.Record | None = None
+    def _take_over(self, log: Recovered) -> dict[str, Any] | None:
+        self._next_seq = log.next_seq
+        self._durable_seq = log.next_seq - 1
+        self._head = log.head
+        if log.last_checkpoint_seq is not None:  # still anchored
+            self._ckpt_covered, self._ckpt_record = log.last_checkpoint_seq - 1, log.last_checkpoint_seq
         try:
-            for last in fmt.walk(self.directory, state, tolerate_torn_tail=True,
-                                 tolerate_damaged_tail=repair_damaged_tail):
-                pass
-        except fmt.ChainError as exc:
-            hint = (f"; if it is damage to the last records (keep a copy of the directory first), "
-                    f"`edgewarden audit repair {self.directory}` cuts them, unless they were exported"
-                    if exc.damaged_tail else "")
-            raise AuditError(f"audit log is damaged, refusing to start (possible tampering): {exc}{hint}") from None
-        except OSError as exc:
-            raise AuditError(f"cannot read audit log {self.directory}: {exc}") from None
-        self._next_seq = state.next_seq
-        self._durable_seq = state.next_seq - 1
-        self._head = state.head
-        if last is not None and _kind_of(last) == CHECKPOINT_KIND:
-            self._ckpt_covered, self._ckpt_record = last.seq - 1, last.seq  # still anchored
-        repair: dict[str, Any] | None = None
-        try:
-            if not state.segments:
+            if log.segment is None:
                 self._new_segment(fmt.FIRST_SEQ, fmt.GENESIS_HASH)
             else:
-                path = state.segments[-1]
-                if state.torn is not None:
-                    self._refuse_cutting_exported(state.torn)
-                    repair = self._cut_tail(state.torn)
-                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-                self._seg_path, self._seg_size = path, state.end_offset
-            if removed:
-                _fsync_dir(self.directory)
-                repair = repair or {"reason": "leftover temporary segment"}
-                repair["removed_files"] = removed
+                self._fd = os.open(log.segment, os.O_WRONLY | os.O_APPEND)
+                self._seg_path, self._seg_size = log.segment, log.segment_size
         except OSError as exc:
-            raise AuditError(f"cannot repair audit log {self.directory}: {exc}") from None
-        return repair
-
-    def _refuse_cutting_exported(self, torn: fmt.TornTail) -> None:
-        """A record that left the box (an export, an exported checkpoint) was durable:
-        damage there is never a crash tail, and cutting it would make every copy outside
-        contradict the log for good."""
-        through, source = read_exported_marker(self.directory), f"{EXPORTED_NAME} marks it exported"
-        if self.checkpoint_export is not None:
-            try:
-                line, _ = fmt.tail_lines(self.checkpoint_export)
-                ckpt_record = json.loads(line)["seq"] + 1 if line else 0  # the checkpoint's own record
-            except (OSError, ValueError, KeyError, TypeError):
-                ckpt_record = 0  # no readable export: the marker alone decides
-            if isinstance(ckpt_record, int) and ckpt_record > through:
-                through, source = ckpt_record, f"a checkpoint in {self.checkpoint_export} covers it"
-        if torn.seq <= through:
-            raise AuditError(
-                f"audit log is damaged, refusing to start: {torn.path}, offset {torn.offset}, seq {torn.seq}: "
-                f"{torn.reason}; the record was exported ({source}, through seq {through}), so this is "
-                f"damage, not a crash, and it is not cut: keep the directory as evidence and give the "
-                f"gateway a new [audit] dir")
-
-    def _cut_tail(self, torn: fmt.TornTail) -> dict[str, Any]:
-        with open(torn.path, "r+b") as f:
-            f.seek(torn.offset)
-            cut = f.read()
-            f.truncate(torn.offset)
-            f.flush()
-            os.fsync(f.fileno())
-        return {
-            "reason": ("torn tail after the last valid record" if torn.crash
-                       else "operator repair: damaged tail after the last valid record"),
-            "file": torn.path.name,
-            "offset": torn.offset,
-            "cut_bytes": len(cut),
-            "cut_sha256": hashlib.sha256(cut).hexdigest(),
-            "cut_head_b64": base64.b64encode(cut[:_CUT_SAMPLE]).decode("ascii"),
-            "damage": torn.reason,
-        }
+            raise AuditError(f"cannot open audit log {self.directory}: {exc}") from None
+        return log.repair
 
     def close(self) -> None:
         """Write and fsync everything pending, stop the writer thread, release the log."""
@@ -551,13 +453,7 @@ class AuditWriter:
         """Send checkpoints off the log: export file (appended, fsynced) and callback."""
         if self.checkpoint_export is not None:
             try:
-                fd = os.open(self.checkpoint_export, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    _drop_torn_line(fd)
-                    _write_all(fd, "".join(c.line() for c in signed).encode("ascii"))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                append_exported(self.checkpoint_export, signed)
             except OSError:
                 self._export_errors += len(signed)
         if self._on_checkpoint is not None:
@@ -607,7 +503,7 @@ class AuditWriter:
 
     def _write(self, data: bytes) -> None:
         if data:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
             self._seg_size += len(data)
             self._bytes_written += len(data)
 
@@ -616,84 +512,30 @@ class AuditWriter:
         os.close(self._fd)
         self._fd = -1
         self._new_segment(first_seq, prev_hash)
-        if self.retention_max_segments or self.retention_max_bytes or self.retention_max_age_s:
-            try:
-                self._apply_retention()
-            except OSError:
-                self._retention_errors += 1  # old segments stay: nothing lost, the log goes on
-
-    def exported_through(self) -> int:
-        """``through_seq`` of the export marker (0 when there is none or it is unreadable)."""
-        return read_exported_marker(self.directory)
+        if self.retention.any:
+            self._apply_retention()
 
     def _apply_retention(self) -> None:
-        """Delete the oldest whole segments over a limit, never past the export marker."""
-        segs = fmt.list_segments(self.directory)
-        if len(segs) < 2:
+        try:
+            done = retention.apply(self.directory, self.retention)
+        except OSError:
+            self._retention_errors += 1  # old segments stay: nothing lost, the log goes on
             return
-        sizes = [p.stat().st_size for _, p in segs]
-        now = time.time()
-        through = self.exported_through()
-        doomed: list[tuple[int, Path]] = []
-        blocked = 0
-        total, count = sum(sizes), len(segs)
-        for i in range(len(segs) - 1):  # never the segment being written
-            over = ((self.retention_max_segments is not None and count > self.retention_max_segments)
-                    or (self.retention_max_bytes is not None and total > self.retention_max_bytes)
-                    or (self.retention_max_age_s is not None
-                        and now - segs[i][1].stat().st_mtime > self.retention_max_age_s))
-            if not over:
-                break
-            last_seq = segs[i + 1][0] - 1
-            if last_seq > through:
-                blocked = len(segs) - 1 - i  # this and every later closed segment
-                break
-            doomed.append(segs[i])
-            total, count = total - sizes[i], count - 1
-        self._retention_blocked = blocked
-        if not doomed:
+        self._retention_blocked = done.blocked
+        self._retention_errors += done.errors
+        if done.record is None:
             return
-        deleted: list[tuple[int, Path]] = []
-        for item in doomed:  # oldest first: a failure leaves a log that still starts cleanly
-            try:
-                item[1].unlink()
-            except OSError:
-                self._retention_errors += 1
-                break
-            deleted.append(item)
-        if not deleted:
-            return
-        doomed = deleted
-        keep_seq, keep_path = segs[len(doomed)]
-        with open(keep_path, "rb") as f:
-            header = f.read(fmt.HEADER_SIZE)
-        prev_hash = fmt.HEADER.unpack_from(header, 0)[3]
-        _fsync_dir(self.directory)
-        self._segments_deleted += len(doomed)
-        payload = {"deleted": [p.name for _, p in doomed], "first_seq_kept": keep_seq,
-                   "prev_hash": prev_hash.hex(), "exported_through": through}
+        self._segments_deleted += len(done.deleted)
         with self._lock:  # an internal record: allowed while closing, committed next round
             seq = self._next_seq
             self._next_seq = seq + 1
             t_wall, t_mono = time.time(), time.monotonic()
-            blob = fmt.encode_payload({"t_wall": t_wall, "t_mono": t_mono, **payload, "kind": "retention"})
+            blob = fmt.encode_payload({"t_wall": t_wall, "t_mono": t_mono, **done.record, "kind": "retention"})
             self._pending.append((seq, "retention", t_wall, t_mono, _ENCODED, blob))
         self._wake.set()
 
     def _new_segment(self, first_seq: int, prev_hash: bytes) -> None:
-        """Create a segment atomically: header to a temp file, fsync, rename, fsync the dir."""
-        path = self.directory / fmt.segment_name(first_seq)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, fmt.pack_header(first_seq, prev_hash))
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-        os.rename(tmp, path)
-        _fsync_dir(self.directory)
+        path = create_segment(self.directory, first_seq, prev_hash)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._seg_path, self._seg_size = path, fmt.HEADER_SIZE
         self._seg_started = time.monotonic()
@@ -715,23 +557,6 @@ class AuditWriter:
                 self._on_fatal(err)
             except Exception:  # noqa: BLE001 - a failing handler must not stop the fail-safe path
                 pass
-
-
-def _kind_of(rec: fmt.Record) -> object:
-    try:
-        return rec.decode().get("kind")
-    except ValueError:
-        return None
-
-
-def read_exported_marker(directory: Path) -> int:
-    """``through_seq`` of ``directory/exported.json``; 0 when absent or unreadable."""
-    try:
-        value = json.loads((Path(directory) / EXPORTED_NAME).read_text(encoding="utf-8"))
-        through = value["through_seq"]
-        return through if isinstance(through, int) and through >= 0 else 0
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
 
 
 def _resolve(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[int], seq: int, err: Exception | None) -> None:

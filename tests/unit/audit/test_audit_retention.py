@@ -7,10 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.audit import AuditWriter, iter_records, verify
 from gateway.audit import record as fmt
-from gateway.audit.writer import EXPORTED_NAME
+from gateway.audit import retention
+from gateway.audit.files import EXPORTED_NAME
 from gateway.cli import main
 from gateway.errors import AuditError
 
@@ -169,3 +172,39 @@ def test_an_export_file_left_behind_by_a_later_export_elsewhere_is_refused(tmp_p
     assert main(["audit", "export", str(log), "-o", str(f)]) == 74
     assert f.read_bytes() == before
     assert main(["audit", "export", str(log), "-o", str(g)]) == 0  # G continues
+
+
+def _over(segments: list[retention.Segment], limits: retention.Limits) -> bool:
+    """Whether the oldest of ``segments`` is over a limit (the rule as docs/audit-format.md states it)."""
+    return ((limits.max_segments is not None and len(segments) > limits.max_segments)
+            or (limits.max_bytes is not None and sum(s.size for s in segments) > limits.max_bytes)
+            or (limits.max_age_s is not None and segments[0].age_s > limits.max_age_s))
+
+
+@st.composite
+def _logs(draw: st.DrawFn) -> tuple[list[retention.Segment], retention.Limits, int]:
+    lengths = draw(st.lists(st.integers(1, 50), min_size=0, max_size=12))
+    ages = sorted(draw(st.lists(st.floats(0, 1000), min_size=len(lengths), max_size=len(lengths))), reverse=True)
+    first, segments = 1, []
+    for n, age in zip(lengths, ages, strict=True):
+        segments.append(retention.Segment(first, draw(st.integers(64, 5000)), age))
+        first += n
+    limits = retention.Limits(draw(st.none() | st.integers(2, 8)), draw(st.none() | st.integers(1000, 40000)),
+                              draw(st.none() | st.floats(1, 1000)))
+    return segments, limits, draw(st.integers(0, first + 5))
+
+
+@given(_logs())
+def test_retention_plan_deletes_only_exported_prefixes_over_a_limit(log) -> None:
+    segments, limits, through = log
+    doomed, blocked = retention.plan(segments, limits, through)
+    assert 0 <= doomed <= max(len(segments) - 1, 0)  # never the segment being written
+    for i in range(doomed):
+        assert segments[i + 1].first_seq - 1 <= through  # every record of it was exported
+        assert _over(segments[i:], limits)  # and the log was over a limit before it went
+    rest = segments[doomed:]
+    if blocked:
+        assert doomed + blocked == len(segments) - 1 and _over(rest, limits)
+        assert rest[1].first_seq - 1 > through
+    elif len(rest) > 1:
+        assert not _over(rest, limits)  # stopped only because nothing more is over a limit
