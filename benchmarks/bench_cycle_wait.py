@@ -21,7 +21,7 @@ from _cycle import add_process_options, process_settings, stats_us, steal_ms
 
 async def wait_compare(hz: float, seconds: float, busy_us: float) -> list[str]:
     """The cycle's waits, on this process's event loop: lateness against the grid and CPU."""
-    from gateway.cycle import ControlLoop
+    from gateway.pacing import sleep_until
 
     busy_s = busy_us / 1e6
 
@@ -38,7 +38,7 @@ async def wait_compare(hz: float, seconds: float, busy_us: float) -> list[str]:
             pass
 
     async def now_(deadline: float) -> None:
-        await ControlLoop._sleep_until(deadline, busy_s)
+        await sleep_until(deadline, busy_s)
 
     lines = [f"{'wait before each deadline':<40} {'late med':>8} {'p99':>7} {'p99.9':>7} {'max':>7} {'CPU':>6}"]
     for name, wait in (("event loop timer only", loop_only), (f"event loop + spin {busy_us:g} µs (before)", spin),
@@ -64,7 +64,7 @@ async def floor(hz: float, seconds: float, busy_us: float, work_us: float) -> li
     priority, with no I/O, no other thread and nothing of ours in it. Any time it takes
     beyond its undisturbed length is the machine's (hypervisor steal, a slower core, the
     kernel), and a cycle whose work takes that long would miss its deadline too."""
-    from gateway.cycle import ControlLoop
+    from gateway.pacing import sleep_until
 
     def work(k: int) -> None:
         x = 0
@@ -87,7 +87,7 @@ async def floor(hz: float, seconds: float, busy_us: float, work_us: float) -> li
     steal0 = steal_ms()
     deadline = time.perf_counter() + period
     for j in range(n):
-        await ControlLoop._sleep_until(deadline, busy_us / 1e6)
+        await sleep_until(deadline, busy_us / 1e6)
         t0 = time.perf_counter()
         late[j] = t0 - deadline
         work(k)

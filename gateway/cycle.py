@@ -37,8 +37,8 @@ inside the documented budget of ``comms_timeout_ms`` plus one cycle, with a cycl
 spare for scheduling jitter.
 The audit record says, per written tag, whether the device acknowledged the write.
 
-Timing: deadlines lie on the ideal grid ``t0 + k·period`` of ``time.perf_counter``
-(uvloop's ``loop.time()`` counts whole milliseconds). Each stage stores its duration in
+Timing: deadlines lie on the ideal grid of ``time.perf_counter`` (gateway/pacing.py);
+comms loss and held data are timed in gateway/safety/silence.py. Each stage stores its duration in
 one reused list; the metrics stage at the end of the cycle feeds the Prometheus
 histograms from it and, when configured, the timing trace (gateway/timing.py).
 """
@@ -62,6 +62,7 @@ from gateway.io.transport import Transport
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 from gateway.outputs import Outputs
+from gateway.pacing import Pacer
 from gateway.override import Override
 from gateway.policy.registry import ModelManager
 from gateway.safety.authority import PlcAuthority
@@ -69,13 +70,13 @@ from gateway.safety.checker import ObservationChecker, Status, Verdict
 from gateway.safety.estop import EStop, TripEvent
 from gateway.safety.interlocks import Interlocks
 from gateway.safety.shield import ActionShield
+from gateway.safety.silence import SilenceWatch
 from gateway.safety.stack import SafetyStack, build_stack
 from gateway.safety.supervisor import Screen
 from gateway.timing import TRACE_FIELDS, CycleGc, CycleTrace, GcPauses
 
 # columns of the per-cycle timing list (gateway.timing.TRACE_FIELDS)
 _LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK, _GC = range(len(TRACE_FIELDS))
-SPIN_S = 150e-6  # the last stretch before a deadline is spun: a nanosleep overshoots (docs/performance.md)
 READ_SHARE = 0.8  # of the period: the read's deadline, counted from the cycle's start
 WRITE_SHARE = 0.9  # of the period: the write's deadline, counted from the cycle's start ...
 WRITE_MIN_SHARE = 0.1  # ... or from the write's own start, whichever is later
@@ -139,6 +140,9 @@ class ControlLoop:
         self.metrics = metrics
         self.on_healthy_cycle = on_healthy_cycle
         self.period = 1.0 / settings.gateway.cycle_hz
+        gw = settings.gateway
+        self.pacer = Pacer(self.period, gw.busy_wait_us / 1e6, gw.max_consecutive_overruns,
+                           gw.comms_timeout_ms / 1000.0)
         self.models = ModelManager(settings, policy, audit)
         self.safety: SafetyStack = build_stack(settings, tags, policy, modes, self.models.on_trouble)
         self.authority = PlcAuthority(settings, tags, self.checker.names)
@@ -150,7 +154,6 @@ class ControlLoop:
         self._observe = [(TRACE_FIELDS.index(name), child.observe) for name, child in metrics.stage.items()
                          if name != "metrics"]
         self._observe_metrics = metrics.stage["metrics"].observe
-        gw = settings.gateway
         self.trace = CycleTrace(gw.timing_trace_cycles) if gw.timing_trace is not None else None
 
         p, safety = settings.policy, settings.safety
@@ -166,15 +169,12 @@ class ControlLoop:
         self._action = self.shield.safe.copy()  # last written (or, in ESTOP, safe) action
         self._out = np.zeros(n_act)
         self.outputs = Outputs(settings, tags, transport, self.stats)
-        self._on_time_mono = time.monotonic()  # end of the last cycle that met its deadline
         self.last_safe_write: dict[str, Any] | None = None  # the e-stop's, for its trip record
         self._safe_out: dict[str, Any] | None = None  # the safe write of a trip this cycle's decision raised
         self.alarms: dict[str, str] = {}  # active alarms (PLC authority, setpoint mismatch) -> message
-        self._started_mono = time.monotonic()
-        self._comms_timeout_s = settings.gateway.comms_timeout_ms / 1000.0
+        self.silence = SilenceWatch(gw.comms_timeout_ms / 1000.0, self.period)
         self._start_requested = settings.gateway.auto_start
         self._last_code = "ok"
-        self._hold_since = math.nan
         self._decision = _Decision()
 
         self.override = Override(modes, metrics, list(p.actions), self._alarm,
@@ -237,17 +237,17 @@ class ControlLoop:
 
     # ---- the loop -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        period = self.period
-        busy_s = self.settings.gateway.busy_wait_us / 1e6
         clock = time.perf_counter
+        pacer, stats = self.pacer, self.stats
         pauses = GcPauses()
         between = CycleGc() if self.settings.gateway.gc == "between_cycles" else None
         # comms loss and overruns count from here (until a first good read, ack, on-time cycle)
-        self._started_mono = self.outputs.acked_mono = self._on_time_mono = time.monotonic()
+        self.outputs.acked_mono = time.monotonic()
+        self.silence.start(self.outputs.acked_mono)
         try:
-            deadline = clock() + period
+            deadline = pacer.start()
             while not stop.is_set():
-                await self._sleep_until(deadline, busy_s)
+                await pacer.wait(deadline)
                 t0 = clock()
                 pauses.take()  # collections while asleep stalled nothing
                 await self.step()
@@ -256,50 +256,20 @@ class ControlLoop:
                     between.collect()
                 self._t[_GC] = pauses.take()
                 self._account(work, t0 - deadline)
-                deadline = await self._next_deadline(deadline)
+                deadline = pacer.advance(deadline)
+                stats.deadline_misses, stats.consecutive_overruns = pacer.misses, pacer.consecutive
+                if not pacer.consecutive:
+                    if not self.outputs.failed and self.on_healthy_cycle is not None:
+                        self.on_healthy_cycle()
+                    continue
+                self.metrics.deadline_misses.inc()
+                overrun = pacer.over_budget()
+                if overrun is not None:
+                    await self.estop.trip("deadline_overrun", overrun)
         finally:
             pauses.close()
             if between is not None:
                 between.close()
-
-    async def _next_deadline(self, deadline: float) -> float:
-        """The next tick; an overrun skips the ticks already passed and counts a miss."""
-        period = self.period
-        deadline += period
-        now = time.perf_counter()
-        if now <= deadline:
-            self.stats.consecutive_overruns = 0
-            self._on_time_mono = time.monotonic()
-            if not self.outputs.failed and self.on_healthy_cycle is not None:
-                self.on_healthy_cycle()
-            return deadline
-        missed = math.floor((now - deadline) / period) + 1  # overran: the next tick has already passed
-        self.stats.deadline_misses += 1
-        self.stats.consecutive_overruns += 1
-        self.metrics.deadline_misses.inc()
-        if self.stats.consecutive_overruns >= self.settings.gateway.max_consecutive_overruns:
-            await self.estop.trip("deadline_overrun", f"{self.stats.consecutive_overruns} "
-                                  f"consecutive cycles overran the {period * 1000:.1f} ms period")
-        elif time.monotonic() - self._on_time_mono > self._comms_timeout_s:
-            await self.estop.trip("deadline_overrun", f"no cycle met its {period * 1000:.1f} ms deadline for "
-                                  f"more than {self._comms_timeout_s * 1000:.0f} ms")
-        return deadline + missed * period
-
-    @staticmethod
-    async def _sleep_until(deadline: float, busy_s: float) -> None:
-        """Sleep on the event loop (whole-millisecond timers) until ``busy_s`` before the
-        deadline; then, if ``busy_s``, a blocking nanosleep (GIL released: the audit and
-        metrics threads run) to SPIN_S before it, and a spin for the rest."""
-        clock = time.perf_counter
-        delay = deadline - clock() - busy_s
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if busy_s:
-            rest = deadline - clock() - SPIN_S
-            if rest > 0:
-                time.sleep(rest)
-            while clock() < deadline:
-                pass
 
     async def step(self) -> None:
         """One control cycle: the steps of the module's docstring, in order."""
@@ -346,16 +316,13 @@ class ControlLoop:
         self.stats.data_age_s = self.checker.data_age(now)
         if verdict.status == Status.TRIP:
             await self.estop.trip(verdict.code, verdict.message)
-        if self._comms_lost(now):
+        silence = self.silence
+        if silence.lost(now, self.stats.last_cycle_s, self.outputs.acked_mono, self.transport.health().values()):
             await self.estop.trip("comms_loss", f"no answer from the PLC (good read or acknowledged write) "
-                                  f"for more than {self._comms_timeout_s * 1000:.0f} ms")
-        if verdict.status != Status.HOLD or self.modes.mode not in WRITING:
-            self._hold_since = math.nan
-        elif math.isnan(self._hold_since):
-            self._hold_since = now
-        elif now - self._hold_since > self._comms_timeout_s:
+                                  f"for more than {silence.timeout_s * 1000:.0f} ms")
+        if silence.held_too_long(verdict.status == Status.HOLD and self.modes.mode in WRITING, now):
             await self.estop.trip(f"hold_timeout:{verdict.code}", f"held longer than "
-                                  f"{self._comms_timeout_s * 1000:.0f} ms: {verdict.message}")
+                                  f"{silence.timeout_s * 1000:.0f} ms: {verdict.message}")
         return verdict
 
     def _follow_plc(self, verdict: Verdict) -> None:
@@ -521,25 +488,6 @@ class ControlLoop:
     def _obs_record(self) -> list[float | None]:
         values = self.snap.values[self._obs_slots]
         return [None if not math.isfinite(v) else v for v in values.tolist()]
-
-    def _comms_expiry(self) -> float:
-        """When comms loss trips: comms_timeout_ms after the oldest of each link's last good
-        read and the last acknowledged write (a link whose notifications still arrive but
-        which acknowledges nothing in time is not one the gateway can control through)."""
-        oldest = self.outputs.acked_mono
-        for health in self.transport.health().values():
-            last = health.last_ok_mono
-            oldest = min(oldest, last if math.isfinite(last) else self._started_mono)
-        return oldest + self._comms_timeout_s
-
-    def _comms_lost(self, now: float) -> bool:
-        """Lost when the silence would outlast comms_timeout_ms before the next cycle's
-        check (the next tick, past the ticks a cycle as long as the last one overruns): it
-        trips after between comms_timeout_ms − one cycle and comms_timeout_ms of silence, so
-        the e-stop lands within the budget whatever the phase."""
-        work, period = self.stats.last_cycle_s, self.period
-        ahead = period * (1 + int(work // period)) if work == work else period
-        return now + ahead > self._comms_expiry()
 
     def _gate_readiness(self, status: Status) -> None:
         if self.modes.mode == Mode.INHIBITED and status == Status.OK:
