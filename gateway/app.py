@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import logging
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +21,7 @@ import structlog
 
 from gateway.audit.checkpoint import Signer
 from gateway.audit.writer import AuditWriter
-from gateway.config import LoadedConfig, LoggingSection, Settings
+from gateway.config import LoadedConfig, Settings
 from gateway.cycle import ControlLoop
 from gateway.errors import AuditError, TransportError
 from gateway.io.composite import CompositeTransport
@@ -32,58 +29,13 @@ from gateway.io.tags import TagMap
 from gateway.modes import WRITING, ModeMachine, Transition
 from gateway.ops import operator
 from gateway.ops.control import ControlServer, Operators
+from gateway.ops.logs import stamp_cycles
 from gateway.ops.metrics import Metrics, watch_audit, watch_links
+from gateway.ops.reload import Reloader
 from gateway.ops.sdnotify import Notifier
 from gateway.policy.onnx_policy import OnnxPolicy
 from gateway.policy.registry import load_verified
 from gateway.safety.estop import TripEvent
-
-_NOISY = ("asyncua", "pymodbus")
-
-
-# the running Gateway's cycle count, per context: each Gateway.run (and every task it
-# starts) sees its own loop's, so two gateways in one process never mix their cycles
-_CYCLE_OF: contextvars.ContextVar[Callable[[], int | None]] = contextvars.ContextVar("edgewarden_cycle_of")
-
-
-def _add_cycle(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Correlation: every event carries the cycle it happened in (``cid`` comes from contextvars)."""
-    cycle_of = _CYCLE_OF.get(None)
-    cycle = cycle_of() if cycle_of is not None else None
-    if cycle is not None:
-        event.setdefault("cycle", cycle)
-    return event
-
-
-def configure_logging(cfg: LoggingSection, *, stream: Any = None) -> None:
-    """structlog: JSON lines (journald, log shippers) unless on a terminal or told "console".
-
-    Logs go to stdout (systemd hands it to journald). Nothing is logged per cycle at INFO:
-    mode changes, trips, operator commands, reloads and connection changes are.
-    """
-    stream = sys.stdout if stream is None else stream
-    level = getattr(logging, cfg.level.upper())
-    fmt = cfg.format
-    if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
-    renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
-                     else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _add_cycle,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,  # SIGHUP may change the level
-    )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    for name in _NOISY:  # protocol libraries log every revised parameter at WARNING
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def run_daemon(loaded: LoadedConfig) -> int:
@@ -107,9 +59,8 @@ class Gateway:
 
     def __init__(self, loaded: LoadedConfig, *, on_ready: Callable[[Gateway], None] | None = None,
                  scheduling: list[str] | None = None) -> None:
-        self.loaded = loaded
+        self._loaded = loaded
         self.scheduling = scheduling or []
-        self.settings = loaded.settings
         self.on_ready = on_ready
         self.log = structlog.get_logger("edgewarden")
         self._stop = asyncio.Event()
@@ -119,9 +70,17 @@ class Gateway:
         self.audit: AuditWriter | None = None
         self.metrics: Metrics | None = None
         self.notifier: Notifier | None = None
-        self._staged: LoadedConfig | None = None  # an accepted SIGHUP reload, applied between cycles
-        self._staged_keys: list[str] = []
+        self.reloader: Reloader | None = None  # SIGHUP and the reload command, once the loop runs
         self._reload_task: asyncio.Future[bool] | None = None
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        """The configuration in force (the last reload applied, if any)."""
+        return self.reloader.loaded if self.reloader is not None else self._loaded
+
+    @property
+    def settings(self) -> Settings:
+        return self.loaded.settings
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -178,7 +137,8 @@ class Gateway:
             loop = ControlLoop(s, tags, transport, policy, modes, audit, metrics,
                                on_healthy_cycle=self._healthy_cycle)
             self.loop = loop
-            _CYCLE_OF.set(self._cycle_count)
+            self.reloader = Reloader(self.loaded, loop, audit, metrics, notifier, self.log)
+            stamp_cycles(self._cycle_count)
             modes.subscribe(self._on_transition)
             loop.estop.add_handler("audit", self._audit_trip)
             control = ControlServer(s.control.socket, operator.handlers(self),
@@ -230,81 +190,22 @@ class Gateway:
         """After a cycle that finished on time with its writes accepted (between two cycles)."""
         if self.metrics is not None:
             self.metrics.last_healthy_mono = time.monotonic()
-        if self._staged is not None:
-            self._apply_reload()
+        if self.reloader is not None:
+            self.reloader.apply_staged()
         if self.notifier is not None:
             self.notifier.watchdog()
 
-    # ---- SIGHUP: validated reload or a clear refusal ------------------------------
+    # ---- SIGHUP and the reload command (gateway/ops/reload.py) ------------------------
     def request_reload(self) -> bool:
         """Validate the config file again; stage it (applied between two cycles) or refuse it."""
-        return self._stage_reload(self._validate_reload())
+        return self.reloader is not None and self.reloader.request()
 
     async def reload_async(self) -> bool:
-        """The same, with the file read and validated in a worker thread (the cycle keeps its deadlines)."""
-        return self._stage_reload(await asyncio.to_thread(self._validate_reload))
+        """The same, validated in a worker thread (the cycle keeps its deadlines)."""
+        return self.reloader is not None and await self.reloader.request_async()
 
     def _on_sighup(self) -> None:
         self._reload_task = asyncio.ensure_future(self.reload_async())
-
-    def _validate_reload(self) -> tuple[LoadedConfig | None, list[str], str]:
-        """(candidate, changed keys, refusal); touches no running state (thread-safe)."""
-        from gateway.config import load_config
-        from gateway.errors import ConfigError
-        from gateway.ops import reload
-        from gateway.safety.checker import monitored_tags
-
-        if self.notifier is not None:
-            self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
-        try:
-            candidate = load_config(self.loaded.path)
-            keys = reload.validate_reload(self.loaded, candidate, monitored_tags,
-                                          self.loop.policy.contract if self.loop is not None else None)
-        except ConfigError as exc:
-            return None, [], str(exc)
-        return candidate, keys, ""
-
-    def _stage_reload(self, result: tuple[LoadedConfig | None, list[str], str]) -> bool:
-        candidate, keys, refusal = result
-        if candidate is None:
-            self._reload_done("refused", refusal)
-            return False
-        if not keys:
-            self._reload_done("unchanged", f"{self.loaded.path}: nothing changed")
-            return True
-        self._staged, self._staged_keys = candidate, keys
-        if self.loop is None:
-            self._apply_reload()
-        return True
-
-    def _apply_reload(self) -> None:
-        staged, keys = self._staged, self._staged_keys
-        self._staged, self._staged_keys = None, []
-        if staged is None:
-            return
-        if self.loop is not None:
-            self.loop.apply_settings(staged.settings)
-        if staged.settings.logging.level != self.settings.logging.level:
-            configure_logging(staged.settings.logging)
-        self.loaded, self.settings = staged, staged.settings
-        if self.audit is not None:
-            with contextlib.suppress(AuditError):
-                self.audit.append("config_load", {"path": str(staged.path), "sha256": staged.sha256,
-                                                  "reload": True, "changed": keys})
-        self._reload_done("applied", f"applied: {', '.join(keys)}")
-
-    def _reload_done(self, result: str, message: str) -> None:
-        if self.metrics is not None:
-            self.metrics.reloads.labels(result=result).inc()
-        if result == "refused":
-            self.log.error("config reload refused", result=result, message=message)
-            if self.audit is not None:
-                with contextlib.suppress(AuditError):
-                    self.audit.append("config_reload_refused", {"path": str(self.loaded.path), "error": message})
-        else:
-            self.log.info("config reload", result=result, message=message)
-        if self.notifier is not None:
-            self.notifier.notify("READY=1", f"STATUS=reload {result}: {message[:200]}")
 
     def _on_transition(self, t: Transition) -> None:
         assert self.audit is not None and self.loop is not None
@@ -342,7 +243,7 @@ class Gateway:
     @property
     def staged_keys(self) -> list[str]:
         """The keys of a reload accepted but not yet applied (between two cycles)."""
-        return list(self._staged_keys)
+        return self.reloader.staged_keys if self.reloader is not None else []
 
     async def _on_denied(self, req: dict[str, Any], why: str) -> None:
         await operator.audit_denied(self, req, why)

@@ -62,8 +62,8 @@ from gateway.io.transport import Transport
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 from gateway.outputs import Outputs
-from gateway.pacing import Pacer
 from gateway.override import Override
+from gateway.pacing import Pacer
 from gateway.policy.registry import ModelManager
 from gateway.safety.authority import PlcAuthority
 from gateway.safety.checker import ObservationChecker, Status, Verdict

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.audit import record as fmt
-from gateway.audit.verify import DecodedRecord, iter_records
 from gateway.audit.files import EXPORTED_NAME, fsync_dir, read_exported_marker
+from gateway.audit.verify import DecodedRecord, iter_records
 from gateway.errors import AuditError
-
 
 
 def parse_time(text: str) -> float:

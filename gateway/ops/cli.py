@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import faulthandler
 
-    from gateway.app import configure_logging, run_daemon
+    from gateway.app import run_daemon
+    from gateway.ops.logs import configure_logging
 
     faulthandler.enable()  # systemd's watchdog kills a hung loop with SIGABRT: the journal gets its traceback
 

@@ -14,20 +14,34 @@ differs. A refused reload changes nothing. A reload that would change the set of
 the checker monitors (a limit on a tag that had none) is refused too: the rate-of-change
 and staleness history of the running checker would not carry over.
 
-An accepted reload is *staged* and applied by the app between two cycles (the healthy-
-cycle callback runs after a cycle's writes and before the next tick), never mid-cycle,
-through ``ControlLoop.apply_settings``. A new model is loaded by the model commands
+An accepted reload is *staged* (:class:`Reloader`) and applied between two cycles (the
+app's healthy-cycle callback runs after a cycle's writes and before the next tick), never
+mid-cycle, through ``ControlLoop.apply_settings``. Every outcome (applied, unchanged,
+refused) is logged, counted in ``edgewarden_config_reloads_total``, told to systemd and
+audited (``config_load`` with ``reload: true``, or ``config_reload_refused``). A new model is loaded by the model commands
 (gateway/policy/registry.py), not by a reload: a changed [policy] section is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import LoadedConfig, Settings
-from gateway.errors import ConfigError, PolicyError
+from gateway.config import LoadedConfig, Settings, load_config
+from gateway.errors import AuditError, ConfigError, PolicyError
+from gateway.ops.logs import configure_logging
 from gateway.policy.contract import check_against
+from gateway.safety.checker import monitored_tags
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditWriter
+    from gateway.cycle import ControlLoop
+    from gateway.ops.metrics import Metrics
+    from gateway.ops.sdnotify import Notifier
 
 RELOADABLE_SAFETY = ("limits", "actions", "interlocks", "fallback")
 
@@ -86,3 +100,85 @@ def validate_reload(current: LoadedConfig, candidate: LoadedConfig, monitored: C
                               f"safety.actions bounds ({exc}); nothing was changed") from None
     return changed_keys(old, new)
 
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A config file read again: acceptable (``loaded``, its changed ``keys``) or ``refusal``."""
+
+    loaded: LoadedConfig | None
+    keys: list[str]
+    refusal: str = ""
+
+
+class Reloader:
+    """One running daemon's reloads: read and validate the file (in a worker thread when
+    asked asynchronously), stage what is acceptable, apply it between two cycles."""
+
+    def __init__(self, loaded: LoadedConfig, loop: ControlLoop, audit: AuditWriter, metrics: Metrics,
+                 notifier: Notifier, log: Any) -> None:
+        self.loaded = loaded
+        self._loop = loop
+        self._audit = audit
+        self._metrics = metrics
+        self._notifier = notifier
+        self._log = log
+        self._staged: Candidate | None = None
+
+    @property
+    def staged_keys(self) -> list[str]:
+        """The keys of a reload accepted but not yet applied."""
+        return list(self._staged.keys) if self._staged is not None else []
+
+    def request(self) -> bool:
+        """Validate the config file again; stage it or refuse it. False when refused."""
+        return self._stage(self.validate())
+
+    async def request_async(self) -> bool:
+        """The same, with the file read and validated in a worker thread (the cycle keeps its deadlines)."""
+        return self._stage(await asyncio.to_thread(self.validate))
+
+    def validate(self) -> Candidate:
+        """Touches no running state (thread-safe)."""
+        self._notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            candidate = load_config(self.loaded.path)
+            keys = validate_reload(self.loaded, candidate, monitored_tags, self._loop.policy.contract)
+        except ConfigError as exc:
+            return Candidate(None, [], str(exc))
+        return Candidate(candidate, keys)
+
+    def _stage(self, candidate: Candidate) -> bool:
+        if candidate.loaded is None:
+            self._done("refused", candidate.refusal)
+            return False
+        if not candidate.keys:
+            self._done("unchanged", f"{self.loaded.path}: nothing changed")
+        else:
+            self._staged = candidate
+        return True
+
+    def apply_staged(self) -> None:
+        """Between two cycles: the staged reload, if any, takes effect."""
+        staged, self._staged = self._staged, None
+        if staged is None or staged.loaded is None:
+            return
+        new = staged.loaded
+        self._loop.apply_settings(new.settings)
+        if new.settings.logging.level != self.loaded.settings.logging.level:
+            configure_logging(new.settings.logging)
+        self.loaded = new
+        with contextlib.suppress(AuditError):  # a log that cannot be written trips through on_fatal
+            self._audit.append("config_load", {"path": str(new.path), "sha256": new.sha256, "reload": True,
+                                               "changed": staged.keys})
+        self._done("applied", f"applied: {', '.join(staged.keys)}")
+
+    def _done(self, result: str, message: str) -> None:
+        self._metrics.reloads.labels(result=result).inc()
+        if result == "refused":
+            self._log.error("config reload refused", result=result, message=message)
+            with contextlib.suppress(AuditError):
+                self._audit.append("config_reload_refused", {"path": str(self.loaded.path), "error": message})
+        else:
+            self._log.info("config reload", result=result, message=message)
+        self._notifier.notify("READY=1", f"STATUS=reload {result}: {message[:200]}")

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.audit import AuditWriter, iter_records, verify
+from gateway.audit import AuditWriter, iter_records, retention, verify
 from gateway.audit import record as fmt
-from gateway.audit import retention
 from gateway.audit.files import EXPORTED_NAME
 from gateway.cli import main
 from gateway.errors import AuditError

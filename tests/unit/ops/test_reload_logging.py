@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gateway.app import configure_logging
 from gateway.config import LoadedConfig, LoggingSection, load_config
 from gateway.errors import ConfigError
+from gateway.ops.logs import configure_logging
 from gateway.ops.reload import changed_keys, validate_reload
 from gateway.ops.statusview import render
 from gateway.safety.checker import monitored_tags
