@@ -20,10 +20,25 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from gateway.config_checks import cross_problems
+from gateway.config_env import ENV_PREFIX, env_problems, env_variables, from_env
 from gateway.configbase import DataType, FilePath, Flag, Range, Section, check_range
 from gateway.errors import ConfigError
 from gateway.io.modbus.connection import MODBUS_REGISTERS, ModbusConnection, ModbusTable
@@ -33,7 +48,6 @@ from gateway.io.protocols import DEFAULT_TYPE, PROTOCOLS
 __all__ = ["MODBUS_REGISTERS", "ConnectionSpec", "DataType", "LoadedConfig", "ModbusConnection", "OpcUaConnection",
            "Settings", "TagSpec", "load_config"]
 
-ENV_PREFIX = "EDGEWARDEN_"
 
 class GatewaySection(Section):
     name: str = "edgewarden"
@@ -359,7 +373,7 @@ def _fmt_input(value: Any) -> str:
 def _schema_problems(exc: ValidationError, env: dict[tuple[str, ...], str]) -> list[str]:
     out = []
     for err in exc.errors():
-        loc = _fmt_loc(err["loc"]) + _from_env(err["loc"], env)
+        loc = _fmt_loc(err["loc"]) + from_env(err["loc"], env)
         if err["type"] == "extra_forbidden":
             out.append(f"{loc}: unknown key (not part of the configuration schema)")
         elif err["type"] == "missing":
@@ -395,62 +409,7 @@ def _resolve_connection(conn: Any, fix: Any, gw: GatewaySection) -> Any:
     return conn.model_copy(update=update) if update else conn
 
 
-# EDGEWARDEN_* variables that are not configuration keys: the CLI's socket, the safety
-# kernel switch, the demo's output format and the test suite's switches
-OTHER_VARIABLES = frozenset({"EDGEWARDEN_SOCKET", "EDGEWARDEN_SAFETY_KERNEL", "EDGEWARDEN_REQUIRE_SAFETY_KERNEL",
-                             "EDGEWARDEN_DEMO_JSON", "EDGEWARDEN_SLOW", "EDGEWARDEN_HYPOTHESIS_EXAMPLES"})
 MAX_SOCKET_PATH = 107  # bytes in sockaddr_un.sun_path, less its terminating NUL
-
-
-def _schema_key(model: Any, parts: list[str]) -> bool:
-    """Whether ``parts`` (lower case) name a key of ``model``: fields by name, one free
-    segment for a dict's own key (a tag or connection name)."""
-    if not parts:
-        return True
-    fields = getattr(model, "model_fields", None)
-    if fields is None or parts[0] not in fields:
-        return False
-    annotation = fields[parts[0]].annotation
-    return _annotation_key(annotation, parts[1:])
-
-
-def _annotation_key(annotation: Any, rest: list[str]) -> bool:
-    import typing
-
-    if not rest:
-        return True
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is dict:  # the next part is the entry's name
-        return _annotation_key(args[1], rest[1:])
-    if origin is Annotated:
-        return _annotation_key(args[0], rest)
-    if args and origin is not list:  # a union: any member that has the key
-        return any(_annotation_key(a, rest) for a in args)
-    return _schema_key(annotation, rest)
-
-
-def env_variables(environ: dict[str, str]) -> dict[tuple[str, ...], str]:
-    """The configuration keys set by ``EDGEWARDEN_*`` variables: key path → variable name."""
-    out = {}
-    for name in environ:
-        if name.startswith(ENV_PREFIX) and name not in OTHER_VARIABLES:
-            out[tuple(name[len(ENV_PREFIX):].lower().split("__"))] = name
-    return out
-
-
-def _env_problems(env: dict[tuple[str, ...], str]) -> list[str]:
-    return [f"{var} (environment): not a configuration key ({'.'.join(key)} is not in the schema); "
-            f"other EDGEWARDEN_ variables: {', '.join(sorted(OTHER_VARIABLES))}"
-            for key, var in env.items() if not _schema_key(Settings, list(key))]
-
-
-def _from_env(problem_loc: tuple[Any, ...], env: dict[tuple[str, ...], str]) -> str:
-    loc = tuple(str(p).lower() for p in problem_loc)
-    for key, var in env.items():
-        if loc[:len(key)] == key:
-            return f" (set by the environment variable {var})"
-    return ""
 
 
 def _file_problems(s: Settings) -> list[str]:
@@ -491,7 +450,7 @@ def load_config(path: Path | str) -> LoadedConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     env = env_variables(dict(os.environ))
-    problems = _env_problems(env)
+    problems = env_problems(env, Settings)
     settings: Settings | None = None
     try:
         settings = Settings(**data)

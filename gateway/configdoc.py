@@ -14,7 +14,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from gateway.config import ENV_PREFIX, OTHER_VARIABLES, Settings
+from gateway.config import Settings
+from gateway.config_env import ENV_PREFIX, OTHER_VARIABLES
 from gateway.io.protocols import PROTOCOLS
 
 # sections keyed by a user's name ([tags.NAME]...) and the model of each entry
