@@ -95,8 +95,9 @@ async def test_audit_write_error_trips_gateway_to_safe_state(tmp_path: Path, mon
     await _scenario(tmp_path, monkeypatch, which)
 
 
-def test_cycle_trips_itself_when_the_log_fails_between_two_cycles(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.anyio
+async def test_cycle_trips_itself_when_the_log_fails_between_two_cycles(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """No race with on_fatal: the first cycle whose record cannot be queued trips the e-stop."""
     from gateway.app import load_policy
     from gateway.audit import AuditWriter
@@ -132,7 +133,7 @@ def test_cycle_trips_itself_when_the_log_fails_between_two_cycles(tmp_path: Path
         assert safe["coolant_flow_sp"] == 200.0 and safe["feed_flow_sp"] == 0.0
 
     try:
-        asyncio.run(go())
+        await go()
     finally:
         monkeypatch.undo()
         with pytest.raises(Exception, match="No space left"):

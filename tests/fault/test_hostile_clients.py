@@ -78,60 +78,58 @@ async def _still_in_control(b: Bench) -> None:
     await wait_for(lambda: b.gateway.loop.stats.cycles > n + 3, "cycles to go on")  # type: ignore[union-attr]
 
 
-def test_every_malformed_line_gets_an_error_reply(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    async def go() -> None:
-        async with bench(tmp_path, replace=CONTROL) as b:
-            await b.start_auto()
-            for data, says in MALFORMED:
-                reply = await raw(b.sock, data)
-                assert reply.get("ok") is False and says in reply.get("error", ""), (data[:60], reply)
-            await _still_in_control(b)
-            ops = [r for r in b.audit_records() if r["kind"] == "operator"]
-            assert [r["cmd"] for r in ops] == ["start"]  # nothing malformed acted or was recorded
-            # a well-formed e-stop still works, and is recorded with its reason as text
-            reply = await raw(b.sock, b'{"cmd": "estop", "actor": "alice", "reason": "drill"}\n')
-            assert reply["ok"] and reply["mode"] == "ESTOP", reply
-    asyncio.run(go())
+@pytest.mark.anyio
+async def test_every_malformed_line_gets_an_error_reply(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    async with bench(tmp_path, replace=CONTROL) as b:
+        await b.start_auto()
+        for data, says in MALFORMED:
+            reply = await raw(b.sock, data)
+            assert reply.get("ok") is False and says in reply.get("error", ""), (data[:60], reply)
+        await _still_in_control(b)
+        ops = [r for r in b.audit_records() if r["kind"] == "operator"]
+        assert [r["cmd"] for r in ops] == ["start"]  # nothing malformed acted or was recorded
+        # a well-formed e-stop still works, and is recorded with its reason as text
+        reply = await raw(b.sock, b'{"cmd": "estop", "actor": "alice", "reason": "drill"}\n')
+        assert reply["ok"] and reply["mode"] == "ESTOP", reply
     _no_traceback(capfd)
 
 
-def test_idle_connections_are_closed_with_an_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    async def go() -> None:
-        async with bench(tmp_path, replace=CONTROL) as b:
-            reader, writer = await asyncio.open_unix_connection(str(b.sock))
-            writer.write(b'{"cmd": "sta')  # and then nothing
-            line = await asyncio.wait_for(reader.readline(), 3)
-            assert "no complete request line within 0.5 s" in json.loads(line)["error"]
-            assert await reader.read() == b""  # closed
+@pytest.mark.anyio
+async def test_idle_connections_are_closed_with_an_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    async with bench(tmp_path, replace=CONTROL) as b:
+        reader, writer = await asyncio.open_unix_connection(str(b.sock))
+        writer.write(b'{"cmd": "sta')  # and then nothing
+        line = await asyncio.wait_for(reader.readline(), 3)
+        assert "no complete request line within 0.5 s" in json.loads(line)["error"]
+        assert await reader.read() == b""  # closed
+        writer.close()
+    _no_traceback(capfd)
+
+
+@pytest.mark.anyio
+async def test_surplus_connections_of_one_client_close_its_oldest(tmp_path: Path,
+                                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    async with bench(tmp_path, replace=CONTROL) as b:
+        idle = []
+        for _ in range(10):
+            sock = await asyncio.to_thread(connect_unix, b.sock, 2.0)
+            idle.append(await asyncio.open_unix_connection(sock=sock))
+            await asyncio.sleep(0.01)  # accepted in this order
+        replies = [json.loads(await asyncio.wait_for(r.readline(), 3))["error"] for r, _ in idle]
+        # the six oldest were closed to make room (4 per uid), the rest timed out; each told why
+        assert all("more than 4 connections of uid 0 waiting" in e for e in replies[:6]), replies
+        assert all("no complete request line within 0.5 s" in e for e in replies[6:]), replies
+        assert (await raw(b.sock, b'{"cmd": "status"}\n'))["ok"]
+        for _, writer in idle:
             writer.close()
-    asyncio.run(go())
-    _no_traceback(capfd)
-
-
-def test_surplus_connections_of_one_client_close_its_oldest(tmp_path: Path,
-                                                            capfd: pytest.CaptureFixture[str]) -> None:
-    async def go() -> None:
-        async with bench(tmp_path, replace=CONTROL) as b:
-            idle = []
-            for _ in range(10):
-                sock = await asyncio.to_thread(connect_unix, b.sock, 2.0)
-                idle.append(await asyncio.open_unix_connection(sock=sock))
-                await asyncio.sleep(0.01)  # accepted in this order
-            replies = [json.loads(await asyncio.wait_for(r.readline(), 3))["error"] for r, _ in idle]
-            # the six oldest were closed to make room (4 per uid), the rest timed out; each told why
-            assert all("more than 4 connections of uid 0 waiting" in e for e in replies[:6]), replies
-            assert all("no complete request line within 0.5 s" in e for e in replies[6:]), replies
-            assert (await raw(b.sock, b'{"cmd": "status"}\n'))["ok"]
-            for _, writer in idle:
-                writer.close()
-    asyncio.run(go())
     _no_traceback(capfd)
 
 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the flood as another uid")
-def test_a_connection_flood_from_another_user_cannot_keep_the_e_stop_out(
+@pytest.mark.anyio
+async def test_a_connection_flood_from_another_user_cannot_keep_the_e_stop_out(
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     public = Path(tempfile.mkdtemp(prefix="ew-flood-"))  # a directory uid 65534 can reach
     public.chmod(0o755)
@@ -159,26 +157,25 @@ def test_a_connection_flood_from_another_user_cannot_keep_the_e_stop_out(
                     flood.send_signal(signal.SIGKILL)
                 await flood.wait()
     try:
-        asyncio.run(go())
+        await go()
     finally:
         shutil.rmtree(public, ignore_errors=True)
     _no_traceback(capfd)
 
 
-def test_a_scraper_that_leaves_early_costs_no_traceback(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    async def go() -> None:
-        async with bench(tmp_path) as b:
-            port = b.gateway.metrics_port
-            assert port
-            for _ in range(20):
-                s = socket.create_connection(("127.0.0.1", port))
-                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                s.close()  # RST before the reply is read: the server's write fails
-            await asyncio.sleep(0.5)
+@pytest.mark.anyio
+async def test_a_scraper_that_leaves_early_costs_no_traceback(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    async with bench(tmp_path) as b:
+        port = b.gateway.metrics_port
+        assert port
+        for _ in range(20):
             s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
-            assert b"200" in s.recv(100)
-            s.close()
-    asyncio.run(go())
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()  # RST before the reply is read: the server's write fails
+        await asyncio.sleep(0.5)
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert b"200" in s.recv(100)
+        s.close()
     _no_traceback(capfd)

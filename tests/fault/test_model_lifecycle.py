@@ -39,7 +39,8 @@ async def model(b: Bench, action: str, path: Path | None = None, **kw: Any) -> d
     return await b.cmd("model", action=action, **extra, **kw)
 
 
-def test_bad_models_are_refused_and_the_running_model_is_unaffected(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_bad_models_are_refused_and_the_running_model_is_unaffected(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     pub = tmp_path / "model.pub"
     pub.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
@@ -73,7 +74,7 @@ def test_bad_models_are_refused_and_the_running_model_is_unaffected(tmp_path: Pa
             pass
 
     try:
-        asyncio.run(go())
+        await go()
         raise AssertionError("a gateway with [policy] pubkey started an unsigned model")
     except Exception as exc:  # noqa: BLE001 - PolicyError from Gateway.run
         assert "signature is required" in str(exc) or ".sig not found" in str(exc), exc
@@ -93,7 +94,7 @@ def test_bad_models_are_refused_and_the_running_model_is_unaffected(tmp_path: Pa
             assert st["models"]["active"] == active and st["mode"] == "AUTO"
             assert b.twin_setpoints()[1] == 100.0
     (tmp_path / "g2").mkdir()
-    asyncio.run(go2())
+    await go2()
 
 
 def test_signed_model_loads_and_a_bad_signature_is_refused(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ in docs/safety.md) with EDGEWARDEN_SLOW=1.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from pathlib import Path
 
@@ -45,11 +44,13 @@ def check(r: CaseResult) -> None:
 
 
 @pytest.mark.parametrize(("link", "fault"), SHORT, ids=[f"{a}-{b}" for a, b in SHORT])
-def test_network_fault(tmp_path: Path, link: str, fault: str) -> None:
-    check(asyncio.run(run_case(tmp_path, link, fault)))
+@pytest.mark.anyio
+async def test_network_fault(tmp_path: Path, link: str, fault: str) -> None:
+    check(await run_case(tmp_path, link, fault))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("link", "fault"), FULL, ids=[f"{a}-{b}" for a, b in FULL])
-def test_network_fault_matrix(tmp_path: Path, link: str, fault: str) -> None:
-    check(asyncio.run(run_case(tmp_path, link, fault)))
+@pytest.mark.anyio
+async def test_network_fault_matrix(tmp_path: Path, link: str, fault: str) -> None:
+    check(await run_case(tmp_path, link, fault))

@@ -44,7 +44,8 @@ def as_nobody(sock: Path, cmd: str) -> dict:
 
 
 @needs_root
-def test_operator_commands_permissions_and_audit(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_operator_commands_permissions_and_audit(tmp_path: Path) -> None:
     sockdir = Path(tempfile.mkdtemp(prefix="edgewarden-ops-"))
     os.chmod(sockdir, 0o755)  # pytest's tmp dirs are 0700: nobody could not even reach the socket
     sock = sockdir / "control.sock"
@@ -94,7 +95,7 @@ def test_operator_commands_permissions_and_audit(tmp_path: Path) -> None:
             assert trip["code"] == "operator_estop" and "alice (uid 0 root)" in trip["actor"]
 
     try:
-        asyncio.run(story())
+        await story()
     finally:
         for p in sockdir.iterdir():
             p.unlink()

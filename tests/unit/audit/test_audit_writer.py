@@ -102,7 +102,8 @@ def test_append_durable_is_on_disk_when_it_returns(tmp_path: Path) -> None:
         w.close()
 
 
-def test_append_durable_async(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_append_durable_async(tmp_path: Path) -> None:
     async def main(w: AuditWriter) -> list[int]:
         w.append("cycle", {"i": 0})
         seqs = await asyncio.gather(*(w.append_durable_async("operator", {"n": n}) for n in range(5)))
@@ -110,7 +111,7 @@ def test_append_durable_async(tmp_path: Path) -> None:
         return list(seqs)
 
     with AuditWriter(tmp_path, commit_interval_s=5.0) as w:
-        assert asyncio.run(main(w)) == [2, 3, 4, 5, 6]
+        assert await main(w) == [2, 3, 4, 5, 6]
 
 
 def test_flush_and_stats(tmp_path: Path) -> None:
@@ -165,16 +166,14 @@ def test_fsync_error_is_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     _check_fatal(w, calls)
 
 
-def test_write_error_is_fatal_and_wakes_async_waiters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.anyio
+async def test_write_error_is_fatal_and_wakes_async_waiters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[AuditError] = []
     w = AuditWriter(tmp_path, on_fatal=calls.append).open()
     monkeypatch.setattr(os, "write", lambda *_a: _enospc())
 
-    async def main() -> None:
-        with pytest.raises(AuditError):
-            await w.append_durable_async("trip", {})
-
-    asyncio.run(main())
+    with pytest.raises(AuditError):
+        await w.append_durable_async("trip", {})
     monkeypatch.undo()
     _check_fatal(w, calls)
 

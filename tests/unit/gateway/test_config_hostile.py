@@ -99,7 +99,8 @@ def test_a_metrics_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> 
     assert verify(tmp_path / "audit").ok  # the log it opened is closed cleanly
 
 
-def test_a_node_the_server_does_not_have_is_named_at_start(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_a_node_the_server_does_not_have_is_named_at_start(tmp_path: Path) -> None:
     """Not "cannot reach the PLC": the server answered, and said it has no such node."""
     import asyncio
 
@@ -111,7 +112,7 @@ def test_a_node_the_server_does_not_have_is_named_at_start(tmp_path: Path) -> No
                                   replace={r'^node = "ns=2;s=cstr.CA"': 'node = "ns=2;s=cstr.Ca"'})
             return await asyncio.to_thread(check, config, None, "run")
 
-    r = asyncio.run(go())
+    r = await go()
     assert r.returncode == 69, r.stderr
     assert "the server has no such node for 1 tag(s): tags.CA node 'ns=2;s=cstr.Ca': BadNodeIdUnknown" in r.stderr
     assert "cannot reach" not in r.stderr

@@ -46,45 +46,43 @@ def make_loop(tmp_path: Path, *, weight: np.ndarray | None = None, replace: dict
     return loop, transport, audit
 
 
-def steps(loop: ControlLoop, n: int) -> None:
-    async def go() -> None:
-        for _ in range(n):
-            await loop.step()
-    asyncio.run(go())
+async def steps(loop: ControlLoop, n: int) -> None:
+    for _ in range(n):
+        await loop.step()
 
 
-def run_for(loop: ControlLoop, seconds: float, period: float = 0.01) -> None:
+async def run_for(loop: ControlLoop, seconds: float, period: float = 0.01) -> None:
     """Cycles every ``period`` for ``seconds`` (writes, and their acknowledgements, go on)."""
-    async def go() -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            await loop.step()
-            await asyncio.sleep(period)
-    asyncio.run(go())
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        await loop.step()
+        await asyncio.sleep(period)
 
 
 def action_writes(t: MemoryTransport) -> list[dict[str, float]]:
     return [w for w in t.writes if "coolant_flow_sp" in w]
 
 
-def test_start_is_inhibited_until_an_explicit_start(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_start_is_inhibited_until_an_explicit_start(tmp_path: Path) -> None:
     loop, t, _ = make_loop(tmp_path)
-    steps(loop, 3)
+    await steps(loop, 3)
     assert loop.modes.mode == Mode.READY
     assert action_writes(t) == []  # heartbeat only
     assert [w["heartbeat"] for w in t.writes] == [1.0, 2.0, 3.0]
     loop.request_start("alice")
-    steps(loop, 2)
+    await steps(loop, 2)
     assert loop.modes.mode == Mode.AUTO
     assert len(action_writes(t)) == 2
 
 
-def test_actions_are_shielded_rate_limited_and_bumpless(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_actions_are_shielded_rate_limited_and_bumpless(tmp_path: Path) -> None:
     # coolant = 100 + 5 (T - T_sp): T 20 K above setpoint gives 200, the upper bound
     loop, t, audit = make_loop(tmp_path, values={**HEALTHY, "T": 370.0})
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 20)
+    await steps(loop, 20)
     coolant = [w["coolant_flow_sp"] for w in action_writes(t)]
     step_max = 100.0 * loop.period  # max_rate 100 L/min per s
     assert coolant[0] == pytest.approx(100.0 + step_max)  # ramps from the PLC's current setpoint
@@ -94,29 +92,30 @@ def test_actions_are_shielded_rate_limited_and_bumpless(tmp_path: Path) -> None:
     assert cycles[0]["proposed"][0] == 200.0 and cycles[0]["written"][0] == pytest.approx(100.0 + step_max)
 
 
-def test_hard_limit_trips_latches_and_needs_reset_then_start(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_hard_limit_trips_latches_and_needs_reset_then_start(tmp_path: Path) -> None:
     loop, t, _ = make_loop(tmp_path)
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 2)
+    await steps(loop, 2)
     t.values["T"] = 401.0  # hard high limit 400 K
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "hard_limit:T:high"
     assert t.writes[-1]["coolant_flow_sp"] == 200.0 and t.writes[-1]["feed_flow_sp"] == 0.0
     with pytest.raises(ModeRefused, match="trip condition is still present"):
         loop.request_reset("alice")
     t.values["T"] = 350.0
-    steps(loop, 3)
+    await steps(loop, 3)
     assert loop.modes.mode == Mode.ESTOP  # latched: cleared conditions alone change nothing
     assert all(w["coolant_flow_sp"] == 200.0 for w in action_writes(t)[-3:])
     loop.request_reset("alice")
     n = len(action_writes(t))
-    steps(loop, 3)
+    await steps(loop, 3)
     assert loop.modes.mode == Mode.READY  # reset never restarts
     assert len(action_writes(t)) == n
     loop.request_start("alice")
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.AUTO
 
 
@@ -126,34 +125,36 @@ def test_hard_limit_trips_latches_and_needs_reset_then_start(tmp_path: Path) -> 
     ("Tj", 320.0, Quality.BAD, "bad_quality:Tj"),
     ("plc_estop", 1.0, Quality.GOOD, "plc_estop"),
 ])
-def test_bad_plc_values_trip_with_the_tag_named(tmp_path: Path, tag: str, value: float,
-                                                quality: Quality, code: str) -> None:
+@pytest.mark.anyio
+async def test_bad_plc_values_trip_with_the_tag_named(tmp_path: Path, tag: str, value: float,
+                                                      quality: Quality, code: str) -> None:
     loop, t, _ = make_loop(tmp_path)
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 1)
+    await steps(loop, 1)
     t.values[tag] = value
     t.quality[tag] = quality
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == code
     assert t.writes[-1]["feed_flow_sp"] == 0.0
 
 
-def test_comms_loss_holds_then_trips_after_timeout(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_comms_loss_holds_then_trips_after_timeout(tmp_path: Path) -> None:
     loop, t, _ = make_loop(tmp_path, replace={r"^comms_timeout_ms = 1000": "comms_timeout_ms = 50",
                                                    r"^cycle_hz = 10.0": "cycle_hz = 50.0"})
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 1)
+    await steps(loop, 1)
     t.online = False
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.AUTO and loop.stats.holds == 1  # nothing new written
-    asyncio.run(asyncio.sleep(0.06))
+    await asyncio.sleep(0.06)
     t.online = True  # comes back only after the timeout: too late, it has tripped by then
     t.values["T"] = 350.0
     t.online = False
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP and loop.estop.last.code == "comms_loss"
 
 
@@ -170,11 +171,12 @@ def _nan_policy_loop(tmp_path: Path, replace: dict[str, str] | None = None):
     return loop, t, audit
 
 
-def test_policy_fault_trips_when_configured(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_policy_fault_trips_when_configured(tmp_path: Path) -> None:
     loop, t, audit = _nan_policy_loop(tmp_path, {r'^policy_fault = "fallback"': 'policy_fault = "estop"'})
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "policy_fault"
     assert t.writes[-1] == {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0, "heartbeat": float(len(t.writes))}
@@ -182,12 +184,13 @@ def test_policy_fault_trips_when_configured(tmp_path: Path) -> None:
     assert rec["written"] == [200.0, 0.0] and rec["mode"] == "ESTOP" and rec["proposed"] is None, rec
 
 
-def test_policy_fault_hands_control_to_the_pid_fallback(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_policy_fault_hands_control_to_the_pid_fallback(tmp_path: Path) -> None:
     loop, t, audit = _nan_policy_loop(tmp_path)
     t.values["T"] = 352.0  # 2 K above setpoint: the reverse-acting PID asks for more coolant
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 5)
+    await steps(loop, 5)
     assert loop.modes.mode == Mode.FALLBACK and loop.stats.policy_faults == 5
     coolant = [w["coolant_flow_sp"] for w in action_writes(t)]
     assert coolant == sorted(coolant) and coolant[-1] > 100.0  # ramping up, rate-limited
@@ -196,9 +199,10 @@ def test_policy_fault_hands_control_to_the_pid_fallback(tmp_path: Path) -> None:
     assert modes[-1]["mode"] == "FALLBACK" and modes[-1]["proposed"] is None
 
 
-def test_trip_runs_once_and_isolates_failing_handlers(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_trip_runs_once_and_isolates_failing_handlers(tmp_path: Path) -> None:
     loop, t, _ = make_loop(tmp_path)
-    steps(loop, 1)
+    await steps(loop, 1)
     t.fail_writes = True  # the safe write itself fails: recorded as failed, the rest still runs
 
     async def broken(event) -> None:  # noqa: ANN001
@@ -211,7 +215,7 @@ def test_trip_runs_once_and_isolates_failing_handlers(tmp_path: Path) -> None:
         second = await loop.estop.trip("operator_estop", "again", actor="bob")
         return first, second
 
-    assert asyncio.run(go()) == (True, False)
+    assert await go() == (True, False)
     assert loop.estop.count == 1 and loop.estop.handler_failures == ["broken: a handler that fails"]
     # the safe write's truth: attempted, and not acknowledged
     assert loop.last_safe_write is not None
@@ -221,7 +225,8 @@ def test_trip_runs_once_and_isolates_failing_handlers(tmp_path: Path) -> None:
     assert samples == 1.0
 
 
-def test_deadline_overruns_trip(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_deadline_overruns_trip(tmp_path: Path) -> None:
     loop, t, _ = make_loop(tmp_path, replace={r"^max_consecutive_overruns = 5": "max_consecutive_overruns = 3"})
     real_step = loop.step
 
@@ -241,7 +246,7 @@ def test_deadline_overruns_trip(tmp_path: Path) -> None:
         stop.set()
         await task
 
-    asyncio.run(go())
+    await go()
     assert loop.modes.mode == Mode.ESTOP and loop.estop.last.code == "deadline_overrun"
     assert loop.stats.deadline_misses >= 3
     # the condition is still present (the last cycle overran): a reset is refused, saying so
@@ -249,29 +254,31 @@ def test_deadline_overruns_trip(tmp_path: Path) -> None:
         loop.request_reset("alice")
 
 
-def test_interlock_restricts_the_action_and_repeated_clips_hand_over_to_fallback(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_interlock_restricts_the_action_and_repeated_clips_hand_over_to_fallback(tmp_path: Path) -> None:
     # T >= 375 limits the feed to 50; the policy keeps asking for 100 -> clipped every cycle
     loop, t, audit = make_loop(tmp_path, values={**HEALTHY, "T": 376.0, "T_sp": 376.0, "feed_flow": 40.0},
                                replace={r"^max_interventions = 20": "max_interventions = 3"})
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 2)
+    await steps(loop, 2)
     assert loop.modes.mode == Mode.AUTO
     assert all(w["feed_flow_sp"] <= 50.0 for w in action_writes(t))
     assert [p["interlocks"] for k, p in audit.records if k == "cycle"][-1] == ["hot_limits_feed"]
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.FALLBACK  # the third clip within the window
-    steps(loop, 3)
+    await steps(loop, 3)
     assert all(w["feed_flow_sp"] <= 50.0 for w in action_writes(t))  # the fallback is shielded too
 
 
-def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Path) -> None:
     loop, t, audit = make_loop(tmp_path)
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 1)
+    await steps(loop, 1)
     t.values["T"] = 376.0  # feed must drop from 100 to <= 50 at once; the rate allows 5 per cycle
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "interlock_conflict:feed_flow_sp"
     assert t.writes[-1]["feed_flow_sp"] == 0.0
@@ -281,7 +288,8 @@ def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Path) ->
     assert rec["proposed"] is not None  # what the policy asked for, refused
 
 
-def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_back(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_back(tmp_path: Path) -> None:
     from gateway.policy.contract import ObsStats
     from tests.helpers import contract
     from training.onnx_graph import build_linear_policy, write_model
@@ -295,16 +303,16 @@ def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_back(tmp
     write_model(loop.settings.policy.path, build_linear_policy(c, weight, np.array([100.0, 100.0])))
     loop.policy = load_policy(loop.settings)
     loop.__init__(loop.settings, loop.tags, t, loop.policy, ModeMachine(), audit, loop.metrics)
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 1)
+    await steps(loop, 1)
     t.values["T"] = 364.0  # 4 K beyond the training range (margin 10 % of 20 K = 2 K)
-    steps(loop, 2)
+    await steps(loop, 2)
     assert loop.modes.mode == Mode.AUTO and loop.stats.ood_inputs == 2  # counted, below the threshold
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.FALLBACK and loop.stats.ood_inputs == 3
     t.values["T"] = 351.0  # back in range: policy and PID agree -> hand back
-    steps(loop, 3)
+    await steps(loop, 3)
     assert loop.modes.mode == Mode.AUTO
 
 
@@ -325,18 +333,19 @@ def test_fallback_pid_does_not_wind_up_while_saturated() -> None:
     assert out[1] == 100.0  # no PID for the feed: hold
 
 
-def test_stale_data_that_lasts_past_the_timeout_trips(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_stale_data_that_lasts_past_the_timeout_trips(tmp_path: Path) -> None:
     loop, t, _ = make_loop(tmp_path, replace={r"^comms_timeout_ms = 1000": "comms_timeout_ms = 50",
                                                    r"^cycle_hz = 10.0": "cycle_hz = 50.0"})
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 1)
+    await steps(loop, 1)
     t.values["T"] = math.nan
     t.quality["T"] = Quality.NO_DATA  # the PLC stops delivering T while the link stays up
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.AUTO and loop.stats.holds == 1
-    run_for(loop, 0.06)  # the link answers, T does not
-    steps(loop, 1)
+    await run_for(loop, 0.06)  # the link answers, T does not
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "hold_timeout:no_data:T"
 
@@ -355,7 +364,8 @@ class SlowAckTransport(MemoryTransport):
         self.acked += 1
 
 
-def test_write_ack_next_cycle_sends_in_the_cycle_and_collects_the_ack_in_the_next(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_write_ack_next_cycle_sends_in_the_cycle_and_collects_the_ack_in_the_next(tmp_path: Path) -> None:
     writes = {}
     for ack in ("in_cycle", "next_cycle"):
         (tmp_path / ack).mkdir()
@@ -370,7 +380,7 @@ def test_write_ack_next_cycle_sends_in_the_cycle_and_collects_the_ack_in_the_nex
             await loop.settle_writes()
             return sent_acked
 
-        sent_acked = asyncio.run(go())
+        sent_acked = await go()
         writes[ack] = t.writes
         if ack == "in_cycle":
             assert all(sent == acked for sent, acked in sent_acked)
@@ -406,18 +416,19 @@ async def test_write_ack_next_cycle_counts_a_failed_write_in_the_next_cycle_and_
 
 # ---- the PLC's authority as an input -------------------------------------------------------
 @pytest.mark.parametrize(("tag", "value"), [("plc_remote", 0.0), ("plc_watchdog", 1.0)])
-def test_a_plc_that_stops_accepting_moves_auto_to_manual_and_back(tmp_path: Path, tag: str, value: float) -> None:
+@pytest.mark.anyio
+async def test_a_plc_that_stops_accepting_moves_auto_to_manual_and_back(tmp_path: Path, tag: str, value: float) -> None:
     loop, t, audit = make_loop(tmp_path)
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 2)
+    await steps(loop, 2)
     assert loop.modes.mode == Mode.AUTO and loop.authority.accepts is True
     t.values[tag] = value  # remote off, or the PLC's dead-man tripped
     n_writes = len(action_writes(t))
-    steps(loop, 1)  # seen in the very cycle that reads it
+    await steps(loop, 1)  # seen in the very cycle that reads it
     assert loop.modes.mode == Mode.MANUAL and "plc_remote" in loop.manual_by
     assert loop.authority.accepts is False and "plc_not_accepting" in loop.alarms
-    steps(loop, 3)
+    await steps(loop, 3)
     assert len(action_writes(t)) == n_writes  # no setpoint written while the PLC does not listen
     alarms = [p for k, p in audit.records if k == "alarm"]
     assert alarms == [{"alarm": "plc_not_accepting", "raised": True,
@@ -425,62 +436,65 @@ def test_a_plc_that_stops_accepting_moves_auto_to_manual_and_back(tmp_path: Path
     metric = loop.metrics.registry.get_sample_value("edgewarden_plc_accepts_setpoints")
     assert metric == 0.0
     t.values[tag] = 1.0 - value
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.AUTO and "plc_not_accepting" not in loop.alarms
     assert [p["raised"] for k, p in audit.records if k == "alarm"] == [True, False]
 
 
-def test_a_persistent_setpoint_mismatch_is_an_alarm_naming_the_action(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_a_persistent_setpoint_mismatch_is_an_alarm_naming_the_action(tmp_path: Path) -> None:
     loop, t, audit = make_loop(tmp_path, replace={r'^policy_fault = "fallback"':
                                                   'policy_fault = "fallback"\napplied_settle_s = 0.05'})
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 2)
+    await steps(loop, 2)
     assert loop.modes.mode == Mode.AUTO
     t.values["coolant_flow"] = loop.action[0] + 50.0  # the PLC applies something else
-    run_for(loop, 0.03)
+    await run_for(loop, 0.03)
     assert "setpoint_mismatch:coolant_flow_sp" not in loop.alarms  # within the settle time
     t.values["coolant_flow"] = loop.action[0] + 50.0
-    run_for(loop, 0.08)
+    await run_for(loop, 0.08)
     assert list(loop.alarms) == ["setpoint_mismatch:coolant_flow_sp"]
     message = loop.alarms["setpoint_mismatch:coolant_flow_sp"]
     assert "coolant_flow_sp: written" in message and "PLC applies" in message
     assert loop.modes.mode == Mode.AUTO  # an alarm, not a trip
     t.values["coolant_flow"] = loop.action[0]
-    steps(loop, 1)
+    await steps(loop, 1)
     t.values["coolant_flow"] = loop.action[0]
-    steps(loop, 1)
+    await steps(loop, 1)
     assert not loop.alarms
     assert [(p["alarm"], p["raised"]) for k, p in audit.records if k == "alarm"] == [
         ("setpoint_mismatch:coolant_flow_sp", True), ("setpoint_mismatch:coolant_flow_sp", False)]
 
 
-def test_cycle_records_say_what_the_device_acknowledged(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_cycle_records_say_what_the_device_acknowledged(tmp_path: Path) -> None:
     """The audit record is the truth about outputs: ``ack`` per written tag (and the
     heartbeat), failed writes recorded as failed, ESTOP's safe write included."""
     loop, t, audit = make_loop(tmp_path)
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 2)
+    await steps(loop, 2)
     cycles = [p for k, p in audit.records if k == "cycle"]
     assert cycles[0]["written"] is None and cycles[0]["ack"] == ["ok"]  # heartbeat only
     assert cycles[-1]["written"] is not None and cycles[-1]["ack"] == ["ok", "ok", "ok"]
     assert cycles[-1]["age_ms"] is not None and cycles[-1]["age_ms"] >= 0.0
     t.fail_writes = True
-    steps(loop, 1)
+    await steps(loop, 1)
     rec = [p for k, p in audit.records if k == "cycle"][-1]
     assert rec["written"] is not None and len(rec["ack"]) == 3
     assert all(a.startswith("failed: ") for a in rec["ack"]), rec["ack"]
     assert loop.stats.write_errors == 1
 
 
-def test_a_mode_change_during_the_write_does_not_relabel_the_cycle_that_wrote(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_a_mode_change_during_the_write_does_not_relabel_the_cycle_that_wrote(tmp_path: Path) -> None:
     """An operator's MANUAL that lands while the policy's write is in flight: that cycle's
     record still says AUTO (the policy wrote it); the next cycle is MANUAL with no proposal."""
     loop, t, audit = make_loop(tmp_path)
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 2)
+    await steps(loop, 2)
     assert loop.modes.mode == Mode.AUTO
     real_write = t.write
 
@@ -491,19 +505,20 @@ def test_a_mode_change_during_the_write_does_not_relabel_the_cycle_that_wrote(tm
             loop.request_manual("bob")
 
     t.write = write_then_command  # type: ignore[method-assign]
-    steps(loop, 2)
+    await steps(loop, 2)
     last, this = [(p["mode"], p["proposed"], p["written"]) for k, p in audit.records if k == "cycle"][-2:]
     assert last[0] == "AUTO" and last[1] is not None and last[2] is not None  # the policy wrote
     assert this == ("MANUAL", None, None)  # the next cycle: nothing from the policy
 
 
-def test_apply_settings_swaps_the_safety_stack_between_cycles_and_keeps_its_history(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_apply_settings_swaps_the_safety_stack_between_cycles_and_keeps_its_history(tmp_path: Path) -> None:
     """The reload's real path: new limits apply from the next cycle, and the rate-of-change
     history of the running checker carries over (a fresh checker would pass the jump)."""
     loop, t, _ = make_loop(tmp_path)
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 3)
+    await steps(loop, 3)
     assert loop.modes.mode == Mode.AUTO
     (tmp_path / "new").mkdir()
     policy = tmp_path / "policy.onnx"
@@ -514,19 +529,20 @@ def test_apply_settings_swaps_the_safety_stack_between_cycles_and_keeps_its_hist
     assert loop.safety is not old_stack and loop.settings is tighter
     assert loop.checker.max_rate[loop.checker.names.index("Tj")] == 10.0
     t.values["Tj"] += 5.0  # 5 K in one 10 ms cycle: over either limit, judged against the old reading
-    steps(loop, 1)
+    await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP and loop.checker.verdict.code == "rate_of_change:Tj"
 
 
-def test_apply_settings_applies_new_hard_limits(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_apply_settings_applies_new_hard_limits(tmp_path: Path) -> None:
     loop, _, _ = make_loop(tmp_path)
-    steps(loop, 1)
+    await steps(loop, 1)
     loop.request_start("alice")
-    steps(loop, 3)
+    await steps(loop, 3)
     (tmp_path / "new").mkdir()
     tighter = load_config(write_config(tmp_path / "new", policy=tmp_path / "policy.onnx", replace={
         r"^hard = \[290.0, 400.0\]": "hard = [290.0, 345.0]",
         r"^soft = \[320.0, 380.0\]": "soft = [320.0, 340.0]"})).settings
     loop.apply_settings(tighter)
-    steps(loop, 1)  # T = 350
+    await steps(loop, 1)  # T = 350
     assert loop.modes.mode == Mode.ESTOP and loop.checker.verdict.code == "hard_limit:T:high"

@@ -78,21 +78,19 @@ def test_trace_ring_keeps_the_last_cycles_in_order(tmp_path: Path) -> None:
     assert np.load(tmp_path / "t" / "trace.npy").shape == (4, len(TRACE_FIELDS))
 
 
-def test_running_loop_traces_every_cycle_and_feeds_the_histograms(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_running_loop_traces_every_cycle_and_feeds_the_histograms(tmp_path: Path) -> None:
     loop, _, _ = make_loop(tmp_path, replace={
         r"^cycle_hz = 10.0": "cycle_hz = 200.0\nbusy_wait_us = 1500\ntiming_trace = \"trace.npy\"",
         r"^auto_start = false": "auto_start = true"})
     assert loop.trace is not None
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(loop.run(stop))
-        while loop.stats.cycles < 40:
-            await asyncio.sleep(0.02)
-        stop.set()
-        await task
-
-    asyncio.run(go())
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    while loop.stats.cycles < 40:
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
     assert loop.modes.mode == Mode.AUTO
     rows = loop.trace.ordered()
     assert len(rows) == loop.stats.cycles
@@ -166,22 +164,20 @@ def test_between_cycles_collects_by_cpython_thresholds_and_restores_gc() -> None
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
-def test_running_loop_with_gc_between_cycles(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_running_loop_with_gc_between_cycles(tmp_path: Path) -> None:
     loop, _, _ = make_loop(tmp_path, replace={
         r"^cycle_hz = 10.0": "cycle_hz = 200.0\ngc = \"between_cycles\"\ntiming_trace = \"trace.npy\"",
         r"^auto_start = false": "auto_start = true"})
     enabled = []
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(loop.run(stop))
-        while loop.stats.cycles < 40:
-            enabled.append(gc.isenabled())
-            await asyncio.sleep(0.02)
-        stop.set()
-        await task
-
-    asyncio.run(go())
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    while loop.stats.cycles < 40:
+        enabled.append(gc.isenabled())
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
     assert enabled[-1] is False  # the collector never started on its own while the loop ran
     assert gc.isenabled() and gc.get_freeze_count() == 0  # and is back as it was
     gc_col = loop.trace.ordered()[:, TRACE_FIELDS.index("gc")]

@@ -3,7 +3,6 @@ composite dispatch and write refusals, the link metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import pytest
@@ -82,7 +81,8 @@ def test_blocks_merge_contiguous_only() -> None:
     assert [(b.start, b.count) for b in blocks] == [(0, 40), (40, 24)]
 
 
-def test_composite_refuses_before_any_wire() -> None:
+@pytest.mark.anyio
+async def test_composite_refuses_before_any_wire() -> None:
     specs = {"o": TagSpec(connection="u", node="ns=2;s=o", writable=True, range=(0, 1)),
              "m": TagSpec(connection="m", table="holding", address=0, datatype="uint16", writable=True),
              "r": TagSpec(connection="m", table="holding", address=1, datatype="uint16")}
@@ -91,9 +91,9 @@ def test_composite_refuses_before_any_wire() -> None:
                                   "m": ModbusConnection(type="modbus", host="127.0.0.1", port=1)})
     assert len(t.parts) == 2 and set(t.health()) == {"u", "m"}
     with pytest.raises(TransportError, match="outside its valid range"):
-        asyncio.run(t.write(plan_writes(specs, ["o", "m"]), [2.0, 1.0]))
+        await t.write(plan_writes(specs, ["o", "m"]), [2.0, 1.0])
     with pytest.raises(TransportError, match="not a finite"):
-        asyncio.run(t.write(plan_writes(specs, ["o", "m"]), [0.5, math.nan]))
+        await t.write(plan_writes(specs, ["o", "m"]), [0.5, math.nan])
     with pytest.raises(Exception, match="not marked writable"):
         plan_writes(specs, ["r"])
 

@@ -47,7 +47,8 @@ def test_disabled_without_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None
     assert not n.enabled and not n.ready() and not n.watchdog()
 
 
-def test_watchdog_only_after_healthy_cycles(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_watchdog_only_after_healthy_cycles(tmp_path: Path) -> None:
     from tests.unit.gateway.test_cycle import make_loop
 
     loop, t, _ = make_loop(tmp_path)
@@ -66,6 +67,6 @@ def test_watchdog_only_after_healthy_cycles(tmp_path: Path) -> None:
         stop.set()
         await task
 
-    asyncio.run(go(3, 3))
+    await go(3, 3)
     assert len(pings) >= 3
     assert max(pings) <= 3 + 1  # no WATCHDOG=1 once writes fail
