@@ -90,6 +90,15 @@ class ModbusServer:
             await server.shutdown()
 
 
+async def _close_server(server: asyncio.Server | None, writers: list[asyncio.StreamWriter]) -> None:
+    """Stop accepting, drop every connection the peer holds, wait until closed."""
+    if server is not None:
+        server.close()
+        for w in writers:
+            w.close()
+        await server.wait_closed()
+
+
 class HungServer:
     """Accepts TCP connections and never answers (a hung PLC)."""
 
@@ -108,11 +117,7 @@ class HungServer:
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for w in self._writers:
-                w.close()
-            await self._server.wait_closed()
+        await _close_server(self._server, self._writers)
 
 
 def tls_files(tmp: Path, host: str = "127.0.0.1") -> dict[str, Path]:
@@ -326,8 +331,4 @@ class HangingProxy:
         self.hung = False
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for w in self._writers:
-                w.close()
-            await self._server.wait_closed()
+        await _close_server(self._server, self._writers)
