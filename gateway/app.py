@@ -22,6 +22,7 @@ import structlog
 from gateway.audit.checkpoint import Signer
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig, Settings
+from gateway.config_checks import warnings
 from gateway.cycle import ControlLoop
 from gateway.errors import AuditError, TransportError
 from gateway.io.composite import CompositeTransport
@@ -31,7 +32,7 @@ from gateway.ops import operator
 from gateway.ops.control import ControlServer, Operators
 from gateway.ops.logs import stamp_cycles
 from gateway.ops.metrics import Metrics, watch_audit, watch_links
-from gateway.ops.reload import Reloader
+from gateway.ops.reload import Outcome, Reloader
 from gateway.ops.sdnotify import Notifier
 from gateway.policy.onnx_policy import OnnxPolicy
 from gateway.policy.registry import load_verified
@@ -150,6 +151,8 @@ class Gateway:
             self.control = control
             await control.start()
             self._install_signals(aio)
+            for line in warnings(s):
+                self.log.warning("insecure configuration", problem=line)
             self.log.info("gateway started", name=s.gateway.name, cycle_hz=s.gateway.cycle_hz,
                           model=policy.sha256[:16], metrics_port=self.metrics_port,
                           control=str(s.control.socket), event_loop=type(aio).__module__.split(".")[0],
@@ -196,13 +199,17 @@ class Gateway:
             self.notifier.watchdog()
 
     # ---- SIGHUP and the reload command (gateway/ops/reload.py) ------------------------
-    def request_reload(self) -> bool:
+    def request_reload(self) -> Outcome:
         """Validate the config file again; stage it (applied between two cycles) or refuse it."""
-        return self.reloader is not None and self.reloader.request()
+        if self.reloader is None:
+            return Outcome("refused", "the gateway is not running yet", [])
+        return self.reloader.request()
 
-    async def reload_async(self) -> bool:
+    async def reload_async(self) -> Outcome:
         """The same, validated in a worker thread (the cycle keeps its deadlines)."""
-        return self.reloader is not None and await self.reloader.request_async()
+        if self.reloader is None:
+            return Outcome("refused", "the gateway is not running yet", [])
+        return await self.reloader.request_async()
 
     def _on_sighup(self) -> None:
         self._reload_task = asyncio.ensure_future(self.reload_async())
@@ -247,4 +254,5 @@ class Gateway:
 
     async def _on_denied(self, req: dict[str, Any], why: str) -> None:
         await operator.audit_denied(self, req, why)
-        self.log.warning("operator command denied", cmd=req.get("cmd"), uid=req.get("uid"), user=req.get("user"))
+        self.log.warning("operator command denied", cmd=req.get("cmd"), actor=operator.actor(req), cid=req.get("cid"),
+                         error=why)

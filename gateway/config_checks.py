@@ -155,3 +155,9 @@ def _budget_problems(s: Settings) -> list[str]:
     for name, conn in s.connections.items():
         out.extend(conn.timing_problems(name, period_ms, age))
     return out
+
+
+def warnings(s: Settings) -> list[str]:
+    """What is allowed but not advised (insecure links): ``config check`` prints each, the
+    daemon logs each at start-up."""
+    return [w for name, conn in s.connections.items() for w in conn.warnings(name)]

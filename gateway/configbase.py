@@ -4,6 +4,7 @@ non-empty paths, finite ranges."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -45,3 +46,13 @@ def check_range(value: Range | None, what: str) -> Range | None:
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
             raise ValueError(f"{what} must be two finite numbers [low, high] with low <= high, got {list(value)}")
     return value
+
+
+def on_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine, by name or address (no name lookup)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False

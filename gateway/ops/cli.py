@@ -80,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _config_check(args: argparse.Namespace) -> int:
     from gateway.config import check_secrets
+    from gateway.config_checks import warnings
 
     loaded = load_config(args.file)
     check_secrets(loaded)
@@ -89,6 +90,8 @@ def _config_check(args: argparse.Namespace) -> int:
           f"{s.gateway.cycle_hz:g} Hz; policy {s.policy.path}")
     if not s.policy.path.exists():
         print(f"warning: the policy file {s.policy.path} does not exist yet", file=sys.stderr)
+    for line in warnings(s):
+        print(f"warning: {args.file}: {line}", file=sys.stderr)
     return 0
 
 

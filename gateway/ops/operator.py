@@ -1,17 +1,18 @@
 """The control socket's commands: one table, one audited wrapper.
 
-Each command is a handler and the rule for its audit record (``kind = "operator"``, made
-durable before the reply):
+Every command that can change anything leaves one ``operator`` audit record, made durable
+before the reply, with the actor (the kernel's identity first), the command, its
+``outcome`` and the reason given:
 
-    after    the record follows the action (it says what happened: ``tripped``, ...);
-             the e-stop's safe write never waits for the log
-    before   the record precedes the action (a reload: what was asked, whatever the outcome)
-    own      the component the command drives writes its own records (model commands)
-    none     nothing changes (status)
+    accepted  written after the action, saying what happened (``tripped``, the reload's
+              ``result`` and ``keys``, ...); the e-stop's safe write never waits for the log
+    refused   the command raised (ModeRefused, ConfigError, PolicyError): the record and a
+              log line carry the error, and the control server answers it as an error reply
+    denied    the sender may not change anything: ``operator_denied`` (audit_denied)
 
-A command that is refused raises (ModeRefused, ConfigError, PolicyError): the control
-server answers it as an error reply. Requests arrive validated against their schema
-(gateway/ops/requests.py), with the peer's uid and user name added by the server.
+Model commands are also recorded by the registry (model_load, model_promote, ...);
+``status`` changes nothing and is not recorded. Requests arrive validated against their
+schema (gateway/ops/requests.py), with the peer's uid and user name added by the server.
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.errors import ConfigError, PolicyError
+import structlog
+
+from gateway.errors import ConfigError, GatewayError, PolicyError
 from gateway.io.tags import Quality
 
 if TYPE_CHECKING:
     from gateway.audit import AuditWriter
     from gateway.config import Settings
     from gateway.cycle import ControlLoop
+    from gateway.ops.reload import Outcome
 
 Reply = dict[str, Any]
+_log = structlog.get_logger("edgewarden.operator")
 
 
 class Host(Protocol):
@@ -50,12 +55,15 @@ class Host(Protocol):
     @property
     def staged_keys(self) -> list[str]: ...
 
-    async def reload_async(self) -> bool: ...
+    async def reload_async(self) -> Outcome: ...
 
 
 def actor(req: dict[str, Any]) -> str:
-    """The operator's name and the kernel's word on who sent it."""
-    return f"{req['actor']} (uid {req.get('uid')} {req.get('user', '?')})"
+    """Who sent it: the kernel's word (user and uid, which a client cannot forge) first,
+    then the name the operator gave, when it differs: ``root (uid 0) as alice``."""
+    user, name = req.get("user", "?"), req.get("actor")
+    who = f"{user} (uid {req.get('uid')})"
+    return who if name in (None, user) else f"{who} as {name}"
 
 
 def operator_record(req: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -143,11 +151,14 @@ async def override(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, An
 
 
 async def reload(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]]:
-    """The same as SIGHUP, answered: applied (between two cycles), unchanged or refused."""
-    if not await host.reload_async():
-        raise ConfigError("reload refused; see the gateway's log (the reason is in the audit log too)")
+    """The same as SIGHUP, answered: staged (applied between two cycles), unchanged or refused."""
+    outcome = await host.reload_async()
+    if outcome.result == "refused":
+        raise ConfigError(outcome.message)
     loop = host.loop
-    return {"mode": loop.modes.mode.name if loop is not None else None, "staged": host.staged_keys}, {}
+    return ({"mode": loop.modes.mode.name if loop is not None else None, "result": outcome.result,
+             "staged": outcome.keys, "message": outcome.message},
+            {"result": outcome.result, "keys": outcome.keys})
 
 
 async def model(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]]:
@@ -171,36 +182,39 @@ async def model(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]]
     return {"mode": loop.modes.mode.name, "models": models.describe()}, {}
 
 
-Audit = Literal["after", "before", "own", "none"]
-
-
 @dataclass(frozen=True)
 class Command:
     run: Callable[[Host, dict[str, Any]], Awaitable[tuple[Reply, dict[str, Any]]]]
-    audit: Audit
+    audited: bool = True
 
 
 COMMANDS: dict[str, Command] = {
-    "status": Command(status, "none"),
-    "estop": Command(estop, "after"),
-    "reset": Command(reset, "after"),
-    "start": Command(start, "after"),
-    "manual": Command(manual, "after"),
-    "auto": Command(auto, "after"),
-    "override": Command(override, "after"),
-    "reload": Command(reload, "before"),
-    "model": Command(model, "own"),
+    "status": Command(status, audited=False),
+    "estop": Command(estop),
+    "reset": Command(reset),
+    "start": Command(start),
+    "manual": Command(manual),
+    "auto": Command(auto),
+    "override": Command(override),
+    "reload": Command(reload),
+    "model": Command(model),
 }
 
 
 async def _audited(host: Host, command: Command, req: dict[str, Any]) -> Reply:
     audit = host.audit
     assert audit is not None
-    if command.audit == "before":
-        await audit.append_durable_async("operator", operator_record(req))
-    reply, extra = await command.run(host, req)
-    if command.audit == "after":
-        await audit.append_durable_async("operator", operator_record(req, **extra))
+    if not command.audited:
+        return (await command.run(host, req))[0]
+    try:
+        reply, extra = await command.run(host, req)
+    except GatewayError as exc:
+        error = str(exc)
+        _log.warning("operator command refused", cmd=req["cmd"], actor=actor(req), error=error)
+        await audit.append_durable_async("operator", operator_record(req, outcome="refused", error=error))
+        raise
+    await audit.append_durable_async("operator", operator_record(req, outcome="accepted", **extra))
+    _log.info("operator command", cmd=req["cmd"], actor=actor(req))
     return reply
 
 

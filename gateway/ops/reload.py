@@ -111,6 +111,16 @@ class Candidate:
     refusal: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a reload request: ``staged`` (applied between the next two cycles),
+    ``unchanged`` or ``refused``; ``message`` says why, naming the keys."""
+
+    result: str
+    message: str
+    keys: list[str]
+
+
 class Reloader:
     """One running daemon's reloads: read and validate the file (in a worker thread when
     asked asynchronously), stage what is acceptable, apply it between two cycles."""
@@ -130,11 +140,11 @@ class Reloader:
         """The keys of a reload accepted but not yet applied."""
         return list(self._staged.keys) if self._staged is not None else []
 
-    def request(self) -> bool:
-        """Validate the config file again; stage it or refuse it. False when refused."""
+    def request(self) -> Outcome:
+        """Validate the config file again; stage it or refuse it."""
         return self._stage(self.validate())
 
-    async def request_async(self) -> bool:
+    async def request_async(self) -> Outcome:
         """The same, with the file read and validated in a worker thread (the cycle keeps its deadlines)."""
         return self._stage(await asyncio.to_thread(self.validate))
 
@@ -148,15 +158,16 @@ class Reloader:
             return Candidate(None, [], str(exc))
         return Candidate(candidate, keys)
 
-    def _stage(self, candidate: Candidate) -> bool:
+    def _stage(self, candidate: Candidate) -> Outcome:
         if candidate.loaded is None:
             self._done("refused", candidate.refusal)
-            return False
+            return Outcome("refused", candidate.refusal, [])
         if not candidate.keys:
-            self._done("unchanged", f"{self.loaded.path}: nothing changed")
-        else:
-            self._staged = candidate
-        return True
+            message = f"{self.loaded.path}: nothing changed"
+            self._done("unchanged", message)
+            return Outcome("unchanged", message, [])
+        self._staged = candidate
+        return Outcome("staged", f"applied between two cycles: {', '.join(candidate.keys)}", candidate.keys)
 
     def apply_staged(self) -> None:
         """Between two cycles: the staged reload, if any, takes effect."""

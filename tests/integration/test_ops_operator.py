@@ -81,18 +81,28 @@ async def test_operator_commands_permissions_and_audit(tmp_path: Path) -> None:
             await wait_for(lambda: b.twin_setpoints() == (200.0, 0.0), "safe outputs at the twin")
             reply = await cmd(cmd="reset", reason="drill over")
             assert reply["ok"] and reply["mode"] == "INHIBITED", reply
+            # refused commands are on record too, with the answer the operator got
+            start = await cmd(cmd="start", reason="too early")
+            assert not start["ok"] and "start needs READY" in start["error"], start
+            promote = await cmd(cmd="model", action="promote")
+            assert not promote["ok"] and "no model is running in shadow mode" in promote["error"], promote
 
             records = b.audit_records()
             ops = [r for r in records if r["kind"] == "operator"]
             assert [(r["cmd"], r.get("action")) for r in ops][:1] == [("start", None)]
-            assert [r["cmd"] for r in ops] == ["start", "override", "override", "estop", "reset"]
+            assert [(r["cmd"], r["outcome"]) for r in ops] == [
+                ("start", "accepted"), ("override", "accepted"), ("override", "accepted"), ("estop", "accepted"),
+                ("reset", "accepted"), ("start", "refused"), ("model", "refused")]
             for r in ops:
                 assert r["operator"] == "alice" and r["uid"] == 0 and r["user"] == "root" and r["cid"]
+                assert r["actor"] == "root (uid 0) as alice"  # the kernel's word first
             assert [r["reason"] for r in ops if r["cmd"] in ("estop", "reset")] == ["drill", "drill over"]
+            assert ops[-2]["error"] == start["error"] and ops[-2]["cid"] == start["cid"]
+            assert ops[-1]["error"] == promote["error"]
             refused = [r for r in records if r["kind"] == "operator_denied"]
             assert len(refused) == 1 and refused[0]["uid"] == NOBODY and refused[0]["cmd"] == "estop"
             trip = next(r for r in records if r["kind"] == "trip")
-            assert trip["code"] == "operator_estop" and "alice (uid 0 root)" in trip["actor"]
+            assert trip["code"] == "operator_estop" and trip["actor"] == "root (uid 0) as alice"
 
     try:
         await story()
@@ -128,7 +138,11 @@ async def test_sighup_reload_applies_new_limits_between_cycles(tmp_path: Path) -
         text = config.read_text()
         # a refused reload (cycle rate) changes nothing
         config.write_text(text.replace("cycle_hz = 20.0", "cycle_hz = 25.0"))
-        assert not b.gateway.request_reload()
+        assert b.gateway.request_reload().result == "refused"
+        reply = await b.cmd("reload")  # the operator's answer names the key, as its record does
+        assert not reply["ok"] and "gateway.cycle_hz" in reply["error"], reply
+        record = [r for r in b.audit_records() if r["kind"] == "operator"][-1]
+        assert record["cmd"] == "reload" and record["outcome"] == "refused" and "gateway.cycle_hz" in record["error"]
         assert b.gateway.loop is not None and b.gateway.loop.period == 0.05
         config.write_text(text.replace("hard = [290.0, 400.0]", "hard = [290.0, 300.0]", 1)
                           .replace("soft = [320.0, 380.0]", "soft = [292.0, 298.0]", 1))

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from gateway.configbase import FilePath, Flag, Section
+from gateway.configbase import FilePath, Flag, Section, on_loopback
 
 if TYPE_CHECKING:
     from gateway.config import GatewaySection, TagSpec
@@ -48,6 +48,13 @@ class ModbusConnection(Section):
 
     def peer(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def warnings(self, name: str) -> list[str]:
+        """What ``config check`` and the daemon's start-up warn about (allowed, not advised)."""
+        if not self.tls and not on_loopback(self.host):
+            return [f"connections.{name}: Modbus TCP to {self.peer()} without TLS: anyone on that network can read "
+                    "and forge the gateway's requests; keep the link on an isolated control network"]
+        return []
 
     def with_defaults(self, gw: GatewaySection) -> dict[str, Any]:
         return {}

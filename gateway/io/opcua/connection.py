@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from gateway.configbase import FilePath, Flag, Section
+from gateway.configbase import FilePath, Flag, Section, on_loopback
 
 if TYPE_CHECKING:
     from gateway.config import GatewaySection, TagSpec
@@ -27,8 +28,11 @@ class OpcUaConnection(Section):
     publish_interval_ms: float = Field(0.0, ge=0, le=60_000, description="subscription publishing interval")
     fallback_after_ms: float | None = Field(None, gt=0, le=60_000, description="no notification for this long: poll "
                                             "instead; default: half of the gateway's max data age")
-    security_policy: SecurityPolicyName = "None"
+    security_policy: SecurityPolicyName = Field("None", description="None is allowed on loopback only, unless "
+                                                "allow_insecure = true (docs/operations.md, *Security*)")
     require_security: Flag = Field(False, description="refuse to run with security_policy = None")
+    allow_insecure: Flag = Field(False, description="accept security_policy = None on a server off loopback: "
+                                 "anyone on that network can read, forge and replay the gateway's traffic")
     certificate: FilePath | None = Field(None, description="client application certificate (DER or PEM)")
     private_key: FilePath | None = None
     server_certificate: FilePath | None = Field(None, description="pinned server certificate")
@@ -46,6 +50,11 @@ class OpcUaConnection(Section):
             if self.require_security:
                 raise ValueError("require_security = true needs security_policy Basic256Sha256 or "
                                  "Aes256Sha256RsaPss")
+            if not self.allow_insecure and not on_loopback(urlsplit(self.url).hostname):
+                raise ValueError(f"security_policy None (no signing, no encryption, no server authentication) "
+                                 f"to {self.url}, which is not on loopback: set security_policy = "
+                                 f"\"Basic256Sha256\" with certificate, private_key and server_certificate "
+                                 f"(docs/operations.md, *Security*), or allow_insecure = true to accept the risk")
         else:
             missing = [k for k in ("certificate", "private_key", "server_certificate") if getattr(self, k) is None]
             if missing:
@@ -61,6 +70,13 @@ class OpcUaConnection(Section):
 
     def peer(self) -> str:
         return self.url
+
+    def warnings(self, name: str) -> list[str]:
+        """What ``config check`` and the daemon's start-up warn about (allowed, not advised)."""
+        if self.security_policy == "None" and not on_loopback(urlsplit(self.url).hostname):
+            return [f"connections.{name}: security_policy None to {self.url} (allow_insecure = true): the link is "
+                    "neither signed nor encrypted and the server is not authenticated"]
+        return []
 
     def with_defaults(self, gw: GatewaySection) -> dict[str, Any]:
         """Keys set from the gateway's settings where the file left them out."""

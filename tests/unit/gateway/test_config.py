@@ -104,3 +104,41 @@ def test_data_age_and_subscription_fallback_defaults(tmp_path: Path) -> None:
     s = load_config(path).settings
     assert s.gateway.max_data_age_ms is None and s.gateway.data_age_limit_ms == 500.0  # half the comms budget
     assert s.connections["plc1"].fallback_after_ms == 250.0  # half the max data age
+
+
+def test_an_unsecured_opc_ua_link_off_loopback_is_refused_unless_accepted(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """Secure by default: security_policy None is fine to 127.0.0.1 (the twin, a local
+    server), refused to any other host, and with allow_insecure = true accepted with a warning."""
+    policy = tmp_path / "p.onnx"
+    insecure = write_config(tmp_path, policy=policy, url="opc.tcp://10.0.0.5:4840")
+    with pytest.raises(ConfigError) as err:
+        load_config(insecure)
+    msg = str(err.value)
+    assert str(insecure) in msg and "connections.plc1" in msg and "security_policy None" in msg, msg
+    assert "opc.tcp://10.0.0.5:4840" in msg and "allow_insecure = true" in msg, msg
+    assert main(["config", "check", str(insecure)]) == 78
+
+    (tmp_path / "b").mkdir()
+    accepted = write_config(tmp_path / "b", policy=policy, url="opc.tcp://plc-3.plant:4840",
+                            replace={r'^url = "(opc.tcp://[^"]*)"': 'url = "\\1"\nallow_insecure = true'})
+    assert load_config(accepted).settings.connections["plc1"].allow_insecure
+    capsys.readouterr()
+    assert main(["config", "check", str(accepted)]) == 0
+    err_text = capsys.readouterr().err
+    assert "warning:" in err_text and "connections.plc1: security_policy None to opc.tcp://plc-3.plant:4840" in err_text
+
+    for url in ("opc.tcp://127.0.0.1:4840", "opc.tcp://localhost:4840", "opc.tcp://[::1]:4840"):
+        (tmp_path / "c").mkdir(exist_ok=True)
+        local = write_config(tmp_path / "c", policy=policy, url=url)
+        assert load_config(local).settings.connections["plc1"].security_policy == "None"
+        capsys.readouterr()
+        assert main(["config", "check", str(local)]) == 0
+        assert "security_policy None" not in capsys.readouterr().err
+
+
+def test_plain_modbus_off_loopback_is_a_warning(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    path = write_config(tmp_path, policy=tmp_path / "p.onnx", example=EXAMPLE.parent / "cstr_modbus.toml",
+                        replace={r'^host = "127.0.0.1"\nport = 5020': 'host = "192.168.10.20"\nport = 502'})
+    capsys.readouterr()
+    assert main(["config", "check", str(path)]) == 0
+    assert "Modbus TCP to 192.168.10.20:" in capsys.readouterr().err
