@@ -4,8 +4,9 @@ this drawing equal to the classes that exist).
     GatewayError                 base: every error a user may see; its str() is the message
     ├── ConfigError              a bad configuration file or value (names file and key)   exit 78
     ├── TransportError           a PLC/SCADA connection failed or answered badly           exit 69
-    │   └── WriteError           a write not acknowledged by every planned tag (outcome per tag;
-    │                            gateway/io/transport.py)
+    │   ├── WriteError           a write not acknowledged by every planned tag (outcome per tag;
+    │   │                        gateway/io/transport.py)
+    │   └── AccessError          the server refuses the gateway's identity writes it must make  exit 78
     ├── PolicyError              a model refused at load or failed at run time             exit 65
     ├── AuditError               the audit log cannot be written, read or trusted          exit 74
     │   ├── ChainError           the log is not intact at a place (gateway/audit/record.py)
@@ -39,6 +40,13 @@ class TransportError(GatewayError):
     """A connection to a PLC or server failed, timed out or answered with an error."""
 
     exit_code = 69  # EX_UNAVAILABLE
+
+
+class AccessError(TransportError):
+    """The server answers but does not let the configured identity write the tags the
+    gateway writes: a configuration matter, so exit 78 (no restart)."""
+
+    exit_code = 78
 
 
 class PolicyError(GatewayError):

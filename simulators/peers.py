@@ -170,16 +170,23 @@ class OpcUaServer:
 
     With ``secure=(cert, key)`` it offers only Basic256Sha256 and Aes256Sha256RsaPss
     SignAndEncrypt; with ``users`` it checks passwords (asyncua's default accepts any).
+    ``viewers`` (among ``users``) may read but every Write they send is refused
+    (BadUserAccessDenied, for the whole request, as asyncua's role rules do);
+    ``user_read_only`` variables report a UserAccessLevel without CurrentWrite (what a
+    server with per-user rights shows a session that may not write them).
     """
 
     VARS = {"x": (1.5, "Double"), "f": (2.5, "Float"), "i": (-7, "Int16"), "u": (70000, "UInt32"),
             "b": (True, "Boolean"), "sp": (10.0, "Double")}
 
     def __init__(self, port: int = 0, secure: tuple[Path, Path] | None = None,
-                 users: dict[str, str] | None = None, user_certs: tuple[Path, ...] = ()) -> None:
+                 users: dict[str, str] | None = None, user_certs: tuple[Path, ...] = (),
+                 viewers: frozenset[str] = frozenset(), user_read_only: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.secure = secure
         self.users = users
+        self.viewers = viewers
+        self.user_read_only = user_read_only
         self.user_certs = user_certs
         self.server = None
         self.nodes: dict[str, object] = {}
@@ -190,7 +197,7 @@ class OpcUaServer:
 
     async def start(self) -> None:
         from asyncua import Server, ua
-        from asyncua.crypto.permission_rules import User, UserRole
+        from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
         from asyncua.server.user_managers import UserManager
 
         for name in ("asyncua.server", "asyncua.server.address_space", "asyncua.server.binary_server_asyncio",
@@ -212,21 +219,30 @@ class OpcUaServer:
                 if users is None:
                     return User(role=UserRole.User)
                 if username is not None and users.get(username) == password:
-                    return User(role=UserRole.User)
+                    return User(role=UserRole.User, name=username)
                 return None
 
-        kwargs = {"user_manager": _Users()}
-        server = Server(**kwargs)
+        viewers = self.viewers
+        write_request = ua.NodeId(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary)
+
+        class _Rules(SimpleRoleRuleset):
+            def check_validity(self, user, action_type_id, body):  # type: ignore[no-untyped-def]
+                if action_type_id == write_request and user is not None and user.name in viewers:
+                    return False
+                return super().check_validity(user, action_type_id, body)
+
+        server = Server(user_manager=_Users())
         await server.init()
         server.set_endpoint(self.url)
         await server.set_application_uri("urn:edgewarden:test-server")
         if self.secure is not None:
             server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-                                        ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt])
+                                        ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt],
+                                       permission_ruleset=_Rules())
             await server.load_certificate(str(self.secure[0]))
             await server.load_private_key(str(self.secure[1]))
         else:
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity], permission_ruleset=_Rules())
         if users is not None:
             server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])
         idx = await server.register_namespace("urn:test")
@@ -236,6 +252,9 @@ class OpcUaServer:
             node = await obj.add_variable(ua.NodeId(f"test.{name}", idx), name,
                                           ua.Variant(value, getattr(ua.VariantType, vtype)))
             await node.set_writable()
+            if name in self.user_read_only:
+                await node.write_attribute(ua.AttributeIds.UserAccessLevel, ua.DataValue(
+                    ua.Variant(ua.AccessLevel.CurrentRead.mask, ua.VariantType.Byte)))
             self.nodes[name] = node
         await server.start()
         self.server = server

@@ -45,6 +45,15 @@ def thumbprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()[:16] if der else "none"
 
 
+def identity(spec: OpcUaConnection) -> str:
+    """The session's user identity, as an operator would name it."""
+    if spec.username is not None:
+        return f"user {spec.username!r}"
+    if spec.user_certificate is not None:
+        return f"the user certificate {spec.user_certificate}"
+    return "the anonymous identity"
+
+
 def refusal(name: str, spec: OpcUaConnection, exc: ua.UaStatusCodeError) -> str:
     """A clear message for a server that answered but refused us."""
     code = getattr(exc, "code", None)

@@ -36,17 +36,21 @@ from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 
 from gateway.config import TagSpec
-from gateway.errors import TransportError
+from gateway.errors import AccessError, TransportError
 from gateway.io.link import Link, LinkedTransport, WritePart, describe
 from gateway.io.opcua import codec
 from gateway.io.opcua.connection import OpcUaConnection
 from gateway.io.opcua.request import ReadRequest
-from gateway.io.opcua.security import POLICIES, check_endpoint, refusal
+from gateway.io.opcua.security import POLICIES, check_endpoint, identity, refusal
 from gateway.io.tags import Quality, Snapshot, TagMap, as_index
 from gateway.io.transport import WriteError, WritePlan, bounded, write_error
 
 _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ua.UaError)
 _NO_SUCH_NODE = frozenset({ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid})
+_CURRENT_WRITE = 0x02  # AccessLevel bit: the current value may be written (OPC UA Part 3, AccessLevelType)
+# a write the server refuses for who is asking, not for the link: reconnecting changes nothing
+_ACCESS_DENIED = frozenset({ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadNotWritable,
+                            ua.StatusCodes.BadWriteNotSupported})
 FALLBACK_MS = 250.0  # fallback_after_ms when unset (load_config sets it: half the max data age)
 
 for _name in ("asyncua.common.subscription", "asyncua.client.client", "asyncua.client.ua_client",
@@ -94,6 +98,7 @@ class _Link(Link):
     last_notify_mono: float = -math.inf
     last_poll_mono: float = -math.inf
     sub_failed: str = ""
+    written: list[tuple[str, str]] = field(default_factory=list)  # (tag, node) the gateway writes here
 
 
 async def _quiet_disconnect(client: Client) -> None:
@@ -123,6 +128,8 @@ class OpcUaTransport(LinkedTransport[_Link]):
                 read_index=as_index(slots),
                 scale=np.array([t.scale for t in specs]),
                 offset=np.array([t.offset for t in specs]),
+                written=[(t, spec.node) for t, spec in tags.specs.items()
+                         if spec.writable and spec.connection == name and spec.node is not None],
             )
 
     # ---- connection management ---------------------------------------------------
@@ -153,6 +160,7 @@ class OpcUaTransport(LinkedTransport[_Link]):
                     f"[connections.{link.name}] are right."
                 ) from None
             await self._check_nodes(link)
+            await self._check_write_access(link)
 
     async def _check_nodes(self, link: _Link) -> None:
         """At start: every configured node exists on the server (one read of them all), so a
@@ -172,6 +180,32 @@ class OpcUaTransport(LinkedTransport[_Link]):
                 f"OPC UA connection {link.name!r} at {link.spec.url}: the server has no such node for "
                 f"{len(missing)} tag(s): {'; '.join(missing)}. Check the node ids in [tags] against the "
                 "server's address space (namespace index and identifier)")
+
+    async def _check_write_access(self, link: _Link) -> None:
+        """At start: the session's identity may write every tag the gateway writes there
+        (UserAccessLevel has CurrentWrite), so a read-only identity is refused with the tags
+        named, not found later as writes that never take."""
+        assert link.client is not None
+        if not link.written:
+            return
+        nodes = [ua.NodeId.from_string(node) for _, node in link.written]
+        try:
+            dvs = await asyncio.wait_for(
+                link.client.uaclient.read_attributes(nodes, ua.AttributeIds.UserAccessLevel),
+                timeout=link.spec.timeout_s)
+        except (*_COMMS_ERRORS, TimeoutError):
+            return  # comms, which the cycle handles
+        denied = [f"tags.{name} node {node!r}"
+                  for (name, node), dv in zip(link.written, dvs, strict=True)
+                  if dv.StatusCode.is_good() and isinstance(dv.Value.Value, int)
+                  and not dv.Value.Value & _CURRENT_WRITE]
+        if denied:
+            await self.close()
+            raise AccessError(
+                f"OPC UA connection {link.name!r} at {link.spec.url}: the server does not let "
+                f"{identity(link.spec)} write {len(denied)} tag(s) the gateway writes: {'; '.join(denied)} "
+                "(UserAccessLevel without CurrentWrite). Give that identity write access on the server, or "
+                f"set username/password or user_certificate in [connections.{link.name}] to one that has it")
 
     async def _open(self, link: _Link) -> None:
         spec = link.spec
@@ -261,6 +295,16 @@ class OpcUaTransport(LinkedTransport[_Link]):
         if link.sub is not None:
             link.sub.load(snap, link.read_index)
 
+    def _access_denied(self, link: _Link, exc: BaseException) -> None:
+        """A write refused for who is asking: the session stays (reconnecting would change
+        nothing), the writes go unacknowledged (so comms loss trips in its budget), and the
+        reason is logged once and shown in the link's health."""
+        error = (f"the server refuses {identity(link.spec)} the writes the gateway makes "
+                 f"({describe(exc)}): give it write access to {', '.join(t for t, _ in link.written)}")
+        if link.health.last_error != error:
+            link.health.last_error = error
+            self._log.error("OPC UA connection %r: %s", link.name, error)
+
     def _plan(self, plan: WritePlan) -> list[WritePart]:
         by_link: dict[str, WritePart] = {}
         for i, spec in enumerate(plan.specs):
@@ -295,6 +339,10 @@ class OpcUaTransport(LinkedTransport[_Link]):
             raise write_error(plan, positions, "timeout",
                               f"write to {link.name!r}: no acknowledgement by the deadline") from None
         except _COMMS_ERRORS as exc:
+            if getattr(exc, "code", None) in _ACCESS_DENIED:  # the link is fine; this identity may not write
+                self._access_denied(link, exc)
+                raise write_error(plan, positions, f"failed: {describe(exc)}",
+                                  f"PLC {link.name!r} refused the write: {describe(exc)}") from None
             self._drop(link, exc)
             raise write_error(plan, positions, f"failed: {describe(exc)}",
                               f"write to {link.name!r} failed: {describe(exc)}") from None
