@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 
 from gateway.audit.checkpoint import Signer
 from gateway.audit.writer import AuditWriter
@@ -27,10 +26,10 @@ from gateway.cycle import ControlLoop
 from gateway.errors import AuditError, TransportError
 from gateway.io.composite import CompositeTransport
 from gateway.io.tags import TagMap
+from gateway.logs import get_logger, stamp_context
 from gateway.modes import WRITING, ModeMachine, Transition
 from gateway.ops import operator
 from gateway.ops.control import ControlServer, Operators
-from gateway.ops.logs import stamp_cycles
 from gateway.ops.metrics import Metrics, watch_audit, watch_links
 from gateway.ops.reload import Outcome, Reloader
 from gateway.ops.sdnotify import Notifier
@@ -63,7 +62,7 @@ class Gateway:
         self._loaded = loaded
         self.scheduling = scheduling or []
         self.on_ready = on_ready
-        self.log = structlog.get_logger("edgewarden")
+        self.log = get_logger("edgewarden")
         self._stop = asyncio.Event()
         self.metrics_port: int | None = None
         self.loop: ControlLoop | None = None
@@ -85,9 +84,6 @@ class Gateway:
 
     def request_stop(self) -> None:
         self._stop.set()
-
-    def _cycle_count(self) -> int | None:
-        return self.loop.stats.cycles if self.loop is not None else None
 
     async def run(self) -> int:
         s = self.settings
@@ -139,7 +135,7 @@ class Gateway:
                                on_healthy_cycle=self._healthy_cycle)
             self.loop = loop
             self.reloader = Reloader(self.loaded, loop, audit, metrics, notifier, self.log)
-            stamp_cycles(self._cycle_count)
+            stamp_context(lambda: (loop.stats.cycles, loop.modes.mode.name))
             modes.subscribe(self._on_transition)
             loop.estop.add_handler("audit", self._audit_trip)
             control = ControlServer(s.control.socket, operator.handlers(self),

@@ -7,9 +7,11 @@ default suite runs their short versions.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
+import structlog
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -25,3 +27,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def anyio_backend() -> str:
     """Async tests run on asyncio, the gateway's event loop (uvloop is a drop-in of it)."""
     return "asyncio"
+
+
+@pytest.fixture
+def restore_logging():  # noqa: ANN201
+    """configure_logging takes over the root logger: give the test run its own back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)

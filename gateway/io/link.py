@@ -13,7 +13,6 @@ to split a plan (``_plan``) and how to write one part (``_write_part``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import numpy as np
 from gateway.errors import TransportError
 from gateway.io.tags import Quality, Snapshot
 from gateway.io.transport import LinkHealth, WritePlan, check_write, merge_outcomes
+from gateway.logs import get_logger
 
 
 def describe(exc: BaseException) -> str:
@@ -88,7 +88,7 @@ class LinkedTransport(Generic[L]):
         self._links: dict[str, L] = {}
         self._write_cache: dict[tuple[str, ...], list[WritePart]] = {}
         self._closing = False
-        self._log = logging.getLogger(log_name)
+        self._log = get_logger(log_name)
 
     async def _open(self, link: L) -> None:
         """Open a client for ``link`` and hand it to ``link.opened``; raise on failure."""
@@ -137,6 +137,8 @@ class LinkedTransport(Generic[L]):
     def _drop(self, link: L, exc: BaseException) -> None:
         """The link failed: mark it, set the client aside (let go by the reconnect task, so
         the cycle never waits on it) and reconnect in the background."""
+        if link.health.connected and not self._closing:  # once per transition, not per failed attempt
+            self._log.error("link down", link=link.name, peer=link.spec.peer(), error=describe(exc))
         link.health.connected = False
         link.health.state = "closed" if self._closing else "reconnecting"
         link.health.last_error = describe(exc)
@@ -183,7 +185,7 @@ class LinkedTransport(Generic[L]):
                 link.health.last_error = describe(exc)
                 continue
             link.health.reconnects += 1
-            self._log.warning("reconnected to %s (%s)", link.name, link.spec.peer())
+            self._log.warning("link up", link=link.name, peer=link.spec.peer(), reconnects=link.health.reconnects)
             return
 
     async def close(self) -> None:

@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     import faulthandler
 
     from gateway.app import run_daemon
-    from gateway.ops.logs import configure_logging
+    from gateway.logs import configure_logging
 
     faulthandler.enable()  # systemd's watchdog kills a hung loop with SIGABRT: the journal gets its traceback
 

@@ -6,17 +6,24 @@ exporter runs in prometheus_client's own thread, so a scrape never stalls a cycl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
-
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
+from gateway.logs import get_logger
 from gateway.modes import Mode
 
 _CYCLE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
@@ -169,7 +176,7 @@ class _ScrapeServer(ThreadingHTTPServer):
         exc = sys.exc_info()[1]
         if isinstance(exc, OSError):  # reset, broken pipe, timeout: the scraper left
             return
-        structlog.get_logger("edgewarden").warning("metrics request failed",
+        get_logger("edgewarden.metrics").warning("metrics request failed",
                                                    error=f"{type(exc).__name__}: {exc}")
 
 
@@ -192,7 +199,11 @@ class LinkCollector:
         import math
         import time
 
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            InfoMetricFamily,
+        )
 
         up = GaugeMetricFamily("edgewarden_link_up", "1 while the connection is up", labels=["connection"])
         rec = CounterMetricFamily("edgewarden_link_reconnects", "Reconnects per connection", labels=["connection"])

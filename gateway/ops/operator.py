@@ -25,10 +25,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
 from gateway.errors import ConfigError, GatewayError, PolicyError
 from gateway.io.tags import Quality
+from gateway.logs import get_logger
 
 if TYPE_CHECKING:
     from gateway.audit import AuditWriter
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
     from gateway.ops.reload import Outcome
 
 Reply = dict[str, Any]
-_log = structlog.get_logger("edgewarden.operator")
+_log = get_logger("edgewarden.operator")
 
 
 class Host(Protocol):

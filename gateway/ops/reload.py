@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config import LoadedConfig, Settings, load_config
 from gateway.errors import AuditError, ConfigError, PolicyError
-from gateway.ops.logs import configure_logging
+from gateway.logs import configure_logging
 from gateway.policy.contract import check_against
 from gateway.safety.checker import monitored_tags
 

@@ -9,10 +9,10 @@ to the transport: no queue, no policy, no metrics in front of it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from gateway.logs import get_logger
 from gateway.modes import Mode, ModeMachine
 
 Handler = Callable[["TripEvent"], Awaitable[None]]
@@ -32,7 +32,7 @@ class EStop:
         self.last: TripEvent | None = None
         self.count = 0
         self.handler_failures: list[str] = []
-        self._log = logging.getLogger("edgewarden.estop")
+        self._log = get_logger("edgewarden.estop")
 
     def add_handler(self, name: str, handler: Handler) -> None:
         """Append a handler; handlers run in the order they were added."""
@@ -55,5 +55,5 @@ class EStop:
                 await handler(event)
             except Exception as exc:  # noqa: BLE001 - isolate: the next handler must still run
                 self.handler_failures.append(f"{name}: {exc}")
-                self._log.error("e-stop handler %s failed: %s", name, exc)
+                self._log.error("e-stop handler failed", handler=name, error=f"{type(exc).__name__}: {exc}")
         return True

@@ -161,7 +161,15 @@ async def test_reads_writes_bad_status_and_silent_subscription() -> None:
 
 
 @pytest.mark.anyio
-async def test_restart_reconnects_and_recreates_subscriptions() -> None:
+async def test_restart_reconnects_and_recreates_subscriptions(restore_logging) -> None:  # noqa: ANN001
+    import io
+    import json
+
+    from gateway.config import LoggingSection
+    from gateway.logs import configure_logging
+
+    log = io.StringIO()
+    configure_logging(LoggingSection(format="json"), stream=log)
     srv = OpcUaServer()
     await srv.start()
     t = _transport(srv.url, mode="subscribe", fallback_after_ms=5000)
@@ -179,6 +187,7 @@ async def test_restart_reconnects_and_recreates_subscriptions() -> None:
         await _until(down)
         # never the last good value presented as fresh
         assert (snap.quality == Quality.NO_DATA).all() and bool(np.isnan(snap.values).all())
+        await asyncio.sleep(0.8)  # reconnect attempts fail meanwhile (backoff 0.05 .. 0.3 s)
         srv2 = OpcUaServer(port=srv.port)
         await srv2.start()
         try:
@@ -200,6 +209,10 @@ async def test_restart_reconnects_and_recreates_subscriptions() -> None:
             await srv2.stop()
     finally:
         await t.close()
+    # one line per transition, however many attempts failed in between
+    links = [json.loads(line) for line in log.getvalue().splitlines()]
+    links = [(r["event"], r["level"], r["link"]) for r in links if r["event"].startswith("link ")]
+    assert links == [("link down", "error", "u"), ("link up", "warning", "u")], log.getvalue()
 
 
 @pytest.mark.anyio
@@ -271,10 +284,10 @@ async def test_security_pinned_certificate_password_and_refusals(tmp_path: Path)
 
 def test_unpinned_security_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="pinned"):
-        OpcUaConnection(url="opc.tcp://x:4840", security_policy="Basic256Sha256", certificate=Path("c"),
+        OpcUaConnection(url="opc.tcp://127.0.0.1:4840", security_policy="Basic256Sha256", certificate=Path("c"),
                         private_key=Path("k"))
     with pytest.raises(ValueError, match="require_security"):
-        OpcUaConnection(url="opc.tcp://x:4840", require_security=True)
+        OpcUaConnection(url="opc.tcp://127.0.0.1:4840", require_security=True)
 
 
 @pytest.mark.anyio

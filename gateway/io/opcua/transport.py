@@ -303,7 +303,7 @@ class OpcUaTransport(LinkedTransport[_Link]):
                  f"({describe(exc)}): give it write access to {', '.join(t for t, _ in link.written)}")
         if link.health.last_error != error:
             link.health.last_error = error
-            self._log.error("OPC UA connection %r: %s", link.name, error)
+            self._log.error("write refused", link=link.name, peer=link.spec.peer(), error=error)
 
     def _plan(self, plan: WritePlan) -> list[WritePart]:
         by_link: dict[str, WritePart] = {}

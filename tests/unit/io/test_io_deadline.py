@@ -37,7 +37,7 @@ class RacingUaClient:
 def _transport() -> tuple[OpcUaTransport, object]:
     specs = {"sp": TagSpec(connection="u", node="ns=2;s=sp", writable=True)}
     tags = TagMap(specs=specs, readable=("sp",), index={"sp": 0})
-    t = OpcUaTransport(tags, {"u": OpcUaConnection(url="opc.tcp://x:1", timeout_s=2.0)})
+    t = OpcUaTransport(tags, {"u": OpcUaConnection(url="opc.tcp://127.0.0.1:1", timeout_s=2.0)})
     link = t._links["u"]  # noqa: SLF001 - the stub client stands in for a connected session
     link.client = SimpleNamespace(uaclient=RacingUaClient())
     link.answered_mono = time.monotonic()

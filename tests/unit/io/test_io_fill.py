@@ -43,7 +43,7 @@ def test_opcua_fill_matches_the_per_tag_path() -> None:
     n = 40
     specs = {f"m{i}": TagSpec(connection="u", node=f"ns=2;s=m{i}", scale=0.5 if i % 2 else 1.0, offset=i)
              for i in range(n)}
-    link = OpcUaTransport(tagmap(specs), {"u": OpcUaConnection(url="opc.tcp://x:1")})._links["u"]
+    link = OpcUaTransport(tagmap(specs), {"u": OpcUaConnection(url="opc.tcp://127.0.0.1:1")})._links["u"]
     now = datetime.now(UTC)
     codes = [ua.StatusCodes.Good, ua.StatusCodes.BadSensorFailure, ua.StatusCodes.UncertainSensorNotAccurate,
              ua.StatusCodes.GoodClamped, 0xC0000000]

@@ -20,7 +20,7 @@ from gateway.ops.metrics import Metrics, watch_links
 
 def test_connection_union_on_type() -> None:
     ta = TypeAdapter(ConnectionSpec)
-    assert isinstance(ta.validate_python({"url": "opc.tcp://h:4840"}), OpcUaConnection)
+    assert isinstance(ta.validate_python({"url": "opc.tcp://127.0.0.1:4840"}), OpcUaConnection)
     assert isinstance(ta.validate_python({"type": "modbus", "host": "h"}), ModbusConnection)
     with pytest.raises(ValidationError, match="url"):
         ta.validate_python({"type": "opcua", "host": "h"})
@@ -36,7 +36,7 @@ def test_tag_source_fields() -> None:
     with pytest.raises(ValidationError, match="datatype bool"):
         TagSpec(connection="c", table="coil", address=1, datatype="float32")
     mb = ModbusConnection(type="modbus", host="h")
-    ua = OpcUaConnection(url="opc.tcp://h:1")
+    ua = OpcUaConnection(url="opc.tcp://127.0.0.1:1")
     assert source_problems("t", TagSpec(connection="c", node="ns=2;s=x"), mb)
     assert source_problems("t", TagSpec(connection="c", table="holding", address=0), ua)
     assert source_problems("t", TagSpec(connection="c", table="input", address=0, writable=True), mb)

@@ -11,7 +11,7 @@ import structlog
 
 from gateway.config import LoadedConfig, LoggingSection, load_config
 from gateway.errors import ConfigError
-from gateway.ops.logs import configure_logging
+from gateway.logs import configure_logging
 from gateway.ops.reload import changed_keys, validate_reload
 from gateway.ops.statusview import render
 from gateway.safety.checker import monitored_tags
@@ -75,6 +75,60 @@ def test_logs_json_off_a_terminal_and_readable_on_one() -> None:
         assert "mode" in tty.getvalue() and not tty.getvalue().lstrip().startswith("{")
     finally:
         structlog.reset_defaults()
+
+
+def test_every_logger_writes_one_json_line_and_no_traceback(restore_logging) -> None:  # noqa: ANN001
+    """Ours (structlog and stdlib) and the libraries' (asyncua's "Publish iteration crashed"
+    comes with a traceback) alike: one JSON object per line, with time, level, logger, and
+    the gateway's cycle and mode; an exception is one field."""
+    import logging
+
+    from gateway.logs import get_logger, stamp_context
+
+    out = io.StringIO()
+    configure_logging(LoggingSection(format="json"), stream=out)
+    stamp_context(lambda: (1234, "AUTO"))
+    try:
+        raise RuntimeError("boom\nsecond line")
+    except RuntimeError:
+        logging.getLogger("asyncua.common.subscription").exception("Publish iteration crashed")
+    logging.getLogger("edgewarden.thing").warning("plain %s", "text")
+    get_logger("edgewarden.test").error("e-stop", code="hard_limit:T:high")
+    logging.getLogger("asyncua.client").warning("revised parameter")  # below the libraries' level
+    text = out.getvalue()
+    assert "Traceback" not in text and "second line" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [(r["logger"], r["level"], r["event"]) for r in lines] == [
+        ("asyncua.common.subscription", "error", "Publish iteration crashed"),
+        ("edgewarden.thing", "warning", "plain text"),
+        ("edgewarden.test", "error", "e-stop")]
+    assert lines[0]["error"] == "RuntimeError: boom"
+    for r in lines:
+        assert r["cycle"] == 1234 and r["mode"] == "AUTO" and r["timestamp"].endswith("Z")
+
+
+def test_under_systemd_each_line_carries_its_journald_priority(tmp_path: Path, restore_logging,  # noqa: ANN001
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+    import os
+
+    from gateway.logs import get_logger
+
+    with open(tmp_path / "journal", "w+") as stream:
+        st = os.fstat(stream.fileno())
+        for journal, prefixes in ((f"{st.st_dev}:{st.st_ino}", ("<3>{", "<6>{", "<4>{")), ("1:2", ("{", "{", "{"))):
+            monkeypatch.setenv("JOURNAL_STREAM", journal)
+            stream.seek(0)
+            stream.truncate()
+            configure_logging(LoggingSection(format="json"), stream=stream)
+            get_logger("edgewarden").error("e-stop")
+            get_logger("edgewarden").info("mode")
+            logging.getLogger("pymodbus").warning("x")
+            logging.getLogger("pymodbus").error("y")  # the libraries': errors only
+            stream.flush()
+            lines = (tmp_path / "journal").read_text().splitlines()
+            assert [line[:len(p)] for line, p in zip(lines, (*prefixes[:2], prefixes[0]), strict=True)] == \
+                [*prefixes[:2], prefixes[0]], lines
 
 
 def test_status_view_renders_every_part() -> None:
