@@ -11,7 +11,10 @@ on stderr and its exit code; nothing else a user can cause prints a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.metadata
+import os
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Industrial edge control gateway: runs a verified ONNX policy next to "
         "your PLCs, shields every action, latches e-stop, audits every decision.",
     )
+    parser.add_argument("--version", action="version", version=f"edgewarden {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _GROUPS:
         try:
@@ -48,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed distribution's version ("unknown" in a bare source tree)."""
+    try:
+        return importlib.metadata.version("edgewarden")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,6 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgewarden: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader left (``| head``, a closed pager): nothing more to say, and nothing
+        # for the interpreter to fail on when it flushes stdout at exit
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 0  # the reader had what it wanted
 
 
 if __name__ == "__main__":  # pragma: no cover

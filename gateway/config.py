@@ -366,21 +366,27 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
 
 
 def _fmt_input(value: Any) -> str:
+    """`` (got VALUE)`` for a value a user typed; nothing for a whole section or list."""
+    if isinstance(value, dict | list):
+        return ""
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return f" (got {text if len(text) <= 60 else text[:57] + '...'})"
 
 
 def _schema_problems(exc: ValidationError, env: dict[tuple[str, ...], str]) -> list[str]:
+    """One line per problem; a problem in a value set by an environment variable starts
+    with the variable, not the file (the file is not where it is)."""
     out = []
     for err in exc.errors():
-        loc = _fmt_loc(err["loc"]) + from_env(err["loc"], env)
+        loc = _fmt_loc(err["loc"])
         if err["type"] == "extra_forbidden":
-            out.append(f"{loc}: unknown key (not part of the configuration schema)")
+            text = f"{loc}: unknown key (not part of the configuration schema)"
         elif err["type"] == "missing":
-            out.append(f"{loc}: required key is missing")
+            text = f"{loc}: required key is missing"
         else:
-            msg = err["msg"].removeprefix("Value error, ")
-            out.append(f"{loc}: {msg} (got {_fmt_input(err.get('input'))})")
+            text = f"{loc}: {err['msg'].removeprefix('Value error, ')}{_fmt_input(err.get('input'))}"
+        var = from_env(err["loc"], env)
+        out.append(f"{var} (environment): {text}" if var else text)
     return out
 
 
@@ -419,6 +425,51 @@ def _file_problems(s: Settings) -> list[str]:
         return [f"control.socket: {s.control.socket} is {n} bytes long; a Unix socket path holds at most "
                 f"{MAX_SOCKET_PATH}: choose a shorter path"]
     return []
+
+
+def control_socket_of(path: Path | str) -> Path:
+    """``[control] socket`` of a config file (the variable EDGEWARDEN_CONTROL__SOCKET wins),
+    without validating the rest: operator commands need the socket, not the plant's secrets."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc}") from None
+    control = data.get("control")
+    value = os.environ.get(f"{ENV_PREFIX}CONTROL__SOCKET") or (
+        control.get("socket") if isinstance(control, dict) else None) or ControlSection().socket
+    if not isinstance(value, str | Path) or not str(value):
+        raise ConfigError(f"{path}: control.socket: expected a path")
+    socket = Path(value).expanduser()
+    return socket if socket.is_absolute() else (path.resolve().parent / socket).resolve()
+
+
+def host_problems(s: Settings) -> list[str]:
+    """What this machine must have for the config to run (``config check`` and ``run``
+    refuse without it): the model file, the operators' group."""
+    import grp
+
+    out = []
+    if not s.policy.path.is_file():
+        out.append(f"policy.path: {s.policy.path} does not exist (or is not a file)")
+    group = s.control.operators_group
+    if group is not None:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            out.append(f"control.operators_group: there is no group {group!r} on this machine: create it "
+                       f"(groupadd {group}) or change the key; otherwise every operator is refused")
+    return out
+
+
+def check_host(loaded: LoadedConfig) -> None:
+    problems = host_problems(loaded.settings)
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        lines = "\n".join(f"  {loaded.path}: {p}" for p in problems)
+        raise ConfigError(f"invalid configuration, {len(problems)} {noun}:\n{lines}")
 
 
 def check_secrets(loaded: LoadedConfig) -> None:
@@ -465,7 +516,7 @@ def load_config(path: Path | str) -> LoadedConfig:
         settings = _resolve_paths(settings, path.resolve().parent)
         problems += _file_problems(settings)
     if problems:
-        lines = "\n".join(f"  {path}: {p}" for p in problems)
+        lines = "\n".join(f"  {p}" if p.startswith(ENV_PREFIX) else f"  {path}: {p}" for p in problems)
         noun = "problem" if len(problems) == 1 else "problems"
         raise ConfigError(f"invalid configuration, {len(problems)} {noun}:\n{lines}")
     assert settings is not None

@@ -58,8 +58,9 @@ def env_problems(env: dict[tuple[str, ...], str], schema: Any) -> list[str]:
 
 
 def from_env(problem_loc: tuple[Any, ...], env: dict[tuple[str, ...], str]) -> str:
+    """The variable that set the value at ``problem_loc`` ("" when the file did)."""
     loc = tuple(str(p).lower() for p in problem_loc)
     for key, var in env.items():
         if loc[:len(key)] == key:
-            return f" (set by the environment variable {var})"
+            return var
     return ""

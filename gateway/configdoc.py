@@ -28,8 +28,11 @@ source): every key, its type, default, the range `edgewarden config check` enfor
 what it means. Numbers must be finite (`inf`/`nan` are refused everywhere); flags are
 `true` or `false` only. Relative paths are relative to the config file's directory.
 Besides the schema, `config check` refuses combinations (cross-references, the time
-budget, soft limits outside hard ones, two tags on one source) and names each problem as
-`FILE: key.path: what is wrong`; it exits 78.
+budget, soft limits outside hard ones, two tags on one source) and what this machine
+lacks (the model file, the operators' group; `run` refuses them too), and names each
+problem as `FILE: key.path: what is wrong` (`VARIABLE (environment): key.path: …` for a
+value an environment variable set); it exits 78. Allowed but insecure settings (an
+unsecured link off loopback) are printed as warnings.
 
 Every key can be set from the environment: `EDGEWARDEN_SECTION__KEY` (e.g.
 `EDGEWARDEN_GATEWAY__CYCLE_HZ=50`, `EDGEWARDEN_CONNECTIONS__PLC1__PASSWORD=…`; names of

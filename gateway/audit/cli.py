@@ -71,14 +71,6 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", action="append", metavar="KIND", help="only this kind (repeatable)")
 
 
-def _quiet_broken_pipe() -> int:
-    """``audit show ... | head``: the reader left; stop without a traceback."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
-    os.close(devnull)
-    return 0
-
-
 def _dir(path: Path) -> Path:
     if not path.is_dir():
         raise AuditError(f"{path}: not a directory")
@@ -142,12 +134,9 @@ def _tail(args: argparse.Namespace) -> int:
 
     if args.n < 0:
         raise AuditError("-n must be >= 0")
-    try:
-        for rec in deque(iter_records(_dir(args.path)), maxlen=args.n):
-            sys.stdout.write(record_line(rec))
-        sys.stdout.flush()
-    except BrokenPipeError:
-        return _quiet_broken_pipe()
+    for rec in deque(iter_records(_dir(args.path)), maxlen=args.n):
+        sys.stdout.write(record_line(rec))
+    sys.stdout.flush()  # a reader that left (| head): gateway/cli.py ends quietly
     return 0
 
 
@@ -174,11 +163,8 @@ def _show(args: argparse.Namespace) -> int:
                 continue
             yield rec
 
-    try:
-        write_jsonl(marked(), sys.stdout)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        return _quiet_broken_pipe()
+    write_jsonl(marked(), sys.stdout)
+    sys.stdout.flush()
     if failed:
         print(f"audit show: {len(failed)} record(s) with a write the device did not acknowledge "
               f"(seq {failed[0]}..{failed[-1]}); --failed-writes lists only those", file=sys.stderr)
@@ -218,11 +204,8 @@ def _export(args: argparse.Namespace) -> int:
                          "of records retention has deleted); choose a new file")
     records, _, _ = _selected(args)
     if args.output is None:
-        try:
-            write_jsonl(records, sys.stdout)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            return _quiet_broken_pipe()
+        write_jsonl(records, sys.stdout)
+        sys.stdout.flush()
         return 0
     after = None if _filtered(args) else continuation(args.output, _dir(args.path))
     if after is not None:

@@ -73,23 +73,25 @@ def _run(args: argparse.Namespace) -> int:
 
     faulthandler.enable()  # systemd's watchdog kills a hung loop with SIGABRT: the journal gets its traceback
 
+    from gateway.config import check_host
+
     loaded = load_config(args.config)
+    check_host(loaded)
     configure_logging(loaded.settings.logging)
     return run_daemon(loaded)
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from gateway.config import check_secrets
+    from gateway.config import check_host, check_secrets
     from gateway.config_checks import warnings
 
     loaded = load_config(args.file)
+    check_host(loaded)
     check_secrets(loaded)
     s = loaded.settings
     print(f"{args.file}: OK — {len(s.tags)} tags on {len(s.connections)} connection(s), "
           f"{len(s.policy.observations)} observations → {len(s.policy.actions)} actions at "
           f"{s.gateway.cycle_hz:g} Hz; policy {s.policy.path}")
-    if not s.policy.path.exists():
-        print(f"warning: the policy file {s.policy.path} does not exist yet", file=sys.stderr)
     for line in warnings(s):
         print(f"warning: {args.file}: {line}", file=sys.stderr)
     return 0
@@ -115,13 +117,17 @@ def _socket_args(p: argparse.ArgumentParser) -> None:
 
 
 def _operator_commands(sub: argparse._SubParsersAction) -> None:
-    def op(name: str, help_: str, *, reason_required: bool = False) -> argparse.ArgumentParser:
+    def op(name: str, help_: str, *, reason_required: bool = False,
+           operator_required: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         _socket_args(p)
         p.add_argument("--operator", "--actor", dest="actor", default=None,
-                       help="operator name recorded in the audit log (default: your login name)")
+                       help="operator name recorded in the audit log (required: the person responsible)"
+                       if operator_required else "operator name recorded in the audit log (default: your "
+                       "login name)")
         p.add_argument("--reason", default="", required=reason_required, help="recorded with the command")
-        p.set_defaults(handler=_operator, action=name, reason_required=reason_required)
+        p.set_defaults(handler=_operator, action=name, reason_required=reason_required,
+                       operator_required=operator_required)
         return p
 
     st = sub.add_parser("status", help="live view of a running gateway: mode, timing, tags, trips")
@@ -130,9 +136,8 @@ def _operator_commands(sub: argparse._SubParsersAction) -> None:
                     help="refresh every SECONDS (default 1) until Ctrl-C")
     st.set_defaults(handler=_status)
     op("estop", "latch the e-stop: safe outputs now")
-    r = op("reset", "leave ESTOP for INHIBITED once the trip has cleared (never restarts)",
-           reason_required=True)
-    r.set_defaults(operator_required=True)
+    op("reset", "leave ESTOP for INHIBITED once the trip has cleared (never restarts)",
+       reason_required=True, operator_required=True)
     op("start", "start control from READY (AUTO)")
     ov = op("override", "human override: take manual control, or release it (bumpless hand-back)")
     ov.add_argument("override", choices=["take", "release"])
@@ -142,14 +147,16 @@ def _operator_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _control_socket(args: argparse.Namespace) -> Path:
+    from gateway.config import control_socket_of
+
     if args.socket is not None:
         return Path(args.socket)
     if args.config is not None:
-        return load_config(args.config).settings.control.socket
+        return control_socket_of(args.config)
     if os.environ.get("EDGEWARDEN_SOCKET"):
         return Path(os.environ["EDGEWARDEN_SOCKET"])
     if DEFAULT_CONFIG.exists():
-        return load_config(DEFAULT_CONFIG).settings.control.socket
+        return control_socket_of(DEFAULT_CONFIG)
     return DEFAULT_SOCKET
 
 
@@ -188,10 +195,19 @@ def _status(args: argparse.Namespace) -> int:
 
     from gateway.ops.statusview import render
 
+    from gateway.errors import GatewayError
+
     while True:
-        reply = _send(args, {"cmd": "status"})
+        try:
+            reply = _send(args, {"cmd": "status"})
+        except GatewayError as exc:
+            if args.watch is None:
+                raise
+            # watching: the daemon restarting is when the operator needs the view most
+            reply = {"ok": False, "unreachable": True,
+                     "error": f"{exc} (retrying every {args.watch:g} s; Ctrl-C to stop)"}
         if args.json:
-            print(json.dumps(reply, indent=2))
+            print(json.dumps(reply, indent=2), flush=True)
         else:
             text = render(reply)
             if args.watch is not None and sys.stdout.isatty():

@@ -25,6 +25,8 @@ def _range(r: Any) -> str:
 
 
 def render(reply: dict[str, Any]) -> str:
+    if reply.get("unreachable"):
+        return f"no answer from the gateway: {reply.get('error')}"
     if not reply.get("ok"):
         return f"status refused: {reply.get('error')}"
     st = reply.get("stats", {})

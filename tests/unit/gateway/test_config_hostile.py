@@ -47,9 +47,11 @@ def test_dangerous_values_are_refused_with_the_key(tmp_path: Path, replace: dict
 
 
 @pytest.mark.parametrize("env, says", [
-    ({"EDGEWARDEN_AUDIT__DIR": ""}, "audit.dir (set by the environment variable EDGEWARDEN_AUDIT__DIR): must not be empty"),
-    ({"EDGEWARDEN_GATEWAY__AUTO_START": "yes"}, "set by the environment variable EDGEWARDEN_GATEWAY__AUTO_START"),
-    ({"EDGEWARDEN_GATEWAY__COMMS_TIMEOUT_MS": "inf"}, "EDGEWARDEN_GATEWAY__COMMS_TIMEOUT_MS): Input should be a finite"),
+    ({"EDGEWARDEN_AUDIT__DIR": ""}, "\n  EDGEWARDEN_AUDIT__DIR (environment): audit.dir: must not be empty"),
+    ({"EDGEWARDEN_GATEWAY__AUTO_START": "yes"}, "\n  EDGEWARDEN_GATEWAY__AUTO_START (environment): gateway.auto_start: must "
+                                                "be true or false"),
+    ({"EDGEWARDEN_GATEWAY__COMMS_TIMEOUT_MS": "inf"}, "\n  EDGEWARDEN_GATEWAY__COMMS_TIMEOUT_MS (environment): "
+                                                     "gateway.comms_timeout_ms: Input should be a finite"),
     ({"EDGEWARDEN_GATEWAY__CYCLEHZ": "50"}, "EDGEWARDEN_GATEWAY__CYCLEHZ (environment): not a configuration key"),
     ({"EDGEWARDEN_TAGS": "garbage"}, "must hold a JSON object"),
 ])
