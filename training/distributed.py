@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -102,6 +104,17 @@ def close(*, clean: bool) -> None:
         if clean:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def end_worker() -> NoReturn:
+    """End a spawned worker after a clean run without the interpreter's teardown. gloo's
+    threads live in C++ objects that teardown destroys in no set order; one destroyed
+    while its thread is joinable aborts the process ("terminate called without an
+    active exception", SIGABRT), seen in CI after runs that had finished and left the
+    group. Everything the worker wrote is closed by then."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def all_gather(obj: object, world: World) -> list[object]:

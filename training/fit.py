@@ -236,6 +236,7 @@ def _spawned(rank: int, size: int, init_method: str, dataset: str, device: str, 
         clean = True
     finally:
         D.close(clean=clean)
+    D.end_worker()
 
 
 def _train(dataset: str | os.PathLike[str] | Dataset, dev: torch.device, world, *, algo_name: str, steps: int,

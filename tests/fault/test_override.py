@@ -78,8 +78,8 @@ async def test_operator_manual_with_setpoints_and_hand_back(tmp_path: Path) -> N
         assert reply["ok"] and reply["mode"] == "AUTO", reply
         await wait_for(lambda: b.twin_setpoints()[1] == 100.0, "the hand-back ramp", timeout=10)
         assert_rate_limited([r for r in cycles(b)[n1:] if r["mode"] == "AUTO"])
-        ops = [r["cmd"] for r in b.audit_records() if r["kind"] == "operator"]
-        assert ops[-3:] == ["start", "manual", "auto"]
+        ops = [(r["cmd"], r["outcome"]) for r in b.audit_records() if r["kind"] == "operator"]
+        assert ops[-4:] == [("start", "accepted"), ("manual", "accepted"), ("manual", "refused"), ("auto", "accepted")]
 
 
 @pytest.mark.anyio

@@ -109,7 +109,7 @@ def test_data_age_and_subscription_fallback_defaults(tmp_path: Path) -> None:
 def test_an_unsecured_opc_ua_link_off_loopback_is_refused_unless_accepted(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     """Secure by default: security_policy None is fine to 127.0.0.1 (the twin, a local
     server), refused to any other host, and with allow_insecure = true accepted with a warning."""
-    policy = tmp_path / "p.onnx"
+    policy = EXAMPLE.parents[1] / "models" / "cstr_baseline.onnx"  # config check wants the model there
     insecure = write_config(tmp_path, policy=policy, url="opc.tcp://10.0.0.5:4840")
     with pytest.raises(ConfigError) as err:
         load_config(insecure)
@@ -137,7 +137,8 @@ def test_an_unsecured_opc_ua_link_off_loopback_is_refused_unless_accepted(tmp_pa
 
 
 def test_plain_modbus_off_loopback_is_a_warning(tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    path = write_config(tmp_path, policy=tmp_path / "p.onnx", example=EXAMPLE.parent / "cstr_modbus.toml",
+    path = write_config(tmp_path, policy=EXAMPLE.parents[1] / "models" / "cstr_baseline.onnx",
+                        example=EXAMPLE.parent / "cstr_modbus.toml",
                         replace={r'^host = "127.0.0.1"\nport = 5020': 'host = "192.168.10.20"\nport = 502'})
     capsys.readouterr()
     assert main(["config", "check", str(path)]) == 0

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from tests.helpers import free_port
 from training.algos import ALGOS, make_algorithm
-from training.distributed import close, param_digest
+from training.distributed import close, end_worker, param_digest
 from training.nets import Replay, obs_stats
 
 SMALL = {"hidden": (16, 16), "batch_size": 32}
@@ -43,6 +43,9 @@ def _rank(rank: int, port: int, queue) -> None:
         close(clean=clean)  # the trainer's own exit: ranks meet before gloo is torn down
     if rank == 0:
         queue.put(out)
+        queue.close()
+        queue.join_thread()  # delivered before the process ends without teardown
+    end_worker()
 
 
 def test_ddp_gradient_average_equals_one_process_on_equal_batches() -> None:
