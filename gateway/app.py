@@ -30,7 +30,7 @@ from gateway.logs import get_logger, stamp_context
 from gateway.modes import WRITING, ModeMachine, Transition
 from gateway.ops import operator
 from gateway.ops.control import ControlServer, Operators
-from gateway.ops.metrics import Metrics, watch_audit, watch_links
+from gateway.ops.metrics import Metrics, watch_audit, watch_cycle, watch_links
 from gateway.ops.reload import Outcome, Reloader
 from gateway.ops.sdnotify import Notifier
 from gateway.policy.onnx_policy import OnnxPolicy
@@ -134,6 +134,8 @@ class Gateway:
             loop = ControlLoop(s, tags, transport, policy, modes, audit, metrics,
                                on_healthy_cycle=self._healthy_cycle)
             self.loop = loop
+            watch_cycle(metrics, lambda: loop.stats)
+            metrics.known_alarms(loop.alarm_names)
             self.reloader = Reloader(self.loaded, loop, audit, metrics, notifier, self.log)
             stamp_context(lambda: (loop.stats.cycles, loop.modes.mode.name))
             modes.subscribe(self._on_transition)
@@ -215,7 +217,7 @@ class Gateway:
         with contextlib.suppress(AuditError):  # a failed log trips through on_fatal
             self.audit.append("mode", {"from": t.source.name, "to": t.target.name,
                                        "reason": t.reason, "actor": t.actor})
-        self.loop.metrics.set_mode(t.target)
+        self.loop.metrics.entered(t.target)
         if self.notifier is not None:
             self.notifier.notify(f"STATUS=mode {t.target.name}: {t.reason}"[:400])
         self.log.info("mode", source=t.source.name, target=t.target.name, reason=t.reason, actor=t.actor)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
 
 from gateway.errors import GatewayError
+from gateway.version import version
 
 # Modules that add a sub-command group: each has register(subparsers).
 _GROUPS: tuple[str, ...] = (
@@ -50,14 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
-
-
-def version() -> str:
-    """The installed distribution's version ("unknown" in a bare source tree)."""
-    try:
-        return importlib.metadata.version("edgewarden")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,7 +62,7 @@ from gateway.io.transport import Transport
 from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 from gateway.outputs import Outputs
-from gateway.override import Override
+from gateway.override import PLC_NOT_ACCEPTING, Override
 from gateway.pacing import Pacer
 from gateway.policy.registry import ModelManager
 from gateway.safety.authority import PlcAuthority
@@ -476,6 +476,11 @@ class ControlLoop:
         np.copyto(self._action, np.clip(applied, self.shield.lo, self.shield.hi), where=good)
 
     # ---- helpers --------------------------------------------------------------------
+    @property
+    def alarm_names(self) -> list[str]:
+        """Every alarm the loop may raise (metrics show each, at 0 until raised)."""
+        return [PLC_NOT_ACCEPTING, *self.authority.alarm_names]
+
     @property
     def action(self) -> np.ndarray:
         """The last action written (or, in ESTOP, the safe outputs)."""

@@ -19,6 +19,7 @@ from gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from gateway.ops.metrics import Metrics
 
 PLC_HOLDERS = frozenset({"plc", "plc_remote"})  # MANUAL held by the PLC: nothing of ours is applied
+PLC_NOT_ACCEPTING = "plc_not_accepting"  # the alarm while the PLC does not apply our setpoints
 
 
 class Override:
@@ -79,11 +80,11 @@ class Override:
             self._metrics.plc_accepts.set(1.0 if accepts else 0.0)
         if not accepts and "plc_remote" not in self.held_by and self._modes.mode in WRITING:
             self.held_by.add("plc_remote")
-            self._alarm("plc_not_accepting", True, "the PLC does not accept the gateway's setpoints")
+            self._alarm(PLC_NOT_ACCEPTING, True, "the PLC does not accept the gateway's setpoints")
             self._enter("PLC does not accept the gateway's setpoints (remote off or watchdog tripped)", "plc")
         elif accepts and "plc_remote" in self.held_by:
             self.held_by.discard("plc_remote")
-            self._alarm("plc_not_accepting", False, "the PLC accepts the gateway's setpoints again")
+            self._alarm(PLC_NOT_ACCEPTING, False, "the PLC accepts the gateway's setpoints again")
             self._leave("plc")
 
     def _enter(self, reason: str, actor: str) -> None:

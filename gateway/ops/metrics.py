@@ -20,11 +20,14 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 
 from gateway.logs import get_logger
 from gateway.modes import Mode
+from gateway.version import build_info
 
 _CYCLE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 _LATENESS_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
@@ -53,7 +56,7 @@ class Metrics:
         self.trips = Counter("edgewarden_trips", "E-stop trips by reason", ["reason"], registry=r)
         for reason in TRIP_REASONS:
             self.trips.labels(reason=reason)
-        self.soft_alarms = Counter("edgewarden_soft_alarms", "Cycles with a soft-limit alarm", registry=r)
+        self.soft_alarms = Counter("edgewarden_soft_alarms", "Soft-limit alarms raised", registry=r)
         self.holds = Counter("edgewarden_hold_cycles", "Cycles that held the last action: data not usable "
                              "(no data, stale, frozen) or not read by the cycle's deadline", registry=r)
         self.shield_interventions = Counter("edgewarden_shield_interventions",
@@ -68,11 +71,25 @@ class Metrics:
         # pre-bound children: the cycle observes without a label lookup
         self.stage = {s: self.stage_seconds.labels(stage=s) for s in STAGES}
         self.model = Info("edgewarden_model", "The policy model in use", registry=r)
-        self.reloads = Counter("edgewarden_config_reloads", "SIGHUP reloads by result", ["result"], registry=r)
+        self.reloads = Counter("edgewarden_config_reloads", "Reloads (SIGHUP or the reload command) by result",
+                               ["result"], registry=r)
+        for result in ("applied", "unchanged", "refused"):
+            self.reloads.labels(result=result)
+        self.build = Info("edgewarden_build", "The gateway's version and the versions of the libraries it runs on",
+                          registry=r)
+        self.build.info(build_info())
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds ...
+        PlatformCollector(registry=r)  # python_info
         self.last_healthy_mono = -float("inf")  # set by the app on every healthy cycle (/healthz)
         self.healthy_within_s = 2.0
         self.mode = Gauge("edgewarden_mode", "1 for the current mode", ["mode"], registry=r)
         self._mode_children = {m: self.mode.labels(mode=m.name) for m in Mode}
+        self.mode_code = Gauge("edgewarden_mode_code", "The current mode as a number: " + ", ".join(
+            f"{m.value} {m.name}" for m in Mode), registry=r)
+        self.mode_entries = Counter("edgewarden_mode_entries", "Times the gateway entered each mode (FALLBACK: "
+                                    "the policy handed control to the fallback; MANUAL: a human took over)",
+                                    ["mode"], registry=r)
+        self._entry_children = {m: self.mode_entries.labels(mode=m.name) for m in Mode}
         self.set_mode(Mode.INHIBITED)
         self.alarms = Gauge("edgewarden_alarm_active", "1 while an alarm is raised (plc_not_accepting, "
                             "setpoint_mismatch:<action>)", ["alarm"], registry=r)
@@ -86,6 +103,17 @@ class Metrics:
     def set_mode(self, mode: Mode) -> None:
         for m, child in self._mode_children.items():
             child.set(1.0 if m == mode else 0.0)
+        self.mode_code.set(float(mode.value))
+
+    def entered(self, mode: Mode) -> None:
+        """A transition into ``mode``."""
+        self.set_mode(mode)
+        self._entry_children[mode].inc()
+
+    def known_alarms(self, names: list[str]) -> None:
+        """Every alarm that may be raised gets its series at 0 (dashboards see "none", not "no data")."""
+        for name in names:
+            self.alarms.labels(alarm=name).set(0.0)
 
     def alarm(self, name: str, raised: bool) -> None:
         self.alarms.labels(alarm=name).set(1.0 if raised else 0.0)
@@ -256,5 +284,34 @@ class AuditCollector:
 
 def watch_audit(metrics: Metrics, stats: Callable[[], Any]) -> AuditCollector:
     collector = AuditCollector(stats)
+    metrics.registry.register(collector)  # type: ignore[arg-type]
+    return collector
+
+
+class CycleCollector:
+    """The cycle's own counters, read at scrape time from its stats (never from the hot
+    path): ``edgewarden_write_errors_total``, ``edgewarden_policy_faults_total`` and
+    ``edgewarden_ood_inputs_total``."""
+
+    _COUNTERS = (("write_errors", "Writes not acknowledged by the PLC (failed, refused or late)"),
+                 ("policy_faults", "Policy inferences that failed"),
+                 ("ood_inputs", "Cycles whose inputs were outside the model's training distribution"))
+
+    def __init__(self, stats: Callable[[], Any]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        st = self._stats()
+        for name, help_ in self._COUNTERS:
+            yield CounterMetricFamily(f"edgewarden_{name}", help_, value=float(getattr(st, name)))
+
+
+def watch_cycle(metrics: Metrics, stats: Callable[[], Any]) -> CycleCollector:
+    collector = CycleCollector(stats)
     metrics.registry.register(collector)  # type: ignore[arg-type]
     return collector

@@ -61,6 +61,11 @@ class PlcAuthority:
         self.accepts = remote and not tripped
         return self.accepts
 
+    @property
+    def alarm_names(self) -> list[str]:
+        """Every alarm ``compare`` may raise."""
+        return [f"setpoint_mismatch:{name}" for name, *_ in self._items]
+
     def compare(self, written: np.ndarray, snap: Snapshot, now: float, writing: bool) -> list[AlarmChange]:
         """Written setpoints against the applied values; the alarms raised or cleared now.
         ``writing``: the gateway's setpoints are meant to be applied (AUTO/FALLBACK); otherwise

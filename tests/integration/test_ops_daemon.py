@@ -39,7 +39,9 @@ METRICS = [
     'edgewarden_shield_rule_interventions_total{rule="clipped"}', 'edgewarden_link_up{connection="plc1"}',
     'edgewarden_link_reconnects_total{connection="plc1"}', "edgewarden_audit_queue_depth",
     "edgewarden_audit_commit_latency_seconds", "edgewarden_model_info{", "edgewarden_cycles_total",
-    "edgewarden_audit_records_total",
+    "edgewarden_audit_records_total", "edgewarden_mode_code", 'edgewarden_mode_entries_total{mode="AUTO"} 1.0',
+    "edgewarden_write_errors_total", "edgewarden_build_info{", "process_resident_memory_bytes",
+    'edgewarden_config_reloads_total{result="refused"} 0.0',
 ]
 
 
@@ -156,6 +158,10 @@ async def scenario(tmp: Path) -> None:
             assert code == 200
             missing = [m for m in METRICS if m not in first]
             assert not missing, missing
+            from tests.unit.ops.test_grafana_dashboard import dashboard_metrics
+
+            scraped = {line.split("{")[0].split(" ")[0] for line in first.splitlines() if line[:1].isalpha()}
+            assert not dashboard_metrics() - scraped, dashboard_metrics() - scraped  # the dashboard's, for real
             await asyncio.sleep(0.5)
             _, second = await asyncio.to_thread(http_get, port, "/metrics")
             for name in ("edgewarden_cycles_total", 'edgewarden_stage_seconds_count{stage="read"}',
