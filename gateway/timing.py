@@ -6,8 +6,8 @@
   started later inherits it), so the cycle does not migrate between cores.
 * ``realtime_priority = 50``: ``SCHED_FIFO`` at that priority (``os.sched_setscheduler``) for
   the thread that runs the cycle only; every thread started later runs at normal priority.
-  Needs ``CAP_SYS_NICE`` or an ``RLIMIT_RTPRIO`` that allows it (the systemd real-time
-  drop-in grants it). Not permitted is a refusal to start with the reason, never a
+  Needs an ``RLIMIT_RTPRIO`` that allows it (or ``CAP_SYS_NICE``) and no system-call filter
+  that denies it (the systemd real-time drop-in grants the one and allows the calls). Not permitted is a refusal to start with the reason, never a
   silent fall-back to normal scheduling: a plant engineer who asked for it is counting on it.
 * ``event_loop = "uvloop"``: run the daemon on uvloop (``pip install edgewarden[uvloop]``).
 * ``timing_trace = "PATH.npy"``: keep every cycle's lateness and stage times in a
@@ -51,6 +51,9 @@ def prepare_process(gw: GatewaySection) -> list[str]:
         cpus = set(gw.cpu_affinity)
         try:
             os.sched_setaffinity(0, cpus)
+        except PermissionError:
+            raise ConfigError(f"[gateway] cpu_affinity = {sorted(cpus)}: sched_setaffinity was refused{_filtered()}"
+                              ) from None
         except (OSError, ValueError) as exc:
             have = sorted(os.sched_getaffinity(0))
             raise ConfigError(f"[gateway] cpu_affinity = {sorted(cpus)}: the kernel refused it ({exc}); "
@@ -69,15 +72,32 @@ def prepare_process(gw: GatewaySection) -> list[str]:
             import resource
 
             soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
-            raise ConfigError(
-                f"[gateway] realtime_priority = {prio}: SCHED_FIFO is not permitted for this process "
-                f"(it needs CAP_SYS_NICE or RLIMIT_RTPRIO >= {prio}; RLIMIT_RTPRIO is {soft}). Install "
-                "the real-time drop-in (edgewarden service install --realtime) or remove the option "
-                "to run with normal scheduling") from None
+            if soft == resource.RLIM_INFINITY or soft >= prio:  # the limit allows it: something else refuses
+                why = f"RLIMIT_RTPRIO ({soft}) allows it, so it is not the limit{_filtered()}"
+            else:
+                why = (f"it needs RLIMIT_RTPRIO >= {prio} (it is {soft}) or CAP_SYS_NICE. Install the real-time "
+                       "drop-in (edgewarden service install --realtime: LimitRTPRIO=50) or remove the option "
+                       "to run with normal scheduling")
+            raise ConfigError(f"[gateway] realtime_priority = {prio}: SCHED_FIFO is not permitted for this "
+                              f"process: {why}") from None
         except OSError as exc:
             raise ConfigError(f"[gateway] realtime_priority = {prio}: SCHED_FIFO refused: {exc}") from None
         done.append(f"SCHED_FIFO priority {prio}")
     return done
+
+
+def _filtered() -> str:
+    """Why a scheduling call may be refused whatever the limits: a seccomp filter (systemd's
+    SystemCallFilter=~@resources) or systemd's RestrictRealtime=."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    if "\nSeccomp:\t2" in status:
+        return ("; a system-call filter is active (systemd's SystemCallFilter=~@resources denies the scheduling "
+                "calls): install the real-time drop-in (edgewarden service install --realtime), which allows "
+                "them and sets RestrictRealtime=no, or remove the option")
+    return "; check systemd's RestrictRealtime= and CPUAffinity= for this service"
 
 
 def loop_factory(gw: GatewaySection) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -44,19 +44,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="manual: take manual control (human override); auto: hand back")
     ctl.set_defaults(handler=_ctl)
 
-    service = sub.add_parser("service", help="install the systemd service")
+    service = sub.add_parser("service", help="install or remove the systemd service")
     service_sub = service.add_subparsers(dest="service_command", metavar="COMMAND", required=True)
     inst = service_sub.add_parser("install", help="place the unit, the config, the model and keys "
                                   "(see docs/operations.md)")
     inst.add_argument("--config", "-c", type=Path, required=True, help="the gateway config to install")
     inst.add_argument("--root", type=Path, default=Path("/"), help="install under this directory "
                       "instead of / (packaging, tests); skips user creation and systemctl")
-    inst.add_argument("--user", default="edgewarden", help="service user and group (created if missing)")
+    inst.add_argument("--user", default="edgewarden", help="service user and group (created if missing); "
+                      "its group reads the config and keys: never put operators in it")
+    inst.add_argument("--operators-group", default="edgewarden-ops",
+                      help="the group whose members may use the control socket (created if missing)")
+    inst.add_argument("--dry-run", action="store_true", help="print every file, mode and owner; write nothing")
     inst.add_argument("--executable", type=Path, default=None,
                       help="the edgewarden executable for ExecStart (default: the one running this)")
     inst.add_argument("--realtime", action="store_true", help="also install the FIFO/CPU-affinity drop-in")
     inst.add_argument("--force", action="store_true", help="overwrite an existing config")
     inst.set_defaults(handler=_service_install)
+    un = service_sub.add_parser("uninstall", help="remove the unit and /etc/edgewarden (the audit log is kept)")
+    un.add_argument("--root", type=Path, default=Path("/"), help="as for install")
+    un.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
+    un.set_defaults(handler=_service_uninstall)
 
     demo = sub.add_parser("demo", help="run the twin and the gateway on loopback for ~30 s")
     demo.add_argument("--seconds", type=float, default=30.0, help="length of the demo run")
@@ -231,8 +239,16 @@ def _ctl(args: argparse.Namespace) -> int:
 def _service_install(args: argparse.Namespace) -> int:
     from gateway.ops.service import install
 
-    for line in install(args.config, root=args.root, user=args.user, executable=args.executable,
-                        realtime=args.realtime, force=args.force):
+    for line in install(args.config, root=args.root, user=args.user, operators_group=args.operators_group,
+                        executable=args.executable, realtime=args.realtime, force=args.force, dry_run=args.dry_run):
+        print(line)
+    return 0
+
+
+def _service_uninstall(args: argparse.Namespace) -> int:
+    from gateway.ops.service import uninstall
+
+    for line in uninstall(root=args.root, dry_run=args.dry_run):
         print(line)
     return 0
 

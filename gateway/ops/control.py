@@ -139,6 +139,8 @@ class ControlServer:
         try:
             listener.bind(str(self.path))
             os.chmod(self.path, 0o660)
+            if self._operators.group is not None:  # the operators' group opens it; the service's own group need not
+                self._give_to_group(self._operators.group)
             listener.listen(4)  # a short queue: a flood waits in its own connect(), not in ours
             listener.setblocking(False)
         except BaseException:
@@ -146,6 +148,17 @@ class ControlServer:
             raise
         self._listener = listener
         self._acceptor = asyncio.create_task(self._accept_loop(listener), name="control-accept")
+
+    def _give_to_group(self, group: str) -> None:
+        from gateway.errors import ConfigError
+
+        try:
+            os.chown(self.path, -1, grp.getgrnam(group).gr_gid)
+        except KeyError:
+            raise ConfigError(f"[control] operators_group {group!r}: no such group") from None
+        except PermissionError:
+            raise ConfigError(f"cannot give the control socket {self.path} to the group {group!r}: the service is "
+                              "not a member of it (the unit's SupplementaryGroups=)") from None
 
     async def close(self) -> None:
         tasks = [t for t in (self._acceptor, *self._clients) if t is not None]

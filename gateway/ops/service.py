@@ -7,22 +7,33 @@ Layout (under ``--root``, default ``/``):
     /etc/edgewarden/gateway.toml                       the config, its file paths rewritten:
     /etc/edgewarden/models/                            the policy (and its .sig)
     /etc/edgewarden/keys/                              audit signing key, model public key,
-                                                       OPC UA certificates and keys (0640)
+                                                       OPC UA certificates and keys (0640
+                                                       root:USER; operators are not in USER)
     /var/lib/edgewarden/audit                          the audit log (StateDirectory=)
     /run/edgewarden/control.sock                       the operator socket (RuntimeDirectory=)
 
-The source config is validated first (a bad one installs nothing). With ``--root /`` the
-service user is created if missing and the files are given to root:USER; enabling and
-starting is left to the administrator (the command prints how).
+Two groups: USER's own group reads the config and the keys; the operators' group
+(``--operators-group``, default ``edgewarden-ops``) may open the control socket and
+nothing else (the installed config sets ``[control] operators_group`` to it; the unit
+adds it to the service's supplementary groups so the daemon can give the socket to it).
+
+Everything is planned and checked first (the source config, every file it names, the
+rewritten config); ``--dry-run`` prints the plan (path, mode, owner) and writes nothing.
+The files are then written beside their targets and renamed into place; a failure undoes
+what was placed. With ``--root /`` the service user and the operators' group are created
+if missing and ownership is set; enabling and starting is left to the administrator (the
+command prints how). ``service uninstall`` removes what install placed and keeps the
+audit log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import load_config
@@ -79,74 +90,206 @@ def _rewrite(text: str, src_dir: Path) -> tuple[str, list[tuple[Path, str]]]:
     return "".join(out), copies
 
 
-def _unit_text(executable: Path) -> str:
+OPERATORS_GROUP = "edgewarden-ops"
+_OPS_LINE = re.compile(r"^\s*operators_group\s*=", re.M)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing install places: a directory (``data`` None) or a file, its mode and owner."""
+
+    path: Path
+    mode: int
+    group: str  # the owner is root, but for the state directory (the service user)
+    data: bytes | None = None
+    owner: str = "root"
+
+    def describe(self) -> str:
+        kind = "dir " if self.data is None else "file"
+        return f"{kind} {self.path} {self.mode:04o} {self.owner}:{self.group}" + (
+            f" ({len(self.data)} bytes)" if self.data is not None else "")
+
+
+def _docs_uri() -> str | None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+    return docs.as_uri() if docs.is_file() else None
+
+
+def _unit_text(executable: Path, user: str, operators_group: str) -> str:
     path = UNIT_DIR / UNIT
     if not path.exists():
         raise GatewayError(f"the unit file {path} is not there: install from a source checkout or the "
                            "release tarball (systemd/ holds the unit)")
-    return path.read_text().replace(_DEFAULT_EXEC, str(executable))
+    text = path.read_text().replace(_DEFAULT_EXEC, str(executable))
+    text = re.sub(r"^User=.*$", f"User={user}", text, flags=re.M)
+    text = re.sub(r"^Group=.*$", f"Group={user}", text, flags=re.M)
+    text = re.sub(r"^SupplementaryGroups=.*$", f"SupplementaryGroups={operators_group}", text, flags=re.M)
+    docs = _docs_uri()  # only a page that is there
+    return re.sub(r"^Documentation=file://.*\n", f"Documentation={docs}\n" if docs else "", text, flags=re.M)
 
 
-def install(config: Path, *, root: Path = Path("/"), user: str = "edgewarden", executable: Path | None = None,
-            realtime: bool = False, force: bool = False) -> list[str]:
-    """Install; returns the lines to print (what was placed, what to do next)."""
+def _with_operators_group(text: str, group: str) -> str:
+    """The config with ``[control] operators_group`` set, when it does not set one."""
+    if _OPS_LINE.search(text):
+        return text
+    line = f'operators_group = "{group}"          # added by service install: may open the socket\n'
+    m = re.search(r"^\s*\[control\]\s*(#.*)?$\n?", text, flags=re.M)
+    if m:
+        return text[:m.end()] + line + text[m.end():]
+    return text.rstrip("\n") + "\n\n[control]\n" + line
+
+
+def plan(config: Path, *, root: Path, user: str, operators_group: str, executable: Path,
+         realtime: bool) -> list[Item]:
+    """What install places, every source checked; raises ConfigError before anything is written."""
     loaded = load_config(config)  # a bad config installs nothing (ConfigError, exit 78)
-    executable = executable or Path(sys.executable).parent / "edgewarden"
     if not executable.exists():
         raise ConfigError(f"the edgewarden executable {executable} does not exist (pass --executable)")
-    live = root.resolve() == Path("/")
     etc = root / "etc" / "edgewarden"
-    target = etc / "gateway.toml"
+    text, copies = _rewrite(Path(config).read_text(), loaded.path.parent)
+    text = _with_operators_group(text, operators_group)
+    items = [Item(etc, 0o750, user), Item(etc / "models", 0o750, user), Item(etc / "keys", 0o750, user),
+             Item(root / "etc" / "systemd" / "system", 0o755, "root"),
+             Item(root / STATE_DIR.lstrip("/"), 0o750, user, owner=user)]
+    for src, sub in copies:
+        if not src.is_file():
+            raise ConfigError(f"{config}: the file {src} named in the config does not exist")
+        items.append(Item(etc / sub / src.name, 0o640, user, src.read_bytes()))
+        sig = src.with_name(src.name + ".sig")
+        if sub == "models" and sig.is_file():
+            items.append(Item(etc / sub / sig.name, 0o640, user, sig.read_bytes()))
+    items.append(Item(etc / "gateway.toml", 0o640, user, text.encode()))
+    unit = root / "etc" / "systemd" / "system" / UNIT
+    items.append(Item(unit, 0o644, "root", _unit_text(executable, user, operators_group).encode()))
+    if realtime:
+        items.append(Item(unit.with_name(UNIT + ".d"), 0o755, "root"))
+        items.append(Item(unit.with_name(UNIT + ".d") / "realtime.conf", 0o644, "root",
+                          (UNIT_DIR / (UNIT + ".d") / "realtime.conf.example").read_bytes()))
+    for item in items:
+        if item.path.exists() and item.path.is_dir() != (item.data is None):
+            raise ConfigError(f"{item.path} is in the way: a {'file' if item.data is None else 'directory'} "
+                              "stands where install puts the other; nothing was changed")
+    return items
+
+
+def install(config: Path, *, root: Path = Path("/"), user: str = "edgewarden",
+            operators_group: str = OPERATORS_GROUP, executable: Path | None = None, realtime: bool = False,
+            force: bool = False, dry_run: bool = False) -> list[str]:
+    """Install; returns the lines to print (what was placed, what to do next)."""
+    executable = executable or Path(sys.executable).parent / "edgewarden"
+    items = plan(config, root=root, user=user, operators_group=operators_group, executable=executable,
+                 realtime=realtime)
+    target = root / "etc" / "edgewarden" / "gateway.toml"
     if target.exists() and not force:
         raise ConfigError(f"{target} exists; pass --force to replace it (the old one is kept as .bak)")
-    text, copies = _rewrite(Path(config).read_text(), loaded.path.parent)
-    for src, _sub in copies:
-        if not src.exists():
-            raise ConfigError(f"{config}: the file {src} named in the config does not exist")
-
-    placed = []
-    for d, mode in ((etc, 0o750), (etc / "models", 0o750), (etc / "keys", 0o750),
-                    (root / "etc" / "systemd" / "system", 0o755), (root / STATE_DIR.lstrip("/"), 0o750)):
-        d.mkdir(parents=True, exist_ok=True)
-        os.chmod(d, mode)
-    for src, sub in copies:
-        dst = etc / sub / src.name
-        shutil.copy2(src, dst)
-        os.chmod(dst, 0o640)
-        placed.append(dst)
-        sig = src.with_name(src.name + ".sig")
-        if sub == "models" and sig.exists():
-            shutil.copy2(sig, dst.with_name(dst.name + ".sig"))
-            placed.append(dst.with_name(dst.name + ".sig"))
-    if target.exists():
-        shutil.copy2(target, target.with_name("gateway.toml.bak"))
-    target.write_text(text)
-    os.chmod(target, 0o640)
-    placed.append(target)
-    load_config(target)  # the installed config must load as it stands
-
-    unit = root / "etc" / "systemd" / "system" / UNIT
-    unit.write_text(_unit_text(executable))
-    os.chmod(unit, 0o644)
-    placed.append(unit)
-    if realtime:
-        dropin = unit.with_name(UNIT + ".d")
-        dropin.mkdir(exist_ok=True)
-        shutil.copy2(UNIT_DIR / (UNIT + ".d") / "realtime.conf.example", dropin / "realtime.conf")
-        placed.append(dropin / "realtime.conf")
-
-    lines = [f"placed {p}" for p in placed]
+    live = root.resolve() == Path("/")
+    if dry_run:
+        return ([f"would place {item.describe()}" for item in items]
+                + ([f"would keep the existing {target} as gateway.toml.bak"] if target.exists() else [])
+                + ([f"would create the system user {user!r} and the group {operators_group!r} where missing"]
+                   if live else []) + ["dry run: nothing was written"])
+    _check_installed_config(items, target)
+    lines = _live_accounts(user, operators_group) if live else []
+    placed = _place(items, target, chown=live)
+    lines += [f"placed {item.describe()}" for item in placed]
     if live:
-        lines += _live_setup(user, etc)
         lines += ["next: systemctl daemon-reload && systemctl enable --now edgewarden",
-                  "      add operators to the group: usermod -aG " + user + " NAME",
+                  f"      operators: usermod -aG {operators_group} NAME (never the group {user!r}: it reads the keys)",
                   "      watch it: edgewarden status --watch; journalctl -u edgewarden -f"]
     else:
-        lines.append(f"installed under {root}; the service user {user!r} was not created (not the live root)")
+        lines.append(f"installed under {root}; no user or group was created (not the live root)")
     return lines
 
 
-def _live_setup(user: str, etc: Path) -> list[str]:
+def _check_installed_config(items: list[Item], target: Path) -> None:
+    """The installed config must load as it stands, its files where install puts them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgewarden-install-") as tmp:
+        base = Path(tmp)
+        etc = target.parent
+        for item in items:
+            if item.data is not None and item.path.is_relative_to(etc):
+                dst = base / item.path.relative_to(etc)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(item.data)
+        load_config(base / "gateway.toml")
+
+
+def _place(items: list[Item], target: Path, *, chown: bool) -> list[Item]:
+    """Write every item (a file beside its target, then renamed into place); on a failure,
+    undo what was placed and put back what was replaced. The replaced config is kept as
+    ``gateway.toml.bak``."""
+    made: list[Path] = []  # created here: removed on failure
+    replaced: list[tuple[Path, Path]] = []  # (target, its previous file, set aside)
+    try:
+        for item in items:
+            if item.data is None:
+                if not item.path.exists():
+                    item.path.mkdir(parents=True)
+                    made.append(item.path)
+                os.chmod(item.path, item.mode)
+            else:
+                tmp = item.path.with_name(f".{item.path.name}.new")
+                made.append(tmp)
+                tmp.write_bytes(item.data)
+                os.chmod(tmp, item.mode)
+                if item.path.exists():
+                    saved = item.path.with_name(f".{item.path.name}.old")
+                    os.replace(item.path, saved)
+                    replaced.append((item.path, saved))
+                else:
+                    made.append(item.path)
+                os.replace(tmp, item.path)
+            if chown:
+                _chown(item)
+    except BaseException:
+        for path, saved in reversed(replaced):
+            with contextlib.suppress(OSError):
+                os.replace(saved, path)
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
+        raise
+    for path, saved in replaced:
+        with contextlib.suppress(OSError):  # placed already: a stale copy left behind harms nothing
+            if path == target:
+                os.replace(saved, target.with_name("gateway.toml.bak"))
+            else:
+                saved.unlink()
+    return items
+
+
+def _chown(item: Item) -> None:
+    import grp
+    import pwd
+
+    os.chown(item.path, pwd.getpwnam(item.owner).pw_uid, grp.getgrnam(item.group).gr_gid)
+
+
+def uninstall(*, root: Path = Path("/"), dry_run: bool = False) -> list[str]:
+    """Remove the unit, its drop-ins and /etc/edgewarden; keep the audit log (evidence)."""
+    import shutil
+
+    unit = root / "etc" / "systemd" / "system" / UNIT
+    targets = [p for p in (unit, unit.with_name(UNIT + ".d"), root / "etc" / "edgewarden") if p.exists()]
+    state = root / STATE_DIR.lstrip("/")
+    verb = "would remove" if dry_run else "removed"
+    lines = [f"{verb} {p}" for p in targets]
+    if not dry_run:
+        for p in targets:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    if state.exists():
+        lines.append(f"kept {state} (the audit log: export it, then remove it yourself)")
+    if root.resolve() == Path("/") and not dry_run:
+        lines.append("next: systemctl daemon-reload (stop and disable the service first if it runs)")
+    return lines or ["nothing to remove"]
+
+
+def _live_accounts(user: str, operators_group: str) -> list[str]:
     import grp
     import pwd
 
@@ -155,13 +298,19 @@ def _live_setup(user: str, etc: Path) -> list[str]:
         pwd.getpwnam(user)
     except KeyError:
         nologin = "/usr/sbin/nologin" if Path("/usr/sbin/nologin").exists() else "/bin/false"
-        try:
-            subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
-                            STATE_DIR, "--shell", nologin, user], check=True, capture_output=True, text=True)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise GatewayError(f"could not create the service user {user!r}: {exc}") from None
+        _run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", STATE_DIR,
+              "--shell", nologin, user], f"could not create the service user {user!r}")
         lines.append(f"created system user {user!r}")
-    gid = grp.getgrnam(user).gr_gid
-    for path in [etc, *etc.rglob("*")]:
-        os.chown(path, 0, gid)
+    try:
+        grp.getgrnam(operators_group)
+    except KeyError:
+        _run(["groupadd", "--system", operators_group], f"could not create the group {operators_group!r}")
+        lines.append(f"created group {operators_group!r} (operators: usermod -aG {operators_group} NAME)")
     return lines
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise GatewayError(f"{what}: {exc}") from None

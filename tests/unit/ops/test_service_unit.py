@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -56,9 +57,114 @@ def test_install_refuses_to_overwrite_and_bad_configs(tmp_path: Path, capsys: py
     assert not (tmp_path / "r2" / "etc").exists()  # a bad config installs nothing
 
 
+def test_user_groups_and_modes_keep_keys_from_operators(tmp_path: Path) -> None:
+    """--user is honoured; the keys and the config are readable by the service's own group
+    only; operators get a group of their own that opens the socket (and nothing else)."""
+    install(EXAMPLE, root=tmp_path, user="plantgw", operators_group="plant-ops", executable=Path(sys.executable))
+    unit = (tmp_path / "etc" / "systemd" / "system" / "edgewarden.service").read_text()
+    assert "\nUser=plantgw\n" in unit and "\nGroup=plantgw\n" in unit and "User=edgewarden" not in unit
+    assert "\nSupplementaryGroups=plant-ops\n" in unit  # so the daemon can give the socket to it
+    assert "\nPrivateUsers=yes" not in unit  # it maps every other uid to nobody: identity lost
+    assert "RuntimeDirectoryMode=0755" in unit
+    cfg = load_config(tmp_path / "etc" / "edgewarden" / "gateway.toml").settings
+    assert cfg.control.operators_group == "plant-ops"
+    lines = main_lines(["service", "install", "-c", str(EXAMPLE), "--root", str(tmp_path / "dry"), "--user", "plantgw",
+                        "--operators-group", "plant-ops", "--executable", sys.executable, "--dry-run"])
+    assert not (tmp_path / "dry").exists()  # a dry run writes nothing
+    assert "dry run: nothing was written" in lines
+    assert any(line.startswith("would place file ") and "/etc/edgewarden/models/cstr_baseline.onnx 0640 root:plantgw"
+               in line for line in lines.splitlines()), lines
+    assert "/etc/edgewarden/gateway.toml 0640 root:plantgw" in lines
+    assert "plant-ops" not in " ".join(ln for ln in lines.splitlines() if "/etc/edgewarden" in ln)
+
+
+def main_lines(argv: list[str]) -> str:
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", *argv], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_install_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.ops.service as service
+
+    # the unit file missing (a wheel without it): refused before anything is placed
+    monkeypatch.setattr(service, "UNIT_DIR", tmp_path / "nowhere")
+    with pytest.raises(Exception, match="unit file"):
+        install(EXAMPLE, root=tmp_path / "a", executable=Path(sys.executable))
+    assert not (tmp_path / "a").exists()
+    monkeypatch.undo()
+    # something in the way (the systemd directory is a file): refused before anything is placed
+    (tmp_path / "b" / "etc" / "systemd").mkdir(parents=True)
+    (tmp_path / "b" / "etc" / "systemd" / "system").write_text("not a directory")
+    with pytest.raises(ConfigError, match="in the way"):
+        install(EXAMPLE, root=tmp_path / "b", executable=Path(sys.executable))
+    assert not (tmp_path / "b" / "etc" / "edgewarden").exists()
+    # the disk failing while the last file is placed (injected: root ignores permissions here)
+    # undoes everything: a fresh install leaves nothing, a reinstall the old files
+    real_replace = os.replace
+
+    def failing_replace(src: object, dst: object) -> None:
+        if Path(str(src)).name == ".edgewarden.service.new":  # the new unit into place
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    _installed(tmp_path / "c")
+    before = {p: p.read_bytes() for p in (tmp_path / "c").rglob("*") if p.is_file()}
+    monkeypatch.setattr(service.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        install(EXAMPLE, root=tmp_path / "d", executable=Path(sys.executable))
+    assert not (tmp_path / "d" / "etc" / "edgewarden").exists()
+    with pytest.raises(OSError, match="No space"):
+        install(EXAMPLE.parent / "cstr_learned.toml", root=tmp_path / "c", executable=Path(sys.executable), force=True)
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in (tmp_path / "c").rglob("*") if p.is_file()} == before
+
+
+def test_uninstall_removes_the_service_and_keeps_the_audit_log(tmp_path: Path) -> None:
+    _installed(tmp_path, realtime=True)
+    audit = tmp_path / "var" / "lib" / "edgewarden" / "audit"
+    audit.mkdir(parents=True)
+    (audit / "0000000001.seg").write_bytes(b"evidence")
+    lines = main_lines(["service", "uninstall", "--root", str(tmp_path), "--dry-run"])
+    assert (tmp_path / "etc" / "edgewarden").exists() and "would remove" in lines
+    lines = main_lines(["service", "uninstall", "--root", str(tmp_path)])
+    assert not (tmp_path / "etc" / "edgewarden").exists()
+    assert not (tmp_path / "etc" / "systemd" / "system" / "edgewarden.service").exists()
+    assert not (tmp_path / "etc" / "systemd" / "system" / "edgewarden.service.d").exists()
+    assert (audit / "0000000001.seg").read_bytes() == b"evidence" and "kept" in lines
+
+
+@pytest.mark.anyio
+async def test_the_socket_belongs_to_the_operators_group(tmp_path: Path) -> None:
+    import grp
+    import os
+
+    from gateway.ops.control import ControlServer, Operators
+
+    group = grp.getgrgid(1).gr_name if os.getuid() == 0 else grp.getgrgid(os.getgid()).gr_name
+    server = ControlServer(tmp_path / "c.sock", {}, operators=Operators(group=group))
+    await server.start()
+    try:
+        st = (tmp_path / "c.sock").stat()
+        assert st.st_gid == grp.getgrnam(group).gr_gid and st.st_mode & 0o777 == 0o660
+    finally:
+        await server.close()
+
+
+@needs_analyze
+def test_the_realtime_drop_in_allows_the_scheduling_calls(tmp_path: Path) -> None:
+    """cpu_affinity / realtime_priority make sched_setaffinity / sched_setscheduler, which
+    the unit's filter denies; the drop-in must allow them (systemd-analyze says which)."""
+    for realtime in (False, True):
+        unit = _installed(tmp_path / str(realtime), realtime=realtime)
+        sec = subprocess.run([ANALYZE, "security", "--offline=true", str(unit)], capture_output=True, text=True,
+                             timeout=60).stdout
+        assert ("sched_setaffinity is allowed" in sec) is realtime, sec
+
+
 @needs_analyze
 @pytest.mark.parametrize("realtime", [False, True])
-def test_unit_verifies_and_exposure_at_most_2(tmp_path: Path, realtime: bool) -> None:
+def test_unit_verifies_and_exposure_at_most_1_5(tmp_path: Path, realtime: bool) -> None:
     unit = _installed(tmp_path, realtime=realtime)
     if realtime:  # systemd-analyze reads drop-ins beside the unit file it is given
         assert (unit.parent / "edgewarden.service.d" / "realtime.conf").exists()
@@ -68,4 +174,4 @@ def test_unit_verifies_and_exposure_at_most_2(tmp_path: Path, realtime: bool) ->
                          timeout=60)
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", sec.stdout)
     assert m, sec.stdout + sec.stderr
-    assert float(m.group(1)) <= 2.0, sec.stdout
+    assert float(m.group(1)) <= 1.5, sec.stdout
