@@ -1,10 +1,13 @@
 """The bench report: ``summary.json``, PNG plots and one self-contained ``index.html``.
 
 Per scenario: the tag trajectories at the PLC side (policy inputs, action setpoints and
-what the PLC applies) with the gateway's modes as coloured bands and the timeline's
-events as vertical lines; a histogram of the cycle period as audited; the measured
-reaction times against their budgets. The HTML embeds the PNGs (data URIs), so the one
-file can be mailed or attached to a ticket. Needs matplotlib (the ``hil`` extra).
+what the PLC applies) in their units, with the configured limits as lines (hard red,
+soft orange, action bounds grey), the gateway's modes as coloured bands and the
+timeline's events as numbered vertical lines (the numbers key the events table); a
+histogram of the cycle period as audited; the measured reaction times against their
+budgets. The header says what ran where: edgewarden's version and commit, each model's
+hash, the host and the date. The HTML embeds the PNGs (data URIs), so the one file can
+be mailed or attached to a ticket. Needs matplotlib (the ``hil`` extra).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def scenario_summary(data: RunData, verdicts: list[Verdict], passed: bool) -> di
         "skip_reason": sc.skip, "expect_fail": sc.expect_fail,
         "duration_s": sc.duration_s, "wall_s": round(data.wall_s, 2), "error": data.error,
         "gateway_exit": data.gateway_exit, "audit_records": len(data.audit),
+        "models": sorted({r["sha256"] for r in data.audit if r.get("kind") == "model_load" and "sha256" in r}),
         "invariants": [v.to_json() for v in verdicts],
         "events": [{"at": e.event.at, "t": round(e.t - data.t0, 3), "kind": e.event.kind,
                     "label": e.event.label(), "ok": e.ok} for e in data.events],
@@ -58,33 +62,42 @@ def plot_scenario(data: RunData, verdicts: list[Verdict], out: Path) -> list[Pat
         return []
     t = data.times - data.t0
     files: list[Path] = []
-    obs = [plan.plc_tags.get(n, n) for n in _policy_obs(plan)]
-    panels: list[tuple[str, list[str]]] = [(o, [o]) for o in obs if o in data.columns]
+    doc = _config(plan)
+    tags, limits = doc.get("tags", {}), doc.get("safety", {}).get("limits", {})
+    # (title, columns, units, [(value, colour, style)])
+    panels: list[tuple[str, list[str], str, list[tuple[float, str, str]]]] = []
+    for name in doc["policy"]["observations"]:
+        col = plan.plc_tags.get(name, name)
+        if col in data.columns:
+            lim = limits.get(name, {})
+            lines = [(v, "#cc3333", "--") for v in lim.get("hard", [])] + [(v, "#ee8800", ":") for v in lim.get("soft", [])]
+            panels.append((name, [col], tags.get(name, {}).get("units", ""), lines))
     for a in plan.actions:
-        panels.append((f"{a.name}", [c for c in (a.plc_tag, a.applied_tag) if c in data.columns]))
+        panels.append((a.name, [c for c in (a.plc_tag, a.applied_tag) if c in data.columns],
+                       tags.get(a.name, {}).get("units", ""), [(a.lo, "#888888", "-."), (a.hi, "#888888", "-.")]))
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.3 * len(panels) + 0.6), sharex=True)
     axes = np.atleast_1d(axes)
     bands = mode_intervals(data)
     if bands:  # the gateway starts INHIBITED; the first mode record is its way out
         bands.insert(0, (float(data.times[0]), bands[0][0], "INHIBITED"))
-    for ax, (title, cols) in zip(axes, panels):
+    for ax, (title, cols, units, lines) in zip(axes, panels):
         for s, e, m in bands:
             ax.axvspan(s - data.t0, e - data.t0, color=MODE_COLOURS.get(m, "#eeeeee"), lw=0)
         for c in cols:
             ax.plot(t, data.columns[c], lw=1.2, label=c)
+        for value, colour, style in lines:
+            ax.axhline(value, color=colour, ls=style, lw=0.9)
         for ev in data.events:
             ax.axvline(ev.t - data.t0, color="#444444", ls="--", lw=0.8)
-        ax.set_ylabel(title, fontsize=8)
+        ax.set_ylabel(f"{title} [{units}]" if units else title, fontsize=8)
         ax.legend(loc="upper right", fontsize=7)
         ax.grid(alpha=0.3)
-    top = axes[0]
-    for ev in data.events:
-        top.annotate(ev.event.kind, (ev.t - data.t0, 1.0), xycoords=("data", "axes fraction"),
-                     rotation=90, fontsize=7, va="top", ha="right")
+    _number_events(axes[0], [ev.t - data.t0 for ev in data.events], float(t[-1] - t[0]) if len(t) > 1 else 1.0)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for m, c in MODE_COLOURS.items()]
     fig.legend(handles, list(MODE_COLOURS), loc="lower center", ncol=len(MODE_COLOURS), fontsize=8)
     axes[-1].set_xlabel("time since AUTO [s] (the timeline's t = 0)")
-    fig.suptitle(f"{data.scenario.name}: tags at the PLC, gateway modes (bands), events (dashed)")
+    fig.suptitle(f"{data.scenario.name}: tags at the PLC, limits (hard red, soft orange, bounds grey), "
+                 "modes (bands), events (numbered, dashed)", fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     p = out / "trajectories.png"
     fig.savefig(p, dpi=90)
@@ -120,11 +133,43 @@ def plot_scenario(data: RunData, verdicts: list[Verdict], out: Path) -> list[Pat
     return files
 
 
-def _policy_obs(plan: Any) -> list[str]:
+def _config(plan: Any) -> dict[str, Any]:
     import tomllib
 
-    doc = tomllib.loads(plan.config_path.read_text())
-    return list(doc["policy"]["observations"])
+    return tomllib.loads(plan.config_path.read_text())
+
+
+def _number_events(ax: Any, times: list[float], span: float) -> None:
+    """Each event's number at the top of the plot, stepped down when two would touch."""
+    last, level = -float("inf"), 0
+    for i, x in enumerate(times, 1):
+        level = level + 1 if x - last < span * 0.03 else 0
+        last = x
+        ax.annotate(str(i), (x, 0.97 - 0.16 * (level % 4)), xycoords=("data", "axes fraction"), fontsize=8,
+                    ha="center", va="top", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#444444", "lw": 0.6})
+
+
+def provenance(results: list[tuple[dict[str, Any], list[Path]]]) -> dict[str, Any]:
+    """What ran, where and when: the report's header."""
+    import platform
+    import socket
+    import subprocess
+
+    from gateway.version import version
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty and commit != "unknown" else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown (not a git checkout)"
+    models = sorted({m for s, _ in results for m in s.get("models", [])})
+    return {"version": version(), "commit": commit, "models": models, "host": socket.gethostname(),
+            "platform": f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+            "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def _timing_samples(verdicts: list[Verdict]) -> list[tuple[str, float, float]]:
@@ -145,8 +190,8 @@ def write_report(out: Path, results: list[tuple[dict[str, Any], list[Path]]]) ->
     """Write summary.json and index.html for all scenarios; returns the HTML path."""
     summaries = [s for s, _ in results]
     overall = "fail" if any(s["result"] == "fail" for s in summaries) else "pass"
-    doc = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "result": overall,
-           "scenarios": summaries}
+    prov = provenance(results)
+    doc = {"generated": prov["generated"], "result": overall, "provenance": prov, "scenarios": summaries}
     (out / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
     e = html.escape
     rows = "".join(
@@ -167,6 +212,9 @@ img{{max-width:100%;border:1px solid #ddd;margin:4px 0}}h2{{margin-top:1.6em;bor
 </style></head><body>
 <h1>edgewarden hardware-in-the-loop report</h1>
 <div class="banner {overall}">{overall.upper()}</div> <span>generated {doc['generated']}</span>
+<table class="prov"><tr><th>edgewarden</th><td>{e(prov["version"])}, commit {e(prov["commit"])}</td></tr>
+<tr><th>models (SHA-256)</th><td>{"<br>".join(e(m) for m in prov["models"]) or "none loaded"}</td></tr>
+<tr><th>host</th><td>{e(prov["host"])} ({e(prov["platform"])})</td></tr></table>
 <table><tr><th>scenario</th><th>result</th><th>what</th><th>invariants passed</th></tr>{rows}</table>"""]
     for s, pngs in results:
         parts.append(f'<h2 id="{e(s["name"])}">{e(s["name"])}: {s["result"].upper()}</h2>'
@@ -182,11 +230,11 @@ img{{max-width:100%;border:1px solid #ddd;margin:4px 0}}h2{{margin-top:1.6em;bor
             f'<td class="{"pass" if v["passed"] else "fail"}">{"PASS" if v["passed"] else "FAIL"}</td>'
             f'<td>{e(v["detail"])}</td></tr>' for v in s["invariants"])
         parts.append(f"<table><tr><th>invariant</th><th>verdict</th><th>evidence</th></tr>{inv}</table>")
-        evs = "".join(f'<tr><td>{ev["t"]:.2f}</td><td>{e(ev["label"])}</td>'
+        evs = "".join(f'<tr><td>{i}</td><td>{ev["t"]:.2f}</td><td>{e(ev["label"])}</td>'
                       f'<td class="{"pass" if ev["ok"] else "fail"}">{"ok" if ev["ok"] else "failed"}</td></tr>'
-                      for ev in s["events"])
+                      for i, ev in enumerate(s["events"], 1))
         if evs:
-            parts.append(f"<table><tr><th>t [s]</th><th>event</th><th></th></tr>{evs}</table>")
+            parts.append(f"<table><tr><th>#</th><th>t [s]</th><th>event</th><th></th></tr>{evs}</table>")
         parts.extend(_img(p) for p in pngs)
     parts.append("</body></html>")
     path = out / "index.html"

@@ -247,8 +247,9 @@ async def _poll_status(sock: Path, data: RunData, con: _Console, proc: subproces
             data.statuses.append((now, st))
             if now - last_print >= 2.0:
                 s = st.get("stats", {})
-                t = now - data.t0 if data.t0 else float("nan")
-                con.say(f"t={t:6.1f} s mode={st.get('mode'):<9} cycles={s.get('cycles')} "
+                # the timeline's t = 0 is AUTO: before it, say so instead of a time
+                when = f"t={now - data.t0:6.1f} s" if data.t0 else "before AUTO"
+                con.say(f"{when} mode={st.get('mode'):<9} cycles={s.get('cycles')} "
                         f"misses={s.get('deadline_misses')} trips={st.get('trips')}")
                 last_print = now
         await asyncio.sleep(0.2)

@@ -53,6 +53,12 @@ def test_ci_subset_estop_reset_passes_and_reports(tmp_path: Path) -> None:
     assert "PASS" in text and "data:image/png;base64," in text and "estop_reaction" in text
     assert (tmp_path / "cstr_estop_reset" / "trajectories.png").stat().st_size > 10_000
     assert (tmp_path / "cstr_estop_reset" / "latency.png").exists()
+    # provenance: what ran, where and when
+    prov = summary["provenance"]
+    assert prov["version"] and prov["commit"] and prov["host"] and prov["generated"]
+    assert prov["models"] and all(len(m) == 64 for m in prov["models"]), prov
+    assert run["models"][0] in prov["models"] and f">{prov['models'][0]}<" in text.replace("<br>", "><")
+    assert "<th>edgewarden</th>" in text and "<th>#</th><th>t [s]</th>" in text  # numbered events
 
 
 def test_faulty_controller_without_shield_fails_the_limits(tmp_path: Path,
