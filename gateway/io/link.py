@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from gateway.errors import TransportError
+from gateway.errors import GatewayError
 from gateway.io.tags import Quality, Snapshot
 from gateway.io.transport import LinkHealth, WritePlan, check_write, merge_outcomes
 from gateway.logs import get_logger
@@ -181,7 +181,7 @@ class LinkedTransport(Generic[L]):
             link.backoff_s = delay
             try:
                 await self._open(link)
-            except (*self.comms_errors, TransportError) as exc:
+            except (*self.comms_errors, GatewayError) as exc:  # a refusal too: it may be fixed outside
                 link.health.last_error = describe(exc)
                 continue
             link.health.reconnects += 1

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     inst.add_argument("--operators-group", default="edgewarden-ops",
                       help="the group whose members may use the control socket (created if missing)")
     inst.add_argument("--dry-run", action="store_true", help="print every file, mode and owner; write nothing")
+    inst.add_argument("--credential", action="append", default=[], metavar="NAME=FILE",
+                      help="install FILE as the systemd credential NAME (a password_credential of the config), "
+                           "0600 root:root; repeatable")
     inst.add_argument("--executable", type=Path, default=None,
                       help="the edgewarden executable for ExecStart (default: the one running this)")
     inst.add_argument("--realtime", action="store_true", help="also install the FIFO/CPU-affinity drop-in")
@@ -239,8 +242,17 @@ def _ctl(args: argparse.Namespace) -> int:
 def _service_install(args: argparse.Namespace) -> int:
     from gateway.ops.service import install
 
+    from gateway.errors import ConfigError
+
+    credentials = {}
+    for item in args.credential:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--credential {item!r}: expected NAME=FILE")
+        credentials[name] = Path(path)
     for line in install(args.config, root=args.root, user=args.user, operators_group=args.operators_group,
-                        executable=args.executable, realtime=args.realtime, force=args.force, dry_run=args.dry_run):
+                        executable=args.executable, realtime=args.realtime, force=args.force, dry_run=args.dry_run,
+                        credentials=credentials):
         print(line)
     return 0
 

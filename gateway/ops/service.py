@@ -6,6 +6,7 @@ Layout (under ``--root``, default ``/``):
     /etc/systemd/system/edgewarden.service.d/realtime.conf   only with --realtime
     /etc/edgewarden/gateway.toml                       the config, its file paths rewritten:
     /etc/edgewarden/models/                            the policy (and its .sig)
+    /etc/edgewarden/credentials/NAME                  a password_credential (0600 root:root; LoadCredential=)
     /etc/edgewarden/keys/                              audit signing key, model public key,
                                                        OPC UA certificates and keys (0640
                                                        root:USER; operators are not in USER)
@@ -139,8 +140,20 @@ def _with_operators_group(text: str, group: str) -> str:
     return text.rstrip("\n") + "\n\n[control]\n" + line
 
 
+CREDENTIALS = "/etc/edgewarden/credentials"
+
+
+def _with_credentials(unit: str, names: list[str]) -> str:
+    """``LoadCredential=`` for each credential the config names (systemd reads them as root
+    and hands the service a private copy in $CREDENTIALS_DIRECTORY)."""
+    if not names:
+        return unit
+    lines = "".join(f"LoadCredential={n}:{CREDENTIALS}/{n}\n" for n in names)
+    return re.sub(r"^(ExecReload=.*\n)", lambda m: m.group(1) + lines, unit, count=1, flags=re.M)
+
+
 def plan(config: Path, *, root: Path, user: str, operators_group: str, executable: Path,
-         realtime: bool) -> list[Item]:
+         realtime: bool, credentials: dict[str, Path] | None = None) -> list[Item]:
     """What install places, every source checked; raises ConfigError before anything is written."""
     loaded = load_config(config)  # a bad config installs nothing (ConfigError, exit 78)
     if not executable.exists():
@@ -159,8 +172,21 @@ def plan(config: Path, *, root: Path, user: str, operators_group: str, executabl
         if sub == "models" and sig.is_file():
             items.append(Item(etc / sub / sig.name, 0o640, user, sig.read_bytes()))
     items.append(Item(etc / "gateway.toml", 0o640, user, text.encode()))
+    names = sorted({c.password_credential for c in loaded.settings.connections.values()
+                    if getattr(c, "password_credential", None)})
+    unknown = sorted(set(credentials or {}) - set(names))
+    if unknown:
+        raise ConfigError(f"--credential {', '.join(unknown)}: the config names no such password_credential "
+                          f"(it names: {', '.join(names) or 'none'})")
+    if credentials:
+        items.append(Item(root / CREDENTIALS.lstrip("/"), 0o700, "root"))
+        for name, src in sorted(credentials.items()):
+            if not Path(src).is_file():
+                raise ConfigError(f"--credential {name}={src}: no such file")
+            items.append(Item(root / CREDENTIALS.lstrip("/") / name, 0o600, "root", Path(src).read_bytes()))
     unit = root / "etc" / "systemd" / "system" / UNIT
-    items.append(Item(unit, 0o644, "root", _unit_text(executable, user, operators_group).encode()))
+    items.append(Item(unit, 0o644, "root",
+                      _with_credentials(_unit_text(executable, user, operators_group), names).encode()))
     if realtime:
         items.append(Item(unit.with_name(UNIT + ".d"), 0o755, "root"))
         items.append(Item(unit.with_name(UNIT + ".d") / "realtime.conf", 0o644, "root",
@@ -174,11 +200,11 @@ def plan(config: Path, *, root: Path, user: str, operators_group: str, executabl
 
 def install(config: Path, *, root: Path = Path("/"), user: str = "edgewarden",
             operators_group: str = OPERATORS_GROUP, executable: Path | None = None, realtime: bool = False,
-            force: bool = False, dry_run: bool = False) -> list[str]:
+            force: bool = False, dry_run: bool = False, credentials: dict[str, Path] | None = None) -> list[str]:
     """Install; returns the lines to print (what was placed, what to do next)."""
     executable = executable or Path(sys.executable).parent / "edgewarden"
     items = plan(config, root=root, user=user, operators_group=operators_group, executable=executable,
-                 realtime=realtime)
+                 realtime=realtime, credentials=credentials)
     target = root / "etc" / "edgewarden" / "gateway.toml"
     if target.exists() and not force:
         raise ConfigError(f"{target} exists; pass --force to replace it (the old one is kept as .bak)")
@@ -192,6 +218,11 @@ def install(config: Path, *, root: Path = Path("/"), user: str = "edgewarden",
     lines = _live_accounts(user, operators_group) if live else []
     placed = _place(items, target, chown=live)
     lines += [f"placed {item.describe()}" for item in placed]
+    unit_text = next(i.data for i in items if i.path.name == UNIT and i.data is not None).decode()
+    for name in re.findall(r"^LoadCredential=([^:]+):", unit_text, flags=re.M):
+        if not (root / CREDENTIALS.lstrip("/") / name).exists():
+            lines.append(f"next: put the password in {CREDENTIALS}/{name} (0600 root:root; --credential "
+                         f"{name}=FILE does it); systemd hands the service a private copy")
     if live:
         lines += ["next: systemctl daemon-reload && systemctl enable --now edgewarden",
                   f"      operators: usermod -aG {operators_group} NAME (never the group {user!r}: it reads the keys)",

@@ -67,3 +67,31 @@ async def test_a_write_refused_for_the_identity_keeps_the_session_and_is_not_ack
         await ok.close()
     finally:
         await srv.stop()
+
+
+@pytest.mark.anyio
+async def test_the_password_comes_from_a_systemd_credential(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """password_credential: read from $CREDENTIALS_DIRECTORY (what systemd's LoadCredential=
+    provides) at connect; without it, a configuration error naming the key."""
+    from gateway.errors import ConfigError
+
+    srv = OpcUaServer(users={"gw": "s3cret"})
+    await srv.start()
+    try:
+        t = _transport(srv.url, username="gw", password_credential="plc-password")
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        with pytest.raises(ConfigError, match=r"connections.u.password_credential = 'plc-password': \$CREDENTIALS"):
+            await t.connect()
+        (tmp_path / "plc-password").write_text("s3cret\n")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        t = _transport(srv.url, username="gw", password_credential="plc-password")
+        await t.connect()
+        assert t.health()["u"].connected
+        await t.close()
+        (tmp_path / "plc-password").write_text("wrong\n")
+        with pytest.raises(Exception, match="refused"):
+            await _transport(srv.url, username="gw", password_credential="plc-password").connect()
+    finally:
+        await srv.stop()
+    with pytest.raises(ValueError, match="not both"):
+        OpcUaConnection(url=srv.url, username="gw", password="x", password_credential="p")

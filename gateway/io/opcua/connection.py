@@ -38,7 +38,11 @@ class OpcUaConnection(Section):
     server_certificate: FilePath | None = Field(None, description="pinned server certificate")
     application_uri: str = "urn:edgewarden:client"
     username: str | None = None
-    password: str | None = Field(None, description="set it from EDGEWARDEN_CONNECTIONS__<name>__PASSWORD")
+    password: str | None = Field(None, description="set it from EDGEWARDEN_CONNECTIONS__<name>__PASSWORD, or use "
+                                 "password_credential")
+    password_credential: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the name of "
+                                            "a systemd credential holding the password (LoadCredential=, read "
+                                            "from $CREDENTIALS_DIRECTORY at connect; service install sets it up)")
     user_certificate: FilePath | None = Field(None, description="certificate identity (with user_private_key)")
     user_private_key: FilePath | None = None
 
@@ -60,8 +64,10 @@ class OpcUaConnection(Section):
             if missing:
                 raise ValueError(f"security_policy {self.security_policy} needs {', '.join(missing)} "
                                  "(the server certificate is pinned; there is no trust-on-first-use)")
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together")
+        if self.password is not None and self.password_credential is not None:
+            raise ValueError("give password or password_credential, not both")
+        if (self.username is None) != (self.password is None and self.password_credential is None):
+            raise ValueError("username and password (or password_credential) go together")
         if (self.user_certificate is None) != (self.user_private_key is None):
             raise ValueError("user_certificate and user_private_key go together")
         if self.username is not None and self.user_certificate is not None:
@@ -88,6 +94,24 @@ class OpcUaConnection(Section):
             return [f"connections.{name}.fallback_after_ms: {self.fallback_after_ms:g} ms plus one cycle must be "
                     f"less than the max data age ({age_ms:g} ms), or a steady value would be polled too late"]
         return []
+
+
+def credential(name: str, key: str) -> str:
+    """The systemd credential ``name`` (LoadCredential=): the file of that name in
+    ``$CREDENTIALS_DIRECTORY``, without its trailing newline. ConfigError when it is not there."""
+    import os
+    from pathlib import Path
+
+    from gateway.errors import ConfigError
+
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise ConfigError(f"{key} = {name!r}: $CREDENTIALS_DIRECTORY is not set: run the gateway under systemd "
+                          f"with LoadCredential={name}:FILE (edgewarden service install adds it)")
+    try:
+        return (Path(directory) / name).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key} = {name!r}: cannot read the credential in {directory}: {exc}") from None
 
 
 def check_node_id(text: str) -> None:

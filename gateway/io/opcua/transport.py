@@ -39,7 +39,7 @@ from gateway.config import TagSpec
 from gateway.errors import AccessError, TransportError
 from gateway.io.link import Link, LinkedTransport, WritePart, describe
 from gateway.io.opcua import codec
-from gateway.io.opcua.connection import OpcUaConnection
+from gateway.io.opcua.connection import OpcUaConnection, credential
 from gateway.io.opcua.request import ReadRequest
 from gateway.io.opcua.security import POLICIES, check_endpoint, identity, refusal
 from gateway.io.tags import Quality, Snapshot, TagMap, as_index
@@ -219,7 +219,8 @@ class OpcUaTransport(LinkedTransport[_Link]):
                     mode=ua.MessageSecurityMode.SignAndEncrypt)
             if spec.username is not None:
                 client.set_user(spec.username)
-                client.set_password(spec.password or "")
+                client.set_password(spec.password or "" if spec.password_credential is None else credential(
+                    spec.password_credential, f"connections.{link.name}.password_credential"))
             if spec.user_certificate is not None:
                 await client.load_client_certificate(str(spec.user_certificate))
                 await client.load_private_key(str(spec.user_private_key))

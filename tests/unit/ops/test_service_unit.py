@@ -175,3 +175,33 @@ def test_unit_verifies_and_exposure_at_most_1_5(tmp_path: Path, realtime: bool) 
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", sec.stdout)
     assert m, sec.stdout + sec.stderr
     assert float(m.group(1)) <= 1.5, sec.stdout
+
+
+@needs_analyze
+def test_a_password_credential_is_loaded_by_systemd(tmp_path: Path) -> None:
+    """The OPC UA password never sits in the config or the environment: the unit loads it
+    as a credential from a root-only file that install can place."""
+    config = tmp_path / "src" / "gateway.toml"
+    config.parent.mkdir()
+    config.write_text(EXAMPLE.read_text().replace('url = "opc.tcp://127.0.0.1:4840"',
+                                                  'url = "opc.tcp://127.0.0.1:4840"\nusername = "gw"\n'
+                                                  'password_credential = "plc1-password"'))
+    for f in ("../models/cstr_baseline.onnx",):
+        (tmp_path / "models").mkdir(exist_ok=True)
+        (tmp_path / "models" / "cstr_baseline.onnx").write_bytes((EXAMPLE.parent / f).read_bytes())
+    secret = tmp_path / "pw.txt"
+    secret.write_text("s3cret\n")
+    with pytest.raises(ConfigError, match="no such password_credential"):
+        install(config, root=tmp_path / "r", executable=Path(sys.executable), credentials={"other": secret})
+    lines = install(config, root=tmp_path / "r", executable=Path(sys.executable),
+                    credentials={"plc1-password": secret})
+    unit = tmp_path / "r" / "etc" / "systemd" / "system" / "edgewarden.service"
+    assert "\nLoadCredential=plc1-password:/etc/edgewarden/credentials/plc1-password\n" in unit.read_text()
+    placed = tmp_path / "r" / "etc" / "edgewarden" / "credentials" / "plc1-password"
+    assert placed.read_text() == "s3cret\n" and placed.stat().st_mode & 0o777 == 0o600
+    assert (placed.parent.stat().st_mode & 0o777) == 0o700 and not any("put the password" in ln for ln in lines)
+    assert "s3cret" not in (tmp_path / "r" / "etc" / "edgewarden" / "gateway.toml").read_text()
+    verify = subprocess.run([ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    lines = install(config, root=tmp_path / "r2", executable=Path(sys.executable))  # no file given: say where
+    assert any("put the password in /etc/edgewarden/credentials/plc1-password" in ln for ln in lines), lines
