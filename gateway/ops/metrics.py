@@ -208,7 +208,23 @@ class _ScrapeServer(ThreadingHTTPServer):
                                                    error=f"{type(exc).__name__}: {exc}")
 
 
-class LinkCollector:
+class _AtScrape:
+    """A collector that reads its figures from ``source()`` when scraped, never from the
+    cycle's hot path."""
+
+    def __init__(self, source: Callable[[], Any]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+def _register(metrics: Metrics, collector: _AtScrape) -> Any:
+    metrics.registry.register(collector)  # type: ignore[arg-type]
+    return collector
+
+
+class LinkCollector(_AtScrape):
     """Per-connection health read at scrape time (never from the cycle's hot path).
 
     Register with ``Metrics.watch_links(transport.health)``. Exposes
@@ -216,12 +232,6 @@ class LinkCollector:
     ``edgewarden_link_rtt_seconds`` and ``edgewarden_link_last_ok_age_seconds``, labelled
     by connection, plus ``edgewarden_link_error_info`` carrying the last error text and the state.
     """
-
-    def __init__(self, health: Callable[[], dict[str, Any]]) -> None:
-        self._health = health
-
-    def describe(self) -> list[Any]:
-        return []
 
     def collect(self) -> Iterator[Any]:
         import math
@@ -241,7 +251,7 @@ class LinkCollector:
         err = InfoMetricFamily("edgewarden_link_error", "Last error and state per connection",
                                labels=["connection"])
         now = time.monotonic()
-        for name, h in self._health().items():
+        for name, h in self._source().items():
             up.add_metric([name], 1.0 if h.connected else 0.0)
             rec.add_metric([name], float(h.reconnects))
             rtt.add_metric([name], h.rtt_s)
@@ -252,24 +262,16 @@ class LinkCollector:
 
 def watch_links(metrics: Metrics, health: Callable[[], dict[str, Any]]) -> LinkCollector:
     """Expose a transport's per-connection health on ``metrics``' registry."""
-    collector = LinkCollector(health)
-    metrics.registry.register(collector)  # type: ignore[arg-type]
-    return collector
+    return _register(metrics, LinkCollector(health))
 
 
-class AuditCollector:
+class AuditCollector(_AtScrape):
     """Audit writer queue depth, commit latency and record count, read at scrape time."""
-
-    def __init__(self, stats: Callable[[], Any]) -> None:
-        self._stats = stats
-
-    def describe(self) -> list[Any]:
-        return []
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        st = self._stats()
+        st = self._source()
         yield GaugeMetricFamily("edgewarden_audit_queue_depth", "Audit records handed off, not yet written",
                                 value=float(st.pending))
         yield GaugeMetricFamily("edgewarden_audit_commit_latency_seconds", "Last group commit's latency "
@@ -283,12 +285,10 @@ class AuditCollector:
 
 
 def watch_audit(metrics: Metrics, stats: Callable[[], Any]) -> AuditCollector:
-    collector = AuditCollector(stats)
-    metrics.registry.register(collector)  # type: ignore[arg-type]
-    return collector
+    return _register(metrics, AuditCollector(stats))
 
 
-class CycleCollector:
+class CycleCollector(_AtScrape):
     """The cycle's own counters, read at scrape time from its stats (never from the hot
     path): ``edgewarden_write_errors_total``, ``edgewarden_policy_faults_total`` and
     ``edgewarden_ood_inputs_total``."""
@@ -297,21 +297,13 @@ class CycleCollector:
                  ("policy_faults", "Policy inferences that failed"),
                  ("ood_inputs", "Cycles whose inputs were outside the model's training distribution"))
 
-    def __init__(self, stats: Callable[[], Any]) -> None:
-        self._stats = stats
-
-    def describe(self) -> list[Any]:
-        return []
-
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
 
-        st = self._stats()
+        st = self._source()
         for name, help_ in self._COUNTERS:
             yield CounterMetricFamily(f"edgewarden_{name}", help_, value=float(getattr(st, name)))
 
 
 def watch_cycle(metrics: Metrics, stats: Callable[[], Any]) -> CycleCollector:
-    collector = CycleCollector(stats)
-    metrics.registry.register(collector)  # type: ignore[arg-type]
-    return collector
+    return _register(metrics, CycleCollector(stats))
