@@ -205,3 +205,52 @@ def test_a_password_credential_is_loaded_by_systemd(tmp_path: Path) -> None:
     assert verify.returncode == 0, verify.stdout + verify.stderr
     lines = install(config, root=tmp_path / "r2", executable=Path(sys.executable))  # no file given: say where
     assert any("put the password in /etc/edgewarden/credentials/plc1-password" in ln for ln in lines), lines
+
+
+SERVE = """
+import asyncio, os, sys
+from pathlib import Path
+from gateway.ops.control import ControlServer
+
+async def main():
+    async def status(req):
+        return {"peer_uid": req.get("uid")}
+    server = ControlServer(Path(sys.argv[1]), {"status": status})
+    await server.start()
+    os.chmod(sys.argv[1], 0o666)
+    print("ready", flush=True)
+    await asyncio.sleep(30)
+
+asyncio.run(main())
+"""
+ASK = ("import json, socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+       "s.sendall(b'{\"cmd\": \"status\"}\\n'); print(json.loads(s.makefile().readline())['peer_uid'])")
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")),
+                    reason="needs root, unshare and setpriv (util-linux)")
+@pytest.mark.parametrize("namespace", [False, True])
+def test_operator_identity_survives_only_outside_a_user_namespace(tmp_path: Path, namespace: bool) -> None:
+    """What PrivateUsers=yes would do: the daemon in its own user namespace (as systemd
+    makes it, only its own uid mapped) sees every other caller as 65534, so the socket
+    cannot tell operators apart. The shipped unit has no PrivateUsers= (checked above);
+    here the daemon's own control server, in a namespace and not, and a caller of uid 1000."""
+    import tempfile
+
+    sockdir = Path(tempfile.mkdtemp(prefix="edgewarden-ns-"))  # pytest's tmp dirs are 0700 to others
+    sockdir.chmod(0o755)
+    sock = sockdir / "c.sock"
+    cmd = [sys.executable, "-c", SERVE, str(sock)]
+    if namespace:
+        cmd = ["unshare", "--user", "--map-root-user", *cmd]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[3])
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        asked = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", sys.executable, "-c", ASK,
+                                str(sock)], capture_output=True, text=True, timeout=30)
+        assert asked.returncode == 0, asked.stderr
+        assert int(asked.stdout) == (65534 if namespace else 1000)
+    finally:
+        server.kill()
+        server.communicate(timeout=10)
+        shutil.rmtree(sockdir)
