@@ -245,11 +245,6 @@ class Gateway:
                 await loop.write_safe(TripEvent("shutdown", "gateway stopping", "gateway"))
 
     # ---- operator commands (gateway/ops/operator.py) -----------------------------------
-    @property
-    def staged_keys(self) -> list[str]:
-        """The keys of a reload accepted but not yet applied (between two cycles)."""
-        return self.reloader.staged_keys if self.reloader is not None else []
-
     async def _on_denied(self, req: dict[str, Any], why: str) -> None:
         await operator.audit_denied(self, req, why)
         self.log.warning("operator command denied", cmd=req.get("cmd"), actor=operator.actor(req), cid=req.get("cid"),

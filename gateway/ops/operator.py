@@ -51,9 +51,6 @@ class Host(Protocol):
     @property
     def audit(self) -> AuditWriter | None: ...
 
-    @property
-    def staged_keys(self) -> list[str]: ...
-
     async def reload_async(self) -> Outcome: ...
 
 

@@ -135,11 +135,6 @@ class Reloader:
         self._log = log
         self._staged: Candidate | None = None
 
-    @property
-    def staged_keys(self) -> list[str]:
-        """The keys of a reload accepted but not yet applied."""
-        return list(self._staged.keys) if self._staged is not None else []
-
     def request(self) -> Outcome:
         """Validate the config file again; stage it or refuse it."""
         return self._stage(self.validate())
