@@ -219,8 +219,8 @@ class OpcUaTransport(LinkedTransport[_Link]):
                     mode=ua.MessageSecurityMode.SignAndEncrypt)
             if spec.username is not None:
                 client.set_user(spec.username)
-                client.set_password(spec.password or "" if spec.password_credential is None else credential(
-                    spec.password_credential, f"connections.{link.name}.password_credential"))
+                client.set_password(credential(spec.password_credential, f"connections.{link.name}.password_credential")
+                                    if spec.password_credential is not None else (spec.password or ""))
             if spec.user_certificate is not None:
                 await client.load_client_certificate(str(spec.user_certificate))
                 await client.load_private_key(str(spec.user_private_key))
