@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-
 from gateway.audit.checkpoint import Signer
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig, Settings
@@ -36,6 +35,8 @@ from gateway.ops.sdnotify import Notifier
 from gateway.policy.onnx_policy import OnnxPolicy
 from gateway.policy.registry import load_verified
 from gateway.safety.estop import TripEvent
+
+_NOT_RUNNING = Outcome("refused", "the gateway is not running yet", [])
 
 
 def run_daemon(loaded: LoadedConfig) -> int:
@@ -71,7 +72,7 @@ class Gateway:
         self.metrics: Metrics | None = None
         self.notifier: Notifier | None = None
         self.reloader: Reloader | None = None  # SIGHUP and the reload command, once the loop runs
-        self._reload_task: asyncio.Future[bool] | None = None
+        self._reload_task: asyncio.Future[Outcome] | None = None
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -199,15 +200,11 @@ class Gateway:
     # ---- SIGHUP and the reload command (gateway/ops/reload.py) ------------------------
     def request_reload(self) -> Outcome:
         """Validate the config file again; stage it (applied between two cycles) or refuse it."""
-        if self.reloader is None:
-            return Outcome("refused", "the gateway is not running yet", [])
-        return self.reloader.request()
+        return self.reloader.request() if self.reloader is not None else _NOT_RUNNING
 
     async def reload_async(self) -> Outcome:
         """The same, validated in a worker thread (the cycle keeps its deadlines)."""
-        if self.reloader is None:
-            return Outcome("refused", "the gateway is not running yet", [])
-        return await self.reloader.request_async()
+        return await self.reloader.request_async() if self.reloader is not None else _NOT_RUNNING
 
     def _on_sighup(self) -> None:
         self._reload_task = asyncio.ensure_future(self.reload_async())

@@ -20,22 +20,8 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from gateway.config_checks import cross_problems
 from gateway.config_env import ENV_PREFIX, env_problems, env_variables, from_env
@@ -435,8 +421,10 @@ def control_socket_of(path: Path | str) -> Path:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     control = data.get("control")
     value = os.environ.get(f"{ENV_PREFIX}CONTROL__SOCKET") or (
         control.get("socket") if isinstance(control, dict) else None) or ControlSection().socket
@@ -464,12 +452,18 @@ def host_problems(s: Settings) -> list[str]:
     return out
 
 
+def invalid(path: Path, problems: list[str]) -> ConfigError:
+    """Every problem as one error, a line each: ``FILE: key: what`` (``VARIABLE
+    (environment): ...`` for a problem an environment variable brought in)."""
+    lines = "\n".join(f"  {p}" if p.startswith(ENV_PREFIX) else f"  {path}: {p}" for p in problems)
+    noun = "problem" if len(problems) == 1 else "problems"
+    return ConfigError(f"invalid configuration, {len(problems)} {noun}:\n{lines}")
+
+
 def check_host(loaded: LoadedConfig) -> None:
     problems = host_problems(loaded.settings)
     if problems:
-        noun = "problem" if len(problems) == 1 else "problems"
-        lines = "\n".join(f"  {loaded.path}: {p}" for p in problems)
-        raise ConfigError(f"invalid configuration, {len(problems)} {noun}:\n{lines}")
+        raise invalid(loaded.path, problems)
 
 
 def check_secrets(loaded: LoadedConfig) -> None:
@@ -484,7 +478,7 @@ def check_secrets(loaded: LoadedConfig) -> None:
         try:
             load_private_key(s.audit.signing_key)
         except AuditError as exc:
-            raise ConfigError(f"invalid configuration, 1 problem:\n  {loaded.path}: audit.signing_key: {exc}") from None
+            raise invalid(loaded.path, [f"audit.signing_key: {exc}"]) from None
 
 
 def load_config(path: Path | str) -> LoadedConfig:
@@ -516,9 +510,7 @@ def load_config(path: Path | str) -> LoadedConfig:
         settings = _resolve_paths(settings, path.resolve().parent)
         problems += _file_problems(settings)
     if problems:
-        lines = "\n".join(f"  {p}" if p.startswith(ENV_PREFIX) else f"  {path}: {p}" for p in problems)
-        noun = "problem" if len(problems) == 1 else "problems"
-        raise ConfigError(f"invalid configuration, {len(problems)} {noun}:\n{lines}")
+        raise invalid(path, problems)
     assert settings is not None
     return LoadedConfig(
         settings=settings,

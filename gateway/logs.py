@@ -74,7 +74,7 @@ def _one_line_error(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str
     if isinstance(exc_info, BaseException):
         exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
     if isinstance(exc_info, tuple) and exc_info[1] is not None:
-        text = (str(exc_info[1]) or "").splitlines()
+        text = str(exc_info[1]).splitlines()
         event.setdefault("error", f"{exc_info[0].__name__}: {text[0]}" if text else exc_info[0].__name__)
     event.pop("stack_info", None)
     return event

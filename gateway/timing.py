@@ -7,7 +7,8 @@
 * ``realtime_priority = 50``: ``SCHED_FIFO`` at that priority (``os.sched_setscheduler``) for
   the thread that runs the cycle only; every thread started later runs at normal priority.
   Needs an ``RLIMIT_RTPRIO`` that allows it (or ``CAP_SYS_NICE``) and no system-call filter
-  that denies it (the systemd real-time drop-in grants the one and allows the calls). Not permitted is a refusal to start with the reason, never a
+  that denies it (the systemd real-time drop-in grants the one and allows the calls). Not
+  permitted is a refusal to start with the reason, never a
   silent fall-back to normal scheduling: a plant engineer who asked for it is counting on it.
 * ``event_loop = "uvloop"``: run the daemon on uvloop (``pip install edgewarden[uvloop]``).
 * ``timing_trace = "PATH.npy"``: keep every cycle's lateness and stage times in a

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import load_config
+from gateway.ops.service import OPERATORS_GROUP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "instead of / (packaging, tests); skips user creation and systemctl")
     inst.add_argument("--user", default="edgewarden", help="service user and group (created if missing); "
                       "its group reads the config and keys: never put operators in it")
-    inst.add_argument("--operators-group", default="edgewarden-ops",
+    inst.add_argument("--operators-group", default=OPERATORS_GROUP,
                       help="the group whose members may use the control socket (created if missing)")
     inst.add_argument("--dry-run", action="store_true", help="print every file, mode and owner; write nothing")
     inst.add_argument("--credential", action="append", default=[], metavar="NAME=FILE",

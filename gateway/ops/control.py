@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.ops.requests import MAX_LINE, BadRequest, parse_line, validate
 
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -150,8 +150,6 @@ class ControlServer:
         self._acceptor = asyncio.create_task(self._accept_loop(listener), name="control-accept")
 
     def _give_to_group(self, group: str) -> None:
-        from gateway.errors import ConfigError
-
         try:
             os.chown(self.path, -1, grp.getgrnam(group).gr_gid)
         except KeyError:

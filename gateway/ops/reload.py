@@ -18,8 +18,9 @@ An accepted reload is *staged* (:class:`Reloader`) and applied between two cycle
 app's healthy-cycle callback runs after a cycle's writes and before the next tick), never
 mid-cycle, through ``ControlLoop.apply_settings``. Every outcome (applied, unchanged,
 refused) is logged, counted in ``edgewarden_config_reloads_total``, told to systemd and
-audited (``config_load`` with ``reload: true``, or ``config_reload_refused``). A new model is loaded by the model commands
-(gateway/policy/registry.py), not by a reload: a changed [policy] section is refused.
+audited (``config_load`` with ``reload: true``, or ``config_reload_refused``). A new
+model is loaded by the model commands (gateway/policy/registry.py), not by a reload: a
+changed [policy] section is refused.
 """
 
 from __future__ import annotations
@@ -99,7 +100,6 @@ def validate_reload(current: LoadedConfig, candidate: LoadedConfig, monitored: C
             raise ConfigError(f"{candidate.path}: reload refused: the running model would not fit the new "
                               f"safety.actions bounds ({exc}); nothing was changed") from None
     return changed_keys(old, new)
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,8 +152,14 @@ def _with_credentials(unit: str, names: list[str]) -> str:
     return re.sub(r"^(ExecReload=.*\n)", lambda m: m.group(1) + lines, unit, count=1, flags=re.M)
 
 
+@dataclass(frozen=True)
+class Plan:
+    items: list[Item]
+    credentials: list[str]  # the config's password_credential names (LoadCredential= in the unit)
+
+
 def plan(config: Path, *, root: Path, user: str, operators_group: str, executable: Path,
-         realtime: bool, credentials: dict[str, Path] | None = None) -> list[Item]:
+         realtime: bool, credentials: dict[str, Path] | None = None) -> Plan:
     """What install places, every source checked; raises ConfigError before anything is written."""
     loaded = load_config(config)  # a bad config installs nothing (ConfigError, exit 78)
     if not executable.exists():
@@ -195,7 +201,7 @@ def plan(config: Path, *, root: Path, user: str, operators_group: str, executabl
         if item.path.exists() and item.path.is_dir() != (item.data is None):
             raise ConfigError(f"{item.path} is in the way: a {'file' if item.data is None else 'directory'} "
                               "stands where install puts the other; nothing was changed")
-    return items
+    return Plan(items, names)
 
 
 def install(config: Path, *, root: Path = Path("/"), user: str = "edgewarden",
@@ -203,8 +209,9 @@ def install(config: Path, *, root: Path = Path("/"), user: str = "edgewarden",
             force: bool = False, dry_run: bool = False, credentials: dict[str, Path] | None = None) -> list[str]:
     """Install; returns the lines to print (what was placed, what to do next)."""
     executable = executable or Path(sys.executable).parent / "edgewarden"
-    items = plan(config, root=root, user=user, operators_group=operators_group, executable=executable,
-                 realtime=realtime, credentials=credentials)
+    planned = plan(config, root=root, user=user, operators_group=operators_group, executable=executable,
+                   realtime=realtime, credentials=credentials)
+    items = planned.items
     target = root / "etc" / "edgewarden" / "gateway.toml"
     if target.exists() and not force:
         raise ConfigError(f"{target} exists; pass --force to replace it (the old one is kept as .bak)")
@@ -218,8 +225,7 @@ def install(config: Path, *, root: Path = Path("/"), user: str = "edgewarden",
     lines = _live_accounts(user, operators_group) if live else []
     placed = _place(items, target, chown=live)
     lines += [f"placed {item.describe()}" for item in placed]
-    unit_text = next(i.data for i in items if i.path.name == UNIT and i.data is not None).decode()
-    for name in re.findall(r"^LoadCredential=([^:]+):", unit_text, flags=re.M):
+    for name in planned.credentials:
         if not (root / CREDENTIALS.lstrip("/") / name).exists():
             lines.append(f"next: put the password in {CREDENTIALS}/{name} (0600 root:root; --credential "
                          f"{name}=FILE does it); systemd hands the service a private copy")

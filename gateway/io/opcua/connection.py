@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
 from gateway.configbase import FilePath, Flag, Section, on_loopback
+from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     from gateway.config import GatewaySection, TagSpec
@@ -54,7 +57,7 @@ class OpcUaConnection(Section):
             if self.require_security:
                 raise ValueError("require_security = true needs security_policy Basic256Sha256 or "
                                  "Aes256Sha256RsaPss")
-            if not self.allow_insecure and not on_loopback(urlsplit(self.url).hostname):
+            if not self.allow_insecure and self._unsecured_off_loopback:
                 raise ValueError(f"security_policy None (no signing, no encryption, no server authentication) "
                                  f"to {self.url}, which is not on loopback: set security_policy = "
                                  f"\"Basic256Sha256\" with certificate, private_key and server_certificate "
@@ -77,9 +80,13 @@ class OpcUaConnection(Section):
     def peer(self) -> str:
         return self.url
 
+    @property
+    def _unsecured_off_loopback(self) -> bool:
+        return self.security_policy == "None" and not on_loopback(urlsplit(self.url).hostname)
+
     def warnings(self, name: str) -> list[str]:
         """What ``config check`` and the daemon's start-up warn about (allowed, not advised)."""
-        if self.security_policy == "None" and not on_loopback(urlsplit(self.url).hostname):
+        if self._unsecured_off_loopback:
             return [f"connections.{name}: security_policy None to {self.url} (allow_insecure = true): the link is "
                     "neither signed nor encrypted and the server is not authenticated"]
         return []
@@ -99,11 +106,6 @@ class OpcUaConnection(Section):
 def credential(name: str, key: str) -> str:
     """The systemd credential ``name`` (LoadCredential=): the file of that name in
     ``$CREDENTIALS_DIRECTORY``, without its trailing newline. ConfigError when it is not there."""
-    import os
-    from pathlib import Path
-
-    from gateway.errors import ConfigError
-
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if not directory:
         raise ConfigError(f"{key} = {name!r}: $CREDENTIALS_DIRECTORY is not set: run the gateway under systemd "
