@@ -52,6 +52,8 @@ async def test_plc_hand_auto_selector(tmp_path: Path) -> None:
         n_back = len(cycles(b))
         b.twin.image.write("auto", True)  # back to auto: bumpless ramp from what was applied
         await wait_for(lambda: b.mode == "AUTO", "AUTO after the selector")
+        # the PLC still holds the last AUTO setpoint (100) until the gateway's first write lands
+        await wait_for(lambda: b.twin_setpoints()[1] < 100.0, "the first hand-back write")
         await wait_for(lambda: b.twin_setpoints()[1] == 100.0, "the ramp to finish", timeout=10)
         after = [r for r in cycles(b)[n_back:] if r["mode"] == "AUTO"]
         assert after[0]["written"][1] <= RATE["feed_flow_sp"] * PERIOD + 1e-9  # starts from 0
