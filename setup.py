@@ -1,4 +1,4 @@
-"""Builds the safety kernel, gateway/safety/_kernel.c; everything else is in pyproject.toml.
+"""Builds the safety kernel, edgewarden/gateway/safety/_kernel.c; everything else is in pyproject.toml.
 
 The extension is optional: on a box without a C compiler the install still succeeds and
 the safety layer runs its numpy code (same verdicts, slower; docs/safety.md). CI proves
@@ -12,8 +12,8 @@ import sys
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
-    "gateway.safety._kernel",
-    sources=["gateway/safety/_kernel.c"],
+    "edgewarden.gateway.safety._kernel",
+    sources=["edgewarden/gateway/safety/_kernel.c"],
     extra_compile_args=[] if sys.platform == "win32" else ["-ffp-contract=off"],
     optional=True,
 )])

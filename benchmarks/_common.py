@@ -1,5 +1,5 @@
 """What the benchmarks share: the machine line every figure is printed with, latency
-summaries, a process's resident memory, and (from simulators.harness) a free port and
+summaries, a process's resident memory, and (from edgewarden.simulators.harness) a free port and
 polling. The benchmarks run against the installed project (``pip install -e .``) and
 import nothing from tests/."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from simulators.harness import free_port, wait_for  # noqa: F401 (shared through this module)
+    from edgewarden.simulators.harness import free_port, wait_for  # noqa: F401 (shared through this module)
 except ImportError:  # an older revision run by compare_revisions.sh, for a benchmark that needs neither
     pass
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from _common import ROOT, summary_us
 
-from simulators.scale import split
+from edgewarden.simulators.scale import split
 
 N_OBS, N_OUT = 8, 2
 STAGES = ("read", "check", "infer", "shield", "write", "audit", "metrics", "gc")
@@ -59,8 +59,8 @@ class Cell:
 # ---- generated config -------------------------------------------------------------------------
 def write_policy(path: Path) -> Path:
     """action_j = 50 + 0.01 · (obs_0 + … + obs_7): moves a little with the plant, never near 0."""
-    from gateway.policy.contract import PolicyContract
-    from training.onnx_graph import build_linear_policy, write_model
+    from edgewarden.gateway.policy.contract import PolicyContract
+    from edgewarden.training.onnx_graph import build_linear_policy, write_model
 
     contract = PolicyContract(
         observation_tags=tuple(f"m{i}" for i in range(N_OBS)), observation_units=("u",) * N_OBS,
@@ -72,7 +72,7 @@ def write_policy(path: Path) -> Path:
 
 
 def gateway_config(tmp: Path, cell: Cell, address: dict[str, Any], args: argparse.Namespace) -> Path:
-    """N limited measurements + e-stop input + outputs + heartbeat, laid out as simulators/scale.py serves them."""
+    """N limited measurements + e-stop input + outputs + heartbeat, laid out as edgewarden/simulators/scale.py serves them."""
     period_ms = 1000.0 / cell.hz
     lines = ["[gateway]", 'name = "bench"', f"cycle_hz = {cell.hz}", "auto_start = true",
              "max_consecutive_overruns = 1000000",  # count and report overruns, never trip on them
@@ -169,7 +169,7 @@ def pinned(cpu: int, fifo: int = 0) -> Any:
 
 
 class TwinProcess:
-    """simulators/scale.py as a child process, commanded over its stdin."""
+    """edgewarden/simulators/scale.py as a child process, commanded over its stdin."""
 
     def __init__(self, cell: Cell, cpu: int, fifo: int = 0, freeze_gc: bool = True) -> None:
         self.cell, self.cpu, self.fifo, self.freeze_gc = cell, cpu, fifo, freeze_gc
@@ -179,7 +179,7 @@ class TwinProcess:
     async def __aenter__(self) -> TwinProcess:
         proto = "modbus" if self.cell.protocol == "modbus" else "opcua"
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "simulators.scale", proto, "--tags", str(self.cell.tags),
+            sys.executable, "-m", "edgewarden.simulators.scale", proto, "--tags", str(self.cell.tags),
             "--devices", str(self.cell.devices), "--outputs", str(N_OUT),
             "--freeze-gc" if self.freeze_gc else "--no-freeze-gc", cwd=str(ROOT),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, preexec_fn=pinned(self.cpu, self.fifo))
@@ -246,7 +246,7 @@ async def bare(spec: dict[str, Any]) -> dict[str, Any]:
 
     import onnxruntime as ort
 
-    from gateway.policy.onnx_policy import session_options
+    from edgewarden.gateway.policy.onnx_policy import session_options
 
     logging.disable(logging.WARNING)
     cell = Cell.parse(spec["cell"])
@@ -373,7 +373,7 @@ def cells_of(args: argparse.Namespace) -> list[Cell]:
 
 def process_settings(args: argparse.Namespace) -> Any:
     """This process on the daemon's CPU, event loop and priority."""
-    from gateway.config import GatewaySection
+    from edgewarden.gateway.config import GatewaySection
 
     return GatewaySection(event_loop=args.event_loop, cpu_affinity=[] if args.daemon_cpu < 0 else
                           [args.daemon_cpu], realtime_priority=args.realtime or None)
@@ -404,5 +404,5 @@ def add_cell_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--publish-ms", type=float, default=None, help="subscription publishing interval "
                     "(default: the cycle period)")
     ap.add_argument("--twin-freeze-gc", action=argparse.BooleanOptionalAction, default=True,
-                    help="the twin freezes its start-up heap (simulators/scale.py)")
+                    help="the twin freezes its start-up heap (edgewarden/simulators/scale.py)")
     ap.add_argument("--twin-cpu", type=int, default=0, help="CPU for the load twin (-1: any)")

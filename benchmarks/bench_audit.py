@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 from _common import machine
 
-from gateway.audit import AuditWriter, verify
-from gateway.audit.checkpoint import Signer, generate_keypair, load_public_key, read_exported
-from gateway.audit.record import encode_payload
+from edgewarden.gateway.audit import AuditWriter, verify
+from edgewarden.gateway.audit.checkpoint import Signer, generate_keypair, load_public_key, read_exported
+from edgewarden.gateway.audit.record import encode_payload
 
 
 def cycle_payload(i: int) -> dict:
-    """The record gateway/cycle.py hands over every cycle, field for field: 8 observations,
+    """The record edgewarden/gateway/cycle.py hands over every cycle, field for field: 8 observations,
     2 actions, no interlock active (a ``null``: the encoder then screens the payload for
     NaN/inf, which orjson would write as ``null`` too)."""
     return {

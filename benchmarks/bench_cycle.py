@@ -3,7 +3,7 @@ I/O stage beside the bare library doing the same requests in the same run.
 
 Per cell (protocol, tags, devices, rate):
 
-1. A load twin (simulators/scale.py: a real asyncua server with N variables, or D real
+1. A load twin (edgewarden/simulators/scale.py: a real asyncua server with N variables, or D real
    pymodbus servers with N registers between them) starts as its own process, pinned to
    CPU 0 (``--twin-cpu``).
 2. The daemon (``edgewarden run``, a subprocess as under systemd) runs a generated config
@@ -12,7 +12,7 @@ Per cell (protocol, tags, devices, rate):
    ``cpu_affinity`` = CPU 1 (``--daemon-cpu``), ``auto_start`` and a timing trace. After
    ``--warmup`` s in AUTO, a window of ``--seconds`` s is measured: cycles, achieved rate,
    deadline misses (the daemon's own counter), daemon and twin CPU (/proc utime+stime),
-   and from the trace (every cycle, exact; gateway/timing.py) the lateness against the
+   and from the trace (every cycle, exact; edgewarden/gateway/timing.py) the lateness against the
    ideal tick grid and each stage's time: read, check, infer, shield, write, audit
    hand-off, metrics.
 3. Optionally (``--estop-trips``) the PLC e-stop input is set *at the twin*, and the twin
@@ -68,7 +68,7 @@ from _cycle import (
     thread_waits_ms,
 )
 
-from gateway.timing import TRACE_FIELDS
+from edgewarden.gateway.timing import TRACE_FIELDS
 
 
 async def run_daemon(cell: Cell, twin: TwinProcess, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -76,7 +76,7 @@ async def run_daemon(cell: Cell, twin: TwinProcess, tmp: Path, args: argparse.Na
     config = gateway_config(tmp, cell, twin.address, args)
     log = (tmp / "gateway.log").open("wb")
     env = {**os.environ, "EDGEWARDEN_LOGGING__FORMAT": "json"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config",
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edgewarden.gateway.cli", "run", "--config",
                                                 str(config), stdout=log, stderr=log, env=env, cwd=str(ROOT))
     sock = tmp / "control.sock"
     assert twin.proc is not None
@@ -134,7 +134,7 @@ async def estop_trips(twin: TwinProcess, sock: Path, port: int, trips: int, hz: 
     """PLC e-stop input set at the twin → safe outputs arrive at the twin (µs, the twin's clock)."""
     import random
 
-    from gateway.ops.control import send_command
+    from edgewarden.gateway.ops.control import send_command
 
     async def mode_is(mode: str) -> bool:
         return (await scrape(port)).get("mode") == mode
@@ -255,12 +255,12 @@ def main() -> int:
                     help="skip a cell when fewer tags already missed deadlines at that protocol and rate")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="copy each cell's timing trace, daemon log and "
-                    "config here (trace.npy: every cycle, columns gateway.timing.TRACE_FIELDS)")
+                    "config here (trace.npy: every cycle, columns edgewarden.gateway.timing.TRACE_FIELDS)")
     ap.add_argument("--bare", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare is not None:
-        from gateway import timing
-        from gateway.config import GatewaySection
+        from edgewarden.gateway import timing
+        from edgewarden.gateway.config import GatewaySection
 
         res = timing.run(bare(json.loads(args.bare)), GatewaySection(event_loop=args.event_loop))
         print(json.dumps(res))

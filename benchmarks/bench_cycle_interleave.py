@@ -26,11 +26,11 @@ async def interleave(cell: Cell, args: argparse.Namespace) -> list[str]:
     is left of a gateway/bare ratio here is code, not the process, the run or the phase."""
     import random
 
-    from gateway.config import load_config
-    from gateway.io.composite import CompositeTransport
-    from gateway.io.tags import Snapshot, TagMap
-    from gateway.io.transport import plan_writes
-    from simulators.scale import SCAN_S
+    from edgewarden.gateway.config import load_config
+    from edgewarden.gateway.io.composite import CompositeTransport
+    from edgewarden.gateway.io.tags import Snapshot, TagMap
+    from edgewarden.gateway.io.transport import plan_writes
+    from edgewarden.simulators.scale import SCAN_S
 
     pause = args.interleave / 1000.0
     async with TwinProcess(cell, args.twin_cpu, args.twin_realtime, args.twin_freeze_gc) as twin:
@@ -89,7 +89,7 @@ async def interleave(cell: Cell, args: argparse.Namespace) -> list[str]:
 
 
 def main() -> int:
-    from gateway import timing
+    from edgewarden.gateway import timing
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_cell_options(ap)

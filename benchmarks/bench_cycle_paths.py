@@ -28,13 +28,13 @@ def micro(repeat: int) -> list[str]:
     from asyncua import ua
     from asyncua.ua.ua_binary import struct_to_binary
 
-    from gateway.config import ModbusConnection, OpcUaConnection, TagSpec
-    from gateway.io.modbus.codec import encode, encode_reference
-    from gateway.io.modbus.transport import ModbusTransport
-    from gateway.io.opcua import codec
-    from gateway.io.opcua.request import ReadRequest
-    from gateway.io.opcua.transport import OpcUaTransport
-    from gateway.io.tags import Snapshot, TagMap
+    from edgewarden.gateway.config import ModbusConnection, OpcUaConnection, TagSpec
+    from edgewarden.gateway.io.modbus.codec import encode, encode_reference
+    from edgewarden.gateway.io.modbus.transport import ModbusTransport
+    from edgewarden.gateway.io.opcua import codec
+    from edgewarden.gateway.io.opcua.request import ReadRequest
+    from edgewarden.gateway.io.opcua.transport import OpcUaTransport
+    from edgewarden.gateway.io.tags import Snapshot, TagMap
 
     def tagmap(specs: dict[str, TagSpec]) -> TagMap:
         return TagMap(specs=specs, readable=tuple(specs), index={k: i for i, k in enumerate(specs)})

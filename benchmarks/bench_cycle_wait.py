@@ -21,7 +21,7 @@ from _cycle import add_process_options, process_settings, stats_us, steal_ms
 
 async def wait_compare(hz: float, seconds: float, busy_us: float) -> list[str]:
     """The cycle's waits, on this process's event loop: lateness against the grid and CPU."""
-    from gateway.pacing import sleep_until
+    from edgewarden.gateway.pacing import sleep_until
 
     busy_s = busy_us / 1e6
 
@@ -64,7 +64,7 @@ async def floor(hz: float, seconds: float, busy_us: float, work_us: float) -> li
     priority, with no I/O, no other thread and nothing of ours in it. Any time it takes
     beyond its undisturbed length is the machine's (hypervisor steal, a slower core, the
     kernel), and a cycle whose work takes that long would miss its deadline too."""
-    from gateway.pacing import sleep_until
+    from edgewarden.gateway.pacing import sleep_until
 
     def work(k: int) -> None:
         x = 0
@@ -107,7 +107,7 @@ async def floor(hz: float, seconds: float, busy_us: float, work_us: float) -> li
 
 
 def main() -> int:
-    from gateway import timing
+    from edgewarden.gateway import timing
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_process_options(ap)

@@ -43,7 +43,7 @@ async def serve() -> None:
 
     from asyncua import Server, ua
 
-    from simulators.peers import ModbusServer, free_port
+    from edgewarden.simulators.peers import ModbusServer, free_port
 
     logging.disable(logging.WARNING)
     port = free_port()
@@ -101,11 +101,11 @@ async def bench(urls: dict[str, object], n: int) -> dict[str, dict[str, dict[str
     from asyncua import Client, ua
     from pymodbus.client import AsyncModbusTcpClient
 
-    from gateway.config import ModbusConnection, OpcUaConnection, TagSpec
-    from gateway.io.modbus.transport import ModbusTransport
-    from gateway.io.opcua.transport import OpcUaTransport
-    from gateway.io.tags import Snapshot, TagMap
-    from gateway.io.transport import plan_writes
+    from edgewarden.gateway.config import ModbusConnection, OpcUaConnection, TagSpec
+    from edgewarden.gateway.io.modbus.transport import ModbusTransport
+    from edgewarden.gateway.io.opcua.transport import OpcUaTransport
+    from edgewarden.gateway.io.tags import Snapshot, TagMap
+    from edgewarden.gateway.io.transport import plan_writes
 
     def tagmap(specs: dict[str, TagSpec]) -> TagMap:
         return TagMap(specs=specs, readable=tuple(specs), index={k: i for i, k in enumerate(specs)})

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from _common import machine, rss_kib
 
-from gateway.example_config import EXAMPLES, adapt_example
-from gateway.ops.control import send_command
-from simulators.twin import Twin
+from edgewarden.gateway.example_config import EXAMPLES, adapt_example
+from edgewarden.gateway.ops.control import send_command
+from edgewarden.simulators.twin import Twin
 
 
 def write_config(tmp: Path, twin: Twin, hz: float, transport: str) -> Path:
@@ -61,7 +61,7 @@ async def run(seconds: float, hz: float, sample_s: float, warmup: float, tmp: Pa
         config = write_config(tmp, twin, hz, transport)
         log = (tmp / "gateway.log").open("wb")
         env = {**os.environ, "EDGEWARDEN_LOGGING__FORMAT": "json"}
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config",
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edgewarden.gateway.cli", "run", "--config",
                                                     str(config), stdout=log, stderr=log, env=env)
         sock = tmp / "control.sock"
         try:

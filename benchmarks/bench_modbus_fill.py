@@ -1,7 +1,7 @@
 """Modbus read: the cycle's snapshot fill (``ModbusTransport._fill``) per block layout, as
 the daemon runs it: int16 big-endian, float32 with little word order, double with little
 byte order. Runs on this revision and, through benchmarks/compare_revisions.sh, on older
-ones (the transport moved from gateway/io/modbus.py to gateway/io/modbus/transport.py).
+ones (the transport moved from edgewarden/gateway/io/modbus.py to edgewarden/gateway/io/modbus/transport.py).
 
     .venv/bin/python benchmarks/bench_modbus_fill.py [--repeat 300]
 """
@@ -16,13 +16,13 @@ from types import SimpleNamespace
 
 from _common import machine
 
-from gateway.config import ModbusConnection, TagSpec
-from gateway.io.tags import Snapshot, TagMap
+from edgewarden.gateway.config import ModbusConnection, TagSpec
+from edgewarden.gateway.io.tags import Snapshot, TagMap
 
 try:
-    from gateway.io.modbus.transport import ModbusTransport
+    from edgewarden.gateway.io.modbus.transport import ModbusTransport
 except ImportError:  # revisions before the protocol packages
-    from gateway.io.modbus import ModbusTransport  # type: ignore[no-redef]
+    from edgewarden.gateway.io.modbus import ModbusTransport  # type: ignore[no-redef]
 
 LAYOUTS = {"int16, big": ("int16", 1, "big", "big"), "float32, little word order": ("float32", 2, "little", "big"),
            "double, little byte order": ("double", 4, "big", "little")}

@@ -3,7 +3,7 @@
 Target: a 2x256 MLP (16 -> 256 -> 256 -> 4) through ``OnnxPolicy.infer`` costs
 <= 1.1x a bare ``session.run`` of the same model, with p99 <= 30 us. The model normalises
 its input (Sub, Mul), has ReLU hidden layers and clips its output to the action bounds: the
-graph ``training.onnx_graph.build_mlp_policy`` makes by default.
+graph ``edgewarden.training.onnx_graph.build_mlp_policy`` makes by default.
 
 The bare call is what a user of onnxruntime would write: a session with the same latency
 options, ``session.run(None, {"obs": x})`` on a (1, 16) float32 array made fresh from the
@@ -34,9 +34,9 @@ import numpy as np
 import onnxruntime as ort
 from _common import machine, summary_us
 
-from gateway.policy.contract import PolicyContract
-from gateway.policy.onnx_policy import OnnxPolicy, session_options
-from training.onnx_graph import build_mlp_policy, write_model
+from edgewarden.gateway.policy.contract import PolicyContract
+from edgewarden.gateway.policy.onnx_policy import OnnxPolicy, session_options
+from edgewarden.training.onnx_graph import build_mlp_policy, write_model
 
 N_OBS, HIDDEN, N_ACT = 16, 256, 4
 

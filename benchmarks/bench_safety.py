@@ -48,14 +48,14 @@ from typing import Any
 import numpy as np
 from _common import ROOT, machine, summary_us, wait_for
 
-from gateway.config import Settings, load_config
-from gateway.example_config import adapt_example
-from gateway.io.memory import MemoryTransport
-from gateway.io.tags import Quality, Snapshot, TagMap
-from gateway.safety.backend import kernel_module
-from gateway.safety.checker import ObservationChecker, Status
-from gateway.safety.interlocks import Interlocks
-from gateway.safety.shield import ActionShield
+from edgewarden.gateway.config import Settings, load_config
+from edgewarden.gateway.example_config import adapt_example
+from edgewarden.gateway.io.memory import MemoryTransport
+from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap
+from edgewarden.gateway.safety.backend import kernel_module
+from edgewarden.gateway.safety.checker import ObservationChecker, Status
+from edgewarden.gateway.safety.interlocks import Interlocks
+from edgewarden.gateway.safety.shield import ActionShield
 
 SHIPPED = ROOT / "models" / "cstr_baseline.onnx"
 SAFE = {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0}
@@ -193,10 +193,10 @@ class NullAudit:
 
 
 def make_loop(tmp: Path) -> tuple[Any, TimedTransport]:
-    from gateway.app import load_policy
-    from gateway.cycle import ControlLoop
-    from gateway.modes import ModeMachine
-    from gateway.ops.metrics import Metrics
+    from edgewarden.gateway.app import load_policy
+    from edgewarden.gateway.cycle import ControlLoop
+    from edgewarden.gateway.modes import ModeMachine
+    from edgewarden.gateway.ops.metrics import Metrics
 
     s = load_config(adapt_example(tmp, policy=SHIPPED)).settings
     tags = TagMap.from_settings(s)
@@ -206,7 +206,7 @@ def make_loop(tmp: Path) -> tuple[Any, TimedTransport]:
 
 
 async def bench_trip_path(trips: int) -> tuple[dict[str, float], dict[str, float]]:
-    from gateway.modes import Mode
+    from edgewarden.gateway.modes import Mode
 
     with tempfile.TemporaryDirectory() as d:
         loop, t = make_loop(Path(d))
@@ -292,9 +292,9 @@ async def bench_twin(trips: int, cycle_hz: float, flood: str = "none", flood_pro
     """``flood``: ``none``; ``other-uid`` (``flood_procs`` clients as uid 65534, a local
     user who is not an operator, flooding the control socket); ``same-uid`` (as this
     benchmark's own uid, the operator's)."""
-    from gateway.errors import GatewayError
-    from gateway.ops.control import send_command
-    from simulators.twin import Twin
+    from edgewarden.gateway.errors import GatewayError
+    from edgewarden.gateway.ops.control import send_command
+    from edgewarden.simulators.twin import Twin
 
     async def status(sock: Path) -> dict[str, Any]:
         with contextlib.suppress(GatewayError, OSError):
@@ -316,7 +316,7 @@ async def bench_twin(trips: int, cycle_hz: float, flood: str = "none", flood_pro
             log = tmp / "gateway.log"
             with log.open("wb") as out:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "gateway.cli", "run", "--config", str(config),
+                    sys.executable, "-m", "edgewarden.gateway.cli", "run", "--config", str(config),
                     stdout=out, stderr=out, cwd=str(ROOT))
             poller = ImagePoller(image)
             poller.start()
@@ -336,7 +336,7 @@ async def bench_twin(trips: int, cycle_hz: float, flood: str = "none", flood_pro
                     sock.chmod(0o666)  # bench only: the deployed socket is 0660
                     uid = ["--uid", "65534"] if flood == "other-uid" else []
                     floods = [await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "simulators.flood", str(sock), "3600", *uid, cwd=str(ROOT))
+                        sys.executable, "-m", "edgewarden.simulators.flood", str(sock), "3600", *uid, cwd=str(ROOT))
                         for _ in range(flood_procs)]
                     await asyncio.sleep(1.0)
                     assert all(f.returncode is None for f in floods), "a flood client died"

@@ -11,7 +11,7 @@ alike. The median round is reported.
 
 Threads: both sides get ``--threads`` intra-op threads (2 on the CI-class machine). Our
 IQL uses them as two concurrent updates with one intra-op thread each (V + actor beside
-Q: independent within a step, see training/algos/iql.py); the line ``iql sequential`` is
+Q: independent within a step, see edgewarden/training/algos/iql.py); the line ``iql sequential`` is
 the same code with ``concurrent=False`` (one update at a time on the intra-op threads),
 measured in the same rounds.
 
@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from _common import machine
 
-from training.algos import make_algorithm
-from training.collect import collect
-from training.datasets import load
-from training.nets import Replay, obs_stats
+from edgewarden.training.algos import make_algorithm
+from edgewarden.training.collect import collect
+from edgewarden.training.datasets import load
+from edgewarden.training.nets import Replay, obs_stats
 
 
 def ours(name: str, ds, steps: int, overrides: dict | None = None) -> float:

@@ -26,7 +26,7 @@ from _common import machine
 
 
 def bench_model(plant: str, seconds: float) -> float:
-    from simulators.plants import make_plant
+    from edgewarden.simulators.plants import make_plant
 
     p = make_plant(plant)
     dt = type(p).control_period_s
@@ -42,7 +42,7 @@ def bench_model(plant: str, seconds: float) -> float:
 
 def bench_gym(plant: str, seconds: float) -> float | None:
     try:
-        from simulators.gym_env import make_env
+        from edgewarden.simulators.gym_env import make_env
     except ImportError:
         return None
     env = make_env(plant, seed=0, terminate_on_hard=False)
@@ -62,7 +62,7 @@ async def bench_served(plant: str, seconds: float, scale: float) -> dict[str, fl
     from asyncua import Client
     from pymodbus.client import AsyncModbusTcpClient
 
-    from simulators.twin import Twin
+    from edgewarden.simulators.twin import Twin
 
     twin = Twin(plant, scan_ms=10, time_scale=scale)
     await twin.start()

@@ -22,6 +22,10 @@ for cmd in "$@"; do
   for r in $(seq "$rounds"); do
     script=${old%% *}
     if [ ! -e "$wt/benchmarks/$script" ]; then  # a benchmark newer than REV: this tree's copy, REV's code
+      if [ ! -d "$wt/edgewarden" ]; then  # REV's code is top-level gateway/...: the copy would import this tree's
+        echo "compare_revisions: $rev predates the edgewarden/ package; give its own script as 'OLD || NEW'" >&2
+        exit 2
+      fi
       cp "$root/benchmarks/$script" "$root/benchmarks/_common.py" "$wt/benchmarks/"
     fi
     echo "### $rev: $old (round $r)"

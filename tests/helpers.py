@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from gateway.example_config import adapt_example
-from gateway.policy.contract import PolicyContract
-from simulators.harness import free_port, wait_for  # noqa: F401 (the tests import them from here)
+from edgewarden.data import EXAMPLES
+from edgewarden.gateway.example_config import adapt_example
+from edgewarden.gateway.policy.contract import PolicyContract
+from edgewarden.simulators.harness import free_port, wait_for  # noqa: F401 (the tests import them from here)
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cstr.toml"
+EXAMPLE = EXAMPLES / "cstr.toml"
 
 OBS = ("T", "CA", "Tj", "T_sp")
 OBS_UNITS = ("K", "mol/L", "K", "K")
@@ -32,7 +33,7 @@ def contract(algorithm: str = "test-linear") -> PolicyContract:
 
 def write_linear_policy(path: Path, weight: np.ndarray | None = None, bias: np.ndarray | None = None) -> Path:
     """coolant = 100 + 5 (T - T_sp), feed = 100 unless weight/bias say otherwise."""
-    from training.onnx_graph import build_linear_policy, write_model
+    from edgewarden.training.onnx_graph import build_linear_policy, write_model
 
     if weight is None:
         weight = np.array([[5.0, 0.0, 0.0, -5.0], [0.0, 0.0, 0.0, 0.0]])
@@ -53,8 +54,8 @@ def write_config(tmp: Path, *, policy: Path, url: str = "opc.tcp://127.0.0.1:484
 
 async def control_status(sock: Path) -> dict[str, Any]:
     """The gateway's status over its control socket, or {} while it is not answering."""
-    from gateway.errors import GatewayError
-    from gateway.ops.control import send_command
+    from edgewarden.gateway.errors import GatewayError
+    from edgewarden.gateway.ops.control import send_command
 
     with contextlib.suppress(GatewayError, OSError):
         return await send_command(sock, {"cmd": "status"})
@@ -64,7 +65,7 @@ async def control_status(sock: Path) -> dict[str, Any]:
 def write_two_run_log(d: Path, t0: float) -> Path:
     """An audit log of two AUTO runs (cycles 0..9, then 12..16 after a trip) with MANUAL
     cycles between, and the config_load/model_load records that name them."""
-    from gateway.audit import AuditWriter
+    from edgewarden.gateway.audit import AuditWriter
 
     with AuditWriter(d) as w:
         w.append("config_load", {"gateway": "cstr-1", "obs_tags": ["T", "CA"], "act_tags": ["coolant"],

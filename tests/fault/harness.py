@@ -10,16 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.app import Gateway
-from gateway.audit.verify import iter_records, verify
-from gateway.config import load_config
-from gateway.ops.control import send_command
-from simulators.harness import free_port  # noqa: F401 (re-exported for the fault tests)
-from simulators.twin import Twin
+from edgewarden.data import MODELS
+from edgewarden.gateway.app import Gateway
+from edgewarden.gateway.audit.verify import iter_records, verify
+from edgewarden.gateway.config import load_config
+from edgewarden.gateway.ops.control import send_command
+from edgewarden.simulators.harness import free_port  # noqa: F401 (re-exported for the fault tests)
+from edgewarden.simulators.twin import Twin
 from tests import helpers
 from tests.helpers import write_config
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
+SHIPPED = MODELS / "cstr_baseline.onnx"
 OPERATOR = "test-operator"
 
 

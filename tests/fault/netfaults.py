@@ -22,15 +22,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.audit.verify import iter_records, verify
-from gateway.ops.control import send_command
-from simulators.twin import Twin
+from edgewarden.data import EXAMPLES, MODELS
+from edgewarden.gateway.audit.verify import iter_records, verify
+from edgewarden.gateway.ops.control import send_command
+from edgewarden.simulators.twin import Twin
 from tests.fault.proxy import FaultProxy
 from tests.helpers import EXAMPLE, control_status, free_port, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "models" / "cstr_baseline.onnx"
-MODBUS_EXAMPLE = ROOT / "examples" / "cstr_modbus.toml"
+SHIPPED = MODELS / "cstr_baseline.onnx"
+MODBUS_EXAMPLE = EXAMPLES / "cstr_modbus.toml"
 SAFE = (200.0, 0.0)
 LINKS = ("opcua-poll", "opcua-subscribe", "modbus")
 # fault name -> (proxy mode, delay s); "restart" stops the server itself
@@ -99,9 +100,9 @@ async def run_case(tmp: Path, link: str, fault: str, hold_s: float = 2.0) -> Cas
     config = _config(tmp, link, proxy.port)
     sock = tmp / "control.sock"
     log = (tmp / "daemon.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "run", "--config", str(config),
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edgewarden.gateway.cli", "run", "--config", str(config),
                                                 stdout=log, stderr=log, env={**os.environ, "NOTIFY_SOCKET": ""})
-    from gateway.config import load_config
+    from edgewarden.gateway.config import load_config
 
     gw = load_config(config).settings.gateway
     period_ms = 1000.0 / gw.cycle_hz

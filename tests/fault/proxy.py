@@ -1,7 +1,7 @@
 """A TCP fault proxy for the tests (asyncio, loopback only): the link between the gateway
 and a PLC, made to fail the ways real networks do.
 
-It is written apart from the twin's own proxy (simulators/faults.py) so that the tests
+It is written apart from the twin's own proxy (edgewarden/simulators/faults.py) so that the tests
 do not judge the gateway by a fault model the twin's authors also wrote. Faults:
 
 ``pass``        forward both ways

@@ -21,13 +21,14 @@ from typing import Any
 
 import pytest
 
-import gateway.audit.writer as writer_mod
-from gateway.app import Gateway
-from gateway.config import load_config
-from simulators.twin import Twin
+import edgewarden.gateway.audit.writer as writer_mod
+from edgewarden.data import MODELS
+from edgewarden.gateway.app import Gateway
+from edgewarden.gateway.config import load_config
+from edgewarden.simulators.twin import Twin
 from tests.helpers import write_config
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
+SHIPPED = MODELS / "cstr_baseline.onnx"
 
 
 async def _until(predicate: Any, what: str, timeout: float = 10.0) -> None:
@@ -99,13 +100,13 @@ async def test_audit_write_error_trips_gateway_to_safe_state(tmp_path: Path, mon
 async def test_cycle_trips_itself_when_the_log_fails_between_two_cycles(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """No race with on_fatal: the first cycle whose record cannot be queued trips the e-stop."""
-    from gateway.app import load_policy
-    from gateway.audit import AuditWriter
-    from gateway.cycle import ControlLoop
-    from gateway.io.memory import MemoryTransport
-    from gateway.io.tags import TagMap
-    from gateway.modes import ModeMachine
-    from gateway.ops.metrics import Metrics
+    from edgewarden.gateway.app import load_policy
+    from edgewarden.gateway.audit import AuditWriter
+    from edgewarden.gateway.cycle import ControlLoop
+    from edgewarden.gateway.io.memory import MemoryTransport
+    from edgewarden.gateway.io.tags import TagMap
+    from edgewarden.gateway.modes import ModeMachine
+    from edgewarden.gateway.ops.metrics import Metrics
     from tests.helpers import write_linear_policy
 
     healthy = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, "plc_auto": 1.0, "plc_remote": 1.0, "plc_watchdog": 0.0,

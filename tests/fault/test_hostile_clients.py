@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from gateway.ops.control import connect_unix
+from edgewarden.gateway.ops.control import connect_unix
 from tests.fault.harness import Bench, bench, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,7 +141,7 @@ async def test_a_connection_flood_from_another_user_cannot_keep_the_e_stop_out(
         async with bench(tmp_path, replace=replace) as b:
             await b.start_auto()
             os.chmod(b.sock, 0o666)  # let uid 65534 connect (the deployed socket is 0660)
-            flood = await asyncio.create_subprocess_exec(sys.executable, "-m", "simulators.flood", str(b.sock), "20",
+            flood = await asyncio.create_subprocess_exec(sys.executable, "-m", "edgewarden.simulators.flood", str(b.sock), "20",
                                                          "--uid", "65534", cwd=ROOT)
             try:
                 await asyncio.sleep(1.0)  # the flood is at full rate

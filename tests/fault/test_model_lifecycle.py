@@ -12,10 +12,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gateway.policy.contract import ObsStats, PolicyContract
+from edgewarden.data import MODELS
+from edgewarden.gateway.policy.contract import ObsStats, PolicyContract
 from tests.fault.harness import Bench, bench, wait_for
 from tests.helpers import contract
-from training.onnx_graph import build_linear_policy, build_mlp_policy, write_model
+from edgewarden.training.onnx_graph import build_linear_policy, build_mlp_policy, write_model
 
 P_LAW = (np.array([[16.0, 0.0, 0.0, -16.0], [0.0, 0.0, 0.0, 0.0]]), np.array([100.0, 100.0]))
 
@@ -44,7 +45,7 @@ async def test_bad_models_are_refused_and_the_running_model_is_unaffected(tmp_pa
     key = Ed25519PrivateKey.generate()
     pub = tmp_path / "model.pub"
     pub.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    shipped = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
+    shipped = MODELS / "cstr_baseline.onnx"
 
     c = contract()
     stats = ObsStats(min=(340.0, 0.3, 320.0, 340.0), max=(360.0, 0.7, 345.0, 360.0),
@@ -101,16 +102,16 @@ def test_signed_model_loads_and_a_bad_signature_is_refused(tmp_path: Path) -> No
     key = Ed25519PrivateKey.generate()
     pub = tmp_path / "model.pub"
     pub.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    shipped = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
+    shipped = MODELS / "cstr_baseline.onnx"
     signed = tmp_path / "policy.onnx"
     signed.write_bytes(shipped.read_bytes())
     (tmp_path / "policy.onnx.sig").write_bytes(key.sign(signed.read_bytes()))
     other = linear(tmp_path / "other.onnx")
     (tmp_path / "other.onnx.sig").write_bytes(Ed25519PrivateKey.generate().sign(other.read_bytes()))
 
-    from gateway.config import load_config
-    from gateway.errors import PolicyError
-    from gateway.policy.registry import load_verified
+    from edgewarden.gateway.config import load_config
+    from edgewarden.gateway.errors import PolicyError
+    from edgewarden.gateway.policy.registry import load_verified
     from tests.helpers import write_config
 
     s = load_config(write_config(tmp_path, policy=signed, replace={

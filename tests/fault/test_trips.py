@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.app import load_policy
+from edgewarden.gateway.app import load_policy
 from tests.fault.harness import (
     Bench,
     bench,
@@ -104,7 +104,7 @@ async def test_consecutive_deadline_overruns(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_policy_fault(tmp_path: Path) -> None:
     from tests.helpers import contract
-    from training.onnx_graph import build_mlp_policy, write_model
+    from edgewarden.training.onnx_graph import build_mlp_policy, write_model
 
     async with bench(tmp_path, replace={r'^policy_fault = "fallback"': 'policy_fault = "estop"'}) as b:
         await b.start_auto()

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.audit.verify import iter_records, verify
-from gateway.ops.control import send_command
-from simulators.twin import Twin
+from edgewarden.data import MODELS
+from edgewarden.gateway.audit.verify import iter_records, verify
+from edgewarden.gateway.ops.control import send_command
+from edgewarden.simulators.twin import Twin
 from tests.helpers import control_status, wait_for, write_config
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
+SHIPPED = MODELS / "cstr_baseline.onnx"
 SAFE = {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0}
 
 
@@ -27,7 +28,7 @@ status = control_status
 async def run_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.cli", "run", "--config", str(config), stdout=out, stderr=out)
+            sys.executable, "-m", "edgewarden.gateway.cli", "run", "--config", str(config), stdout=out, stderr=out)
 
 
 async def closed_loop(tmp: Path) -> None:
@@ -129,7 +130,7 @@ def test_unreachable_plc_is_a_clear_error(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = write_config(tmp_path, policy=SHIPPED, url=f"opc.tcp://127.0.0.1:{port}")
-    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+    proc = subprocess.run([sys.executable, "-m", "edgewarden.gateway.cli", "run", "--config", str(config)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 69
     assert "cannot reach PLC connection 'plc1'" in proc.stderr and "Traceback" not in proc.stderr
@@ -139,7 +140,7 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     import subprocess
 
     config = write_config(tmp_path, policy=tmp_path / "nope.onnx")
-    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+    proc = subprocess.run([sys.executable, "-m", "edgewarden.gateway.cli", "run", "--config", str(config)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 78  # a configuration matter: systemd does not restart on it
     assert f"policy.path: {tmp_path / 'nope.onnx'} does not exist" in proc.stderr and "Traceback" not in proc.stderr

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from hil.bench import run_bench, run_one
-from hil.scenario import load_scenario
+from edgewarden.data import EXAMPLES, MODELS
+from edgewarden.hil.bench import run_bench, run_one
+from edgewarden.hil.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
-LIBRARY = REPO / "hil" / "scenarios"
+LIBRARY = REPO / "edgewarden" / "hil" / "scenarios"
 
 NO_SHIELD = textwrap.dedent("""
     # test fixture: the gateway without its action shield (a deliberately faulty controller)
-    import gateway.safety.shield as _shield
+    import edgewarden.gateway.safety.shield as _shield
 
     def _apply(self, proposed, last, dt, out, lo=None, hi=None):
         res = self.result
@@ -80,8 +81,8 @@ def test_faulty_controller_without_shield_fails_the_limits(tmp_path: Path,
         time_scale = 5.0
 
         [gateway]
-        config = "{REPO / 'examples' / 'cstr.toml'}"
-        model = "{REPO / 'models' / 'cstr_baseline.onnx'}"
+        config = "{EXAMPLES / 'cstr.toml'}"
+        model = "{MODELS / 'cstr_baseline.onnx'}"
         cycle_hz = 10.0
 
         [[events]]

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from hil.gwconfig import prepare
-from hil.runner import PreflightRefused, preflight
-from hil.scenario import load_scenario
-from simulators.twin import Twin
+from edgewarden.data import EXAMPLES, MODELS
+from edgewarden.hil.gwconfig import prepare
+from edgewarden.hil.runner import PreflightRefused, preflight
+from edgewarden.hil.scenario import load_scenario
+from edgewarden.simulators.twin import Twin
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,8 +29,8 @@ name = "cstr"
 [plant.external]
 opcua = "{url}"
 [gateway]
-config = "{REPO / 'examples' / 'cstr.toml'}"
-model = "{REPO / 'models' / 'cstr_baseline.onnx'}"
+config = "{EXAMPLES / 'cstr.toml'}"
+model = "{MODELS / 'cstr_baseline.onnx'}"
 """)
     return p
 
@@ -68,10 +69,10 @@ def test_external_plc_run_records_over_opcua(tmp_path: Path) -> None:
     import sys
     import time
 
-    from hil.bench import run_one
+    from edgewarden.hil.bench import run_one
 
     ready = tmp_path / "twin.json"
-    twin = subprocess.Popen([sys.executable, "-m", "gateway.cli", "twin", "serve", "cstr", "--opcua",
+    twin = subprocess.Popen([sys.executable, "-m", "edgewarden.gateway.cli", "twin", "serve", "cstr", "--opcua",
                              "127.0.0.1:0", "--modbus", "none", "--ready-file", str(ready)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

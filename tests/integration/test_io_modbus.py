@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.config import ModbusConnection, TagSpec, load_config
-from gateway.errors import TransportError
-from gateway.io.composite import CompositeTransport
-from gateway.io.modbus.codec import encode
-from gateway.io.modbus.transport import ModbusTransport
-from gateway.io.tags import Quality, Snapshot, TagMap
-from gateway.io.transport import plan_writes
-from simulators.peers import HungServer, ModbusServer, free_port, tls_files
+from edgewarden.data import EXAMPLES, MODELS
+from edgewarden.gateway.config import ModbusConnection, TagSpec, load_config
+from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.io.composite import CompositeTransport
+from edgewarden.gateway.io.modbus.codec import encode
+from edgewarden.gateway.io.modbus.transport import ModbusTransport
+from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap
+from edgewarden.gateway.io.transport import plan_writes
+from edgewarden.simulators.peers import HungServer, ModbusServer, free_port, tls_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,15 +173,15 @@ async def test_tls_verifies_the_server(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_example_config_against_the_twin(tmp_path: Path) -> None:
-    from simulators.twin import Twin
+    from edgewarden.simulators.twin import Twin
 
     twin = Twin("cstr", opcua=("127.0.0.1", 0), modbus=("127.0.0.1", 0), scan_ms=10, watchdog_ms=5000, seed=0)
     await twin.start()
     try:
-        text = (ROOT / "examples" / "cstr_modbus.toml").read_text()
+        text = (EXAMPLES / "cstr_modbus.toml").read_text()
         text = text.replace("port = 5020", f"port = {twin.modbus_port}")
         text = text.replace('path = "../models/cstr_baseline.onnx"',
-                            f'path = "{ROOT / "models" / "cstr_baseline.onnx"}"')
+                            f'path = "{MODELS / "cstr_baseline.onnx"}"')
         cfg = tmp_path / "g.toml"
         cfg.write_text(text)
         s = load_config(cfg).settings

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from asyncua import ua
 
-from gateway.config import OpcUaConnection, TagSpec
-from gateway.errors import TransportError
-from gateway.io.opcua.transport import OpcUaTransport
-from gateway.io.tags import Quality, Snapshot, TagMap
-from gateway.io.transport import plan_writes
-from simulators.peers import HangingProxy, HungServer, OpcUaServer, free_port, opcua_certs
+from edgewarden.gateway.config import OpcUaConnection, TagSpec
+from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.io.opcua.transport import OpcUaTransport
+from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap
+from edgewarden.gateway.io.transport import plan_writes
+from edgewarden.simulators.peers import HangingProxy, HungServer, OpcUaServer, free_port, opcua_certs
 
 TYPES = {"x": "double", "f": "float32", "i": "int16", "u": "uint32", "b": "bool", "sp": "double"}
 
@@ -165,8 +165,8 @@ async def test_restart_reconnects_and_recreates_subscriptions(restore_logging) -
     import io
     import json
 
-    from gateway.config import LoggingSection
-    from gateway.logs import configure_logging
+    from edgewarden.gateway.config import LoggingSection
+    from edgewarden.gateway.logs import configure_logging
 
     log = io.StringIO()
     configure_logging(LoggingSection(format="json"), stream=log)
@@ -331,7 +331,7 @@ async def test_the_cycle_deadline_bounds_a_hung_request_and_keeps_the_session() 
     """A request to a hung server is abandoned at the cycle's deadline, not after the
     library's timeout (1 s): the values are NO_DATA at once, the session is kept (counted late) until
     ``timeout_s`` of silence, and a write reports its tags as not acknowledged."""
-    from gateway.io.transport import WriteError, plan_writes
+    from edgewarden.gateway.io.transport import WriteError, plan_writes
 
     srv = OpcUaServer()
     await srv.start()

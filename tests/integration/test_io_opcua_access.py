@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import OpcUaConnection
-from gateway.errors import AccessError
-from gateway.io.opcua.transport import OpcUaTransport
-from gateway.io.tags import Quality, Snapshot
-from gateway.io.transport import WriteError, plan_writes
-from simulators.peers import OpcUaServer
+from edgewarden.gateway.config import OpcUaConnection
+from edgewarden.gateway.errors import AccessError
+from edgewarden.gateway.io.opcua.transport import OpcUaTransport
+from edgewarden.gateway.io.tags import Quality, Snapshot
+from edgewarden.gateway.io.transport import WriteError, plan_writes
+from edgewarden.simulators.peers import OpcUaServer
 from tests.integration.test_io_opcua import _tags
 
 
@@ -73,7 +73,7 @@ async def test_a_write_refused_for_the_identity_keeps_the_session_and_is_not_ack
 async def test_the_password_comes_from_a_systemd_credential(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """password_credential: read from $CREDENTIALS_DIRECTORY (what systemd's LoadCredential=
     provides) at connect; without it, a configuration error naming the key."""
-    from gateway.errors import ConfigError
+    from edgewarden.gateway.errors import ConfigError
 
     srv = OpcUaServer(users={"gw": "s3cret"})
     await srv.start()

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.verify import iter_records, verify
-from simulators.twin import Twin
+from edgewarden.data import MODELS
+from edgewarden.gateway.audit.verify import iter_records, verify
+from edgewarden.simulators.twin import Twin
 from tests.helpers import control_status, wait_for, write_config
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
+SHIPPED = MODELS / "cstr_baseline.onnx"
 SAFE = (200.0, 0.0)  # coolant_flow_sp, feed_flow_sp
 
 # every metric issue 9 lists, by its exposed name
@@ -82,7 +83,7 @@ def sample(text: str, name: str) -> float:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run([sys.executable, "-m", "edgewarden.gateway.cli", *args], capture_output=True, text=True, timeout=30)
 
 
 async def scenario(tmp: Path) -> None:
@@ -98,7 +99,7 @@ async def scenario(tmp: Path) -> None:
         log = tmp / "gateway.log"
         with log.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway.cli", "run", "--config", str(config), stdout=out, stderr=out, env=env)
+                sys.executable, "-m", "edgewarden.gateway.cli", "run", "--config", str(config), stdout=out, stderr=out, env=env)
         try:
             # READY=1 only once up: the control socket already answers when it arrives
             await wait_for(lambda: rx.times("READY=1"), "READY=1")

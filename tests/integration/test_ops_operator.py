@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ops.control import Operators
+from edgewarden.gateway.ops.control import Operators
 from tests.fault.harness import bench, wait_for
 
 NOBODY = 65534
@@ -65,7 +65,7 @@ async def test_operator_commands_permissions_and_audit(tmp_path: Path) -> None:
             assert not denied["ok"] and "permission denied: uid 65534" in denied["error"], denied
             assert b.mode == "READY"
 
-            from gateway.ops.control import send_command
+            from edgewarden.gateway.ops.control import send_command
 
             async def cmd(**kw: object) -> dict:
                 return await send_command(sock, {"actor": "alice", **kw})

@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 from asyncua import Server, ua
 
-from gateway.app import Gateway
-from gateway.config import load_config
-from gateway.ops.control import send_command
-from simulators.opcua_server import quiet_asyncua
+from edgewarden.data import MODELS
+from edgewarden.gateway.app import Gateway
+from edgewarden.gateway.config import load_config
+from edgewarden.gateway.ops.control import send_command
+from edgewarden.simulators.opcua_server import quiet_asyncua
 from tests.helpers import control_status, free_port, wait_for, write_config
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
+SHIPPED = MODELS / "cstr_baseline.onnx"
 # the example config's nodes (ns=2;s=cstr.NAME), steady values, variant types
 NODES = {"T": (350.0, "Double"), "CA": (0.5, "Double"), "Tj": (300.0, "Double"), "T_sp": (350.0, "Double"),
          "estop": (False, "Boolean"), "auto": (True, "Boolean"), "remote": (True, "Boolean"),

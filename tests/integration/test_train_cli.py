@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from gateway.app import load_policy
-from gateway.cli import main
-from gateway.config import load_config
-from gateway.policy.onnx_policy import OnnxPolicy
+from edgewarden.gateway.app import load_policy
+from edgewarden.gateway.cli import main
+from edgewarden.gateway.config import load_config
+from edgewarden.gateway.policy.onnx_policy import OnnxPolicy
 from tests.helpers import EXAMPLE
-from training.fit import read_checkpoint
+from edgewarden.training.fit import read_checkpoint
 
 
 def ew(*args: object) -> int:
@@ -167,7 +167,7 @@ def test_torchrun_launch_joins_its_group_and_resumes_bit_for_bit(medium: Path, t
 
     def torchrun(out: Path, steps: int, *extra: str) -> None:
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "gateway.cli", "train", "fit", "--algo", "iql", "--dataset", str(medium),
+                        "-m", "edgewarden.gateway.cli", "train", "fit", "--algo", "iql", "--dataset", str(medium),
                         "--steps", str(steps), "--out", str(out), "--set", "hidden=[16,16]", "--set",
                         "batch_size=32", "--log-every", "0", "--checkpoint-every", "5", "--no-progress", *extra],
                        check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # The real top-level main, limited to our group (other groups may not exist yet).
-DRIVER = ("import sys; from gateway import cli; cli._GROUPS = ('simulators.cli',); "
+DRIVER = ("import sys; from edgewarden.gateway import cli; cli._GROUPS = ('edgewarden.simulators.cli',); "
           "sys.exit(cli.main(sys.argv[1:]))")
 
 

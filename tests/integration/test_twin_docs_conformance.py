@@ -12,7 +12,7 @@ import pytest
 from asyncua import Client, ua
 from pymodbus.client import AsyncModbusTcpClient
 
-from simulators.twin import Twin
+from edgewarden.simulators.twin import Twin
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "twins.md"
 TYPES = {"Double": ua.VariantType.Double, "Boolean": ua.VariantType.Boolean,
@@ -21,7 +21,7 @@ TYPES = {"Double": ua.VariantType.Double, "Boolean": ua.VariantType.Boolean,
 
 def doc_tables(plant: str) -> tuple[list[dict], list[dict]]:
     text = DOC.read_text(encoding="utf-8")
-    block = text.split(f"<!-- generated: python -m simulators.reference {plant} -->")[1]
+    block = text.split(f"<!-- generated: python -m edgewarden.simulators.reference {plant} -->")[1]
     block = block.split(f"<!-- end generated: {plant} -->")[0]
     nodes, regs = [], []
     for line in block.splitlines():

@@ -13,8 +13,8 @@ import pytest
 from asyncua import Client, ua
 from pymodbus.client import AsyncModbusTcpClient
 
-from simulators.fault_control import request
-from simulators.twin import Twin
+from edgewarden.simulators.fault_control import request
+from edgewarden.simulators.twin import Twin
 
 NS = "ns=2;s=cstr."
 
@@ -39,7 +39,7 @@ async def read_dv(client: Client, tag: str) -> ua.DataValue:
 
 @pytest.mark.anyio
 async def test_sensor_faults_seen_over_opcua_and_modbus(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="simulators.faults")
+    caplog.set_level(logging.WARNING, logger="edgewarden.simulators.faults")
 
     async with fault_twin() as twin:
         async with Client(twin.opcua_url, timeout=5) as client:

@@ -10,8 +10,8 @@ from asyncua import Client
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.pdu import ExceptionResponse
 
-from simulators.plants.cstr import SAFE_ACTION
-from simulators.twin import Twin
+from edgewarden.simulators.plants.cstr import SAFE_ACTION
+from edgewarden.simulators.twin import Twin
 
 DEV = 1
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asyncua import Client, ua
 
-from simulators.plants.cstr import SAFE_ACTION
-from simulators.twin import Twin
+from edgewarden.simulators.plants.cstr import SAFE_ACTION
+from edgewarden.simulators.twin import Twin
 
 MEASUREMENTS = ["T", "CA", "Tj", "coolant_flow", "feed_flow"]
 SETPOINTS = ["T_sp", "coolant_flow_sp", "feed_flow_sp", "heartbeat", "estop_cmd",

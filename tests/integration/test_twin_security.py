@@ -12,8 +12,8 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from simulators.opcua_server import OpcUaSecurity, TwinOpcUaServer
-from simulators.twin import Twin
+from edgewarden.simulators.opcua_server import OpcUaSecurity, TwinOpcUaServer
+from edgewarden.simulators.twin import Twin
 
 CLIENT_URI = "urn:edgewarden:test-client"
 

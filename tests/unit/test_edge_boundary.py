@@ -1,5 +1,5 @@
-"""Boundaries: nothing under gateway/ imports training/, simulators/ or
-hil/ (nor torch, h5py or gymnasium), at import time or lazily inside a function; the
+"""Boundaries: nothing under edgewarden/gateway/ imports edgewarden.training, .simulators or
+.hil (nor torch, h5py or gymnasium), at import time or lazily inside a function; the
 benchmarks import nothing from tests/."""
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTSIDE = ("training", "simulators", "hil", "torch", "h5py", "gymnasium")
+OUTSIDE = ("edgewarden.training", "edgewarden.simulators", "edgewarden.hil", "torch", "h5py", "gymnasium")
+
+
+def _outside(name: str) -> bool:
+    return any(name == o or name.startswith(o + ".") for o in OUTSIDE)
 
 
 def _imports(tree: ast.AST) -> list[tuple[int, str]]:
@@ -26,9 +30,9 @@ def _imports(tree: ast.AST) -> list[tuple[int, str]]:
 
 def test_no_gateway_module_imports_what_the_edge_install_lacks() -> None:
     offenders = [f"{path.relative_to(ROOT)}:{line}: import {name}"
-                 for path in sorted((ROOT / "gateway").rglob("*.py"))
+                 for path in sorted((ROOT / "edgewarden" / "gateway").rglob("*.py"))
                  for line, name in _imports(ast.parse(path.read_text(), str(path)))
-                 if name.split(".")[0] in OUTSIDE]
+                 if _outside(name)]
     assert offenders == []
 
 
@@ -39,21 +43,21 @@ def test_every_gateway_module_imports_and_the_cli_works_without_them() -> None:
 
         class Absent(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {OUTSIDE!r}:
+                if any(name == o or name.startswith(o + ".") for o in {OUTSIDE!r}):
                     raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
                 return None
 
         sys.meta_path.insert(0, Absent())
-        import gateway
-        names = [m.name for m in pkgutil.walk_packages(gateway.__path__, "gateway.")]
+        from edgewarden import gateway
+        names = [m.name for m in pkgutil.walk_packages(gateway.__path__, "edgewarden.gateway.")]
         for name in names:
             importlib.import_module(name)
         import re
-        from gateway.cli import build_parser, main
+        from edgewarden.gateway.cli import build_parser, main
         commands = set(re.findall(r"^    (\\w+)", build_parser().format_help(), flags=re.M))
         assert {{"run", "config", "audit", "model", "demo"}} <= commands, sorted(commands)
         assert not {{"train", "twin", "hil"}} & commands, sorted(commands)
-        assert main(["config", "check", "examples/cstr.toml"]) == 0
+        assert main(["config", "check", "edgewarden/data/examples/cstr.toml"]) == 0
         print(len(names), "modules")
     """)
     r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)

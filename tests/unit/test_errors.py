@@ -1,4 +1,4 @@
-"""The exception tree drawn in gateway/errors.py is the one that exists: every subclass of
+"""The exception tree drawn in edgewarden/gateway/errors.py is the one that exists: every subclass of
 GatewayError in the project appears in the drawing, under its parent, and nothing else does."""
 
 from __future__ import annotations
@@ -7,12 +7,9 @@ import importlib
 import pkgutil
 import re
 
-import gateway
-import gateway.errors
-import hil
-import simulators
-import training
-from gateway.errors import GatewayError
+import edgewarden.gateway.errors
+from edgewarden import gateway, hil, simulators, training
+from edgewarden.gateway.errors import GatewayError
 
 
 def _all_subclasses(cls: type) -> set[type]:
@@ -28,9 +25,8 @@ def test_the_drawn_tree_is_current() -> None:
             if mod.name.endswith("__main__"):
                 continue
             importlib.import_module(mod.name)
-    classes = {c for c in _all_subclasses(GatewayError) if c.__module__.split(".")[0] in
-               ("gateway", "training", "simulators", "hil")}
-    drawing = gateway.errors.__doc__ or ""
+    classes = {c for c in _all_subclasses(GatewayError) if c.__module__.startswith("edgewarden.")}
+    drawing = edgewarden.gateway.errors.__doc__ or ""
     drawn: dict[str, str] = {}  # class -> parent, from the indentation of the drawing
     stack: list[tuple[int, str]] = []
     for line in drawing.splitlines():

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from gateway.app import load_policy
-from gateway.config import load_config
-from gateway.policy.contract import PolicyContract
+from edgewarden.data import MODELS
+from edgewarden.gateway.app import load_policy
+from edgewarden.gateway.config import load_config
+from edgewarden.gateway.policy.contract import PolicyContract
 from tests.helpers import EXAMPLE
-from training.baseline import build, tune
+from edgewarden.training.baseline import build, tune
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "cstr_baseline.onnx"
+SHIPPED = MODELS / "cstr_baseline.onnx"
 
 
 def test_shipped_baseline_is_reproducible() -> None:

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import AuditWriter, verify
-from gateway.audit import checkpoint as ck
-from gateway.audit import record as fmt
-from gateway.cli import main
-from gateway.errors import AuditError
+from edgewarden.gateway.audit import AuditWriter, verify
+from edgewarden.gateway.audit import checkpoint as ck
+from edgewarden.gateway.audit import record as fmt
+from edgewarden.gateway.cli import main
+from edgewarden.gateway.errors import AuditError
 
 N_RECORDS = 120
 EVERY = 25

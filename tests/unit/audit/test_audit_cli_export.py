@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditWriter
-from gateway.cli import main
+from edgewarden.gateway.audit import AuditWriter
+from edgewarden.gateway.cli import main
 from tests.helpers import write_two_run_log
 
 T0 = 1_800_000_000.0

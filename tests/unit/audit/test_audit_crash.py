@@ -25,16 +25,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditWriter, iter_records, verify
-from gateway.audit import checkpoint as ck
-from gateway.audit import record as fmt
+from edgewarden.gateway.audit import AuditWriter, iter_records, verify
+from edgewarden.gateway.audit import checkpoint as ck
+from edgewarden.gateway.audit import record as fmt
 
 REPO = Path(__file__).resolve().parents[3]
 
 CHILD = r"""
 import sys, pathlib, time
-from gateway.audit import AuditWriter
-from gateway.audit.checkpoint import Signer
+from edgewarden.gateway.audit import AuditWriter
+from edgewarden.gateway.audit.checkpoint import Signer
 w = AuditWriter(pathlib.Path(sys.argv[1]), commit_interval_s=0.002, signer=Signer.from_file(pathlib.Path(sys.argv[3])),
                 checkpoint_every_records=500, checkpoint_export=pathlib.Path(sys.argv[4])).open()
 out = open(sys.argv[2], "w")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditWriter, verify
-from gateway.audit import cli as audit_cli
-from gateway.audit import record as fmt
-from gateway.errors import AuditError
+from edgewarden.gateway.audit import AuditWriter, verify
+from edgewarden.gateway.audit import cli as audit_cli
+from edgewarden.gateway.audit import record as fmt
+from edgewarden.gateway.errors import AuditError
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "audit-format.md"
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import AuditWriter, iter_records, verify
-from gateway.errors import AuditError
+from edgewarden.gateway.audit import AuditWriter, iter_records, verify
+from edgewarden.gateway.errors import AuditError
 from tests.unit.audit.test_audit_payload import as_recorded, payloads
 
 TIMES = ("t_wall", "t_mono")

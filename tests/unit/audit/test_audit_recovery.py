@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditWriter, iter_records, verify
-from gateway.audit import record as fmt
-from gateway.errors import AuditError
+from edgewarden.gateway.audit import AuditWriter, iter_records, verify
+from edgewarden.gateway.audit import record as fmt
+from edgewarden.gateway.errors import AuditError
 
 
 def _log(directory: Path, n: int = 20, **kw: object) -> list[fmt.Record]:
@@ -141,7 +141,7 @@ def test_a_complete_last_record_failing_its_crc_refuses_until_the_operator_repai
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Bit rot in a durable record is not a crash: the writer refuses (nothing modified)
     and names the command; ``audit repair`` cuts it, recorded, and the log goes on."""
-    from gateway.cli import main
+    from edgewarden.gateway.cli import main
 
     recs = _log(tmp_path)
     seg = _last_segment(tmp_path)
@@ -160,7 +160,7 @@ def test_a_complete_last_record_failing_its_crc_refuses_until_the_operator_repai
 
 
 def _signed_log(tmp_path: Path) -> tuple[Path, Path, Path]:
-    from gateway.audit import checkpoint as ck
+    from edgewarden.gateway.audit import checkpoint as ck
 
     key, export, log = tmp_path / "k.pem", tmp_path / "cp.jsonl", tmp_path / "log"
     ck.generate_keypair(key, tmp_path / "k.pem.pub")
@@ -174,8 +174,8 @@ def test_a_record_an_exported_checkpoint_covers_is_never_cut(tmp_path: Path, dam
     """The field report: after a clean stop the last record is the exported checkpoint;
     one flipped bit there (or a truncation) used to be cut on restart, leaving a log that
     could never verify against its exported checkpoints again."""
-    from gateway.audit import checkpoint as ck
-    from gateway.cli import main
+    from edgewarden.gateway.audit import checkpoint as ck
+    from edgewarden.gateway.cli import main
 
     log, export, _ = _signed_log(tmp_path)
     last = list(fmt.walk(log))[-1]
@@ -197,7 +197,7 @@ def test_a_record_an_exported_checkpoint_covers_is_never_cut(tmp_path: Path, dam
 
 
 def test_a_torn_record_that_audit_export_copied_is_never_cut(tmp_path: Path) -> None:
-    from gateway.cli import main
+    from edgewarden.gateway.cli import main
 
     _log(tmp_path / "log")
     assert main(["audit", "export", str(tmp_path / "log"), "-o", str(tmp_path / "copy.jsonl")]) == 0

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.audit import AuditWriter, iter_records, retention, verify
-from gateway.audit import record as fmt
-from gateway.audit.files import EXPORTED_NAME
-from gateway.cli import main
-from gateway.errors import AuditError
+from edgewarden.gateway.audit import AuditWriter, iter_records, retention, verify
+from edgewarden.gateway.audit import record as fmt
+from edgewarden.gateway.audit.files import EXPORTED_NAME
+from edgewarden.gateway.cli import main
+from edgewarden.gateway.errors import AuditError
 
 
 def _fill(w: AuditWriter, n: int, start: int = 0) -> None:

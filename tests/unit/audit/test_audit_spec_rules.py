@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditWriter
-from gateway.audit import checkpoint as ck
-from gateway.audit import record as fmt
-from gateway.cli import main
+from edgewarden.gateway.audit import AuditWriter
+from edgewarden.gateway.audit import checkpoint as ck
+from edgewarden.gateway.audit import record as fmt
+from edgewarden.gateway.cli import main
 
 
 def _raw_log(directory: Path, payloads: list[bytes]) -> None:

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import AuditWriter, verify
-from gateway.audit import record as fmt
+from edgewarden.gateway.audit import AuditWriter, verify
+from edgewarden.gateway.audit import record as fmt
 
 N_RECORDS = 40
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

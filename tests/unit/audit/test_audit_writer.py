@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditWriter, iter_records, verify
-from gateway.audit import record as fmt
-from gateway.errors import AuditError
+from edgewarden.gateway.audit import AuditWriter, iter_records, verify
+from edgewarden.gateway.audit import record as fmt
+from edgewarden.gateway.errors import AuditError
 
 
 def _payloads(directory: Path) -> list[dict]:

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.config import load_config
-from gateway.errors import ConfigError
+from edgewarden.data import MODELS
+from edgewarden.gateway.cli import main
+from edgewarden.gateway.config import load_config
+from edgewarden.gateway.errors import ConfigError
 from tests.helpers import EXAMPLE, write_config
 
 
@@ -109,7 +110,7 @@ def test_data_age_and_subscription_fallback_defaults(tmp_path: Path) -> None:
 def test_an_unsecured_opc_ua_link_off_loopback_is_refused_unless_accepted(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     """Secure by default: security_policy None is fine to 127.0.0.1 (the twin, a local
     server), refused to any other host, and with allow_insecure = true accepted with a warning."""
-    policy = EXAMPLE.parents[1] / "models" / "cstr_baseline.onnx"  # config check wants the model there
+    policy = MODELS / "cstr_baseline.onnx"  # config check wants the model there
     insecure = write_config(tmp_path, policy=policy, url="opc.tcp://10.0.0.5:4840")
     with pytest.raises(ConfigError) as err:
         load_config(insecure)
@@ -137,7 +138,7 @@ def test_an_unsecured_opc_ua_link_off_loopback_is_refused_unless_accepted(tmp_pa
 
 
 def test_plain_modbus_off_loopback_is_a_warning(tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    path = write_config(tmp_path, policy=EXAMPLE.parents[1] / "models" / "cstr_baseline.onnx",
+    path = write_config(tmp_path, policy=MODELS / "cstr_baseline.onnx",
                         example=EXAMPLE.parent / "cstr_modbus.toml",
                         replace={r'^host = "127.0.0.1"\nport = 5020': 'host = "192.168.10.20"\nport = 502'})
     capsys.readouterr()

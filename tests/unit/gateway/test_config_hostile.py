@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.checkpoint import generate_keypair
+from edgewarden.data import MODELS
+from edgewarden.gateway.audit.checkpoint import generate_keypair
 from tests.helpers import write_config
 
 ROOT = Path(__file__).resolve().parents[3]
-POLICY = ROOT / "models" / "cstr_baseline.onnx"
+POLICY = MODELS / "cstr_baseline.onnx"
 
 
 def check(config: Path, env: dict[str, str] | None = None, cmd: str = "check") -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARDEN_")}
     args = ["config", "check", str(config)] if cmd == "check" else ["run", "--config", str(config)]
-    r = subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "edgewarden.gateway.cli", *args], capture_output=True, text=True,
                        env={**base, **(env or {})}, cwd=ROOT, timeout=60)
     assert "Traceback" not in r.stdout + r.stderr, r.stderr
     return r
@@ -88,7 +89,7 @@ def test_config_check_finds_a_bad_signing_key(tmp_path: Path, problem: str) -> N
 def test_a_metrics_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> None:
     import socket
 
-    from gateway.audit import verify
+    from edgewarden.gateway.audit import verify
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -106,7 +107,7 @@ async def test_a_node_the_server_does_not_have_is_named_at_start(tmp_path: Path)
     """Not "cannot reach the PLC": the server answered, and said it has no such node."""
     import asyncio
 
-    from simulators.twin import Twin
+    from edgewarden.simulators.twin import Twin
 
     async def go() -> subprocess.CompletedProcess[str]:
         async with Twin("cstr", opcua=("127.0.0.1", 0), modbus=None) as twin:

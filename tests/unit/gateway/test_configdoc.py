@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config import Settings
-from gateway.configdoc import render
+from edgewarden.gateway.config import Settings
+from edgewarden.gateway.configdoc import render
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 

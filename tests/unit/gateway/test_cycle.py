@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.app import load_policy
-from gateway.config import load_config
-from gateway.cycle import ControlLoop
-from gateway.io.memory import MemoryTransport
-from gateway.io.tags import Quality, TagMap
-from gateway.modes import Mode, ModeMachine, ModeRefused
-from gateway.ops.metrics import Metrics
+from edgewarden.gateway.app import load_policy
+from edgewarden.gateway.config import load_config
+from edgewarden.gateway.cycle import ControlLoop
+from edgewarden.gateway.io.memory import MemoryTransport
+from edgewarden.gateway.io.tags import Quality, TagMap
+from edgewarden.gateway.modes import Mode, ModeMachine, ModeRefused
+from edgewarden.gateway.ops.metrics import Metrics
 from tests.helpers import write_config, write_linear_policy
 
 HEALTHY = {"T": 350.0, "CA": 0.5, "Tj": 332.0, "T_sp": 350.0, "plc_estop": 0.0, "plc_auto": 1.0, "plc_remote": 1.0, "plc_watchdog": 0.0,
@@ -161,7 +161,7 @@ async def test_comms_loss_holds_then_trips_after_timeout(tmp_path: Path) -> None
 def _nan_policy_loop(tmp_path: Path, replace: dict[str, str] | None = None):
     # Two hidden units overflow float32 to +inf; the next layer subtracts them: inf − inf = NaN.
     from tests.helpers import contract
-    from training.onnx_graph import build_mlp_policy, write_model
+    from edgewarden.training.onnx_graph import build_mlp_policy, write_model
 
     hidden = (np.array([[3e38, 0.0, 0.0, 0.0], [3e38, 0.0, 0.0, 0.0]]), np.zeros(2))
     head = (np.array([[1.0, -1.0], [0.0, 0.0]]), np.array([0.0, 100.0]))
@@ -290,9 +290,9 @@ async def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Pa
 
 @pytest.mark.anyio
 async def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_back(tmp_path: Path) -> None:
-    from gateway.policy.contract import ObsStats
+    from edgewarden.gateway.policy.contract import ObsStats
     from tests.helpers import contract
-    from training.onnx_graph import build_linear_policy, write_model
+    from edgewarden.training.onnx_graph import build_linear_policy, write_model
 
     loop, t, audit = make_loop(tmp_path, replace={r"^agreement_s = 5.0": "agreement_s = 0.0"})
     c = contract()
@@ -317,8 +317,8 @@ async def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_ba
 
 
 def test_fallback_pid_does_not_wind_up_while_saturated() -> None:
-    from gateway.config import load_config
-    from gateway.policy.fallback import FallbackController
+    from edgewarden.gateway.config import load_config
+    from edgewarden.gateway.policy.fallback import FallbackController
     from tests.helpers import EXAMPLE
 
     s = load_config(EXAMPLE).settings

@@ -1,5 +1,5 @@
-"""The cycle's deadline grid and overrun rule (gateway/pacing.py), and the silence watch
-(gateway/safety/silence.py), on their own; the loop's use of both is tested in
+"""The cycle's deadline grid and overrun rule (edgewarden/gateway/pacing.py), and the silence watch
+(edgewarden/gateway/safety/silence.py), on their own; the loop's use of both is tested in
 test_cycle.py and tests/fault/test_trips.py."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from gateway.io.transport import LinkHealth
-from gateway.pacing import Pacer
-from gateway.safety.silence import SilenceWatch
+from edgewarden.gateway.io.transport import LinkHealth
+from edgewarden.gateway.pacing import Pacer
+from edgewarden.gateway.safety.silence import SilenceWatch
 
 
 def test_on_time_cycles_keep_the_grid_and_reset_the_count() -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway import timing
-from gateway.config import GatewaySection
-from gateway.errors import ConfigError
-from gateway.modes import Mode
-from gateway.timing import TRACE_FIELDS, CycleGc, CycleTrace, GcPauses
+from edgewarden.gateway import timing
+from edgewarden.gateway.config import GatewaySection
+from edgewarden.gateway.errors import ConfigError
+from edgewarden.gateway.modes import Mode
+from edgewarden.gateway.timing import TRACE_FIELDS, CycleGc, CycleTrace, GcPauses
 from tests.unit.gateway.test_cycle import make_loop
 
 
@@ -112,8 +112,8 @@ def test_only_the_cycle_thread_is_real_time() -> None:
     child process (needs CAP_SYS_NICE or RLIMIT_RTPRIO; skipped where not permitted)."""
     code = textwrap.dedent("""
         import os, threading
-        from gateway import timing
-        from gateway.config import GatewaySection
+        from edgewarden.gateway import timing
+        from edgewarden.gateway.config import GatewaySection
         timing.prepare_process(GatewaySection(realtime_priority=10))
         seen = []
         t = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil import invariants as inv
-from hil.gwconfig import ActionInfo, GatewayPlan
-from hil.runner import EventLog, RunData
-from hil.scenario import Event, Scenario
+from edgewarden.hil import invariants as inv
+from edgewarden.hil.gwconfig import ActionInfo, GatewayPlan
+from edgewarden.hil.runner import EventLog, RunData
+from edgewarden.hil.scenario import Event, Scenario
 
 HZ = 20.0
 

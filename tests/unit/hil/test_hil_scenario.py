@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError
-from hil.gwconfig import dumps_toml, plc_name
-from hil.scenario import load_scenario
+from edgewarden.data import EXAMPLES
+from edgewarden.gateway.errors import ConfigError
+from edgewarden.hil.gwconfig import dumps_toml, plc_name
+from edgewarden.hil.scenario import load_scenario
 
-LIBRARY = sorted((Path(__file__).resolve().parents[3] / "hil" / "scenarios").glob("*.toml"))
-CONFIG = Path(__file__).resolve().parents[3] / "examples" / "cstr.toml"
+LIBRARY = sorted((Path(__file__).resolve().parents[3] / "edgewarden" / "hil" / "scenarios").glob("*.toml"))
+CONFIG = EXAMPLES / "cstr.toml"
 
 BASE = f"""
 [scenario]

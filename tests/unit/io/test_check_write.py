@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import TagSpec
-from gateway.errors import TransportError
-from gateway.io.transport import WritePlan, check_write
+from edgewarden.gateway.config import TagSpec
+from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.io.transport import WritePlan, check_write
 
 
 def reference(plan: WritePlan, values: list[float]) -> str | None:

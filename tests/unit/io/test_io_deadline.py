@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import pytest
 from wait_for2.impl import CancelledWithResultError
 
-from gateway.config import OpcUaConnection, TagSpec
-from gateway.io.opcua.transport import OpcUaTransport
-from gateway.io.tags import TagMap
-from gateway.io.transport import WriteError, plan_writes
+from edgewarden.gateway.config import OpcUaConnection, TagSpec
+from edgewarden.gateway.io.opcua.transport import OpcUaTransport
+from edgewarden.gateway.io.tags import TagMap
+from edgewarden.gateway.io.transport import WriteError, plan_writes
 
 
 class RacingUaClient:

@@ -17,15 +17,15 @@ from asyncua import ua
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import ModbusConnection, OpcUaConnection, TagSpec
-from gateway.errors import TransportError
-from gateway.io.modbus.codec import encode, encode_reference
-from gateway.io.modbus.transport import ModbusTransport
-from gateway.io.opcua import codec
-from gateway.io.opcua.request import ReadRequest, fast_path_supported
-from gateway.io.opcua.transport import OpcUaTransport
-from gateway.io.tags import Snapshot, TagMap
-from gateway.io.transport import plan_writes
+from edgewarden.gateway.config import ModbusConnection, OpcUaConnection, TagSpec
+from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.io.modbus.codec import encode, encode_reference
+from edgewarden.gateway.io.modbus.transport import ModbusTransport
+from edgewarden.gateway.io.opcua import codec
+from edgewarden.gateway.io.opcua.request import ReadRequest, fast_path_supported
+from edgewarden.gateway.io.opcua.transport import OpcUaTransport
+from edgewarden.gateway.io.tags import Snapshot, TagMap
+from edgewarden.gateway.io.transport import plan_writes
 
 FIELDS = ("values", "quality", "source_ts", "recv_mono")
 
@@ -194,7 +194,7 @@ def test_the_read_fast_path_runs_only_on_the_asyncua_versions_it_was_checked_aga
 
 def test_modbus_reference_codec_round_trips_every_type_and_order() -> None:
     """The reference (pymodbus' converters plus the byte order) against struct, by hand."""
-    from gateway.io.modbus.codec import decode
+    from edgewarden.gateway.io.modbus.codec import decode
 
     for dt, fmt in (("int16", ">h"), ("uint16", ">H"), ("int32", ">i"), ("uint32", ">I"), ("float32", ">f"),
                     ("double", ">d")):

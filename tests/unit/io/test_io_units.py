@@ -8,14 +8,15 @@ import math
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.config import ConnectionSpec, ModbusConnection, OpcUaConnection, TagSpec
-from gateway.config_checks import source_problems
-from gateway.errors import TransportError
-from gateway.io.composite import CompositeTransport
-from gateway.io.modbus.codec import decode, encode, plan_blocks
-from gateway.io.tags import TagMap
-from gateway.io.transport import LinkHealth, plan_writes
-from gateway.ops.metrics import Metrics, watch_links
+from edgewarden.data import EXAMPLES
+from edgewarden.gateway.config import ConnectionSpec, ModbusConnection, OpcUaConnection, TagSpec
+from edgewarden.gateway.config_checks import source_problems
+from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.io.composite import CompositeTransport
+from edgewarden.gateway.io.modbus.codec import decode, encode, plan_blocks
+from edgewarden.gateway.io.tags import TagMap
+from edgewarden.gateway.io.transport import LinkHealth, plan_writes
+from edgewarden.gateway.ops.metrics import Metrics, watch_links
 
 
 def test_connection_union_on_type() -> None:
@@ -111,12 +112,11 @@ def test_link_metrics() -> None:
 
 
 def test_mixed_config_and_source_errors_name_file_and_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pathlib import Path
 
-    from gateway.config import load_config
-    from gateway.errors import ConfigError
+    from edgewarden.gateway.config import load_config
+    from edgewarden.gateway.errors import ConfigError
 
-    example = Path(__file__).resolve().parents[3] / "examples" / "cstr.toml"
+    example = EXAMPLES / "cstr.toml"
     extra = '''
 [connections.rio]
 type = "modbus"
@@ -169,7 +169,7 @@ address = 0
 def test_write_outcomes_merge_per_tag() -> None:
     """Sub-writes' outcomes land on their own tags: a link's (whole-plan list), a
     composite part's (its own positions), and a plain failure."""
-    from gateway.io.transport import WriteError, merge_outcomes
+    from edgewarden.gateway.io.transport import WriteError, merge_outcomes
 
     assert merge_outcomes(4, [([0, 1], None), ([2, 3], None)]) is None
     whole = WriteError("link b timed out", ["ok", "ok", "timeout", "timeout", "ok"])

@@ -15,17 +15,18 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import AuditWriter
-from gateway.cli import main
+from edgewarden.data import MODELS
+from edgewarden.gateway.audit import AuditWriter
+from edgewarden.gateway.cli import main
 from tests.helpers import EXAMPLE, write_config
 
 ROOT = Path(__file__).resolve().parents[3]
-POLICY = ROOT / "models" / "cstr_baseline.onnx"
+POLICY = MODELS / "cstr_baseline.onnx"
 
 
 def _cli(*args: str, **kw: Any) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARDEN_")}
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, env={**env, **kw.pop("env", {})},
+    return subprocess.Popen([sys.executable, "-m", "edgewarden.gateway.cli", *args], cwd=ROOT, env={**env, **kw.pop("env", {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -56,7 +57,7 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> 
 
 @pytest.mark.anyio
 async def test_status_watch_outlives_a_daemon_restart(tmp_path: Path) -> None:
-    from gateway.ops.control import ControlServer
+    from edgewarden.gateway.ops.control import ControlServer
 
     sock = tmp_path / "control.sock"
 
@@ -92,7 +93,7 @@ async def test_status_watch_outlives_a_daemon_restart(tmp_path: Path) -> None:
 def test_operator_commands_read_the_socket_not_the_plant_secrets(tmp_path: Path) -> None:
     """A config whose OPC UA password comes from the environment: an operator's shell does
     not have it, and needs only the socket."""
-    from gateway.config import control_socket_of
+    from edgewarden.gateway.config import control_socket_of
 
     config = write_config(tmp_path, policy=POLICY, replace={
         r'^url = "(opc.tcp://[^"]*)"': 'url = "\\1"\nusername = "gw"'})  # password: EDGEWARDEN_CONNECTIONS__PLC1__PASSWORD

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from gateway.audit.writer import AuditStats
-from gateway.io.transport import LinkHealth
-from gateway.cycle import CycleStats
-from gateway.modes import Mode
-from gateway.ops.metrics import Metrics, watch_audit, watch_cycle, watch_links
+from edgewarden.gateway.audit.writer import AuditStats
+from edgewarden.gateway.io.transport import LinkHealth
+from edgewarden.gateway.cycle import CycleStats
+from edgewarden.gateway.modes import Mode
+from edgewarden.gateway.ops.metrics import Metrics, watch_audit, watch_cycle, watch_links
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "grafana" / "edgewarden.json"
 

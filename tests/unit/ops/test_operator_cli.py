@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser, main
+from edgewarden.gateway.cli import build_parser, main
 
 
 def test_commands_and_the_ctl_alias_parse() -> None:

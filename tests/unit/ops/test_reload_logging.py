@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gateway.config import LoadedConfig, LoggingSection, load_config
-from gateway.errors import ConfigError
-from gateway.logs import configure_logging
-from gateway.ops.reload import changed_keys, validate_reload
-from gateway.ops.statusview import render
-from gateway.safety.checker import monitored_tags
+from edgewarden.gateway.config import LoadedConfig, LoggingSection, load_config
+from edgewarden.gateway.errors import ConfigError
+from edgewarden.gateway.logs import configure_logging
+from edgewarden.gateway.ops.reload import changed_keys, validate_reload
+from edgewarden.gateway.ops.statusview import render
+from edgewarden.gateway.safety.checker import monitored_tags
 from tests.helpers import EXAMPLE
 
 
@@ -83,7 +83,7 @@ def test_every_logger_writes_one_json_line_and_no_traceback(restore_logging) -> 
     the gateway's cycle and mode; an exception is one field."""
     import logging
 
-    from gateway.logs import get_logger, stamp_context
+    from edgewarden.gateway.logs import get_logger, stamp_context
 
     out = io.StringIO()
     configure_logging(LoggingSection(format="json"), stream=out)
@@ -112,7 +112,7 @@ def test_under_systemd_each_line_carries_its_journald_priority(tmp_path: Path, r
     import logging
     import os
 
-    from gateway.logs import get_logger
+    from edgewarden.gateway.logs import get_logger
 
     with open(tmp_path / "journal", "w+") as stream:
         st = os.fstat(stream.fileno())

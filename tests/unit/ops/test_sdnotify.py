@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ops.sdnotify import Notifier
+from edgewarden.gateway.ops.sdnotify import Notifier
 
 
 def _receiver(address: str) -> socket.socket:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.config import load_config
-from gateway.errors import ConfigError
-from gateway.ops.service import install
+from edgewarden.gateway.cli import main
+from edgewarden.gateway.config import load_config
+from edgewarden.gateway.errors import ConfigError
+from edgewarden.gateway.ops.service import install
 from tests.helpers import EXAMPLE
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -79,13 +79,13 @@ def test_user_groups_and_modes_keep_keys_from_operators(tmp_path: Path) -> None:
 
 
 def main_lines(argv: list[str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", *argv], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "edgewarden.gateway.cli", *argv], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
 def test_install_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.ops.service as service
+    import edgewarden.gateway.ops.service as service
 
     # the unit file missing (a wheel without it): refused before anything is placed
     monkeypatch.setattr(service, "UNIT_DIR", tmp_path / "nowhere")
@@ -139,7 +139,7 @@ async def test_the_socket_belongs_to_the_operators_group(tmp_path: Path) -> None
     import grp
     import os
 
-    from gateway.ops.control import ControlServer, Operators
+    from edgewarden.gateway.ops.control import ControlServer, Operators
 
     group = grp.getgrgid(1).gr_name if os.getuid() == 0 else grp.getgrgid(os.getgid()).gr_name
     server = ControlServer(tmp_path / "c.sock", {}, operators=Operators(group=group))
@@ -210,7 +210,7 @@ def test_a_password_credential_is_loaded_by_systemd(tmp_path: Path) -> None:
 SERVE = """
 import asyncio, os, sys
 from pathlib import Path
-from gateway.ops.control import ControlServer
+from edgewarden.gateway.ops.control import ControlServer
 
 async def main():
     async def status(req):

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.app import load_policy
-from gateway.config import load_config
-from gateway.policy.registry import ModelManager
+from edgewarden.gateway.app import load_policy
+from edgewarden.gateway.config import load_config
+from edgewarden.gateway.policy.registry import ModelManager
 from tests.helpers import wait_for, write_config, write_linear_policy
 
 

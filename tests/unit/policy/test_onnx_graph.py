@@ -1,4 +1,4 @@
-"""training.onnx_graph: deterministic, self-contained, contract-carrying ONNX files."""
+"""edgewarden.training.onnx_graph: deterministic, self-contained, contract-carrying ONNX files."""
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +11,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from gateway.policy.contract import METADATA_KEY, PolicyContract  # noqa: E402
-from training.onnx_graph import (  # noqa: E402
+from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract  # noqa: E402
+from edgewarden.training.onnx_graph import (  # noqa: E402
     IR_VERSION,
     OPSET,
     build_linear_policy,
@@ -51,7 +51,7 @@ def test_export_is_byte_deterministic():
 _REPRO = (
     "import hashlib, numpy as np, sys; sys.path.insert(0, '.');"
     "from tests.unit.policy.test_onnx_graph import C, W, B;"
-    "from training.onnx_graph import build_linear_policy;"
+    "from edgewarden.training.onnx_graph import build_linear_policy;"
     "print(hashlib.sha256(build_linear_policy(C, W, B)).hexdigest())"
 )
 

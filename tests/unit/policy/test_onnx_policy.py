@@ -11,10 +11,10 @@ import pytest
 
 onnx = pytest.importorskip("onnx")  # building test models needs the train extra
 
-from gateway.errors import PolicyError  # noqa: E402
-from gateway.policy import OnnxPolicy, PolicyContract  # noqa: E402
-from gateway.policy.contract import METADATA_KEY  # noqa: E402
-from training.onnx_graph import build_linear_policy, build_mlp_policy, write_model  # noqa: E402
+from edgewarden.gateway.errors import PolicyError  # noqa: E402
+from edgewarden.gateway.policy import OnnxPolicy, PolicyContract  # noqa: E402
+from edgewarden.gateway.policy.contract import METADATA_KEY  # noqa: E402
+from edgewarden.training.onnx_graph import build_linear_policy, build_mlp_policy, write_model  # noqa: E402
 
 OBS = [("T_in", "degC"), ("T_out", "degC"), ("flow", "m3/h")]
 ACT = [("valve", "%", 0.0, 100.0), ("pump", "rpm", -50.0, 3000.0)]
@@ -119,8 +119,8 @@ def test_sha256_pin_accepted(model_path):
 
 
 def test_lazy_reexport():
-    import gateway.policy as pkg
-    from gateway.policy.onnx_policy import OnnxPolicy as Direct
+    import edgewarden.gateway.policy as pkg
+    from edgewarden.gateway.policy.onnx_policy import OnnxPolicy as Direct
 
     assert pkg.OnnxPolicy is Direct
 

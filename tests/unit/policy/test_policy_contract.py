@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from gateway.errors import PolicyError
-from gateway.policy.contract import ObsStats, PolicyContract, check_against
+from edgewarden.gateway.errors import PolicyError
+from edgewarden.gateway.policy.contract import ObsStats, PolicyContract, check_against
 
 OBS = [("T_in", "degC"), ("T_out", "degC"), ("flow", "m3/h")]
 ACT = [("valve", "%", 0.0, 100.0), ("pump", "rpm", 0.0, 3000.0)]

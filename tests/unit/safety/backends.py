@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from gateway.safety.backend import kernel_module
+from edgewarden.gateway.safety.backend import kernel_module
 
 REQUIRED = os.environ.get("EDGEWARDEN_REQUIRE_SAFETY_KERNEL") == "1"
 BUILT = kernel_module() is not None

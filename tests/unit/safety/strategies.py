@@ -15,9 +15,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from gateway.config import Settings
-from gateway.config_checks import cross_problems
-from gateway.safety.expr import parse_clause
+from edgewarden.gateway.config import Settings
+from edgewarden.gateway.config_checks import cross_problems
+from edgewarden.gateway.safety.expr import parse_clause
 
 HUGE = 1e300
 SPECIALS = (math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-300, -1e-300, HUGE, -HUGE, 1.7976931348623157e308,

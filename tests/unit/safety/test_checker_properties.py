@@ -9,7 +9,7 @@ as the reference below, cycle after cycle (it is stateful: staleness and rate of
 with the compiled kernel and with the numpy fallback alike; and the kernel leaves the same
 verdict, message and state behind as the numpy code, to the bit.
 
-The reference is the rule list of gateway/safety/checker.py written as loops and ifs:
+The reference is the rule list of edgewarden/gateway/safety/checker.py written as loops and ifs:
 quality (NO_DATA → HOLD, other non-GOOD → TRIP), valid value (NaN, ±inf or outside the
 tag's range → TRIP), staleness (HOLD), rate of change (TRIP), PLC e-stop input (TRIP),
 hard limits (TRIP, high/low), soft limits (OK with an alarm); within a rule, the first tag
@@ -26,10 +26,10 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import Settings
-from gateway.io.tags import Quality, Snapshot, TagMap
-from gateway.safety.checker import ObservationChecker, Status
-from gateway.safety.expr import parse_condition
+from edgewarden.gateway.config import Settings
+from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap
+from edgewarden.gateway.safety.checker import ObservationChecker, Status
+from edgewarden.gateway.safety.expr import parse_condition
 from tests.unit.safety.backends import CHECKER_STATE, assert_same_bits, each_backend
 from tests.unit.safety.strategies import Plant, plants, plausible, readings
 

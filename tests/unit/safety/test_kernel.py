@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.config import Settings
-from gateway.config_checks import cross_problems
-from gateway.errors import ConfigError
-from gateway.io.tags import Quality, Snapshot, TagMap
-from gateway.safety import backend as backends
-from gateway.safety.checker import ObservationChecker, Status, Verdict
-from gateway.safety.interlocks import Interlocks
-from gateway.safety.shield import ActionShield
+from edgewarden.gateway.config import Settings
+from edgewarden.gateway.config_checks import cross_problems
+from edgewarden.gateway.errors import ConfigError
+from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap
+from edgewarden.gateway.safety import backend as backends
+from edgewarden.gateway.safety.checker import ObservationChecker, Status, Verdict
+from edgewarden.gateway.safety.interlocks import Interlocks
+from edgewarden.gateway.safety.shield import ActionShield
 from tests.unit.safety.backends import BUILT, CHECKER_STATE, REQUIRED, assert_same_bits, each_backend
 
 needs_kernel = pytest.mark.skipif(not BUILT and not REQUIRED, reason="the compiled safety kernel is not built")
@@ -86,7 +86,7 @@ def test_the_kernel_is_built_and_used_where_required() -> None:
     install must have built the kernel, and the gateway must be running it by default."""
     if not REQUIRED:
         pytest.skip("EDGEWARDEN_REQUIRE_SAFETY_KERNEL is not set")
-    assert backends.kernel_module() is not None, "pip install did not build gateway/safety/_kernel.c"
+    assert backends.kernel_module() is not None, "pip install did not build edgewarden/gateway/safety/_kernel.c"
     s = plant()
     checker = ObservationChecker(s, TagMap.from_settings(s))
     used = {checker.backend, Interlocks(s, checker.names).backend, ActionShield(s).backend}

@@ -20,11 +20,11 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import Settings
-from gateway.safety.checker import monitored_tags
-from gateway.safety.expr import parse_condition, parse_restriction
-from gateway.safety.interlocks import Interlocks
-from gateway.safety.shield import ActionShield
+from edgewarden.gateway.config import Settings
+from edgewarden.gateway.safety.checker import monitored_tags
+from edgewarden.gateway.safety.expr import parse_condition, parse_restriction
+from edgewarden.gateway.safety.interlocks import Interlocks
+from edgewarden.gateway.safety.shield import ActionShield
 from tests.unit.safety.backends import assert_same_bits, each_backend, same_bits
 from tests.unit.safety.strategies import SPECIALS, Plant, finite, plants, readings
 

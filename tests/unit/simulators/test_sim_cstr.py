@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulators.plants import make_plant, plant_names
-from simulators.plants.cstr import (
+from edgewarden.simulators.plants import make_plant, plant_names
+from edgewarden.simulators.plants.cstr import (
     NOMINAL_ACTION,
     SAFE_ACTION,
     SPEC,

@@ -7,15 +7,15 @@ import logging
 
 import pytest
 
-from simulators.faults import FaultInjector
-from simulators.plants import make_plant
-from simulators.plc import Plc
+from edgewarden.simulators.faults import FaultInjector
+from edgewarden.simulators.plants import make_plant
+from edgewarden.simulators.plc import Plc
 
 
 @pytest.mark.anyio
 async def test_sensor_faults_reach_the_image_and_clear_themselves(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="simulators.faults")
+    caplog.set_level(logging.WARNING, logger="edgewarden.simulators.faults")
 
     plc = Plc(make_plant("tanks"))
     inj = FaultInjector(plc.spec.observation_names())

@@ -11,8 +11,8 @@ gymnasium = pytest.importorskip("gymnasium")
 
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from simulators.gym_env import ENV_IDS, TwinEnv, env_id, make_env, make_vector_env  # noqa: E402
-from simulators.plants import plant_names  # noqa: E402
+from edgewarden.simulators.gym_env import ENV_IDS, TwinEnv, env_id, make_env, make_vector_env  # noqa: E402
+from edgewarden.simulators.plants import plant_names  # noqa: E402
 
 PLANTS = plant_names()
 
@@ -137,6 +137,6 @@ def test_twin_servers_do_not_import_gymnasium() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, simulators.twin, simulators.cli, simulators.plants; "
+    code = ("import sys, edgewarden.simulators.twin, edgewarden.simulators.cli, edgewarden.simulators.plants; "
             "sys.exit('gymnasium' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulators.plants import make_plant
-from simulators.plc import Plc
+from edgewarden.simulators.plants import make_plant
+from edgewarden.simulators.plc import Plc
 
 
 def manual(plc: Plc, **values: float) -> None:

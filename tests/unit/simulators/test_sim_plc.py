@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from simulators.plants.cstr import SAFE_ACTION, CstrPlant
-from simulators.plc import Plc
+from edgewarden.simulators.plants.cstr import SAFE_ACTION, CstrPlant
+from edgewarden.simulators.plc import Plc
 
 SCAN = 0.01  # s
 SP = np.array([120.0, 90.0])

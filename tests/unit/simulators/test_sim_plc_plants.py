@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulators.plants import make_plant, plant_names
-from simulators.plc import Plc
+from edgewarden.simulators.plants import make_plant, plant_names
+from edgewarden.simulators.plc import Plc
 
 SCAN = 0.01
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from simulators.image import PlcImage, build_tags
-from simulators.modbus_server import register_map
-from simulators.plants import plant_names
-from simulators.plants.cstr import SPEC
-from simulators.reference import markdown
+from edgewarden.simulators.image import PlcImage, build_tags
+from edgewarden.simulators.modbus_server import register_map
+from edgewarden.simulators.plants import plant_names
+from edgewarden.simulators.plants.cstr import SPEC
+from edgewarden.simulators.reference import markdown
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "twins.md"
 
@@ -55,7 +55,7 @@ async def test_modbus_context_word_order_and_device_id() -> None:
 
     from pymodbus.constants import ExcCodes
 
-    from simulators.modbus_server import _ImageContext
+    from edgewarden.simulators.modbus_server import _ImageContext
 
     image = PlcImage(build_tags(SPEC))
     image.write("T_sp", 345.5)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulators.plants import make_plant, plant_names
-from simulators.plants.hvac import HvacPlant
-from simulators.plants.tanks import NOMINAL_ACTION as TANKS_NOMINAL
-from simulators.plants.tanks import SAFE_ACTION as TANKS_SAFE
-from simulators.plants.tanks import SPEC as TANKS_SPEC
-from simulators.plants.tanks import TanksPlant, levels_at
+from edgewarden.simulators.plants import make_plant, plant_names
+from edgewarden.simulators.plants.hvac import HvacPlant
+from edgewarden.simulators.plants.tanks import NOMINAL_ACTION as TANKS_NOMINAL
+from edgewarden.simulators.plants.tanks import SAFE_ACTION as TANKS_SAFE
+from edgewarden.simulators.plants.tanks import SPEC as TANKS_SPEC
+from edgewarden.simulators.plants.tanks import TanksPlant, levels_at
 
 
 def run(plant, action, seconds: float, dt: float) -> np.ndarray:

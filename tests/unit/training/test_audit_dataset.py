@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.audit import AuditWriter
-from gateway.cli import main
+from edgewarden.gateway.audit import AuditWriter
+from edgewarden.gateway.cli import main
 from tests.helpers import write_two_run_log
 
 
@@ -20,7 +20,7 @@ def log(tmp_path: Path) -> Path:
 
 
 def test_from_audit_builds_training_transitions(log: Path, tmp_path: Path) -> None:
-    from training.datasets import load
+    from edgewarden.training.datasets import load
 
     out = tmp_path / "plant.h5"
     assert main(["train", "from-audit", str(log), "-o", str(out)]) == 0
@@ -49,7 +49,7 @@ def test_from_audit_without_h5py_says_what_to_install(log: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "h5py", None)
-    monkeypatch.delitem(sys.modules, "training.datasets", raising=False)
+    monkeypatch.delitem(sys.modules, "edgewarden.training.datasets", raising=False)
     assert main(["train", "from-audit", str(log), "-o", str(tmp_path / "x.h5")]) == 1
     err = capsys.readouterr().err
     assert "h5py" in err and "train" in err and "Traceback" not in err

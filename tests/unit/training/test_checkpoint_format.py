@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from gateway.errors import GatewayError
-from training.fit import CHECKPOINT_VERSION, load_checkpoint, read_checkpoint
+from edgewarden.gateway.errors import GatewayError
+from edgewarden.training.fit import CHECKPOINT_VERSION, load_checkpoint, read_checkpoint
 
 
 class Payload:

@@ -11,21 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.app import load_policy
-from gateway.config import load_config
-from training.ship import RECIPES, REPO, model_path, ship
+from edgewarden.data import EXAMPLES, MODELS
+from edgewarden.gateway.app import load_policy
+from edgewarden.gateway.config import load_config
+from edgewarden.training.ship import RECIPES, model_path, ship
 
 CONFIGS = {"cstr": "cstr_learned.toml", "tanks": "tanks.toml", "hvac": "hvac.toml"}
 
 
 @pytest.mark.parametrize("plant", sorted(RECIPES))
 def test_shipped_model_loads_against_its_config(plant: str) -> None:
-    model = model_path(plant, REPO / "models")
+    model = model_path(plant, MODELS)
     manifest = json.loads(Path(str(model) + ".json").read_text())
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
     assert manifest["sha256"] == digest and manifest["model"] == model.name
     assert manifest["plant"] == plant and manifest["reproduce"] == f"edgewarden train ship {plant}"
-    s = load_config(REPO / "examples" / CONFIGS[plant]).settings
+    s = load_config(EXAMPLES / CONFIGS[plant]).settings
     assert Path(s.policy.path).resolve() == model.resolve() and s.policy.sha256 == digest
     policy = load_policy(s)  # pin, contract against the tag map, graph checks, warm-up
     c = policy.contract
@@ -38,5 +39,5 @@ def test_shipped_model_loads_against_its_config(plant: str) -> None:
 @pytest.mark.parametrize("plant", sorted(RECIPES))
 def test_ship_reproduces_the_committed_bytes(plant: str, tmp_path: Path) -> None:
     m = ship(plant, tmp_path)
-    committed = json.loads(Path(str(model_path(plant, REPO / "models")) + ".json").read_text())
+    committed = json.loads(Path(str(model_path(plant, MODELS)) + ".json").read_text())
     assert m["sha256"] == committed["sha256"]

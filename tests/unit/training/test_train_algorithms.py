@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.algos import ALGOS, make_algorithm
-from training.datasets import Dataset, DatasetMeta
-from training.nets import Replay, obs_stats
+from edgewarden.training.algos import ALGOS, make_algorithm
+from edgewarden.training.datasets import Dataset, DatasetMeta
+from edgewarden.training.nets import Replay, obs_stats
 
 SHAPES = [(1, 1), (7, 3)]  # (4, 2) is covered by the export test
 SMALL = {"hidden": (16, 16), "batch_size": 32}
@@ -78,9 +78,9 @@ def test_paper_defaults_are_the_default_config(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(ALGOS))
 def test_export_matches_torch_and_loads_in_the_gateway(name: str, tmp_path: Path) -> None:
-    from gateway.policy.onnx_policy import OnnxPolicy
-    from training.export import PARITY_TOL, export_checkpoint
-    from training.fit import fit
+    from edgewarden.gateway.policy.onnx_policy import OnnxPolicy
+    from edgewarden.training.export import PARITY_TOL, export_checkpoint
+    from edgewarden.training.fit import fit
 
     ds = _dataset(4, 2)
     fit(name, ds, 5, tmp_path / "run", progress=False, overrides=SMALL, log_every=0)
@@ -96,7 +96,7 @@ def test_export_matches_torch_and_loads_in_the_gateway(name: str, tmp_path: Path
 def test_iql_concurrent_update_equals_the_sequential_one() -> None:
     """IQL's two-thread path (V + actor beside Q, one intra-op thread each) computes exactly
     what the sequential path computes with one intra-op thread: same losses, same parameters."""
-    from training.distributed import param_digest
+    from edgewarden.training.distributed import param_digest
 
     ds = _dataset(4, 2)
     st = obs_stats(ds)
@@ -118,7 +118,7 @@ def test_iql_concurrent_update_equals_the_sequential_one() -> None:
 
 
 def test_fused_adam_short_path_equals_torch_adam() -> None:
-    from training.algos.base import adam
+    from edgewarden.training.algos.base import adam
 
     torch.manual_seed(0)
     ours = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]

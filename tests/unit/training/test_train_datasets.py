@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from training import datasets as D
+from edgewarden.training import datasets as D
 
 
 def _arrays(n: int = 100, n_obs: int = 3, n_act: int = 2, seed: int = 0) -> dict[str, np.ndarray]:

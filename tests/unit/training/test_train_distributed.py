@@ -11,9 +11,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.helpers import free_port
-from training.algos import ALGOS, make_algorithm
-from training.distributed import close, end_worker, param_digest
-from training.nets import Replay, obs_stats
+from edgewarden.training.algos import ALGOS, make_algorithm
+from edgewarden.training.distributed import close, end_worker, param_digest
+from edgewarden.training.nets import Replay, obs_stats
 
 SMALL = {"hidden": (16, 16), "batch_size": 32}
 

@@ -1,0 +1,235 @@
+"""``edgewarden demo``: the CSTR twin and the real daemon on loopback, ~30 s, narrated.
+
+Both run as subprocesses, exactly as an operator would start them (``edgewarden twin
+serve`` and ``edgewarden run``). The demo plays the plant operator: it waits for READY,
+starts the gateway, changes the temperature setpoint at the PLC, presses the e-stop,
+resets, starts again, and finally stops the daemon and checks that the PLC's dead-man
+timer took the plant to its safe state. Then it verifies the audit chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asyncua import Client, ua
+
+from edgewarden.gateway.errors import GatewayError
+from edgewarden.gateway.example_config import SHIPPED_MODEL, adapt_example
+from edgewarden.gateway.ops.control import send_command
+
+ACTOR = "demo-operator"
+TIME_SCALE = 5.0  # the reactor's dynamics take minutes: run the twin 5x faster than real time
+
+
+@dataclass
+class DemoResult:
+    cycles: int = 0
+    deadline_misses: int = 0
+    trips: int = 0
+    max_cycle_ms: float = 0.0
+    audit_records: int = 0
+    audit_ok: bool = False
+    audit_message: str = ""
+    plc_safe_after_stop: bool = False
+    events: list[str] = field(default_factory=list)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgewarden.gateway.cli", *args]
+
+
+def _wait_file(path: Path, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return json.loads(path.read_text())
+        if proc.poll() is not None:
+            raise GatewayError(f"the {what} exited with code {proc.returncode} before it was ready; "
+                               f"its log: {log}\n{_tail(log)}")
+        time.sleep(0.05)
+    raise GatewayError(f"the {what} was not ready within {timeout:.0f} s; its log: {log}")
+
+
+def _tail(log: Path, lines: int = 8) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], log: Path, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _num(x: float | None, scale: float, width: int, decimals: int) -> str:
+    if x is None or x != x:
+        return "-".rjust(width)
+    return f"{x * scale:{width}.{decimals}f}"
+
+
+class _Narrator:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.tty = sys.stdout.isatty()
+        self._last_line = 0.0
+
+    def event(self, text: str) -> None:
+        self._clear()
+        print(f"[{time.monotonic() - self.t0:5.1f} s] {text}", flush=True)
+
+    def status(self, st: dict[str, Any]) -> None:
+        v, a = st["values"], st["action"]
+        line = (f"[{time.monotonic() - self.t0:5.1f} s] mode={st['mode']:<9} "
+                f"cycle={_num(st['stats']['last_cycle_s'], 1000, 5, 2)} ms  T={_num(v['T'], 1, 7, 2)} K  "
+                f"T_sp={_num(v['T_sp'], 1, 6, 1)} K  coolant={_num(a['coolant_flow_sp'], 1, 6, 1)} L/min  "
+                f"feed={_num(a['feed_flow_sp'], 1, 6, 1)} L/min  cycles={st['stats']['cycles']}")
+        if self.tty:
+            print("\r" + line, end="", flush=True)
+        elif time.monotonic() - self._last_line >= 2.0:
+            print(line, flush=True)
+            self._last_line = time.monotonic()
+
+    def _clear(self) -> None:
+        if self.tty:
+            print("\r" + " " * 140 + "\r", end="")
+
+
+async def _plc_write(url: str, node: str, value: Any, vtype: ua.VariantType) -> None:
+    async with Client(url=url, timeout=2.0) as client:
+        await client.get_node(node).write_value(ua.DataValue(ua.Variant(value, vtype)))
+
+
+async def _plc_read(url: str, nodes: list[str]) -> list[Any]:
+    async with Client(url=url, timeout=2.0) as client:
+        return await client.read_values([client.get_node(n) for n in nodes])
+
+
+async def _drive(sock: Path, opcua_url: str, seconds: float, gateway: subprocess.Popen[bytes],
+                 say: _Narrator, result: DemoResult) -> dict[str, Any]:
+    # The operator's script, as fractions of the run.
+    script = [(0.20, "setpoint"), (0.45, "estop"), (0.62, "reset"), (0.70, "start")]
+    started = False
+    last: dict[str, Any] = {}
+    t_start = time.monotonic()
+    while time.monotonic() - t_start < seconds:
+        if gateway.poll() is not None:
+            raise GatewayError(f"the gateway exited early with code {gateway.returncode}")
+        with contextlib.suppress(GatewayError):
+            last = await send_command(sock, {"cmd": "status"})
+        if not last.get("ok"):
+            await asyncio.sleep(0.2)
+            continue
+        if not started and last["mode"] == "READY":
+            reply = await send_command(sock, {"cmd": "start", "actor": ACTOR})
+            say.event(f"operator: start → {reply.get('mode', reply.get('error'))}")
+            started = True
+        frac = (time.monotonic() - t_start) / seconds
+        while script and frac >= script[0][0]:
+            _, what = script.pop(0)
+            if what == "setpoint":
+                await _plc_write(opcua_url, "ns=2;s=cstr.T_sp", 354.0, ua.VariantType.Double)
+                say.event("operator at the PLC: temperature setpoint 350 → 354 K")
+            else:
+                reason = {"estop": "demo: operator presses the e-stop",
+                          "reset": "demo: the drill is over, the plant is healthy"}.get(what, "demo")
+                reply = await send_command(sock, {"cmd": what, "actor": ACTOR, "reason": reason})
+                say.event(f"operator: {what} → {reply.get('mode') or reply.get('error')}")
+            result.events.append(what)
+            last = {}
+        if last:
+            say.status(last)
+        await asyncio.sleep(0.25)
+    say._clear()
+    return last
+
+
+def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
+    from edgewarden.gateway.audit.verify import verify
+
+    if not SHIPPED_MODEL.exists():
+        raise GatewayError(f"the demo policy {SHIPPED_MODEL} is missing; rebuild it with "
+                           f"`edgewarden train baseline cstr --out {SHIPPED_MODEL}`")
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # revised-parameter notices
+    keep = workdir is not None
+    wd = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edgewarden-demo-"))
+    wd.mkdir(parents=True, exist_ok=True)
+    say = _Narrator()
+    result = DemoResult()
+    ready_file = wd / "twin.json"
+    ready_file.unlink(missing_ok=True)
+    env_note = f"workdir {wd}" + ("" if keep else " (removed at the end; keep it with --workdir)")
+    print(f"edgewarden demo: CSTR twin + gateway on loopback for {seconds:.0f} s, {env_note}")
+    try:
+        with _process(_cli("twin", "serve", "cstr", "--opcua", "127.0.0.1:0", "--modbus", "127.0.0.1:0",
+                           "--time-scale", str(TIME_SCALE), "--ready-file", str(ready_file)), wd / "twin.log", wd) as twin:
+            info = _wait_file(ready_file, twin, "twin", wd / "twin.log")
+            url = info["opcua_url"]
+            say.event(f"twin up: OPC UA {url}, Modbus 127.0.0.1:{info['modbus_port']}, "
+                      f"plant time {TIME_SCALE:g}x real time")
+            config = adapt_example(wd, opcua_url=url, audit_dir="audit", socket="control.sock")
+            with _process(_cli("run", "--config", str(config)), wd / "gateway.log", wd) as gw:
+                say.event(f"gateway starting (log: {wd / 'gateway.log'})")
+                last = asyncio.run(_drive(wd / "control.sock", url, seconds, gw, say, result))
+                gw.send_signal(signal.SIGTERM)
+                code = gw.wait(timeout=15)
+                say.event(f"gateway stopped (exit {code}); waiting for the PLC's dead-man timer")
+            stats = last.get("stats", {})
+            result.cycles = int(stats.get("cycles", 0))
+            result.deadline_misses = int(stats.get("deadline_misses", 0))
+            result.max_cycle_ms = float(stats.get("max_cycle_s", 0.0)) * 1000
+            result.trips = int(last.get("trips", 0))
+            time.sleep(1.0)
+            remote, coolant, feed = asyncio.run(_plc_read(
+                url, ["ns=2;s=cstr.remote", "ns=2;s=cstr.coolant_flow", "ns=2;s=cstr.feed_flow"]))
+            result.plc_safe_after_stop = (not remote) and feed == 0.0
+            say.event(f"PLC after the gateway stopped: remote={remote}, coolant={coolant:.0f} L/min, "
+                      f"feed={feed:.0f} L/min")
+        verdict = verify(wd / "audit")
+        result.audit_records = verdict.records
+        result.audit_ok = verdict.ok
+        result.audit_message = (f"chain intact, head {verdict.head[:16]}…" if verdict.ok
+                                else f"BROKEN: {verdict.error}")
+    finally:
+        if not keep:
+            shutil.rmtree(wd, ignore_errors=True)
+    _summary(result)
+    ok = result.audit_ok and result.plc_safe_after_stop and result.cycles > 0
+    return 0 if ok else 1
+
+
+def _summary(r: DemoResult) -> None:
+    print("\nsummary")
+    print(f"  cycles run            {r.cycles}")
+    print(f"  deadline misses       {r.deadline_misses}")
+    print(f"  longest cycle         {r.max_cycle_ms:.2f} ms")
+    print(f"  e-stop trips          {r.trips}")
+    print(f"  audit records         {r.audit_records}")
+    print(f"  audit verify          {r.audit_message}")
+    print(f"  PLC safe after stop   {'yes' if r.plc_safe_after_stop else 'NO'}")
+    if os.environ.get("EDGEWARDEN_DEMO_JSON"):
+        print(json.dumps(r.__dict__))

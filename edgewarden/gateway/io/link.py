@@ -1,0 +1,202 @@
+"""What every protocol's connection does alike: health, dropping a failed client,
+reconnecting in the background with capped exponential backoff and jitter, telling a late
+answer from a dead peer, and closing.
+
+A transport keeps one :class:`Link` per configured connection and derives from
+:class:`LinkedTransport`, which supplies everything here, and the cycle's fan-out: every
+link read concurrently, a write plan split once per link (cached) and the parts written
+concurrently with one outcome per tag. The protocol supplies how to open a client
+(``_open``), how to let one go (``_dispose``), how to read one link (``_read_link``), how
+to split a plan (``_plan``) and how to write one part (``_write_part``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from edgewarden.gateway.errors import GatewayError
+from edgewarden.gateway.io.tags import Quality, Snapshot
+from edgewarden.gateway.io.transport import LinkHealth, WritePlan, check_write, merge_outcomes
+from edgewarden.gateway.logs import get_logger
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for a status or a log."""
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
+
+
+@dataclass(kw_only=True)
+class Link:
+    """One connection: its client and health (protocols add their own fields)."""
+
+    name: str
+    spec: Any  # the connection's model (reconnect_min_s, reconnect_max_s, peer())
+    client: Any = None
+    health: LinkHealth = field(default_factory=LinkHealth)
+    reconnect_task: asyncio.Task[None] | None = None
+    backoff_s: float = 0.0  # next reconnect wait; back to reconnect_min_s only after a good read
+    answered_mono: float = -float("inf")  # the peer's last answer (or the session's start)
+    broken: list[Any] = field(default_factory=list)  # dropped clients still to let go
+
+    @property
+    def silence_s(self) -> float:
+        """How long the peer may answer nothing before the link is dropped."""
+        return float(self.spec.timeout_s)
+
+    def opened(self, client: Any) -> None:
+        self.client = client
+        self.answered_mono = time.monotonic()
+        self.health.connected = True
+        self.health.state = "up"
+        self.health.last_error = ""
+
+    def answered(self, now: float) -> None:
+        """A good answer: the peer is alive and the backoff starts from the minimum again."""
+        self.answered_mono = now
+        self.health.last_ok_mono = now
+        self.backoff_s = 0.0
+
+
+L = TypeVar("L", bound=Link)
+
+
+@dataclass(frozen=True)
+class WritePart:
+    """The share of a write plan that goes to one link: its tags' positions in the plan,
+    and what the protocol prepared for them (node ids, register runs)."""
+
+    link: Any
+    positions: list[int]
+    prepared: Any
+
+
+class LinkedTransport(Generic[L]):
+    """The shared half of a protocol transport; see the module's docstring."""
+
+    # exceptions that mean "the link failed" (anything else is a bug and propagates)
+    comms_errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
+
+    def __init__(self, log_name: str) -> None:
+        self._links: dict[str, L] = {}
+        self._write_cache: dict[tuple[str, ...], list[WritePart]] = {}
+        self._closing = False
+        self._log = get_logger(log_name)
+
+    async def _open(self, link: L) -> None:
+        """Open a client for ``link`` and hand it to ``link.opened``; raise on failure."""
+        raise NotImplementedError
+
+    async def _dispose(self, client: Any) -> None:
+        """Let a client go, quietly and within a bounded time."""
+        raise NotImplementedError
+
+    def _plan(self, plan: WritePlan) -> list[WritePart]:
+        """Split a plan into one part per link (refusing what this protocol cannot write)."""
+        raise NotImplementedError
+
+    async def _read_link(self, link: L, snap: Snapshot, deadline: float | None) -> None:
+        raise NotImplementedError
+
+    async def _write_part(self, part: WritePart, plan: WritePlan, values: Sequence[float],
+                          deadline: float | None) -> None:
+        """Write one part; WriteError with outcomes for the whole plan when not all acknowledged."""
+        raise NotImplementedError
+
+    def health(self) -> dict[str, LinkHealth]:
+        return {name: link.health for name, link in self._links.items()}
+
+    async def read(self, snap: Snapshot, deadline: float | None = None) -> None:
+        links = self._links
+        if len(links) == 1:
+            await self._read_link(next(iter(links.values())), snap, deadline)
+        else:
+            await asyncio.gather(*(self._read_link(link, snap, deadline) for link in links.values()))
+
+    async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
+        check_write(plan, values)
+        parts = self._write_cache.get(plan.names)
+        if parts is None:
+            parts = self._write_cache[plan.names] = self._plan(plan)
+        if len(parts) == 1:
+            await self._write_part(parts[0], plan, values, deadline)
+            return
+        results = await asyncio.gather(*(self._write_part(p, plan, values, deadline) for p in parts),
+                                       return_exceptions=True)
+        error = merge_outcomes(len(plan.names), [(p.positions, r) for p, r in zip(parts, results, strict=True)])
+        if error is not None:
+            raise error
+
+    def _drop(self, link: L, exc: BaseException) -> None:
+        """The link failed: mark it, set the client aside (let go by the reconnect task, so
+        the cycle never waits on it) and reconnect in the background."""
+        if link.health.connected and not self._closing:  # once per transition, not per failed attempt
+            self._log.error("link down", link=link.name, peer=link.spec.peer(), error=describe(exc))
+        link.health.connected = False
+        link.health.state = "closed" if self._closing else "reconnecting"
+        link.health.last_error = describe(exc)
+        client, link.client = link.client, None
+        if client is not None:
+            link.broken.append(client)
+        if not self._closing and (link.reconnect_task is None or link.reconnect_task.done()):
+            link.reconnect_task = asyncio.create_task(self._reconnect(link), name=f"reconnect-{link.name}")
+
+    def _read_failed(self, link: L, snap: Snapshot, slots: np.ndarray, exc: BaseException) -> None:
+        """A read got no answer: the link's values are NO_DATA this cycle (never the last good
+        value presented as fresh); a late answer keeps the link, a failure drops it."""
+        snap.mark(slots, Quality.NO_DATA)
+        if isinstance(exc, TimeoutError):
+            self._late(link)
+        else:
+            self._drop(link, exc)
+
+    def _late(self, link: L) -> None:
+        """No answer by the cycle's deadline: keep the link unless the peer has answered
+        nothing for its own timeout (then drop it and reconnect)."""
+        if time.monotonic() - link.answered_mono >= link.silence_s:
+            self._drop(link, TimeoutError(f"no answer for {link.silence_s:g} s"))
+        else:
+            link.health.late += 1
+            link.health.last_error = "no answer by the cycle's deadline"
+
+    async def _let_go(self, link: L) -> None:
+        while link.broken:
+            await self._dispose(link.broken.pop())
+
+    async def _reconnect(self, link: L) -> None:
+        # A peer that accepts the connection but never answers would otherwise reconnect
+        # at the minimum delay forever: the backoff only resets after a good answer.
+        await self._let_go(link)
+        delay = max(link.backoff_s, link.spec.reconnect_min_s)
+        while not self._closing:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2.0, link.spec.reconnect_max_s)
+            link.backoff_s = delay
+            try:
+                await self._open(link)
+            except (*self.comms_errors, GatewayError) as exc:  # a refusal too: it may be fixed outside
+                link.health.last_error = describe(exc)
+                continue
+            link.health.reconnects += 1
+            self._log.warning("link up", link=link.name, peer=link.spec.peer(), reconnects=link.health.reconnects)
+            return
+
+    async def close(self) -> None:
+        self._closing = True
+        for link in self._links.values():
+            if link.reconnect_task is not None:
+                link.reconnect_task.cancel()
+                await asyncio.gather(link.reconnect_task, return_exceptions=True)
+            if link.client is not None:
+                link.broken.append(link.client)
+                link.client = None
+            await self._let_go(link)
+            link.health.connected = False
+            link.health.state = "closed"

@@ -1,0 +1,300 @@
+"""Prometheus metrics, on a registry of the gateway's own (no global state).
+
+The cycle only calls cheap methods (observe/inc/set on pre-bound children); the HTTP
+exporter runs in prometheus_client's own thread, so a scrape never stalls a cycle.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info,
+                               PlatformCollector, ProcessCollector, generate_latest)
+
+from edgewarden.gateway.logs import get_logger
+from edgewarden.gateway.modes import Mode
+from edgewarden.gateway.version import build_info
+
+_CYCLE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+_LATENESS_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
+_STAGE_BUCKETS = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25)
+# "gc": garbage-collector pauses during the cycle, whichever thread ran them (edgewarden.gateway.timing.GcPauses)
+STAGES = ("read", "check", "infer", "shield", "write", "audit", "metrics", "gc")
+SHIELD_RULES = ("clipped", "rate_limited", "nonfinite_action", "interlock_conflict")
+# trip reasons (the code's part before ':'), initialised to 0 so dashboards and alerts see them
+TRIP_REASONS = ("hard_limit", "bad_quality", "bad_value", "rate_of_change", "plc_estop", "operator_estop",
+                "comms_loss", "deadline_overrun", "policy_fault", "nonfinite_action", "interlock_conflict",
+                "audit_failure")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.cycle_seconds = Histogram("edgewarden_cycle_seconds", "Control cycle work time",
+                                       buckets=_CYCLE_BUCKETS, registry=r)
+        self.lateness_seconds = Histogram("edgewarden_cycle_lateness_seconds",
+                                          "Cycle start lateness against the ideal tick grid",
+                                          buckets=_LATENESS_BUCKETS, registry=r)
+        self.cycles = Counter("edgewarden_cycles", "Control cycles run", registry=r)
+        self.deadline_misses = Counter("edgewarden_deadline_misses", "Cycles that overran their deadline",
+                                       registry=r)
+        self.trips = Counter("edgewarden_trips", "E-stop trips by reason", ["reason"], registry=r)
+        for reason in TRIP_REASONS:
+            self.trips.labels(reason=reason)
+        self.soft_alarms = Counter("edgewarden_soft_alarms", "Soft-limit alarms raised", registry=r)
+        self.holds = Counter("edgewarden_hold_cycles", "Cycles that held the last action: data not usable "
+                             "(no data, stale, frozen) or not read by the cycle's deadline", registry=r)
+        self.shield_interventions = Counter("edgewarden_shield_interventions",
+                                            "Cycles in which the shield changed the policy's action",
+                                            registry=r)
+        self.shield_rules = Counter("edgewarden_shield_rule_interventions",
+                                    "Shield interventions by rule (clipped, rate_limited, ...)",
+                                    ["rule"], registry=r)
+        self._rule_children = {rule: self.shield_rules.labels(rule=rule) for rule in SHIELD_RULES}
+        self.stage_seconds = Histogram("edgewarden_stage_seconds", "Time spent in each stage of a cycle",
+                                       ["stage"], buckets=_STAGE_BUCKETS, registry=r)
+        # pre-bound children: the cycle observes without a label lookup
+        self.stage = {s: self.stage_seconds.labels(stage=s) for s in STAGES}
+        self.model = Info("edgewarden_model", "The policy model in use", registry=r)
+        self.reloads = Counter("edgewarden_config_reloads", "Reloads (SIGHUP or the reload command) by result",
+                               ["result"], registry=r)
+        for result in ("applied", "unchanged", "refused"):
+            self.reloads.labels(result=result)
+        self.build = Info("edgewarden_build", "The gateway's version and the versions of the libraries it runs on",
+                          registry=r)
+        self.build.info(build_info())
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds ...
+        PlatformCollector(registry=r)  # python_info
+        self.last_healthy_mono = -float("inf")  # set by the app on every healthy cycle (/healthz)
+        self.healthy_within_s = 2.0
+        self.mode = Gauge("edgewarden_mode", "1 for the current mode", ["mode"], registry=r)
+        self._mode_children = {m: self.mode.labels(mode=m.name) for m in Mode}
+        self.mode_code = Gauge("edgewarden_mode_code", "The current mode as a number: " + ", ".join(
+            f"{m.value} {m.name}" for m in Mode), registry=r)
+        self.mode_entries = Counter("edgewarden_mode_entries", "Times the gateway entered each mode (FALLBACK: "
+                                    "the policy handed control to the fallback; MANUAL: a human took over)",
+                                    ["mode"], registry=r)
+        self._entry_children = {m: self.mode_entries.labels(mode=m.name) for m in Mode}
+        self.set_mode(Mode.INHIBITED)
+        self.alarms = Gauge("edgewarden_alarm_active", "1 while an alarm is raised (plc_not_accepting, "
+                            "setpoint_mismatch:<action>)", ["alarm"], registry=r)
+        self.plc_accepts = Gauge("edgewarden_plc_accepts_setpoints", "1 while the PLC applies the gateway's "
+                                 "setpoints, 0 while it does not (NaN without plc_remote_tag/plc_watchdog_tag)",
+                                 registry=r)
+        self.plc_accepts.set(float("nan"))
+        self.server_port: int | None = None
+        self._server = None
+
+    def set_mode(self, mode: Mode) -> None:
+        for m, child in self._mode_children.items():
+            child.set(1.0 if m == mode else 0.0)
+        self.mode_code.set(float(mode.value))
+
+    def entered(self, mode: Mode) -> None:
+        """A transition into ``mode``."""
+        self.set_mode(mode)
+        self._entry_children[mode].inc()
+
+    def known_alarms(self, names: list[str]) -> None:
+        """Every alarm that may be raised gets its series at 0 (dashboards see "none", not "no data")."""
+        for name in names:
+            self.alarms.labels(alarm=name).set(0.0)
+
+    def alarm(self, name: str, raised: bool) -> None:
+        self.alarms.labels(alarm=name).set(1.0 if raised else 0.0)
+
+    def shield_rule(self, code: str) -> None:
+        """Count one shield intervention under its rule (the code's part before ':')."""
+        child = self._rule_children.get(code.split(":", 1)[0])
+        if child is not None:
+            child.inc()
+
+    def healthy(self) -> bool:
+        """Liveness: a healthy cycle (on time, writes accepted) happened recently."""
+        return time.monotonic() - self.last_healthy_mono <= self.healthy_within_s
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP exporter (``/metrics``, ``/healthz``) in its own thread; returns the port."""
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    code, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
+                elif path == "/healthz":
+                    ok = metrics.healthy()
+                    code, ctype = (200 if ok else 503), "text/plain; charset=utf-8"
+                    body = b"ok\n" if ok else b"unhealthy: no healthy control cycle recently\n"
+                else:
+                    code, ctype, body = 404, "text/plain; charset=utf-8", b"try /metrics or /healthz\n"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            timeout = 5.0  # an idle or trickling client is dropped, its thread freed
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (no access log)
+                pass
+
+        try:
+            server = _ScrapeServer((host, port), Handler)
+        except OSError as exc:
+            from edgewarden.gateway.errors import ConfigError
+
+            raise ConfigError(f"[metrics] cannot listen on {host}:{port}: {exc.strerror or exc} "
+                              "(another process on that port? set [metrics] port, or 0 for any free port)") from None
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        self._server = server
+        self.server_port = int(server.server_address[1])
+        return self.server_port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class _ScrapeServer(ThreadingHTTPServer):
+    """The exporter's HTTP server: a thread per scrape, at most ``MAX_CLIENTS`` at once
+    (more are closed unanswered), and a client that leaves early is not an error."""
+
+    daemon_threads = True
+    MAX_CLIENTS = 16
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._slots = threading.BoundedSemaphore(self.MAX_CLIENTS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # reset, broken pipe, timeout: the scraper left
+            return
+        get_logger("edgewarden.metrics").warning("metrics request failed",
+                                                   error=f"{type(exc).__name__}: {exc}")
+
+
+class _AtScrape:
+    """A collector that reads its figures from ``source()`` when scraped, never from the
+    cycle's hot path."""
+
+    def __init__(self, source: Callable[[], Any]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+def _register(metrics: Metrics, collector: _AtScrape) -> Any:
+    metrics.registry.register(collector)  # type: ignore[arg-type]
+    return collector
+
+
+class LinkCollector(_AtScrape):
+    """Per-connection health read at scrape time (never from the cycle's hot path).
+
+    Register with ``Metrics.watch_links(transport.health)``. Exposes
+    ``edgewarden_link_up``, ``edgewarden_link_reconnects_total``,
+    ``edgewarden_link_rtt_seconds`` and ``edgewarden_link_last_ok_age_seconds``, labelled
+    by connection, plus ``edgewarden_link_error_info`` carrying the last error text and the state.
+    """
+
+    def collect(self) -> Iterator[Any]:
+        import math
+        import time
+
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            InfoMetricFamily,
+        )
+
+        up = GaugeMetricFamily("edgewarden_link_up", "1 while the connection is up", labels=["connection"])
+        rec = CounterMetricFamily("edgewarden_link_reconnects", "Reconnects per connection", labels=["connection"])
+        rtt = GaugeMetricFamily("edgewarden_link_rtt_seconds", "Last read round-trip time", labels=["connection"])
+        age = GaugeMetricFamily("edgewarden_link_last_ok_age_seconds", "Seconds since the last good read",
+                                labels=["connection"])
+        err = InfoMetricFamily("edgewarden_link_error", "Last error and state per connection",
+                               labels=["connection"])
+        now = time.monotonic()
+        for name, h in self._source().items():
+            up.add_metric([name], 1.0 if h.connected else 0.0)
+            rec.add_metric([name], float(h.reconnects))
+            rtt.add_metric([name], h.rtt_s)
+            age.add_metric([name], now - h.last_ok_mono if math.isfinite(h.last_ok_mono) else math.inf)
+            err.add_metric([name], {"error": h.last_error, "state": getattr(h, "state", "")})
+        yield from (up, rec, rtt, age, err)
+
+
+def watch_links(metrics: Metrics, health: Callable[[], dict[str, Any]]) -> LinkCollector:
+    """Expose a transport's per-connection health on ``metrics``' registry."""
+    return _register(metrics, LinkCollector(health))
+
+
+class AuditCollector(_AtScrape):
+    """Audit writer queue depth, commit latency and record count, read at scrape time."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        st = self._source()
+        yield GaugeMetricFamily("edgewarden_audit_queue_depth", "Audit records handed off, not yet written",
+                                value=float(st.pending))
+        yield GaugeMetricFamily("edgewarden_audit_commit_latency_seconds", "Last group commit's latency "
+                                "(hand-off to fsync)", value=st.last_commit_latency_s)
+        yield GaugeMetricFamily("edgewarden_audit_commit_latency_max_seconds", "Longest group commit so far",
+                                value=st.max_commit_latency_s)
+        yield CounterMetricFamily("edgewarden_audit_records", "Audit records written",
+                                  value=float(st.records_written))
+        yield CounterMetricFamily("edgewarden_audit_commits", "Group commits (fsyncs)", value=float(st.commits))
+        yield CounterMetricFamily("edgewarden_audit_bytes", "Audit bytes written", value=float(st.bytes_written))
+
+
+def watch_audit(metrics: Metrics, stats: Callable[[], Any]) -> AuditCollector:
+    return _register(metrics, AuditCollector(stats))
+
+
+class CycleCollector(_AtScrape):
+    """The cycle's own counters, read at scrape time from its stats (never from the hot
+    path): ``edgewarden_write_errors_total``, ``edgewarden_policy_faults_total`` and
+    ``edgewarden_ood_inputs_total``."""
+
+    _COUNTERS = (("write_errors", "Writes not acknowledged by the PLC (failed, refused or late)"),
+                 ("policy_faults", "Policy inferences that failed"),
+                 ("ood_inputs", "Cycles whose inputs were outside the model's training distribution"))
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        st = self._source()
+        for name, help_ in self._COUNTERS:
+            yield CounterMetricFamily(f"edgewarden_{name}", help_, value=float(getattr(st, name)))
+
+
+def watch_cycle(metrics: Metrics, stats: Callable[[], Any]) -> CycleCollector:
+    return _register(metrics, CycleCollector(stats))

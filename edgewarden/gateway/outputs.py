@@ -1,0 +1,125 @@
+"""The cycle's write stage: actions plus heartbeat (or the heartbeat alone) to the
+transport, each write bounded by its deadline, its outcome recorded per tag.
+
+``write_ack = "in_cycle"``: the cycle waits for the device's acknowledgement (until its
+write deadline). ``"next_cycle"``: the request is sent now, just as early, and the
+acknowledgement arrives while the cycle sleeps; :meth:`Outputs.settle` collects it at the
+start of the next cycle (a failure counts there, one cycle later, and that cycle's record
+carries it as ``prev_ack``). At most one write is in flight, in cycle order, and the
+e-stop's safe write always goes after it: the safe outputs are the last word.
+
+An outcome per planned tag is ``"ok"`` (acknowledged), ``"failed: …"``, ``"timeout"`` or
+``"not_attempted: …"``; a comms fault is never an exception here (comms loss past its
+timeout trips in the cycle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from edgewarden.gateway.config import Settings
+from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.io.tags import TagMap
+from edgewarden.gateway.io.transport import Transport, WriteError, WritePlan, plan_writes
+
+HEARTBEAT_MODULO = 2**32
+
+
+class WriteCounter(Protocol):
+    write_errors: int
+
+
+class Outputs:
+    """Owns the write plans, the heartbeat counter and the acknowledgement bookkeeping."""
+
+    def __init__(self, settings: Settings, tags: TagMap, transport: Transport, counter: WriteCounter) -> None:
+        p, safety = settings.policy, settings.safety
+        self._transport = transport
+        self._counter = counter
+        self._plan: WritePlan = plan_writes(tags.specs, [*p.actions, safety.heartbeat_tag])
+        self._hb_plan: WritePlan = plan_writes(tags.specs, [safety.heartbeat_tag])
+        self._values = [0.0] * len(self._plan.names)
+        self._all_ok = ["ok"] * len(self._plan.names)
+        self._hb_ok = ["ok"]
+        self._ack_next = settings.gateway.write_ack == "next_cycle"
+        self._inflight: asyncio.Future[list[str]] | None = None
+        self.heartbeat = 0
+        self.ack: list[str] | str | None = None  # this cycle's write outcome, per planned tag
+        self.prev_ack: list[str] | None = None  # write_ack = "next_cycle": the last cycle's, once
+        self.failed = False  # a write of this cycle (or the one settled in it) failed
+        self.acked_mono = time.monotonic()  # the last write the device acknowledged
+        self.deadline = math.inf  # this cycle's write deadline (time.monotonic())
+        self.seconds = 0.0  # the write stage's time this cycle, settling included
+        self._settle_s = 0.0
+
+    async def begin_cycle(self) -> None:
+        """Start of a cycle: the last cycle's write, if still in flight, is collected."""
+        self.failed = False
+        self._settle_s = 0.0
+        self.ack = None
+        if self._inflight is not None:
+            await self.settle()
+
+    def take_prev_ack(self) -> list[str] | None:
+        prev, self.prev_ack = self.prev_ack, None
+        return prev
+
+    async def write(self, action: np.ndarray) -> None:
+        """The action and the next heartbeat."""
+        values = self._values
+        values[:-1] = action.tolist()
+        values[-1] = self._next_heartbeat()
+        await self._send(self._plan, values)
+
+    async def write_heartbeat(self) -> None:
+        await self._send(self._hb_plan, (self._next_heartbeat(),))
+
+    async def write_safe(self, safe: list[float], deadline: float) -> dict[str, object]:
+        """The e-stop's safe outputs plus heartbeat, after the write in flight; what was
+        written and acknowledged, for the trip's record."""
+        await self.settle()
+        ack = await self._checked(self._plan, [*safe, self._next_heartbeat()], deadline)
+        return {"written": safe, "hb": self.heartbeat, "ack": ack}
+
+    async def settle(self) -> None:
+        """Wait for the write still in flight (``write_ack = "next_cycle"``), if any: at the
+        next cycle, before the safe write, and before the transport closes."""
+        inflight = self._inflight
+        if inflight is not None:
+            self._inflight = None
+            t0 = time.perf_counter()
+            self.prev_ack = await inflight  # bounded: the write had its own deadline
+            self._settle_s += time.perf_counter() - t0
+
+    def _next_heartbeat(self) -> float:
+        self.heartbeat = (self.heartbeat + 1) % HEARTBEAT_MODULO
+        return float(self.heartbeat)
+
+    async def _send(self, plan: WritePlan, values: Sequence[float]) -> None:
+        t_write = time.perf_counter()
+        if self._ack_next:
+            await self.settle()  # at most one write in flight, in cycle order
+            self._inflight = asyncio.ensure_future(self._checked(plan, tuple(values), self.deadline))
+            self.ack = "sent"
+            await asyncio.sleep(0)  # runs the write up to its send: the request leaves now
+        else:
+            self.ack = await self._checked(plan, values, self.deadline)
+        self.seconds = time.perf_counter() - t_write + self._settle_s
+
+    async def _checked(self, plan: WritePlan, values: Sequence[float], deadline: float) -> list[str]:
+        try:
+            await self._transport.write(plan, values, deadline)
+        except TransportError as exc:
+            self.failed = True
+            self._counter.write_errors += 1  # comms loss past its timeout trips in the cycle
+            if isinstance(exc, WriteError):
+                return exc.outcomes
+            return [f"not_attempted: {exc}"] * len(plan.names)  # refused before anything was sent
+        self.acked_mono = time.monotonic()
+        return self._all_ok if len(plan.names) == len(self._all_ok) else self._hb_ok

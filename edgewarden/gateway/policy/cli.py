@@ -1,0 +1,105 @@
+"""``edgewarden model ...``: inspect and check model files, and drive the running gateway's
+model lifecycle (load, shadow, promote, rollback) over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from edgewarden.gateway.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    model = sub.add_parser("model", help="inspect, check and swap ONNX policies")
+    msub = model.add_subparsers(dest="model_command", metavar="COMMAND", required=True)
+
+    inspect = msub.add_parser("inspect", help="contract, hash and training statistics of a model file")
+    inspect.add_argument("file", type=Path)
+    inspect.set_defaults(handler=_inspect)
+
+    check = msub.add_parser("check", help="verify a model against a gateway config, as a load would")
+    check.add_argument("file", type=Path)
+    check.add_argument("--config", "-c", type=Path, required=True)
+    check.set_defaults(handler=_check)
+
+    for name, text in (("load", "validate a model and make it the active one, between two cycles"),
+                       ("shadow", "run a model beside the active one: audited, never written")):
+        p = msub.add_parser(name, help=text)
+        p.add_argument("file", type=Path)
+        p.add_argument("--sha256", default=None, help="refuse any other file")
+        _remote_args(p)
+        p.set_defaults(handler=_remote, action=name)
+    for name, text in (("promote", "make the shadow model active (after its agreement period)"),
+                       ("rollback", "go back to the previous model"),
+                       ("status", "active, previous, staged and shadow models")):
+        p = msub.add_parser(name, help=text)
+        _remote_args(p)
+        p.set_defaults(handler=_remote, action=name, file=None, sha256=None)
+
+
+def _remote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, help="gateway config (to find the control socket)")
+    p.add_argument("--socket", type=Path, help="control socket path")
+    p.add_argument("--actor", default=None, help="operator name for the audit log (default: login name)")
+    p.add_argument("--reason", default="", help="recorded with the command")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
+    from edgewarden.gateway.errors import PolicyError
+    from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract
+
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"cannot read {args.file}: {exc.strerror}") from None
+    try:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for a bad file
+        raise PolicyError(f"{args.file} is not a loadable ONNX model: {str(exc).splitlines()[0]}") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise PolicyError(f"{args.file} carries no {METADATA_KEY} metadata: not an edgewarden policy")
+    contract = PolicyContract.from_json(meta[METADATA_KEY])
+    out: dict[str, Any] = {"file": str(args.file), "sha256": hashlib.sha256(data).hexdigest(),
+                           "bytes": len(data), **contract.to_dict()}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edgewarden.gateway.config import load_config
+    from edgewarden.gateway.policy.registry import load_verified
+
+    s = load_config(args.config).settings
+    policy = load_verified(s, args.file, s.policy.sha256)
+    print(f"{args.file}: OK for {args.config} — sha256 {policy.sha256}, algorithm "
+          f"{policy.contract.algorithm}, {len(s.policy.observations)} observations → "
+          f"{len(s.policy.actions)} actions")
+    return 0
+
+
+def _remote(args: argparse.Namespace) -> int:
+    from edgewarden.gateway.config import load_config
+    from edgewarden.gateway.ops.control import send_command
+
+    if args.socket is not None:
+        sock = args.socket
+    elif args.config is not None:
+        sock = load_config(args.config).settings.control.socket
+    else:
+        raise ConfigError(f"model {args.action} needs --config FILE or --socket PATH to find the gateway")
+    request: dict[str, Any] = {"cmd": "model", "action": args.action, "actor": args.actor or getpass.getuser(),
+                               "reason": args.reason}
+    if args.file is not None:
+        request["path"] = str(args.file.resolve())
+        request["sha256"] = args.sha256
+    reply = asyncio.run(send_command(sock, request, timeout_s=30.0))
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("ok") else 1

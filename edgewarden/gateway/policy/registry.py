@@ -1,0 +1,250 @@
+"""Model lifecycle: verified loads, atomic swaps between cycles, shadow, promote, rollback.
+
+    load     validate completely (signature, SHA-256 pin, contract against the tag map,
+             graph, warm-up) → staged; the cycle swaps it in at the start of its next step
+    shadow   a candidate runs every cycle beside the active model on the same inputs; its
+             proposal and the action the shield *would* write are audited and compared
+             (divergence, would-be interventions), never written
+    promote  the shadow becomes active once it has agreed for ``promote_after_s``
+             (or at once with ``auto_promote``)
+    rollback back to the previous model, by command, or automatically when a model that
+             was swapped in less than ``rollback_window_s`` ago faults or falls back
+
+Every step is an audit record carrying both model hashes. A model that fails validation
+never reaches the cycle: the running model is unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgewarden.gateway.config import Settings
+from edgewarden.gateway.errors import PolicyError
+from edgewarden.gateway.policy.onnx_policy import OnnxPolicy
+from edgewarden.gateway.safety.shield import ActionShield
+
+
+class AuditSink(Protocol):
+    def append(self, kind: str, payload: dict) -> int: ...
+
+
+def expected_io(s: Settings) -> tuple[list[tuple[str, str]], list[tuple[str, str, float, float]]]:
+    obs = [(t, s.tags[t].units) for t in s.policy.observations]
+    act = [(t, s.tags[t].units, s.safety.actions[t].min, s.safety.actions[t].max) for t in s.policy.actions]
+    return obs, act
+
+
+def verify_signature(path: Path, pubkey: Path) -> str:
+    """Check the detached Ed25519 signature ``path.sig``; returns the file's SHA-256."""
+    import hashlib
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    sig_path = path.with_name(path.name + ".sig")
+    try:
+        data = path.read_bytes()
+        signature = sig_path.read_bytes()
+        key = load_pem_public_key(pubkey.read_bytes())
+    except FileNotFoundError as exc:
+        raise PolicyError(f"policy model '{path}' refused: {exc.filename} not found "
+                          "(a signature is required: [policy] pubkey is set)") from None
+    except ValueError as exc:
+        raise PolicyError(f"policy model '{path}' refused: cannot read the public key {pubkey}: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise PolicyError(f"policy model '{path}' refused: {pubkey} is not an Ed25519 public key")
+    if len(signature) != 64:
+        import base64
+        import binascii
+
+        try:
+            signature = base64.b64decode(signature.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    try:
+        key.verify(signature, data)
+    except InvalidSignature:
+        raise PolicyError(f"policy model '{path}' refused: the signature {sig_path.name} does not verify "
+                          f"with {pubkey}") from None
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_verified(s: Settings, path: Path, sha256: str | None = None) -> OnnxPolicy:
+    """Everything a model must pass before it may run: signature, pin, contract, graph, warm-up."""
+    path = Path(path)
+    if s.policy.pubkey is not None:
+        signed = verify_signature(path, s.policy.pubkey)
+        if sha256 is not None and sha256.lower() != signed:
+            raise PolicyError(f"policy model '{path}' refused: SHA-256 {signed} is not the pinned {sha256}")
+        sha256 = signed  # load refuses a file that changed after its signature was checked
+    obs, act = expected_io(s)
+    return OnnxPolicy.load(path, expected_obs=obs, expected_act=act, sha256=sha256,
+                           max_bytes=int(s.policy.max_model_mb * 2**20))
+
+
+@dataclass
+class ShadowReport:
+    divergence: float = math.nan
+    would_intervene: bool = False
+    agree_s: float = 0.0
+    cycles: int = 0
+    faults: int = 0
+
+
+class ModelManager:
+    """Owns the active, previous, staged and shadow models of one control loop."""
+
+    def __init__(self, settings: Settings, active: OnnxPolicy | Any, audit: AuditSink) -> None:
+        self.settings = settings
+        self.audit = audit
+        self.active = active
+        self.previous: Any | None = None
+        self.staged: Any | None = None
+        self.staged_reason = ""
+        self.shadow: Any | None = None
+        self.report = ShadowReport()
+        self.swapped_at = -math.inf
+        shield = ActionShield(settings)
+        self._shadow_shield = shield
+        span = shield.hi - shield.lo
+        tol = settings.policy.shadow_tolerance
+        self._tol = np.array([tol.get(a, 0.05 * s) for a, s in zip(settings.policy.actions, span)])
+        self._shadow_last = shield.safe.copy()
+        self._shadow_out = np.zeros(len(span))
+        self._agree_since = math.nan
+
+    # ---- commands (between cycles, on the event loop) ------------------------------
+    def load(self, path: Path, actor: str, sha256: str | None = None) -> Any:
+        """Validate ``path`` and stage it as the next active model. Raises PolicyError."""
+        policy = load_verified(self.settings, path, sha256)
+        self.staged, self.staged_reason = policy, f"load by {actor}"
+        self._record("model_load", policy, actor, path=str(path))
+        return policy
+
+    async def watch_file(self, path: Path, sha256: str | None, stop: asyncio.Event, log: Any) -> None:
+        """File drop (``[policy] watch``): a changed model file (modification time or size,
+        checked every second) is validated and staged like ``model load``; a refused one
+        is logged and the running model stays."""
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            return st.st_mtime_ns, st.st_size
+
+        last = stamp()
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            now = stamp()
+            if now is None or now == last:
+                continue
+            last = now
+            try:
+                await asyncio.to_thread(self.load, path, "file drop", sha256)
+            except PolicyError as exc:
+                log.error("model file changed but was refused; the running model stays", error=str(exc))
+
+    def start_shadow(self, path: Path, actor: str, sha256: str | None = None) -> Any:
+        policy = load_verified(self.settings, path, sha256)
+        self.shadow = policy
+        self.report = ShadowReport()
+        self._agree_since = math.nan
+        self._shadow_last[:] = self._shadow_shield.safe
+        self._record("model_shadow", policy, actor, path=str(path))
+        return policy
+
+    def promote(self, actor: str, *, now: float | None = None) -> Any:
+        if self.shadow is None:
+            raise PolicyError("promote refused: no model is running in shadow mode")
+        need = self.settings.policy.promote_after_s
+        if self.report.agree_s < need:
+            raise PolicyError(f"promote refused: the shadow model has agreed for {self.report.agree_s:.1f} s "
+                              f"of the {need:g} s required (last divergence {self.report.divergence:.4g})")
+        policy, self.shadow = self.shadow, None
+        self.staged, self.staged_reason = policy, f"promote by {actor}"
+        self._record("model_promote", policy, actor)
+        return policy
+
+    def rollback(self, actor: str, reason: str) -> Any:
+        if self.previous is None:
+            raise PolicyError("rollback refused: there is no previous model")
+        self.staged, self.staged_reason = self.previous, f"rollback by {actor}: {reason}"
+        self._record("model_rollback", self.previous, actor, reason=reason)
+        return self.previous
+
+    # ---- the cycle's side ------------------------------------------------------------
+    def take_staged(self, now: float) -> Any | None:
+        """At the start of a cycle: the model to swap in, if one is staged."""
+        if self.staged is None:
+            return None
+        new, self.staged = self.staged, None
+        if new is not self.active:
+            self.previous, self.active = self.active, new
+            self.swapped_at = now
+            self._record("model_swap", new, "gateway", reason=self.staged_reason)
+        return new
+
+    def on_trouble(self, reason: str, now: float) -> bool:
+        """A fault or a fall-back: roll a recently swapped model back. True if staged."""
+        if self.previous is None or now - self.swapped_at > self.settings.policy.rollback_window_s:
+            return False
+        if self.staged is not None:
+            return True
+        self.rollback("gateway", f"automatic: {reason}")
+        return True
+
+    def shadow_step(self, obs: np.ndarray, active_action: np.ndarray | None, lo: np.ndarray,
+                    hi: np.ndarray, dt: float, now: float) -> dict[str, Any] | None:
+        """Run the shadow on this cycle's inputs; returns the audit payload (never written)."""
+        shadow = self.shadow
+        if shadow is None:
+            return None
+        r = self.report
+        r.cycles += 1
+        try:
+            proposed = shadow.infer(obs)
+        except PolicyError as exc:
+            r.faults += 1
+            self._agree_since = math.nan
+            r.agree_s = 0.0
+            return {"sha256": shadow.sha256, "fault": str(exc)}
+        res = self._shadow_shield.apply(proposed, self._shadow_last, dt, self._shadow_out, lo, hi)
+        r.would_intervene = (not res.ok) or res.code != "ok"
+        if res.ok:
+            self._shadow_last[:] = self._shadow_out
+        r.divergence = math.nan if active_action is None else float(np.max(np.abs(proposed - active_action)))
+        agrees = active_action is not None and bool((np.abs(proposed - active_action) <= self._tol).all())
+        if agrees and res.ok:
+            if math.isnan(self._agree_since):
+                self._agree_since = now
+            r.agree_s = now - self._agree_since
+        else:
+            self._agree_since = math.nan
+            r.agree_s = 0.0
+        if self.settings.policy.auto_promote and r.agree_s >= self.settings.policy.promote_after_s:
+            self.promote("gateway (auto_promote)")
+        return {"sha256": shadow.sha256, "proposed": proposed.tolist(),
+                "would_write": self._shadow_out.tolist() if res.ok else None,
+                "divergence": r.divergence, "would_intervene": r.would_intervene}
+
+    def describe(self) -> dict[str, Any]:
+        def h(p: Any) -> str | None:
+            return None if p is None else p.sha256
+        return {"active": h(self.active), "previous": h(self.previous), "staged": h(self.staged),
+                "shadow": h(self.shadow), "shadow_agree_s": self.report.agree_s,
+                "shadow_divergence": None if math.isnan(self.report.divergence) else self.report.divergence}
+
+    def _record(self, kind: str, policy: Any, actor: str, **extra: Any) -> None:
+        self.audit.append(kind, {"sha256": policy.sha256, "active": self.active.sha256,
+                                 "previous": None if self.previous is None else self.previous.sha256,
+                                 "path": str(getattr(policy, "path", "")), "actor": actor,
+                                 "t_mono": time.monotonic(), **extra})

@@ -1,0 +1,133 @@
+"""Simplex supervision of the learned policy: when it loses control, and when it gets it back.
+
+The policy loses control (AUTO → FALLBACK) on a policy fault, on inputs outside its
+training distribution for ``ood_cycles`` cycles in a row, or after ``max_interventions``
+shield clips within ``intervention_window_s``. In FALLBACK the verified controller
+(edgewarden/gateway/policy/fallback.py) proposes the action; control goes back to the policy once
+its proposal, clipped to this cycle's bounds, has agreed with the fallback's within
+``agreement_tolerance`` for ``agreement_s``. Everything proposed still passes the shield.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edgewarden.gateway.config import Settings
+from edgewarden.gateway.modes import Mode, ModeMachine
+from edgewarden.gateway.policy.fallback import FallbackController
+
+
+class Screen(enum.IntEnum):
+    """The out-of-distribution guard's word on this cycle's input."""
+
+    IN = 0  # inside the training distribution
+    COUNTED = 1  # outside, counted; the policy keeps control below the threshold
+    REJECTED = 2  # outside for ood_cycles in a row: the fallback has control
+
+
+def ood_bounds(policy: Any, margin: float, z: float, n: int) -> tuple[np.ndarray, ...]:
+    """(lo, hi, mean, std, z) of the guard from the contract's training statistics: the range
+    widened by ``margin`` of its span, and mean ± z·std. A model without statistics is
+    never out of distribution."""
+    stats = getattr(getattr(policy, "contract", None), "obs_stats", None)
+    if stats is None:
+        inf = np.full(n, np.inf)
+        return -inf, inf, np.zeros(n), inf, np.array(1.0)
+    lo, hi = np.array(stats.min, dtype=float), np.array(stats.max, dtype=float)
+    pad = margin * (hi - lo)
+    std = np.array(stats.std, dtype=float)
+    std = np.where(std > 0, std, np.inf)  # a constant training feature: judged by range only
+    return lo - pad, hi + pad, np.array(stats.mean, dtype=float), std, np.array(z)
+
+
+class Supervisor:
+    """Owns the fallback controller, the OOD guard, the intervention window and the
+    hand-back timer; asks the mode machine for FALLBACK and AUTO."""
+
+    def __init__(self, settings: Settings, monitored: list[str], span: np.ndarray, policy: Any,
+                 modes: ModeMachine, on_trouble: Callable[[str, float], bool]) -> None:
+        fb = settings.safety.fallback
+        self._fb = fb
+        self._modes = modes
+        self._on_trouble = on_trouble  # the model manager: a fresh model's trouble rolls it back
+        self._inputs = list(settings.policy.observations)
+        self.controller = FallbackController(settings, monitored)
+        self._agree_tol = np.array([fb.agreement_tolerance.get(a, 0.05 * s)
+                                    for a, s in zip(settings.policy.actions, span)])
+        self._interventions: collections.deque[float] = collections.deque()
+        self._agree_since = math.nan
+        self._ood_run = 0
+        self._ood = ood_bounds(policy, fb.ood_margin, fb.ood_z, len(self._inputs))
+
+    def take_over(self, old: Supervisor) -> None:
+        """Carry the run-time state of the supervisor this one replaces (a reload)."""
+        self._interventions = old._interventions
+        self._agree_since = old._agree_since
+        self._ood_run = old._ood_run
+
+    def use_policy(self, policy: Any) -> None:
+        """A new model took over: its own training distribution, a fresh run count."""
+        self._ood = ood_bounds(policy, self._fb.ood_margin, self._fb.ood_z, len(self._inputs))
+        self._ood_run = 0
+
+    def screen(self, x: np.ndarray) -> Screen:
+        """Judge this cycle's policy input (float64, in ``policy.observations`` order)."""
+        lo, hi, mean, std, z = self._ood
+        far = (x < lo) | (x > hi) | (np.abs(x - mean) > z * std)
+        if not far.any():
+            self._ood_run = 0
+            return Screen.IN
+        self._ood_run += 1
+        if self._ood_run < self._fb.ood_cycles:
+            return Screen.COUNTED
+        i = int(np.flatnonzero(far)[0])
+        self.enter(f"input {self._inputs[i]!r} = {x[i]:.6g} lies outside the policy's training "
+                   f"distribution for {self._ood_run} cycles")
+        return Screen.REJECTED
+
+    def intervened(self, now: float) -> None:
+        """The shield clipped a proposal; too many within the window hand over to the fallback."""
+        fb, window = self._fb, self._interventions
+        window.append(now)
+        while window and now - window[0] > fb.intervention_window_s:
+            window.popleft()
+        if len(window) >= fb.max_interventions and self._modes.mode == Mode.AUTO:
+            window.clear()
+            self.enter(f"{fb.max_interventions} shield interventions within {fb.intervention_window_s:g} s")
+
+    def enter(self, reason: str) -> None:
+        """Hand control from the policy to the fallback (from AUTO; elsewhere only the
+        hand-back timer restarts)."""
+        self._agree_since = math.nan
+        if self._modes.mode == Mode.AUTO:
+            self._on_trouble(reason, time.monotonic())
+            self.controller.reset()
+            self._modes.request(Mode.FALLBACK, reason=reason, actor="gateway")
+
+    def resume(self) -> None:
+        """FALLBACK resumes after MANUAL: the controller starts afresh."""
+        self.controller.reset()
+
+    def fallback_step(self, monitored: np.ndarray, last: np.ndarray, period: float, proposed: np.ndarray | None,
+                      lo: np.ndarray, hi: np.ndarray, now: float, out: np.ndarray) -> None:
+        """In FALLBACK: the fallback's action into ``out``; back to AUTO after agreement_s of
+        the policy's (clipped) proposal agreeing with it."""
+        self.controller.compute(monitored, last, period, out)
+        if proposed is None:
+            self._agree_since = math.nan
+            return
+        if not bool((np.abs(np.clip(proposed, lo, hi) - out) <= self._agree_tol).all()):
+            self._agree_since = math.nan
+        elif math.isnan(self._agree_since):
+            self._agree_since = now
+        elif now - self._agree_since >= self._fb.agreement_s:
+            self._agree_since = math.nan
+            self._modes.request(Mode.AUTO, reason="policy agreed with the fallback for "
+                                f"{self._fb.agreement_s:g} s", actor="gateway")

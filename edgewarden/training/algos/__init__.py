@@ -1,0 +1,34 @@
+"""Offline RL algorithms, one readable module each: BC, TD3+BC, IQL, CQL.
+
+``ALGOS`` maps the CLI name to ``(Algorithm class, Config class)``; every algorithm
+implements :class:`edgewarden.training.algos.base.Algorithm`: ``update(batch) -> dict[str, Tensor]`` (detached 0-d losses),
+an ``actor`` whose ``deterministic(obs)`` is what gets exported, and state dicts for
+checkpoints.
+"""
+
+from __future__ import annotations
+
+from edgewarden.training.algos.base import Algorithm
+from edgewarden.training.algos.bc import BC, BCConfig
+from edgewarden.training.algos.cql import CQL, CQLConfig
+from edgewarden.training.algos.iql import IQL, IQLConfig
+from edgewarden.training.algos.td3bc import TD3BC, TD3BCConfig
+
+__all__ = ["ALGOS", "Algorithm", "make_algorithm"]
+
+ALGOS: dict[str, tuple[type[Algorithm], type]] = {
+    "bc": (BC, BCConfig),
+    "td3bc": (TD3BC, TD3BCConfig),
+    "iql": (IQL, IQLConfig),
+    "cql": (CQL, CQLConfig),
+}
+
+
+def make_algorithm(name: str, n_obs: int, n_act: int, obs_mean, obs_std, *, device, seed: int,
+                   overrides: dict | None = None) -> Algorithm:
+    try:
+        cls, cfg_cls = ALGOS[name]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {name!r} (known: {', '.join(ALGOS)})") from None
+    cfg = cfg_cls(**(overrides or {}))
+    return cls(cfg, n_obs, n_act, obs_mean, obs_std, device=device, seed=seed)

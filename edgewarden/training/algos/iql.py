@@ -1,0 +1,151 @@
+"""IQL: implicit Q-learning, never querying actions outside the dataset.
+
+Kostrikov, Nair & Levine, "Offline Reinforcement Learning with Implicit Q-Learning",
+ICLR 2022 (arXiv:2110.06169), Algorithm 1: (1) fit V to an upper expectile of the target
+Q over dataset actions, (2) fit Q to r + gamma V(s'), (3) extract the policy by
+advantage-weighted regression, exp(beta (Q - V)) clipped at 100. Defaults are the
+paper's locomotion settings: expectile 0.7, inverse temperature beta 3.0, gamma 0.99,
+tau 0.005, Adam 3e-4, 256-256 networks, batch 256.
+
+One deviation, stated: the policy is deterministic (a tanh actor) and the AWR term is a
+weighted squared error rather than a Gaussian log-likelihood, the "deterministic" IQL
+variant of CORL; the gateway deploys a deterministic policy anyway.
+
+Order within a step, as in CORL's IQL (and d3rlpy's): all three losses are computed from
+the networks as they were at the start of the step (the Q target uses V(s') before V's
+update; the advantage uses Q_target and V before their updates), so the three updates are
+independent of each other. On CPU with two or more intra-op threads, ``update`` uses that:
+the V + actor update and the Q update run at the same time on two threads with one
+intra-op thread each (``concurrent``; small matrices split poorly across cores, two
+independent networks don't). Same operations, same results as the sequential path with one
+intra-op thread (tested); data-parallel runs and CUDA use the sequential path.
+"""
+
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from edgewarden.training.algos.base import Algorithm, adam
+from edgewarden.training.nets import Actor, Batch, EnsembleQ, ValueNet, soft_update
+
+
+@dataclass
+class IQLConfig:
+    hidden: tuple[int, ...] = (256, 256)  # actor, critic and value MLP widths
+    actor_lr: float = 3e-4  # Adam learning rate, actor
+    critic_lr: float = 3e-4  # Adam learning rate, Q networks
+    value_lr: float = 3e-4  # Adam learning rate, V network
+    batch_size: int = 256  # transitions per gradient step
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # target Q Polyak rate
+    expectile: float = 0.7  # tau in the paper: expectile of Q that V fits
+    beta: float = 3.0  # inverse temperature of the advantage weights
+    exp_adv_max: float = 100.0  # weights are clipped to this
+    concurrent: bool = True  # on CPU: V + actor and Q updates on two threads at once (same results)
+
+
+class IQL(Algorithm):
+    name = "iql"
+
+    def __init__(self, cfg: IQLConfig, n_obs, n_act, obs_mean, obs_std, *, device, seed) -> None:
+        super().__init__(cfg, n_obs, n_act, obs_mean, obs_std, device=device, seed=seed)
+        self.actor = Actor(self.norm, n_obs, n_act, cfg.hidden).to(self.device)
+        self.critic = EnsembleQ(self.norm, n_obs, n_act, cfg.hidden, n=2).to(self.device)
+        self.value = ValueNet(self.norm, n_obs, cfg.hidden).to(self.device)
+        self.critic_t = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, self.device)
+        self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr, self.device)
+        self.value_opt = adam(self.value.parameters(), cfg.value_lr, self.device)
+        self.modules = {"actor": self.actor, "critic": self.critic, "value": self.value,
+                        "critic_target": self.critic_t}
+        self.optims = {"actor": self.actor_opt, "critic": self.critic_opt, "value": self.value_opt}
+        self._pool: ThreadPoolExecutor | None = None
+
+    @torch.no_grad()  # grad mode is per thread: each half of the concurrent path sets its own
+    def _q_target(self, obs, act) -> torch.Tensor:
+        """min_i Q_target_i(s, a), from the target heads as they are at the step's start."""
+        return self.critic_t(obs, act).min(0).values
+
+    @torch.no_grad()
+    def _value_next(self, nxt) -> torch.Tensor:
+        """V(s') from V as it is at the step's start (the Q target)."""
+        return self.value(nxt)
+
+    def _value_actor_loss(self, obs, act, q_t) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cfg
+        # 1. Value: expectile regression  L_V = E[ |tau - 1(u < 0)| u^2 ],  u = Q_target(s,a) - V(s)
+        v = self.dp(self.value)(obs)
+        u = q_t - v
+        w = torch.where(u < 0, 1.0 - c.expectile, c.expectile)
+        value_loss = (w * u.pow(2)).mean()
+        # 3. Policy extraction (AWR): weights exp(beta (Q_target - V)), clipped.
+        weight = torch.exp(c.beta * u.detach()).clamp_max(c.exp_adv_max)
+        actor_loss = (weight * (self.dp(self.actor)(obs) - act).pow(2).sum(-1)).mean()
+        return value_loss, actor_loss
+
+    def _critic_loss(self, obs, act, rew, done, next_v) -> torch.Tensor:
+        # 2. Q: L_Q = E[ (r + gamma (1-d) V(s') - Q(s,a))^2 ] on both heads
+        y = rew + self.cfg.gamma * (1.0 - done) * next_v
+        return (self.dp(self.critic)(obs, act) - y).pow(2).mean(1).sum()
+
+    def _value_actor_step(self, b: Batch, q_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        value_loss, actor_loss = self._value_actor_loss(b.obs, b.act, q_t)
+        self.value_opt.zero_grad(set_to_none=True)
+        self.actor_opt.zero_grad(set_to_none=True)
+        # one backward for both: the losses share no parameters (the advantage is detached),
+        # so each network gets exactly its own loss's gradient
+        (value_loss + actor_loss).backward()
+        self.value_opt.step()
+        self.actor_opt.step()
+        return value_loss.detach(), actor_loss.detach()
+
+    def _critic_step(self, b: Batch, next_v: torch.Tensor) -> torch.Tensor:
+        critic_loss = self._critic_loss(b.obs, b.act, b.rew, b.done, next_v)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        soft_update(self.critic_t, self.critic, self.cfg.tau)
+        return critic_loss.detach()
+
+    def _worker(self) -> ThreadPoolExecutor | None:
+        """The second thread of the concurrent path, or None where the sequential path runs."""
+        if (not self.cfg.concurrent or self.device.type != "cpu" or self._dp
+                or torch.get_num_threads() < 2):
+            return None
+        if self._pool is None:
+            # one intra-op thread in the worker (a per-thread setting in torch's OpenMP backend)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="iql", initializer=torch.set_num_threads,
+                                            initargs=(1,))
+        return self._pool
+
+    def update(self, b: Batch) -> dict[str, torch.Tensor]:
+        self.step += 1
+        pool = self._worker()
+        if pool is None:
+            q_t, next_v = self._q_target(b.obs, b.act), self._value_next(b.next_obs)
+            value_loss, actor_loss = self._value_actor_step(b, q_t)
+            critic_loss = self._critic_step(b, next_v)
+        else:
+            n = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                f = pool.submit(self._value_next, b.next_obs)
+                q_t = self._q_target(b.obs, b.act)
+                next_v = f.result()
+                f = pool.submit(self._value_actor_step, b, q_t)
+                try:
+                    critic_loss = self._critic_step(b, next_v)
+                finally:  # never leave the worker running past update
+                    value_loss, actor_loss = f.result()
+            finally:
+                torch.set_num_threads(n)
+        return {"value_loss": value_loss, "critic_loss": critic_loss, "actor_loss": actor_loss}
+
+    def __getstate__(self):  # the worker thread is not state
+        d = dict(self.__dict__)
+        d["_pool"] = None
+        return d

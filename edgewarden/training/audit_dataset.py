@@ -1,0 +1,106 @@
+"""A training dataset from the gateway's audit log (``edgewarden train from-audit``).
+
+Builds the D4RL layout of edgewarden/training/datasets.py from consecutive ``cycle`` records in
+AUTO: row i is (obs of cycle n, action written in cycle n, obs of cycle n+1). A run ends
+where the next cycle is missing, not AUTO, wrote nothing or has a missing observation:
+that row gets ``timeouts = True``. The gateway does not record a reward, so ``rewards``
+are zeros (``extra.rewards = "not recorded"``): relabel them with the plant's reward
+before training. Names and units come from the log's ``config_load`` record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgewarden.gateway.audit.jsonl import select
+from edgewarden.gateway.audit.verify import iter_records
+from edgewarden.gateway.errors import AuditError
+from edgewarden.training.datasets import DatasetMeta, write
+
+EXPORT_VERSION = 1  # the "audit_export_version" in the dataset's extra metadata
+_NAMED = ("obs_tags", "act_tags", "obs_units", "act_units")  # from the config_load record
+
+
+def _names(given: Any, n: int, default: str) -> list[str]:
+    """The recorded names (or units) when they fit the data, else ``default.format(i)``."""
+    if isinstance(given, list) and len(given) == n and all(isinstance(x, str) for x in given):
+        return given
+    return [default.format(i) for i in range(n)]
+
+
+def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None, until: float | None = None,
+                       plant: str | None = None) -> int:
+    """Write the AUTO cycle history of the log as a training dataset; return its rows."""
+    if not directory.is_dir():
+        raise AuditError(f"{directory}: not a directory")
+    if out.exists():
+        raise AuditError(f"{out} exists: choose a new file (a dataset is never overwritten)")
+    obs, act, nxt, ends = [], [], [], []
+    info: dict[str, Any] = {"gateway": None, "model": None, **dict.fromkeys(_NAMED)}
+    prev: dict[str, Any] | None = None  # the last usable AUTO cycle, waiting for its successor
+    first_seq = last_seq = None
+    for rec in select(iter_records(directory), since=since, until=until):
+        p = rec.payload
+        kind = p.get("kind")
+        if kind == "config_load":
+            info["gateway"] = p.get("gateway", info["gateway"])
+            for key in _NAMED:
+                info[key] = p.get(key, info[key])
+        elif kind == "model_load":
+            info["model"] = p.get("sha256", info["model"])
+        if kind != "cycle":
+            continue
+        usable = (p.get("mode") == "AUTO" and isinstance(p.get("written"), list) and isinstance(p.get("obs"), list)
+                  and all(isinstance(v, (int, float)) for v in p["obs"])
+                  and all(isinstance(v, (int, float)) for v in p["written"]))
+        if prev is not None:
+            follows = isinstance(p.get("n"), int) and p["n"] == prev["n"] + 1 and isinstance(p.get("obs"), list)
+            follows = follows and len(p["obs"]) == len(prev["obs"]) and all(
+                isinstance(v, (int, float)) for v in p["obs"])
+            if follows:
+                obs.append(prev["obs"])
+                act.append(prev["written"])
+                nxt.append(p["obs"])
+                ends.append(not usable)  # the run stops here unless this cycle continues it
+                first_seq = prev["_seq"] if first_seq is None else first_seq
+                last_seq = rec.seq
+            elif ends:
+                ends[-1] = True
+        prev = dict(p, _seq=rec.seq) if usable else None
+    if ends:
+        ends[-1] = True
+    n = len(obs)
+    if n == 0:
+        raise AuditError(f"{directory}: no consecutive AUTO cycle records to export in that range")
+    n_obs, n_act = len(obs[0]), len(act[0])
+    if any(len(o) != n_obs for o in obs) or any(len(a) != n_act for a in act):
+        raise AuditError(f"{directory}: observation/action sizes change within the log; export a range "
+                         "with --since/--until that covers one configuration")
+    obs_tags = _names(info["obs_tags"], n_obs, "obs_{}")
+    act_tags = _names(info["act_tags"], n_act, "act_{}")
+    obs_units, act_units = _names(info["obs_units"], n_obs, ""), _names(info["act_units"], n_act, "")
+    actions = np.asarray(act, dtype=np.float32)
+    meta = DatasetMeta(
+        plant=plant or info["gateway"] or "unknown",
+        observation_tags=tuple(obs_tags), observation_units=tuple(obs_units),
+        action_tags=tuple(act_tags), action_units=tuple(act_units),
+        action_low=tuple(float(v) for v in actions.min(axis=0)),
+        action_high=tuple(float(v) for v in actions.max(axis=0)),
+        behaviour_policy=f"onnx:{info['model']}" if info["model"] else "unknown",
+        extra={"source": "edgewarden train from-audit", "audit_export_version": EXPORT_VERSION,
+               "audit_dir": str(directory), "first_seq": first_seq, "last_seq": last_seq,
+               "rewards": "not recorded"},
+    )
+    data = {
+        "observations": np.asarray(obs, dtype=np.float32), "actions": actions,
+        "rewards": np.zeros(n, dtype=np.float32), "next_observations": np.asarray(nxt, dtype=np.float32),
+        "terminals": np.zeros(n, dtype=np.bool_), "timeouts": np.asarray(ends, dtype=np.bool_),
+    }
+    try:
+        write(out, data, meta)
+    except OSError as exc:
+        raise AuditError(f"cannot write {out}: {exc}") from None
+    return n

@@ -1,0 +1,271 @@
+"""``edgewarden train ...``: offline training. Needs the ``train`` extra (torch, h5py, onnx).
+
+Nothing here is imported by the gateway; heavy modules load inside the handlers, and a
+missing extra becomes one clear sentence instead of an ImportError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+from edgewarden.gateway.errors import GatewayError
+
+_TRAIN_EXTRA = "pip install -c constraints.txt -e '.[train]'"
+
+
+def require_train_extra(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise GatewayError(f"this command needs the 'train' extra ({', '.join(missing)} not installed): "
+                           f"run {_TRAIN_EXTRA}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="offline training and export (needs the 'train' extra)")
+    tsub = train.add_subparsers(dest="train_command", metavar="COMMAND", required=True)
+    base = tsub.add_parser("baseline", help="tune the proportional baseline on the plant model, export ONNX")
+    base.add_argument("plant", choices=["cstr"])
+    base.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    base.set_defaults(handler=_baseline)
+
+    col = tsub.add_parser("collect", help="collect a D4RL-layout HDF5 dataset from a twin env")
+    col.add_argument("plant")
+    col.add_argument("--policy", default="medium", choices=["random", "medium", "expert", "mixed"])
+    col.add_argument("--steps", type=int, required=True, help="transitions to write")
+    col.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+    col.add_argument("--seed", type=int, default=0)
+    col.add_argument("--n-envs", type=int, default=8, help="vectorised envs")
+    col.set_defaults(handler=_collect)
+
+    fit = tsub.add_parser("fit", help="train an offline RL policy on a dataset")
+    fit.add_argument("--algo", required=True, choices=["bc", "td3bc", "iql", "cql"])
+    fit.add_argument("--dataset", type=Path, required=True, help="HDF5 file in the D4RL layout")
+    fit.add_argument("--steps", type=int, required=True, help="gradient steps (total, also when resuming)")
+    fit.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, metrics)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    fit.add_argument("--nproc", type=int, default=1,
+                     help="data-parallel processes on this machine (DDP: gloo on CPU, nccl on CUDA, one GPU "
+                          "each); batch_size is per process. Under torchrun leave it out")
+    fit.add_argument("--eval-every", type=int, default=0, help="evaluate on the twin every N steps (0: never)")
+    fit.add_argument("--eval-episodes", type=int, default=5)
+    fit.add_argument("--checkpoint-every", type=int, default=5000)
+    fit.add_argument("--log-every", type=int, default=1000)
+    fit.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    fit.add_argument("--plant", help="twin to evaluate on (default: the dataset's plant)")
+    fit.add_argument("--tensorboard", action="store_true", help="also log to RUN/tb (needs tensorboard)")
+    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override an algorithm config field, e.g. --set alpha=2.5 (JSON values)")
+    fit.add_argument("--no-progress", action="store_true")
+    fit.set_defaults(handler=_fit)
+
+    ev = tsub.add_parser("evaluate", help="roll a policy out on the twin: score, violations, shield rate")
+    ev.add_argument("policy", help="checkpoint (.pt or run dir), exported .onnx, or random|medium|expert")
+    ev.add_argument("--plant", help="twin (default: the policy's plant)")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--seed", type=int, default=1000)
+    ev.add_argument("--plot", type=Path, help="PNG of episode 0 (needs matplotlib); a CSV is written beside it")
+    ev.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ev.set_defaults(handler=_evaluate)
+
+    ex = tsub.add_parser("export", help="export a checkpoint as a self-contained ONNX policy")
+    ex.add_argument("checkpoint", type=Path)
+    ex.add_argument("--out", type=Path, required=True)
+    ex.set_defaults(handler=_export)
+
+    fa = tsub.add_parser("from-audit", help="a D4RL-layout HDF5 dataset from the gateway's audit log (AUTO cycles)")
+    fa.add_argument("log", type=Path, help="audit log directory")
+    fa.add_argument("-o", "--out", type=Path, required=True, help="HDF5 file to write (never overwritten)")
+    fa.add_argument("--since", help="from this time (Unix seconds or ISO-8601, UTC if no zone)")
+    fa.add_argument("--until", help="before this time")
+    fa.add_argument("--plant", help="plant name for the metadata (default: the gateway name in the log)")
+    fa.set_defaults(handler=_from_audit)
+
+    sh = tsub.add_parser("ship", help="reproduce a shipped learned policy in models/ (seeded recipe per plant)")
+    sh.add_argument("plant", choices=["cstr", "tanks", "hvac"])
+    sh.add_argument("--out-dir", type=Path, help="where the model and manifest go (default: the repo's models/)")
+    sh.add_argument("--work", type=Path, help="keep the dataset and run here (default: a temporary directory)")
+    sh.set_defaults(handler=_ship)
+
+
+def _from_audit(args: argparse.Namespace) -> int:
+    require_train_extra("h5py")
+    from edgewarden.gateway.audit.jsonl import parse_time
+    from edgewarden.training.audit_dataset import dataset_from_audit
+
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    n = dataset_from_audit(args.log, args.out, since=since, until=until, plant=args.plant)
+    print(f"wrote {n} transitions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    require_train_extra("onnx")
+    from edgewarden.training.baseline import describe, make_baseline
+
+    tuning = make_baseline(args.out)
+    print(f"wrote {args.out}: {describe(tuning)}")
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    require_train_extra("h5py", "gymnasium")
+    from edgewarden.training.collect import collect
+
+    try:
+        r = collect(args.plant, args.policy, args.steps, args.out, seed=args.seed, n_envs=args.n_envs)
+    except (ValueError, KeyError) as e:  # unknown plant, no controller loops, bad sizes
+        raise GatewayError(f"cannot collect: {e.args[0] if e.args else e}") from None
+    print(f"wrote {args.out}: {r.meta.n} transitions, {r.episodes} complete episodes, mean return "
+          f"{r.mean_return:.1f}, {r.transitions_per_s:,.0f} transitions/s, {r.meta.content_hash}")
+    return 0
+
+
+def _parse_sets(items: list[str]) -> dict[str, object]:
+    import json
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise GatewayError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            v = json.loads(value)
+        except ValueError:
+            v = value
+        out[key] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def _fit(args: argparse.Namespace) -> int:
+    require_train_extra("torch", "h5py")
+    from edgewarden.training.fit import fit
+
+    try:
+        r = fit(args.algo, args.dataset, args.steps, args.out, seed=args.seed, device=args.device,
+                eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                checkpoint_every=args.checkpoint_every, log_every=args.log_every, resume=args.resume,
+                overrides=_parse_sets(args.set), progress=not args.no_progress, plant=args.plant,
+                tensorboard=args.tensorboard, nproc=args.nproc)
+    except TypeError as e:  # unknown config field
+        raise GatewayError(f"bad --set for {args.algo}: {e}") from None
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
+        return 0
+    msg = f"trained {r.steps} steps in {r.seconds:.1f} s; checkpoint {args.out / 'last.pt'}"
+    if r.last_eval:
+        msg += (f"; normalised score {r.last_eval['eval_normalized_score']:.1f}, "
+                f"violation rate {r.last_eval['eval_violation_rate']:.4f}")
+    print(msg)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    require_train_extra("gymnasium")
+    from edgewarden.training.evaluate import evaluate_policy, rollout
+
+    src = args.policy
+    if src in ("random", "medium", "expert", "mixed"):
+        if not args.plant:
+            raise GatewayError("evaluating a behaviour policy needs --plant")
+        plant, fn = args.plant, src
+    elif src.endswith(".onnx"):
+        plant, fn = _onnx_policy(Path(src), args.plant)
+    else:
+        require_train_extra("torch")
+        from edgewarden.training.datasets import DatasetMeta
+        from edgewarden.training.fit import load_checkpoint, policy_fn
+
+        algo, ck = load_checkpoint(src)
+        meta = DatasetMeta.from_dict(ck["dataset_meta"])
+        plant, fn = args.plant or meta.plant, policy_fn(algo, meta)
+    r = evaluate_policy(plant, fn, episodes=args.episodes, seed=args.seed)
+    if args.plot:
+        _plot(args.plot, rollout(plant, fn, episodes=1, seed=args.seed, record=True))
+    if args.json:
+        print(json.dumps({"plant": plant, "policy": src, **r.to_dict()}))
+    else:
+        print(f"{plant} {src}: return {r.mean_return:.1f} ± {r.std_return:.1f}, normalised score "
+              f"{r.normalized_score:.1f} (random {r.random_return:.1f}, expert {r.expert_return:.1f}), "
+              f"violation rate {r.violation_rate:.4f}, shield rate {r.shield_rate:.4f} "
+              f"over {r.episodes} episodes / {r.steps} steps")
+    return 0
+
+
+def _onnx_policy(path: Path, plant: str | None):
+    """A batch policy from an exported ONNX file, run by onnxruntime as the gateway would."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    contract = PolicyContract.from_json(sess.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    plant = plant or contract.training_config.get("plant")
+    if not plant:
+        raise GatewayError(f"{path}: the contract names no plant; pass --plant")
+
+    def fn(obs: np.ndarray) -> np.ndarray:
+        return sess.run(None, {contract.input_name: np.asarray(obs, np.float32)})[0]
+
+    return plant, fn
+
+
+def _plot(path: Path, res: dict) -> None:
+    import csv
+    import importlib.util
+
+    traj, cols = res["trajectory"], res["columns"]
+    csv_path = path.with_suffix(".csv")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", *cols])
+        for i, row in enumerate(traj):
+            w.writerow([i, *(f"{v:.6g}" for v in row)])
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"matplotlib is not installed: wrote the trajectory as {csv_path} only")
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(cols), 1, figsize=(8, 1.6 * len(cols)), sharex=True)
+    for ax, j in zip(axes, range(len(cols)), strict=True):
+        ax.plot(traj[:, j])
+        ax.set_ylabel(cols[j], fontsize=8)
+    axes[-1].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    print(f"wrote {path} and {csv_path}")
+
+
+def _export(args: argparse.Namespace) -> int:
+    require_train_extra("torch", "onnx")
+    from edgewarden.training.export import export_checkpoint
+
+    r = export_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {r.path} sha256:{r.sha256} (parity vs torch: {r.parity_normalized:.2e} normalised, "
+          f"{r.parity_engineering:.2e} in engineering units); manifest {r.path}.json")
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    require_train_extra("torch", "h5py", "onnx", "gymnasium")
+    from edgewarden.data import MODELS
+    from edgewarden.training.ship import ship
+
+    m = ship(args.plant, args.out_dir or MODELS, args.work)
+    ev = m["evaluation"]
+    print(f"wrote {m['model']} sha256:{m['sha256']} ({m['algorithm']} on {m['recipe']['quality']} data): "
+          f"normalised score {ev['normalized_score']:.1f}, violation rate {ev['violation_rate']:.4f} "
+          f"over {ev['episodes']} episodes")
+    return 0
