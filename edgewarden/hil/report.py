@@ -57,6 +57,7 @@ def scenario_summary(data: RunData, verdicts: list[Verdict], passed: bool) -> di
 
 def plot_scenario(data: RunData, verdicts: list[Verdict], out: Path) -> list[Path]:
     plt = _plt()
+    from matplotlib.ticker import FormatStrFormatter
     plan = data.plan
     if plan is None or not len(data.times):
         return []
@@ -114,6 +115,7 @@ def plot_scenario(data: RunData, verdicts: list[Verdict], out: Path) -> list[Pat
     axes[0].set_xlabel("cycle period as audited [ms]")
     axes[0].set_ylabel("cycles")
     axes[0].set_yscale("log")
+    axes[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 1, 10, 100 cycles, not 10^0
     if timings:
         names = [n for n, _, _ in timings]
         vals = [v for _, v, _ in timings]
