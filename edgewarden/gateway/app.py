@@ -32,6 +32,7 @@ from edgewarden.gateway.ops.control import ControlServer, Operators
 from edgewarden.gateway.ops.metrics import Metrics, watch_audit, watch_cycle, watch_links
 from edgewarden.gateway.ops.reload import Outcome, Reloader
 from edgewarden.gateway.ops.sdnotify import Notifier
+from edgewarden.gateway.policy.controllers import ControllerPolicy
 from edgewarden.gateway.policy.onnx_policy import OnnxPolicy
 from edgewarden.gateway.policy.registry import load_verified
 from edgewarden.gateway.safety.estop import TripEvent
@@ -50,8 +51,11 @@ def run_daemon(loaded: LoadedConfig) -> int:
     return timing.run(Gateway(loaded, scheduling=scheduling).run(), gw)
 
 
-def load_policy(s: Settings) -> OnnxPolicy:
-    """The configured model, verified (signature, pin, contract, graph, warm-up)."""
+def load_policy(s: Settings) -> OnnxPolicy | ControllerPolicy:
+    """The configured policy: a model, verified (signature, pin, contract, graph, warm-up),
+    or a controller without one (``[policy] kind``)."""
+    if s.policy.path is None:  # kind pid, hold or monitor (the schema ties path to onnx)
+        return ControllerPolicy(s)
     return load_verified(s, s.policy.path, s.policy.sha256)
 
 
@@ -112,8 +116,8 @@ class Gateway:
         metrics = Metrics()
         self.metrics = metrics
         metrics.healthy_within_s = max(2.0, 5.0 / s.gateway.cycle_hz)
-        metrics.model.info({"sha256": policy.sha256, "algorithm": str(policy.contract.algorithm),
-                            "path": str(policy.path)})
+        metrics.model.info({"sha256": policy.sha256, "algorithm": policy.algorithm,
+                            "path": str(policy.path or "")})
         watch_audit(metrics, audit.stats)
         transport = CompositeTransport(tags, s.connections)
         watch_links(metrics, transport.health)
@@ -124,8 +128,8 @@ class Gateway:
                                                  "act_tags": list(s.policy.actions),
                                                  "obs_units": [s.tags[t].units for t in s.policy.observations],
                                                  "act_units": [s.tags[t].units for t in s.policy.actions]})
-            audit.append_durable("model_load", {"path": str(policy.path), "sha256": policy.sha256,
-                                                "algorithm": policy.contract.algorithm})
+            audit.append_durable("model_load", {"path": None if policy.path is None else str(policy.path),
+                                                "sha256": policy.sha256, "algorithm": policy.algorithm})
             if s.metrics.enabled:
                 self.metrics_port = metrics.serve(s.metrics.host, s.metrics.port)
             await transport.connect()
@@ -159,8 +163,9 @@ class Gateway:
             if self.on_ready is not None:
                 self.on_ready(self)
             notifier.ready(f"cycling at {s.gateway.cycle_hz:g} Hz, mode {modes.mode.name}")
-            watcher = asyncio.create_task(loop.models.watch_file(s.policy.path, s.policy.sha256, self._stop,
-                                                                 log=self.log)) if s.policy.watch else None
+            watched = s.policy.path if s.policy.watch else None  # a model file (kind = onnx) only
+            watcher = asyncio.create_task(loop.models.watch_file(watched, s.policy.sha256, self._stop,
+                                                                 log=self.log)) if watched is not None else None
             await loop.run(self._stop)
             if watcher is not None:
                 watcher.cancel()

@@ -142,9 +142,26 @@ class TagSpec(Section):
         return self
 
 
+class PidSpec(Section):
+    """u = bias + kp·e + ki·∫e dt + kd·de/dt with e = setpoint − pv (negative kp: reverse acting)."""
+
+    pv: str = Field(description="measured tag")
+    setpoint: str | float = Field(description="setpoint tag, or a constant")
+    kp: float
+    ki: float = 0.0
+    kd: float = 0.0
+    bias: float = 0.0
+
+
 class PolicySection(Section):
-    path: FilePath = Field(description="the ONNX model (its contract is in its metadata; a manifest "
-                           "FILE.json beside it, when present, must name its SHA-256)")
+    kind: Literal["onnx", "pid", "hold", "monitor"] = Field(
+        "onnx", description="what proposes the actions: an ONNX model (path); PID loops (pid); the last applied "
+        "values (hold); or nothing at all: monitor reads, checks and audits but writes nothing, not even the "
+        "heartbeat, and never starts (commissioning beside a running plant)")
+    path: FilePath | None = Field(None, description="kind = onnx: the model (its contract is in its metadata; "
+                                  "a manifest FILE.json beside it, when present, must name its SHA-256)")
+    pid: dict[str, PidSpec] = Field(default_factory=dict, description="kind = pid: a loop per action (an action "
+                                    "without one holds); its pv and setpoint tags must be policy observations")
     max_model_mb: float = Field(16.0, gt=0, le=2048, description="refuse larger models: loading one at run "
                                 "time delays the running cycle, by tens of ms for tens of MiB (docs/models.md)")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pin: refuse any other model")
@@ -159,6 +176,23 @@ class PolicySection(Section):
     auto_promote: Flag = Field(False, description="promote a shadow model as soon as it qualifies")
     rollback_window_s: float = Field(300.0, ge=0, le=86_400, description="a new model that faults or falls back "
                                      "within this time after its swap is rolled back")
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> PolicySection:
+        if self.kind == "onnx" and self.path is None:
+            raise ValueError('path: kind = "onnx" (the default) runs a model file: name it, or choose '
+                             'kind = "pid", "hold" or "monitor", which run without one')
+        if self.kind != "onnx":
+            named = [k for k in ("path", "sha256", "pubkey") if getattr(self, k) is not None]
+            if named or self.watch:
+                raise ValueError(f"{(named or ['watch'])[0]}: kind = {self.kind!r} runs no model file "
+                                 '(set kind = "onnx" to run one)')
+        if self.kind == "pid" and not self.pid:
+            raise ValueError('pid: kind = "pid" needs at least one loop: [policy.pid.ACTION] with pv, setpoint '
+                             "and kp")
+        if self.kind != "pid" and self.pid:
+            raise ValueError(f'pid: loops run only with kind = "pid" (this policy is {self.kind!r})')
+        return self
 
 
 class LimitSpec(Section):
@@ -209,17 +243,6 @@ class InterlockSpec(Section):
         parse_condition(self.when)
         parse_restriction(self.then)
         return self
-
-
-class PidSpec(Section):
-    """u = bias + kp·e + ki·∫e dt + kd·de/dt with e = setpoint − pv (negative kp: reverse acting)."""
-
-    pv: str = Field(description="measured tag")
-    setpoint: str | float = Field(description="setpoint tag, or a constant")
-    kp: float
-    ki: float = 0.0
-    kd: float = 0.0
-    bias: float = 0.0
 
 
 class FallbackSection(Section):
@@ -383,7 +406,7 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
     return s.model_copy(
         update={
             "policy": s.policy.model_copy(update={
-                "path": fix(s.policy.path),
+                "path": None if s.policy.path is None else fix(s.policy.path),
                 "pubkey": None if s.policy.pubkey is None else fix(s.policy.pubkey)}),
             "audit": s.audit.model_copy(update={"dir": fix(s.audit.dir), **{
                 k: fix(v) for k in ("signing_key", "checkpoint_export") if (v := getattr(s.audit, k)) is not None}}),
@@ -440,7 +463,7 @@ def host_problems(s: Settings) -> list[str]:
     import grp
 
     out = []
-    if not s.policy.path.is_file():
+    if s.policy.path is not None and not s.policy.path.is_file():
         out.append(f"policy.path: {s.policy.path} does not exist (or is not a file)")
     group = s.control.operators_group
     if group is not None:

@@ -120,6 +120,16 @@ def _safety_problems(s: Settings, need_tag: Any) -> list[str]:
         if not act.min <= r.value <= act.max:
             out.append(f"safety.interlocks.{name}.then: {r.value} lies outside {r.tag!r}'s "
                        f"[min, max] = [{act.min}, {act.max}]")
+    observed = set(s.policy.observations)
+    for name, pid in s.policy.pid.items():
+        if name not in s.policy.actions:
+            out.append(f"policy.pid.{name}: not one of policy.actions {s.policy.actions}")
+        for key, tag in (("pv", pid.pv), ("setpoint", pid.setpoint)):
+            if isinstance(tag, str) and tag not in observed:
+                out.append(f"policy.pid.{name}.{key}: {tag!r} is not one of policy.observations: the loop "
+                           "reads the policy's input (add it there)")
+    if s.policy.kind == "monitor" and s.gateway.auto_start:
+        out.append('gateway.auto_start: kind = "monitor" writes nothing and never starts: set it false')
     fb = s.safety.fallback
     for name, pid in fb.pid.items():
         if name not in actions:

@@ -85,6 +85,9 @@ WRITE_MIN_SHARE = 0.1  # ... or from the write's own start, whichever is later
 class Policy(Protocol):
     sha256: str
     contract: Any
+    algorithm: str
+
+    def attach(self, last_action: np.ndarray, period: float) -> None: ...
 
     def infer(self, obs: np.ndarray) -> np.ndarray: ...
 
@@ -167,6 +170,7 @@ class ControlLoop:
         self._proposed = np.zeros(n_act)
         self._candidate = np.zeros(n_act)
         self._action = self.shield.safe.copy()  # last written (or, in ESTOP, safe) action
+        policy.attach(self._action, self.period)
         self._out = np.zeros(n_act)
         self.outputs = Outputs(settings, tags, transport, self.stats)
         self.last_safe_write: dict[str, Any] | None = None  # the e-stop's, for its trip record
@@ -209,7 +213,9 @@ class ControlLoop:
 
     # ---- operator commands (called from the control socket, same event loop) -----
     def request_start(self, actor: str) -> None:
-        """Start is honoured from READY only."""
+        """Start is honoured from READY only, and never by a gateway that writes nothing."""
+        if not self.outputs.writes:
+            raise ModeRefused('start refused: [policy] kind = "monitor": this gateway writes nothing')
         if self.modes.mode != Mode.READY:
             raise ModeRefused(f"start refused: the gateway is {self.modes.mode.name}, start needs READY")
         self.modes.request(Mode.AUTO, reason="operator start", actor=actor)
@@ -229,6 +235,8 @@ class ControlLoop:
 
     def request_manual(self, actor: str, setpoints: dict[str, float] | None = None) -> None:
         """Operator takes manual control; optional setpoints pass the shield every cycle."""
+        if setpoints is not None and not self.outputs.writes:
+            raise ModeRefused('manual setpoints refused: [policy] kind = "monitor": this gateway writes nothing')
         self.override.operator_takes(actor, setpoints, self._action)
 
     def request_auto(self, actor: str) -> None:
@@ -295,6 +303,7 @@ class ControlLoop:
         staged = self.models.take_staged(now)
         if staged is not None:
             self.policy = staged
+            staged.attach(self._action, self.period)
             self.safety.supervisor.use_policy(staged)
 
     async def _read(self, start: float) -> float:
@@ -343,8 +352,9 @@ class ControlLoop:
         d.mode, d.written, d.proposed, d.shadow = self.modes.mode, None, None, None
         status = verdict.status
         if d.mode == Mode.ESTOP:
-            d.written = self.shield.safe
-            await self._write(d.written)
+            if self.outputs.writes:
+                d.written = self.shield.safe
+                await self._write(d.written)
         elif d.mode in (Mode.INHIBITED, Mode.READY):
             self._gate_readiness(status)
             await self._write_heartbeat()
@@ -526,8 +536,9 @@ class ControlLoop:
         """The e-stop's first handler: safe outputs plus heartbeat, straight to the transport
         (after the write in flight, if any: the safe outputs are always the last word)."""
         self._action[:] = self.shield.safe
-        self.last_safe_write = await self.outputs.write_safe(self.shield.safe.tolist(),
-                                                             time.monotonic() + self.period)
+        if self.outputs.writes:
+            self.last_safe_write = await self.outputs.write_safe(self.shield.safe.tolist(),
+                                                                 time.monotonic() + self.period)
 
     async def _count_trip(self, event: TripEvent) -> None:
         self.metrics.trips.labels(reason=event.code.split(":")[0]).inc()

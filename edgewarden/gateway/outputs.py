@@ -48,6 +48,8 @@ class Outputs:
         self._all_ok = ["ok"] * len(self._plan.names)
         self._hb_ok = ["ok"]
         self._ack_next = settings.gateway.write_ack == "next_cycle"
+        # [policy] kind = "monitor": nothing at all goes to the plant, not even the heartbeat
+        self.writes = settings.policy.kind != "monitor"
         self._inflight: asyncio.Future[list[str]] | None = None
         self.heartbeat = 0
         self.ack: list[str] | str | None = None  # this cycle's write outcome, per planned tag
@@ -72,13 +74,16 @@ class Outputs:
 
     async def write(self, action: np.ndarray) -> None:
         """The action and the next heartbeat."""
+        if not self.writes:
+            return
         values = self._values
         values[:-1] = action.tolist()
         values[-1] = self._next_heartbeat()
         await self._send(self._plan, values)
 
     async def write_heartbeat(self) -> None:
-        await self._send(self._hb_plan, (self._next_heartbeat(),))
+        if self.writes:
+            await self._send(self._hb_plan, (self._next_heartbeat(),))
 
     async def write_safe(self, safe: list[float], deadline: float) -> dict[str, object]:
         """The e-stop's safe outputs plus heartbeat, after the write in flight; what was

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
+from asyncua.common.callback import CallbackType, ServerItemCallback
 from asyncua.common.node import Node
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
@@ -156,6 +157,7 @@ class TwinOpcUaServer:
         self.host = host
         self._requested_port = port
         self._verbose = verbose
+        self.client_writes = 0  # WriteValues received from clients over the wire (the scan's are not)
         self._server: Server | None = None
         self._nodes: dict[str, Node] = {}
         self._published: dict[str, int] = {}
@@ -340,6 +342,12 @@ class TwinOpcUaServer:
             return [v if v is not None else next(done) for v in verdicts]
 
         service.write = conformant  # type: ignore[method-assign]
+
+        def count(event: ServerItemCallback, _dispatcher: object) -> None:
+            if event.is_external:  # a client on the wire, not this server's own sessions
+                self.client_writes += len(event.request_params.NodesToWrite)
+
+        server.subscribe_server_callback(CallbackType.PreWrite, count)
 
     async def _describe(self, node: Node, tag: Tag) -> None:
         if tag.description:

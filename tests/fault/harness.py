@@ -71,11 +71,11 @@ class Bench:
 
 @contextlib.asynccontextmanager
 async def bench(tmp: Path, *, replace: dict[str, str] | None = None, opcua_port: int = 0,
-                watchdog_ms: float = 500) -> AsyncIterator[Bench]:
+                watchdog_ms: float = 500, extra: str = "") -> AsyncIterator[Bench]:
     twin = Twin("cstr", opcua=("127.0.0.1", opcua_port), modbus=None, watchdog_ms=watchdog_ms)
     await twin.start()
     config = write_config(tmp, policy=SHIPPED, url=twin.opcua_url,
-                          replace={r"^cycle_hz = 10.0": "cycle_hz = 20.0", **(replace or {})})
+                          replace={r"^cycle_hz = 10.0": "cycle_hz = 20.0", **(replace or {})}, extra=extra)
     gw = Gateway(load_config(config))
     task = asyncio.create_task(gw.run())
     b = Bench(twin, gw, tmp)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgewarden.gateway.config import load_config
+from edgewarden.gateway.config import LoadedConfig, Settings, load_config
 from edgewarden.gateway.errors import GatewayError
 from edgewarden.gateway.ops.service import OPERATORS_GROUP
 
@@ -109,13 +109,36 @@ def _config_check(args: argparse.Namespace) -> int:
     loaded = load_config(args.file)
     check_host(loaded)
     check_secrets(loaded)
+    _check_policy(loaded)
     s = loaded.settings
     print(f"{args.file}: OK — {len(s.tags)} tags on {len(s.connections)} connection(s), "
           f"{len(s.policy.observations)} observations → {len(s.policy.actions)} actions at "
-          f"{s.gateway.cycle_hz:g} Hz; policy {s.policy.path}")
+          f"{s.gateway.cycle_hz:g} Hz; policy {describe_policy(s)}")
     for line in warnings(s):
         print(f"warning: {args.file}: {line}", file=sys.stderr)
     return 0
+
+
+def _check_policy(loaded: LoadedConfig) -> None:
+    """The policy runs against these tags: the model loads as ``run`` would load it
+    (signature, pin, contract against the tag map, graph, warm-up)."""
+    from edgewarden.gateway.app import load_policy
+    from edgewarden.gateway.config import invalid
+    from edgewarden.gateway.errors import PolicyError
+
+    try:
+        load_policy(loaded.settings)
+    except PolicyError as exc:
+        raise invalid(loaded.path, [f"policy.path: {exc}"]) from None
+
+
+def describe_policy(s: Settings) -> str:
+    p = s.policy
+    if p.kind == "onnx":
+        return str(p.path)
+    if p.kind == "pid":
+        return f"pid ({len(p.pid)} loop(s): {', '.join(p.pid)}; the other actions hold)"
+    return {"hold": "hold (keeps the applied values)", "monitor": "monitor (writes nothing, never starts)"}[p.kind]
 
 
 def _config_reference(args: argparse.Namespace) -> int:

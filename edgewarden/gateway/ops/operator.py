@@ -90,6 +90,8 @@ async def status(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]
     return {
         "mode": loop.modes.mode.name,
         "gateway": s.gateway.name,
+        "policy": {"kind": s.policy.kind, "algorithm": loop.policy.algorithm, "sha256": loop.policy.sha256},
+        "writes": loop.outputs.writes,  # false: kind = "monitor", nothing goes to the plant
         "period_s": loop.period,
         "tags": rows,
         "stats": asdict(loop.stats),

@@ -24,6 +24,13 @@ def _range(r: Any) -> str:
     return "" if not r else f"[{_num(r[0])}, {_num(r[1])}]"
 
 
+def _policy_line(reply: dict[str, Any]) -> str:
+    p = reply.get("policy") or {}
+    if reply.get("writes") is False:
+        return "policy  MONITOR: writes nothing to the plant (no actions, no heartbeat); start is refused"
+    return f"policy  {p.get('kind', '?')} ({p.get('algorithm', '?')}, {str(p.get('sha256', ''))[:16]})"
+
+
 def render(reply: dict[str, Any]) -> str:
     if reply.get("unreachable"):
         return f"no answer from the gateway: {reply.get('error')}"
@@ -39,6 +46,7 @@ def render(reply: dict[str, Any]) -> str:
         f"        cycles {st.get('cycles', 0)}  deadline misses {st.get('deadline_misses', 0)}"
         f"  holds {st.get('holds', 0)}  shield interventions {st.get('shield_interventions', 0)}"
         f"  write errors {st.get('write_errors', 0)}",
+        _policy_line(reply),
         f"checks  {reply.get('verdict')}  data age {_ms(reply.get('data_age_s'))}"
         + (f"  interlocks active: {', '.join(reply['interlocks'])}" if reply.get("interlocks") else ""),
     ]

@@ -1,46 +1,57 @@
-"""The fallback controller (Simplex): simple, verified control when the policy is not trusted.
+"""PID loops, and the fallback controller (Simplex) built on them.
 
-``hold`` keeps the last action that passed the shield. ``pid`` runs a PID per configured
-action on monitored tags (actions without a PID hold), with conditional integration so
-the integral does not wind up while the output is saturated. The fallback's output goes through
-the same shield as the policy's.
+:class:`PidBank` runs a PID per configured action over a vector of named values (actions
+without a loop hold the last action), with conditional integration so the integral does
+not wind up while the output is saturated. It serves twice: as the fallback controller,
+simple, verified control when the policy is not trusted (``[safety.fallback]``, on the
+monitored tags), and as a primary controller without a model (``[policy] kind = "pid"``,
+on the policy's observations; edgewarden/gateway/policy/controllers.py). Both outputs go
+through the same shield.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from edgewarden.gateway.config import Settings
+from edgewarden.gateway.config import PidSpec, Settings
 
 
-class FallbackController:
-    def __init__(self, settings: Settings, monitored: list[str]) -> None:
-        fb = settings.safety.fallback
+class PidBank:
+    def __init__(self, settings: Settings, pids: dict[str, PidSpec], names: list[str]) -> None:
+        """``names``: the tags of the value vector ``compute`` is given, in its order."""
         actions = list(settings.policy.actions)
-        self.kind = fb.controller
         specs = [settings.safety.actions[a] for a in actions]
         self.lo = np.array([a.min for a in specs])
         self.hi = np.array([a.max for a in specs])
         self._pids: list[tuple[int, int, int | None, float, float, float, float, float]] = []
-        if fb.controller == "pid":
-            for name, pid in fb.pid.items():
-                sp_slot = monitored.index(pid.setpoint) if isinstance(pid.setpoint, str) else None
-                sp_const = float(pid.setpoint) if not isinstance(pid.setpoint, str) else 0.0
-                self._pids.append((actions.index(name), monitored.index(pid.pv), sp_slot, sp_const,
-                                   pid.kp, pid.ki, pid.kd, pid.bias))
+        for name, pid in pids.items():
+            sp_slot = names.index(pid.setpoint) if isinstance(pid.setpoint, str) else None
+            sp_const = float(pid.setpoint) if not isinstance(pid.setpoint, str) else 0.0
+            self._pids.append((actions.index(name), names.index(pid.pv), sp_slot, sp_const,
+                               pid.kp, pid.ki, pid.kd, pid.bias))
         self._integral = np.zeros(len(actions))
         self._prev_err = np.full(len(actions), np.nan)
 
     def reset(self) -> None:
-        """Forget the integral and the derivative history (on every entry to FALLBACK)."""
+        """Forget the integral and the derivative history."""
         self._prev_err[:] = np.nan
         self._integral[:] = 0.0
 
-    def compute(self, monitored_values: np.ndarray, last: np.ndarray, dt: float, out: np.ndarray) -> None:
+    def track(self, values: np.ndarray, last: np.ndarray) -> None:
+        """Bumpless start: forget the derivative history and set each integral so that the
+        next output, for the present error, is ``last`` (what the plant gets now)."""
+        self._prev_err[:] = np.nan
+        self._integral[:] = 0.0
+        for j, pv_slot, sp_slot, sp_const, kp, ki, _kd, bias in self._pids:
+            if ki != 0.0:
+                sp = values[sp_slot] if sp_slot is not None else sp_const
+                self._integral[j] = float(last[j]) - (bias + kp * float(sp - values[pv_slot]))
+
+    def compute(self, values: np.ndarray, last: np.ndarray, dt: float, out: np.ndarray) -> None:
         out[:] = last  # hold, unless a PID says otherwise
         for j, pv_slot, sp_slot, sp_const, kp, ki, kd, bias in self._pids:
-            sp = monitored_values[sp_slot] if sp_slot is not None else sp_const
-            err = sp - monitored_values[pv_slot]
+            sp = values[sp_slot] if sp_slot is not None else sp_const
+            err = float(sp - values[pv_slot])
             deriv = 0.0 if np.isnan(self._prev_err[j]) else (err - self._prev_err[j]) / dt
             self._prev_err[j] = err
             p_part = bias + kp * err + kd * deriv
@@ -52,3 +63,20 @@ class FallbackController:
                 if self.lo[j] <= u <= self.hi[j] or (u > self.hi[j] and step < 0) or (u < self.lo[j] and step > 0):
                     self._integral[j] += step
             out[j] = min(max(p_part + self._integral[j], self.lo[j]), self.hi[j])
+
+
+class FallbackController:
+    """``hold`` keeps the last action that passed the shield; ``pid`` runs the configured
+    loops on the monitored tags (actions without a loop hold)."""
+
+    def __init__(self, settings: Settings, monitored: list[str]) -> None:
+        fb = settings.safety.fallback
+        self.kind = fb.controller
+        self._bank = PidBank(settings, fb.pid if fb.controller == "pid" else {}, monitored)
+
+    def reset(self) -> None:
+        """Forget the integral and the derivative history (on every entry to FALLBACK)."""
+        self._bank.reset()
+
+    def compute(self, monitored_values: np.ndarray, last: np.ndarray, dt: float, out: np.ndarray) -> None:
+        self._bank.compute(monitored_values, last, dt, out)

@@ -217,6 +217,13 @@ class OnnxPolicy:
     def path(self) -> Path:
         return self._path
 
+    @property
+    def algorithm(self) -> str:
+        return str(self._contract.algorithm)
+
+    def attach(self, last_action: np.ndarray, period: float) -> None:
+        """A model needs only its input (a controller without one reads the last action)."""
+
     def __repr__(self) -> str:
         c = self._contract
         return f"OnnxPolicy({str(self._path)!r}, sha256={self._sha256[:12]}…, {c.n_obs}→{c.n_act}, {c.algorithm})"
