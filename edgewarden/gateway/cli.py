@@ -25,6 +25,7 @@ _GROUPS: tuple[str, ...] = (
     "edgewarden.gateway.ops.cli",
     "edgewarden.gateway.audit.cli",
     "edgewarden.gateway.policy.cli",
+    "edgewarden.gateway.discover.cli",
     "edgewarden.simulators.cli",
     "edgewarden.training.cli",
     "edgewarden.hil.cli",

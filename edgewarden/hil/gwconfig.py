@@ -10,7 +10,6 @@ tags behind them.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from edgewarden.gateway.config import load_config
 from edgewarden.gateway.errors import ConfigError
+from edgewarden.gateway.tomlwrite import dumps_toml
 from edgewarden.hil.scenario import Scenario
 
 
@@ -95,47 +95,3 @@ def prepare(sc: Scenario, run_dir: Path, opcua_url: str | None) -> GatewayPlan:
     hb = data["safety"]["heartbeat_tag"]
     return GatewayPlan(path, audit_dir, sock, float(data["gateway"]["cycle_hz"]), actions,
                        plc_tags.get(hb, hb), plc_tags, nodes)
-
-
-# ---- a small TOML writer (tomllib only reads) -------------------------------------------
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        if isinstance(v, float) and not math.isfinite(v):
-            return "nan" if v != v else ("inf" if v > 0 else "-inf")
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
-
-
-def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else json.dumps(k)
-
-
-def _inline_ok(v: dict[str, Any]) -> bool:
-    return all(not isinstance(x, dict) for x in v.values()) and len(v) <= 8 and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())
-
-
-def dumps_toml(data: dict[str, Any], prefix: str = "") -> str:
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-    for k, v in data.items():
-        if isinstance(v, dict) and not _inline_ok(v):
-            tables.append((k, v))
-        elif isinstance(v, dict) and not v:
-            continue
-        else:
-            lines.append(f"{_key(k)} = {_value(v)}")
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for k, v in tables:
-        name = f"{prefix}.{_key(k)}" if prefix else _key(k)
-        body = dumps_toml(v, name)
-        out += f"\n[{name}]\n{body}"
-    return out

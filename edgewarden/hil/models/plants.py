@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgewarden.gateway.policy.contract import PolicyContract
-from edgewarden.hil.gwconfig import dumps_toml
+from edgewarden.gateway.tomlwrite import dumps_toml
 from edgewarden.simulators.plants import make_plant
 
 HERE = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgewarden.gateway.config import load_config
-from edgewarden.hil.gwconfig import dumps_toml
+from edgewarden.gateway.tomlwrite import dumps_toml
 from edgewarden.hil.models import plants
 
 REPO = Path(__file__).resolve().parents[3]

@@ -9,7 +9,8 @@ import pytest
 
 from edgewarden.data import EXAMPLES
 from edgewarden.gateway.errors import ConfigError
-from edgewarden.hil.gwconfig import dumps_toml, plc_name
+from edgewarden.gateway.tomlwrite import dumps_toml
+from edgewarden.hil.gwconfig import plc_name
 from edgewarden.hil.scenario import load_scenario
 
 LIBRARY = sorted((Path(__file__).resolve().parents[3] / "edgewarden" / "hil" / "scenarios").glob("*.toml"))

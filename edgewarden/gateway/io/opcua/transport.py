@@ -39,9 +39,10 @@ from edgewarden.gateway.config import TagSpec
 from edgewarden.gateway.errors import AccessError, TransportError
 from edgewarden.gateway.io.link import Link, LinkedTransport, WritePart, describe
 from edgewarden.gateway.io.opcua import codec
-from edgewarden.gateway.io.opcua.connection import OpcUaConnection, credential
+from edgewarden.gateway.io.opcua.connection import OpcUaConnection
 from edgewarden.gateway.io.opcua.request import ReadRequest
-from edgewarden.gateway.io.opcua.security import POLICIES, check_endpoint, identity, refusal
+from edgewarden.gateway.io.opcua.security import identity
+from edgewarden.gateway.io.opcua.session import close_quietly, open_client
 from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap, as_index
 from edgewarden.gateway.io.transport import WriteError, WritePlan, bounded, write_error
 
@@ -99,13 +100,6 @@ class _Link(Link):
     last_poll_mono: float = -math.inf
     sub_failed: str = ""
     written: list[tuple[str, str]] = field(default_factory=list)  # (tag, node) the gateway writes here
-
-
-async def _quiet_disconnect(client: Client) -> None:
-    try:
-        await asyncio.wait_for(client.disconnect(), timeout=0.5)
-    except Exception:  # noqa: BLE001 - a dropped or never-established session; nothing to save
-        pass
 
 
 class OpcUaTransport(LinkedTransport[_Link]):
@@ -209,34 +203,7 @@ class OpcUaTransport(LinkedTransport[_Link]):
 
     async def _open(self, link: _Link) -> None:
         spec = link.spec
-        client = Client(url=spec.url, timeout=spec.timeout_s)
-        client.application_uri = spec.application_uri
-        try:
-            if spec.security_policy != "None":
-                await client.set_security(
-                    POLICIES[spec.security_policy], certificate=str(spec.certificate),
-                    private_key=str(spec.private_key), server_certificate=str(spec.server_certificate),
-                    mode=ua.MessageSecurityMode.SignAndEncrypt)
-            if spec.username is not None:
-                client.set_user(spec.username)
-                client.set_password(credential(spec.password_credential, f"connections.{link.name}.password_credential")
-                                    if spec.password_credential is not None else (spec.password or ""))
-            if spec.user_certificate is not None:
-                await client.load_client_certificate(str(spec.user_certificate))
-                await client.load_private_key(str(spec.user_private_key))
-        except (OSError, ValueError) as exc:
-            raise TransportError(f"OPC UA connection {link.name!r}: cannot load its certificates or keys: "
-                                 f"{describe(exc)}") from None
-        if spec.security_policy != "None":
-            await check_endpoint(link.name, spec)
-        try:
-            await asyncio.wait_for(client.connect(), timeout=spec.timeout_s * 2)
-        except ua.UaStatusCodeError as exc:
-            await _quiet_disconnect(client)
-            raise TransportError(refusal(link.name, spec, exc)) from None
-        except BaseException:
-            await _quiet_disconnect(client)
-            raise
+        client = await open_client(link.name, spec)
         link.node_ids = [ua.NodeId.from_string(s.node) for s in link.read_specs]
         link.positions = {nid: i for i, nid in enumerate(link.node_ids)}
         link.request = ReadRequest(link.node_ids)
@@ -250,12 +217,12 @@ class OpcUaTransport(LinkedTransport[_Link]):
                 await asyncio.wait_for(
                     sub.subscribe_data_change([client.get_node(n) for n in link.node_ids]), timeout=spec.timeout_s)
             except BaseException:
-                await _quiet_disconnect(client)
+                await close_quietly(client)
                 raise
         link.opened(client)
 
     async def _dispose(self, client: Client) -> None:
-        await _quiet_disconnect(client)
+        await close_quietly(client)
 
     # ---- cycle I/O ---------------------------------------------------------------
     async def _read_link(self, link: _Link, snap: Snapshot, deadline: float | None) -> None:

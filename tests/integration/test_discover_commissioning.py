@@ -1,0 +1,180 @@
+"""Commissioning a server the project has never seen: an asyncua server built here, with
+its own namespace, string node ids, units, ranges and access levels (nothing like a twin),
+and a small process behind it (a tank: the inlet valve fills it, the outlet drains it).
+
+``discover`` writes the draft; ``config check`` names the open decisions; filled in, the
+draft runs in ``monitor`` (the server sees no write at all), then in ``pid`` (AUTO, the
+level held at its setpoint), without a line of code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from asyncua import Server, ua
+from asyncua.common.callback import CallbackType, ServerItemCallback
+
+from edgewarden.gateway.app import Gateway
+from edgewarden.gateway.audit.verify import iter_records
+from edgewarden.gateway.cli import main
+from edgewarden.gateway.config import load_config
+from edgewarden.simulators.harness import free_port, wait_for
+
+NS = "urn:acme:line7"
+
+
+class TankPlc:
+    """dLevel/dt = 1.0·valve − 0.4·level (% per s): the level settles at 2.5 × the valve."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server = Server()
+        self.external_writes = 0
+        self.nodes: dict[str, object] = {}
+
+    @property
+    def url(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        s = self.server
+        await s.init()
+        s.set_endpoint(self.url)
+        idx = await s.register_namespace(NS)
+        line = await s.nodes.objects.add_folder(ua.NodeId("Line7", idx), "Line7")
+        tank = await line.add_object(ua.NodeId("Line7/Tank1", idx), "Tank1")
+        plc = await line.add_object(ua.NodeId("Line7/PLC", idx), "PLC")
+
+        async def var(parent, name: str, value, vtype, *, units: str = "", rng=None, writable=False):  # noqa: ANN001, ANN202
+            node = await parent.add_variable(ua.NodeId(f"{parent.nodeid.Identifier}/{name}", idx), name,
+                                             ua.Variant(value, vtype))
+            if units:
+                await node.add_property(0, "EngineeringUnits", ua.EUInformation(
+                    DisplayName=ua.LocalizedText(units), Description=ua.LocalizedText(units), UnitId=-1),
+                    varianttype=ua.VariantType.ExtensionObject)
+            if rng is not None:
+                await node.add_property(0, "EURange", ua.Range(Low=rng[0], High=rng[1]),
+                                        varianttype=ua.VariantType.ExtensionObject)
+            if writable:
+                await node.set_writable()
+            self.nodes[name] = node
+            return node
+
+        await var(tank, "Level", 10.0, ua.VariantType.Double, units="%", rng=(0.0, 100.0))
+        await var(tank, "LevelSetpoint", 50.0, ua.VariantType.Double, units="%", rng=(0.0, 100.0))
+        await var(tank, "InletValve", 4.0, ua.VariantType.Double, units="%", rng=(0.0, 100.0), writable=True)
+        await var(tank, "Temperature", 21.5, ua.VariantType.Float, units="°C", rng=(-20.0, 120.0))
+        await var(plc, "Watchdog", 0, ua.VariantType.UInt32, writable=True)
+        await var(plc, "AlarmCount", 0, ua.VariantType.Int16)
+        await var(plc, "Firmware", "v4.2-acme", ua.VariantType.String)
+
+        def count(event: ServerItemCallback, _dispatcher: object) -> None:
+            if event.is_external:
+                self.external_writes += len(event.request_params.NodesToWrite)
+
+        s.subscribe_server_callback(CallbackType.PreWrite, count)
+        await s.start()
+
+    async def scan(self, stop: asyncio.Event) -> None:
+        dt = 0.02
+        level, valve = self.nodes["Level"], self.nodes["InletValve"]
+        while not stop.is_set():
+            v = await valve.read_value()
+            lvl = await level.read_value()
+            await level.write_value(ua.Variant(min(max(lvl + (1.0 * v - 0.4 * lvl) * dt, 0.0), 100.0),
+                                               ua.VariantType.Double))
+            await asyncio.sleep(dt)
+
+    async def value(self, name: str) -> float:
+        return float(await self.nodes[name].read_value())
+
+
+@contextlib.asynccontextmanager
+async def tank_plc() -> AsyncIterator[TankPlc]:
+    plc = TankPlc()
+    await plc.start()
+    stop = asyncio.Event()
+    scan = asyncio.create_task(plc.scan(stop))
+    try:
+        yield plc
+    finally:
+        stop.set()
+        await scan
+        await plc.server.stop()
+
+
+@contextlib.asynccontextmanager
+async def gateway(config: Path) -> AsyncIterator[Gateway]:
+    gw = Gateway(load_config(config))
+    task = asyncio.create_task(gw.run())
+    try:
+        await wait_for(lambda: gw.loop is not None or task.done(), "the gateway to start")
+        if task.done():
+            task.result()
+        yield gw
+    finally:
+        gw.request_stop()
+        await asyncio.wait_for(task, 15)
+
+
+def decide(draft: str) -> str:
+    """What the commissioning engineer decides: the valve's safe value (closed), the
+    heartbeat as found, what the policy sees; a free metrics port for the test."""
+    text = re.sub(r"^# safe = \.\.\. .*$", "safe = 0.0", draft, flags=re.M)
+    text = re.sub(r"^observations = .*$", 'observations = ["Level", "LevelSetpoint"]', text, flags=re.M)
+    return text + "\n[metrics]\nport = 0\n"
+
+
+@pytest.mark.anyio
+async def test_discover_monitor_then_pid_on_a_server_never_seen(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    async with tank_plc() as plc:
+        draft = tmp_path / "plant.toml"
+        assert await asyncio.to_thread(main, ["discover", plc.url, "-o", str(draft)]) == 0
+        assert "6 tag(s), 2 writable" in capsys.readouterr().err
+        text = draft.read_text()
+        assert 'node = "ns=2;s=Line7/Tank1/Level"' in text and 'units = "%"' in text and "range = [0.0, 100.0]" in text
+        assert 'units = "°C"' in text and 'datatype = "float"' in text and 'datatype = "int16"' in text
+        assert 'heartbeat_tag = "Watchdog"' in text and 'actions = ["InletValve"]' in text
+        assert "Line7/PLC/Firmware (ns=2;s=Line7/PLC/Firmware): data type" in text  # skipped, with the reason
+        assert plc.external_writes == 0  # browsing writes nothing
+        assert await asyncio.to_thread(main, ["discover", plc.url, "--root", "ns=2;s=Line7/PLC"]) == 0
+        out = capsys.readouterr()
+        assert "[tags.Watchdog]" in out.out and "[tags.Level]" not in out.out
+        assert "2 tag(s), 1 writable" in out.err and "below ns=2;s=Line7/PLC" in out.err
+        assert await asyncio.to_thread(main, ["discover", plc.url, "--max-nodes", "5"]) == 0
+        out = capsys.readouterr()
+        assert "1 tag(s)" in out.err and "stopped early: --max-nodes 5 reached" in out.err  # root, 3 objects, Level
+        assert "# The browse stopped early: --max-nodes 5 reached" in out.out
+
+        assert main(["config", "check", str(draft)]) == 78  # the open decision, named
+        assert "plant.toml: safety.actions.InletValve.safe: required key is missing" in capsys.readouterr().err
+
+        draft.write_text(decide(text))
+        assert main(["config", "check", str(draft)]) == 0, capsys.readouterr().err
+        async with gateway(draft) as gw:
+            await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY in monitor")
+            await asyncio.sleep(1.0)
+        assert plc.external_writes == 0  # monitor: not an action, not a heartbeat
+        assert await plc.value("Watchdog") == 0
+
+        pid = draft.read_text().replace('kind = "monitor"', 'kind = "pid"') + (
+            '\n[policy.pid.InletValve]\npv = "Level"\nsetpoint = "LevelSetpoint"\nkp = 2.0\nki = 1.0\n')
+        draft.write_text(pid)
+        assert main(["config", "check", str(draft)]) == 0, capsys.readouterr().err
+        async with gateway(draft) as gw:
+            await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY under pid")
+            gw.loop.request_start("commissioning test")
+            await asyncio.sleep(8.0)
+            assert gw.loop.modes.mode.name == "AUTO"
+            level, sp = await plc.value("Level"), await plc.value("LevelSetpoint")
+            assert abs(level - sp) < 2.0, (level, sp)
+            assert await plc.value("Watchdog") > 0 and plc.external_writes > 100
+        cycles = [r.payload for r in iter_records(tmp_path / "var" / "audit") if r.payload["kind"] == "cycle"]
+        auto = [c for c in cycles if c["mode"] == "AUTO"]
+        assert auto and all(c["ack"] == ["ok", "ok"] for c in auto[-10:])
+        print(f"level {level:.2f} % against setpoint {sp:.2f} % after 8 s of pid; {len(auto)} AUTO cycles")
