@@ -19,6 +19,7 @@ from typing import Any
 
 from edgewarden.gateway.audit.checkpoint import Signer
 from edgewarden.gateway.audit.writer import AuditWriter
+from edgewarden.gateway.certs.files import expiries
 from edgewarden.gateway.config import LoadedConfig, Settings
 from edgewarden.gateway.config_checks import warnings
 from edgewarden.gateway.cycle import ControlLoop
@@ -29,7 +30,7 @@ from edgewarden.gateway.logs import get_logger, stamp_context
 from edgewarden.gateway.modes import WRITING, ModeMachine, Transition
 from edgewarden.gateway.ops import operator
 from edgewarden.gateway.ops.control import ControlServer, Operators
-from edgewarden.gateway.ops.metrics import Metrics, watch_audit, watch_cycle, watch_links
+from edgewarden.gateway.ops.metrics import Metrics, watch_audit, watch_certificates, watch_cycle, watch_links
 from edgewarden.gateway.ops.reload import Outcome, Reloader
 from edgewarden.gateway.ops.sdnotify import Notifier
 from edgewarden.gateway.policy.controllers import ControllerPolicy
@@ -119,6 +120,7 @@ class Gateway:
         metrics.model.info({"sha256": policy.sha256, "algorithm": policy.algorithm,
                             "path": str(policy.path or "")})
         watch_audit(metrics, audit.stats)
+        watch_certificates(metrics, expiries(s))
         transport = CompositeTransport(tags, s.connections)
         watch_links(metrics, transport.health)
         control: ControlServer | None = None

@@ -26,6 +26,7 @@ _GROUPS: tuple[str, ...] = (
     "edgewarden.gateway.audit.cli",
     "edgewarden.gateway.policy.cli",
     "edgewarden.gateway.discover.cli",
+    "edgewarden.gateway.certs.cli",
     "edgewarden.simulators.cli",
     "edgewarden.training.cli",
     "edgewarden.hil.cli",

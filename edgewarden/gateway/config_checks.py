@@ -168,6 +168,8 @@ def _budget_problems(s: Settings) -> list[str]:
 
 
 def warnings(s: Settings) -> list[str]:
-    """What is allowed but not advised (insecure links): ``config check`` prints each, the
-    daemon logs each at start-up."""
-    return [w for name, conn in s.connections.items() for w in conn.warnings(name)]
+    """What is allowed but not advised (insecure links, certificates near or past their
+    expiry): ``config check`` prints each, the daemon logs each at start-up."""
+    from edgewarden.gateway.certs.files import expiry_warnings
+
+    return [w for name, conn in s.connections.items() for w in conn.warnings(name)] + expiry_warnings(s)

@@ -298,3 +298,25 @@ class CycleCollector(_AtScrape):
 
 def watch_cycle(metrics: Metrics, stats: Callable[[], Any]) -> CycleCollector:
     return _register(metrics, CycleCollector(stats))
+
+
+class CertificateCollector(_AtScrape):
+    """``edgewarden_certificate_expiry_seconds{key}``: seconds until each certificate the
+    config names expires (negative once it has), from the dates read at start-up."""
+
+    def collect(self) -> Iterator[Any]:
+        import time
+
+        from prometheus_client.core import GaugeMetricFamily
+
+        fam = GaugeMetricFamily("edgewarden_certificate_expiry_seconds", "Seconds until a configured certificate "
+                                "expires (negative: expired)", labels=["key"])
+        now = time.time()
+        for key, not_after in self._source():
+            fam.add_metric([key], not_after - now)
+        yield fam
+
+
+def watch_certificates(metrics: Metrics, expiries: list[tuple[str, float]]) -> CertificateCollector:
+    """``expiries``: (config key, not-after as a Unix time) per certificate."""
+    return _register(metrics, CertificateCollector(lambda: expiries))

@@ -61,6 +61,11 @@ def refusal(name: str, spec: OpcUaConnection, exc: ua.UaStatusCodeError) -> str:
     return f"OPC UA connection {name!r} to {spec.url}: {_HINTS.get(status, 'the server refused the session')} ({status})"
 
 
+def offered_endpoints(endpoints: list[ua.EndpointDescription]) -> list[str]:
+    """What a server offers, as POLICY/MODE (Basic256Sha256/SignAndEncrypt, None/None)."""
+    return sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name.rstrip('_')}" for e in endpoints})
+
+
 async def check_endpoint(name: str, spec: OpcUaConnection) -> None:
     """The server offers ``spec.security_policy`` with SignAndEncrypt and presents the pinned
     certificate; otherwise a clear refusal instead of a handshake that times out. (asyncua
@@ -68,7 +73,7 @@ async def check_endpoint(name: str, spec: OpcUaConnection) -> None:
     probe = Client(url=spec.url, timeout=spec.timeout_s)
     endpoints = await asyncio.wait_for(probe.connect_and_get_server_endpoints(), timeout=spec.timeout_s * 2)
     uri = POLICIES[spec.security_policy].URI
-    offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name.rstrip('_')}" for e in endpoints})
+    offered = offered_endpoints(endpoints)
     match = [e for e in endpoints
              if e.SecurityPolicyUri == uri and e.SecurityMode == ua.MessageSecurityMode.SignAndEncrypt]
     if not match:
