@@ -3,9 +3,12 @@
 Builds the D4RL layout of edgewarden/training/datasets.py from consecutive ``cycle`` records in
 AUTO: row i is (obs of cycle n, action written in cycle n, obs of cycle n+1). A run ends
 where the next cycle is missing, not AUTO, wrote nothing or has a missing observation:
-that row gets ``timeouts = True``. The gateway does not record a reward, so ``rewards``
-are zeros (``extra.rewards = "not recorded"``): relabel them with the plant's reward
-before training. Names and units come from the log's ``config_load`` record.
+that row gets ``timeouts = True``. The gateway does not record a reward: ``track`` pairs
+(process value, setpoint; both observations) make it ``−Σ |pv − sp|`` of the next
+observation, the tracking error a controller is judged by; without them ``rewards`` are
+zeros (``extra.rewards = "not recorded"``; behaviour cloning needs none). Names and units
+come from the log's ``config_load`` record; the behaviour policy (a model, or the pid or
+hold controller) from its ``model_load`` record.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from edgewarden.gateway.audit.jsonl import select
 from edgewarden.gateway.audit.verify import iter_records
 from edgewarden.gateway.errors import AuditError
-from edgewarden.training.datasets import DatasetMeta, write
+from edgewarden.training.datasets import DatasetError, DatasetMeta, write
 
 EXPORT_VERSION = 1  # the "audit_export_version" in the dataset's extra metadata
 _NAMED = ("obs_tags", "act_tags", "obs_units", "act_units")  # from the config_load record
@@ -32,14 +35,14 @@ def _names(given: Any, n: int, default: str) -> list[str]:
 
 
 def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None, until: float | None = None,
-                       plant: str | None = None) -> int:
+                       plant: str | None = None, track: list[tuple[str, str]] | None = None) -> int:
     """Write the AUTO cycle history of the log as a training dataset; return its rows."""
     if not directory.is_dir():
         raise AuditError(f"{directory}: not a directory")
     if out.exists():
         raise AuditError(f"{out} exists: choose a new file (a dataset is never overwritten)")
     obs, act, nxt, ends = [], [], [], []
-    info: dict[str, Any] = {"gateway": None, "model": None, **dict.fromkeys(_NAMED)}
+    info: dict[str, Any] = {"gateway": None, "model": None, "algorithm": None, **dict.fromkeys(_NAMED)}
     prev: dict[str, Any] | None = None  # the last usable AUTO cycle, waiting for its successor
     first_seq = last_seq = None
     for rec in select(iter_records(directory), since=since, until=until):
@@ -51,6 +54,7 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
                 info[key] = p.get(key, info[key])
         elif kind == "model_load":
             info["model"] = p.get("sha256", info["model"])
+            info["algorithm"] = p.get("algorithm", info["algorithm"])
         if kind != "cycle":
             continue
         usable = (p.get("mode") == "AUTO" and isinstance(p.get("written"), list) and isinstance(p.get("obs"), list)
@@ -83,20 +87,32 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
     act_tags = _names(info["act_tags"], n_act, "act_{}")
     obs_units, act_units = _names(info["obs_units"], n_obs, ""), _names(info["act_units"], n_act, "")
     actions = np.asarray(act, dtype=np.float32)
+    next_obs = np.asarray(nxt, dtype=np.float32)
+    rewards = np.zeros(n, dtype=np.float32)
+    for pv, sp in track or []:
+        missing = [t for t in (pv, sp) if t not in obs_tags]
+        if missing:
+            raise DatasetError(f"--reward-track {pv}={sp}: {', '.join(missing)} is not an observation of this log "
+                             f"(observations: {', '.join(obs_tags)})")
+        rewards -= np.abs(next_obs[:, obs_tags.index(pv)] - next_obs[:, obs_tags.index(sp)])
+    reward_note = ("not recorded" if not track else
+                   "-sum |pv - sp| of the next observation: " + ", ".join(f"{pv}={sp}" for pv, sp in track))
+    source = info["algorithm"] if info["algorithm"] in ("pid", "hold") else "onnx"  # a controller, or a model
+    behaviour = f"{source}:{info['model']}" if info["model"] else "unknown"
     meta = DatasetMeta(
         plant=plant or info["gateway"] or "unknown",
         observation_tags=tuple(obs_tags), observation_units=tuple(obs_units),
         action_tags=tuple(act_tags), action_units=tuple(act_units),
         action_low=tuple(float(v) for v in actions.min(axis=0)),
         action_high=tuple(float(v) for v in actions.max(axis=0)),
-        behaviour_policy=f"onnx:{info['model']}" if info["model"] else "unknown",
+        behaviour_policy=behaviour,
         extra={"source": "edgewarden train from-audit", "audit_export_version": EXPORT_VERSION,
                "audit_dir": str(directory), "first_seq": first_seq, "last_seq": last_seq,
-               "rewards": "not recorded"},
+               "rewards": reward_note},
     )
     data = {
         "observations": np.asarray(obs, dtype=np.float32), "actions": actions,
-        "rewards": np.zeros(n, dtype=np.float32), "next_observations": np.asarray(nxt, dtype=np.float32),
+        "rewards": rewards, "next_observations": next_obs,
         "terminals": np.zeros(n, dtype=np.bool_), "timeouts": np.asarray(ends, dtype=np.bool_),
     }
     try:

@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object")
     ev.set_defaults(handler=_evaluate)
 
+    rp = tsub.add_parser("report", help="an offline report on a policy for a plant without a twin: agreement with "
+                         "the data, value estimates, out-of-support share")
+    rp.add_argument("policy", type=Path, help="exported .onnx, or checkpoint (.pt or run dir: value estimates too)")
+    rp.add_argument("--dataset", type=Path, required=True, help="the plant's data (e.g. train from-audit's)")
+    rp.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    rp.set_defaults(handler=_report)
+
     ex = tsub.add_parser("export", help="export a checkpoint as a self-contained ONNX policy")
     ex.add_argument("checkpoint", type=Path)
     ex.add_argument("--out", type=Path, required=True)
@@ -82,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fa.add_argument("--since", help="from this time (Unix seconds or ISO-8601, UTC if no zone)")
     fa.add_argument("--until", help="before this time")
     fa.add_argument("--plant", help="plant name for the metadata (default: the gateway name in the log)")
+    fa.add_argument("--reward-track", action="append", default=[], metavar="PV=SP",
+                    help="reward = -|PV - SP| of the next observation, summed over every pair given (both "
+                         "observation tags); without it the rewards are zeros (enough for bc)")
     fa.set_defaults(handler=_from_audit)
 
     sh = tsub.add_parser("ship", help="reproduce a shipped learned policy in models/ (seeded recipe per plant)")
@@ -91,6 +101,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.set_defaults(handler=_ship)
 
 
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    require_train_extra("torch")
+    from edgewarden.training.offline_report import report
+
+    r = report(args.policy, args.dataset)
+    print(json.dumps(r.to_dict()) if args.json else "\n".join(r.lines()))
+    return 0
+
+
 def _from_audit(args: argparse.Namespace) -> int:
     require_train_extra("h5py")
     from edgewarden.gateway.audit.jsonl import parse_time
@@ -98,7 +119,13 @@ def _from_audit(args: argparse.Namespace) -> int:
 
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
-    n = dataset_from_audit(args.log, args.out, since=since, until=until, plant=args.plant)
+    track = []
+    for pair in args.reward_track:
+        pv, sep, sp = pair.partition("=")
+        if not sep or not pv.strip() or not sp.strip():
+            raise GatewayError(f"--reward-track {pair!r}: write it PV=SP (two observation tags)")
+        track.append((pv.strip(), sp.strip()))
+    n = dataset_from_audit(args.log, args.out, since=since, until=until, plant=args.plant, track=track)
     print(f"wrote {n} transitions to {args.out}", file=sys.stderr)
     return 0
 
@@ -186,6 +213,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         algo, ck = load_checkpoint(src)
         meta = DatasetMeta.from_dict(ck["dataset_meta"])
         plant, fn = args.plant or meta.plant, policy_fn(algo, meta)
+    from edgewarden.simulators.plants import plant_names
+
+    if plant not in plant_names():
+        raise GatewayError(f"train evaluate: plant {plant!r} has no twin to roll the policy out on (twins: "
+                           f"{', '.join(plant_names())}); for a plant without one, `edgewarden train report "
+                           f"{src} --dataset DATA.h5` reports agreement with its data, value estimates and support")
     r = evaluate_policy(plant, fn, episodes=args.episodes, seed=args.seed)
     if args.plot:
         _plot(args.plot, rollout(plant, fn, episodes=1, seed=args.seed, record=True))

@@ -168,7 +168,7 @@ async def test_discover_monitor_then_pid_on_a_server_never_seen(tmp_path: Path,
         assert main(["config", "check", str(draft)]) == 0, capsys.readouterr().err
         async with gateway(draft) as gw:
             await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY under pid")
-            gw.loop.request_start("commissioning test")
+            assert await asyncio.to_thread(main, ["start", "-c", str(draft), "--operator", "commissioning"]) == 0
             await asyncio.sleep(8.0)
             assert gw.loop.modes.mode.name == "AUTO"
             level, sp = await plc.value("Level"), await plc.value("LevelSetpoint")

@@ -68,3 +68,24 @@ def test_from_audit_never_overwrites(log: Path, tmp_path: Path, capsys: pytest.C
     out.write_bytes(b"precious")
     assert main(["train", "from-audit", str(log), "-o", str(out)]) == 74
     assert "exists" in capsys.readouterr().err and out.read_bytes() == b"precious"
+
+
+def test_reward_track_is_the_next_tracking_error(log: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """--reward-track PV=SP: reward = -|PV - SP| of the next observation; a tag that is not
+    an observation is refused by name, and so is a malformed pair."""
+    from edgewarden.training.datasets import load
+
+    out = tmp_path / "tracked.h5"
+    assert main(["train", "from-audit", str(log), "-o", str(out), "--reward-track", "T=CA"]) == 0
+    ds = load(out)
+    np.testing.assert_allclose(ds.rewards, -np.abs(ds.next_observations[:, 0] - ds.next_observations[:, 1]))
+    import h5py
+
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["extra"])["rewards"] == "-sum |pv - sp| of the next observation: T=CA"
+    assert main(["train", "from-audit", str(log), "-o", str(tmp_path / "x.h5"), "--reward-track", "T=Tj"]) == 1
+    assert "Tj is not an observation of this log (observations: T, CA)" in capsys.readouterr().err
+    assert main(["train", "from-audit", str(log), "-o", str(tmp_path / "y.h5"), "--reward-track", "T"]) == 1
+    assert "write it PV=SP" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()

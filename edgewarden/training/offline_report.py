@@ -1,0 +1,118 @@
+"""What can be said about a policy for a plant with no simulator (``edgewarden train
+report``), from the data it was trained on (or any dataset of the same plant):
+
+- **action agreement**: per action, the mean |π(s) − a| against the action the data
+  recorded in the same state, and the share of states within 5 % of the action's span;
+- **value estimates** (a checkpoint with a critic: TD3+BC, IQL, CQL): mean Q(s, π(s))
+  against mean Q(s, a) of the data, in the reward's units per step, discounted; an ONNX
+  export carries no critic;
+- **out of support**: the share of states where π(s) leaves, in any action, the range
+  the data's actions cover (their 0.5–99.5 percentiles): where it would act as the
+  recorded controller never did, nothing in the data says what happens.
+
+It runs nothing on the plant: shadow mode (``edgewarden model shadow``) is the next step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+AGREE_SHARE_OF_SPAN = 0.05
+SUPPORT_PERCENTILES = (0.5, 99.5)
+
+
+@dataclass
+class ActionAgreement:
+    tag: str
+    units: str
+    mean_abs_diff: float
+    within_5pct: float  # share of states
+
+
+@dataclass
+class OfflineReport:
+    policy: str
+    dataset: str
+    plant: str
+    transitions: int
+    agreement: list[ActionAgreement]
+    out_of_support: float
+    q_policy: float | None  # mean Q(s, π(s)); None: no critic
+    q_data: float | None  # mean Q(s, a_data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        out = [f"offline report: {self.policy} on {self.dataset} ({self.transitions} transitions, plant "
+               f"{self.plant}); nothing was run on the plant"]
+        for a in self.agreement:
+            out.append(f"  agreement  {a.tag}: mean |π(s) − a| {a.mean_abs_diff:.4g} {a.units}".rstrip()
+                       + f", {a.within_5pct:.1%} of states within 5 % of its span")
+        out.append(f"  support    {self.out_of_support:.1%} of states: π(s) outside the data's action range "
+                   f"({SUPPORT_PERCENTILES[0]:g}–{SUPPORT_PERCENTILES[1]:g} percentiles)")
+        if self.q_policy is None:
+            out.append("  values     no critic (an ONNX export or BC): pass the run's checkpoint for value estimates")
+        else:
+            out.append(f"  values     mean Q(s, π(s)) {self.q_policy:.4g} against mean Q(s, a_data) {self.q_data:.4g}")
+        return out
+
+
+def report(policy: Path, dataset_path: Path) -> OfflineReport:
+    from edgewarden.training.datasets import load
+
+    data = load(dataset_path)
+    meta = data.meta
+    act_fn, q_fn = _policy(policy, meta)
+    obs, actions = data.observations, data.actions
+    proposed = np.asarray(act_fn(obs), dtype=np.float64).reshape(actions.shape)
+    span = np.asarray(meta.action_high, np.float64) - np.asarray(meta.action_low, np.float64)
+    span = np.where(span > 0, span, 1.0)
+    diff = np.abs(proposed - actions)
+    lo, hi = np.percentile(actions, SUPPORT_PERCENTILES, axis=0)
+    outside = ((proposed < lo) | (proposed > hi)).any(axis=1)
+    agreement = [ActionAgreement(tag, units, float(diff[:, j].mean()),
+                                 float((diff[:, j] <= AGREE_SHARE_OF_SPAN * span[j]).mean()))
+                 for j, (tag, units) in enumerate(zip(meta.action_tags, meta.action_units, strict=True))]
+    q_pi = q_data = None
+    if q_fn is not None:
+        q_pi, q_data = float(q_fn(obs, proposed).mean()), float(q_fn(obs, actions).mean())
+    return OfflineReport(str(policy), str(dataset_path), meta.plant, len(data), agreement, float(outside.mean()),
+                         q_pi, q_data)
+
+
+def _policy(path: Path, meta: Any) -> tuple[Any, Any]:
+    """(obs → action in engineering units, (obs, action) → Q or None) for an exported ONNX
+    file or a checkpoint (.pt or run directory)."""
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        contract = PolicyContract.from_json(sess.get_modelmeta().custom_metadata_map[METADATA_KEY])
+
+        def onnx_act(obs: np.ndarray) -> np.ndarray:
+            return sess.run(None, {contract.input_name: np.asarray(obs, np.float32)})[0]
+
+        return onnx_act, None
+    import torch
+
+    from edgewarden.training.fit import load_checkpoint, policy_fn
+
+    algo, _ = load_checkpoint(path)
+    critic = algo.modules.get("critic")
+    lo, hi = np.asarray(meta.action_low), np.asarray(meta.action_high)
+    mid, half = (hi + lo) / 2, np.where(hi > lo, (hi - lo) / 2, 1.0)
+
+    def q(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=algo.device)
+        a = torch.as_tensor(((np.asarray(act) - mid) / half).astype(np.float32), device=algo.device)
+        with torch.no_grad():
+            return critic(o, a).min(0).values.cpu().numpy()
+
+    return policy_fn(algo, meta), (q if critic is not None else None)

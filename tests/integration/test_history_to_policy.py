@@ -1,0 +1,86 @@
+"""From a plant's own history to a learned policy, for a plant with no twin to train on:
+the CSTR twin treated as unknown (its tags renamed, the gateway named for a line, no plant
+name given anywhere). A PID runs it; its AUTO cycles become a dataset (train from-audit,
+rewarded by the tracking error); IQL learns from it; the offline report gives agreement,
+value estimates and support; the model runs in shadow beside the PID and is promoted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from edgewarden.gateway.cli import main
+from tests.fault.harness import bench, wait_for
+
+RENAME = {"T": "reactor_temp", "T_sp": "temp_sp", "coolant_flow_sp": "cw_valve_sp", "feed_flow_sp": "feed_sp"}
+REPLACE = {
+    **{rf"^(\[[^\]]*\.){old}\]": rf"\g<1>{new}]" for old, new in RENAME.items()},  # table headers
+    **{rf"(?<![\w.]){old}(?!\w)": new for old, new in RENAME.items()},  # names elsewhere (not node ids: cstr.T)
+    r'^path = "[^"]*"': 'kind = "pid"\npromote_after_s = 1.0\nshadow_tolerance = { cw_valve_sp = 200.0, feed_sp = 200.0 }',
+    r'^name = "cstr-1"': 'name = "line7-reactor"',
+}
+PID = """
+[policy.pid.cw_valve_sp]
+pv = "reactor_temp"
+setpoint = "temp_sp"
+kp = -20.0
+ki = -0.2
+bias = 100.0
+
+[policy.pid.feed_sp]
+pv = "reactor_temp"
+setpoint = 0.0
+kp = 0.0
+bias = 100.0
+"""
+
+
+def cli(*argv: str) -> int:
+    return main([str(a) for a in argv])
+
+
+@pytest.mark.anyio
+async def test_pid_history_to_a_promoted_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with bench(tmp_path, replace=REPLACE, extra=PID) as b:
+        await b.start_auto()
+        await asyncio.sleep(15.0)
+    log, data, run, model = tmp_path / "audit", tmp_path / "history.h5", tmp_path / "run", tmp_path / "learned.onnx"
+    assert await asyncio.to_thread(cli, "train", "from-audit", log, "-o", data,
+                                   "--reward-track", "reactor_temp=temp_sp") == 0
+    assert "transitions" in capsys.readouterr().err
+    assert await asyncio.to_thread(cli, "train", "fit", "--algo", "iql", "--dataset", data, "--steps", 300,
+                                   "--out", run, "--no-progress", "--log-every", 100) == 0
+    assert await asyncio.to_thread(cli, "train", "export", run, "--out", model) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli, "train", "report", run, "--dataset", data, "--json") == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["plant"] == "line7-reactor" and rep["transitions"] > 200
+    assert [a["tag"] for a in rep["agreement"]] == ["cw_valve_sp", "feed_sp"]
+    assert rep["q_policy"] is not None and rep["q_data"] is not None and 0.0 <= rep["out_of_support"] <= 1.0
+    assert await asyncio.to_thread(cli, "train", "report", model, "--dataset", data) == 0
+    text = capsys.readouterr().out
+    with capsys.disabled():
+        print("\n" + text)  # the figures, in the test's output (-s)
+    assert "agreement  cw_valve_sp" in text and "values     no critic" in text
+    assert await asyncio.to_thread(cli, "train", "evaluate", model) == 1
+    assert "plant 'line7-reactor' has no twin" in capsys.readouterr().err  # not a KeyError traceback
+
+    async with bench(tmp_path, replace=REPLACE, extra=PID) as b:
+        await b.start_auto()
+        pid_sha = b.gateway.loop.policy.sha256
+        reply = await b.cmd("model", action="shadow", path=str(model))
+        assert reply["ok"], reply
+        await asyncio.sleep(2.0)
+        shadowed = [r for r in b.audit_records() if r["kind"] == "cycle" and "shadow" in r]
+        assert shadowed and all(r["model"] == pid_sha[:16] for r in shadowed)  # the PID still drives
+        reply = await b.cmd("model", action="promote")
+        assert reply["ok"], reply
+        await wait_for(lambda: b.gateway.loop.policy.sha256 != pid_sha, "the learned model active")
+        await asyncio.sleep(1.0)
+        assert b.mode == "AUTO"
+        learned = b.gateway.loop.policy.sha256
+        last = [r for r in b.audit_records() if r["kind"] == "cycle"][-5:]
+        assert all(r["model"] == learned[:16] and r["written"] is not None for r in last)
