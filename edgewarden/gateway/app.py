@@ -120,8 +120,9 @@ class Gateway:
         metrics.model.info({"sha256": policy.sha256, "algorithm": policy.algorithm,
                             "path": str(policy.path or "")})
         watch_audit(metrics, audit.stats)
-        watch_certificates(metrics, expiries(s))
-        transport = CompositeTransport(tags, s.connections)
+        watch_certificates(metrics, lambda: expiries(s))
+        # monitor: the transport refuses writes too, and asks the server for no write access
+        transport = CompositeTransport(tags, s.connections, read_only=s.policy.kind == "monitor")
         watch_links(metrics, transport.health)
         control: ControlServer | None = None
         try:

@@ -182,8 +182,8 @@ class PolicySection(Section):
         if self.kind == "onnx" and self.path is None:
             raise ValueError('path: kind = "onnx" (the default) runs a model file: name it, or choose '
                              'kind = "pid", "hold" or "monitor", which run without one')
-        if self.kind != "onnx":
-            named = [k for k in ("path", "sha256", "pubkey") if getattr(self, k) is not None]
+        if self.kind != "onnx":  # pubkey stays allowed: models loaded or shadowed at run time need it
+            named = [k for k in ("path", "sha256") if getattr(self, k) is not None]
             if named or self.watch:
                 raise ValueError(f"{(named or ['watch'])[0]}: kind = {self.kind!r} runs no model file "
                                  '(set kind = "onnx" to run one)')

@@ -87,7 +87,7 @@ class Policy(Protocol):
     contract: Any
     algorithm: str
 
-    def attach(self, last_action: np.ndarray, period: float) -> None: ...
+    def attach(self, last_action: np.ndarray, observations: np.ndarray, period: float) -> None: ...
 
     def infer(self, obs: np.ndarray) -> np.ndarray: ...
 
@@ -170,7 +170,7 @@ class ControlLoop:
         self._proposed = np.zeros(n_act)
         self._candidate = np.zeros(n_act)
         self._action = self.shield.safe.copy()  # last written (or, in ESTOP, safe) action
-        policy.attach(self._action, self.period)
+        policy.attach(self._action, self._obs64, self.period)
         self._out = np.zeros(n_act)
         self.outputs = Outputs(settings, tags, transport, self.stats)
         self.last_safe_write: dict[str, Any] | None = None  # the e-stop's, for its trip record
@@ -303,7 +303,7 @@ class ControlLoop:
         staged = self.models.take_staged(now)
         if staged is not None:
             self.policy = staged
-            staged.attach(self._action, self.period)
+            staged.attach(self._action, self._obs64, self.period)
             self.safety.supervisor.use_policy(staged)
 
     async def _read(self, start: float) -> float:
@@ -356,6 +356,7 @@ class ControlLoop:
                 d.written = self.shield.safe
                 await self._write(d.written)
         elif d.mode in (Mode.INHIBITED, Mode.READY):
+            self._track_applied()  # a start, however late, ramps from what the plant gets then
             self._gate_readiness(status)
             await self._write_heartbeat()
         elif status == Status.HOLD:
@@ -480,7 +481,8 @@ class ControlLoop:
             self.audit.append("alarm", {"alarm": name, "raised": raised, "message": message})
 
     def _track_applied(self) -> None:
-        """In MANUAL the policy's last action follows what the plant really gets."""
+        """In MANUAL, and while a start is awaited (INHIBITED, READY), the last action follows
+        what the plant really gets: control resumes from it without a bump."""
         applied = self.snap.values[self._applied_slots]
         good = np.isfinite(applied) & (self.snap.quality[self._applied_slots] == Quality.GOOD)
         np.copyto(self._action, np.clip(applied, self.shield.lo, self.shield.hi), where=good)
@@ -506,7 +508,6 @@ class ControlLoop:
 
     def _gate_readiness(self, status: Status) -> None:
         if self.modes.mode == Mode.INHIBITED and status == Status.OK:
-            self._seed_bumpless()
             self.modes.request(Mode.READY, reason="plant healthy, policy loaded", actor="gateway")
         elif self.modes.mode == Mode.READY and status != Status.OK:
             self.modes.request(Mode.INHIBITED, reason=f"plant not healthy: {self.checker.verdict.message}",
@@ -514,10 +515,6 @@ class ControlLoop:
         elif self.modes.mode == Mode.READY and self._start_requested:
             self._start_requested = False
             self.modes.request(Mode.AUTO, reason="auto_start", actor="gateway")
-
-    def _seed_bumpless(self) -> None:
-        """Start rate limiting from the outputs the PLC applies now, where they read good."""
-        self._track_applied()
 
     async def _write(self, action: np.ndarray) -> None:
         await self.outputs.write(action)
@@ -536,9 +533,8 @@ class ControlLoop:
         """The e-stop's first handler: safe outputs plus heartbeat, straight to the transport
         (after the write in flight, if any: the safe outputs are always the last word)."""
         self._action[:] = self.shield.safe
-        if self.outputs.writes:
-            self.last_safe_write = await self.outputs.write_safe(self.shield.safe.tolist(),
-                                                                 time.monotonic() + self.period)
+        self.last_safe_write = await self.outputs.write_safe(self.shield.safe.tolist(),
+                                                             time.monotonic() + self.period)
 
     async def _count_trip(self, event: TripEvent) -> None:
         self.metrics.trips.labels(reason=event.code.split(":")[0]).inc()

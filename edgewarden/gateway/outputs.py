@@ -85,9 +85,11 @@ class Outputs:
         if self.writes:
             await self._send(self._hb_plan, (self._next_heartbeat(),))
 
-    async def write_safe(self, safe: list[float], deadline: float) -> dict[str, object]:
+    async def write_safe(self, safe: list[float], deadline: float) -> dict[str, object] | None:
         """The e-stop's safe outputs plus heartbeat, after the write in flight; what was
-        written and acknowledged, for the trip's record."""
+        written and acknowledged, for the trip's record (None: monitor, nothing written)."""
+        if not self.writes:
+            return None
         await self.settle()
         ack = await self._checked(self._plan, [*safe, self._next_heartbeat()], deadline)
         return {"written": safe, "hb": self.heartbeat, "ack": ack}

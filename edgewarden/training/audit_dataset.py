@@ -42,7 +42,9 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
     if out.exists():
         raise AuditError(f"{out} exists: choose a new file (a dataset is never overwritten)")
     obs, act, nxt, ends = [], [], [], []
-    info: dict[str, Any] = {"gateway": None, "model": None, "algorithm": None, **dict.fromkeys(_NAMED)}
+    info: dict[str, Any] = {"gateway": None, "loaded": None, **dict.fromkeys(_NAMED)}
+    kinds: dict[str, str] = {}  # model hash prefix (as in cycle records) -> onnx, pid or hold
+    behaviours: dict[str, None] = {}  # the policies that wrote the exported rows, in order
     prev: dict[str, Any] | None = None  # the last usable AUTO cycle, waiting for its successor
     first_seq = last_seq = None
     for rec in select(iter_records(directory), since=since, until=until):
@@ -52,9 +54,13 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
             info["gateway"] = p.get("gateway", info["gateway"])
             for key in _NAMED:
                 info[key] = p.get(key, info[key])
-        elif kind == "model_load":
-            info["model"] = p.get("sha256", info["model"])
-            info["algorithm"] = p.get("algorithm", info["algorithm"])
+        elif kind in ("model_load", "model_swap", "model_promote", "model_rollback") and isinstance(
+                p.get("sha256"), str):
+            # a controller is loaded only at start (its model_load names it); anything swapped in is a model
+            algorithm = p.get("algorithm")
+            kinds.setdefault(p["sha256"][:16], algorithm if algorithm in ("pid", "hold") else "onnx")
+            if kind == "model_load":
+                info["loaded"] = f"{kinds[p['sha256'][:16]]}:{p['sha256']}"
         if kind != "cycle":
             continue
         usable = (p.get("mode") == "AUTO" and isinstance(p.get("written"), list) and isinstance(p.get("obs"), list)
@@ -66,6 +72,9 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
                 isinstance(v, (int, float)) for v in p["obs"])
             if follows:
                 obs.append(prev["obs"])
+                model = prev.get("model")
+                if isinstance(model, str):
+                    behaviours[f"{kinds.get(model, 'onnx')}:{model}"] = None
                 act.append(prev["written"])
                 nxt.append(p["obs"])
                 ends.append(not usable)  # the run stops here unless this cycle continues it
@@ -97,8 +106,10 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
         rewards -= np.abs(next_obs[:, obs_tags.index(pv)] - next_obs[:, obs_tags.index(sp)])
     reward_note = ("not recorded" if not track else
                    "-sum |pv - sp| of the next observation: " + ", ".join(f"{pv}={sp}" for pv, sp in track))
-    source = info["algorithm"] if info["algorithm"] in ("pid", "hold") else "onnx"  # a controller, or a model
-    behaviour = f"{source}:{info['model']}" if info["model"] else "unknown"
+    if not behaviours:  # cycle records without a model field: the model loaded at start
+        behaviour = info["loaded"] or "unknown"
+    else:
+        behaviour = next(iter(behaviours)) if len(behaviours) == 1 else "mixed: " + ", ".join(behaviours)
     meta = DatasetMeta(
         plant=plant or info["gateway"] or "unknown",
         observation_tags=tuple(obs_tags), observation_units=tuple(obs_units),

@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     import json
 
-    require_train_extra("torch")
+    require_train_extra("h5py", *(() if args.policy.suffix == ".onnx" else ("torch",)))
     from edgewarden.training.offline_report import report
 
     r = report(args.policy, args.dataset)
@@ -234,20 +234,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _onnx_policy(path: Path, plant: str | None):
     """A batch policy from an exported ONNX file, run by onnxruntime as the gateway would."""
-    import numpy as np
-    import onnxruntime as ort
+    from edgewarden.training.onnx_run import load_onnx_policy
 
-    from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    contract = PolicyContract.from_json(sess.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    contract, fn = load_onnx_policy(path)
     plant = plant or contract.training_config.get("plant")
     if not plant:
         raise GatewayError(f"{path}: the contract names no plant; pass --plant")
-
-    def fn(obs: np.ndarray) -> np.ndarray:
-        return sess.run(None, {contract.input_name: np.asarray(obs, np.float32)})[0]
-
     return plant, fn
 
 

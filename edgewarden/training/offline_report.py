@@ -63,11 +63,15 @@ class OfflineReport:
 
 
 def report(policy: Path, dataset_path: Path) -> OfflineReport:
-    from edgewarden.training.datasets import load
+    from edgewarden.training.datasets import DatasetError, load
 
     data = load(dataset_path)
     meta = data.meta
-    act_fn, q_fn = _policy(policy, meta)
+    obs_tags, act_tags, act_fn, q_fn = _policy(policy)
+    if (tuple(obs_tags), tuple(act_tags)) != (tuple(meta.observation_tags), tuple(meta.action_tags)):
+        raise DatasetError(f"{dataset_path} does not fit {policy}: the policy reads {', '.join(obs_tags)} and "
+                           f"writes {', '.join(act_tags)}; the dataset has {', '.join(meta.observation_tags)} and "
+                           f"{', '.join(meta.action_tags)} (same tags, same order)")
     obs, actions = data.observations, data.actions
     proposed = np.asarray(act_fn(obs), dtype=np.float64).reshape(actions.shape)
     span = np.asarray(meta.action_high, np.float64) - np.asarray(meta.action_low, np.float64)
@@ -85,28 +89,24 @@ def report(policy: Path, dataset_path: Path) -> OfflineReport:
                          q_pi, q_data)
 
 
-def _policy(path: Path, meta: Any) -> tuple[Any, Any]:
-    """(obs → action in engineering units, (obs, action) → Q or None) for an exported ONNX
-    file or a checkpoint (.pt or run directory)."""
+def _policy(path: Path) -> tuple[Any, Any, Any, Any]:
+    """(observation tags, action tags, obs → action in engineering units, (obs, action) → Q
+    or None) of an exported ONNX file or a checkpoint (.pt or run directory). A checkpoint's
+    actions are scaled by the bounds of the data it was trained on, not the report's."""
     if path.suffix == ".onnx":
-        import onnxruntime as ort
+        from edgewarden.training.onnx_run import load_onnx_policy
 
-        from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract
-
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        contract = PolicyContract.from_json(sess.get_modelmeta().custom_metadata_map[METADATA_KEY])
-
-        def onnx_act(obs: np.ndarray) -> np.ndarray:
-            return sess.run(None, {contract.input_name: np.asarray(obs, np.float32)})[0]
-
-        return onnx_act, None
+        contract, fn = load_onnx_policy(path)
+        return contract.observation_tags, contract.action_tags, fn, None
     import torch
 
+    from edgewarden.training.datasets import DatasetMeta
     from edgewarden.training.fit import load_checkpoint, policy_fn
 
-    algo, _ = load_checkpoint(path)
+    algo, ck = load_checkpoint(path)
+    trained = DatasetMeta.from_dict(ck["dataset_meta"])
     critic = algo.modules.get("critic")
-    lo, hi = np.asarray(meta.action_low), np.asarray(meta.action_high)
+    lo, hi = np.asarray(trained.action_low), np.asarray(trained.action_high)
     mid, half = (hi + lo) / 2, np.where(hi > lo, (hi - lo) / 2, 1.0)
 
     def q(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
@@ -115,4 +115,5 @@ def _policy(path: Path, meta: Any) -> tuple[Any, Any]:
         with torch.no_grad():
             return critic(o, a).min(0).values.cpu().numpy()
 
-    return policy_fn(algo, meta), (q if critic is not None else None)
+    return (trained.observation_tags, trained.action_tags, policy_fn(algo, trained),
+            q if critic is not None else None)

@@ -64,6 +64,9 @@ async def test_pid_reaches_auto_and_holds_the_temperature(tmp_path: Path) -> Non
 async def test_hold_keeps_what_the_plant_gets(tmp_path: Path) -> None:
     async with bench(tmp_path, replace=kind("hold")) as b:
         await wait_for(lambda: b.mode == "READY", "READY")
+        b.twin.image.write("coolant_flow_sp", 150.0)  # the plant moves while the gateway waits in READY
+        await wait_for(lambda: b.twin_applied()[0] == 150.0, "the PLC applying it")
+        await asyncio.sleep(0.2)
         applied = b.twin_applied()
         assert (await b.cmd("start"))["ok"]
         await asyncio.sleep(1.0)

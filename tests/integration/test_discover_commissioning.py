@@ -178,3 +178,37 @@ async def test_discover_monitor_then_pid_on_a_server_never_seen(tmp_path: Path,
         auto = [c for c in cycles if c["mode"] == "AUTO"]
         assert auto and all(c["ack"] == ["ok", "ok"] for c in auto[-10:])
         print(f"level {level:.2f} % against setpoint {sp:.2f} % after 8 s of pid; {len(auto)} AUTO cycles")
+
+
+@pytest.mark.anyio
+async def test_a_read_only_login_is_enough_for_monitor_not_for_control(tmp_path: Path) -> None:
+    """A node the server lets others write, but not this login (UserAccessLevel): the draft
+    says so; monitor runs with that login; a writing kind is refused at start, naming it."""
+    from edgewarden.gateway.errors import AccessError
+    from edgewarden.simulators.peers import OpcUaServer
+
+    srv = OpcUaServer(user_read_only=("sp", "u"))
+    await srv.start()
+    try:
+        draft = tmp_path / "plant.toml"
+        assert await asyncio.to_thread(main, ["discover", srv.url, "-o", str(draft)]) == 0
+        text = draft.read_text()
+        block = text[text.index("[tags.sp]"):text.index("[tags.sp]") + 300]
+        assert "writable = true   # writable on the server, not by this login" in block
+        assert "writable = true\n" in text[text.index("[tags.x]"):]  # x: this login may write it
+        text = re.sub(r"\[safety\.actions\.(?:x|f|i|u)\]\n(?:#.*\n)*", "", text)
+        text = re.sub(r"^# min = \.\.\. .*$", "min = 0.0", text, flags=re.M)
+        text = re.sub(r"^# max = \.\.\. .*$", "max = 100.0", text, flags=re.M)
+        text = re.sub(r"^# safe = \.\.\. .*$", "safe = 10.0", text, flags=re.M)
+        text = re.sub(r"^# heartbeat_tag = .*$", 'heartbeat_tag = "u"', text, flags=re.M)
+        text = re.sub(r"^actions = .*$", 'actions = ["sp"]', text, flags=re.M)
+        text = re.sub(r"^observations = .*$", 'observations = ["x", "f"]', text, flags=re.M)
+        draft.write_text(text + "\n[metrics]\nport = 0\n")
+        assert main(["config", "check", str(draft)]) == 0
+        async with gateway(draft) as gw:
+            await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY in monitor, read-only login")
+        draft.write_text(draft.read_text().replace('kind = "monitor"', 'kind = "hold"'))
+        with pytest.raises(AccessError, match=r"write 2 tag\(s\).*tags\.u node.*tags\.sp node 'ns=2;s=test\.sp'"):
+            await Gateway(load_config(draft)).run()
+    finally:
+        await srv.stop()

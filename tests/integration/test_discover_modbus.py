@@ -42,11 +42,16 @@ def test_a_register_list_becomes_a_draft_and_bad_rows_are_named(tmp_path: Path,
     assert "safety.actions.Speed_SP.safe: required key is missing" in capsys.readouterr().err
 
     bad = tmp_path / "bad.csv"
-    bad.write_text("name,table,address,writable\nA,holding,x,yes\nB,input,3,yes\nC,coils,1,\n")
+    bad.write_text("# exported from the PLC program\nname, table, address, writable\nA,holding,x,yes\n"
+                   "B,input,3,yes\n\nC,coils,1,\n")
     assert main(["discover", "modbus", "--from-csv", str(bad), "-o", str(tmp_path / "no.toml")]) == 78
-    err = capsys.readouterr().err
-    assert "3 bad row(s), nothing written" in err and f"{bad}:2: A: address 'x' is not an integer" in err
-    assert f"{bad}:3: B: input registers are read-only" in err and f"{bad}:4: C: table 'coils'" in err
+    err = capsys.readouterr().err  # lines as an editor counts them: comments and blank lines included
+    assert "3 bad row(s), nothing written" in err and f"{bad}:3: A: address 'x' is not an integer" in err
+    assert f"{bad}:4: B: input registers are read-only" in err and f"{bad}:6: C: table 'coils'" in err
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("name,table,address,units\nT,input,0,°C\n".encode("cp1252"))
+    assert main(["discover", "modbus", "--from-csv", str(latin)]) == 78
+    assert "not UTF-8 text" in capsys.readouterr().err
     assert not (tmp_path / "no.toml").exists()
     assert main(["discover", "modbus", "-o", str(tmp_path / "no.toml")]) == 1
     assert "needs --from-csv FILE" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgewarden.gateway.audit.files import drop_torn_line, write_all
+from edgewarden.gateway.audit.files import drop_torn_line, write_all, write_file
 from edgewarden.gateway.errors import AuditError
 
 MAGIC = b"EWCKPT01"
@@ -116,17 +116,8 @@ def generate_keypair(private_path: Path, public_path: Path, *, overwrite: bool =
     try:
         private_path.parent.mkdir(parents=True, exist_ok=True)
         public_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = private_path.with_name(private_path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, private_path)
-        public_path.write_bytes(pub)
-        public_path.chmod(0o644)
+        write_file(private_path, pem, 0o600)
+        write_file(public_path, pub, 0o644)
     except OSError as exc:
         raise AuditError(f"cannot write key pair: {exc}") from None
     return key_id(key.public_key())

@@ -29,6 +29,22 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    """``path`` holds ``data`` with ``mode``, whole or not at all: written beside it with the
+    mode from the first byte (a private key is never readable by others, not for a moment),
+    fsynced, renamed into place, the directory fsynced. Raises OSError."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # whatever the umask
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def drop_torn_line(fd: int) -> None:
     """Cut a last line without its newline (a crash mid-export) so the next line starts clean."""
     size = os.fstat(fd).st_size

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from edgewarden.gateway.errors import ConfigError
+from edgewarden.gateway.audit.files import write_file
+from edgewarden.gateway.errors import ConfigError, GatewayError
 
 if TYPE_CHECKING:
     from edgewarden.gateway.config import Settings
@@ -93,7 +93,6 @@ def create(out_dir: Path, *, uri: str, name: str, days: int, host: str | None = 
     if existing and not force:
         raise ConfigError(f"certs create: {', '.join(map(str, existing))} exist(s): --force replaces them "
                           "(the server must then trust the new certificate)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     private_key = generate_private_key()
     cert = generate_self_signed_app_certificate(
         private_key, name, {}, [x509.UniformResourceIdentifier(uri), x509.DNSName(host or socket.gethostname())],
@@ -106,28 +105,34 @@ def create(out_dir: Path, *, uri: str, name: str, days: int, host: str | None = 
 
 def write_public(path: Path, data: bytes) -> None:
     """A certificate (public): 0644, written whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     _write(path, data, 0o644)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    """Written beside the target with its mode from the start, then renamed into place: a
-    private key is never readable by others, not even for a moment."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file(path, data, mode)
+    except OSError as exc:
+        raise GatewayError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def configured(s: Settings) -> list[tuple[str, Path]]:
     """(key path, file) of every certificate the config names."""
     return [(f"connections.{name}.{key}", path) for name, conn in s.connections.items()
             for key in CERT_KEYS if isinstance(path := getattr(conn, key, None), Path)]
+
+
+def not_after(path: Path) -> dt.datetime:
+    """When the first of the certificates in ``path`` (a PEM bundle may hold several) expires."""
+    try:
+        data = path.read_bytes()
+        certs = (x509.load_pem_x509_certificates(data) if data.lstrip().startswith(b"-----")
+                 else [x509.load_der_x509_certificate(data)])
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the certificate: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a PEM or DER certificate ({exc})") from None
+    return min(c.not_valid_after_utc for c in certs)
 
 
 def expiry_warnings(s: Settings, now: dt.datetime | None = None) -> list[str]:
@@ -137,7 +142,7 @@ def expiry_warnings(s: Settings, now: dt.datetime | None = None) -> list[str]:
     out = []
     for key, path in configured(s):
         try:
-            after = read_info(path).not_after
+            after = not_after(path)
         except ConfigError as exc:
             out.append(f"{key}: {exc}")
             continue
@@ -155,7 +160,7 @@ def expiries(s: Settings) -> list[tuple[str, float]]:
     out = []
     for key, path in configured(s):
         try:
-            out.append((key, read_info(path).not_after.timestamp()))
+            out.append((key, not_after(path).timestamp()))
         except ConfigError:
             continue  # unreadable: config check and the connection say so
     return out

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ua_.add_argument("--server-certificate", type=Path, help="the server's pinned certificate (edgewarden certs pin)")
     ua_.add_argument("--allow-insecure", action="store_true", help="browse a server off loopback without security")
     ua_.add_argument("--username", help=f"log in as this user (the password: ${PASSWORD_ENV}, or asked)")
+    ua_.add_argument("--application-uri", help="the URI in --certificate (default urn:edgewarden:client, as "
+                     "certs create makes it)")
     mb = p.add_argument_group("Modbus (a register list; Modbus cannot be browsed)")
     mb.add_argument("--from-csv", type=Path, metavar="FILE", help="the register list (format: docs/commissioning.md)")
     mb.add_argument("--host", default="127.0.0.1", help="the device's address (default 127.0.0.1)")
@@ -44,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _discover(args: argparse.Namespace) -> int:
     from edgewarden.gateway.discover.draft import render, summary
+    from edgewarden.gateway.textout import write_text_out
 
     if args.target == "modbus":
         discovery = _modbus(args)
@@ -53,17 +56,7 @@ def _discover(args: argparse.Namespace) -> int:
         raise GatewayError(f"discover: {args.target!r} is neither an opc.tcp:// endpoint nor 'modbus'")
     command = (f"edgewarden discover {args.target}" + (f" --root {args.root}" if args.root else "")
                + (f" --from-csv {args.from_csv}" if args.from_csv else ""))
-    text = render(discovery, command)
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        try:
-            with open(args.out, "w" if args.force else "x", encoding="utf-8") as f:
-                f.write(text)
-        except FileExistsError:
-            raise GatewayError(f"{args.out} exists: choose another --out, or --force to overwrite it") from None
-        except OSError as e:
-            raise GatewayError(f"cannot write {args.out}: {e.strerror or e}") from None
+    write_text_out(render(discovery, command), args.out, force=args.force)
     print(f"discover: {summary(discovery)}" + (f"; stopped early: {discovery.truncated}" if discovery.truncated
                                                  else ""), file=sys.stderr)
     if args.out is not None:
@@ -96,7 +89,7 @@ async def _opcua(args: argparse.Namespace):  # noqa: ANN202 (Discovery, imported
     fields = {"url": args.target, "timeout_s": args.timeout, "security_policy": args.security_policy,
               "allow_insecure": args.allow_insecure, "certificate": args.certificate,
               "private_key": args.private_key, "server_certificate": args.server_certificate,
-              "username": args.username}
+              "username": args.username, "application_uri": args.application_uri}
     fields = {k: (v.resolve() if isinstance(v, Path) else v) for k, v in fields.items() if v not in (None, False)}
     password = None
     if args.username is not None:
@@ -116,7 +109,11 @@ async def _opcua(args: argparse.Namespace):  # noqa: ANN202 (Discovery, imported
     except (ValueError, ua.UaError) as exc:
         raise GatewayError(f"discover: --root {args.root!r} is not a NodeId string ({exc})") from None
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # its notices are not this command's output
-    client = await open_client("discover", spec)
+    try:
+        client = await open_client("discover", spec)
+    except (TimeoutError, OSError, ua.UaError) as exc:
+        raise GatewayError(f"discover: cannot reach {args.target}: {type(exc).__name__}: {exc or 'no answer'} "
+                           "(is the server running, the address and port right?)") from None
     try:
         found, skipped, truncated = await browse(client, root, max_depth=args.max_depth, max_nodes=args.max_nodes,
                                                  timeout_s=args.timeout)
@@ -126,7 +123,7 @@ async def _opcua(args: argparse.Namespace):  # noqa: ANN202 (Discovery, imported
         await close_quietly(client)
     connection = {"type": "opcua", "url": spec.url, "security_policy": spec.security_policy,
                   **{k: str(v) for k, v in fields.items() if k in ("certificate", "private_key",
-                                                                     "server_certificate")},
+                                                                     "server_certificate", "application_uri")},
                   **({"username": spec.username} if spec.username else {}),
                   **({"allow_insecure": True} if spec.allow_insecure else {})}
     if not found and not skipped:

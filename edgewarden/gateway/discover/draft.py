@@ -29,6 +29,7 @@ class Found:
     description: str = ""
     scale: float = 1.0
     offset: float = 0.0
+    note: str = ""  # a remark for the person deciding (e.g. this login cannot write it)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def render(d: Discovery, command: str) -> str:
         if f.scale != 1.0 or f.offset != 0.0:
             out += [f"scale = {toml_value(f.scale)}", f"offset = {toml_value(f.offset)}"]
         if f.writable:
-            out.append("writable = true")
+            out.append("writable = true" + (f"   # {f.note}" if f.note else ""))
         if f.description:
             out.append(f"description = {toml_value(f.description)}")
     out += [

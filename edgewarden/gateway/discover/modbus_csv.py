@@ -31,23 +31,34 @@ def read_register_list(path: Path) -> list[Found]:
         text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's BOM is not a column name
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the register list: {exc.strerror or exc}") from None
-    rows = csv.DictReader(line for line in io.StringIO(text) if not line.lstrip().startswith("#"))
-    unknown = [c for c in rows.fieldnames or [] if c.strip() not in COLUMNS]
-    missing = [c for c in ("name", "table", "address") if c not in (rows.fieldnames or [])]
-    if unknown or missing:
-        raise ConfigError(f"{path}: the header must name columns from {', '.join(COLUMNS)}"
-                          + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-                          + (f"; missing: {', '.join(missing)}" if missing else ""))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): save the list as "
+                          "CSV UTF-8") from None
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
     found: list[Found] = []
     problems: list[str] = []
     taken: set[str] = set()
-    for row in rows:
-        line = rows.line_num
-        cell = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        try:
-            found.append(_row(cell, taken))
-        except ValueError as exc:
-            problems.append(f"  {path}:{line}: {exc}")
+    try:
+        for row in reader:
+            if not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
+                continue  # blank lines and comments, anywhere
+            if header is None:
+                header = [c.strip() for c in row]
+                unknown = [c for c in header if c not in COLUMNS]
+                missing = [c for c in ("name", "table", "address") if c not in header]
+                if unknown or missing:
+                    raise ConfigError(f"{path}:{reader.line_num}: the header must name columns from "
+                                      f"{', '.join(COLUMNS)}" + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+                                      + (f"; missing: {', '.join(missing)}" if missing else ""))
+                continue
+            cell = {k: v.strip() for k, v in zip(header, row, strict=False)}
+            try:
+                found.append(_row(cell, taken))
+            except ValueError as exc:
+                problems.append(f"  {path}:{reader.line_num}: {exc}")
+    except csv.Error as exc:
+        raise ConfigError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
     if problems:
         raise ConfigError(f"{path}: {len(problems)} bad row(s), nothing written:\n" + "\n".join(problems))
     if not found:

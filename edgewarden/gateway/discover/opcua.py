@@ -1,8 +1,9 @@
 """Browse an OPC UA server for tags: every Variable under a root (the Objects folder by
 default), bounded in depth and count, with its data type, the EngineeringUnits and EURange
-properties (OPC UA Part 8) and this identity's access level (UserAccessLevel: what the
-gateway, logged in as it will be, may write). The standard address space (namespace 0)
-is not walked."""
+properties (OPC UA Part 8) and its access levels: AccessLevel (the node may be written)
+and UserAccessLevel (this login may write it: a read-only login is right for monitor, not
+for control, and the draft says which). The standard address space (namespace 0) is not
+walked."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ TYPES = {
     ua.ObjectIds.UInt32: "uint32", ua.ObjectIds.Duration: "double",
 }
 CURRENT_WRITE = 0x02  # AccessLevelType bit (OPC UA Part 3)
+READ_CHUNK = 200  # nodes per Read request: below the MaxNodesPerRead servers commonly allow
 _PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
 
 
@@ -58,27 +60,32 @@ async def _describe(client: Client, variables: list[tuple[ua.NodeId, str, str]],
     ids = [v[0] for v in variables]
     if not ids:
         return [], []
-    types, access = await asyncio.gather(
-        _read(client, ids, ua.AttributeIds.DataType, timeout_s),
-        _read(client, ids, ua.AttributeIds.UserAccessLevel, timeout_s))
+    types = await _read(client, ids, ua.AttributeIds.DataType, timeout_s)
+    access = await _read(client, ids, ua.AttributeIds.AccessLevel, timeout_s)
+    user_access = await _read(client, ids, ua.AttributeIds.UserAccessLevel, timeout_s)
     found: list[Found] = []
     skipped: list[str] = []
     taken: set[str] = set()
-    for (node_id, name, path), dtype, level in zip(variables, types, access, strict=True):
+    for (node_id, name, path), dtype, level, user_level in zip(variables, types, access, user_access, strict=True):
         kind = TYPES.get(dtype.Identifier) if isinstance(dtype, ua.NodeId) and dtype.NamespaceIndex == 0 else None
         if kind is None:
             skipped.append(f"{path} ({node_id.to_string()}): data type {dtype} is not one the gateway reads")
             continue
         units, eu_range = await _properties(client, node_id, timeout_s)
+        writable = isinstance(level, int) and bool(level & CURRENT_WRITE)
+        by_us = isinstance(user_level, int) and bool(user_level & CURRENT_WRITE)
         found.append(Found(
             name=tag_name(name, taken), source={"node": node_id.to_string()}, datatype=kind, units=units,
-            range=eu_range, writable=isinstance(level, int) and bool(level & CURRENT_WRITE),
-            description=path))
+            range=eu_range, writable=writable, description=path,
+            note="" if by_us or not writable else "writable on the server, not by this login: monitor runs "
+                 "with it; pid or a model needs a login that may write it"))
     return found, skipped
 
 
 async def _read(client: Client, ids: list[ua.NodeId], attr: ua.AttributeIds, timeout_s: float) -> list[Any]:
-    values = await asyncio.wait_for(client.uaclient.read_attributes(ids, attr), timeout_s)
+    values = []
+    for i in range(0, len(ids), READ_CHUNK):
+        values += await asyncio.wait_for(client.uaclient.read_attributes(ids[i:i + READ_CHUNK], attr), timeout_s)
     return [dv.Value.Value if dv.StatusCode.is_good() and dv.Value is not None else None for dv in values]
 
 

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from edgewarden.gateway.errors import GatewayError
+from edgewarden.gateway.errors import GatewayError, TransportError
 from edgewarden.gateway.io.tags import Quality, Snapshot
 from edgewarden.gateway.io.transport import LinkHealth, WritePlan, check_write, merge_outcomes
 from edgewarden.gateway.logs import get_logger
@@ -84,7 +84,10 @@ class LinkedTransport(Generic[L]):
     # exceptions that mean "the link failed" (anything else is a bug and propagates)
     comms_errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
 
-    def __init__(self, log_name: str) -> None:
+    def __init__(self, log_name: str, *, read_only: bool = False) -> None:
+        """``read_only``: a gateway that writes nothing ([policy] kind = "monitor"): every
+        write is refused here too, and no write access is asked of the server."""
+        self.read_only = read_only
         self._links: dict[str, L] = {}
         self._write_cache: dict[tuple[str, ...], list[WritePart]] = {}
         self._closing = False
@@ -121,6 +124,8 @@ class LinkedTransport(Generic[L]):
             await asyncio.gather(*(self._read_link(link, snap, deadline) for link in links.values()))
 
     async def write(self, plan: WritePlan, values: Sequence[float], deadline: float | None = None) -> None:
+        if self.read_only:
+            raise TransportError("read-only transport ([policy] kind = \"monitor\"): nothing is written")
         check_write(plan, values)
         parts = self._write_cache.get(plan.names)
         if parts is None:

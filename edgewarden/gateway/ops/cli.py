@@ -154,17 +154,11 @@ def _config_example(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(example_names()))
         return 0
-    text = standalone_example(args.name)
+    from edgewarden.gateway.textout import write_text_out
+
+    write_text_out(standalone_example(args.name), args.out, force=args.force)
     if args.out is None:
-        sys.stdout.write(text)
         return 0
-    try:
-        with open(args.out, "w" if args.force else "x", encoding="utf-8") as f:
-            f.write(text)
-    except FileExistsError:
-        raise GatewayError(f"{args.out} exists: choose another --out, or --force to overwrite it") from None
-    except OSError as e:
-        raise GatewayError(f"cannot write {args.out}: {e.strerror or e}") from None
     print(f"wrote {args.out} (the {args.name} example); next: edgewarden config check {args.out}", file=sys.stderr)
     return 0
 

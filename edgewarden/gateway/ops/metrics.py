@@ -302,7 +302,8 @@ def watch_cycle(metrics: Metrics, stats: Callable[[], Any]) -> CycleCollector:
 
 class CertificateCollector(_AtScrape):
     """``edgewarden_certificate_expiry_seconds{key}``: seconds until each certificate the
-    config names expires (negative once it has), from the dates read at start-up."""
+    config names expires (negative once it has), the files read at each scrape (a
+    certificate renewed in place shows at once)."""
 
     def collect(self) -> Iterator[Any]:
         import time
@@ -317,6 +318,6 @@ class CertificateCollector(_AtScrape):
         yield fam
 
 
-def watch_certificates(metrics: Metrics, expiries: list[tuple[str, float]]) -> CertificateCollector:
-    """``expiries``: (config key, not-after as a Unix time) per certificate."""
-    return _register(metrics, CertificateCollector(lambda: expiries))
+def watch_certificates(metrics: Metrics, expiries: Callable[[], list[tuple[str, float]]]) -> CertificateCollector:
+    """``expiries()``: (config key, not-after as a Unix time) per certificate."""
+    return _register(metrics, CertificateCollector(expiries))

@@ -30,6 +30,7 @@ class ControllerPolicy:
         self._bank = PidBank(settings, p.pid, list(p.observations))
         self._out = np.zeros(len(p.actions))
         self._last = self._out  # until attached: the loop's last written action
+        self._values: np.ndarray | None = None  # until attached: the float32 input itself
         self._period = 1.0 / settings.gateway.cycle_hz
         self._called = -np.inf
         tuning = {"kind": p.kind, "observations": p.observations, "actions": p.actions,
@@ -40,12 +41,17 @@ class ControllerPolicy:
     def algorithm(self) -> str:
         return self.kind
 
-    def attach(self, last_action: np.ndarray, period: float) -> None:
-        """The loop's last written action (read, never written here) and its cycle period."""
+    def attach(self, last_action: np.ndarray, observations: np.ndarray, period: float) -> None:
+        """The loop's last written action and its float64 observations (read, never written
+        here: the loops compute in float64 like the fallback's, not in the model's float32
+        input), and its cycle period."""
         self._last = last_action
+        self._values = observations
         self._period = period
 
     def infer(self, obs: np.ndarray) -> np.ndarray:
+        if self._values is not None:
+            obs = self._values  # the same values this cycle, in float64
         now = time.monotonic()
         if now - self._called > 1.5 * self._period:
             # not in control last cycle (start, hand-back, a held cycle): start from what the

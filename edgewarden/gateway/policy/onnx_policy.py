@@ -221,7 +221,7 @@ class OnnxPolicy:
     def algorithm(self) -> str:
         return str(self._contract.algorithm)
 
-    def attach(self, last_action: np.ndarray, period: float) -> None:
+    def attach(self, last_action: np.ndarray, observations: np.ndarray, period: float) -> None:
         """A model needs only its input (a controller without one reads the last action)."""
 
     def __repr__(self) -> str:

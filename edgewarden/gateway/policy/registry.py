@@ -246,5 +246,5 @@ class ModelManager:
     def _record(self, kind: str, policy: Any, actor: str, **extra: Any) -> None:
         self.audit.append(kind, {"sha256": policy.sha256, "active": self.active.sha256,
                                  "previous": None if self.previous is None else self.previous.sha256,
-                                 "path": str(getattr(policy, "path", "")), "actor": actor,
+                                 "path": None if policy.path is None else str(policy.path), "actor": actor,
                                  "t_mono": time.monotonic(), **extra})

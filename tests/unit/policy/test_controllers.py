@@ -63,7 +63,7 @@ def test_controllers_load_and_name_their_tuning(tmp_path: Path) -> None:
     assert pid.sha256 != retuned.sha256 and len(pid.sha256) == 64
     hold = ControllerPolicy(load_config(config(tmp_path, "hold")).settings)
     last = np.array([123.0, 45.0])
-    hold.attach(last, 0.1)
+    hold.attach(last, np.zeros(4), 0.1)
     obs = np.array([350.0, 0.5, 300.0, 350.0], np.float32)
     assert hold.infer(obs).tolist() == [123.0, 45.0]
     last[:] = [130.0, 50.0]  # the loop's array, read each cycle
@@ -74,8 +74,8 @@ def test_a_pid_start_is_bumpless_then_acts(tmp_path: Path) -> None:
     s = load_config(config(tmp_path, "pid", PID)).settings
     pid = ControllerPolicy(s)
     last = np.array([180.0, 100.0])
-    pid.attach(last, 0.1)
     hot = np.array([360.0, 0.5, 300.0, 350.0], np.float32)  # 10 K above the setpoint
+    pid.attach(last, hot.astype(np.float64), 0.1)
     first = pid.infer(hot).copy()
     # what the plant gets, plus one integral step (ki·e·dt = -0.2 · -10 K · 0.1 s): no bump
     assert first[0] == pytest.approx(180.0 + 0.2) and first[1] == 100.0

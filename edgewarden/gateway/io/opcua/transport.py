@@ -107,8 +107,8 @@ class OpcUaTransport(LinkedTransport[_Link]):
 
     comms_errors = _COMMS_ERRORS
 
-    def __init__(self, tags: TagMap, connections: dict[str, OpcUaConnection]) -> None:
-        super().__init__("edgewarden.opcua")
+    def __init__(self, tags: TagMap, connections: dict[str, OpcUaConnection], *, read_only: bool = False) -> None:
+        super().__init__("edgewarden.opcua", read_only=read_only)
         for name, spec in connections.items():
             names = [t for t in tags.readable if tags.specs[t].connection == name]
             slots = tags.indices(names)
@@ -180,8 +180,8 @@ class OpcUaTransport(LinkedTransport[_Link]):
         (UserAccessLevel has CurrentWrite), so a read-only identity is refused with the tags
         named, not found later as writes that never take."""
         assert link.client is not None
-        if not link.written:
-            return
+        if self.read_only or not link.written:
+            return  # monitor writes nothing: a read-only identity is what it should log in as
         nodes = [ua.NodeId.from_string(node) for _, node in link.written]
         try:
             dvs = await asyncio.wait_for(
