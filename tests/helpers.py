@@ -80,3 +80,14 @@ def write_two_run_log(d: Path, t0: float) -> Path:
             if n == 10:
                 w.append("trip", {"code": "hard_limit:T:high", "t_wall": t0 + 1 + n})
     return d
+
+
+# The CSTR's coolant loop as [policy] kind = "pid" runs it (the example's fallback tuning)
+CSTR_COOLANT_PID = """
+[policy.pid.coolant_flow_sp]
+pv = "T"
+setpoint = "T_sp"
+kp = -20.0
+ki = -0.2
+bias = 100.0
+"""

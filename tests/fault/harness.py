@@ -70,26 +70,33 @@ class Bench:
 
 
 @contextlib.asynccontextmanager
+async def running_gateway(config: Path) -> AsyncIterator[Gateway]:
+    """The real Gateway for ``config`` in this event loop, started (its loop built), and
+    stopped and awaited on the way out."""
+    gw = Gateway(load_config(config))
+    task = asyncio.create_task(gw.run())
+    try:
+        await wait_for(lambda: gw.loop is not None or task.done(), "the gateway to start")
+        if task.done():
+            task.result()
+        yield gw
+    finally:
+        gw.request_stop()
+        await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
 async def bench(tmp: Path, *, replace: dict[str, str] | None = None, opcua_port: int = 0,
                 watchdog_ms: float = 500, extra: str = "") -> AsyncIterator[Bench]:
     twin = Twin("cstr", opcua=("127.0.0.1", opcua_port), modbus=None, watchdog_ms=watchdog_ms)
     await twin.start()
     config = write_config(tmp, policy=SHIPPED, url=twin.opcua_url,
                           replace={r"^cycle_hz = 10.0": "cycle_hz = 20.0", **(replace or {})}, extra=extra)
-    gw = Gateway(load_config(config))
-    task = asyncio.create_task(gw.run())
-    b = Bench(twin, gw, tmp)
     try:
-        await wait_for(lambda: gw.loop is not None or task.done(), "the gateway to start")
-        if task.done():
-            task.result()
-        yield b
+        async with running_gateway(config) as gw:
+            yield Bench(twin, gw, tmp)
     finally:
-        gw.request_stop()
-        try:
-            await asyncio.wait_for(task, 15)
-        finally:
-            await twin.stop()
+        await twin.stop()
     result = verify(tmp / "audit")
     assert result.ok, result.error
 

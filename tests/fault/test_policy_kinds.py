@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 
 from tests.fault.harness import bench, wait_for
+from tests.helpers import CSTR_COOLANT_PID
 
 NO_MODEL = {r'^path = "[^"]*"': "kind = \"{kind}\""}
-COOLANT_PID = """
-[policy.pid.coolant_flow_sp]
-pv = "T"
-setpoint = "T_sp"
-kp = -20.0
-ki = -0.2
-bias = 100.0
-
+COOLANT_PID = CSTR_COOLANT_PID + """
 [policy.pid.feed_flow_sp]   # a constant feed: kp = 0, the bias alone
 pv = "T"
 setpoint = 0.0

@@ -23,6 +23,7 @@ from edgewarden.gateway.audit.verify import iter_records
 from edgewarden.gateway.cli import main
 from edgewarden.gateway.config import load_config
 from edgewarden.simulators.harness import free_port, wait_for
+from tests.fault.harness import running_gateway
 
 NS = "urn:acme:line7"
 
@@ -107,20 +108,6 @@ async def tank_plc() -> AsyncIterator[TankPlc]:
         await plc.server.stop()
 
 
-@contextlib.asynccontextmanager
-async def gateway(config: Path) -> AsyncIterator[Gateway]:
-    gw = Gateway(load_config(config))
-    task = asyncio.create_task(gw.run())
-    try:
-        await wait_for(lambda: gw.loop is not None or task.done(), "the gateway to start")
-        if task.done():
-            task.result()
-        yield gw
-    finally:
-        gw.request_stop()
-        await asyncio.wait_for(task, 15)
-
-
 def decide(draft: str) -> str:
     """What the commissioning engineer decides: the valve's safe value (closed), the
     heartbeat as found, what the policy sees; a free metrics port for the test."""
@@ -156,7 +143,7 @@ async def test_discover_monitor_then_pid_on_a_server_never_seen(tmp_path: Path,
 
         draft.write_text(decide(text))
         assert main(["config", "check", str(draft)]) == 0, capsys.readouterr().err
-        async with gateway(draft) as gw:
+        async with running_gateway(draft) as gw:
             await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY in monitor")
             await asyncio.sleep(1.0)
         assert plc.external_writes == 0  # monitor: not an action, not a heartbeat
@@ -166,7 +153,7 @@ async def test_discover_monitor_then_pid_on_a_server_never_seen(tmp_path: Path,
             '\n[policy.pid.InletValve]\npv = "Level"\nsetpoint = "LevelSetpoint"\nkp = 2.0\nki = 1.0\n')
         draft.write_text(pid)
         assert main(["config", "check", str(draft)]) == 0, capsys.readouterr().err
-        async with gateway(draft) as gw:
+        async with running_gateway(draft) as gw:
             await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY under pid")
             assert await asyncio.to_thread(main, ["start", "-c", str(draft), "--operator", "commissioning"]) == 0
             await asyncio.sleep(8.0)
@@ -205,7 +192,7 @@ async def test_a_read_only_login_is_enough_for_monitor_not_for_control(tmp_path:
         text = re.sub(r"^observations = .*$", 'observations = ["x", "f"]', text, flags=re.M)
         draft.write_text(text + "\n[metrics]\nport = 0\n")
         assert main(["config", "check", str(draft)]) == 0
-        async with gateway(draft) as gw:
+        async with running_gateway(draft) as gw:
             await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY in monitor, read-only login")
         draft.write_text(draft.read_text().replace('kind = "monitor"', 'kind = "hold"'))
         with pytest.raises(AccessError, match=r"write 2 tag\(s\).*tags\.u node.*tags\.sp node 'ns=2;s=test\.sp'"):

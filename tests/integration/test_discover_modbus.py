@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edgewarden.gateway.app import Gateway
 from edgewarden.gateway.cli import main
-from edgewarden.gateway.config import load_config
 from edgewarden.simulators.harness import wait_for
 from edgewarden.simulators.peers import ModbusServer
+from tests.fault.harness import running_gateway
 
 REGISTERS = """\
 # Line 3 pumps, from the PLC program's I/O list
@@ -72,16 +71,11 @@ async def test_the_draft_reads_a_real_device_in_monitor(tmp_path: Path) -> None:
         text = re.sub(r"^# safe = \.\.\. .*$", "safe = 0.0", draft.read_text(), flags=re.M)
         draft.write_text(re.sub(r"^observations = .*$", 'observations = ["Flow_Rate", "Pressure"]', text,
                                 flags=re.M) + "\n[metrics]\nport = 0\n")
-        gw = Gateway(load_config(draft))
-        task = asyncio.create_task(gw.run())
-        try:
-            await wait_for(lambda: gw.loop is not None and gw.loop.modes.mode.name == "READY", "READY")
+        async with running_gateway(draft) as gw:
+            await wait_for(lambda: gw.loop.modes.mode.name == "READY", "READY")
             values = dict(zip(gw.loop.tags.readable, gw.loop.snap.values.tolist(), strict=True))
             assert values["Flow_Rate"] == pytest.approx(123.4) and values["Pressure"] == pytest.approx(1.5)
             assert values["Speed_SP"] == pytest.approx(45.5)
-        finally:
-            gw.request_stop()
-            await asyncio.wait_for(task, 15)
         assert server.get_regs("holding", 10, 1) == [455] and server.get_regs("holding", 20, 1) == [0]
     finally:
         await server.stop()

@@ -15,16 +15,9 @@ from edgewarden.gateway.config import PidSpec, load_config
 from edgewarden.gateway.errors import ConfigError
 from edgewarden.gateway.policy.controllers import ControllerPolicy
 from edgewarden.gateway.policy.fallback import PidBank
-from tests.helpers import write_config
+from tests.helpers import CSTR_COOLANT_PID, write_config
 
-PID = """
-[policy.pid.coolant_flow_sp]
-pv = "T"
-setpoint = "T_sp"
-kp = -20.0
-ki = -0.2
-bias = 100.0
-"""
+PID = CSTR_COOLANT_PID
 
 
 def config(tmp: Path, kind: str | None, extra: str = "", replace: dict[str, str] | None = None) -> Path:
