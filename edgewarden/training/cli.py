@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--eval-episodes", type=int, default=5)
     fit.add_argument("--checkpoint-every", type=int, default=5000)
     fit.add_argument("--log-every", type=int, default=1000)
-    fit.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    fit.add_argument("--resume", action="store_true", help="continue from RUN/last.pt (same algorithm and settings)")
+    fit.add_argument("--force", action="store_true", help="replace a run already in --out")
     fit.add_argument("--plant", help="twin to evaluate on (default: the dataset's plant)")
     fit.add_argument("--tensorboard", action="store_true", help="also log to RUN/tb (needs tensorboard)")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -172,14 +173,11 @@ def _fit(args: argparse.Namespace) -> int:
     require_train_extra("torch", "h5py")
     from edgewarden.training.fit import fit
 
-    try:
-        r = fit(args.algo, args.dataset, args.steps, args.out, seed=args.seed, device=args.device,
-                eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                checkpoint_every=args.checkpoint_every, log_every=args.log_every, resume=args.resume,
-                overrides=_parse_sets(args.set), progress=not args.no_progress, plant=args.plant,
-                tensorboard=args.tensorboard, nproc=args.nproc)
-    except TypeError as e:  # unknown config field
-        raise GatewayError(f"bad --set for {args.algo}: {e}") from None
+    r = fit(args.algo, args.dataset, args.steps, args.out, seed=args.seed, device=args.device,
+            eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+            checkpoint_every=args.checkpoint_every, log_every=args.log_every, resume=args.resume,
+            overrides=_parse_sets(args.set), progress=not args.no_progress, plant=args.plant,
+            tensorboard=args.tensorboard, nproc=args.nproc, force=args.force)
     import os
 
     if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
@@ -199,12 +197,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from edgewarden.training.evaluate import evaluate_policy, rollout
 
     src = args.policy
+    reads: tuple[str, ...] | None = None  # the policy's observation tags (None: a behaviour policy)
     if src in ("random", "medium", "expert", "mixed"):
         if not args.plant:
             raise GatewayError("evaluating a behaviour policy needs --plant")
         plant, fn = args.plant, src
     elif src.endswith(".onnx"):
-        plant, fn = _onnx_policy(Path(src), args.plant)
+        from edgewarden.training.onnx_run import load_onnx_policy
+
+        contract, fn = load_onnx_policy(Path(src))
+        plant, reads = args.plant or contract.training_config.get("plant"), tuple(contract.observation_tags)
+        if not plant:
+            raise GatewayError(f"{src}: the contract names no plant; pass --plant")
     else:
         require_train_extra("torch")
         from edgewarden.training.datasets import DatasetMeta
@@ -212,13 +216,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         algo, ck = load_checkpoint(src)
         meta = DatasetMeta.from_dict(ck["dataset_meta"])
-        plant, fn = args.plant or meta.plant, policy_fn(algo, meta)
+        plant, fn, reads = args.plant or meta.plant, policy_fn(algo, meta), tuple(meta.observation_tags)
+    from edgewarden.simulators.gym_env import make_env
     from edgewarden.simulators.plants import plant_names
 
     if plant not in plant_names():
         raise GatewayError(f"train evaluate: plant {plant!r} has no twin to roll the policy out on (twins: "
                            f"{', '.join(plant_names())}); for a plant without one, `edgewarden train report "
                            f"{src} --dataset DATA.h5` reports agreement with its data, value estimates and support")
+    twin_obs = tuple(make_env(plant).observation_names)
+    if reads is not None and reads != twin_obs:
+        raise GatewayError(f"train evaluate: {src} reads {', '.join(reads)}; the {plant} twin gives "
+                           f"{', '.join(twin_obs)}: a policy runs on the plant whose observations it was trained on")
     r = evaluate_policy(plant, fn, episodes=args.episodes, seed=args.seed)
     if args.plot:
         _plot(args.plot, rollout(plant, fn, episodes=1, seed=args.seed, record=True))
@@ -230,17 +239,6 @@ def _evaluate(args: argparse.Namespace) -> int:
               f"violation rate {r.violation_rate:.4f}, shield rate {r.shield_rate:.4f} "
               f"over {r.episodes} episodes / {r.steps} steps")
     return 0
-
-
-def _onnx_policy(path: Path, plant: str | None):
-    """A batch policy from an exported ONNX file, run by onnxruntime as the gateway would."""
-    from edgewarden.training.onnx_run import load_onnx_policy
-
-    contract, fn = load_onnx_policy(path)
-    plant = plant or contract.training_config.get("plant")
-    if not plant:
-        raise GatewayError(f"{path}: the contract names no plant; pass --plant")
-    return plant, fn
 
 
 def _plot(path: Path, res: dict) -> None:

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgewarden.training.algos import ALGOS, Algorithm, make_algorithm
-from edgewarden.training.datasets import Dataset, DatasetMeta, load
+from edgewarden.training.algos import ALGOS, Algorithm, make_algorithm, make_config
+from edgewarden.training.datasets import Dataset, DatasetMeta, load, read_meta
 from edgewarden.training.nets import Replay, obs_stats
 from edgewarden.training.progress import Progress
 
@@ -157,7 +157,7 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
         seed: int = 0, device: str = "cpu", eval_every: int = 0, eval_episodes: int = 5,
         checkpoint_every: int = 5000, log_every: int = 1000, resume: bool = False,
         overrides: dict[str, Any] | None = None, progress: bool = True, plant: str | None = None,
-        tensorboard: bool = False, nproc: int = 1) -> FitResult:
+        tensorboard: bool = False, nproc: int = 1, force: bool = False) -> FitResult:
     """Train ``algo_name`` on ``dataset`` for ``steps`` gradient steps into ``run_dir``.
 
     ``nproc`` > 1 trains data-parallel in that many processes (edgewarden.training.distributed);
@@ -170,6 +170,9 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
         raise ValueError(f"unknown algorithm {algo_name!r} (known: {', '.join(ALGOS)})")
     if nproc < 1:
         raise GatewayError(f"--nproc must be >= 1, not {nproc}")
+    _preflight(algo_name, dataset, steps, Path(run_dir), resume=resume, force=force, overrides=overrides,
+               counts={"--checkpoint-every": (checkpoint_every, 0), "--log-every": (log_every, 0),  # 0: never
+                       "--eval-every": (eval_every, 0), "--eval-episodes": (eval_episodes, 1)})
     kw = dict(algo_name=algo_name, steps=steps, run_dir=run_dir, seed=seed, eval_every=eval_every,
               eval_episodes=eval_episodes, checkpoint_every=checkpoint_every, log_every=log_every,
               resume=resume, overrides=overrides, progress=progress, plant=plant, tensorboard=tensorboard)
@@ -216,6 +219,47 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
             last_eval = {k: v for k, v in row.items() if k.startswith("eval_")}
     return FitResult(run_dir=run, steps=_checkpoint_step(run / "last.pt") - start,
                      seconds=time.perf_counter() - t0, last_eval=last_eval)
+
+
+def _preflight(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, run: Path, *, resume: bool,
+               force: bool, overrides: dict[str, Any] | None, counts: dict[str, tuple[int, int]]) -> None:
+    """Everything that can be refused before a process is spawned or a file written: the
+    counts, every --set value, the dataset file, and what the run directory already holds
+    (a run is continued only as it was configured, and replaced only when asked)."""
+    from dataclasses import asdict
+
+    from edgewarden.gateway.errors import GatewayError
+
+    if steps < 1:
+        raise GatewayError(f"--steps must be at least 1 (got {steps}): the total of gradient steps")
+    for flag, (value, least) in counts.items():
+        if value < least:
+            raise GatewayError(f"{flag} must be at least {least} (got {value})")
+    make_config(algo_name, overrides)
+    if not isinstance(dataset, Dataset):
+        read_meta(dataset)  # a missing or unreadable file is named now, not inside a worker
+    ckpt = run / "last.pt"
+    if not resume:
+        if ckpt.exists() and not force:
+            raise GatewayError(f"{run} already holds a run (last.pt, step {_checkpoint_step(ckpt)}): --resume "
+                               "continues it, --force replaces it, or choose another --out")
+        return
+    if not ckpt.exists():
+        raise GatewayError(f"--resume: {run} holds no checkpoint (last.pt) to continue; leave out --resume "
+                           "to start a run there")
+    ck = read_checkpoint(ckpt)
+    if ck["algo"] != algo_name:
+        raise GatewayError(f"--resume: {run} is a {ck['algo']} run, not {algo_name}: resume it with --algo "
+                           f"{ck['algo']}, or train {algo_name} into another --out")
+    saved = _cfg_from_dict(ck["algo"], ck["config"])
+    before, after = asdict(make_config(algo_name, saved)), asdict(make_config(algo_name, {**saved, **(overrides or {})}))
+    changed = [f"{k}={after[k]!r} (the run's: {before[k]!r})" for k in after if after[k] != before[k]]
+    if changed:
+        raise GatewayError(f"--resume continues {run} with its own settings; these --set values differ from them: "
+                           f"{', '.join(changed)}. Train with them into another --out")
+    if steps <= int(ck["step"]):
+        raise GatewayError(f"--resume: {run} is already at step {ck['step']}; --steps is the total, so give more "
+                           f"than {ck['step']}")
 
 
 def _checkpoint_step(path: Path) -> int:

@@ -71,7 +71,7 @@ def ship(plant: str, out_dir: str | Path = MODELS, work: str | Path | None = Non
     """Build ``out_dir/<plant>_<algo>.onnx`` and its manifest; returns the manifest."""
     import torch
 
-    from edgewarden.training.cli import _onnx_policy
+    from edgewarden.training.onnx_run import load_onnx_policy
     from edgewarden.training.collect import collect
     from edgewarden.training.evaluate import evaluate_policy
     from edgewarden.training.export import export_checkpoint
@@ -90,10 +90,10 @@ def ship(plant: str, out_dir: str | Path = MODELS, work: str | Path | None = Non
         ds = wd / f"{plant}_{r.quality}.h5"
         run = wd / f"{plant}_{r.algo}"
         collect(plant, r.quality, r.dataset_steps, ds, seed=0, progress=False)
-        fit(r.algo, ds, r.steps, run, seed=r.seed, overrides={"hidden": r.hidden}, progress=False,
+        fit(r.algo, ds, r.steps, run, seed=r.seed, overrides={"hidden": r.hidden}, progress=False, force=True,
             log_every=1000)
         res = export_checkpoint(run, out)
-    _, fn = _onnx_policy(out, plant)
+    _, fn = load_onnx_policy(out)
     ev = evaluate_policy(plant, fn, episodes=eval_episodes)
     manifest_path = Path(str(out) + ".json")
     manifest = json.loads(manifest_path.read_text())

@@ -14,7 +14,7 @@ from edgewarden.training.algos.cql import CQL, CQLConfig
 from edgewarden.training.algos.iql import IQL, IQLConfig
 from edgewarden.training.algos.td3bc import TD3BC, TD3BCConfig
 
-__all__ = ["ALGOS", "Algorithm", "make_algorithm"]
+__all__ = ["ALGOS", "Algorithm", "make_algorithm", "make_config"]
 
 ALGOS: dict[str, tuple[type[Algorithm], type]] = {
     "bc": (BC, BCConfig),
@@ -24,11 +24,25 @@ ALGOS: dict[str, tuple[type[Algorithm], type]] = {
 }
 
 
-def make_algorithm(name: str, n_obs: int, n_act: int, obs_mean, obs_std, *, device, seed: int,
-                   overrides: dict | None = None) -> Algorithm:
+def make_config(name: str, overrides: dict | None = None):  # noqa: ANN201 (the algorithm's config class)
+    """The algorithm's config with ``overrides`` applied, every value checked; a ConfigError
+    names each bad key, why, and the valid ones."""
+    from pydantic import ValidationError
+
+    from edgewarden.gateway.errors import ConfigError
+    from edgewarden.training.algos.params import config_problems
+
     try:
-        cls, cfg_cls = ALGOS[name]
+        cfg_cls = ALGOS[name][1]
     except KeyError:
         raise ValueError(f"unknown algorithm {name!r} (known: {', '.join(ALGOS)})") from None
-    cfg = cfg_cls(**(overrides or {}))
-    return cls(cfg, n_obs, n_act, obs_mean, obs_std, device=device, seed=seed)
+    try:
+        return cfg_cls(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(config_problems(name, cfg_cls, exc)) from None
+
+
+def make_algorithm(name: str, n_obs: int, n_act: int, obs_mean, obs_std, *, device, seed: int,
+                   overrides: dict | None = None) -> Algorithm:
+    cfg = make_config(name, overrides)
+    return ALGOS[name][0](cfg, n_obs, n_act, obs_mean, obs_std, device=device, seed=seed)

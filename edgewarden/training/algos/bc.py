@@ -7,19 +7,20 @@ a deterministic tanh actor minimising the mean squared error to the logged actio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic.dataclasses import dataclass
 
 import torch
 
+from edgewarden.training.algos.params import CHECKED, BatchSize, Hidden, LearningRate
 from edgewarden.training.algos.base import Algorithm, adam
 from edgewarden.training.nets import Actor, Batch
 
 
-@dataclass
+@dataclass(config=CHECKED)
 class BCConfig:
-    hidden: tuple[int, ...] = (256, 256)  # actor MLP widths
-    lr: float = 3e-4  # Adam learning rate
-    batch_size: int = 256  # transitions per gradient step
+    hidden: Hidden = (256, 256)  # actor MLP widths
+    lr: LearningRate = 3e-4  # Adam learning rate
+    batch_size: BatchSize = 256  # transitions per gradient step
 
 
 class BC(Algorithm):

@@ -14,28 +14,29 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from pydantic.dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from edgewarden.training.algos.params import CHECKED, BatchSize, Count, Discount, Hidden, LearningRate, NonNegative, Polyak, Positive, Steps
 from edgewarden.training.algos.base import Algorithm, adam
 from edgewarden.training.nets import Batch, EnsembleQ, GaussianActor, soft_update
 
 
-@dataclass
+@dataclass(config=CHECKED)
 class CQLConfig:
-    hidden: tuple[int, ...] = (256, 256)  # actor and critic MLP widths
-    actor_lr: float = 1e-4  # Adam learning rate, policy
-    critic_lr: float = 3e-4  # Adam learning rate, Q networks
-    alpha_lr: float = 3e-4  # Adam learning rate, SAC temperature
-    batch_size: int = 256  # transitions per gradient step
-    gamma: float = 0.99  # discount
-    tau: float = 0.005  # target Q Polyak rate
-    cql_alpha: float = 5.0  # weight of the conservative penalty
-    n_actions: int = 10  # sampled actions per state for the log-sum-exp
-    temperature: float = 1.0  # log-sum-exp temperature
-    bc_steps: int = 0  # steps of BC (log-likelihood) actor loss before the SAC loss
+    hidden: Hidden = (256, 256)  # actor and critic MLP widths
+    actor_lr: LearningRate = 1e-4  # Adam learning rate, policy
+    critic_lr: LearningRate = 3e-4  # Adam learning rate, Q networks
+    alpha_lr: LearningRate = 3e-4  # Adam learning rate, SAC temperature
+    batch_size: BatchSize = 256  # transitions per gradient step
+    gamma: Discount = 0.99  # discount
+    tau: Polyak = 0.005  # target Q Polyak rate
+    cql_alpha: NonNegative = 5.0  # weight of the conservative penalty
+    n_actions: Count = 10  # sampled actions per state for the log-sum-exp
+    temperature: Positive = 1.0  # log-sum-exp temperature
+    bc_steps: Steps = 0  # steps of BC (log-likelihood) actor loss before the SAC loss
 
 
 class Temperature(nn.Module):

@@ -25,26 +25,27 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from pydantic.dataclasses import dataclass
 
 import torch
 
+from edgewarden.training.algos.params import CHECKED, BatchSize, Discount, Fraction, Hidden, LearningRate, Polyak, Positive
 from edgewarden.training.algos.base import Algorithm, adam
 from edgewarden.training.nets import Actor, Batch, EnsembleQ, ValueNet, soft_update
 
 
-@dataclass
+@dataclass(config=CHECKED)
 class IQLConfig:
-    hidden: tuple[int, ...] = (256, 256)  # actor, critic and value MLP widths
-    actor_lr: float = 3e-4  # Adam learning rate, actor
-    critic_lr: float = 3e-4  # Adam learning rate, Q networks
-    value_lr: float = 3e-4  # Adam learning rate, V network
-    batch_size: int = 256  # transitions per gradient step
-    gamma: float = 0.99  # discount
-    tau: float = 0.005  # target Q Polyak rate
-    expectile: float = 0.7  # tau in the paper: expectile of Q that V fits
-    beta: float = 3.0  # inverse temperature of the advantage weights
-    exp_adv_max: float = 100.0  # weights are clipped to this
+    hidden: Hidden = (256, 256)  # actor, critic and value MLP widths
+    actor_lr: LearningRate = 3e-4  # Adam learning rate, actor
+    critic_lr: LearningRate = 3e-4  # Adam learning rate, Q networks
+    value_lr: LearningRate = 3e-4  # Adam learning rate, V network
+    batch_size: BatchSize = 256  # transitions per gradient step
+    gamma: Discount = 0.99  # discount
+    tau: Polyak = 0.005  # target Q Polyak rate
+    expectile: Fraction = 0.7  # tau in the paper: expectile of Q that V fits
+    beta: Positive = 3.0  # inverse temperature of the advantage weights
+    exp_adv_max: Positive = 100.0  # weights are clipped to this
     concurrent: bool = True  # on CPU: V + actor and Q updates on two threads at once (same results)
 
 

@@ -10,26 +10,27 @@ the dataset's statistics (the paper's state normalisation), inside the networks.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from pydantic.dataclasses import dataclass
 
 import torch
 
+from edgewarden.training.algos.params import CHECKED, BatchSize, Count, Discount, Hidden, LearningRate, NonNegative, Polyak
 from edgewarden.training.algos.base import Algorithm, adam
 from edgewarden.training.nets import Actor, Batch, EnsembleQ, soft_update
 
 
-@dataclass
+@dataclass(config=CHECKED)
 class TD3BCConfig:
-    hidden: tuple[int, ...] = (256, 256)  # actor and critic MLP widths
-    actor_lr: float = 3e-4  # Adam learning rate, actor
-    critic_lr: float = 3e-4  # Adam learning rate, critics
-    batch_size: int = 256  # transitions per gradient step
-    gamma: float = 0.99  # discount
-    tau: float = 0.005  # target network Polyak rate
-    policy_noise: float = 0.2  # target policy smoothing noise (std, in [-1, 1] action units)
-    noise_clip: float = 0.5  # ... clipped to this
-    policy_freq: int = 2  # actor and targets update every this many critic updates
-    alpha: float = 2.5  # lambda = alpha / mean|Q|: weight of the RL term against BC
+    hidden: Hidden = (256, 256)  # actor and critic MLP widths
+    actor_lr: LearningRate = 3e-4  # Adam learning rate, actor
+    critic_lr: LearningRate = 3e-4  # Adam learning rate, critics
+    batch_size: BatchSize = 256  # transitions per gradient step
+    gamma: Discount = 0.99  # discount
+    tau: Polyak = 0.005  # target network Polyak rate
+    policy_noise: NonNegative = 0.2  # target policy smoothing noise (std, in [-1, 1] action units)
+    noise_clip: NonNegative = 0.5  # ... clipped to this
+    policy_freq: Count = 2  # actor and targets update every this many critic updates
+    alpha: NonNegative = 2.5  # lambda = alpha / mean|Q|: weight of the RL term against BC
 
 
 class TD3BC(Algorithm):
