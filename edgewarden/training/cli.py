@@ -182,7 +182,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
         return 0
-    msg = f"trained {r.steps} steps in {r.seconds:.1f} s; checkpoint {args.out / 'last.pt'}"
+    msg = f"trained {r.steps} steps in {r.seconds:.1f} s (loading included); checkpoint {args.out / 'last.pt'}"
     if r.last_eval:
         msg += (f"; normalised score {r.last_eval['eval_normalized_score']:.1f}, "
                 f"violation rate {r.last_eval['eval_violation_rate']:.4f}")

@@ -26,7 +26,7 @@ import os
 import pickle
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ _TENSOR_KEYS = ("algo_state", "replay_gen", "rank_streams")  # the rest of a che
 class FitResult:
     run_dir: Path
     steps: int
-    seconds: float
+    seconds: float  # wall clock of the whole fit: loading (and process start) included, alone or not
     last_eval: dict[str, float] | None
 
 
@@ -192,7 +192,9 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
         finally:
             D.close(clean=clean)
     if nproc == 1:
-        return _train(dataset, D.resolve_device(device, 1, 0), None, **kw)
+        t0 = time.perf_counter()
+        result = _train(dataset, D.resolve_device(device, 1, 0), None, **kw)
+        return replace(result, seconds=time.perf_counter() - t0)  # as counted under --nproc
     D.resolve_device(device, nproc, 0)  # refuse impossible device/process combinations before spawning
     if isinstance(dataset, Dataset):
         raise GatewayError("--nproc > 1 needs the dataset as a file path (each process loads it)")

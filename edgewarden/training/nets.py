@@ -152,8 +152,10 @@ class EnsembleQ(nn.Module):
             h = torch.baddbmm(b, h.relu_(), w)  # in place: baddbmm's backward needs its inputs, not its output
         # The output layer has one unit: a weighted sum over the last hidden layer, cheaper
         # on CPU than a (batch, hidden) @ (hidden, 1) matrix-vector product per head.
+        # (a view, not a transpose: its gradient keeps the weight's own strides, which DDP's
+        # gradient buckets need to avoid a copy and a warning per rank)
         w, b = ws[-1], bs[-1]
-        return (h.relu_() * w.transpose(1, 2)).sum(-1) + b.view(self.n, 1)
+        return (h.relu_() * w.view(self.n, 1, -1)).sum(-1) + b.view(self.n, 1)
 
     def head(self, i: int, obs: torch.Tensor, act: torch.Tensor, *, detach_params: bool = False) -> torch.Tensor:
         """Q of head ``i`` alone, shape ``(batch,)``. ``detach_params``: gradients reach the
