@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--log-every", type=int, default=1000)
     fit.add_argument("--resume", action="store_true", help="continue from RUN/last.pt (same algorithm and settings)")
     fit.add_argument("--force", action="store_true", help="replace a run already in --out")
+    fit.add_argument("--allow-degenerate-actions", action="store_true",
+                     help="train td3bc/cql even where an action never varies or sits on a bound (train inspect)")
     fit.add_argument("--plant", help="twin to evaluate on (default: the dataset's plant)")
     fit.add_argument("--tensorboard", action="store_true", help="also log to RUN/tb (needs tensorboard)")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -71,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--plot", type=Path, help="PNG of episode 0 (needs matplotlib); a CSV is written beside it")
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object")
     ev.set_defaults(handler=_evaluate)
+
+    ins = tsub.add_parser("inspect", help="what a dataset can teach: per action spread, share at each bound, "
+                          "coverage; per observation range; episodes and returns")
+    ins.add_argument("dataset", type=Path)
+    ins.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    ins.set_defaults(handler=_inspect)
 
     rp = tsub.add_parser("report", help="an offline report on a policy for a plant without a twin: agreement with "
                          "the data, value estimates, out-of-support share")
@@ -100,6 +108,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--out-dir", type=Path, help="where the model and manifest go (default: the repo's models/)")
     sh.add_argument("--work", type=Path, help="keep the dataset and run here (default: a temporary directory)")
     sh.set_defaults(handler=_ship)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    require_train_extra("h5py")
+    from edgewarden.training.dataset_report import inspect_dataset
+    from edgewarden.training.datasets import load
+
+    r = inspect_dataset(load(args.dataset))
+    print(json.dumps(r.to_dict()) if args.json else "\n".join(r.lines()))
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -177,7 +197,8 @@ def _fit(args: argparse.Namespace) -> int:
             eval_every=args.eval_every, eval_episodes=args.eval_episodes,
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, resume=args.resume,
             overrides=_parse_sets(args.set), progress=not args.no_progress, plant=args.plant,
-            tensorboard=args.tensorboard, nproc=args.nproc, force=args.force)
+            tensorboard=args.tensorboard, nproc=args.nproc, force=args.force,
+            allow_degenerate_actions=args.allow_degenerate_actions)
     import os
 
     if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports

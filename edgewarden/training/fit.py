@@ -157,7 +157,8 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
         seed: int = 0, device: str = "cpu", eval_every: int = 0, eval_episodes: int = 5,
         checkpoint_every: int = 5000, log_every: int = 1000, resume: bool = False,
         overrides: dict[str, Any] | None = None, progress: bool = True, plant: str | None = None,
-        tensorboard: bool = False, nproc: int = 1, force: bool = False) -> FitResult:
+        tensorboard: bool = False, nproc: int = 1, force: bool = False,
+        allow_degenerate_actions: bool = False) -> FitResult:
     """Train ``algo_name`` on ``dataset`` for ``steps`` gradient steps into ``run_dir``.
 
     ``nproc`` > 1 trains data-parallel in that many processes (edgewarden.training.distributed);
@@ -173,6 +174,8 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
     _preflight(algo_name, dataset, steps, Path(run_dir), resume=resume, force=force, overrides=overrides,
                counts={"--checkpoint-every": (checkpoint_every, 0), "--log-every": (log_every, 0),  # 0: never
                        "--eval-every": (eval_every, 0), "--eval-episodes": (eval_episodes, 1)})
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank comes here: one judges the data
+        _judge_data(algo_name, dataset, allow_degenerate_actions)
     kw = dict(algo_name=algo_name, steps=steps, run_dir=run_dir, seed=seed, eval_every=eval_every,
               eval_episodes=eval_episodes, checkpoint_every=checkpoint_every, log_every=log_every,
               resume=resume, overrides=overrides, progress=progress, plant=plant, tensorboard=tensorboard)
@@ -262,6 +265,27 @@ def _preflight(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps:
     if steps <= int(ck["step"]):
         raise GatewayError(f"--resume: {run} is already at step {ck['step']}; --steps is the total, so give more "
                            f"than {ck['step']}")
+
+
+def _judge_data(algo_name: str, dataset: str | os.PathLike[str] | Dataset, allow: bool) -> None:
+    """The dataset report's problems: a warning for BC and IQL (they learn only from the
+    recorded actions), a refusal for TD3+BC and CQL (their critic extrapolates) unless
+    ``allow``."""
+    import sys
+
+    from edgewarden.gateway.errors import GatewayError
+    from edgewarden.training.dataset_report import CRITIC_ALGOS, inspect_dataset
+
+    problems = inspect_dataset(dataset if isinstance(dataset, Dataset) else load(dataset)).problems()
+    if not problems:
+        return
+    if algo_name in CRITIC_ALGOS and not allow:
+        raise GatewayError(f"{algo_name} refused on this dataset: {'; '.join(problems)}. Its critic would have to "
+                           "extrapolate Q where the data shows nothing, and can diverge: train bc or iql, collect "
+                           "data that moves these actions, or pass --allow-degenerate-actions to train anyway "
+                           "(edgewarden train inspect shows the whole report)")
+    for p in problems:
+        print(f"warning: {p} (edgewarden train inspect DATASET)", file=sys.stderr)
 
 
 def _checkpoint_step(path: Path) -> int:

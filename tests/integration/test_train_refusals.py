@@ -77,3 +77,39 @@ def test_a_policy_is_not_rolled_out_on_a_twin_it_cannot_read(data: Path, tmp_pat
     assert main(["train", "evaluate", str(run), "--episodes", "1"]) == 1
     err = capsys.readouterr().err
     assert "reads T, CA; the cstr twin gives T, CA, Tj, T_sp" in err and "Traceback" not in err
+
+
+def test_degenerate_actions_are_named_and_refused_for_a_critic(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """An action that never varies, one on a bound a third of the time: inspect names both;
+    TD3+BC (a critic that extrapolates) is refused unless asked, IQL is warned."""
+    import numpy as np
+
+    from edgewarden.training.datasets import DatasetMeta, write
+
+    rng = np.random.default_rng(0)
+    n = 300
+    acts = np.stack([rng.uniform(0, 200, n), np.full(n, 100.0)], 1).astype(np.float32)
+    acts[: n // 3, 0] = 0.0
+    ends = np.zeros(n, bool)
+    ends[[99, 199, 299]] = True
+    data = tmp_path / "flat.h5"
+    write(data, {"observations": rng.normal(size=(n, 3)).astype(np.float32), "actions": acts,
+                 "rewards": rng.normal(size=n).astype(np.float32),
+                 "next_observations": rng.normal(size=(n, 3)).astype(np.float32),
+                 "terminals": np.zeros(n, bool), "timeouts": ends},
+          DatasetMeta(plant="line3", observation_tags=("a", "b", "c"), observation_units=("", "", ""),
+                      action_tags=("valve", "feed"), action_units=("%", "L/min"), action_low=(0.0, 0.0),
+                      action_high=(200.0, 200.0)))
+    assert main(["train", "inspect", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "300 rows, plant line3, 3 episodes" in out and "at low 33.3%" in out
+    assert "warning: valve sits on its lower bound in 33.3% of the rows" in out and "warning: feed never varies" in out
+    run = tmp_path / "run"
+    assert fit(data, run) == 1
+    err = capsys.readouterr().err
+    assert "td3bc refused on this dataset: valve sits on its lower bound" in err and "--allow-degenerate-actions" in err
+    assert not run.exists()
+    assert fit(data, run, "--allow-degenerate-actions") == 0
+    assert fit(data, tmp_path / "iql", algo="iql") == 0
+    assert "warning: feed never varies" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""What a dataset can teach, before any training (``edgewarden train inspect``; ``fit``
+runs it first): per action its spread, the share of rows at each bound and how much of
+its range the data covers; per observation its range; the episodes and their returns.
+
+An action that never varies, or sits on a bound much of the time, gives a critic nothing
+to learn that action's value from: TD3+BC and CQL then extrapolate Q outside the data and
+can diverge (as on the CSTR expert data, where feed_flow never moves and coolant_flow
+rests on a bound 30 % of the time). BC and IQL learn only from the recorded actions and
+are warned; TD3+BC and CQL are refused unless the user says so."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edgewarden.training.datasets import Dataset
+
+CONSTANT_SHARE_OF_SPAN = 1e-3  # std below this share of the action's range: it never varies
+AT_BOUND_SHARE = 0.25  # on a bound this often: the data hardly shows the action off it
+COVERAGE_BINS = 20
+CRITIC_ALGOS = ("td3bc", "cql")  # extrapolate Q through the actor's gradient
+
+
+@dataclass
+class ActionStats:
+    tag: str
+    units: str
+    low: float
+    high: float
+    mean: float
+    std: float
+    at_low: float  # share of rows
+    at_high: float
+    coverage: float  # share of COVERAGE_BINS equal bins of [low, high] that hold any row
+
+    def problem(self) -> str | None:
+        span = self.high - self.low
+        if span <= 0 or self.std <= CONSTANT_SHARE_OF_SPAN * span:
+            return f"{self.tag} never varies (std {self.std:.3g} {self.units})".replace(" )", ")")
+        for share, where in ((self.at_low, "lower"), (self.at_high, "upper")):
+            if share >= AT_BOUND_SHARE:
+                return f"{self.tag} sits on its {where} bound in {share:.1%} of the rows"
+        return None
+
+
+@dataclass
+class ObservationStats:
+    tag: str
+    units: str
+    min: float
+    max: float
+    mean: float
+    std: float
+
+
+@dataclass
+class DatasetReport:
+    plant: str
+    rows: int
+    actions: list[ActionStats]
+    observations: list[ObservationStats]
+    episodes: int | None  # None: the rows do not hold episodes in order (interleaved envs)
+    mean_return: float | None
+    note: str
+
+    def problems(self) -> list[str]:
+        return [p for a in self.actions if (p := a.problem()) is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "problems": self.problems()}
+
+    def lines(self) -> list[str]:
+        out = [f"dataset: {self.rows} rows, plant {self.plant}"
+               + (f", {self.episodes} episodes, mean return {self.mean_return:.4g}" if self.episodes else "")
+               + (f" ({self.note})" if self.note else "")]
+        for a in self.actions:
+            out.append(f"  action  {a.tag}: [{a.low:g}, {a.high:g}] {a.units}, mean {a.mean:.4g}, std {a.std:.3g}, "
+                       f"at low {a.at_low:.1%}, at high {a.at_high:.1%}, covers {a.coverage:.0%} of its range")
+        for o in self.observations:
+            out.append(f"  obs     {o.tag}: {o.min:.4g} to {o.max:.4g} {o.units}, mean {o.mean:.4g}, std {o.std:.3g}")
+        out += [f"  warning: {p}" for p in self.problems()]
+        return out
+
+
+def inspect_dataset(ds: Dataset) -> DatasetReport:
+    meta = ds.meta
+    acts = ds.actions.astype(np.float64)
+    actions = []
+    for j, (tag, units) in enumerate(zip(meta.action_tags, meta.action_units, strict=True)):
+        lo, hi = float(meta.action_low[j]), float(meta.action_high[j])
+        col = acts[:, j]
+        tol = 1e-6 * max(hi - lo, 1e-12)
+        if hi > lo:
+            bins = np.clip(((col - lo) / (hi - lo) * COVERAGE_BINS).astype(int), 0, COVERAGE_BINS - 1)
+            coverage = len(np.unique(bins)) / COVERAGE_BINS
+        else:
+            coverage = 0.0
+        actions.append(ActionStats(tag, units, lo, hi, float(col.mean()), float(col.std()),
+                                   float((col <= lo + tol).mean()), float((col >= hi - tol).mean()), coverage))
+    obs = ds.observations.astype(np.float64)
+    observations = [ObservationStats(tag, units, float(obs[:, i].min()), float(obs[:, i].max()),
+                                     float(obs[:, i].mean()), float(obs[:, i].std()))
+                    for i, (tag, units) in enumerate(zip(meta.observation_tags, meta.observation_units, strict=True))]
+    interleaved = int(meta.extra.get("n_envs", 1) or 1) > 1 and meta.extra.get("layout") != "contiguous"
+    if interleaved:
+        episodes, mean_return = None, None
+        note = f"rows interleave {meta.extra['n_envs']} envs: no episode figures"
+    else:
+        returns = ds.episode_returns()
+        episodes = len(returns)
+        mean_return = float(returns.mean()) if episodes else None
+        note = ""
+    return DatasetReport(meta.plant, len(ds), actions, observations, episodes, mean_return, note)
