@@ -86,10 +86,12 @@ def run(out: Path, plants: tuple[str, ...], qualities: tuple[str, ...], algos: t
                         ds = ds or load(ds_path)
                         _say(["edgewarden", "train", "fit", "--algo", algo, "--dataset", ds_path, "--steps",
                               FIT_STEPS[algo], "--seed", seed, "--set", f"hidden=[{HIDDEN[0]},{HIDDEN[1]}]",
-                              "--out", rd, "--log-every", 1000, "--no-progress"])
+                              "--out", rd, "--log-every", 1000, "--no-progress", "--force",
+                              "--allow-degenerate-actions"])
                         t = time.perf_counter()
+                        # every cell is measured, the degenerate ones too (docs/training.md)
                         fit(algo, ds, FIT_STEPS[algo], rd, seed=seed, overrides={"hidden": HIDDEN}, log_every=1000,
-                            progress=False)
+                            progress=False, force=True, allow_degenerate_actions=True)
                         secs = time.perf_counter() - t
                         _say(["edgewarden", "train", "evaluate", rd, "--episodes", EVAL_EPISODES, "--json"])
                         a, ck = load_checkpoint(rd)
