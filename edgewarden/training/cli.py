@@ -218,7 +218,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from edgewarden.training.evaluate import evaluate_policy, rollout
 
     src = args.policy
-    reads: tuple[str, ...] | None = None  # the policy's observation tags (None: a behaviour policy)
+    reads: tuple[str, ...] | None = None  # the policy's tags (None: a behaviour policy of the twin)
+    drives: tuple[str, ...] | None = None
     if src in ("random", "medium", "expert", "mixed"):
         if not args.plant:
             raise GatewayError("evaluating a behaviour policy needs --plant")
@@ -227,7 +228,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         from edgewarden.training.onnx_run import load_onnx_policy
 
         contract, fn = load_onnx_policy(Path(src))
-        plant, reads = args.plant or contract.training_config.get("plant"), tuple(contract.observation_tags)
+        plant = args.plant or contract.training_config.get("plant")
+        reads, drives = tuple(contract.observation_tags), tuple(contract.action_tags)
         if not plant:
             raise GatewayError(f"{src}: the contract names no plant; pass --plant")
     else:
@@ -237,18 +239,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         algo, ck = load_checkpoint(src)
         meta = DatasetMeta.from_dict(ck["dataset_meta"])
-        plant, fn, reads = args.plant or meta.plant, policy_fn(algo, meta), tuple(meta.observation_tags)
-    from edgewarden.simulators.gym_env import make_env
-    from edgewarden.simulators.plants import plant_names
+        plant, fn = args.plant or meta.plant, policy_fn(algo, meta)
+        reads, drives = tuple(meta.observation_tags), tuple(meta.action_tags)
+    from edgewarden.training.evaluate import twin_mismatch
 
-    if plant not in plant_names():
-        raise GatewayError(f"train evaluate: plant {plant!r} has no twin to roll the policy out on (twins: "
-                           f"{', '.join(plant_names())}); for a plant without one, `edgewarden train report "
-                           f"{src} --dataset DATA.h5` reports agreement with its data, value estimates and support")
-    twin_obs = tuple(make_env(plant).observation_names)
-    if reads is not None and reads != twin_obs:
-        raise GatewayError(f"train evaluate: {src} reads {', '.join(reads)}; the {plant} twin gives "
-                           f"{', '.join(twin_obs)}: a policy runs on the plant whose observations it was trained on")
+    problem = twin_mismatch(plant, reads, drives)
+    if problem is not None:
+        raise GatewayError(f"train evaluate: {problem}")
     r = evaluate_policy(plant, fn, episodes=args.episodes, seed=args.seed)
     if args.plot:
         _plot(args.plot, rollout(plant, fn, episodes=1, seed=args.seed, record=True))

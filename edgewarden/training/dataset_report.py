@@ -85,7 +85,11 @@ class DatasetReport:
 
 
 def inspect_dataset(ds: Dataset) -> DatasetReport:
+    from edgewarden.training.datasets import DatasetError
+
     meta = ds.meta
+    if len(ds) == 0:
+        raise DatasetError("the dataset has no rows: nothing to learn from")
     acts = ds.actions.astype(np.float64)
     actions = []
     for j, (tag, units) in enumerate(zip(meta.action_tags, meta.action_units, strict=True)):
@@ -112,4 +116,7 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
         episodes = len(returns)
         mean_return = float(returns.mean()) if episodes else None
         note = ""
+    if meta.format_version is None or meta.extra.get("source") == "edgewarden train from-audit":
+        # the action bounds are the data's own extremes: "at a bound" means at the recorded extreme
+        note = "; ".join(n for n in (note, "action bounds are the data's own extremes") if n)
     return DatasetReport(meta.plant, len(ds), actions, observations, episodes, mean_return, note)

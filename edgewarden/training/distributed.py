@@ -3,7 +3,7 @@
 Two ways in, one code path (``edgewarden.training.fit``):
 
 * ``edgewarden train fit ... --nproc N`` spawns N processes on this machine and joins
-  them over a loopback TCP rendezvous;
+  them over a rendezvous file in a private temporary directory;
 * under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
   ``MASTER_PORT`` set) each process joins the group torchrun describes (``env://``)
   instead of spawning, e.g. ``torchrun --nproc-per-node 2 -m edgewarden.gateway.cli train fit ...``

@@ -25,7 +25,30 @@ import numpy as np
 
 from edgewarden.training.behaviour import make_behaviour
 
-__all__ = ["SHIELD_MAX_RATE", "EvalResult", "evaluate_policy", "reference_returns", "rollout"]
+__all__ = ["SHIELD_MAX_RATE", "EvalResult", "evaluate_policy", "reference_returns", "rollout", "twin_mismatch"]
+
+
+def twin_mismatch(plant: str, observations: tuple[str, ...] | list[str] | None,
+                  actions: tuple[str, ...] | list[str] | None) -> str | None:
+    """Why a policy with these tags cannot be rolled out on ``plant``'s twin, or None.
+    ``None`` tags: a behaviour policy of the twin itself (nothing to compare)."""
+    from edgewarden.simulators.gym_env import make_env
+    from edgewarden.simulators.plants import plant_names
+
+    if plant not in plant_names():
+        return (f"plant {plant!r} has no twin to roll a policy out on (twins: {', '.join(plant_names())}); for a "
+                "plant without one, `edgewarden train report POLICY --dataset DATA.h5` reports agreement with its "
+                "data, value estimates and support")
+    env = make_env(plant)
+    if observations is not None and tuple(observations) != tuple(env.observation_names):
+        return (f"the policy reads {', '.join(observations)}; the {plant} twin has {', '.join(env.observation_names)}: "
+                "a policy runs on the plant whose tags it was trained on")
+    # actions by count: an export names them as the gateway's setpoint tags (coolant_flow_sp),
+    # the twin's env as the outputs they set (coolant_flow)
+    if actions is not None and len(actions) != len(env.action_names):
+        return (f"the policy drives {len(actions)} action(s) ({', '.join(actions)}); the {plant} twin takes "
+                f"{len(env.action_names)} ({', '.join(env.action_names)})")
+    return None
 
 # Per action, engineering units per second; as in examples/<plant>.toml [safety.actions.*].
 SHIELD_MAX_RATE: dict[str, tuple[float, ...]] = {

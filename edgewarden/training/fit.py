@@ -93,11 +93,17 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
+    from edgewarden.gateway.errors import ConfigError, GatewayError
+
     ck = read_checkpoint(path, device)
     meta = DatasetMeta.from_dict(ck["dataset_meta"])
-    algo = make_algorithm(ck["algo"], meta.n_obs, meta.n_act, np.asarray(ck["obs_stats"]["mean"]),
-                          np.asarray(ck["obs_stats"]["std"]), device=device, seed=ck["seed"],
-                          overrides=_cfg_from_dict(ck["algo"], ck["config"]))
+    try:
+        algo = make_algorithm(ck["algo"], meta.n_obs, meta.n_act, np.asarray(ck["obs_stats"]["mean"]),
+                              np.asarray(ck["obs_stats"]["std"]), device=device, seed=ck["seed"],
+                              overrides=_cfg_from_dict(ck["algo"], ck["config"]))
+    except ConfigError as exc:
+        raise GatewayError(f"checkpoint {path}: its settings are not accepted by this version "
+                           f"({str(exc).removeprefix('--set for ')})") from None
     algo.load_state_dict(ck["algo_state"])
     return algo, ck
 
@@ -171,15 +177,21 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
         raise ValueError(f"unknown algorithm {algo_name!r} (known: {', '.join(ALGOS)})")
     if nproc < 1:
         raise GatewayError(f"--nproc must be >= 1, not {nproc}")
+    t0 = time.perf_counter()
     _preflight(algo_name, dataset, steps, Path(run_dir), resume=resume, force=force, overrides=overrides,
                counts={"--checkpoint-every": (checkpoint_every, 0), "--log-every": (log_every, 0),  # 0: never
                        "--eval-every": (eval_every, 0), "--eval-episodes": (eval_episodes, 1)})
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank comes here: one judges the data
-        _judge_data(algo_name, dataset, allow_degenerate_actions)
+    env = D.torchrun_world()
+    alone = nproc == 1  # this process trains (alone, or as one torchrun rank): it loads the data once, here
+    data = dataset if isinstance(dataset, Dataset) or not alone else load(dataset)
+    # every rank judges (the same verdict everywhere, so none waits for a rank that refused)
+    _judge_data(algo_name, data if isinstance(data, Dataset) else load(data), allow_degenerate_actions,
+                warn=os.environ.get("RANK", "0") == "0")
+    if eval_every > 0:
+        _check_twin(plant, data if isinstance(data, Dataset) else read_meta(data))
     kw = dict(algo_name=algo_name, steps=steps, run_dir=run_dir, seed=seed, eval_every=eval_every,
               eval_episodes=eval_episodes, checkpoint_every=checkpoint_every, log_every=log_every,
               resume=resume, overrides=overrides, progress=progress, plant=plant, tensorboard=tensorboard)
-    env = D.torchrun_world()
     if env is not None and env[1] > 1:
         if nproc != 1:
             raise GatewayError(f"launched by torchrun with WORLD_SIZE={env[1]}: leave out --nproc "
@@ -189,21 +201,19 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
         world = D.init(rank, size, local, dev, "env://")
         clean = False
         try:
-            result = _train(dataset, dev, world, **kw)
+            result = _train(data, dev, world, **kw)
             clean = True
-            return result
+            return replace(result, seconds=time.perf_counter() - t0)  # as counted under --nproc
         finally:
             D.close(clean=clean)
     if nproc == 1:
-        t0 = time.perf_counter()
-        result = _train(dataset, D.resolve_device(device, 1, 0), None, **kw)
+        result = _train(data, D.resolve_device(device, 1, 0), None, **kw)
         return replace(result, seconds=time.perf_counter() - t0)  # as counted under --nproc
     D.resolve_device(device, nproc, 0)  # refuse impossible device/process combinations before spawning
     if isinstance(dataset, Dataset):
         raise GatewayError("--nproc > 1 needs the dataset as a file path (each process loads it)")
     import torch.multiprocessing as mp
 
-    t0 = time.perf_counter()
     run = Path(run_dir)
     start = _checkpoint_step(run / "last.pt") if resume else 0
     # rendezvous through a file, not a TCP port: a port found free here can be taken by
@@ -246,8 +256,17 @@ def _preflight(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps:
     ckpt = run / "last.pt"
     if not resume:
         if ckpt.exists() and not force:
-            raise GatewayError(f"{run} already holds a run (last.pt, step {_checkpoint_step(ckpt)}): --resume "
-                               "continues it, --force replaces it, or choose another --out")
+            try:
+                held = f"last.pt, step {_checkpoint_step(ckpt)}"
+            except GatewayError:
+                held = "an unreadable last.pt"
+            raise GatewayError(f"{run} already holds a run ({held}): --resume continues it, --force replaces "
+                               "it, or choose another --out")
+        if force:  # nothing of the old run may be resumed later, nor mixed into the new one's logs
+            import shutil
+
+            ckpt.unlink(missing_ok=True)
+            shutil.rmtree(run / "tb", ignore_errors=True)
         return
     if not ckpt.exists():
         raise GatewayError(f"--resume: {run} holds no checkpoint (last.pt) to continue; leave out --resume "
@@ -267,7 +286,18 @@ def _preflight(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps:
                            f"than {ck['step']}")
 
 
-def _judge_data(algo_name: str, dataset: str | os.PathLike[str] | Dataset, allow: bool) -> None:
+def _check_twin(plant: str | None, data: Any) -> None:
+    """--eval-every evaluates on a twin: it must exist and read and drive these tags."""
+    from edgewarden.gateway.errors import GatewayError
+    from edgewarden.training.evaluate import twin_mismatch
+
+    meta = data.meta if isinstance(data, Dataset) else data
+    problem = twin_mismatch(plant or meta.plant, meta.observation_tags, meta.action_tags)
+    if problem is not None:
+        raise GatewayError(f"--eval-every: {problem}; leave out --eval-every (or pass --plant) for this dataset")
+
+
+def _judge_data(algo_name: str, dataset: Dataset, allow: bool, *, warn: bool = True) -> None:
     """The dataset report's problems: a warning for BC and IQL (they learn only from the
     recorded actions), a refusal for TD3+BC and CQL (their critic extrapolates) unless
     ``allow``."""
@@ -276,16 +306,17 @@ def _judge_data(algo_name: str, dataset: str | os.PathLike[str] | Dataset, allow
     from edgewarden.gateway.errors import GatewayError
     from edgewarden.training.dataset_report import CRITIC_ALGOS, inspect_dataset
 
-    problems = inspect_dataset(dataset if isinstance(dataset, Dataset) else load(dataset)).problems()
-    if not problems:
+    problems = inspect_dataset(dataset).problems()
+    if not problems or not (warn or algo_name in CRITIC_ALGOS):
         return
     if algo_name in CRITIC_ALGOS and not allow:
         raise GatewayError(f"{algo_name} refused on this dataset: {'; '.join(problems)}. Its critic would have to "
                            "extrapolate Q where the data shows nothing, and can diverge: train bc or iql, collect "
                            "data that moves these actions, or pass --allow-degenerate-actions to train anyway "
                            "(edgewarden train inspect shows the whole report)")
-    for p in problems:
-        print(f"warning: {p} (edgewarden train inspect DATASET)", file=sys.stderr)
+    if warn:
+        for p in problems:
+            print(f"warning: {p} (edgewarden train inspect DATASET)", file=sys.stderr)
 
 
 def _checkpoint_step(path: Path) -> int:

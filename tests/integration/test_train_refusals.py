@@ -65,8 +65,7 @@ def test_counts_runs_and_resumes(data: Path, tmp_path: Path, capsys: pytest.Capt
     assert fit(data, run, "--resume", steps=8) == 0
     assert fit(data, run, "--force") == 0
     assert fit(tmp_path / "none.h5", tmp_path / "r2", "--nproc", "2") != 0
-    err = capsys.readouterr().err
-    assert "none.h5" in err and "Traceback" not in err and not (tmp_path / "r2").exists()
+    assert "none.h5" in capsys.readouterr().err and not (tmp_path / "r2").exists()  # before any worker
 
 
 def test_a_policy_is_not_rolled_out_on_a_twin_it_cannot_read(data: Path, tmp_path: Path,
@@ -76,7 +75,10 @@ def test_a_policy_is_not_rolled_out_on_a_twin_it_cannot_read(data: Path, tmp_pat
     capsys.readouterr()
     assert main(["train", "evaluate", str(run), "--episodes", "1"]) == 1
     err = capsys.readouterr().err
-    assert "reads T, CA; the cstr twin gives T, CA, Tj, T_sp" in err and "Traceback" not in err
+    assert "the policy reads T, CA; the cstr twin has T, CA, Tj, T_sp" in err and "Traceback" not in err
+    assert fit(data, tmp_path / "ev", "--eval-every", "2") == 1  # refused before a step is spent
+    assert "--eval-every: the policy reads T, CA; the cstr twin has" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
 
 
 def test_degenerate_actions_are_named_and_refused_for_a_critic(tmp_path: Path,
@@ -111,5 +113,6 @@ def test_degenerate_actions_are_named_and_refused_for_a_critic(tmp_path: Path,
     assert "td3bc refused on this dataset: valve sits on its lower bound" in err and "--allow-degenerate-actions" in err
     assert not run.exists()
     assert fit(data, run, "--allow-degenerate-actions") == 0
+    capsys.readouterr()
     assert fit(data, tmp_path / "iql", algo="iql") == 0
     assert "warning: feed never varies" in capsys.readouterr().err

@@ -29,7 +29,8 @@ from pydantic.dataclasses import dataclass
 
 import torch
 
-from edgewarden.training.algos.params import CHECKED, BatchSize, Discount, Fraction, Hidden, LearningRate, Polyak, Positive
+from edgewarden.training.algos.params import (CHECKED, BatchSize, Discount, Fraction, Hidden, LearningRate,
+                                             NonNegative, Polyak, Positive)
 from edgewarden.training.algos.base import Algorithm, adam
 from edgewarden.training.nets import Actor, Batch, EnsembleQ, ValueNet, soft_update
 
@@ -44,7 +45,7 @@ class IQLConfig:
     gamma: Discount = 0.99  # discount
     tau: Polyak = 0.005  # target Q Polyak rate
     expectile: Fraction = 0.7  # tau in the paper: expectile of Q that V fits
-    beta: Positive = 3.0  # inverse temperature of the advantage weights
+    beta: NonNegative = 3.0  # inverse temperature of the advantage weights
     exp_adv_max: Positive = 100.0  # weights are clipped to this
     concurrent: bool = True  # on CPU: V + actor and Q updates on two threads at once (same results)
 
