@@ -382,7 +382,7 @@ def _fmt_input(value: Any) -> str:
     return f" (got {text if len(text) <= 60 else text[:57] + '...'})"
 
 
-def _schema_problems(exc: ValidationError, env: dict[tuple[str, ...], str]) -> list[str]:
+def schema_problems(exc: ValidationError, env: dict[tuple[str, ...], str] | None = None) -> list[str]:
     """One line per problem; a problem in a value set by an environment variable starts
     with the variable, not the file (the file is not where it is)."""
     out = []
@@ -394,7 +394,7 @@ def _schema_problems(exc: ValidationError, env: dict[tuple[str, ...], str]) -> l
             text = f"{loc}: required key is missing"
         else:
             text = f"{loc}: {err['msg'].removeprefix('Value error, ')}{_fmt_input(err.get('input'))}"
-        var = from_env(err["loc"], env)
+        var = from_env(err["loc"], env) if env else None
         out.append(f"{var} (environment): {text}" if var else text)
     return out
 
@@ -523,7 +523,7 @@ def load_config(path: Path | str) -> LoadedConfig:
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        problems += _schema_problems(exc, env)
+        problems += schema_problems(exc, env)
     except SettingsError as exc:  # a variable for a whole section that is not JSON
         problems.append(f"{exc} (environment): a variable that sets a whole section must hold a JSON object; "
                         "set single keys as EDGEWARDEN_SECTION__KEY")

@@ -183,12 +183,12 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
                        "--eval-every": (eval_every, 0), "--eval-episodes": (eval_episodes, 1)})
     env = D.torchrun_world()
     alone = nproc == 1  # this process trains (alone, or as one torchrun rank): it loads the data once, here
-    data = dataset if isinstance(dataset, Dataset) or not alone else load(dataset)
+    loaded = dataset if isinstance(dataset, Dataset) else load(dataset)
     # every rank judges (the same verdict everywhere, so none waits for a rank that refused)
-    _judge_data(algo_name, data if isinstance(data, Dataset) else load(data), allow_degenerate_actions,
-                warn=os.environ.get("RANK", "0") == "0")
+    _judge_data(algo_name, loaded, allow_degenerate_actions, warn=os.environ.get("RANK", "0") == "0")
     if eval_every > 0:
-        _check_twin(plant, data if isinstance(data, Dataset) else read_meta(data))
+        _check_twin(plant, loaded.meta)
+    data = loaded if alone else dataset  # spawned workers load the file themselves
     kw = dict(algo_name=algo_name, steps=steps, run_dir=run_dir, seed=seed, eval_every=eval_every,
               eval_episodes=eval_episodes, checkpoint_every=checkpoint_every, log_every=log_every,
               resume=resume, overrides=overrides, progress=progress, plant=plant, tensorboard=tensorboard)
@@ -286,12 +286,11 @@ def _preflight(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps:
                            f"than {ck['step']}")
 
 
-def _check_twin(plant: str | None, data: Any) -> None:
+def _check_twin(plant: str | None, meta: DatasetMeta) -> None:
     """--eval-every evaluates on a twin: it must exist and read and drive these tags."""
     from edgewarden.gateway.errors import GatewayError
     from edgewarden.training.evaluate import twin_mismatch
 
-    meta = data.meta if isinstance(data, Dataset) else data
     problem = twin_mismatch(plant or meta.plant, meta.observation_tags, meta.action_tags)
     if problem is not None:
         raise GatewayError(f"--eval-every: {problem}; leave out --eval-every (or pass --plant) for this dataset")

@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgewarden.gateway.audit.files import write_file
 from edgewarden.gateway.errors import ConfigError, GatewayError
+from edgewarden.gateway.io.opcua.security import load_certificates
 
 if TYPE_CHECKING:
     from edgewarden.gateway.config import Settings
@@ -48,9 +49,17 @@ class CertInfo:
 
 def load(data: bytes) -> x509.Certificate:
     """A certificate from PEM or DER bytes (the first one of a PEM chain)."""
-    if data.lstrip().startswith(b"-----"):
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
+    return load_certificates(data)[0]
+
+
+def _read(path: Path) -> list[x509.Certificate]:
+    """The certificates of a file; a ConfigError that names it when it cannot be read or parsed."""
+    try:
+        return load_certificates(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the certificate: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a PEM or DER certificate ({exc})") from None
 
 
 def info(cert: x509.Certificate) -> CertInfo:
@@ -64,12 +73,7 @@ def info(cert: x509.Certificate) -> CertInfo:
 
 
 def read_info(path: Path) -> CertInfo:
-    try:
-        return info(load(path.read_bytes()))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the certificate: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not a PEM or DER certificate ({exc})") from None
+    return info(_read(path)[0])
 
 
 @dataclass(frozen=True)
@@ -124,15 +128,7 @@ def configured(s: Settings) -> list[tuple[str, Path]]:
 
 def not_after(path: Path) -> dt.datetime:
     """When the first of the certificates in ``path`` (a PEM bundle may hold several) expires."""
-    try:
-        data = path.read_bytes()
-        certs = (x509.load_pem_x509_certificates(data) if data.lstrip().startswith(b"-----")
-                 else [x509.load_der_x509_certificate(data)])
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the certificate: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not a PEM or DER certificate ({exc})") from None
-    return min(c.not_valid_after_utc for c in certs)
+    return min(c.not_valid_after_utc for c in _read(path))
 
 
 def expiry_warnings(s: Settings, now: dt.datetime | None = None) -> list[str]:

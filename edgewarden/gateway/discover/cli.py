@@ -99,9 +99,9 @@ async def _opcua(args: argparse.Namespace):  # noqa: ANN202 (Discovery, imported
     try:
         spec = OpcUaConnection(**fields, password=password)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'connection'}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors())
-        raise ConfigError(f"discover: {problems}") from None
+        from edgewarden.gateway.config import schema_problems
+
+        raise ConfigError(f"discover: {'; '.join(schema_problems(exc))}") from None
     if args.max_depth < 1 or args.max_nodes < 1:
         raise GatewayError("discover: --max-depth and --max-nodes must be at least 1")
     try:

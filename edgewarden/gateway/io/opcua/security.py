@@ -27,12 +27,16 @@ _HINTS = {
 }
 
 
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificates in PEM (a bundle may hold several) or DER bytes; ValueError if none."""
+    if data.lstrip().startswith(b"-----"):
+        return x509.load_pem_x509_certificates(data)
+    return [x509.load_der_x509_certificate(data)]
+
+
 def cert_der(path: Path | str) -> bytes:
-    """A certificate file (PEM or DER) as DER."""
-    data = Path(path).read_bytes()
-    pem = data.lstrip().startswith(b"-----")
-    cert = x509.load_pem_x509_certificate(data) if pem else x509.load_der_x509_certificate(data)
-    return cert.public_bytes(Encoding.DER)
+    """A certificate file (PEM or DER) as DER (the first of a PEM bundle)."""
+    return load_certificates(Path(path).read_bytes())[0].public_bytes(Encoding.DER)
 
 
 def leaf_der(chain: bytes | None) -> bytes:
