@@ -80,6 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ins.add_argument("--json", action="store_true", help="print the report as one JSON object")
     ins.set_defaults(handler=_inspect)
 
+    up = tsub.add_parser("upgrade", help="rewrite a format-1 dataset (rows of several envs interleaved) in the "
+                         "current D4RL layout: each episode's rows contiguous")
+    up.add_argument("dataset", type=Path)
+    up.add_argument("out", type=Path, help="HDF5 file to write (never overwritten)")
+    up.set_defaults(handler=_upgrade)
+
     rp = tsub.add_parser("report", help="an offline report on a policy for a plant without a twin: agreement with "
                          "the data, value estimates, out-of-support share")
     rp.add_argument("policy", type=Path, help="exported .onnx, or checkpoint (.pt or run dir: value estimates too)")
@@ -119,6 +125,17 @@ def _inspect(args: argparse.Namespace) -> int:
 
     r = inspect_dataset(load(args.dataset))
     print(json.dumps(r.to_dict()) if args.json else "\n".join(r.lines()))
+    return 0
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    require_train_extra("h5py")
+    from edgewarden.training.datasets import DatasetError, upgrade
+
+    if args.out.exists():
+        raise DatasetError(f"{str(args.out)!r} exists: name a new file (upgrade never overwrites)")
+    meta = upgrade(args.dataset, args.out)
+    print(f"wrote {args.out}: {meta.n} transitions, format {meta.format_version}, each episode's rows contiguous")
     return 0
 
 

@@ -1,6 +1,8 @@
 """What a dataset can teach, before any training (``edgewarden train inspect``; ``fit``
 runs it first): per action its spread, the share of rows at each bound and how much of
-its range the data covers; per observation its range; the episodes and their returns.
+its range the data covers; per observation its range against the plant's hard limits (where
+the plant has a twin with the dataset's tags) and the share of rows outside them; the
+episodes and their returns.
 
 An action that never varies, or sits on a bound much of the time, gives a critic nothing
 to learn that action's value from: TD3+BC and CQL then extrapolate Q outside the data and
@@ -53,6 +55,9 @@ class ObservationStats:
     max: float
     mean: float
     std: float
+    hard_low: float | None = None  # the twin's hard limits, where it has this tag
+    hard_high: float | None = None
+    outside: float | None = None  # share of rows outside [hard_low, hard_high]
 
 
 @dataclass
@@ -61,9 +66,10 @@ class DatasetReport:
     rows: int
     actions: list[ActionStats]
     observations: list[ObservationStats]
-    episodes: int | None  # None: the rows do not hold episodes in order (interleaved envs)
+    episodes: int
     mean_return: float | None
     note: str
+    violation_rate: float | None = None  # share of rows with any observation outside a hard limit
 
     def problems(self) -> list[str]:
         return [p for a in self.actions if (p := a.problem()) is not None]
@@ -74,12 +80,16 @@ class DatasetReport:
     def lines(self) -> list[str]:
         out = [f"dataset: {self.rows} rows, plant {self.plant}"
                + (f", {self.episodes} episodes, mean return {self.mean_return:.4g}" if self.episodes else "")
+               + (f", violation rate {self.violation_rate:.2%}" if self.violation_rate is not None else "")
                + (f" ({self.note})" if self.note else "")]
         for a in self.actions:
             out.append(f"  action  {a.tag}: [{a.low:g}, {a.high:g}] {a.units}, mean {a.mean:.4g}, std {a.std:.3g}, "
                        f"at low {a.at_low:.1%}, at high {a.at_high:.1%}, covers {a.coverage:.0%} of its range")
         for o in self.observations:
-            out.append(f"  obs     {o.tag}: {o.min:.4g} to {o.max:.4g} {o.units}, mean {o.mean:.4g}, std {o.std:.3g}")
+            lim = ("" if o.outside is None else
+                   f", hard limits [{o.hard_low:g}, {o.hard_high:g}], outside {o.outside:.2%}")
+            out.append(f"  obs     {o.tag}: {o.min:.4g} to {o.max:.4g} {o.units}, mean {o.mean:.4g}, std {o.std:.3g}"
+                       + lim)
         out += [f"  warning: {p}" for p in self.problems()]
         return out
 
@@ -104,19 +114,37 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
         actions.append(ActionStats(tag, units, lo, hi, float(col.mean()), float(col.std()),
                                    float((col <= lo + tol).mean()), float((col >= hi - tol).mean()), coverage))
     obs = ds.observations.astype(np.float64)
-    observations = [ObservationStats(tag, units, float(obs[:, i].min()), float(obs[:, i].max()),
-                                     float(obs[:, i].mean()), float(obs[:, i].std()))
-                    for i, (tag, units) in enumerate(zip(meta.observation_tags, meta.observation_units, strict=True))]
-    interleaved = int(meta.extra.get("n_envs", 1) or 1) > 1 and meta.extra.get("layout") != "contiguous"
-    if interleaved:
-        episodes, mean_return = None, None
-        note = f"rows interleave {meta.extra['n_envs']} envs: no episode figures"
-    else:
-        returns = ds.episode_returns()
-        episodes = len(returns)
-        mean_return = float(returns.mean()) if episodes else None
-        note = ""
+    limits = twin_hard_limits(meta.plant, meta.observation_tags)
+    observations = []
+    any_out = np.zeros(len(ds), bool)
+    for i, (tag, units) in enumerate(zip(meta.observation_tags, meta.observation_units, strict=True)):
+        col = obs[:, i]
+        lo_hi = limits.get(tag)
+        out = None
+        if lo_hi is not None:
+            outside = (col < lo_hi[0]) | (col > lo_hi[1])
+            any_out |= outside
+            out = float(outside.mean())
+        observations.append(ObservationStats(tag, units, float(col.min()), float(col.max()), float(col.mean()),
+                                             float(col.std()), *(lo_hi or (None, None)), out))
+    returns = ds.episode_returns()
+    episodes = len(returns)
+    mean_return = float(returns.mean()) if episodes else None
+    note = ""
     if meta.format_version is None or meta.extra.get("source") == "edgewarden train from-audit":
         # the action bounds are the data's own extremes: "at a bound" means at the recorded extreme
         note = "; ".join(n for n in (note, "action bounds are the data's own extremes") if n)
-    return DatasetReport(meta.plant, len(ds), actions, observations, episodes, mean_return, note)
+    return DatasetReport(meta.plant, len(ds), actions, observations, episodes, mean_return, note,
+                         float(any_out.mean()) if limits else None)
+
+
+def twin_hard_limits(plant: str, tags: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """The hard limits of ``plant``'s twin for the tags it has (empty: no twin, or other tags)."""
+    from edgewarden.simulators.plants import make_plant, plant_names
+
+    if plant not in plant_names():
+        return {}
+    spec = make_plant(plant, seed=0).spec
+    if not set(spec.observation_names()) <= set(tags):
+        return {}
+    return {lim.name: (float(lim.hard_low), float(lim.hard_high)) for lim in spec.objective.limits}

@@ -9,6 +9,12 @@ Layout (one transition per row, N rows)::
     terminals          bool    (N,)         the episode ended for a reason of the plant
     timeouts           bool    (N,)         the episode was cut by a time limit
 
+Consecutive rows are consecutive steps: each episode's rows are contiguous and in time
+order, and its last row is a terminal or a timeout (format 2). Format 1 files from
+``collect`` interleaved its vector envs row by row (``extra["n_envs"]`` > 1); they are
+refused with the command that converts them (:func:`upgrade`, ``edgewarden train upgrade``),
+which reorders the rows exactly. Format 1 files of one env (``from-audit``) read as they are.
+
 Our files add root attributes: ``edgewarden_format_version`` (refused if unknown),
 ``plant``, ``observation_tags``/``observation_units``/``action_tags``/``action_units``/
 ``action_low``/``action_high`` (JSON lists), ``behaviour_policy``, ``seed`` and
@@ -48,11 +54,12 @@ __all__ = [
     "iter_chunks",
     "load",
     "read_meta",
+    "upgrade",
     "write",
 ]
 
-DATASET_FORMAT_VERSION = 1
-_SUPPORTED = frozenset({1})
+DATASET_FORMAT_VERSION = 2
+_SUPPORTED = frozenset({1, 2})
 CHUNK_ROWS = 65536
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 _DTYPES = {"observations": np.float32, "actions": np.float32, "rewards": np.float32,
@@ -188,7 +195,7 @@ def write(path: str | os.PathLike[str], data: dict[str, np.ndarray], meta: Datas
     return meta
 
 
-def read_meta(path: str | os.PathLike[str]) -> DatasetMeta:
+def read_meta(path: str | os.PathLike[str], *, interleaved_ok: bool = False) -> DatasetMeta:
     """Open, check the layout and version, and return the metadata (no data read)."""
     path = Path(path)
     try:
@@ -198,10 +205,20 @@ def read_meta(path: str | os.PathLike[str]) -> DatasetMeta:
     except OSError as e:
         raise _fail(path, f"not a readable HDF5 file ({e})") from None
     with f:
-        return _meta(path, f, stats_pass=True)
+        return _meta(path, f, stats_pass=True, interleaved_ok=interleaved_ok)
 
 
-def _meta(path: Path, f: h5py.File, *, stats_pass: bool) -> DatasetMeta:
+def interleaved_envs(meta: DatasetMeta) -> int:
+    """How many envs a format-1 collection interleaved row by row (1: the rows are in order)."""
+    if meta.format_version != 1:
+        return 1
+    try:
+        return max(1, int(meta.extra.get("n_envs", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _meta(path: Path, f: h5py.File, *, stats_pass: bool, interleaved_ok: bool = False) -> DatasetMeta:
     missing = [k for k in ("observations", "actions", "rewards", "terminals") if k not in f]
     if missing:
         raise _fail(path, f"not in the D4RL layout: missing {missing} (needs observations, actions, "
@@ -241,6 +258,11 @@ def _meta(path: Path, f: h5py.File, *, stats_pass: bool) -> DatasetMeta:
         if meta.n_obs != n_obs or meta.n_act != n_act:
             raise _fail(path, f"metadata names {meta.n_obs} observations and {meta.n_act} actions, "
                               f"the arrays have {n_obs} and {n_act}")
+        k = interleaved_envs(meta)
+        if k > 1 and not interleaved_ok:
+            raise _fail(path, f"format 1 interleaves the rows of {k} envs, so consecutive rows are not "
+                              "consecutive steps (D4RL readers would rebuild wrong transitions and episodes); "
+                              f"convert it with `edgewarden train upgrade {path} NEW.h5` (exact), or collect it again")
         return meta
     # A foreign D4RL file: infer what we can, in one chunked pass.
     lo = np.full(n_act, np.inf)
@@ -274,7 +296,8 @@ def _shape2(path: Path, f: h5py.File, key: str) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
-def iter_chunks(path: str | os.PathLike[str], chunk_rows: int = CHUNK_ROWS) -> Iterator[dict[str, np.ndarray]]:
+def iter_chunks(path: str | os.PathLike[str], chunk_rows: int = CHUNK_ROWS, *,
+                interleaved_ok: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Yield the file's transitions in chunks of at most ``chunk_rows`` rows, validated.
 
     Missing ``timeouts`` read as all-False; missing ``next_observations`` are rebuilt from
@@ -283,7 +306,7 @@ def iter_chunks(path: str | os.PathLike[str], chunk_rows: int = CHUNK_ROWS) -> I
     """
     path = Path(path)
     with h5py.File(path, "r") as f:
-        meta = _meta(path, f, stats_pass=False)
+        meta = _meta(path, f, stats_pass=False, interleaved_ok=interleaved_ok)
         n = meta.n
         for s in range(0, n, chunk_rows):
             e = min(n, s + chunk_rows)
@@ -320,19 +343,20 @@ def _check_arrays(path: Path, c: dict[str, np.ndarray], n_obs: int, n_act: int, 
                 raise _fail(path, f"{k} has a non-finite value at row {row}")
 
 
-def load(path: str | os.PathLike[str], *, check_bounds: bool = True, verify_hash: bool = True) -> Dataset:
+def load(path: str | os.PathLike[str], *, check_bounds: bool = True, verify_hash: bool = True,
+         interleaved_ok: bool = False) -> Dataset:
     """Read a whole dataset into memory, chunk by chunk, validating as it goes.
 
     Our own files are checked against their content hash and action bounds; a foreign
     D4RL file gets the inferred metadata (see the module docstring) and its hash computed.
     """
     path = Path(path)
-    meta = read_meta(path)
+    meta = read_meta(path, interleaved_ok=interleaved_ok)
     out = {k: np.empty((meta.n, meta.n_obs) if k in ("observations", "next_observations")
                        else (meta.n, meta.n_act) if k == "actions" else (meta.n,), dtype=_DTYPES[k])
            for k in KEYS}
     s = 0
-    for c in iter_chunks(path):
+    for c in iter_chunks(path, interleaved_ok=interleaved_ok):
         e = s + c["observations"].shape[0]
         for k in KEYS:
             out[k][s:e] = c[k]
@@ -352,6 +376,24 @@ def load(path: str | os.PathLike[str], *, check_bounds: bool = True, verify_hash
             raise _fail(path, f"action {meta.action_tags[j]!r} at row {r} is {out['actions'][r, j]:g}, "
                               f"outside its bounds [{lo[j]:g}, {hi[j]:g}]")
     return Dataset(**out, meta=meta)
+
+
+def upgrade(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> DatasetMeta:
+    """Rewrite a format-1 file in the current format: an interleaved collection's rows are put
+    back in each env's order (row ``k`` was env ``k % n_envs``: collect wrote one row per env
+    and step), each env's last row ends its episode. The source's hash is checked first."""
+    src = Path(src)
+    meta = read_meta(src, interleaved_ok=True)
+    if meta.format_version != 1:
+        raise _fail(src, f"nothing to upgrade: it is format {meta.format_version}, not 1")
+    d = load(src, interleaved_ok=True)
+    k = interleaved_envs(meta)
+    rows = np.concatenate([np.arange(i, len(d), k) for i in range(k)])
+    out = {key: v[rows] for key, v in d.arrays().items()}
+    tails = np.cumsum([len(range(i, len(d), k)) for i in range(k)]) - 1
+    out["timeouts"][tails] |= ~out["terminals"][tails]
+    extra = {**meta.extra, "upgraded_from": {"format_version": 1, "content_hash": meta.content_hash}}
+    return write(dst, out, meta.model_copy(update={"extra": extra}))
 
 
 def concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

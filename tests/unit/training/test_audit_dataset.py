@@ -11,6 +11,7 @@ import pytest
 
 from edgewarden.gateway.audit import AuditWriter
 from edgewarden.gateway.cli import main
+from edgewarden.training.datasets import DATASET_FORMAT_VERSION
 from tests.helpers import write_two_run_log
 
 
@@ -41,7 +42,7 @@ def test_from_audit_builds_training_transitions(log: Path, tmp_path: Path) -> No
     import h5py
 
     with h5py.File(out) as f:
-        assert f.attrs["edgewarden_format_version"] == 1
+        assert f.attrs["edgewarden_format_version"] == DATASET_FORMAT_VERSION
         assert json.loads(f.attrs["extra"])["rewards"] == "not recorded"
 
 

@@ -1,0 +1,145 @@
+"""Collected datasets are in the D4RL layout: consecutive rows are consecutive steps.
+
+Rebuilt from the file alone, as any D4RL reader would: the next observation of a row that
+does not end an episode is the observation of the row after it; each episode's return
+equals a rollout of its env on its own; format-1 files (rows of the collecting envs
+interleaved) are refused with the command that converts them, and the conversion is exact.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgewarden.training import datasets as D
+from edgewarden.training.behaviour import make_behaviour
+from edgewarden.training.collect import collect, episode_order
+from edgewarden.training.dataset_report import inspect_dataset
+
+
+def _consecutive(ds: D.Dataset) -> None:
+    ends = ds.terminals | ds.timeouts
+    inner = ~ends[:-1]
+    np.testing.assert_array_equal(ds.next_observations[:-1][inner], ds.observations[1:][inner])
+    assert ends[-1], "the last row ends an episode"
+
+
+def test_collected_rows_are_consecutive_steps_and_every_end_is_marked(tmp_path: Path) -> None:
+    # 2 envs, 600-step episodes: two whole episodes, then each env's 50 unfinished steps
+    collect("cstr", "medium", 1300, tmp_path / "m.h5", seed=3, n_envs=2, progress=False)
+    ds = D.load(tmp_path / "m.h5")
+    assert len(ds) == 1300 and ds.meta.format_version == D.DATASET_FORMAT_VERSION == 2
+    _consecutive(ds)
+    np.testing.assert_array_equal(np.flatnonzero(ds.terminals | ds.timeouts), [599, 1199, 1249, 1299])
+    # the rows that begin an episode are fresh starts (a reset), not the previous row's next state
+    assert not np.array_equal(ds.observations[600], ds.next_observations[599])
+
+
+def test_a_budget_that_ends_mid_step_keeps_exactly_its_rows(tmp_path: Path) -> None:
+    collect("cstr", "random", 1001, tmp_path / "r.h5", seed=0, n_envs=4, progress=False)
+    ds = D.load(tmp_path / "r.h5")
+    assert len(ds) == 1001
+    _consecutive(ds)
+    assert int((ds.terminals | ds.timeouts).sum()) == 4  # four envs' cut episodes (the last one shorter)
+
+
+def test_episode_returns_match_a_rollout_of_each_env_alone(tmp_path: Path) -> None:
+    from edgewarden.simulators.gym_env import make_env
+
+    collect("cstr", "expert", 1200, tmp_path / "e.h5", seed=5, n_envs=2, progress=False)
+    returns = D.load(tmp_path / "e.h5").episode_returns()
+    assert returns.shape == (2,)
+    for i in range(2):  # gymnasium seeds a vector env's env i with seed + i
+        env = make_env("cstr", randomize_targets=True, terminate_on_hard=False)
+        beh = make_behaviour("expert", env, plant="cstr", n_envs=1, seed=0)
+        obs, _ = env.reset(seed=5 + i)
+        total, done = 0.0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(beh(obs[None, :])[0].astype(np.float32))
+            total += np.float32(r)
+            done = term or trunc
+        assert returns[i] == pytest.approx(total, rel=1e-6)
+
+
+def test_episode_order_puts_finished_episodes_first_then_each_envs_rest() -> None:
+    ends = np.zeros((4, 2), bool)  # (step, env)
+    ends[1, 1] = True
+    ends[2, 0] = True
+    # flat index = step * 2 + env. env 1's episode ended first (steps 0-1), then env 0's (0-2);
+    # then the unfinished rests by env: env 0's step 3, env 1's steps 2-3
+    np.testing.assert_array_equal(episode_order(ends), [1, 3, 0, 2, 4, 6, 5, 7])
+    assert episode_order(np.zeros((3, 2), bool)).tolist() == [0, 2, 4, 1, 3, 5]
+
+
+def _interleaved_v1(path: Path, n_envs: int = 3, steps: int = 40) -> tuple[dict[str, np.ndarray], D.DatasetMeta]:
+    """A format-1 file as the old collect wrote it: row k is env k % n_envs. Returns each env's
+    rows in order, concatenated env by env, as the conversion must give them back."""
+    rng = np.random.default_rng(0)
+    per_env = []
+    for _ in range(n_envs):
+        obs = rng.normal(size=(steps + 1, 2)).astype(np.float32)
+        term = np.zeros(steps, bool)
+        term[steps // 2] = True
+        per_env.append({"observations": obs[:-1], "next_observations": obs[1:], "actions": rng.uniform(0, 1, (steps, 1)),
+                        "rewards": rng.normal(size=steps), "terminals": term, "timeouts": np.zeros(steps, bool)})
+    inter = {k: np.stack([e[k] for e in per_env], 1).reshape((steps * n_envs,) + per_env[0][k].shape[1:])
+             for k in D.KEYS}
+    inter["timeouts"][-1] = True
+    meta = D.DatasetMeta(plant="cstr", observation_tags=("a", "b"), observation_units=("", ""), action_tags=("u",),
+                         action_units=("",), action_low=(0.0,), action_high=(1.0,), extra={"n_envs": n_envs})
+    D.write(path, inter, meta)
+    import h5py
+
+    with h5py.File(path, "a") as f:  # the version is not in the content hash: this is a valid format-1 file
+        f.attrs["edgewarden_format_version"] = 1
+    want = {k: np.concatenate([e[k] for e in per_env]) for k in D.KEYS}
+    want["timeouts"][np.arange(1, n_envs + 1) * steps - 1] = True
+    return want, meta
+
+
+def test_format1_interleaved_file_is_refused_with_the_command_that_converts_it(tmp_path: Path) -> None:
+    old = tmp_path / "old.h5"
+    want, _ = _interleaved_v1(old)
+    with pytest.raises(D.DatasetError, match=r"interleaves the rows of 3 envs.*edgewarden train upgrade"):
+        D.load(old)
+    cli = [sys.executable, "-m", "edgewarden.gateway.cli", "train", "upgrade", str(old), str(tmp_path / "new.h5")]
+    p = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    ds = D.load(tmp_path / "new.h5")
+    for k in D.KEYS:
+        np.testing.assert_array_equal(getattr(ds, k), want[k].astype(getattr(ds, k).dtype), err_msg=k)
+    _consecutive(ds)
+    assert ds.meta.extra["upgraded_from"]["format_version"] == 1
+    again = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "never overwrites" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_format1_file_of_one_env_reads_as_it_is(tmp_path: Path) -> None:
+    # from-audit wrote format 1 from one trajectory: its rows were in order already
+    old = tmp_path / "one.h5"
+    _interleaved_v1(old, n_envs=1)
+    assert len(D.load(old)) == 40
+
+
+def test_report_gives_each_observation_against_the_twins_hard_limits(tmp_path: Path) -> None:
+    from edgewarden.simulators.gym_env import make_env
+
+    env = make_env("cstr")
+    n = 200
+    obs = np.tile(np.asarray([350.0, 0.5, 340.0, 350.0], np.float32), (n, 1))
+    obs[:30, 0] = 405.0  # T above its hard limit (400 K) in 15 % of the rows
+    data = {"observations": obs, "next_observations": obs, "actions": np.full((n, 2), 100.0, np.float32),
+            "rewards": np.zeros(n, np.float32), "terminals": np.zeros(n, bool), "timeouts": np.eye(1, n, n - 1, bool)[0]}
+    meta = D.DatasetMeta(plant="cstr", observation_tags=env.observation_names, observation_units=env.observation_units,
+                         action_tags=env.action_names, action_units=env.action_units, action_low=(0.0, 0.0),
+                         action_high=(200.0, 200.0))
+    D.write(tmp_path / "c.h5", data, meta)
+    r = inspect_dataset(D.load(tmp_path / "c.h5"))
+    assert r.violation_rate == pytest.approx(0.15)
+    t = r.observations[0]
+    assert (t.tag, t.hard_high, t.outside) == ("T", 400.0, pytest.approx(0.15))
+    assert "hard limits [290, 400], outside 15.00%" in "\n".join(r.lines())
