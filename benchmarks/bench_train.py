@@ -58,7 +58,8 @@ def ours(name: str, ds, steps: int, overrides: dict | None = None) -> float:
     return steps / (time.perf_counter() - t)
 
 
-def d3rlpy_factory():
+def d3rlpy_module():  # noqa: ANN201 (the d3rlpy module, importable only where installed)
+    """Import d3rlpy (from PYTHONPATH) with its one import-time dependency we do not need stubbed."""
     nb = types.ModuleType("sklearn.neighbors")
     nb.NearestNeighbors = lambda *a, **k: None  # only PRDC uses it
     sk = types.ModuleType("sklearn")
@@ -72,6 +73,11 @@ def d3rlpy_factory():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import d3rlpy
+    return d3rlpy
+
+
+def d3rlpy_factory():
+    d3rlpy = d3rlpy_module()
 
     def run(name: str, ds, steps: int) -> float:
         lo = np.asarray(ds.meta.action_low, np.float32)

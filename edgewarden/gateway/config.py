@@ -261,6 +261,9 @@ class FallbackSection(Section):
                          "training mean are out of distribution")
     ood_cycles: int = Field(3, ge=1, le=100_000, description="consecutive out-of-distribution cycles that hand "
                             "control to the fallback")
+    uncertainty_scale: float = Field(1.0, gt=0, le=1000, description="multiplies the threshold a model's contract "
+                                     "declares for its uncertainty output (above it the input is out of "
+                                     "distribution); models without one are judged by ood_margin and ood_z only")
 
 
 class SafetySection(Section):

@@ -116,15 +116,17 @@ class CycleStats:
 
 class _Decision:
     """What one cycle decided (reused every cycle): the mode its outputs were written
-    under, what was written and proposed, the shadow model's report, the write's ack."""
+    under, what was written and proposed, the model's uncertainty about its input, the
+    shadow model's report, the write's ack."""
 
-    __slots__ = ("ack", "mode", "proposed", "shadow", "written")
+    __slots__ = ("ack", "mode", "proposed", "shadow", "uncertainty", "written")
 
     def __init__(self) -> None:
         self.mode = Mode.INHIBITED
         self.written: np.ndarray | None = None
         self.proposed: np.ndarray | None = None
         self.shadow: dict[str, Any] | None = None
+        self.uncertainty = math.nan  # NaN: no inference, or a model without the output
         self.ack: list[str] | str | None = None
 
 
@@ -349,7 +351,7 @@ class ControlLoop:
     async def _decide(self, verdict: Verdict, lo: np.ndarray, hi: np.ndarray, now: float) -> _Decision:
         """The mode gate: what this cycle writes, and under which mode."""
         d = self._decision
-        d.mode, d.written, d.proposed, d.shadow = self.modes.mode, None, None, None
+        d.mode, d.written, d.proposed, d.shadow, d.uncertainty = self.modes.mode, None, None, None, math.nan
         status = verdict.status
         if d.mode == Mode.ESTOP:
             if self.outputs.writes:
@@ -409,6 +411,8 @@ class ControlLoop:
             "ack": d.ack,
             "model": self.policy.sha256[:16],
         }
+        if d.uncertainty == d.uncertainty:  # the model's uncertainty about this cycle's input
+            record["unc"] = round(d.uncertainty, 6) if d.uncertainty != math.inf else "inf"
         if d.shadow is not None:
             record["shadow"] = d.shadow
         if self.outputs.prev_ack is not None:
@@ -438,7 +442,8 @@ class ControlLoop:
             else:
                 self.safety.supervisor.enter(f"policy fault: {exc}")
             return None
-        screen = self.safety.supervisor.screen(self._obs64)
+        unc = self._decision.uncertainty = self.policy.uncertainty
+        screen = self.safety.supervisor.screen(self._obs64, unc)
         if screen == Screen.IN:
             return self._proposed
         self.stats.ood_inputs += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -96,6 +97,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex = tsub.add_parser("export", help="export a checkpoint as a self-contained ONNX policy")
     ex.add_argument("checkpoint", type=Path)
     ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--uncertainty-threshold", type=float, default=None, metavar="X",
+                    help="the uncertainty above which the gateway counts an input as out of distribution, in "
+                         "units of the training data's 99.9th percentile (default 5)")
+    ex.add_argument("--no-uncertainty", action="store_true",
+                    help="no uncertainty output, even where the checkpoint has a critic ensemble")
     ex.set_defaults(handler=_export)
 
     fa = tsub.add_parser("from-audit", help="a D4RL-layout HDF5 dataset from the gateway's audit log (AUTO cycles)")
@@ -308,11 +314,20 @@ def _plot(path: Path, res: dict) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     require_train_extra("torch", "onnx")
+    from edgewarden.gateway.errors import ConfigError
     from edgewarden.training.export import export_checkpoint
+    from edgewarden.training.uncertainty import THRESHOLD
 
-    r = export_checkpoint(args.checkpoint, args.out)
+    threshold = THRESHOLD if args.uncertainty_threshold is None else args.uncertainty_threshold
+    if not (threshold > 0 and math.isfinite(threshold)):
+        raise ConfigError(f"--uncertainty-threshold must be a positive number, got {args.uncertainty_threshold}")
+    r = export_checkpoint(args.checkpoint, args.out, uncertainty=not args.no_uncertainty,
+                          uncertainty_threshold=threshold)
+    unc = r.contract.uncertainty
     print(f"wrote {r.path} sha256:{r.sha256} (parity vs torch: {r.parity_normalized:.2e} normalised, "
           f"{r.parity_engineering:.2e} in engineering units); manifest {r.path}.json")
+    print("uncertainty output: " + ("none" if unc is None else
+          f"{unc.method}, 1.0 = {unc.scale:.4g} (the data's 99.9th percentile), threshold {unc.threshold:g}"))
     return 0
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from edgewarden.training.algos import ALGOS, Algorithm, make_algorithm, make_config
+from edgewarden.training.uncertainty import calibrate
 from edgewarden.training.datasets import Dataset, DatasetMeta, load, read_meta
 from edgewarden.training.nets import Replay, obs_stats
 from edgewarden.training.progress import Progress
@@ -109,7 +110,9 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
 
 
 def _cfg_from_dict(algo: str, d: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    """A saved config as overrides; settings added since it was saved take the value it was trained with."""
+    saved_before = getattr(ALGOS[algo][1], "SAVED_BEFORE", {}) if algo in ALGOS else {}
+    return {**saved_before, **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}}
 
 
 def policy_fn(algo: Algorithm, meta: DatasetMeta):
@@ -391,6 +394,8 @@ def _train(dataset: str | os.PathLike[str] | Dataset, dev: torch.device, world, 
                 "algo_state": algo.state_dict(), "replay_gen": replay.gen.get_state(),
                 "dataset_meta": ds.meta.to_dict(), "obs_stats": {k: v.tolist() for k, v in stats.items()},
                 "seed": seed, "step": algo.step, "reward_scale": 1.0, "world_size": size, "rank_streams": streams,
+                # the critic's disagreement over the data's states, for the export's uncertainty output
+                "uncertainty": calibrate(algo, ds.observations, seed),
             })
 
     metrics = _Metrics(run, tensorboard) if main else None

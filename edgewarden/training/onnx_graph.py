@@ -63,6 +63,7 @@ def build_mlp_policy(
     obs_scale: np.ndarray | None = None,
     head: Literal["clip", "tanh"] = "clip",
     allow_non_finite: bool = False,
+    critics: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]] = (),
 ) -> bytes:
     """Build a feed-forward policy: ReLU between layers, no activation after the last.
 
@@ -70,6 +71,9 @@ def build_mlp_policy(
     (torch ``nn.Linear`` layout). The first ``in`` must be ``contract.n_obs`` and the last
     ``out`` ``contract.n_act``. Normalisation ``(obs - obs_offset) * obs_scale`` is applied
     first when given. ``allow_non_finite`` exists for tests that need a faulty model.
+    ``critics`` (with ``contract.uncertainty``, the tanh head and normalisation): each
+    head's Q layers, same layout, on ``[normalised obs, tanh action]``; the graph's second
+    output is their spread (max − min over heads) divided by ``contract.uncertainty.scale``.
     Returns the serialised model; same arguments give the same bytes.
     """
     if not layers:
@@ -86,6 +90,11 @@ def build_mlp_policy(
         inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=np.float32), name))
         return name
 
+    unc = contract.uncertainty
+    if (unc is None) != (not critics):
+        raise ValueError("critics and contract.uncertainty go together")
+    if unc is not None and (head != "tanh" or obs_offset is None or obs_scale is None or len(critics) < 2):
+        raise ValueError("an uncertainty output needs the tanh head, normalisation and two or more critic heads")
     x = contract.input_name
     if obs_offset is not None:
         off = const("obs_offset", _f32("obs_offset", obs_offset, (n_obs,)))
@@ -96,20 +105,25 @@ def build_mlp_policy(
         nodes.append(helper.make_node("Mul", [x, sc], ["obs_normalised"], name="normalise_mul"))
         x = "obs_normalised"
 
-    width = n_obs
-    for i, (w, b) in enumerate(layers):
-        w = np.asarray(w)
-        if w.ndim != 2 or w.shape[1] != width:
-            raise ValueError(f"layer {i}: W has shape {w.shape}, expected (out, {width})")
-        out = w.shape[0]
-        wn = const(f"l{i}_weight", check(f"layer {i} W", w, (out, width)))
-        bn = const(f"l{i}_bias", check(f"layer {i} b", b, (out,)))
-        y = f"l{i}_out"
-        nodes.append(helper.make_node("Gemm", [x, wn, bn], [y], name=f"l{i}_gemm", transB=1))
-        if i < len(layers) - 1:
-            nodes.append(helper.make_node("Relu", [y], [f"l{i}_relu"], name=f"l{i}_relu"))
-            y = f"l{i}_relu"
-        x, width = y, out
+    obs_normalised = x
+
+    def mlp(x: str, width: int, layers: Sequence[tuple[np.ndarray, np.ndarray]], prefix: str) -> tuple[str, int]:
+        for i, (w, b) in enumerate(layers):
+            w = np.asarray(w)
+            if w.ndim != 2 or w.shape[1] != width:
+                raise ValueError(f"{prefix}layer {i}: W has shape {w.shape}, expected (out, {width})")
+            out = w.shape[0]
+            wn = const(f"{prefix}l{i}_weight", check(f"{prefix}layer {i} W", w, (out, width)))
+            bn = const(f"{prefix}l{i}_bias", check(f"{prefix}layer {i} b", b, (out,)))
+            y = f"{prefix}l{i}_out"
+            nodes.append(helper.make_node("Gemm", [x, wn, bn], [y], name=f"{prefix}l{i}_gemm", transB=1))
+            if i < len(layers) - 1:
+                nodes.append(helper.make_node("Relu", [y], [f"{prefix}l{i}_relu"], name=f"{prefix}l{i}_relu"))
+                y = f"{prefix}l{i}_relu"
+            x, width = y, out
+        return x, width
+
+    x, width = mlp(x, n_obs, layers, "")
     if width != n_act:
         raise ValueError(f"last layer has {width} outputs, contract has {n_act} actions")
 
@@ -131,11 +145,29 @@ def build_mlp_policy(
         helper.make_node("Min", ["head_above_low", hi], [contract.output_name], name="clip_high"),
     ]
 
+    outputs = [helper.make_tensor_value_info(contract.output_name, TensorProto.FLOAT, ["batch", n_act])]
+    if unc is not None:
+        nodes.append(helper.make_node("Concat", [obs_normalised, "head_tanh"], ["q_input"], name="q_input", axis=1))
+        qs = []
+        for k, q_layers in enumerate(critics):
+            q, w_out = mlp("q_input", n_obs + n_act, q_layers, f"q{k}_")
+            if w_out != 1:
+                raise ValueError(f"critic head {k} has {w_out} outputs, expected 1")
+            qs.append(q)
+        inv = const("uncertainty_inv_scale", np.asarray([1.0 / unc.scale]))
+        nodes += [
+            helper.make_node("Concat", qs, ["q_heads"], name="q_heads", axis=1),
+            helper.make_node("ReduceMax", ["q_heads"], ["q_max"], name="q_max", axes=[1], keepdims=1),
+            helper.make_node("ReduceMin", ["q_heads"], ["q_min"], name="q_min", axes=[1], keepdims=1),
+            helper.make_node("Sub", ["q_max", "q_min"], ["q_spread"], name="q_spread"),
+            helper.make_node("Mul", ["q_spread", inv], [unc.output_name], name="uncertainty"),
+        ]
+        outputs.append(helper.make_tensor_value_info(unc.output_name, TensorProto.FLOAT, ["batch", 1]))
     graph = helper.make_graph(
         nodes,
         "edgewarden_policy",
         [helper.make_tensor_value_info(contract.input_name, TensorProto.FLOAT, ["batch", n_obs])],
-        [helper.make_tensor_value_info(contract.output_name, TensorProto.FLOAT, ["batch", n_act])],
+        outputs,
         initializer=inits,
     )
     model = helper.make_model(

@@ -30,10 +30,14 @@ import numpy as np
 PLANTS = ("cstr", "tanks", "hvac")
 QUALITIES = ("medium", "expert", "random", "mixed")
 ALGOS = ("bc", "td3bc", "iql", "cql")
+# Cells of one algorithm with other settings (--algos iql-det): name -> (algorithm, --set)
+VARIANTS: dict[str, tuple[str, dict]] = {"iql-det": ("iql", {"actor": "deterministic"})}
 SEEDS = (0, 1, 2)
 DATASET_STEPS = 50_000  # transitions per dataset, collection seed 0
 HIDDEN = (64, 64)  # every network of every algorithm
 FIT_STEPS = {"bc": 5000, "td3bc": 5000, "iql": 5000, "cql": 1000}  # gradient steps, batch 256
+# Cells other programs write into OUTDIR/cells (benchmarks/d3rlpy_cells.py); the table shows them
+FOREIGN = ("d3rlpy-iql",)
 EVAL_EPISODES = 10  # evaluation episodes, env seeds 1000..1009
 BUDGET = (f"datasets of {DATASET_STEPS:,} transitions (collection seed 0); networks {HIDDEN[0]}-{HIDDEN[1]}; "
           + ", ".join(f"{a} {n:,}" for a, n in FIT_STEPS.items()) + " gradient steps at batch 256; "
@@ -84,14 +88,16 @@ def run(out: Path, plants: tuple[str, ...], qualities: tuple[str, ...], algos: t
                     def train(algo: str = algo, seed: int = seed, rd: Path = rd) -> dict:
                         nonlocal ds
                         ds = ds or load(ds_path)
-                        _say(["edgewarden", "train", "fit", "--algo", algo, "--dataset", ds_path, "--steps",
-                              FIT_STEPS[algo], "--seed", seed, "--set", f"hidden=[{HIDDEN[0]},{HIDDEN[1]}]",
+                        name, extra = VARIANTS.get(algo, (algo, {}))
+                        sets = [a for k, v in extra.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+                        _say(["edgewarden", "train", "fit", "--algo", name, "--dataset", ds_path, "--steps",
+                              FIT_STEPS[name], "--seed", seed, "--set", f"hidden=[{HIDDEN[0]},{HIDDEN[1]}]", *sets,
                               "--out", rd, "--log-every", 1000, "--no-progress", "--force",
                               "--allow-degenerate-actions"])
                         t = time.perf_counter()
                         # every cell is measured, the degenerate ones too (docs/training.md)
-                        fit(algo, ds, FIT_STEPS[algo], rd, seed=seed, overrides={"hidden": HIDDEN}, log_every=1000,
-                            progress=False, force=True, allow_degenerate_actions=True)
+                        fit(name, ds, FIT_STEPS[name], rd, seed=seed, overrides={"hidden": HIDDEN, **extra},
+                            log_every=1000, progress=False, force=True, allow_degenerate_actions=True)
                         secs = time.perf_counter() - t
                         _say(["edgewarden", "train", "evaluate", rd, "--episodes", EVAL_EPISODES, "--json"])
                         a, ck = load_checkpoint(rd)
@@ -138,9 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=SEEDS)
     ap.add_argument("--table-only", action="store_true", help="print the table of the finished cells")
     a = ap.parse_args(argv)
+    unknown = [x for x in a.algos if x not in ALGOS and x not in VARIANTS and x not in FOREIGN]
+    if unknown:
+        ap.error(f"unknown --algos {', '.join(unknown)} (known: {', '.join((*ALGOS, *VARIANTS, *FOREIGN))})")
     if not a.table_only:
         print(f"budget: {BUDGET}", file=sys.stderr, flush=True)
-        run(a.out, a.plants, a.qualities, a.algos, a.seeds)
+        run(a.out, a.plants, a.qualities, tuple(x for x in a.algos if x not in FOREIGN), a.seeds)
     t = table(a.out, a.plants, a.qualities, a.algos, a.seeds)
     (a.out / "results.md").write_text(t + "\n")
     print(t)

@@ -30,6 +30,7 @@ __all__ = [
     "METADATA_KEY",
     "ObsStats",
     "PolicyContract",
+    "Uncertainty",
     "check_against",
 ]
 
@@ -104,6 +105,31 @@ class ObsStats(_Schema):
         return self
 
 
+class Uncertainty(_Schema):
+    """A second graph output, ``[batch, 1]``: how unfamiliar the policy finds this input.
+
+    ``method`` names the figure: ``critic_disagreement`` is the spread (max − min) of the
+    critic ensemble's Q(s, π(s)) over its heads, divided in the graph by ``scale``, the
+    99.9th percentile of that spread over the training dataset's states; so 1.0 is the
+    data's own 99.9th percentile. Above ``threshold`` the input counts as out of
+    distribution. ``calibration`` holds the raw figures it was calibrated from."""
+
+    output_name: StrictStr = "uncertainty"
+    method: StrictStr
+    scale: StrictFloat
+    threshold: StrictFloat
+    calibration: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _positive(self) -> Uncertainty:
+        if not self.output_name:
+            raise ValueError("uncertainty.output_name must not be empty")
+        for key in ("scale", "threshold"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"uncertainty.{key} must be > 0, got {getattr(self, key)}")
+        return self
+
+
 class PolicyContract(_Schema):
     """What an exported policy expects and promises. Validated on construction.
 
@@ -125,6 +151,7 @@ class PolicyContract(_Schema):
     input_name: StrictStr = "obs"
     output_name: StrictStr = "action"
     obs_stats: ObsStats | None = None
+    uncertainty: Uncertainty | None = None  # an uncertainty output, where the export has one
 
     @field_validator("format_version")
     @classmethod
@@ -149,6 +176,9 @@ class PolicyContract(_Schema):
         n_obs, n_act = len(self.observation_tags), len(self.action_tags)
         if not self.input_name or not self.output_name:
             raise ValueError("input_name and output_name must not be empty")
+        if self.uncertainty is not None and self.uncertainty.output_name in (self.input_name, self.output_name):
+            raise ValueError(f"uncertainty.output_name {self.uncertainty.output_name!r} is already the graph's "
+                             "input or action output")
         if n_obs == 0:
             raise ValueError("observation_tags is empty")
         if n_act == 0:
@@ -186,7 +216,8 @@ class PolicyContract(_Schema):
         return type(self)(**{**dict(self), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # no "uncertainty" key when there is none: a model without one keeps its bytes
+        return self.model_dump(mode="json", exclude={"uncertainty"} if self.uncertainty is None else None)
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): equal contracts give equal strings."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ from edgewarden.gateway.policy.fallback import PidBank
 class ControllerPolicy:
     contract = None  # no model contract: no training statistics, no out-of-distribution guard
     path = None
+    uncertainty = math.nan  # no uncertainty output
 
     def __init__(self, settings: Settings) -> None:
         p = settings.policy

@@ -90,6 +90,7 @@ class OnnxPolicy:
         "_path",
         "_session",
         "_sha256",
+        "_unc_out",
     )
 
     def __init__(self, *_: object, **__: object) -> None:
@@ -172,6 +173,10 @@ class OnnxPolicy:
         b = session.io_binding()
         b.bind_input(contract.input_name, "cpu", 0, np.float32, list(self._obs_in.shape), self._obs_in.ctypes.data)
         b.bind_output(contract.output_name, "cpu", 0, np.float32, list(self._act_out.shape), self._act_out.ctypes.data)
+        # the uncertainty output, where the contract declares one (NaN stays: no figure)
+        self._unc_out = np.full((1, 1), np.nan, dtype=np.float32)
+        if contract.uncertainty is not None:
+            b.bind_output(contract.uncertainty.output_name, "cpu", 0, np.float32, [1, 1], self._unc_out.ctypes.data)
         self._binding = b
 
         warm = np.zeros(contract.n_obs) if contract.obs_stats is None else np.asarray(contract.obs_stats.mean)
@@ -202,6 +207,15 @@ class OnnxPolicy:
         if not all(map(math.isfinite, values)):
             raise PolicyError(f"policy {self._path.name} produced a non-finite action {values}")
         return self._act_row.astype(np.float64)
+
+    @property
+    def uncertainty(self) -> float:
+        """The last ``infer``'s uncertainty output (in the contract's units), NaN without one.
+        A non-finite figure from a model that has one reads as +inf: unknown is unfamiliar."""
+        u = float(self._unc_out[0, 0])
+        if u != u and self._contract.uncertainty is not None:
+            return math.inf
+        return u
 
     # ------------------------------------------------------------------ facts
     @property
@@ -243,6 +257,12 @@ def _graph_problems(session: ort.InferenceSession, c: PolicyContract) -> list[st
         problems.append(f"no output named {c.output_name!r} (graph outputs: {sorted(outputs)})")
     else:
         problems += _io_problems("output", outputs[c.output_name], c.n_act, "action tags")
+    if c.uncertainty is not None:
+        name = c.uncertainty.output_name
+        if name not in outputs:
+            problems.append(f"no uncertainty output named {name!r} (graph outputs: {sorted(outputs)})")
+        else:
+            problems += _io_problems("output", outputs[name], 1, "uncertainty figure")
     return problems
 
 

@@ -1,7 +1,9 @@
 """Simplex supervision of the learned policy: when it loses control, and when it gets it back.
 
 The policy loses control (AUTO → FALLBACK) on a policy fault, on inputs outside its
-training distribution for ``ood_cycles`` cycles in a row, or after ``max_interventions``
+training distribution for ``ood_cycles`` cycles in a row (outside the training range or
+far from its mean, or, for a model with an uncertainty output, an uncertainty above the
+contract's threshold times ``uncertainty_scale``), or after ``max_interventions``
 shield clips within ``intervention_window_s``. In FALLBACK the verified controller
 (edgewarden/gateway/policy/fallback.py) proposes the action; control goes back to the policy once
 its proposal, clipped to this cycle's bounds, has agreed with the fallback's within
@@ -47,6 +49,13 @@ def ood_bounds(policy: Any, margin: float, z: float, n: int) -> tuple[np.ndarray
     return lo - pad, hi + pad, np.array(stats.mean, dtype=float), std, np.array(z)
 
 
+def uncertainty_limit(policy: Any, scale: float) -> float:
+    """The uncertainty above which an input is out of distribution: the contract's threshold
+    times ``scale``; infinite for a model without an uncertainty output."""
+    unc = getattr(getattr(policy, "contract", None), "uncertainty", None)
+    return math.inf if unc is None else float(unc.threshold) * scale
+
+
 class Supervisor:
     """Owns the fallback controller, the OOD guard, the intervention window and the
     hand-back timer; asks the mode machine for FALLBACK and AUTO."""
@@ -65,6 +74,7 @@ class Supervisor:
         self._agree_since = math.nan
         self._ood_run = 0
         self._ood = ood_bounds(policy, fb.ood_margin, fb.ood_z, len(self._inputs))
+        self._unc_limit = uncertainty_limit(policy, fb.uncertainty_scale)
 
     def take_over(self, old: Supervisor) -> None:
         """Carry the run-time state of the supervisor this one replaces (a reload)."""
@@ -75,21 +85,28 @@ class Supervisor:
     def use_policy(self, policy: Any) -> None:
         """A new model took over: its own training distribution, a fresh run count."""
         self._ood = ood_bounds(policy, self._fb.ood_margin, self._fb.ood_z, len(self._inputs))
+        self._unc_limit = uncertainty_limit(policy, self._fb.uncertainty_scale)
         self._ood_run = 0
 
-    def screen(self, x: np.ndarray) -> Screen:
-        """Judge this cycle's policy input (float64, in ``policy.observations`` order)."""
+    def screen(self, x: np.ndarray, uncertainty: float = math.nan) -> Screen:
+        """Judge this cycle's policy input (float64, in ``policy.observations`` order) and the
+        model's uncertainty about it (NaN: the model has no uncertainty output)."""
         lo, hi, mean, std, z = self._ood
         far = (x < lo) | (x > hi) | (np.abs(x - mean) > z * std)
-        if not far.any():
+        unsure = uncertainty > self._unc_limit  # False for NaN
+        if not unsure and not far.any():
             self._ood_run = 0
             return Screen.IN
         self._ood_run += 1
         if self._ood_run < self._fb.ood_cycles:
             return Screen.COUNTED
-        i = int(np.flatnonzero(far)[0])
-        self.enter(f"input {self._inputs[i]!r} = {x[i]:.6g} lies outside the policy's training "
-                   f"distribution for {self._ood_run} cycles")
+        if far.any():
+            i = int(np.flatnonzero(far)[0])
+            self.enter(f"input {self._inputs[i]!r} = {x[i]:.6g} lies outside the policy's training "
+                       f"distribution for {self._ood_run} cycles")
+        else:
+            self.enter(f"the policy's uncertainty {uncertainty:.3g} exceeds its limit {self._unc_limit:.3g} "
+                       f"(out of distribution) for {self._ood_run} cycles")
         return Screen.REJECTED
 
     def intervened(self, now: float) -> None:

@@ -7,14 +7,22 @@ advantage-weighted regression, exp(beta (Q - V)) clipped at 100. Defaults are th
 paper's locomotion settings: expectile 0.7, inverse temperature beta 3.0, gamma 0.99,
 tau 0.005, Adam 3e-4, 256-256 networks, batch 256.
 
-One deviation, stated: the policy is deterministic (a tanh actor) and the AWR term is a
-weighted squared error rather than a Gaussian log-likelihood, the "deterministic" IQL
-variant of CORL; the gateway deploys a deterministic policy anyway.
+Two policy extractions (``actor``):
 
-Order within a step, as in CORL's IQL (and d3rlpy's): all three losses are computed from
-the networks as they were at the start of the step (the Q target uses V(s') before V's
-update; the advantage uses Q_target and V before their updates), so the three updates are
-independent of each other. On CPU with two or more intra-op threads, ``update`` uses that:
+* ``gaussian`` (the paper's): a Gaussian policy N(tanh(mu(s)), sigma) with a
+  state-independent log sigma in [-5, 2] (a sigmoid of a parameter, as d3rlpy's
+  ``NormalPolicy`` with ``use_std_parameter``), trained by the advantage-weighted
+  log-likelihood of the dataset's actions; deployed as its mean tanh(mu(s)), so the exported
+  graph is the same MLP as the deterministic actor's.
+* ``deterministic``: a tanh actor trained by the advantage-weighted squared error (CORL's
+  "deterministic" variant; the default before 2026-12-04, and what a checkpoint saved
+  without this setting was trained with).
+
+Order within a step, as in CORL's IQL: all three losses are computed from the networks as
+they were at the start of the step (the Q target uses V(s') before V's update; the
+advantage uses Q_target and V before their updates), so the three updates are independent
+of each other. d3rlpy 2.8 differs: it updates Q and V first, then the actor with the
+advantage from the *updated* V, then the target Q. On CPU with two or more intra-op threads, ``update`` uses that:
 the V + actor update and the Q update run at the same time on two threads with one
 intra-op thread each (``concurrent``; small matrices split poorly across cores, two
 independent networks don't). Same operations, same results as the sequential path with one
@@ -24,10 +32,13 @@ intra-op thread (tested); data-parallel runs and CUDA use the sequential path.
 from __future__ import annotations
 
 import copy
+import math
 from concurrent.futures import ThreadPoolExecutor
-from pydantic.dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
+from pydantic.dataclasses import dataclass
+from torch import nn
 
 from edgewarden.training.algos.params import (CHECKED, BatchSize, Discount, Fraction, Hidden, LearningRate,
                                              NonNegative, Polyak, Positive)
@@ -48,6 +59,23 @@ class IQLConfig:
     beta: NonNegative = 3.0  # inverse temperature of the advantage weights
     exp_adv_max: Positive = 100.0  # weights are clipped to this
     concurrent: bool = True  # on CPU: V + actor and Q updates on two threads at once (same results)
+    actor: Literal["gaussian", "deterministic"] = "gaussian"  # policy extraction (module docstring)
+
+    # settings added since checkpoints were first saved: the value a checkpoint without them used
+    SAVED_BEFORE: ClassVar[dict[str, object]] = {"actor": "deterministic"}
+
+
+class LogStd(nn.Module):
+    """The Gaussian policy's state-independent log sigma, kept in [-5, 2] by a sigmoid."""
+
+    LOW, HIGH = -5.0, 2.0
+
+    def __init__(self, n_act: int) -> None:
+        super().__init__()
+        self.raw = nn.Parameter(torch.zeros(n_act))
+
+    def forward(self) -> torch.Tensor:
+        return self.LOW + torch.sigmoid(self.raw) * (self.HIGH - self.LOW)
 
 
 class IQL(Algorithm):
@@ -59,11 +87,15 @@ class IQL(Algorithm):
         self.critic = EnsembleQ(self.norm, n_obs, n_act, cfg.hidden, n=2).to(self.device)
         self.value = ValueNet(self.norm, n_obs, cfg.hidden).to(self.device)
         self.critic_t = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, self.device)
+        self.log_std = LogStd(n_act).to(self.device) if cfg.actor == "gaussian" else None
+        actor_params = list(self.actor.parameters()) + (list(self.log_std.parameters()) if self.log_std else [])
+        self.actor_opt = adam(actor_params, cfg.actor_lr, self.device)
         self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr, self.device)
         self.value_opt = adam(self.value.parameters(), cfg.value_lr, self.device)
         self.modules = {"actor": self.actor, "critic": self.critic, "value": self.value,
                         "critic_target": self.critic_t}
+        if self.log_std is not None:
+            self.modules["actor_log_std"] = self.log_std
         self.optims = {"actor": self.actor_opt, "critic": self.critic_opt, "value": self.value_opt}
         self._pool: ThreadPoolExecutor | None = None
 
@@ -86,8 +118,14 @@ class IQL(Algorithm):
         value_loss = (w * u.pow(2)).mean()
         # 3. Policy extraction (AWR): weights exp(beta (Q_target - V)), clipped.
         weight = torch.exp(c.beta * u.detach()).clamp_max(c.exp_adv_max)
-        actor_loss = (weight * (self.dp(self.actor)(obs) - act).pow(2).sum(-1)).mean()
-        return value_loss, actor_loss
+        mean = self.dp(self.actor)(obs)
+        if self.log_std is None:  # weighted squared error
+            return value_loss, (weight * (mean - act).pow(2).sum(-1)).mean()
+        # weighted negative log-likelihood of the dataset action under N(mean, sigma)
+        log_std = self.log_std()
+        z = (act - mean) * torch.exp(-log_std)
+        log_prob = (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * act.shape[-1]
+        return value_loss, -(weight * log_prob).mean()
 
     def _critic_loss(self, obs, act, rew, done, next_v) -> torch.Tensor:
         # 2. Q: L_Q = E[ (r + gamma (1-d) V(s') - Q(s,a))^2 ] on both heads

@@ -5,6 +5,7 @@ wrong type is refused in words, not by torch at the first step."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, ValidationError
@@ -25,7 +26,7 @@ Steps = Annotated[int, Field(ge=0, le=1_000_000_000)]
 
 def config_problems(algo: str, cfg_cls: type, exc: ValidationError) -> str:
     """One line per problem, in --set's terms, and the keys the algorithm has."""
-    valid = ", ".join(cfg_cls.__dataclass_fields__)
+    valid = ", ".join(f.name for f in dataclasses.fields(cfg_cls))
     lines = []
     for e in exc.errors():
         key = ".".join(str(p) for p in e["loc"]) or "config"

@@ -316,6 +316,70 @@ async def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_ba
     assert loop.modes.mode == Mode.AUTO
 
 
+def write_unsure_policy(path: Path, threshold: float = 5.0) -> Path:
+    """The P law of the test above, with an uncertainty output that grows with |T - 350|:
+    two one-layer critic heads, +k and -k times normalised T (obs normalised as T/3 K), so
+    the spread is 2k |T - 350| / 3; scale 1 and k = 7.5 put it at 5 |T - 350|: the
+    threshold 5 is crossed 1 K from 350 K, well inside the training range (340-360 K)."""
+    from edgewarden.gateway.policy.contract import ObsStats, Uncertainty
+    from edgewarden.training.onnx_graph import build_mlp_policy, write_model
+    from tests.helpers import contract
+
+    stats = ObsStats(min=(340.0, 0.3, 320.0, 340.0), max=(360.0, 0.7, 345.0, 360.0),
+                     mean=(350.0, 0.5, 332.0, 350.0), std=(3.0, 0.05, 3.0, 3.0))
+    c = contract().replaced(obs_stats=stats, uncertainty=Uncertainty(
+        method="critic_disagreement", scale=1.0, threshold=threshold, calibration={"p999": 1.0}))
+    mean, inv = np.asarray(stats.mean), 1.0 / np.asarray(stats.std)
+    # actor on normalised obs, tanh head: atanh-free check only needs the action in range
+    actor = [(np.array([[0.3, 0.0, 0.0, -0.3], [0.0, 0.0, 0.0, 0.0]]), np.zeros(2))]
+    q = np.zeros((1, 6))
+    q[0, 0] = 7.5
+    critics = [[(q, np.zeros(1))], [(-q, np.zeros(1))]]
+    write_model(path, build_mlp_policy(c, actor, obs_offset=mean, obs_scale=inv, head="tanh", critics=critics))
+    return path
+
+
+@pytest.mark.anyio
+async def test_an_unsure_model_hands_over_inside_its_training_range_and_every_record_says_how_unsure(
+        tmp_path: Path) -> None:
+    loop, t, audit = make_loop(tmp_path, replace={r"^agreement_s = 5.0": "agreement_s = 0.0"})
+    write_unsure_policy(loop.settings.policy.path)
+    loop.policy = load_policy(loop.settings)
+    seen: list = []
+    modes = ModeMachine()
+    modes.subscribe(seen.append)
+    loop.__init__(loop.settings, loop.tags, t, loop.policy, modes, audit, loop.metrics)
+    await steps(loop, 1)
+    loop.request_start("alice")
+    await steps(loop, 2)
+    recs = [p for k, p in audit.records if k == "cycle"]
+    assert loop.modes.mode == Mode.AUTO and recs[-1]["unc"] == pytest.approx(0.0, abs=1e-5)
+    t.values["T"] = 352.0  # inside the training range (and 0.7 std from the mean): the range guard is silent
+    await steps(loop, 2)
+    recs = [p for k, p in audit.records if k == "cycle"]
+    assert loop.modes.mode == Mode.AUTO and loop.stats.ood_inputs == 2
+    assert recs[-1]["unc"] == pytest.approx(10.0, rel=1e-4)  # 5 |352 - 350|, against the threshold 5
+    await steps(loop, 1)
+    assert loop.modes.mode == Mode.FALLBACK
+    assert "uncertainty 10 exceeds its limit 5" in seen[-1].reason, seen[-1]
+    t.values["T"] = 350.2  # familiar again (uncertainty 1): policy and PID agree -> hand back
+    await steps(loop, 3)
+    assert loop.modes.mode == Mode.AUTO
+
+
+@pytest.mark.anyio
+async def test_uncertainty_scale_widens_the_models_threshold(tmp_path: Path) -> None:
+    loop, t, audit = make_loop(tmp_path, replace={r"^agreement_s = 5.0": "agreement_s = 5.0\nuncertainty_scale = 3.0"})
+    write_unsure_policy(loop.settings.policy.path)
+    loop.policy = load_policy(loop.settings)
+    loop.__init__(loop.settings, loop.tags, t, loop.policy, ModeMachine(), audit, loop.metrics)
+    await steps(loop, 1)
+    loop.request_start("alice")
+    t.values["T"] = 352.0  # uncertainty 10: above the model's 5, below 3 x 5
+    await steps(loop, 5)
+    assert loop.modes.mode == Mode.AUTO and loop.stats.ood_inputs == 0
+
+
 def test_fallback_pid_does_not_wind_up_while_saturated() -> None:
     from edgewarden.gateway.config import load_config
     from edgewarden.gateway.policy.fallback import FallbackController

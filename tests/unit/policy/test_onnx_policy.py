@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -283,3 +284,30 @@ def test_onnxruntime_error_becomes_policy_error(model_path):
 def test_direct_construction_is_refused():
     with pytest.raises(TypeError, match="OnnxPolicy.load"):
         OnnxPolicy()
+
+
+def test_a_contract_that_declares_an_uncertainty_output_the_graph_lacks_is_refused(tmp_path, model_path):
+    from edgewarden.gateway.policy.contract import Uncertainty
+
+    c = contract().replaced(
+        uncertainty=Uncertainty(method="critic_disagreement", scale=1.0, threshold=5.0))
+    path = write(tmp_path, with_metadata(model_path.read_bytes(), c.to_json()), "no_unc.onnx")
+    refused(path, "no uncertainty output named 'uncertainty'")
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("threshold", 0.0, "uncertainty.threshold must be > 0"),
+    ("scale", -1.0, "uncertainty.scale must be > 0"),
+    ("output_name", "action", "is already the graph's input or action output"),
+])
+def test_an_uncertainty_declaration_that_makes_no_sense_is_refused(field, value, needle):
+    d = {**contract().to_dict(), "uncertainty": {"method": "critic_disagreement", "scale": 1.0, "threshold": 5.0,
+                                                 field: value}}
+    with pytest.raises(PolicyError, match=needle):
+        PolicyContract.from_json(json.dumps(d))
+
+
+def test_a_model_without_uncertainty_keeps_its_contract_bytes(model_path):
+    # no "uncertainty" key at all: models exported before it load and hash as they did
+    assert '"uncertainty"' not in load(model_path).contract.to_json()
+    assert math.isnan(load(model_path).uncertainty)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import copy
 from pathlib import Path
 
@@ -91,6 +93,25 @@ def test_export_matches_torch_and_loads_in_the_gateway(name: str, tmp_path: Path
     assert policy.contract.algorithm == name and policy.contract.obs_stats is not None
     out = policy.infer(ds.observations[0])
     assert out.shape == (2,) and 0.0 <= out[0] <= 5.0 and 1.0 <= out[1] <= 6.0
+    # a critic ensemble gives an uncertainty output, equal to torch's figure in the data's p99.9
+    unc = policy.contract.uncertainty
+    if name == "bc":
+        assert unc is None and math.isnan(policy.uncertainty)
+        return
+    from edgewarden.training.fit import load_checkpoint
+    from edgewarden.training.uncertainty import figure
+
+    algo, ck = load_checkpoint(tmp_path / "run")
+    cal = ck["uncertainty"]
+    assert unc.method == "critic_disagreement" and unc.scale == cal["p999"] and unc.threshold == 5.0
+    assert cal["states"] == len(ds) and cal["p50"] <= cal["p99"] <= cal["p999"] <= cal["max"]
+    far = ds.observations[:3] + 50.0 * ds.observations.std(0)  # far outside the data
+    for obs in (ds.observations[0], *far):
+        policy.infer(obs)
+        assert policy.uncertainty == pytest.approx(float(figure(algo, obs[None])[0]) / unc.scale, rel=1e-4, abs=1e-4)
+    assert policy.uncertainty > 1.0  # the last one, far outside: beyond the data's own p99.9
+    r2 = export_checkpoint(tmp_path / "run", tmp_path / "q.onnx", rename={}, uncertainty=False)
+    assert r2.contract.uncertainty is None
 
 
 def test_iql_concurrent_update_equals_the_sequential_one() -> None:
