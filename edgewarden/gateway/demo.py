@@ -1,10 +1,15 @@
 """``edgewarden demo``: the CSTR twin and the real daemon on loopback, ~30 s, narrated.
 
 Both run as subprocesses, exactly as an operator would start them (``edgewarden twin
-serve`` and ``edgewarden run``). The demo plays the plant operator: it waits for READY,
-starts the gateway, changes the temperature setpoint at the PLC, presses the e-stop,
-resets, starts again, and finally stops the daemon and checks that the PLC's dead-man
-timer took the plant to its safe state. Then it verifies the audit chain.
+serve`` and ``edgewarden run``). Two policies run: the shipped learned CSTR policy
+(``cstr_iql.onnx``) and the hand-tuned P baseline (``cstr_baseline.onnx``). The one that
+scored higher on the twin when the learned one was shipped (both in its manifest, measured
+by ``train ship`` on the same episodes) is active, the other runs in shadow beside it on
+the same inputs, never written; the summary says how often they agreed. The demo plays
+the plant operator: it waits for READY, starts the gateway, changes the temperature
+setpoint at the PLC, presses the e-stop, resets, starts again, and finally stops the
+daemon and checks that the PLC's dead-man timer took the plant to its safe state. Then it
+verifies the audit chain.
 """
 
 from __future__ import annotations
@@ -27,12 +32,40 @@ from typing import Any
 
 from asyncua import Client, ua
 
+from edgewarden.data import MODELS
 from edgewarden.gateway.errors import GatewayError
 from edgewarden.gateway.example_config import SHIPPED_MODEL, adapt_example
 from edgewarden.gateway.ops.control import send_command
 
 ACTOR = "demo-operator"
 TIME_SCALE = 5.0  # the reactor's dynamics take minutes: run the twin 5x faster than real time
+LEARNED = MODELS / "cstr_iql.onnx"
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Which policy drives and which runs in shadow, and why."""
+
+    active: Path
+    shadow: Path | None
+    why: str
+
+
+def choose_roles(baseline: Path = SHIPPED_MODEL, learned: Path = LEARNED) -> Roles:
+    """The learned policy drives when its manifest says it beat the baseline on the twin."""
+    if not learned.exists():
+        return Roles(baseline, None, f"the baseline drives ({learned.name} is not installed)")
+    try:
+        m = json.loads(Path(str(learned) + ".json").read_text())
+        ours, theirs = float(m["evaluation"]["normalized_score"]), float(m["baseline"]["normalized_score"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return Roles(baseline, learned, f"the baseline drives, {learned.name} runs in shadow (its manifest has no "
+                                        "twin score beside the baseline's)")
+    if ours > theirs and float(m["evaluation"].get("violation_rate", 1.0)) == 0.0:
+        return Roles(learned, baseline, f"{learned.name} scored {ours:.1f} on the twin against the baseline's "
+                                        f"{theirs:.1f}: it drives, the baseline runs in shadow")
+    return Roles(baseline, learned, f"{learned.name} scored {ours:.1f} on the twin against the baseline's "
+                                    f"{theirs:.1f}: the baseline drives, the learned policy runs in shadow")
 
 
 @dataclass
@@ -45,6 +78,13 @@ class DemoResult:
     audit_ok: bool = False
     audit_message: str = ""
     plc_safe_after_stop: bool = False
+    active: str = ""
+    shadow: str = ""
+    shadow_cycles: int = 0
+    shadow_agreeing: int = 0  # cycles whose shadow proposal was within the shadow tolerance of the active one
+    shadow_divergence_p50: dict[str, float] = field(default_factory=dict)  # per action, median |shadow - active|
+    max_uncertainty: float = float("nan")  # the active model's, where it has the output
+    fallbacks: list[str] = field(default_factory=list)  # why control went to the fallback, each time
     events: list[str] = field(default_factory=list)
 
 
@@ -130,7 +170,7 @@ async def _plc_read(url: str, nodes: list[str]) -> list[Any]:
 
 
 async def _drive(sock: Path, opcua_url: str, seconds: float, gateway: subprocess.Popen[bytes],
-                 say: _Narrator, result: DemoResult) -> dict[str, Any]:
+                 say: _Narrator, result: DemoResult, shadow: Path | None) -> dict[str, Any]:
     # The operator's script, as fractions of the run.
     script = [(0.20, "setpoint"), (0.45, "estop"), (0.62, "reset"), (0.70, "start")]
     started = False
@@ -148,6 +188,11 @@ async def _drive(sock: Path, opcua_url: str, seconds: float, gateway: subprocess
             reply = await send_command(sock, {"cmd": "start", "actor": ACTOR})
             say.event(f"operator: start → {reply.get('mode', reply.get('error'))}")
             started = True
+            if shadow is not None:
+                reply = await send_command(sock, {"cmd": "model", "action": "shadow", "actor": ACTOR,
+                                                  "path": str(shadow)})
+                say.event(f"operator: shadow {shadow.name} → " + ("runs beside the active policy" if reply.get("ok")
+                                                                    else str(reply.get("error"))))
         frac = (time.monotonic() - t_start) / seconds
         while script and frac >= script[0][0]:
             _, what = script.pop(0)
@@ -174,6 +219,7 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
     if not SHIPPED_MODEL.exists():
         raise GatewayError(f"the demo policy {SHIPPED_MODEL} is missing; rebuild it with "
                            f"`edgewarden train baseline cstr --out {SHIPPED_MODEL}`")
+    roles = choose_roles()
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # revised-parameter notices
     keep = workdir is not None
     wd = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edgewarden-demo-"))
@@ -184,6 +230,8 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
     ready_file.unlink(missing_ok=True)
     env_note = f"workdir {wd}" + ("" if keep else " (removed at the end; keep it with --workdir)")
     print(f"edgewarden demo: CSTR twin + gateway on loopback for {seconds:.0f} s, {env_note}")
+    print(f"policies: {roles.why}")
+    result.active, result.shadow = roles.active.name, roles.shadow.name if roles.shadow else ""
     try:
         with _process(_cli("twin", "serve", "cstr", "--opcua", "127.0.0.1:0", "--modbus", "127.0.0.1:0",
                            "--time-scale", str(TIME_SCALE), "--ready-file", str(ready_file)), wd / "twin.log", wd) as twin:
@@ -191,10 +239,10 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
             url = info["opcua_url"]
             say.event(f"twin up: OPC UA {url}, Modbus 127.0.0.1:{info['modbus_port']}, "
                       f"plant time {TIME_SCALE:g}x real time")
-            config = adapt_example(wd, opcua_url=url, audit_dir="audit", socket="control.sock")
+            config = adapt_example(wd, opcua_url=url, audit_dir="audit", socket="control.sock", policy=roles.active)
             with _process(_cli("run", "--config", str(config)), wd / "gateway.log", wd) as gw:
                 say.event(f"gateway starting (log: {wd / 'gateway.log'})")
-                last = asyncio.run(_drive(wd / "control.sock", url, seconds, gw, say, result))
+                last = asyncio.run(_drive(wd / "control.sock", url, seconds, gw, say, result, roles.shadow))
                 gw.send_signal(signal.SIGTERM)
                 code = gw.wait(timeout=15)
                 say.event(f"gateway stopped (exit {code}); waiting for the PLC's dead-man timer")
@@ -210,6 +258,7 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
             say.event(f"PLC after the gateway stopped: remote={remote}, coolant={coolant:.0f} L/min, "
                       f"feed={feed:.0f} L/min")
         verdict = verify(wd / "audit")
+        _read_decisions(wd / "audit", config, result)
         result.audit_records = verdict.records
         result.audit_ok = verdict.ok
         result.audit_message = (f"chain intact, head {verdict.head[:16]}…" if verdict.ok
@@ -222,8 +271,52 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
     return 0 if ok else 1
 
 
+def _read_decisions(audit: Path, config: Path, r: DemoResult) -> None:
+    """What the audit log says the two policies did: agreement with the shadow (the
+    registry's own rule: every action within its shadow tolerance), the active model's
+    largest uncertainty, the hand-overs to the fallback."""
+    import numpy as np
+
+    from edgewarden.gateway.audit.verify import iter_records
+    from edgewarden.gateway.config import load_config
+    from edgewarden.gateway.policy.registry import shadow_tolerances
+
+    settings = load_config(config).settings
+    tol = shadow_tolerances(settings)
+    divergence, unc = [], []
+    for rec in iter_records(audit):
+        p = rec.payload
+        kind = p.get("kind")
+        if kind == "mode" and p.get("to") == "FALLBACK":
+            r.fallbacks.append(str(p.get("reason")))
+        if kind != "cycle":
+            continue
+        if isinstance(p.get("unc"), (int, float)):
+            unc.append(float(p["unc"]))
+        sh = p.get("shadow")
+        if sh and sh.get("proposed") is not None and p.get("proposed") is not None:
+            d = np.abs(np.asarray(sh["proposed"]) - np.asarray(p["proposed"]))
+            r.shadow_cycles += 1
+            r.shadow_agreeing += int((d <= tol).all())
+            divergence.append(d)
+    if divergence:
+        med = np.median(np.asarray(divergence), axis=0)
+        r.shadow_divergence_p50 = {a: round(float(v), 2) for a, v in zip(settings.policy.actions, med)}
+    if unc:
+        r.max_uncertainty = max(unc)
+
+
 def _summary(r: DemoResult) -> None:
     print("\nsummary")
+    print(f"  active policy         {r.active}")
+    if r.shadow:
+        share = r.shadow_agreeing / r.shadow_cycles if r.shadow_cycles else float("nan")
+        apart = ", ".join(f"{a} {v:.1f}" for a, v in r.shadow_divergence_p50.items())
+        print(f"  shadow policy         {r.shadow}: within the shadow tolerance of the active one in "
+              f"{r.shadow_agreeing} of {r.shadow_cycles} cycles ({share:.0%}); median |shadow - active|: {apart}")
+    if r.max_uncertainty == r.max_uncertainty:
+        print(f"  active's uncertainty  at most {r.max_uncertainty:.2f} (1 = its training data's 99.9th percentile)")
+    print(f"  fallback hand-overs   {len(r.fallbacks)}" + "".join(f"\n    - {why}" for why in r.fallbacks))
     print(f"  cycles run            {r.cycles}")
     print(f"  deadline misses       {r.deadline_misses}")
     print(f"  longest cycle         {r.max_cycle_ms:.2f} ms")

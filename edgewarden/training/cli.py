@@ -94,6 +94,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--json", action="store_true", help="print the report as one JSON object")
     rp.set_defaults(handler=_report)
 
+    un = tsub.add_parser("uncertainty", help="an exported policy's uncertainty output on the twin, in closed "
+                         "loop: its spread, the share of steps above the threshold, the longest run above it")
+    un.add_argument("policy", type=Path, help="exported .onnx with an uncertainty output")
+    un.add_argument("--plant", help="twin (default: the policy's plant)")
+    un.add_argument("--episodes", type=int, default=10)
+    un.add_argument("--seed", type=int, default=1000)
+    un.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    un.set_defaults(handler=_uncertainty)
+
     ex = tsub.add_parser("export", help="export a checkpoint as a self-contained ONNX policy")
     ex.add_argument("checkpoint", type=Path)
     ex.add_argument("--out", type=Path, required=True)
@@ -142,6 +151,43 @@ def _upgrade(args: argparse.Namespace) -> int:
         raise DatasetError(f"{str(args.out)!r} exists: name a new file (upgrade never overwrites)")
     meta = upgrade(args.dataset, args.out)
     print(f"wrote {args.out}: {meta.n} transitions, format {meta.format_version}, each episode's rows contiguous")
+    return 0
+
+
+def _uncertainty(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    require_train_extra("gymnasium", "onnxruntime")
+    from edgewarden.training.evaluate import evaluate_policy
+    from edgewarden.training.onnx_run import load_onnx_policy
+
+    if args.episodes < 1:
+        raise GatewayError(f"--episodes must be >= 1, got {args.episodes}")
+    batches: list[np.ndarray] = []
+    contract, fn = load_onnx_policy(args.policy, uncertainties=batches)
+    plant = args.plant or str(contract.training_config.get("plant", ""))
+    r = evaluate_policy(plant, fn, episodes=args.episodes, seed=args.seed)
+    u = np.stack(batches)  # (steps, episodes): one batch per step, one row per episode
+    thr = float(contract.uncertainty.threshold)
+    above = u > thr
+    longest = 0
+    for col in above.T:
+        run = 0
+        for a in col:
+            run = run + 1 if a else 0
+            longest = max(longest, run)
+    out = {"plant": plant, "episodes": args.episodes, "steps": int(u.size), "normalized_score": r.normalized_score,
+           "threshold": thr, "p50": float(np.quantile(u, 0.5)), "p99": float(np.quantile(u, 0.99)),
+           "max": float(u.max()), "share_above": float(above.mean()), "longest_run_above": longest}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.policy.name} on the {plant} twin, {args.episodes} episodes ({out['steps']} steps, score "
+              f"{r.normalized_score:.1f}): uncertainty p50 {out['p50']:.2f}, p99 {out['p99']:.2f}, max {out['max']:.2f} "
+              f"(1 = the data's 99.9th percentile); above the threshold {thr:g} in {out['share_above']:.2%} of the "
+              f"steps, longest run {longest} steps")
     return 0
 
 

@@ -11,8 +11,10 @@ import numpy as np
 from edgewarden.gateway.policy.contract import PolicyContract
 
 
-def load_onnx_policy(path: Path) -> tuple[PolicyContract, Callable[[np.ndarray], np.ndarray]]:
-    """(its contract, obs batch → action batch in engineering units)."""
+def load_onnx_policy(path: Path, uncertainties: list[np.ndarray] | None = None,
+                     ) -> tuple[PolicyContract, Callable[[np.ndarray], np.ndarray]]:
+    """(its contract, obs batch → action batch in engineering units). With ``uncertainties``,
+    each call appends the batch's uncertainty output there (the model must have one)."""
     import onnxruntime as ort
 
     from edgewarden.gateway.policy.contract import METADATA_KEY
@@ -20,7 +22,19 @@ def load_onnx_policy(path: Path) -> tuple[PolicyContract, Callable[[np.ndarray],
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     contract = PolicyContract.from_json(sess.get_modelmeta().custom_metadata_map[METADATA_KEY])
 
+    names = [contract.output_name]
+    if uncertainties is not None:
+        if contract.uncertainty is None:
+            from edgewarden.gateway.errors import PolicyError
+
+            raise PolicyError(f"policy {str(path)!r} has no uncertainty output (export it from a checkpoint "
+                              "with a critic ensemble: iql, td3bc, cql)")
+        names.append(contract.uncertainty.output_name)
+
     def fn(obs: np.ndarray) -> np.ndarray:
-        return sess.run(None, {contract.input_name: np.asarray(obs, np.float32)})[0]
+        out = sess.run(names, {contract.input_name: np.asarray(obs, np.float32)})
+        if uncertainties is not None:
+            uncertainties.append(out[1][:, 0].copy())
+        return out[0]
 
     return contract, fn

@@ -31,7 +31,7 @@ PLANTS = ("cstr", "tanks", "hvac")
 QUALITIES = ("medium", "expert", "random", "mixed")
 ALGOS = ("bc", "td3bc", "iql", "cql")
 # Cells of one algorithm with other settings (--algos iql-det): name -> (algorithm, --set)
-VARIANTS: dict[str, tuple[str, dict]] = {"iql-det": ("iql", {"actor": "deterministic"})}
+VARIANTS: dict[str, tuple[str, dict]] = {"iql-det": ("iql", {"actor": "deterministic"})}  # IQL before 2026-12-04
 SEEDS = (0, 1, 2)
 DATASET_STEPS = 50_000  # transitions per dataset, collection seed 0
 HIDDEN = (64, 64)  # every network of every algorithm

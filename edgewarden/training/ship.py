@@ -45,7 +45,7 @@ class Recipe:
         return [
             f"edgewarden train collect {plant} --policy {self.quality} --steps {self.dataset_steps} --seed 0 --out {ds}",
             f"edgewarden train fit --algo {self.algo} --dataset {ds} --steps {self.steps} --seed {self.seed} "
-            f"--set hidden=[{','.join(map(str, self.hidden))}] --out {run}",
+            f"--set hidden=[{','.join(map(str, self.hidden))}] --out {run} --force",
             f"edgewarden train export {run} --out {out}",
         ]
 
@@ -95,6 +95,14 @@ def ship(plant: str, out_dir: str | Path = MODELS, work: str | Path | None = Non
         res = export_checkpoint(run, out)
     _, fn = load_onnx_policy(out)
     ev = evaluate_policy(plant, fn, episodes=eval_episodes)
+    # the plant's hand-written baseline on the same episodes, where there is one: the demo
+    # runs the learned policy when it scores higher, and shadows it beside the baseline otherwise
+    base_path = MODELS / f"{plant}_baseline.onnx"
+    baseline = None
+    if base_path.exists():
+        bev = evaluate_policy(plant, load_onnx_policy(base_path)[1], episodes=eval_episodes)
+        baseline = {"model": base_path.name, "normalized_score": round(bev.normalized_score, 6),
+                    "violation_rate": round(bev.violation_rate, 6)}
     manifest_path = Path(str(out) + ".json")
     manifest = json.loads(manifest_path.read_text())
     manifest.update({
@@ -104,6 +112,7 @@ def ship(plant: str, out_dir: str | Path = MODELS, work: str | Path | None = Non
         "evaluation": {"episodes": eval_episodes, "seeds": f"1000-{1000 + eval_episodes - 1}",
                        **{k: round(v, 6) for k, v in ev.to_dict().items() if isinstance(v, float)}},
         "torch": torch.__version__,
+        **({"baseline": baseline} if baseline else {}),
     })
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     assert manifest["sha256"] == res.sha256

@@ -87,10 +87,10 @@ async def running_gateway(config: Path) -> AsyncIterator[Gateway]:
 
 @contextlib.asynccontextmanager
 async def bench(tmp: Path, *, replace: dict[str, str] | None = None, opcua_port: int = 0,
-                watchdog_ms: float = 500, extra: str = "") -> AsyncIterator[Bench]:
+                watchdog_ms: float = 500, extra: str = "", policy: Path = SHIPPED) -> AsyncIterator[Bench]:
     twin = Twin("cstr", opcua=("127.0.0.1", opcua_port), modbus=None, watchdog_ms=watchdog_ms)
     await twin.start()
-    config = write_config(tmp, policy=SHIPPED, url=twin.opcua_url,
+    config = write_config(tmp, policy=policy, url=twin.opcua_url,
                           replace={r"^cycle_hz = 10.0": "cycle_hz = 20.0", **(replace or {})}, extra=extra)
     try:
         async with running_gateway(config) as gw:

@@ -99,6 +99,15 @@ class ShadowReport:
     faults: int = 0
 
 
+def shadow_tolerances(settings: Settings) -> np.ndarray:
+    """Per action, how far a shadow's proposal may be from the active one's and still agree:
+    ``[policy] shadow_tolerance``, by default 5 % of the action's configured span."""
+    shield = ActionShield(settings)
+    span = shield.hi - shield.lo
+    tol = settings.policy.shadow_tolerance
+    return np.array([tol.get(a, 0.05 * s) for a, s in zip(settings.policy.actions, span)])
+
+
 class ModelManager:
     """Owns the active, previous, staged and shadow models of one control loop."""
 
@@ -114,11 +123,9 @@ class ModelManager:
         self.swapped_at = -math.inf
         shield = ActionShield(settings)
         self._shadow_shield = shield
-        span = shield.hi - shield.lo
-        tol = settings.policy.shadow_tolerance
-        self._tol = np.array([tol.get(a, 0.05 * s) for a, s in zip(settings.policy.actions, span)])
+        self._tol = shadow_tolerances(settings)
         self._shadow_last = shield.safe.copy()
-        self._shadow_out = np.zeros(len(span))
+        self._shadow_out = np.zeros(len(self._tol))
         self._agree_since = math.nan
 
     # ---- commands (between cycles, on the event loop) ------------------------------

@@ -33,6 +33,25 @@ def test_shipped_model_loads_against_its_config(plant: str) -> None:
     assert c.algorithm == RECIPES[plant].algo and c.obs_stats is not None
     a = policy.infer(np.asarray(c.obs_stats.mean, np.float32))
     assert a.shape == (c.n_act,) and np.all(a >= np.asarray(c.action_low)) and np.all(a <= np.asarray(c.action_high))
+    # it says how sure it is, and is sure about its own data's mean
+    assert c.uncertainty is not None and c.uncertainty.method == "critic_disagreement"
+    assert 0.0 <= policy.uncertainty < c.uncertainty.threshold
+
+
+@pytest.mark.parametrize("plant", sorted(RECIPES))
+def test_shipped_model_keeps_control_of_its_twin(plant: str) -> None:
+    """In closed loop on its twin's evaluation episodes (the first 3), the learned policy's
+    uncertainty never stays above its threshold for ood_cycles (3) steps in a row: a
+    gateway running it would not hand over to the fallback."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "edgewarden.gateway.cli", "train", "uncertainty",
+                          str(model_path(plant, MODELS)), "--episodes", "3", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["plant"] == plant and r["steps"] > 0 and r["longest_run_above"] < 3, r
 
 
 @pytest.mark.slow
