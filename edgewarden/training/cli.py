@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--dataset", type=Path, required=True, help="HDF5 file in the D4RL layout")
     fit.add_argument("--steps", type=int, required=True, help="gradient steps (total, also when resuming)")
     fit.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, metrics)")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=None,
+                     help="network initialisation and sampling (default 0; a resumed run keeps its own)")
     fit.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     fit.add_argument("--nproc", type=int, default=1,
                      help="data-parallel processes on this machine (DDP: gloo on CPU, nccl on CUDA, one GPU "

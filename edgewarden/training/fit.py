@@ -163,7 +163,7 @@ class _Metrics:
 
 
 def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, run_dir: str | os.PathLike[str], *,
-        seed: int = 0, device: str = "cpu", eval_every: int = 0, eval_episodes: int = 5,
+        seed: int | None = None, device: str = "cpu", eval_every: int = 0, eval_episodes: int = 5,
         checkpoint_every: int = 5000, log_every: int = 1000, resume: bool = False,
         overrides: dict[str, Any] | None = None, progress: bool = True, plant: str | None = None,
         tensorboard: bool = False, nproc: int = 1, force: bool = False,
@@ -172,6 +172,7 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
 
     ``nproc`` > 1 trains data-parallel in that many processes (edgewarden.training.distributed);
     under torchrun the process joins torchrun's group instead (leave ``nproc`` at 1).
+    ``seed``: 0 when not given; a resumed run continues its own (another one is refused).
     """
     from edgewarden.gateway.errors import GatewayError
     from edgewarden.training import distributed as D
@@ -181,7 +182,7 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
     if nproc < 1:
         raise GatewayError(f"--nproc must be >= 1, not {nproc}")
     t0 = time.perf_counter()
-    _preflight(algo_name, dataset, steps, Path(run_dir), resume=resume, force=force, overrides=overrides,
+    _preflight(algo_name, dataset, steps, Path(run_dir), resume=resume, force=force, overrides=overrides, seed=seed,
                counts={"--checkpoint-every": (checkpoint_every, 0), "--log-every": (log_every, 0),  # 0: never
                        "--eval-every": (eval_every, 0), "--eval-episodes": (eval_episodes, 1)})
     env = D.torchrun_world()
@@ -192,7 +193,7 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
     if eval_every > 0:
         _check_twin(plant, loaded.meta)
     data = loaded if alone else dataset  # spawned workers load the file themselves
-    kw = dict(algo_name=algo_name, steps=steps, run_dir=run_dir, seed=seed, eval_every=eval_every,
+    kw = dict(algo_name=algo_name, steps=steps, run_dir=run_dir, seed=0 if seed is None else seed, eval_every=eval_every,
               eval_episodes=eval_episodes, checkpoint_every=checkpoint_every, log_every=log_every,
               resume=resume, overrides=overrides, progress=progress, plant=plant, tensorboard=tensorboard)
     if env is not None and env[1] > 1:
@@ -240,7 +241,8 @@ def fit(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, r
 
 
 def _preflight(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps: int, run: Path, *, resume: bool,
-               force: bool, overrides: dict[str, Any] | None, counts: dict[str, tuple[int, int]]) -> None:
+               force: bool, overrides: dict[str, Any] | None, counts: dict[str, tuple[int, int]],
+               seed: int | None = None) -> None:
     """Everything that can be refused before a process is spawned or a file written: the
     counts, every --set value, the dataset file, and what the run directory already holds
     (a run is continued only as it was configured, and replaced only when asked)."""
@@ -287,6 +289,9 @@ def _preflight(algo_name: str, dataset: str | os.PathLike[str] | Dataset, steps:
     if steps <= int(ck["step"]):
         raise GatewayError(f"--resume: {run} is already at step {ck['step']}; --steps is the total, so give more "
                            f"than {ck['step']}")
+    if seed is not None and seed != ck["seed"]:
+        raise GatewayError(f"--resume continues {run} with its own random streams (seed {ck['seed']}); --seed {seed} "
+                           "would not be used: leave it out, or train with it into another --out")
 
 
 def _check_twin(plant: str | None, meta: DatasetMeta) -> None:

@@ -62,7 +62,9 @@ def test_counts_runs_and_resumes(data: Path, tmp_path: Path, capsys: pytest.Capt
     assert "alpha=100.0 (the run's: 2.5)" in capsys.readouterr().err
     assert fit(data, run, "--resume", steps=4) == 1
     assert "already at step 4" in capsys.readouterr().err
-    assert fit(data, run, "--resume", steps=8) == 0
+    assert fit(data, run, "--resume", "--seed", "7", steps=8) == 1  # not silently ignored
+    assert "with its own random streams (seed 0); --seed 7 would not be used" in capsys.readouterr().err
+    assert fit(data, run, "--resume", "--seed", "0", steps=8) == 0
     assert fit(data, run, "--force") == 0
     assert fit(tmp_path / "none.h5", tmp_path / "r2", "--nproc", "2") != 0
     assert "none.h5" in capsys.readouterr().err and not (tmp_path / "r2").exists()  # before any worker
