@@ -88,6 +88,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("out", type=Path, help="HDF5 file to write (never overwritten)")
     up.set_defaults(handler=_upgrade)
 
+    mi = tsub.add_parser("to-minari", help="write a dataset as a local Minari dataset (needs the 'minari' extra)")
+    mi.add_argument("dataset", type=Path)
+    mi.add_argument("--id", required=True, help="Minari dataset id, e.g. edgewarden/cstr-medium-v0")
+    mi.add_argument("--root", type=Path, help="Minari's datasets directory (default: MINARI_DATASETS_PATH or "
+                    "~/.minari/datasets)")
+    mi.set_defaults(handler=_to_minari)
+
     rp = tsub.add_parser("report", help="an offline report on a policy for a plant without a twin: agreement with "
                          "the data, value estimates, out-of-support share")
     rp.add_argument("policy", type=Path, help="exported .onnx, or checkpoint (.pt or run dir: value estimates too)")
@@ -189,6 +196,21 @@ def _uncertainty(args: argparse.Namespace) -> int:
               f"{r.normalized_score:.1f}): uncertainty p50 {out['p50']:.2f}, p99 {out['p99']:.2f}, max {out['max']:.2f} "
               f"(1 = the data's 99.9th percentile); above the threshold {thr:g} in {out['share_above']:.2%} of the "
               f"steps, longest run {longest} steps")
+    return 0
+
+
+def _to_minari(args: argparse.Namespace) -> int:
+    require_train_extra("h5py")
+    if importlib.util.find_spec("minari") is None:
+        raise GatewayError("this command needs the 'minari' extra (minari not installed): run "
+                           "pip install -c constraints.txt -e '.[train,minari]'")
+    from edgewarden.training.datasets import load
+    from edgewarden.training.minari_export import to_minari
+
+    ds = load(args.dataset)
+    where = to_minari(ds, args.id, args.root)
+    print(f"wrote Minari dataset {args.id} ({len(ds)} steps) in {where}; read it with minari.load_dataset({args.id!r})"
+          + (f" and MINARI_DATASETS_PATH={args.root}" if args.root else ""))
     return 0
 
 
