@@ -134,6 +134,39 @@ def table(out: Path, plants: tuple[str, ...], qualities: tuple[str, ...], algos:
     return "\n".join(lines)
 
 
+def rank_sum_p(a: list[float], b: list[float]) -> float:
+    """Two-sided exact p-value of the Mann-Whitney / Wilcoxon rank-sum test (all splits of
+    the pooled scores enumerated; ties share their mean rank)."""
+    from itertools import combinations
+
+    pooled = np.asarray(a + b, float)
+    order = pooled.argsort(kind="mergesort")
+    ranks = np.empty(len(pooled))
+    ranks[order] = np.arange(1, len(pooled) + 1)
+    for v in np.unique(pooled):  # mean rank for ties
+        ranks[pooled == v] = ranks[pooled == v].mean()
+    n = len(a)
+    expected = n * (len(pooled) + 1) / 2
+    observed = abs(ranks[:n].sum() - expected)
+    sums = [abs(ranks[list(c)].sum() - expected) for c in combinations(range(len(pooled)), n)]
+    return float(np.mean([s >= observed - 1e-9 for s in sums]))
+
+
+def compare(out: Path, plants: tuple[str, ...], qualities: tuple[str, ...], a: str, b: str,
+            seeds: tuple[int, ...]) -> str:
+    """Per cell where both have two or more seeds: their seeds, means, medians and the rank-sum p."""
+    lines = [f"| plant | dataset | seeds | {a} mean / median | {b} mean / median | rank-sum p |", "|---|---|---|---|---|---|"]
+    for plant in plants:
+        for q in qualities:
+            sa, sb = ([json.loads(p.read_text())["normalized_score"] for s in seeds
+                       if (p := out / "cells" / f"{plant}_{q}_{x}_s{s}.json").exists()] for x in (a, b))
+            if len(sa) < 2 or len(sb) < 2:
+                continue
+            lines.append(f"| {plant} | {q} | {len(sa)} / {len(sb)} | {np.mean(sa):.1f} / {np.median(sa):.1f} | "
+                         f"{np.mean(sb):.1f} / {np.median(sb):.1f} | {rank_sum_p(sa, sb):.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m edgewarden.training.results", description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -143,7 +176,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--algos", type=csv, default=ALGOS)
     ap.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=SEEDS)
     ap.add_argument("--table-only", action="store_true", help="print the table of the finished cells")
+    ap.add_argument("--compare", type=csv, metavar="A,B", help="with --table-only: A against B per cell (means, "
+                    "medians, exact rank-sum p) instead of the table")
     a = ap.parse_args(argv)
+    if a.compare:
+        if len(a.compare) != 2 or not a.table_only:
+            ap.error("--compare takes two policies, A,B, with --table-only")
+        print(compare(a.out, a.plants, a.qualities, *a.compare, a.seeds))
+        return
     unknown = [x for x in a.algos if x not in ALGOS and x not in VARIANTS and x not in FOREIGN]
     if unknown:
         ap.error(f"unknown --algos {', '.join(unknown)} (known: {', '.join((*ALGOS, *VARIANTS, *FOREIGN))})")
