@@ -40,7 +40,8 @@ class ActionStats:
     def problem(self) -> str | None:
         span = self.high - self.low
         if span <= 0 or self.std <= CONSTANT_SHARE_OF_SPAN * span:
-            return f"{self.tag} never varies (std {self.std:.3g} {self.units})".replace(" )", ")")
+            units = "" if self.units in ("", "1") else f" {self.units}"  # "1": dimensionless
+            return f"{self.tag} never varies (std {self.std:.3g}{units})"
         for share, where in ((self.at_low, "lower"), (self.at_high, "upper")):
             if share >= AT_BOUND_SHARE:
                 return f"{self.tag} sits on its {where} bound in {share:.1%} of the rows"
