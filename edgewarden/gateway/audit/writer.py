@@ -550,13 +550,14 @@ class AuditWriter:
             report = not self._fatal_reported
             self._fatal_reported = True
             self._cond.notify_all()
-        for seq, loop, fut in waiters:
-            _resolve(loop, fut, seq, err)
+        # the gateway hears of it first: a waiter woken by the error finds it already reported
         if report and self._on_fatal is not None:
             try:
                 self._on_fatal(err)
             except Exception:  # noqa: BLE001 - a failing handler must not stop the fail-safe path
                 pass
+        for seq, loop, fut in waiters:
+            _resolve(loop, fut, seq, err)
 
 
 def _resolve(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[int], seq: int, err: Exception | None) -> None:
