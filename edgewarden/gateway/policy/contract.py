@@ -120,6 +120,15 @@ class Uncertainty(_Schema):
     threshold: StrictFloat
     calibration: dict[str, Any] = {}
 
+    @field_validator("calibration")
+    @classmethod
+    def _plain_json(cls, calibration: dict[str, Any]) -> dict[str, Any]:
+        try:  # printed and re-serialised with the contract: must be strict JSON
+            json.dumps(calibration, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"uncertainty.calibration is not plain JSON: {e}") from None
+        return calibration
+
     @model_validator(mode="after")
     def _positive(self) -> Uncertainty:
         if not self.output_name:

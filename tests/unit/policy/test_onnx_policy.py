@@ -299,6 +299,7 @@ def test_a_contract_that_declares_an_uncertainty_output_the_graph_lacks_is_refus
     ("threshold", 0.0, "uncertainty.threshold must be > 0"),
     ("scale", -1.0, "uncertainty.scale must be > 0"),
     ("output_name", "action", "is already the graph's input or action output"),
+    ("calibration", {"p999": float("nan")}, "uncertainty.calibration is not plain JSON"),
 ])
 def test_an_uncertainty_declaration_that_makes_no_sense_is_refused(field, value, needle):
     d = {**contract().to_dict(), "uncertainty": {"method": "critic_disagreement", "scale": 1.0, "threshold": 5.0,
