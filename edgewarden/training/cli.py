@@ -168,7 +168,7 @@ def _uncertainty(args: argparse.Namespace) -> int:
     import numpy as np
 
     require_train_extra("gymnasium", "onnxruntime")
-    from edgewarden.training.evaluate import evaluate_policy
+    from edgewarden.training.evaluate import evaluate_policy, twin_mismatch
     from edgewarden.training.onnx_run import load_onnx_policy
 
     if args.episodes < 1:
@@ -176,6 +176,9 @@ def _uncertainty(args: argparse.Namespace) -> int:
     batches: list[np.ndarray] = []
     contract, fn = load_onnx_policy(args.policy, uncertainties=batches)
     plant = args.plant or str(contract.training_config.get("plant", ""))
+    problem = twin_mismatch(plant, tuple(contract.observation_tags), tuple(contract.action_tags))
+    if problem is not None:
+        raise GatewayError(f"train uncertainty: {problem}")
     r = evaluate_policy(plant, fn, episodes=args.episodes, seed=args.seed)
     u = np.stack(batches)  # (steps, episodes): one batch per step, one row per episode
     thr = float(contract.uncertainty.threshold)

@@ -122,7 +122,7 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
         raise GatewayError(f"export refused: onnxruntime and torch disagree by {par_n:.3g} (> {PARITY_TOL}) "
                            "on the normalised action")
     par_u = None
-    if unc is not None:  # the uncertainty output against torch's figure, relative to the threshold
+    if unc is not None:  # the uncertainty output against torch's figure, relative to its size
         want_u = figure(algo, obs) / unc.scale
         par_u = float(np.max(np.abs(got[1][:, 0] - want_u)))
         if not par_u <= PARITY_TOL * max(1.0, float(np.max(np.abs(want_u)))):

@@ -19,14 +19,21 @@ def load_onnx_policy(path: Path, uncertainties: list[np.ndarray] | None = None,
 
     from edgewarden.gateway.policy.contract import METADATA_KEY
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    contract = PolicyContract.from_json(sess.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    from edgewarden.gateway.errors import PolicyError
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own pybind exception types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PolicyError(f"policy {str(path)!r}: not a loadable ONNX model ({first})") from None
+    meta = sess.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise PolicyError(f"policy {str(path)!r} carries no contract (export it with edgewarden train export)")
+    contract = PolicyContract.from_json(meta[METADATA_KEY])
 
     names = [contract.output_name]
     if uncertainties is not None:
         if contract.uncertainty is None:
-            from edgewarden.gateway.errors import PolicyError
-
             raise PolicyError(f"policy {str(path)!r} has no uncertainty output (export it from a checkpoint "
                               "with a critic ensemble: iql, td3bc, cql)")
         names.append(contract.uncertainty.output_name)

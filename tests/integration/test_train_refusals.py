@@ -118,3 +118,14 @@ def test_degenerate_actions_are_named_and_refused_for_a_critic(tmp_path: Path,
     capsys.readouterr()
     assert fit(data, tmp_path / "iql", algo="iql") == 0
     assert "warning: feed never varies" in capsys.readouterr().err
+
+
+def test_train_uncertainty_refuses_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgewarden.data import MODELS
+
+    for policy, needle in ((tmp_path / "none.onnx", "not a loadable ONNX model"),
+                           (MODELS / "cstr_baseline.onnx", "has no uncertainty output"),
+                           (MODELS / "cstr_iql.onnx", "the tanks twin has h1")):
+        assert main(["train", "uncertainty", str(policy), "--plant", "tanks", "--episodes", "1"]) != 0
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err
