@@ -72,6 +72,16 @@ def _refusal(exc: ValidationError) -> PolicyError:
     return _bad("; ".join(parts))
 
 
+def _strict_json(key: str, value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` as it is, if it survives the contract's strict JSON round trip unchanged in
+    meaning (no NaN or infinity, nothing JSON cannot hold); else a ValueError naming ``key``."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{key} is not plain JSON: {e}") from None
+    return value
+
+
 class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -123,11 +133,7 @@ class Uncertainty(_Schema):
     @field_validator("calibration")
     @classmethod
     def _plain_json(cls, calibration: dict[str, Any]) -> dict[str, Any]:
-        try:  # printed and re-serialised with the contract: must be strict JSON
-            json.dumps(calibration, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"uncertainty.calibration is not plain JSON: {e}") from None
-        return calibration
+        return _strict_json("uncertainty.calibration", calibration)
 
     @model_validator(mode="after")
     def _positive(self) -> Uncertainty:
@@ -174,11 +180,7 @@ class PolicyContract(_Schema):
     @field_validator("training_config")
     @classmethod
     def _plain_json(cls, config: dict[str, Any]) -> dict[str, Any]:
-        try:  # must survive the JSON round trip unchanged in meaning
-            json.dumps(config, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"training_config is not plain JSON: {e}") from None
-        return config
+        return _strict_json("training_config", config)
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicyContract:
