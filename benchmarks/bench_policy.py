@@ -17,7 +17,11 @@ The two are interleaved, so both see the same machine noise.
    load, against the same ticker with no load. The model: the MLP above with one wide
    hidden layer that makes the file that size.
 
-    .venv/bin/python benchmarks/bench_policy.py [--iterations 20000] [--seed 0] [--swap-mb 1,16,64]
+``--uncertainty``: the same MLP with two 256-256 critic heads in the graph (the
+uncertainty output an IQL/TD3+BC/CQL export carries); the bare call then computes both
+outputs too, and ``infer`` also binds the second one.
+
+    .venv/bin/python benchmarks/bench_policy.py [--iterations 20000] [--seed 0] [--swap-mb 1,16,64] [--uncertainty]
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from edgewarden.training.onnx_graph import build_mlp_policy, write_model
 N_OBS, HIDDEN, N_ACT = 16, 256, 4
 
 
-def make_model(seed: int) -> tuple[PolicyContract, bytes]:
+def make_model(seed: int, uncertainty: bool = False) -> tuple[PolicyContract, bytes]:
     rng = np.random.default_rng(seed)
     contract = PolicyContract(
         observation_tags=tuple(f"obs{i:02d}" for i in range(N_OBS)),
@@ -60,7 +64,16 @@ def make_model(seed: int) -> tuple[PolicyContract, bytes]:
         for i, o in zip(sizes[:-1], sizes[1:], strict=True)
     ]
     offset, scale = rng.normal(size=N_OBS), rng.uniform(0.5, 2.0, size=N_OBS)
-    return contract, build_mlp_policy(contract, layers, obs_offset=offset, obs_scale=scale)
+    if not uncertainty:
+        return contract, build_mlp_policy(contract, layers, obs_offset=offset, obs_scale=scale)
+    from edgewarden.gateway.policy.contract import Uncertainty
+
+    contract = contract.replaced(uncertainty=Uncertainty(method="critic_disagreement", scale=1.0, threshold=5.0))
+    q_sizes = [N_OBS + N_ACT, HIDDEN, HIDDEN, 1]
+    critics = [[(rng.normal(size=(o, i)) / np.sqrt(i), rng.normal(size=o) * 0.1)
+                for i, o in zip(q_sizes[:-1], q_sizes[1:], strict=True)] for _ in range(2)]
+    return contract, build_mlp_policy(contract, layers, obs_offset=offset, obs_scale=scale, head="tanh",
+                                      critics=critics)
 
 
 def wide_model(mb: float, seed: int) -> tuple[PolicyContract, bytes]:
@@ -131,12 +144,13 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--swap-mb", default="", help="also: cycle lateness while loading models of these sizes")
+    ap.add_argument("--uncertainty", action="store_true", help="the MLP with two critic heads and the uncertainty output")
     args = ap.parse_args()
     if args.swap_mb:
         bench_swap([float(x) for x in args.swap_mb.split(",")], args.seed)
         return
 
-    contract, data = make_model(args.seed)
+    contract, data = make_model(args.seed, args.uncertainty)
     with tempfile.TemporaryDirectory() as d:
         path = write_model(Path(d) / "mlp.onnx", data)
         policy = OnnxPolicy.load(
@@ -157,6 +171,9 @@ def main() -> None:
     # Same answers (the bare output is float32).
     for obs in observations[:32]:
         np.testing.assert_allclose(policy.infer(obs), run_bare(obs)[0], rtol=0, atol=1e-6)
+        if args.uncertainty:
+            want = bare.run(None, {"obs": obs.astype(np.float32).reshape(1, N_OBS)})[1][0, 0]
+            np.testing.assert_allclose(policy.uncertainty, want, rtol=1e-6)
     for obs in observations:  # warm both paths equally
         policy.infer(obs)
         run_bare(obs)
@@ -181,7 +198,9 @@ def main() -> None:
         gc.enable()
 
     sp, sb = stats(t_policy), stats(t_bare)
-    print(f"policy {N_OBS}->{HIDDEN}->{HIDDEN}->{N_ACT} MLP, {n} iterations each, interleaved")
+    print(f"policy {N_OBS}->{HIDDEN}->{HIDDEN}->{N_ACT} MLP" + (" + two critic heads and the uncertainty output"
+                                                             if args.uncertainty else "")
+          + f", {n} iterations each, interleaved")
     print(f"machine: {machine()}; onnxruntime {ort.__version__}")
     print(f"{'':22s}{'median':>9s}{'p99':>9s}{'max':>10s}   (us)")
     print(f"{'bare session.run':22s}{sb['median']:9.2f}{sb['p99']:9.2f}{sb['max']:10.1f}")
