@@ -38,17 +38,22 @@ async def test_pid_reaches_auto_and_holds_the_temperature(tmp_path: Path) -> Non
         applied = b.twin_applied()
         assert (await b.cmd("start"))["ok"]
         await wait_for(lambda: b.twin_setpoints()[1] == 100.0, "the constant feed ramped in", timeout=10)
-        await asyncio.sleep(6.0)
+        # the cold feed pulls T below its set point: a reverse-acting loop answers with less
+        # coolant. Waited for, not slept for: the plant's pace is its own, not the machine's.
+        await wait_for(lambda: b.twin_setpoints()[0] < applied[0] - 25.0, "the PID cutting the coolant",
+                       timeout=30)
         records = b.audit_records()
         load = next(r for r in records if r["kind"] == "model_load")
         assert load["algorithm"] == "pid" and load["path"] is None
         auto = [r for r in cycles(records) if r["mode"] == "AUTO"]
-        assert len(auto) > 100 and all(r["model"] == load["sha256"][:16] for r in auto)
+        assert len(auto) > 40 and all(r["model"] == load["sha256"][:16] for r in auto)
         first = auto[0]["written"]
         assert abs(first[0] - applied[0]) <= 100.0 * 0.05 + 1e-9  # bumpless: from what the plant got
         assert all(r["ack"] == ["ok", "ok", "ok"] for r in auto[-20:])  # written and acknowledged
-        T, T_sp = float(b.twin.image["T"]), float(b.twin.image["T_sp"])
-        assert abs(T - T_sp) < 3.0, (T, T_sp)
+        # T, T_sp are observations 0 and 3: the temperature the loop saw stayed near its set
+        # point through the disturbance, and it was below it (so less coolant was right)
+        errors = [r["obs"][0] - r["obs"][3] for r in auto]
+        assert max(abs(e) for e in errors) < 4.0 and errors[-1] < 0.0, (min(errors), errors[-1])
         status = await b.status()
         assert status["policy"]["kind"] == "pid" and status["writes"] is True
         assert b.twin.opcua.client_writes > 2 * len(auto)  # the counter the monitor test reads sees writes
