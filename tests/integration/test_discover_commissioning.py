@@ -199,3 +199,16 @@ async def test_a_read_only_login_is_enough_for_monitor_not_for_control(tmp_path:
             await Gateway(load_config(draft)).run()
     finally:
         await srv.stop()
+
+
+def test_a_refused_connection_names_discovers_flags_not_config_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    """The connection's schema speaks in config keys; a discover user is told the flags."""
+    assert main(["discover", "opc.tcp://10.1.2.3:4840"]) == 78  # refused before any packet
+    err = capsys.readouterr().err
+    assert "or --allow-insecure to accept the risk" in err and "--security-policy Basic256Sha256 with --certificate, " \
+        "--private-key and --server-certificate" in err and "allow_insecure" not in err and "top level" not in err
+    assert main(["discover", "opc.tcp://127.0.0.1:4840", "--security-policy", "Basic256Sha256"]) == 78
+    assert "needs --certificate, --private-key, --server-certificate (the server certificate is pinned" \
+        in capsys.readouterr().err
+    assert main(["discover", "opc.tcp://127.0.0.1:4840", "--timeout", "0"]) == 78
+    assert "discover: --timeout: Input should be greater than 0" in capsys.readouterr().err

@@ -9,11 +9,19 @@ import getpass
 import logging
 import os
 import sys
+import re
 from pathlib import Path
 
 from edgewarden.gateway.errors import ConfigError, GatewayError
 
 PASSWORD_ENV = "EDGEWARDEN_DISCOVER_PASSWORD"
+# the connection schema names config keys; discover's user types flags
+_FLAGS = {'security_policy = "Basic256Sha256"': "--security-policy Basic256Sha256",
+          "allow_insecure = true": "--allow-insecure", "security_policy": "--security-policy",
+          "server_certificate": "--server-certificate", "private_key": "--private-key",
+          "certificate": "--certificate", "timeout_s": "--timeout", "application_uri": "--application-uri",
+          "username": "--username"}
+_FLAG_RE = re.compile("|".join(rf"(?<![\w-])(?<!server ){re.escape(k)}(?![\w-])" for k in _FLAGS))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,7 +98,7 @@ async def _opcua(args: argparse.Namespace):  # noqa: ANN202 (Discovery, imported
               "allow_insecure": args.allow_insecure, "certificate": args.certificate,
               "private_key": args.private_key, "server_certificate": args.server_certificate,
               "username": args.username, "application_uri": args.application_uri}
-    fields = {k: (v.resolve() if isinstance(v, Path) else v) for k, v in fields.items() if v not in (None, False)}
+    fields = {k: (v.resolve() if isinstance(v, Path) else v) for k, v in fields.items() if v is not None and v is not False}  # 0 is a value
     password = None
     if args.username is not None:
         password = os.environ.get(PASSWORD_ENV)
@@ -101,7 +109,9 @@ async def _opcua(args: argparse.Namespace):  # noqa: ANN202 (Discovery, imported
     except ValidationError as exc:
         from edgewarden.gateway.config import schema_problems
 
-        raise ConfigError(f"discover: {'; '.join(schema_problems(exc))}") from None
+        problems = (_FLAG_RE.sub(lambda m: _FLAGS[m[0]], p.removeprefix("(top level): "))
+                    for p in schema_problems(exc))
+        raise ConfigError(f"discover: {'; '.join(problems)}") from None
     if args.max_depth < 1 or args.max_nodes < 1:
         raise GatewayError("discover: --max-depth and --max-nodes must be at least 1")
     try:
