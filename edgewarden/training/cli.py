@@ -77,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(handler=_evaluate)
 
     ins = tsub.add_parser("inspect", help="what a dataset can teach: per action spread, share at each bound, "
-                          "coverage; per observation range (against the twin's hard limits, where the plant has a twin); episodes, returns, violation rate")
+                          "coverage; per observation range (against the twin's hard limits, where the plant "
+                          "has a twin); episodes, returns, violation rate")
     ins.add_argument("dataset", type=Path)
     ins.add_argument("--json", action="store_true", help="print the report as one JSON object")
     ins.set_defaults(handler=_inspect)
