@@ -112,17 +112,8 @@ def test_faulty_controller_without_shield_fails_the_limits(tmp_path: Path,
     assert summary["result"] == "pass"
 
 
-KNOWN_GATEWAY_GAPS = {
-    # docs/safety.md: "a HOLD that lasts past gateway.comms_timeout_ms trips comms_loss";
-    # the gateway holds on stale:T for as long as the sensor is frozen and never trips.
-    "cstr_frozen_sensor.toml": "gateway: a stale HOLD past comms_timeout_ms does not trip comms_loss",
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.name for p in LIBRARY.glob("*.toml")))
 def test_library_scenario_passes(name: str, tmp_path: Path) -> None:
-    if name in KNOWN_GATEWAY_GAPS:
-        pytest.xfail(KNOWN_GATEWAY_GAPS[name])
     summary, _, _, _ = run_one(load_scenario(LIBRARY / name), tmp_path, quiet=True, plots=False)
     assert summary["result"] in ("pass", "skipped"), json.dumps(summary["invariants"], indent=1)
