@@ -84,6 +84,20 @@ async def test_comms_loss(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_frozen_sensor(tmp_path: Path) -> None:
+    """The link stays live and the value fresh, but it stops moving: the frozen-sensor check
+    holds the cycle, and a hold that outlasts comms_timeout_ms trips (no open-loop run)."""
+    async with bench(tmp_path, replace={r'^description = "reactor temperature"':
+                                        'description = "reactor temperature"\nfreeze_s = 1.0'}) as b:
+        await b.start_auto()
+        await b.twin.faults.inject("freeze", "T")
+
+        async def clear() -> None:
+            await b.twin.faults.clear()
+        await trip_latch_reset_start(b, "hold_timeout:frozen:T", clear)
+
+
+@pytest.mark.anyio
 async def test_consecutive_deadline_overruns(tmp_path: Path) -> None:
     async with bench(tmp_path, replace={r"^max_consecutive_overruns = 5": "max_consecutive_overruns = 3"}) as b:
         await b.start_auto()
