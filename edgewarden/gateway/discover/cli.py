@@ -8,8 +8,8 @@ import asyncio
 import getpass
 import logging
 import os
-import sys
 import re
+import sys
 from pathlib import Path
 
 from edgewarden.gateway.errors import ConfigError, GatewayError
@@ -98,7 +98,8 @@ async def _opcua(args: argparse.Namespace):  # noqa: ANN202 (Discovery, imported
               "allow_insecure": args.allow_insecure, "certificate": args.certificate,
               "private_key": args.private_key, "server_certificate": args.server_certificate,
               "username": args.username, "application_uri": args.application_uri}
-    fields = {k: (v.resolve() if isinstance(v, Path) else v) for k, v in fields.items() if v is not None and v is not False}  # 0 is a value
+    fields = {k: (v.resolve() if isinstance(v, Path) else v)  # 0 is a value: only None and False are unset
+              for k, v in fields.items() if v is not None and v is not False}
     password = None
     if args.username is not None:
         password = os.environ.get(PASSWORD_ENV)
