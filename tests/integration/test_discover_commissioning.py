@@ -23,6 +23,7 @@ from edgewarden.gateway.audit.verify import iter_records
 from edgewarden.gateway.cli import main
 from edgewarden.gateway.config import load_config
 from edgewarden.simulators.harness import free_port, wait_for
+from edgewarden.simulators.peers import OpcUaServer, opcua_certs
 from tests.fault.harness import running_gateway
 
 NS = "urn:acme:line7"
@@ -212,3 +213,29 @@ def test_a_refused_connection_names_discovers_flags_not_config_keys(capsys: pyte
         in capsys.readouterr().err
     assert main(["discover", "opc.tcp://127.0.0.1:4840", "--timeout", "0"]) == 78
     assert "discover: --timeout: Input should be greater than 0" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_discover_logs_in_with_a_user_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A server whose only login is a user certificate: discover browses it, and the draft
+    keeps that identity; a certificate the server does not know is refused by name."""
+    c = await opcua_certs(tmp_path)
+    srv = OpcUaServer(secure=(c["server_cert"], c["server_key"]), user_certs=(c["client_cert"],))
+    await srv.start()
+    secure = ["--security-policy", "Basic256Sha256", "--certificate", c["client_cert"],
+              "--private-key", c["client_key"], "--server-certificate", c["server_cert"]]
+    draft = tmp_path / "plant.toml"
+    try:
+        argv = ["discover", srv.url, *secure, "--user-certificate", c["client_cert"],
+                "--user-private-key", c["client_key"], "-o", draft]
+        assert await asyncio.to_thread(main, [str(a) for a in argv]) == 0, capsys.readouterr().err
+        text = draft.read_text()
+        assert f'user_certificate = "{c["client_cert"].resolve()}"' in text and "username" not in text
+        argv = ["discover", srv.url, *secure, "--user-certificate", c["other_cert"],
+                "--user-private-key", c["other_key"], "-o", tmp_path / "other.toml"]
+        assert await asyncio.to_thread(main, [str(a) for a in argv]) != 0
+        assert "refused" in capsys.readouterr().err and not (tmp_path / "other.toml").exists()
+        assert await asyncio.to_thread(main, ["discover", srv.url, "--user-certificate", str(c["client_cert"])]) == 78
+        assert "--user-certificate and --user-private-key go together" in capsys.readouterr().err
+    finally:
+        await srv.stop()

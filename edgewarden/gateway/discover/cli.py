@@ -20,6 +20,7 @@ _FLAGS = {'security_policy = "Basic256Sha256"': "--security-policy Basic256Sha25
           "allow_insecure = true": "--allow-insecure", "security_policy": "--security-policy",
           "server_certificate": "--server-certificate", "private_key": "--private-key",
           "certificate": "--certificate", "timeout_s": "--timeout", "application_uri": "--application-uri",
+          "user_certificate": "--user-certificate", "user_private_key": "--user-private-key",
           "username": "--username"}
 _FLAG_RE = re.compile("|".join(rf"(?<![\w-])(?<!server ){re.escape(k)}(?![\w-])" for k in _FLAGS))
 
@@ -43,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ua_.add_argument("--server-certificate", type=Path, help="the server's pinned certificate (edgewarden certs pin)")
     ua_.add_argument("--allow-insecure", action="store_true", help="browse a server off loopback without security")
     ua_.add_argument("--username", help=f"log in as this user (the password: ${PASSWORD_ENV}, or asked)")
+    ua_.add_argument("--user-certificate", type=Path, help="log in with this user certificate instead of a "
+                     "username (with --user-private-key)")
+    ua_.add_argument("--user-private-key", type=Path)
     ua_.add_argument("--application-uri", help="the URI in --certificate (default urn:edgewarden:client, as "
                      "certs create makes it)")
     mb = p.add_argument_group("Modbus (a register list; Modbus cannot be browsed)")
@@ -97,7 +101,8 @@ async def _opcua(args: argparse.Namespace):  # noqa: ANN202 (Discovery, imported
     fields = {"url": args.target, "timeout_s": args.timeout, "security_policy": args.security_policy,
               "allow_insecure": args.allow_insecure, "certificate": args.certificate,
               "private_key": args.private_key, "server_certificate": args.server_certificate,
-              "username": args.username, "application_uri": args.application_uri}
+              "username": args.username, "application_uri": args.application_uri,
+              "user_certificate": args.user_certificate, "user_private_key": args.user_private_key}
     fields = {k: (v.resolve() if isinstance(v, Path) else v)  # 0 is a value: only None and False are unset
               for k, v in fields.items() if v is not None and v is not False}
     password = None
@@ -134,7 +139,8 @@ async def _opcua(args: argparse.Namespace):  # noqa: ANN202 (Discovery, imported
         await close_quietly(client)
     connection = {"type": "opcua", "url": spec.url, "security_policy": spec.security_policy,
                   **{k: str(v) for k, v in fields.items() if k in ("certificate", "private_key",
-                                                                     "server_certificate", "application_uri")},
+                                                                     "server_certificate", "application_uri",
+                                                                     "user_certificate", "user_private_key")},
                   **({"username": spec.username} if spec.username else {}),
                   **({"allow_insecure": True} if spec.allow_insecure else {})}
     if not found and not skipped:
