@@ -31,16 +31,20 @@ class PidBank:
                                pid.kp, pid.ki, pid.kd, pid.bias))
         self._integral = np.zeros(len(actions))
         self._prev_err = np.full(len(actions), np.nan)
+        self._prev_out = np.full(len(actions), np.nan)  # what compute put out last; NaN: nothing yet
+        self._tol = 1e-9 * np.maximum(1.0, self.hi - self.lo)
 
     def reset(self) -> None:
         """Forget the integral and the derivative history."""
         self._prev_err[:] = np.nan
+        self._prev_out[:] = np.nan
         self._integral[:] = 0.0
 
     def track(self, values: np.ndarray, last: np.ndarray) -> None:
         """Bumpless start: forget the derivative history and set each integral so that the
         next output, for the present error, is ``last`` (what the plant gets now)."""
         self._prev_err[:] = np.nan
+        self._prev_out[:] = np.nan
         self._integral[:] = 0.0
         for j, pv_slot, sp_slot, sp_const, kp, ki, _kd, bias in self._pids:
             if ki != 0.0:
@@ -57,12 +61,17 @@ class PidBank:
             p_part = bias + kp * err + kd * deriv
             if ki != 0.0:
                 # conditional integration (anti-windup): integrate only while the output is not
-                # saturated, or when integrating moves it back inside the bounds
+                # saturated, or when integrating moves it back inside the bounds; and not further
+                # in a direction the shield cut the last output (a rate limit ramping, an
+                # interlock's bound): the plant did not get it, so more of it is windup
                 step = ki * err * dt
                 u = p_part + self._integral[j] + step
-                if self.lo[j] <= u <= self.hi[j] or (u > self.hi[j] and step < 0) or (u < self.lo[j] and step > 0):
+                cut = last[j] - self._prev_out[j]  # NaN (no comparison holds) before the first output
+                if ((self.lo[j] <= u <= self.hi[j] or (u > self.hi[j] and step < 0) or (u < self.lo[j] and step > 0))
+                        and not (cut > self._tol[j] and step < 0) and not (cut < -self._tol[j] and step > 0)):
                     self._integral[j] += step
             out[j] = min(max(p_part + self._integral[j], self.lo[j]), self.hi[j])
+            self._prev_out[j] = out[j]
 
 
 class FallbackController:

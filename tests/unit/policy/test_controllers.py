@@ -111,3 +111,31 @@ def test_status_says_a_monitor_writes_nothing() -> None:
     assert "MONITOR: writes nothing to the plant" in render({**base, "writes": False})
     assert "policy  pid (pid, abababababababab)" in render({**base, "writes": True, "policy": {
         "kind": "pid", "algorithm": "pid", "sha256": "ab" * 32}})
+
+
+def test_the_integral_does_not_wind_up_against_what_the_shield_cut() -> None:
+    """A rate limit ramping, or an interlock pinning the output: the plant does not get what
+    the loop asks, so the integral stops growing that way; it still unwinds, and it grows
+    again as soon as the plant gets the loop's output."""
+    from tests.helpers import EXAMPLE
+
+    s = load_config(EXAMPLE).settings
+    bank = PidBank(s, {"coolant_flow_sp": PidSpec(pv="T", setpoint="T_sp", kp=-20.0, ki=-2.0, bias=100.0)},
+                   ["T", "T_sp"])
+    hot, cold = np.array([351.0, 350.0]), np.array([349.0, 350.0])
+    out, pinned = np.zeros(2), np.array([100.0, 0.0])  # the shield keeps writing 100
+    bank.compute(hot, pinned, 0.1, out)
+    asked = out[0]
+    assert asked > 100.0  # hot: more coolant
+    for _ in range(100):
+        bank.compute(hot, pinned, 0.1, out)
+    assert out[0] == asked  # ten seconds pinned: no windup
+    bank.compute(cold, pinned, 0.1, out)
+    assert out[0] == pytest.approx(100.0 - 20.0)  # unwinding is allowed: the one step it had, undone
+    bank.compute(cold, pinned, 0.1, out)
+    assert out[0] == pytest.approx(100.0 - 20.0)  # now the plant gets more than asked: no windup down
+    followed = out.copy()  # from here the plant gets what the loop asks
+    bank.compute(hot, followed, 0.1, out)
+    again = out[0]
+    bank.compute(hot, out.copy(), 0.1, out)
+    assert out[0] > again  # hot, not cut: the integral grows again
