@@ -31,7 +31,10 @@ PLANTS = ("cstr", "tanks", "hvac")
 QUALITIES = ("medium", "expert", "random", "mixed")
 ALGOS = ("bc", "td3bc", "iql", "cql")
 # Cells of one algorithm with other settings (--algos iql-det): name -> (algorithm, --set)
-VARIANTS: dict[str, tuple[str, dict]] = {"iql-det": ("iql", {"actor": "deterministic"})}  # IQL before 2026-12-04
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "iql-det": ("iql", {"actor": "deterministic"}),  # IQL before 2026-12-04
+    "iql-cf": ("iql", {"order": "critic_first"}),  # d3rlpy's order within a step
+}
 SEEDS = (0, 1, 2)
 DATASET_STEPS = 50_000  # transitions per dataset, collection seed 0
 HIDDEN = (64, 64)  # every network of every algorithm

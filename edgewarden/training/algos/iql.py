@@ -18,11 +18,12 @@ Two policy extractions (``actor``):
   "deterministic" variant; the default before 2026-12-04, and what a checkpoint saved
   without this setting was trained with).
 
-Order within a step, as in CORL's IQL: all three losses are computed from the networks as
-they were at the start of the step (the Q target uses V(s') before V's update; the
-advantage uses Q_target and V before their updates), so the three updates are independent
-of each other. d3rlpy 2.8 differs: it updates Q and V first, then the actor with the
-advantage from the *updated* V, then the target Q. On CPU with two or more intra-op threads, ``update`` uses that:
+Order within a step (``order``). ``joint``, as in CORL's IQL: all three losses are
+computed from the networks as they were at the start of the step (the Q target uses V(s')
+before V's update; the advantage uses Q_target and V before their updates), so the three
+updates are independent of each other. ``critic_first``, d3rlpy 2.8's: Q and V first, then
+the actor with the advantage from the *updated* V, then the target Q (always sequential).
+On CPU with two or more intra-op threads, ``joint`` uses its independence:
 the V + actor update and the Q update run at the same time on two threads with one
 intra-op thread each (``concurrent``; small matrices split poorly across cores, two
 independent networks don't). Same operations, same results as the sequential path with one
@@ -60,9 +61,10 @@ class IQLConfig:
     exp_adv_max: Positive = 100.0  # weights are clipped to this
     concurrent: bool = True  # on CPU: V + actor and Q updates on two threads at once (same results)
     actor: Literal["gaussian", "deterministic"] = "gaussian"  # policy extraction (module docstring)
+    order: Literal["joint", "critic_first"] = "joint"  # within a step (module docstring)
 
     # settings added since checkpoints were first saved: the value a checkpoint without them used
-    SAVED_BEFORE: ClassVar[dict[str, object]] = {"actor": "deterministic"}
+    SAVED_BEFORE: ClassVar[dict[str, object]] = {"actor": "deterministic", "order": "joint"}
 
 
 class LogStd(nn.Module):
@@ -109,23 +111,28 @@ class IQL(Algorithm):
         """V(s') from V as it is at the step's start (the Q target)."""
         return self.value(nxt)
 
-    def _value_actor_loss(self, obs, act, q_t) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.cfg
+    def _value_loss(self, obs, q_t) -> tuple[torch.Tensor, torch.Tensor]:
         # 1. Value: expectile regression  L_V = E[ |tau - 1(u < 0)| u^2 ],  u = Q_target(s,a) - V(s)
-        v = self.dp(self.value)(obs)
-        u = q_t - v
-        w = torch.where(u < 0, 1.0 - c.expectile, c.expectile)
-        value_loss = (w * u.pow(2)).mean()
+        u = q_t - self.dp(self.value)(obs)
+        w = torch.where(u < 0, 1.0 - self.cfg.expectile, self.cfg.expectile)
+        return (w * u.pow(2)).mean(), u
+
+    def _value_actor_loss(self, obs, act, q_t) -> tuple[torch.Tensor, torch.Tensor]:
+        value_loss, u = self._value_loss(obs, q_t)
+        return value_loss, self._actor_loss(obs, act, u.detach())
+
+    def _actor_loss(self, obs, act, adv) -> torch.Tensor:
+        c = self.cfg
         # 3. Policy extraction (AWR): weights exp(beta (Q_target - V)), clipped.
-        weight = torch.exp(c.beta * u.detach()).clamp_max(c.exp_adv_max)
+        weight = torch.exp(c.beta * adv).clamp_max(c.exp_adv_max)
         mean = self.dp(self.actor)(obs)
         if self.log_std is None:  # weighted squared error
-            return value_loss, (weight * (mean - act).pow(2).sum(-1)).mean()
+            return (weight * (mean - act).pow(2).sum(-1)).mean()
         # weighted negative log-likelihood of the dataset action under N(mean, sigma)
         log_std = self.log_std()
         z = (act - mean) * torch.exp(-log_std)
         log_prob = (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * act.shape[-1]
-        return value_loss, -(weight * log_prob).mean()
+        return -(weight * log_prob).mean()
 
     def _critic_loss(self, obs, act, rew, done, next_v) -> torch.Tensor:
         # 2. Q: L_Q = E[ (r + gamma (1-d) V(s') - Q(s,a))^2 ] on both heads
@@ -142,6 +149,23 @@ class IQL(Algorithm):
         self.value_opt.step()
         self.actor_opt.step()
         return value_loss.detach(), actor_loss.detach()
+
+    def _critic_first(self, b: Batch) -> dict[str, torch.Tensor]:
+        """d3rlpy's order: V and Q from the step's starting networks, then the actor with the
+        advantage from the updated V (and the target Q as it was, updated last)."""
+        q_t, next_v = self._q_target(b.obs, b.act), self._value_next(b.next_obs)
+        value_loss, _ = self._value_loss(b.obs, q_t)
+        self.value_opt.zero_grad(set_to_none=True)
+        value_loss.backward()
+        self.value_opt.step()
+        critic_loss = self._critic_step(b, next_v)
+        with torch.no_grad():
+            adv = q_t - self.value(b.obs)
+        actor_loss = self._actor_loss(b.obs, b.act, adv)
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        return {"value_loss": value_loss.detach(), "critic_loss": critic_loss, "actor_loss": actor_loss.detach()}
 
     def _critic_step(self, b: Batch, next_v: torch.Tensor) -> torch.Tensor:
         critic_loss = self._critic_loss(b.obs, b.act, b.rew, b.done, next_v)
@@ -164,6 +188,8 @@ class IQL(Algorithm):
 
     def update(self, b: Batch) -> dict[str, torch.Tensor]:
         self.step += 1
+        if self.cfg.order == "critic_first":
+            return self._critic_first(b)
         pool = self._worker()
         if pool is None:
             q_t, next_v = self._q_target(b.obs, b.act), self._value_next(b.next_obs)

@@ -138,6 +138,25 @@ def test_iql_concurrent_update_equals_the_sequential_one() -> None:
     assert out[True] == out[False]
 
 
+def test_iql_critic_first_order_differs_only_in_the_actor() -> None:
+    """``order = critic_first`` (d3rlpy's): V and Q are updated exactly as in the joint order
+    (both from the step's starting networks); only the actor differs, because its advantage
+    comes from the updated V."""
+    from edgewarden.training.distributed import param_digest
+
+    ds = _dataset(4, 2)
+    st = obs_stats(ds)
+    digests = {}
+    for order in ("joint", "critic_first"):
+        algo = make_algorithm("iql", 4, 2, st["mean"], st["std"], device="cpu", seed=0,
+                              overrides={**SMALL, "order": order, "concurrent": False})
+        rep = Replay(ds, torch.device("cpu"), 0)
+        algo.update(rep.sample(SMALL["batch_size"]))
+        digests[order] = {k: param_digest({k: m}) for k, m in algo.modules.items()}
+    joint, first = digests["joint"], digests["critic_first"]
+    assert [k for k in joint if joint[k] != first[k]] == ["actor", "actor_log_std"]
+
+
 def test_fused_adam_short_path_equals_torch_adam() -> None:
     from edgewarden.training.algos.base import adam
 
