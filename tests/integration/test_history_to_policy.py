@@ -79,8 +79,23 @@ async def test_pid_history_to_a_promoted_model(tmp_path: Path, capsys: pytest.Ca
         reply = await b.cmd("model", action="promote")
         assert reply["ok"], reply
         await wait_for(lambda: b.gateway.loop.policy.sha256 != pid_sha, "the learned model active")
-        await asyncio.sleep(1.0)
-        assert b.mode == "AUTO"
         learned = b.gateway.loop.policy.sha256
-        last = [r for r in b.audit_records() if r["kind"] == "cycle"][-5:]
-        assert all(r["model"] == learned[:16] and r["written"] is not None for r in last)
+        await asyncio.sleep(1.0)
+        records = b.audit_records()
+        swap = max(i for i, r in enumerate(records) if r["kind"] == "model_swap" and r["sha256"] == learned)
+        records = records[swap:]  # from the promotion on
+        exits = [r for r in records if r["kind"] == "mode" and r["from"] == "AUTO"]
+        if not exits:  # the learned model drives, and every cycle with usable data wrote
+            last = [r for r in records if r["kind"] == "cycle"][-5:]
+            assert all(r["model"] == learned[:16] and (r["written"] is not None or r["verdict"] != "ok")
+                       for r in last), last
+            assert b.mode == "AUTO"
+        else:
+            # 300 steps on 15 s of history: where the plant moves beyond what that showed (an
+            # input outside the training range, or the model's own uncertainty), the guard
+            # hands over to the fallback PID and, so soon after the swap, the gateway rolls
+            # the model back to the PID it replaced; any other way out of AUTO is a failure
+            assert all(r["to"] == "FALLBACK" and "distribution" in r["reason"] for r in exits), exits
+            rollbacks = [r for r in records if r["kind"] == "model_rollback"]
+            assert rollbacks and "automatic" in rollbacks[0]["reason"], rollbacks
+            await wait_for(lambda: b.gateway.loop.policy.sha256 == pid_sha, "the PID back in place")
