@@ -23,7 +23,7 @@ def micro(repeat: int) -> list[str]:
     """Each fast path beside its reference (both in the code), same process, interleaved."""
     import random
     from datetime import UTC, datetime
-    from types import SimpleNamespace
+    from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
     from asyncua import ua
     from asyncua.ua.ua_binary import struct_to_binary
@@ -127,7 +127,7 @@ def micro(repeat: int) -> list[str]:
                                        word_order=word_order, scale=0.1) for i in range(n)}  # type: ignore[arg-type]
             mt = ModbusTransport(tagmap(mspecs), {"m": ModbusConnection(type="modbus", host="h")})  # type: ignore[call-overload]
             rng = random.Random(n)
-            blocks = [(b, SimpleNamespace(registers=[rng.randrange(65536) for _ in range(b.count)]))
+            blocks = [(b, ReadHoldingRegistersResponse(registers=[rng.randrange(65536) for _ in range(b.count)]))
                       for b in mt.blocks("m")]
             reference = [(dataclasses.replace(b, whole=None), rr) for b, rr in blocks]  # per tag: codec.decode
             rows.append((f"Modbus fill {label}: per tag -> one struct", ab(

@@ -12,7 +12,7 @@ import argparse
 import random
 import statistics
 import time
-from types import SimpleNamespace
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
 from _common import machine
 
@@ -42,7 +42,7 @@ def main() -> None:
             tags = TagMap(specs=specs, readable=tuple(specs), index={k: i for i, k in enumerate(specs)})
             transport = ModbusTransport(tags, {"m": ModbusConnection(type="modbus", host="h")})
             rng = random.Random(n)
-            blocks = [(b, SimpleNamespace(registers=[rng.randrange(65536) for _ in range(b.count)]))
+            blocks = [(b, ReadHoldingRegistersResponse(registers=[rng.randrange(65536) for _ in range(b.count)]))
                       for b in transport.blocks("m")]
             snap = Snapshot(n)
             times = []

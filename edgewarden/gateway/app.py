@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from edgewarden.gateway.audit.checkpoint import Signer
@@ -37,6 +37,7 @@ from edgewarden.gateway.policy.controllers import ControllerPolicy
 from edgewarden.gateway.policy.onnx_policy import OnnxPolicy
 from edgewarden.gateway.policy.registry import load_verified
 from edgewarden.gateway.safety.estop import TripEvent
+from edgewarden.gateway.safety.fault import internal_fault
 
 _NOT_RUNNING = Outcome("refused", "the gateway is not running yet", [])
 
@@ -78,6 +79,8 @@ class Gateway:
         self.notifier: Notifier | None = None
         self.reloader: Reloader | None = None  # SIGHUP and the reload command, once the loop runs
         self._reload_task: asyncio.Future[Outcome] | None = None
+        self.stop_reason = "the gateway did not start"  # recorded in the shutdown record
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -88,8 +91,16 @@ class Gateway:
     def settings(self) -> Settings:
         return self.loaded.settings
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Stop the daemon (the plant handed to its safe state first); from here on every
+        operator command that would change the mode is refused."""
+        if not self._stop.is_set():
+            self.stop_reason = reason
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     async def run(self) -> int:
         s = self.settings
@@ -125,6 +136,7 @@ class Gateway:
         transport = CompositeTransport(tags, s.connections, read_only=s.policy.kind == "monitor")
         watch_links(metrics, transport.health)
         control: ControlServer | None = None
+        exit_code = 0
         try:
             audit.append_durable("config_load", {"path": str(self.loaded.path), "sha256": self.loaded.sha256,
                                                  "gateway": s.gateway.name, "obs_tags": list(s.policy.observations),
@@ -167,9 +179,14 @@ class Gateway:
                 self.on_ready(self)
             notifier.ready(f"cycling at {s.gateway.cycle_hz:g} Hz, mode {modes.mode.name}")
             watched = s.policy.path if s.policy.watch else None  # a model file (kind = onnx) only
-            watcher = asyncio.create_task(loop.models.watch_file(watched, s.policy.sha256, self._stop,
-                                                                 log=self.log)) if watched is not None else None
-            await loop.run(self._stop)
+            watcher = self._supervise(loop.models.watch_file(watched, s.policy.sha256, self._stop, log=self.log),
+                                      "model_watch") if watched is not None else None
+            try:
+                await loop.run(self._stop)
+            except Exception as exc:  # noqa: BLE001 - the loop itself broke: safe outputs, then exit
+                await loop.fail_safe("loop", exc)
+                self.stop_reason = f"the control loop failed: {internal_fault('loop', exc)[1]}"
+                exit_code = 70  # EX_SOFTWARE: systemd restarts it, INHIBITED
             if watcher is not None:
                 watcher.cancel()
             notifier.stopping("handing the plant to its safe state")
@@ -183,16 +200,17 @@ class Gateway:
             await transport.close()
             metrics.close()
             with contextlib.suppress(AuditError):
-                audit.append("shutdown", {"mode": self.loop.modes.mode.name if self.loop else None})
+                audit.append("shutdown", {"mode": self.loop.modes.mode.name if self.loop else None,
+                                          "reason": self.stop_reason})
             audit.close()
-        self.log.info("gateway stopped", cycles=self.loop.stats.cycles if self.loop else 0)
-        return 0
+        self.log.info("gateway stopped", cycles=self.loop.stats.cycles if self.loop else 0, reason=self.stop_reason)
+        return exit_code
 
     # ---- wiring ---------------------------------------------------------------------
     def _install_signals(self, aio: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                aio.add_signal_handler(sig, self.request_stop)
+                aio.add_signal_handler(sig, self.request_stop, sig.name)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             aio.add_signal_handler(signal.SIGHUP, self._on_sighup)
 
@@ -215,7 +233,24 @@ class Gateway:
         return await self.reloader.request_async() if self.reloader is not None else _NOT_RUNNING
 
     def _on_sighup(self) -> None:
-        self._reload_task = asyncio.ensure_future(self.reload_async())
+        self._reload_task = self._supervise(self.reload_async(), "reload")
+
+    def _supervise(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A task the daemon depends on: an exception escaping it trips the e-stop through
+        the fail-safe boundary, like one escaping a cycle step."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None or self.loop is None:
+            return
+        if task.get_name() == "fail_safe":  # cannot happen (the boundary never raises); never recurse
+            self.log.error("fail-safe boundary failed", error=internal_fault("fail_safe", task.exception())[1])
+            return
+        self._supervise(self.loop.fail_safe(f"task:{task.get_name()}", task.exception()), "fail_safe")  # type: ignore[arg-type]
 
     def _on_transition(self, t: Transition) -> None:
         assert self.audit is not None and self.loop is not None
@@ -240,7 +275,7 @@ class Gateway:
     def _audit_failed(self, err: AuditError) -> None:
         """An audit write/fsync failure is fatal to AUTO: trip to the safe state."""
         if self.loop is not None:
-            asyncio.ensure_future(self.loop.estop.trip("audit_failure", str(err)))
+            self._supervise(self.loop.estop.trip("audit_failure", str(err)), "audit_trip")
 
     async def _hand_over(self, loop: ControlLoop) -> None:
         """On stop: leave the plant in its safe state; the PLC's dead-man does the rest."""

@@ -10,7 +10,7 @@
     → interlocks: this cycle's effective action bounds
     → staged model swap (validated before; swapped only here, between cycles)
     → mode gate
-        ESTOP                safe outputs + heartbeat
+        ESTOP                safe outputs; the heartbeat once they are acknowledged
         INHIBITED / READY    heartbeat only (READY when healthy; AUTO on start)
         MANUAL               track the applied outputs; operator setpoints (if any) → shield
         AUTO / FALLBACK      policy inference (ONNX); fault / out-of-distribution input /
@@ -25,6 +25,9 @@
     → metrics, and the "healthy cycle" notification (systemd watchdog)
 
 A trip at any step goes through the e-stop, which writes the safe outputs at once.
+The fail-safe boundary: any exception that escapes a step (anticipated or not: a reply of
+the wrong shape, a bug) trips the same e-stop as ``internal_fault:<step>:<type>``; the
+daemon stays up, latched (edgewarden/gateway/safety/fault.py).
 Deadline overruns are counted; ``max_consecutive_overruns`` in a row, or overruns that
 last longer than ``comms_timeout_ms``, trip the e-stop.
 
@@ -59,6 +62,7 @@ from edgewarden.gateway.config import Settings
 from edgewarden.gateway.errors import AuditError, PolicyError
 from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap
 from edgewarden.gateway.io.transport import Transport
+from edgewarden.gateway.logs import get_logger
 from edgewarden.gateway.modes import WRITING, Mode, ModeMachine, ModeRefused
 from edgewarden.gateway.ops.metrics import Metrics
 from edgewarden.gateway.outputs import Outputs
@@ -68,6 +72,7 @@ from edgewarden.gateway.policy.registry import ModelManager
 from edgewarden.gateway.safety.authority import PlcAuthority
 from edgewarden.gateway.safety.checker import ObservationChecker, Status, Verdict
 from edgewarden.gateway.safety.estop import EStop, TripEvent
+from edgewarden.gateway.safety.fault import internal_fault
 from edgewarden.gateway.safety.interlocks import Interlocks
 from edgewarden.gateway.safety.shield import ActionShield
 from edgewarden.gateway.safety.silence import SilenceWatch
@@ -80,6 +85,7 @@ _LATE, _READ, _CHECK, _INFER, _SHIELD, _WRITE, _AUDIT, _METRICS, _WORK, _GC = ra
 READ_SHARE = 0.8  # of the period: the read's deadline, counted from the cycle's start
 WRITE_SHARE = 0.9  # of the period: the write's deadline, counted from the cycle's start ...
 WRITE_MIN_SHARE = 0.1  # ... or from the write's own start, whichever is later
+HEARTBEAT_STOPPED = "heartbeat_stopped"  # alarm: the safe outputs unacknowledged, no heartbeat sent
 
 
 class Policy(Protocol):
@@ -108,6 +114,7 @@ class CycleStats:
     policy_faults: int = 0
     ood_inputs: int = 0
     write_errors: int = 0
+    internal_faults: int = 0  # exceptions caught at the fail-safe boundary
     data_age_s: float = math.nan  # age of the oldest monitored value the last cycle used
     last_cycle_s: float = math.nan
     max_cycle_s: float = 0.0
@@ -182,6 +189,9 @@ class ControlLoop:
         self._start_requested = settings.gateway.auto_start
         self._last_code = "ok"
         self._decision = _Decision()
+        self._log = get_logger("edgewarden.cycle")
+        self.stage = "start"  # the step running now, named by the fail-safe boundary
+        self._faults_seen: set[str] = set()  # internal faults logged while latched (once each)
 
         self.override = Override(modes, metrics, list(p.actions), self._alarm,
                                  lambda: self.safety.supervisor.resume())
@@ -229,6 +239,8 @@ class ControlLoop:
         verdict = self.checker.verdict
         if verdict.status == Status.TRIP:
             raise ModeRefused(f"reset refused: the trip condition is still present ({verdict.message})")
+        if not self.outputs.vouching:
+            raise ModeRefused("reset refused: the PLC has not acknowledged the safe outputs (heartbeat stopped)")
         if self.stats.consecutive_overruns:  # the last cycle overran: deadline_overrun is still present
             raise ModeRefused(f"reset refused: the cycle still overruns its deadline "
                               f"({self.stats.consecutive_overruns} in a row)")
@@ -260,12 +272,19 @@ class ControlLoop:
                 await pacer.wait(deadline)
                 t0 = clock()
                 pauses.take()  # collections while asleep stalled nothing
-                await self.step()
+                try:
+                    await self.step()
+                except Exception as exc:  # noqa: BLE001 - the fail-safe boundary: any fault, one way to stop
+                    await self.fail_safe(self.stage, exc)
                 work = clock() - t0
-                if between is not None:
-                    between.collect()
-                self._t[_GC] = pauses.take()
-                self._account(work, t0 - deadline)
+                try:
+                    self.stage = "account"
+                    if between is not None:
+                        between.collect()
+                    self._t[_GC] = pauses.take()
+                    self._account(work, t0 - deadline)
+                except Exception as exc:  # noqa: BLE001
+                    await self.fail_safe(self.stage, exc)
                 deadline = pacer.advance(deadline)
                 stats.deadline_misses, stats.consecutive_overruns = pacer.misses, pacer.consecutive
                 if not pacer.consecutive:
@@ -284,18 +303,32 @@ class ControlLoop:
     async def step(self) -> None:
         """One control cycle: the steps of the module's docstring, in order."""
         start = time.monotonic()
+        self.stage = "settle"
         await self.outputs.begin_cycle()  # write_ack = "next_cycle": the last cycle's write, acknowledged
+        self.stage = "model_swap"
         self._take_staged_model(start)                       # 0. a swap lands between cycles
+        self.stage = "read"
         now = await self._read(start)                        # 1. read, bounded by the cycle
         t_check = time.perf_counter()
+        self.stage = "check"
         verdict = await self._check(now)                     # 2-3. checks, comms loss, hold timeout
+        self.stage = "plc"
         self._follow_plc(verdict)                            # 4. hand/auto, PLC authority
+        self.stage = "interlocks"
         lo, hi = self.interlocks.bounds(self.checker.values)  # 5. this cycle's bounds
         self._t[_CHECK] = time.perf_counter() - t_check
+        self.stage = "decide"
         d = await self._decide(verdict, lo, hi, now)         # 6-9. mode gate, policy, shield, write
+        if self.outputs.vouching == (HEARTBEAT_STOPPED in self.alarms):  # 9a. the heartbeat stopped or resumed
+            self._alarm(HEARTBEAT_STOPPED, not self.outputs.vouching,
+                        "the heartbeat resumes: the safe outputs are acknowledged" if self.outputs.vouching else
+                        "the PLC did not acknowledge the safe outputs: heartbeat stopped, its dead-man takes over")
+        self.stage = "applied"
         for change in self.authority.compare(self._action, self.snap, now, self.modes.mode in WRITING):
             self._alarm(change.name, change.raised, change.message)  # 9b. applied vs written
+        self.stage = "audit"
         await self._record(d, verdict)                       # 10. audit hand-off
+        self.stage = "metrics"
         if verdict.code != self._last_code and verdict.code.startswith("soft_limit"):
             self.metrics.soft_alarms.inc()                   # 11. metrics (the rest: _account)
         self._last_code = verdict.code
@@ -354,9 +387,11 @@ class ControlLoop:
         d.mode, d.written, d.proposed, d.shadow, d.uncertainty = self.modes.mode, None, None, None, math.nan
         status = verdict.status
         if d.mode == Mode.ESTOP:
-            if self.outputs.writes:
+            if self.outputs.writes:  # the safe outputs, then the heartbeat only once they are acknowledged
+                self.stage = "write"
                 d.written = self.shield.safe
-                await self._write(d.written)
+                await self.outputs.write_safe(self.shield.safe.tolist(), self.outputs.deadline)
+                self._t[_WRITE] = self.outputs.seconds
         elif d.mode in (Mode.INHIBITED, Mode.READY):
             self._track_applied()  # a start, however late, ramps from what the plant gets then
             self._gate_readiness(status)
@@ -407,7 +442,7 @@ class ControlLoop:
             "proposed": None if d.proposed is None else d.proposed.tolist(),
             "age_ms": round(age * 1000.0, 3) if age == age else None,
             "written": None if d.written is None else d.written.tolist(),
-            "hb": self.outputs.heartbeat,
+            "hb": self.outputs.heartbeat_sent,  # None: no heartbeat went out this cycle
             "ack": d.ack,
             "model": self.policy.sha256[:16],
         }
@@ -427,6 +462,7 @@ class ControlLoop:
     # ---- policy, fallback, shield -----------------------------------------------------
     async def _infer(self, now: float) -> np.ndarray | None:
         """The policy's proposal, or None when it cannot be trusted this cycle."""
+        self.stage = "policy"
         self.snap.values.take(self._obs_slots, out=self._obs64)
         np.copyto(self._obs, self._obs64, casting="same_kind")
         t_infer = time.perf_counter()
@@ -450,6 +486,7 @@ class ControlLoop:
         return None if screen == Screen.REJECTED else self._proposed
 
     async def _shield_and_write(self, candidate: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+        self.stage = "shield"
         t_shield = time.perf_counter()
         res = self.shield.apply(candidate, self._action, self.period, self._out, lo, hi)
         self._t[_SHIELD] = time.perf_counter() - t_shield
@@ -496,7 +533,7 @@ class ControlLoop:
     @property
     def alarm_names(self) -> list[str]:
         """Every alarm the loop may raise (metrics show each, at 0 until raised)."""
-        return [PLC_NOT_ACCEPTING, *self.authority.alarm_names]
+        return [PLC_NOT_ACCEPTING, HEARTBEAT_STOPPED, *self.authority.alarm_names]
 
     @property
     def action(self) -> np.ndarray:
@@ -522,10 +559,12 @@ class ControlLoop:
             self.modes.request(Mode.AUTO, reason="auto_start", actor="gateway")
 
     async def _write(self, action: np.ndarray) -> None:
+        self.stage = "write"
         await self.outputs.write(action)
         self._t[_WRITE] = self.outputs.seconds
 
     async def _write_heartbeat(self) -> None:
+        self.stage = "write"
         await self.outputs.write_heartbeat()
         self._t[_WRITE] = self.outputs.seconds
 
@@ -540,6 +579,21 @@ class ControlLoop:
         self._action[:] = self.shield.safe
         self.last_safe_write = await self.outputs.write_safe(self.shield.safe.tolist(),
                                                              time.monotonic() + self.period)
+
+    async def fail_safe(self, stage: str, exc: BaseException) -> None:
+        """The fail-safe boundary: an exception escaped ``stage`` (a cycle step, or a task
+        the daemon depends on). Trips ``internal_fault`` (safe outputs, cause audited) and
+        keeps the daemon up, latched. Already latched: the safe outputs are written again
+        (this cycle's own safe write may be what failed), the fault logged once per kind."""
+        self.stats.internal_faults += 1
+        code, message = internal_fault(stage, exc)
+        if await self.estop.trip(code, message):
+            return
+        if code not in self._faults_seen:
+            self._faults_seen.add(code)
+            self._log.error("internal fault while latched", code=code, message=message)
+        with contextlib.suppress(Exception):  # the boundary itself never raises
+            await self.write_safe(TripEvent(code, message, "gateway"))
 
     async def _count_trip(self, event: TripEvent) -> None:
         self.metrics.trips.labels(reason=event.code.split(":")[0]).inc()

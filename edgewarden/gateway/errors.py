@@ -6,6 +6,8 @@ this drawing equal to the classes that exist).
     ├── TransportError           a PLC/SCADA connection failed or answered badly           exit 69
     │   ├── WriteError           a write not acknowledged by every planned tag (outcome per tag;
     │   │                        edgewarden/gateway/io/transport.py)
+    │   ├── ProtocolError        a peer's reply of the wrong shape (count, function code, length):
+    │   │                        a fault of the link, handled as one (the link is dropped)
     │   └── AccessError          the server refuses the gateway's identity writes it must make  exit 78
     ├── PolicyError              a model refused at load or failed at run time             exit 65
     ├── AuditError               the audit log cannot be written, read or trusted          exit 74
@@ -40,6 +42,12 @@ class TransportError(GatewayError):
     """A connection to a PLC or server failed, timed out or answered with an error."""
 
     exit_code = 69  # EX_UNAVAILABLE
+
+
+class ProtocolError(TransportError):
+    """A reply that does not have the shape its request asks for: fewer or more results
+    than nodes read, another function code, too few registers. The link is not to be
+    trusted: the read marks its values NO_DATA and drops it, a write is not acknowledged."""
 
 
 class AccessError(TransportError):

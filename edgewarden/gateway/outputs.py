@@ -11,6 +11,11 @@ e-stop's safe write always goes after it: the safe outputs are the last word.
 An outcome per planned tag is ``"ok"`` (acknowledged), ``"failed: …"``, ``"timeout"`` or
 ``"not_attempted: …"``; a comms fault is never an exception here (comms loss past its
 timeout trips in the cycle).
+
+The heartbeat vouches for the outputs. In ESTOP the safe outputs are written first, alone,
+and the heartbeat only once the device has acknowledged them: a PLC that refuses or never
+answers the safe write gets no heartbeat either, so its own dead-man takes over
+(``vouching`` is False until a safe write is acknowledged again).
 """
 
 from __future__ import annotations
@@ -44,14 +49,16 @@ class Outputs:
         self._counter = counter
         self._plan: WritePlan = plan_writes(tags.specs, [*p.actions, safety.heartbeat_tag])
         self._hb_plan: WritePlan = plan_writes(tags.specs, [safety.heartbeat_tag])
+        self._safe_plan: WritePlan = plan_writes(tags.specs, list(p.actions))
         self._values = [0.0] * len(self._plan.names)
-        self._all_ok = ["ok"] * len(self._plan.names)
-        self._hb_ok = ["ok"]
+        self._ok = {plan.names: ["ok"] * len(plan.names) for plan in (self._plan, self._hb_plan, self._safe_plan)}
         self._ack_next = settings.gateway.write_ack == "next_cycle"
         # [policy] kind = "monitor": nothing at all goes to the plant, not even the heartbeat
         self.writes = settings.policy.kind != "monitor"
         self._inflight: asyncio.Future[list[str]] | None = None
         self.heartbeat = 0
+        self._hb_this_cycle: int | None = None
+        self.vouching = True  # False: a safe write went unacknowledged, the heartbeat is stopped
         self.ack: list[str] | str | None = None  # this cycle's write outcome, per planned tag
         self.prev_ack: list[str] | None = None  # write_ack = "next_cycle": the last cycle's, once
         self.failed = False  # a write of this cycle (or the one settled in it) failed
@@ -60,8 +67,17 @@ class Outputs:
         self.seconds = 0.0  # the write stage's time this cycle, settling included
         self._settle_s = 0.0
 
+    @property
+    def heartbeat_sent(self) -> int | None:
+        """The heartbeat this cycle sent (None: none, or its write was never attempted)."""
+        ack = self.ack
+        if self._hb_this_cycle is None or (isinstance(ack, list) and ack[-1].startswith("not_attempted")):
+            return None
+        return self._hb_this_cycle
+
     async def begin_cycle(self) -> None:
         """Start of a cycle: the last cycle's write, if still in flight, is collected."""
+        self._hb_this_cycle = None
         self.failed = False
         self._settle_s = 0.0
         self.ack = None
@@ -86,13 +102,25 @@ class Outputs:
             await self._send(self._hb_plan, (self._next_heartbeat(),))
 
     async def write_safe(self, safe: list[float], deadline: float) -> dict[str, object] | None:
-        """The e-stop's safe outputs plus heartbeat, after the write in flight; what was
-        written and acknowledged, for the trip's record (None: monitor, nothing written)."""
+        """The safe outputs, after the write in flight; then the heartbeat, only if the
+        device acknowledged them (else it stops: the PLC's dead-man takes over). What was
+        written and acknowledged, one outcome per action and the heartbeat, for the record
+        (None: monitor, nothing written). Also this cycle's ``ack``."""
         if not self.writes:
             return None
+        t_write = time.perf_counter()
         await self.settle()
-        ack = await self._checked(self._plan, [*safe, self._next_heartbeat()], deadline)
-        return {"written": safe, "hb": self.heartbeat, "ack": ack}
+        ack = await self._checked(self._safe_plan, safe, deadline)
+        if all(a == "ok" for a in ack):
+            self.vouching = True
+            hb: int | None = int(self._next_heartbeat())
+            ack = [*ack, *await self._checked(self._hb_plan, (float(hb),), deadline)]
+        else:
+            self.vouching, hb = False, None
+            ack = [*ack, "not_attempted: the safe outputs were not acknowledged (heartbeat stopped)"]
+        self.ack = ack
+        self.seconds = time.perf_counter() - t_write + self._settle_s
+        return {"written": safe, "hb": hb, "ack": ack}
 
     async def settle(self) -> None:
         """Wait for the write still in flight (``write_ack = "next_cycle"``), if any: at the
@@ -105,7 +133,7 @@ class Outputs:
             self._settle_s += time.perf_counter() - t0
 
     def _next_heartbeat(self) -> float:
-        self.heartbeat = (self.heartbeat + 1) % HEARTBEAT_MODULO
+        self.heartbeat = self._hb_this_cycle = (self.heartbeat + 1) % HEARTBEAT_MODULO
         return float(self.heartbeat)
 
     async def _send(self, plan: WritePlan, values: Sequence[float]) -> None:
@@ -129,4 +157,4 @@ class Outputs:
                 return exc.outcomes
             return [f"not_attempted: {exc}"] * len(plan.names)  # refused before anything was sent
         self.acked_mono = time.monotonic()
-        return self._all_ok if len(plan.names) == len(self._all_ok) else self._hb_ok
+        return self._ok[plan.names]

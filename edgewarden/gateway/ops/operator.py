@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edgewarden.gateway.errors import ConfigError, GatewayError, PolicyError
 from edgewarden.gateway.io.tags import Quality
 from edgewarden.gateway.logs import get_logger
+from edgewarden.gateway.modes import ModeRefused
 
 if TYPE_CHECKING:
     from edgewarden.gateway.audit import AuditWriter
@@ -52,6 +53,11 @@ class Host(Protocol):
     def audit(self) -> AuditWriter | None: ...
 
     async def reload_async(self) -> Outcome: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    stop_reason: str
 
 
 def actor(req: dict[str, Any]) -> str:
@@ -205,6 +211,8 @@ async def _audited(host: Host, command: Command, req: dict[str, Any]) -> Reply:
     if not command.audited:
         return (await command.run(host, req))[0]
     try:
+        if host.stopping and req["cmd"] != "estop":  # the plant is being handed to its safe state
+            raise ModeRefused(f"{req['cmd']} refused: the gateway is stopping ({host.stop_reason})")
         reply, extra = await command.run(host, req)
     except GatewayError as exc:
         error = str(exc)

@@ -49,7 +49,11 @@ class EStop:
         event = TripEvent(code, message, actor)
         self.last = event
         self.count += 1
-        self._modes.request(Mode.ESTOP, reason=f"{code}: {message}", actor=actor)
+        try:
+            self._modes.request(Mode.ESTOP, reason=f"{code}: {message}", actor=actor)
+        except Exception as exc:  # noqa: BLE001 - a failing listener (the mode is ESTOP by then) stops nothing
+            self.handler_failures.append(f"mode: {exc}")
+            self._log.error("e-stop mode listener failed", error=f"{type(exc).__name__}: {exc}")
         for name, handler in self._handlers:
             try:
                 await handler(event)

@@ -102,7 +102,8 @@ async def test_hard_limit_trips_latches_and_needs_reset_then_start(tmp_path: Pat
     await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "hard_limit:T:high"
-    assert t.writes[-1]["coolant_flow_sp"] == 200.0 and t.writes[-1]["feed_flow_sp"] == 0.0
+    assert action_writes(t)[-1] == {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0}  # the safe outputs alone
+    assert set(t.writes[-1]) == {"heartbeat"}  # then the heartbeat, once they were acknowledged
     with pytest.raises(ModeRefused, match="trip condition is still present"):
         loop.request_reset("alice")
     t.values["T"] = 350.0
@@ -137,7 +138,7 @@ async def test_bad_plc_values_trip_with_the_tag_named(tmp_path: Path, tag: str, 
     await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == code
-    assert t.writes[-1]["feed_flow_sp"] == 0.0
+    assert action_writes(t)[-1]["feed_flow_sp"] == 0.0
 
 
 @pytest.mark.anyio
@@ -179,7 +180,7 @@ async def test_policy_fault_trips_when_configured(tmp_path: Path) -> None:
     await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "policy_fault"
-    assert t.writes[-1] == {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0, "heartbeat": float(len(t.writes))}
+    assert t.writes[-2:] == [{"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0}, {"heartbeat": float(len(t.writes) - 1)}]
     rec = [p for k, p in audit.records if k == "cycle"][-1]  # the safe write was that cycle's output
     assert rec["written"] == [200.0, 0.0] and rec["mode"] == "ESTOP" and rec["proposed"] is None, rec
 
@@ -281,7 +282,7 @@ async def test_interlock_that_no_rate_limited_action_can_meet_trips(tmp_path: Pa
     await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "interlock_conflict:feed_flow_sp"
-    assert t.writes[-1]["feed_flow_sp"] == 0.0
+    assert action_writes(t)[-1]["feed_flow_sp"] == 0.0
     # that cycle's record says what went out: the safe outputs, acknowledged, under ESTOP
     rec = [p for k, p in audit.records if k == "cycle"][-1]
     assert rec["written"] == [200.0, 0.0] and rec["mode"] == "ESTOP" and rec["ack"] == ["ok", "ok", "ok"], rec
@@ -474,8 +475,9 @@ async def test_write_ack_next_cycle_counts_a_failed_write_in_the_next_cycle_and_
     await loop.step()  # a write in flight now
     await loop.estop.trip("operator_estop", "test")
     assert loop.modes.mode == Mode.ESTOP
-    assert t.acked - acked == 2  # the in-flight write was acknowledged before the safe write went out
-    assert t.writes[-1]["coolant_flow_sp"] == loop.shield.safe[0]
+    assert t.acked - acked == 3  # the in-flight write was acknowledged before the safe write went out
+    assert action_writes(t)[-1]["coolant_flow_sp"] == loop.shield.safe[0]
+    assert set(t.writes[-1]) == {"heartbeat"}  # the safe outputs, then the heartbeat
 
 
 # ---- the PLC's authority as an input -------------------------------------------------------

@@ -9,7 +9,7 @@ import dataclasses
 import random
 import struct
 from datetime import UTC, datetime
-from types import SimpleNamespace
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 import numpy as np
 import pytest
@@ -114,7 +114,8 @@ def test_modbus_block_decoder_matches_the_reference(layout: str) -> None:
     rng = random.Random(layout)
     a, b = Snapshot(len(specs)), Snapshot(len(specs))
     for block in transport.blocks("m"):
-        rr = SimpleNamespace(registers=[rng.randrange(65536) for _ in range(block.count)])
+        response = ReadHoldingRegistersResponse if block.table == "holding" else ReadInputRegistersResponse
+        rr = response(registers=[rng.randrange(65536) for _ in range(block.count)])
         assert (block.whole is None) == (layout == "overlap")  # every other layout: one struct
         ModbusTransport._fill(a, block, rr, 1.0, 2.0)
         ModbusTransport._fill(b, dataclasses.replace(block, whole=None), rr, 1.0, 2.0)  # per tag: codec.decode

@@ -21,7 +21,7 @@ import numpy as np
 from pymodbus.client.mixin import ModbusClientMixin
 
 from edgewarden.gateway.config import TagSpec
-from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.errors import ProtocolError, TransportError
 from edgewarden.gateway.io.modbus.connection import BIT_TABLES, MODBUS_REGISTERS, width
 from edgewarden.gateway.io.tags import Quality, as_index
 
@@ -31,6 +31,8 @@ _DATATYPE = {"int16": _TYPE.INT16, "uint16": _TYPE.UINT16, "int32": _TYPE.INT32,
 _INT_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32}
 _ONE_REGISTER = {"int16": -0x8000, "uint16": 0}  # lowest value of the 16-bit integer types
 _FLOATS = ("float32", "float", "double")
+READ_FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}  # Modbus function code per table
+WRITE_FUNCTION = {"coil": 5, "holding": 16}  # write single coil, write multiple registers
 _EXCEPTION_NAMES = {1: "ILLEGAL_FUNCTION", 2: "ILLEGAL_ADDRESS", 3: "ILLEGAL_VALUE", 4: "DEVICE_FAILURE",
                     5: "ACKNOWLEDGE", 6: "DEVICE_BUSY", 10: "GATEWAY_PATH_UNAVAILABLE",
                     11: "GATEWAY_TARGET_NO_RESPONSE"}
@@ -156,7 +158,10 @@ class Block:
         return struct.Struct(fmt + (f"{2 * (self.count - at)}x" if self.count > at else ""))
 
     def raw(self, response: object) -> np.ndarray:
-        """The raw numbers of the block's tags from a read response (registers or bits)."""
+        """The raw numbers of the block's tags from a read response (registers or bits);
+        a response of the wrong shape is a ProtocolError (:func:`check_reply`)."""
+        check_reply(response, READ_FUNCTION[self.table], self.count, self.table in BIT_TABLES,
+                    f"unit {self.unit} {self.table} {self.start}+{self.count}")
         if self.table in BIT_TABLES:
             bits = response.bits  # type: ignore[attr-defined]
             return np.array([1.0 if bits[off] else 0.0 for off in self.offsets])
@@ -177,6 +182,20 @@ class Block:
         if len(self.bools):
             values[self.bools] = values[self.bools] != 0
         return values
+
+
+def check_reply(response: object, function: int, count: int, bits: bool, what: str) -> None:
+    """A read (or write, ``count`` 0) reply answers the request's function code with its
+    number of registers (bits: at least ``count``, padded to whole bytes), or ProtocolError."""
+    fc = getattr(response, "function_code", None)
+    if fc != function:
+        raise ProtocolError(f"protocol fault: {what}: answered function code {fc}, asked {function}")
+    if not count:
+        return
+    got = len(response.bits) if bits else len(response.registers)  # type: ignore[attr-defined]
+    if got != count and not (bits and count <= got < count + 8):
+        raise ProtocolError(f"protocol fault: {what}: answered {got} {'bits' if bits else 'registers'}, "
+                            f"asked {count}")
 
 
 def plan_blocks(specs: dict[str, TagSpec], names: Sequence[str], slots: Sequence[int],

@@ -37,9 +37,9 @@ from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
 from pymodbus.exceptions import ModbusException
 
 from edgewarden.gateway.config import TagSpec
-from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.errors import ProtocolError, TransportError
 from edgewarden.gateway.io.link import Link, LinkedTransport, WritePart, describe
-from edgewarden.gateway.io.modbus.codec import Block, encode, exception_name, plan_blocks
+from edgewarden.gateway.io.modbus.codec import WRITE_FUNCTION, Block, check_reply, encode, exception_name, plan_blocks
 from edgewarden.gateway.io.modbus.connection import ModbusConnection, width
 from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap
 from edgewarden.gateway.io.transport import WriteError, WritePlan, bounded, write_error
@@ -193,7 +193,7 @@ class ModbusTransport(LinkedTransport[_Link]):
                             snap.recv_mono[block.slot_arr] = now
                             continue
                         self._fill(snap, block, rr, now, time.time())
-            except _COMMS_ERRORS as exc:  # TimeoutError among them: late, not dropped
+            except (*_COMMS_ERRORS, ProtocolError) as exc:  # TimeoutError among them: late, not dropped
                 self._read_failed(link, snap, link.all_slots, exc)
                 return
         now = time.monotonic()
@@ -264,6 +264,9 @@ class ModbusTransport(LinkedTransport[_Link]):
                             rr = await client.write_registers(op.address, values=payload,  # type: ignore[arg-type]
                                                               device_id=op.unit)
                         link.answered_mono = time.monotonic()
+                        if not rr.isError():  # an answer of another shape is a fault of the link
+                            check_reply(rr, WRITE_FUNCTION[op.table], 0, False,
+                                        f"unit {op.unit} {op.table} {op.address} write")
                         if rr.isError():
                             names = [plan.names[i] for i in op.positions]
                             exc_name = exception_name(getattr(rr, 'exception_code', 0))
@@ -280,7 +283,7 @@ class ModbusTransport(LinkedTransport[_Link]):
                 for i in pending:
                     outcomes[i] = "timeout"
                 error = f"write to {link.name!r}: no acknowledgement by the deadline"
-            except _COMMS_ERRORS as exc:
+            except (*_COMMS_ERRORS, ProtocolError) as exc:
                 self._drop(link, exc)
                 for i in pending:
                     outcomes[i] = f"failed: {describe(exc)}"

@@ -19,6 +19,7 @@ import numpy as np
 from asyncua import ua
 
 from edgewarden.gateway.config import DataType, TagSpec
+from edgewarden.gateway.errors import ProtocolError
 from edgewarden.gateway.io.tags import Quality, Snapshot
 
 VARIANT: dict[DataType, ua.VariantType] = {
@@ -69,9 +70,18 @@ def decode(dv: ua.DataValue) -> tuple[float, Quality, float]:
     return (float(value) if number else math.nan), quality, (ts.timestamp() if ts is not None else math.nan)  # type: ignore[arg-type]
 
 
+def check_count(service: str, results: Sequence[object], expected: int) -> None:
+    """A Read or Write answered with one result per node, or a ProtocolError."""
+    if not isinstance(results, list) or len(results) != expected:
+        got = len(results) if isinstance(results, list) else type(results).__name__
+        raise ProtocolError(f"protocol fault: {service} answered {got} results for {expected} nodes")
+
+
 def fill(snap: Snapshot, slots: np.ndarray, index: slice | np.ndarray, scale: np.ndarray, offset: np.ndarray,
          dvs: Sequence[ua.DataValue], now: float) -> None:
-    """A polled batch into the snapshot at ``index`` (``slots`` as a slice where contiguous)."""
+    """A polled batch into the snapshot at ``index`` (``slots`` as a slice where contiguous).
+    A reply with another count of results than ``slots`` is a ProtocolError; nothing is filled."""
+    check_count("Read", dvs, len(slots))
     try:
         raw = [dv.Value.Value for dv in dvs]  # type: ignore[union-attr]
         codes = [dv.StatusCode.value for dv in dvs]  # type: ignore[union-attr]

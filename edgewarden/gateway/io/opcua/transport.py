@@ -36,7 +36,7 @@ from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 
 from edgewarden.gateway.config import TagSpec
-from edgewarden.gateway.errors import AccessError, TransportError
+from edgewarden.gateway.errors import AccessError, ProtocolError, TransportError
 from edgewarden.gateway.io.link import Link, LinkedTransport, WritePart, describe
 from edgewarden.gateway.io.opcua import codec
 from edgewarden.gateway.io.opcua.connection import OpcUaConnection
@@ -165,6 +165,11 @@ class OpcUaTransport(LinkedTransport[_Link]):
                                          timeout=link.spec.timeout_s)
         except (*_COMMS_ERRORS, TimeoutError):
             return  # an unanswered read is comms, which the cycle handles; the nodes are not judged
+        try:
+            codec.check_count("Read", dvs, len(link.read_specs))
+        except ProtocolError as exc:
+            await self.close()
+            raise ProtocolError(f"OPC UA connection {link.name!r} at {link.spec.url}: {exc}") from None
         missing = [f"tags.{name} node {spec.node!r}: {dv.StatusCode.name}"
                    for name, spec, dv in zip(link.read_names, link.read_specs, dvs, strict=True)
                    if dv.StatusCode.value in _NO_SUCH_NODE]
@@ -189,6 +194,11 @@ class OpcUaTransport(LinkedTransport[_Link]):
                 timeout=link.spec.timeout_s)
         except (*_COMMS_ERRORS, TimeoutError):
             return  # comms, which the cycle handles
+        try:
+            codec.check_count("Read", dvs, len(nodes))
+        except ProtocolError as exc:
+            await self.close()
+            raise ProtocolError(f"OPC UA connection {link.name!r} at {link.spec.url}: {exc}") from None
         denied = [f"tags.{name} node {node!r}"
                   for (name, node), dv in zip(link.written, dvs, strict=True)
                   if dv.StatusCode.is_good() and isinstance(dv.Value.Value, int)
@@ -256,10 +266,14 @@ class OpcUaTransport(LinkedTransport[_Link]):
             self._read_failed(link, snap, link.read_slots, exc)
             return
         now = time.monotonic()
+        try:
+            codec.fill(snap, link.read_slots, link.read_index, link.scale, link.offset, dvs, now)
+        except ProtocolError as exc:  # an answer, but not one to trust: as if none came
+            self._read_failed(link, snap, link.read_slots, exc)
+            return
         link.answered(now)
         link.health.rtt_s = now - t0
         link.last_poll_mono = now
-        codec.fill(snap, link.read_slots, link.read_index, link.scale, link.offset, dvs, now)
         if link.sub is not None:
             link.sub.load(snap, link.read_index)
 
@@ -315,6 +329,11 @@ class OpcUaTransport(LinkedTransport[_Link]):
             raise write_error(plan, positions, f"failed: {describe(exc)}",
                               f"write to {link.name!r} failed: {describe(exc)}") from None
         link.answered_mono = time.monotonic()
+        try:
+            codec.check_count("Write", results, len(positions))
+        except ProtocolError as exc:
+            self._drop(link, exc)
+            raise write_error(plan, positions, f"failed: {exc}", f"write to {link.name!r}: {exc}") from None
         refused = [(i, status.name) for i, status in zip(positions, results, strict=True) if not status.is_good()]
         if refused:
             outcomes = ["ok"] * len(plan.names)
