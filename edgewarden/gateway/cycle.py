@@ -239,6 +239,9 @@ class ControlLoop:
         verdict = self.checker.verdict
         if verdict.status == Status.TRIP:
             raise ModeRefused(f"reset refused: the trip condition is still present ({verdict.message})")
+        if self._comms_lost(time.monotonic()):
+            raise ModeRefused(f"reset refused: the PLC still does not answer (no good read or acknowledged write "
+                              f"for {self.silence.timeout_s * 1000:.0f} ms){self._link_errors()}")
         if not self.outputs.vouching:
             raise ModeRefused("reset refused: the PLC has not acknowledged the safe outputs (heartbeat stopped)")
         if self.stats.consecutive_overruns:  # the last cycle overran: deadline_overrun is still present
@@ -361,13 +364,24 @@ class ControlLoop:
         if verdict.status == Status.TRIP:
             await self.estop.trip(verdict.code, verdict.message)
         silence = self.silence
-        if silence.lost(now, self.stats.last_cycle_s, self.outputs.acked_mono, self.transport.health().values()):
-            await self.estop.trip("comms_loss", f"no answer from the PLC (good read or acknowledged write) "
-                                  f"for more than {silence.timeout_s * 1000:.0f} ms")
+        if self._comms_lost(now):
+            await self.estop.trip("comms_loss", f"no good read or acknowledged write from the PLC for more than "
+                                  f"{silence.timeout_s * 1000:.0f} ms{self._link_errors()}")
         if silence.held_too_long(verdict.status == Status.HOLD and self.modes.mode in WRITING, now):
             await self.estop.trip(f"hold_timeout:{verdict.code}", f"held longer than "
                                   f"{silence.timeout_s * 1000:.0f} ms: {verdict.message}")
         return verdict
+
+    def _comms_lost(self, now: float) -> bool:
+        """Silence past the timeout: no good read on a link, or no acknowledged write (a
+        gateway that writes nothing, kind = "monitor", is judged by its reads alone)."""
+        acked = self.outputs.acked_mono if self.outputs.writes else math.inf
+        return self.silence.lost(now, self.stats.last_cycle_s, acked, self.transport.health().values())
+
+    def _link_errors(self) -> str:
+        """What the links last said went wrong, for a trip's message ("" when nothing)."""
+        errors = [f"{name}: {h.last_error}" for name, h in self.transport.health().items() if h.last_error]
+        return f" ({'; '.join(errors)})" if errors else ""
 
     def _follow_plc(self, verdict: Verdict) -> None:
         """Human override from the PLC's hand/auto selector, and whether the PLC accepts

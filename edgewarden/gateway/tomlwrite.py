@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 
@@ -22,6 +23,15 @@ def toml_value(v: Any) -> str:
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+_NOT_IN_COMMENT = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def toml_comment(text: str) -> str:
+    """Text safe after ``#``: a line break or other control character (which could end the
+    comment and start a live key or table) is written as its escape, visibly."""
+    return _NOT_IN_COMMENT.sub(lambda m: json.dumps(m.group())[1:-1], text)
 
 
 def toml_key(k: str) -> str:

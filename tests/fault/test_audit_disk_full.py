@@ -130,8 +130,8 @@ async def test_cycle_trips_itself_when_the_log_fails_between_two_cycles(tmp_path
         assert loop.modes.mode.name == "ESTOP"
         assert loop.estop.last is not None and loop.estop.last.code == "audit_failure"
         assert "No space left on device" in loop.estop.last.message
-        safe = transport.writes[-1]
-        assert safe["coolant_flow_sp"] == 200.0 and safe["feed_flow_sp"] == 0.0
+        safe, hb = transport.writes[-2:]  # the safe outputs, then (acknowledged) the heartbeat
+        assert safe == {"coolant_flow_sp": 200.0, "feed_flow_sp": 0.0} and set(hb) == {"heartbeat"}
 
     try:
         await go()

@@ -239,3 +239,33 @@ async def test_discover_logs_in_with_a_user_certificate(tmp_path: Path, capsys: 
         assert "--user-certificate and --user-private-key go together" in capsys.readouterr().err
     finally:
         await srv.stop()
+
+
+@pytest.mark.anyio
+async def test_discover_escapes_what_a_hostile_server_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Browse names, descriptions and node ids come from the server: a line break in one
+    must not end a comment (or a string) and start a live table of the draft."""
+    inject = '\n[metrics]\nhost = "0.0.0.0"\nport = 9\n'
+    port = free_port()
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}")
+    idx = await server.register_namespace(NS)
+    folder = await server.nodes.objects.add_folder(ua.NodeId("Evil", idx), "Evil")
+    await folder.add_variable(ua.NodeId("Evil/Text" + inject, idx), "Text" + inject, ua.Variant("x", ua.VariantType.String))
+    level = await folder.add_variable(ua.NodeId("Evil/Level" + inject, idx), "Level" + inject, 1.0)
+    await level.write_attribute(ua.AttributeIds.Description,
+                                ua.DataValue(ua.Variant(ua.LocalizedText("d" + inject), ua.VariantType.LocalizedText)))
+    async with server:
+        draft = tmp_path / "plant.toml"
+        assert await asyncio.to_thread(main, ["discover", f"opc.tcp://127.0.0.1:{port}", "-o", str(draft)]) == 0
+    text = draft.read_text()
+    import tomllib
+
+    parsed = tomllib.loads(text)
+    assert "metrics" not in parsed  # no live table came from the server's names
+    assert not any(line.startswith(("[metrics]", "host =", "port =")) for line in text.splitlines())
+    assert '\\n[metrics]\\nhost = \\"0.0.0.0\\"' in text  # the names kept, escaped, visible
+    (tag,) = [t for t in parsed["tags"].values() if t.get("datatype") == "double"]
+    assert tag["node"].endswith(inject)  # a string value keeps the server's id exactly
+    capsys.readouterr()

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgewarden.gateway.tomlwrite import toml_key, toml_value
+from edgewarden.gateway.tomlwrite import toml_comment, toml_key, toml_value
 
 HEARTBEAT_WORDS = ("heartbeat", "watchdog", "alive", "lifebit", "life_bit", "hb")
 INTEGER = ("int16", "uint16", "int32", "uint32")
@@ -73,9 +73,11 @@ def render(d: Discovery, command: str) -> str:
     readable = [f for f in d.found if not f.writable and f.datatype != "bool"]
     flags = [f for f in d.found if f.datatype == "bool"]
     out = [
-        f"# Draft written by: {command}",
-        f"# {summary(d)}" + (" (listed at the end)" if d.skipped else ""),
-        *([f"# The browse stopped early: {d.truncated}"] if d.truncated else []),
+        # everything after a "#" that came from the server (or the command line) goes
+        # through toml_comment: a name with a line break in it cannot start a live table
+        f"# Draft written by: {toml_comment(command)}",
+        f"# {toml_comment(summary(d))}" + (" (listed at the end)" if d.skipped else ""),
+        *([f"# The browse stopped early: {toml_comment(d.truncated)}"] if d.truncated else []),
         "#",
         "# It runs read-only ([policy] kind = \"monitor\": nothing is written, not even the",
         "# heartbeat) once you have made the decisions marked DECIDE below:",
@@ -114,7 +116,7 @@ def render(d: Discovery, command: str) -> str:
         if f.scale != 1.0 or f.offset != 0.0:
             out += [f"scale = {toml_value(f.scale)}", f"offset = {toml_value(f.offset)}"]
         if f.writable:
-            out.append("writable = true" + (f"   # {f.note}" if f.note else ""))
+            out.append("writable = true" + (f"   # {toml_comment(f.note)}" if f.note else ""))
         if f.description:
             out.append(f"description = {toml_value(f.description)}")
     out += [
@@ -158,5 +160,5 @@ def render(d: Discovery, command: str) -> str:
     ]
     if d.skipped:
         out += ["", "# ---- Not offered as tags -------------------------------------------------------"]
-        out += [f"# {line}" for line in d.skipped]
+        out += [f"# {toml_comment(line)}" for line in d.skipped]
     return "\n".join(out) + "\n"
