@@ -107,6 +107,7 @@ class Gateway:
         tags = TagMap.from_settings(s)
         policy = load_policy(s)
         aio = asyncio.get_running_loop()
+        aio.set_exception_handler(self._loop_exception)
         audit = AuditWriter(
             s.audit.dir,
             commit_interval_s=s.audit.commit_interval_ms / 1000.0,
@@ -213,6 +214,16 @@ class Gateway:
                 aio.add_signal_handler(sig, self.request_stop, sig.name)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             aio.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _loop_exception(self, aio: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's report of an error outside any task we await (a peer's reply a library
+        could not decode, say): one log line, never a multi-line dump. The link it broke is
+        handled by the transport (dropped, reconnected; comms loss past its timeout trips)."""
+        exc = context.get("exception")
+        where = context.get("protocol") or context.get("task") or context.get("future")
+        self.log.error("event loop error", error=context.get("message", "unknown").splitlines()[0],
+                       fault=internal_fault("event_loop", exc)[1] if exc is not None else None,
+                       source=type(where).__name__ if where is not None else None)
 
     def _healthy_cycle(self) -> None:
         """After a cycle that finished on time with its writes accepted (between two cycles)."""

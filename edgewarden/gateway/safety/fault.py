@@ -50,6 +50,8 @@ def first_line(exc: BaseException) -> str:
 
 
 def internal_fault(stage: str, exc: BaseException) -> tuple[str, str]:
-    """The trip code and message of ``exc`` escaping ``stage``."""
-    kind = type(exc).__name__
+    """The trip code and message of ``exc`` escaping ``stage`` (its type qualified by its
+    module unless built in: ``struct.error``, ``uaerrors.BadTimeout``)."""
+    cls = type(exc)
+    kind = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__qualname__}"
     return f"internal_fault:{stage}:{kind}", f"{kind} in {stage}: {first_line(exc)} (at {where(exc)})"

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from importlib.metadata import version
+from typing import Any
 
 from asyncua import Client, ua
 from asyncua.client.ua_client import UASocketProtocol
 from asyncua.common.utils import Buffer
 from asyncua.ua.ua_binary import nodeid_to_binary, struct_from_binary, struct_to_binary
+
+from edgewarden.gateway.errors import ProtocolError
 
 FAST_PATH_VERSIONS = ("2.1",)  # major.minor of asyncua the fast path was checked against
 
@@ -68,6 +71,17 @@ class ReadRequest:
         proto.transport.write(msg)
         data = await future
         proto.check_answer(data, " in response to ReadRequest")
-        response = struct_from_binary(ua.ReadResponse, data)
+        response = decode_response(ua.ReadResponse, data)
         response.ResponseHeader.ServiceResult.check()
         return response.Results  # type: ignore[no-any-return]
+
+
+def decode_response(kind: type, data: Buffer) -> Any:
+    """A response body from the peer's bytes; bytes that do not decode as ``kind`` (whatever
+    the decoder raises on them: struct.error, an unknown enum value, bad UTF-8 ...) are a
+    ProtocolError of the link, not an exception of the cycle."""
+    try:
+        return struct_from_binary(kind, data)
+    except Exception as exc:  # noqa: BLE001 - decoding untrusted bytes: any failure is the reply's
+        raise ProtocolError(f"protocol fault: a {kind.__name__} that does not decode "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -262,7 +262,7 @@ class OpcUaTransport(LinkedTransport[_Link]):
         try:
             async with bounded(deadline, link.spec.timeout_s):  # no extra task per request, unlike wait_for
                 dvs = await link.request.read(client, link.spec.timeout_s)
-        except _COMMS_ERRORS as exc:  # TimeoutError among them: late, not dropped
+        except (*_COMMS_ERRORS, ProtocolError) as exc:  # TimeoutError among them: late, not dropped
             self._read_failed(link, snap, link.read_slots, exc)
             return
         now = time.monotonic()
@@ -328,6 +328,11 @@ class OpcUaTransport(LinkedTransport[_Link]):
             self._drop(link, exc)
             raise write_error(plan, positions, f"failed: {describe(exc)}",
                               f"write to {link.name!r} failed: {describe(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - asyncua could not decode the peer's WriteResponse
+            fault = ProtocolError(f"protocol fault: a WriteResponse that does not decode "
+                                  f"({type(exc).__name__}: {describe(exc)})")
+            self._drop(link, fault)
+            raise write_error(plan, positions, f"failed: {fault}", f"write to {link.name!r}: {fault}") from None
         link.answered_mono = time.monotonic()
         try:
             codec.check_count("Write", results, len(positions))
