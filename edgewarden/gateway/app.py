@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from edgewarden.gateway.audit import highwater
 from edgewarden.gateway.audit.checkpoint import Signer
 from edgewarden.gateway.audit.writer import AuditWriter
 from edgewarden.gateway.certs.files import expiries
@@ -80,6 +81,7 @@ class Gateway:
         self.reloader: Reloader | None = None  # SIGHUP and the reload command, once the loop runs
         self._reload_task: asyncio.Future[Outcome] | None = None
         self.stop_reason = "the gateway did not start"  # recorded in the shutdown record
+        self.exit_code = 0  # what run() returns: 74 after a fatal audit failure, 70 a failed loop
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -123,6 +125,7 @@ class Gateway:
                                  if s.audit.retention_max_mb else None),
             retention_max_age_s=(s.audit.retention_max_age_days * 86400.0
                                  if s.audit.retention_max_age_days else None),
+            high_water=highwater.path_for(s.audit.dir),
         )
         audit.open()
         self.audit = audit
@@ -137,7 +140,6 @@ class Gateway:
         transport = CompositeTransport(tags, s.connections, read_only=s.policy.kind == "monitor")
         watch_links(metrics, transport.health)
         control: ControlServer | None = None
-        exit_code = 0
         try:
             audit.append_durable("config_load", {"path": str(self.loaded.path), "sha256": self.loaded.sha256,
                                                  "gateway": s.gateway.name, "obs_tags": list(s.policy.observations),
@@ -187,7 +189,7 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - the loop itself broke: safe outputs, then exit
                 await loop.fail_safe("loop", exc)
                 self.stop_reason = f"the control loop failed: {internal_fault('loop', exc)[1]}"
-                exit_code = 70  # EX_SOFTWARE: systemd restarts it, INHIBITED
+                self.exit_code = 70  # EX_SOFTWARE: systemd restarts it, INHIBITED
             if watcher is not None:
                 watcher.cancel()
             notifier.stopping("handing the plant to its safe state")
@@ -205,7 +207,7 @@ class Gateway:
                                           "reason": self.stop_reason})
             audit.close()
         self.log.info("gateway stopped", cycles=self.loop.stats.cycles if self.loop else 0, reason=self.stop_reason)
-        return exit_code
+        return self.exit_code
 
     # ---- wiring ---------------------------------------------------------------------
     def _install_signals(self, aio: asyncio.AbstractEventLoop) -> None:
@@ -284,9 +286,16 @@ class Gateway:
         self.log.error("e-stop", code=event.code, message=event.message, actor=event.actor)
 
     def _audit_failed(self, err: AuditError) -> None:
-        """An audit write/fsync failure is fatal to AUTO: trip to the safe state."""
+        """An audit write/fsync failure (or its segment removed under it): trip to the safe
+        state, then stop with exit 74, since a gateway that cannot record must not go on."""
         if self.loop is not None:
-            self._supervise(self.loop.estop.trip("audit_failure", str(err)), "audit_trip")
+            self._supervise(self._audit_fatal(err), "audit_trip")
+
+    async def _audit_fatal(self, err: AuditError) -> None:
+        assert self.loop is not None
+        await self.loop.estop.trip("audit_failure", str(err))
+        self.exit_code = 74  # EX_IOERR: systemd restarts it; a log behind its mark is refused then
+        self.request_stop(f"the audit log failed: {err}")
 
     async def _hand_over(self, loop: ControlLoop) -> None:
         """On stop: leave the plant in its safe state; the PLC's dead-man does the rest."""

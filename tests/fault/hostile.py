@@ -507,17 +507,21 @@ async def hostile_plant(protocol: str, tmp: Path) -> AsyncIterator[Plant]:
         await twin.stop()
 
 
-async def run(protocol: str, seed: int, cases: int, tmp: Path, window_s: float = 0.4) -> Report:
-    """``cases`` cases against one daemon."""
+async def run(protocol: str, seed: int, cases: int, tmp: Path, window_s: float = 0.4,
+              progress_every: int = 0) -> Report:
+    """``cases`` cases against one daemon (a summary line every ``progress_every`` cases)."""
     report = Report(protocol, seed)
     t0 = time.monotonic()
     async with hostile_plant(protocol, tmp) as plant:
+        report.mutated = plant.proxy.mutated
         for index in range(cases):
             if not plant.daemon.running:
                 break
             await _case(plant.daemon, plant.twin, plant.proxy, report, index, window_s)
             report.cases += 1
-        report.mutated = plant.proxy.mutated
+            if progress_every and report.cases % progress_every == 0:
+                report.seconds = time.monotonic() - t0
+                print("progress:", report.summary(), flush=True)
     report.exit_code = plant.exit_code
     problems = plant.problems()
     report.audit_ok = not any(p.startswith("the audit log") for p in problems)
@@ -547,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     for protocol in ("modbus", "opcua") if args.protocol == "both" else (args.protocol,):
         work = args.keep / protocol if args.keep else Path(tempfile.mkdtemp(prefix=f"fuzz-{protocol}-"))
         work.mkdir(parents=True, exist_ok=True)
-        report = asyncio.run(run(protocol, args.seed, args.cases, work, args.window))
+        report = asyncio.run(run(protocol, args.seed, args.cases, work, args.window, progress_every=250))
         print(report.summary())
         print(json.dumps({"mutated": dict(report.mutated)}))
         for failure in report.failures:

@@ -25,6 +25,7 @@ import edgewarden.gateway.audit.writer as writer_mod
 from edgewarden.data import MODELS
 from edgewarden.gateway.app import Gateway
 from edgewarden.gateway.config import load_config
+from edgewarden.gateway.errors import AuditError
 from edgewarden.simulators.twin import Twin
 from tests.helpers import write_config
 
@@ -76,10 +77,14 @@ async def _scenario(tmp: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> N
             assert gw.audit.failed is not None
             await _until(lambda: image["coolant_flow"] == 200.0 and image["feed_flow"] == 0.0,
                          "the safe outputs at the twin", timeout=3.0)
-            # the gateway is still there, holding ESTOP (it did not crash out of its loop)
-            await asyncio.sleep(0.3)
-            assert not task.done(), task.exception() if task.done() else None
+            # then it stops (a gateway that cannot record does not go on), the plant left safe:
+            # its run ends with the audit failure (the CLI's exit 74)
+            await _until(task.done, "the daemon to stop", timeout=10.0)
+            assert gw.stop_reason.startswith("the audit log failed"), gw.stop_reason
+            with pytest.raises(AuditError, match="audit log write failed"):
+                task.result()
             assert gw.loop.modes.mode.name == "ESTOP"
+            assert (image["coolant_flow"], image["feed_flow"]) == (200.0, 0.0)
         finally:
             monkeypatch.undo()
             gw.request_stop()
@@ -139,3 +144,31 @@ async def test_cycle_trips_itself_when_the_log_fails_between_two_cycles(tmp_path
         monkeypatch.undo()
         with pytest.raises(Exception, match="No space left"):
             audit.close()
+
+
+@pytest.mark.anyio
+async def test_the_audit_directory_removed_in_auto_trips_stops_and_is_refused_at_restart(tmp_path: Path) -> None:
+    """It used to run on in AUTO, writing into unlinked files; a restart then began a new
+    chain at seq 1 that verified: the earlier runs gone without a trace."""
+    import shutil
+
+    async with Twin("cstr", opcua=("127.0.0.1", 0), modbus=None, watchdog_ms=500) as twin:
+        image = twin.image
+        config = write_config(tmp_path, policy=SHIPPED, url=twin.opcua_url,
+                              replace={r"^cycle_hz = 10.0": "cycle_hz = 20.0"})
+        gw = Gateway(load_config(config))
+        task = asyncio.create_task(gw.run())
+        await _until(lambda: gw.loop is not None and gw.loop.modes.mode.name == "READY" or task.done(), "READY")
+        assert gw.loop is not None
+        gw.loop.request_start("test-operator")
+        await _until(lambda: gw.loop.modes.mode.name == "AUTO" and image["feed_flow_sp"] == 100.0, "AUTO")
+        shutil.rmtree(tmp_path / "audit")
+        await _until(task.done, "the daemon to stop", timeout=10.0)
+        assert gw.loop.estop.last is not None and gw.loop.estop.last.code == "audit_failure"
+        assert "was removed or replaced" in gw.loop.estop.last.message
+        with pytest.raises(AuditError):
+            task.result()
+        await _until(lambda: (image["coolant_flow"], image["feed_flow"]) == (200.0, 0.0), "the safe outputs")
+        again = Gateway(load_config(config))  # systemd restarts it: refused, not a new chain at seq 1
+        with pytest.raises(AuditError, match="edgewarden audit new-chain"):
+            await again.run()

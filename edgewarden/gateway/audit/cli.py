@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgewarden.gateway.audit import highwater
 from edgewarden.gateway.errors import AuditError
 
 
@@ -32,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--checkpoints", type=Path, metavar="FILE",
                    help="the gateway's checkpoint_export file: records its checkpoints cover are not cut")
     p.set_defaults(handler=_repair)
+
+    p = sub.add_parser("new-chain", help="let the gateway continue a log that is behind its high-water mark "
+                                          "(cut, rolled back or replaced), on purpose: recorded first in it")
+    p.add_argument("path", type=Path, help="audit log directory (stop the gateway first)")
+    p.add_argument("--reason", required=True, help="why (recorded)")
+    p.add_argument("--operator", required=True, help="who decided (recorded)")
+    p.set_defaults(handler=_new_chain)
 
     p = sub.add_parser("keygen", help="write a new Ed25519 key pair for signing checkpoints")
     p.add_argument("private", type=Path, help="private key file to write (mode 0600)")
@@ -105,7 +113,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _repair(args: argparse.Namespace) -> int:
     from edgewarden.gateway.audit.writer import AuditWriter
 
-    writer = AuditWriter(_dir(args.path), checkpoint_export=args.checkpoints)
+    writer = AuditWriter(_dir(args.path), checkpoint_export=args.checkpoints,
+                         high_water=highwater.path_for(args.path))
     writer.open(repair_damaged_tail=True)
     writer.close()
     cut = writer.repaired
@@ -115,6 +124,19 @@ def _repair(args: argparse.Namespace) -> int:
     what = (f"cut {cut['cut_bytes']} bytes at {cut['file']} offset {cut['offset']} ({cut['damage']})"
             if "cut_bytes" in cut else cut["reason"])
     print(f"{args.path}: {what}; recorded in a repair record (sha256 of the cut bytes {cut.get('cut_sha256', '-')})")
+    return 0
+
+
+def _new_chain(args: argparse.Namespace) -> int:
+    from edgewarden.gateway.audit.writer import AuditWriter
+
+    mark = highwater.path_for(args.path)
+    writer = AuditWriter(_dir(args.path), high_water=mark)
+    writer.open(new_chain={"reason": args.reason, "operator": args.operator})
+    seq = writer.last_seq
+    writer.close()
+    print(f"{args.path}: continues at seq {seq + 1}; the chain_restart record (seq {seq}) names the mark it "
+          f"overrides ({mark})")
     return 0
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import math
 import os
 import threading
 import time
@@ -40,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgewarden.gateway.audit import highwater, retention
 from edgewarden.gateway.audit import record as fmt
-from edgewarden.gateway.audit import retention
 from edgewarden.gateway.audit.checkpoint import KIND as CHECKPOINT_KIND
 from edgewarden.gateway.audit.checkpoint import Checkpoint, Signer, append_exported
 from edgewarden.gateway.audit.files import LOCK_NAME, create_segment, write_all
@@ -127,6 +128,7 @@ class AuditWriter:
         retention_max_segments: int | None = None,
         retention_max_bytes: int | None = None,
         retention_max_age_s: float | None = None,
+        high_water: Path | None = None,
     ) -> None:
         if commit_interval_s <= 0:
             raise ValueError("commit_interval_s must be > 0")
@@ -146,6 +148,9 @@ class AuditWriter:
         self.segment_max_bytes = segment_max_bytes
         self.max_pending = max_pending
         self._on_fatal = on_fatal
+        self.high_water = Path(high_water) if high_water is not None else None  # audit/highwater.py
+        self._mark_written = -math.inf  # time.monotonic() of the last high-water write
+        self._mark_lock = threading.Lock()
         self._on_commit = on_commit  # (latency_s, records, bytes) per commit, writer thread
         # producer side, guarded by _lock
         self._lock = threading.Lock()
@@ -156,6 +161,7 @@ class AuditWriter:
         # durability, guarded by _cond
         self._cond = threading.Condition()
         self._durable_seq = 0
+        self._durable_head = fmt.GENESIS_HASH
         self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[int]]] = []
         self._failed: AuditError | None = None
         self._fatal_reported = False
@@ -187,7 +193,7 @@ class AuditWriter:
         self.repaired: dict[str, Any] | None = None  # the repair record of the last open, if any
 
     # ----------------------------------------------------------------- lifecycle
-    def open(self, *, repair_damaged_tail: bool = False) -> AuditWriter:
+    def open(self, *, repair_damaged_tail: bool = False, new_chain: dict[str, Any] | None = None) -> AuditWriter:
         """Recover the log (repair a torn tail, refuse corruption) and start the writer.
 
         Raises ``AuditError`` naming file and offset when the log is damaged anywhere but
@@ -196,6 +202,12 @@ class AuditWriter:
         directory. ``repair_damaged_tail`` (``edgewarden audit repair``, an operator's
         decision) also cuts damage at the end of the log that is not a crash tail, such
         as a complete last record failing its crc, unless it was exported.
+
+        With ``high_water``, a log that is behind what this writer made durable before is
+        refused (AuditError naming ``edgewarden audit new-chain``); ``new_chain`` (that
+        command's reason and operator) accepts it and records a ``chain_restart`` first.
+        The segment being written is checked after every commit: removed or replaced, it
+        is a failure like a failed fsync.
         """
         if self._open:
             raise AuditError(f"audit log {self.directory} is already open")
@@ -209,8 +221,13 @@ class AuditWriter:
                 raise AuditError(f"audit log {self.directory} is open in another process") from None
             raise AuditError(f"cannot open audit log {self.directory}: {exc}") from None
         try:
-            repair = self._take_over(recover(self.directory, repair_damaged_tail=repair_damaged_tail,
-                                             checkpoint_export=self.checkpoint_export))
+            log = recover(self.directory, repair_damaged_tail=repair_damaged_tail,
+                          checkpoint_export=self.checkpoint_export)
+            mark = highwater.read(self.high_water) if self.high_water is not None else None
+            if new_chain is None and not repair_damaged_tail:  # a repair is the operator's cut already
+                last = log.next_seq - 1
+                highwater.check(self.directory, mark, last, log.head.hex() if mark and last == mark.seq else None)
+            repair = self._take_over(log)
         except BaseException:
             self._close_fds()
             raise
@@ -220,12 +237,30 @@ class AuditWriter:
         self.repaired = repair
         if repair is not None:
             self.append_durable("repair", repair)
+        if new_chain is not None:
+            self.append_durable("chain_restart", {**new_chain, "log_seq": log.next_seq - 1,
+                                                  "marked_seq": mark.seq if mark else None,
+                                                  "marked_head": mark.head if mark else None})
+        self._mark(sync=True)
         return self
+
+    def _mark(self, *, sync: bool) -> None:
+        """The high-water mark: the last durable record (writer thread, or open/close)."""
+        if self.high_water is None:
+            return
+        try:
+            with self._mark_lock:  # the writer thread's and open/close's, one at a time
+                with self._cond:
+                    seq, head = self._durable_seq, self._durable_head
+                highwater.write(self.high_water, highwater.Mark(seq, head.hex()), sync=sync)
+        except OSError as exc:
+            raise AuditError(f"audit high-water mark {self.high_water} cannot be written: {exc.strerror}") from None
+        self._mark_written = time.monotonic()
 
     def _take_over(self, log: Recovered) -> dict[str, Any] | None:
         self._next_seq = log.next_seq
         self._durable_seq = log.next_seq - 1
-        self._head = log.head
+        self._head = self._durable_head = log.head
         if log.last_checkpoint_seq is not None:  # still anchored
             self._ckpt_covered, self._ckpt_record = log.last_checkpoint_seq - 1, log.last_checkpoint_seq
         try:
@@ -247,6 +282,8 @@ class AuditWriter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        if self._failed is None:
+            self._mark(sync=True)
         self._close_fds()
         self._open = False
         if self._failed is not None:
@@ -431,13 +468,14 @@ class AuditWriter:
         t0 = time.perf_counter()
         os.fsync(self._fd)
         io_s += time.perf_counter() - t0
+        self._check_in_place()
         last = batch[-1][0]
         self._records_written += len(batch)
         self._commits += 1
         self._last_latency = io_s
         self._max_latency = max(self._max_latency, io_s)
         with self._cond:
-            self._durable_seq = last
+            self._durable_seq, self._durable_head = last, self._head
             ready = [w for w in self._async_waiters if w[0] <= last]
             self._async_waiters = [w for w in self._async_waiters if w[0] > last]
             self._cond.notify_all()
@@ -448,6 +486,20 @@ class AuditWriter:
             self._export(signed)
         if self._on_commit is not None:
             self._on_commit(io_s, len(batch), self._bytes_written - bytes_before)
+        if self.high_water is not None and time.monotonic() - self._mark_written >= 1.0:
+            self._mark(sync=False)  # at most once a second; fsynced at open and close
+
+    def _check_in_place(self) -> None:
+        """The segment just fsynced is still the file at its path, in the log's directory:
+        a segment (or the directory) removed or replaced under a running writer would take
+        every record after it with it."""
+        mine = os.fstat(self._fd)
+        try:
+            there = os.stat(self._seg_path) if self._seg_path is not None else None
+        except FileNotFoundError:
+            there = None
+        if mine.st_nlink == 0 or there is None or (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino):
+            raise AuditError(f"segment {self._seg_path} was removed or replaced while the gateway wrote it")
 
     def _export(self, signed: list[Checkpoint]) -> None:
         """Send checkpoints off the log: export file (appended, fsynced) and callback."""

@@ -1,0 +1,110 @@
+"""The audit log cannot vanish under a running gateway, nor be cut or rolled back at
+either end between two runs without a record saying so (audit/highwater.py)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from edgewarden.gateway.audit import highwater
+from edgewarden.gateway.audit.verify import iter_records, verify
+from edgewarden.gateway.audit.writer import AuditWriter
+from edgewarden.gateway.cli import main
+from edgewarden.gateway.errors import AuditError
+
+
+def _writer(d: Path, **kw: object) -> AuditWriter:
+    return AuditWriter(d, high_water=highwater.path_for(d), **kw)  # type: ignore[arg-type]
+
+
+def _fails_at_next_commit(w: AuditWriter) -> AuditError:
+    w.append("cycle", {"n": 1})
+    deadline = time.monotonic() + 10
+    while w.failed is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w.failed is not None
+    return w.failed
+
+
+@pytest.mark.parametrize("how", ["segment removed", "directory removed", "segment replaced", "directory replaced"])
+def test_a_log_removed_or_replaced_under_the_writer_fails_at_the_next_commit(tmp_path: Path, how: str) -> None:
+    d = tmp_path / "audit"
+    fatal: list[AuditError] = []
+    w = _writer(d, on_fatal=fatal.append).open()
+    w.append_durable("config_load", {"x": 1})
+    (seg,) = d.glob("*.seg")
+    if how == "segment removed":
+        seg.unlink()
+    elif how == "directory removed":
+        shutil.rmtree(d)
+    elif how == "segment replaced":
+        copy = seg.read_bytes()
+        seg.unlink()
+        seg.write_bytes(copy)
+    else:
+        d.rename(tmp_path / "moved")
+        shutil.copytree(tmp_path / "moved", d)
+    err = _fails_at_next_commit(w)
+    assert "was removed or replaced while the gateway wrote it" in str(err)
+    assert fatal == [err]  # the gateway's on_fatal: trip, safe outputs, exit 74
+    with pytest.raises(AuditError):
+        w.close()
+
+
+def _log(d: Path, n: int, segment_max_bytes: int = 64 * 1024 * 1024) -> None:
+    with _writer(d, segment_max_bytes=segment_max_bytes) as w:
+        for i in range(n):
+            w.append("cycle", {"n": i, "pad": "x" * 200})
+
+
+@pytest.mark.parametrize("how", ["directory removed", "newest segment removed", "rolled back to a copy"])
+def test_a_log_behind_its_high_water_mark_is_refused_until_a_new_chain_is_started_on_purpose(
+        tmp_path: Path, how: str, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "audit"
+    _log(d, 10, segment_max_bytes=2048)
+    copy = tmp_path / "copy"
+    shutil.copytree(d, copy)
+    _log(d, 20, segment_max_bytes=2048)  # a second run: the log goes on
+    mark = highwater.read(highwater.path_for(d))
+    assert mark is not None and mark.seq == 30
+    if how == "directory removed":
+        shutil.rmtree(d)
+    elif how == "newest segment removed":
+        max(d.glob("*.seg")).unlink()
+    else:
+        shutil.rmtree(d)
+        shutil.copytree(copy, d)
+    with pytest.raises(AuditError, match=r"had written it up to seq 30 .*edgewarden audit new-chain"):
+        _writer(d).open()
+    assert main(["audit", "new-chain", str(d), "--reason", "restored from backup", "--operator", "alice"]) == 0
+    assert "chain_restart" in capsys.readouterr().out
+    with _writer(d) as w:  # accepted from now on, and the decision is on record
+        w.append("cycle", {"n": 99})
+    assert verify(d).ok
+    restart = [r.payload for r in iter_records(d) if r.payload["kind"] == "chain_restart"]
+    assert len(restart) == 1 and restart[0]["marked_seq"] == 30 and restart[0]["operator"] == "alice"
+    assert restart[0]["reason"] == "restored from backup"
+
+
+def test_another_record_at_the_mark_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "audit"
+    _log(d, 5)
+    shutil.rmtree(d)
+    with AuditWriter(d) as w:  # another log of the same length, written without the mark
+        for i in range(5):
+            w.append("cycle", {"n": i, "other": True})
+    with pytest.raises(AuditError, match="has another record at seq 5"):
+        _writer(d).open()
+
+
+@pytest.mark.parametrize("content", [b"", b"{}", b'{"seq": -1, "head": "' + b"0" * 64 + b'"}', b"x" * 9000])
+def test_a_mark_that_is_not_ours_is_refused_in_one_line(tmp_path: Path, content: bytes) -> None:
+    d = tmp_path / "audit"
+    _log(d, 3)
+    highwater.path_for(d).write_bytes(content)
+    with pytest.raises(AuditError, match="is not one this gateway wrote") as info:
+        _writer(d).open()
+    assert "\n" not in str(info.value)
