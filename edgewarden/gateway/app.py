@@ -149,7 +149,8 @@ class Gateway:
             audit.append_durable("model_load", {"path": None if policy.path is None else str(policy.path),
                                                 "sha256": policy.sha256, "algorithm": policy.algorithm})
             if s.metrics.enabled:
-                self.metrics_port = metrics.serve(s.metrics.host, s.metrics.port)
+                self.metrics_port = metrics.serve(s.metrics.host, s.metrics.port,
+                                                  avoid_cpus=frozenset(s.gateway.cpu_affinity or ()))
             await transport.connect()
             modes = ModeMachine()
             notifier = Notifier(min_watchdog_interval_s=0.1)

@@ -22,7 +22,8 @@
     → written setpoints against the applied tags (a persistent mismatch: alarm)
     → audit record (hand-off, never waits for disk)
     → garbage collection, with ``gc = "between_cycles"`` (never inside the steps above)
-    → metrics, and the "healthy cycle" notification (systemd watchdog)
+    → metrics, and the "healthy cycle" notification (systemd watchdog); at most every
+      push interval, the registry rendered for the exporter process (ops/exporter.py)
 
 A trip at any step goes through the e-stop, which writes the safe outputs at once.
 The fail-safe boundary: any exception that escapes a step (anticipated or not: a reply of
@@ -286,6 +287,7 @@ class ControlLoop:
                         between.collect()
                     self._t[_GC] = pauses.take()
                     self._account(work, t0 - deadline)
+                    self.metrics.push()  # the exporter's figures, rendered in the cycle's slack
                 except Exception as exc:  # noqa: BLE001
                     await self.fail_safe(self.stage, exc)
                 deadline = pacer.advance(deadline)

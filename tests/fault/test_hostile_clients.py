@@ -8,6 +8,7 @@ plant stays controlled (or safe), the audit log verifies, and nothing prints a t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -179,3 +180,67 @@ async def test_a_scraper_that_leaves_early_costs_no_traceback(tmp_path: Path, ca
         assert b"200" in s.recv(100)
         s.close()
     _no_traceback(capfd)
+
+
+def _scrape(port: int, path: str = "/metrics", timeout: float = 10.0) -> tuple[bytes, float]:
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data, time.monotonic() - t0
+
+
+@pytest.mark.anyio
+async def test_scrape_loops_and_slowloris_clients_cannot_take_the_cycles_time(tmp_path: Path) -> None:
+    """16 scrape loops and 40 clients that trickle a request byte by byte, against a gateway
+    in AUTO: a scrape is answered, the figures are the gateway's, the cycle keeps its
+    deadlines (the scrapes are answered by the exporter process, from figures rendered
+    between two cycles), and the gateway is not e-stopped. It used to miss hundreds of
+    deadlines and trip deadline_overrun, and slowloris held every scrape slot."""
+    async with bench(tmp_path) as b:
+        await b.start_auto()
+        port = b.gateway.metrics_port
+        assert port and b.gateway.loop is not None
+        stop = time.monotonic() + 4.0
+
+        def scrape_loop() -> int:
+            n = 0
+            while time.monotonic() < stop:
+                with contextlib.suppress(OSError):
+                    _scrape(port, timeout=2.0)
+                    n += 1
+            return n
+
+        held = 0
+
+        def slowloris() -> None:
+            nonlocal held
+            while time.monotonic() < stop:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    held += 1
+                    for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\n":
+                        s.sendall(bytes([byte]))
+                        time.sleep(0.2)
+                        if time.monotonic() > stop:
+                            break
+
+        misses = b.gateway.loop.stats.deadline_misses
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=56)  # asyncio's default pool runs only a few
+        aio = asyncio.get_running_loop()
+        trickling = asyncio.gather(*(aio.run_in_executor(pool, slowloris) for _ in range(40)))
+        await wait_for(lambda: held >= 40, "40 slowloris connections")
+        load = asyncio.gather(*(aio.run_in_executor(pool, scrape_loop) for _ in range(16)))
+        await asyncio.sleep(1.0)
+        body, took = await asyncio.to_thread(_scrape, port)  # the operator's Prometheus, in the middle of it
+        health, _ = await asyncio.to_thread(_scrape, port, "/healthz")
+        scrapes = sum(await load)
+        await trickling
+        pool.shutdown()
+        assert body.split(b"\r\n", 1)[0].endswith(b" 200 OK") and b"edgewarden_cycles_total" in body, body[:200]
+        assert health.split(b"\r\n", 1)[0].endswith(b" 200 OK"), health
+        assert scrapes > 100  # the loops really hammered it
+        assert b.mode == "AUTO"  # no deadline_overrun, no trip
+        print(f"{scrapes} scrapes in 4 s beside 40 slowloris clients; a scrape answered in {took * 1000:.0f} ms; "
+              f"deadline misses {b.gateway.loop.stats.deadline_misses - misses}")

@@ -76,9 +76,12 @@ async def closed_loop(tmp: Path) -> None:
                            "the safe outputs to arrive at the twin", timeout=2.0)
             assert image["coolant_flow_sp"] == 200.0 and image["feed_flow_sp"] == 0.0
 
-            # Prometheus metrics on the configured (here: any free) port
-            metrics = await asyncio.to_thread(_scrape, st["metrics_port"])
-            assert 'edgewarden_mode{mode="ESTOP"} 1.0' in metrics
+            # Prometheus metrics on the configured (here: any free) port: figures rendered
+            # between two cycles (a mode change at once, the rest at most every 0.5 s)
+            async def scraped() -> str:
+                text = await asyncio.to_thread(_scrape, st["metrics_port"])
+                return text if 'edgewarden_mode{mode="ESTOP"} 1.0' in text else ""
+            metrics = await wait_for(scraped, "the e-stop in the scraped figures", timeout=5.0)
             assert 'edgewarden_trips_total{reason="hard_limit"} 1.0' in metrics
             assert "edgewarden_cycle_seconds_bucket" in metrics
 

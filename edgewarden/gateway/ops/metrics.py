@@ -1,20 +1,22 @@
 """Prometheus metrics, on a registry of the gateway's own (no global state).
 
-The cycle only calls cheap methods (observe/inc/set on pre-bound children); the HTTP
-exporter runs in prometheus_client's own thread, so a scrape never stalls a cycle.
+The cycle only calls cheap methods (observe/inc/set on pre-bound children). The registry
+is rendered between two cycles, at most every ``push_interval_s``, and sent to the exporter
+process (edgewarden/gateway/ops/exporter.py), which answers the scrapes: no scraper takes the
+cycle's interpreter time, however many there are or however slowly they read.
 """
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info,
-                               PlatformCollector, ProcessCollector, generate_latest)
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector,
+                               ProcessCollector, generate_latest)
 
 from edgewarden.gateway.logs import get_logger
 from edgewarden.gateway.modes import Mode
@@ -29,7 +31,7 @@ SHIELD_RULES = ("clipped", "rate_limited", "nonfinite_action", "interlock_confli
 # trip reasons (the code's part before ':'), initialised to 0 so dashboards and alerts see them
 TRIP_REASONS = ("hard_limit", "bad_quality", "bad_value", "rate_of_change", "plc_estop", "operator_estop",
                 "comms_loss", "deadline_overrun", "policy_fault", "nonfinite_action", "interlock_conflict",
-                "audit_failure")
+                "audit_failure", "hold_timeout", "internal_fault")
 
 
 class Metrics:
@@ -89,7 +91,13 @@ class Metrics:
                                  registry=r)
         self.plc_accepts.set(float("nan"))
         self.server_port: int | None = None
-        self._server = None
+        self._exporter: subprocess.Popen[bytes] | None = None
+        self._feed: socket.socket | None = None
+        self._push_interval_s = 0.5
+        self._pushed_mono = -float("inf")
+        self._push_failed = False
+        self.pushes = 0  # renders sent to the exporter
+        self.pushes_dropped = 0  # not sent: the exporter was behind (or gone)
 
     def set_mode(self, mode: Mode) -> None:
         for m, child in self._mode_children.items():
@@ -97,9 +105,10 @@ class Metrics:
         self.mode_code.set(float(mode.value))
 
     def entered(self, mode: Mode) -> None:
-        """A transition into ``mode``."""
+        """A transition into ``mode`` (pushed to the exporter at the end of this cycle)."""
         self.set_mode(mode)
         self._entry_children[mode].inc()
+        self._pushed_mono = -float("inf")
 
     def known_alarms(self, names: list[str]) -> None:
         """Every alarm that may be raised gets its series at 0 (dashboards see "none", not "no data")."""
@@ -119,84 +128,66 @@ class Metrics:
         """Liveness: a healthy cycle (on time, writes accepted) happened recently."""
         return time.monotonic() - self.last_healthy_mono <= self.healthy_within_s
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the HTTP exporter (``/metrics``, ``/healthz``) in its own thread; returns the port."""
-        metrics = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    code, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
-                elif path == "/healthz":
-                    ok = metrics.healthy()
-                    code, ctype = (200 if ok else 503), "text/plain; charset=utf-8"
-                    body = b"ok\n" if ok else b"unhealthy: no healthy control cycle recently\n"
-                else:
-                    code, ctype, body = 404, "text/plain; charset=utf-8", b"try /metrics or /healthz\n"
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            timeout = 5.0  # an idle or trickling client is dropped, its thread freed
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (no access log)
-                pass
+    def serve(self, host: str, port: int, *, push_interval_s: float = 0.5, avoid_cpus: frozenset[int] = frozenset()
+              ) -> int:
+        """Listen on ``host:port`` and start the exporter process (edgewarden/gateway/ops/exporter.py)
+        that answers every scrape from what :meth:`push` sends it; returns the port."""
+        from edgewarden.gateway.errors import ConfigError
 
         try:
-            server = _ScrapeServer((host, port), Handler)
+            listener = socket.create_server((host, port), backlog=256)
         except OSError as exc:
-            from edgewarden.gateway.errors import ConfigError
-
             raise ConfigError(f"[metrics] cannot listen on {host}:{port}: {exc.strerror or exc} "
                               "(another process on that port? set [metrics] port, or 0 for any free port)") from None
-        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-        self._server = server
-        self.server_port = int(server.server_address[1])
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        stale_s = max(2.0, 3 * push_interval_s + self.healthy_within_s)
+        with listener, theirs:
+            self._exporter = subprocess.Popen(
+                [sys.executable, "-m", "edgewarden.gateway.ops.exporter", "--listen-fd", str(listener.fileno()),
+                 "--feed-fd", str(theirs.fileno()), "--stale-s", str(stale_s),
+                 "--avoid-cpus", ",".join(map(str, sorted(avoid_cpus)))],
+                pass_fds=(listener.fileno(), theirs.fileno()), stdin=subprocess.DEVNULL, close_fds=True)
+            self.server_port = int(listener.getsockname()[1])
+        ours.setblocking(False)
+        self._feed = ours
+        self._push_interval_s = push_interval_s
+        self.push()
         return self.server_port
 
+    def push(self, now: float | None = None) -> None:
+        """Render the registry and send it to the exporter, at most every push interval
+        (called between two cycles: the render's few ms come out of the cycle's slack). A
+        send that would block (the exporter is behind) drops this push; nothing here raises."""
+        if self._feed is None:
+            return
+        now = time.monotonic() if now is None else now
+        if now - self._pushed_mono < self._push_interval_s:
+            return
+        self._pushed_mono = now
+        try:
+            message = (b"1" if self.healthy() else b"0") + generate_latest(self.registry)
+            self._feed.send(message)
+            self.pushes += 1
+        except (BlockingIOError, InterruptedError):
+            self.pushes_dropped += 1
+        except Exception as exc:  # noqa: BLE001 - metrics never trip the plant; counted and logged once
+            self.pushes_dropped += 1
+            if not self._push_failed:
+                self._push_failed = True
+                get_logger("edgewarden.metrics").warning("metrics push failed", error=f"{type(exc).__name__}: {exc}")
+
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-class _ScrapeServer(ThreadingHTTPServer):
-    """The exporter's HTTP server: a thread per scrape, at most ``MAX_CLIENTS`` at once
-    (more are closed unanswered), and a client that leaves early is not an error."""
-
-    daemon_threads = True
-    MAX_CLIENTS = 16
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self._slots = threading.BoundedSemaphore(self.MAX_CLIENTS)
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):  # reset, broken pipe, timeout: the scraper left
-            return
-        get_logger("edgewarden.metrics").warning("metrics request failed",
-                                                   error=f"{type(exc).__name__}: {exc}")
+        """Stop the exporter (it exits when the pair closes; killed if it does not)."""
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.close()
+        proc, self._exporter = self._exporter, None
+        if proc is not None:
+            try:
+                proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 class _AtScrape:
