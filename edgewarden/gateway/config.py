@@ -30,6 +30,7 @@ from edgewarden.gateway.errors import ConfigError
 from edgewarden.gateway.io.modbus.connection import MODBUS_REGISTERS, ModbusConnection, ModbusTable
 from edgewarden.gateway.io.opcua.connection import OpcUaConnection, check_node_id
 from edgewarden.gateway.io.protocols import DEFAULT_TYPE, PROTOCOLS
+from edgewarden.gateway.readfile import read_regular, read_text
 
 __all__ = ["MODBUS_REGISTERS", "ConnectionSpec", "DataType", "LoadedConfig", "ModbusConnection", "OpcUaConnection",
            "Settings", "TagSpec", "load_config"]
@@ -439,17 +440,16 @@ def _file_problems(s: Settings) -> list[str]:
     return []
 
 
+CONFIG_MAX_BYTES = 4 * 2**20  # a configuration file: a few KiB; anything near this is not one
+
+
 def control_socket_of(path: Path | str) -> Path:
     """``[control] socket`` of a config file (the variable EDGEWARDEN_CONTROL__SOCKET wins),
     without validating the rest: operator commands need the socket, not the plant's secrets."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(read_text(path, what="configuration file", max_bytes=CONFIG_MAX_BYTES, error=ConfigError))
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     control = data.get("control")
     value = os.environ.get(f"{ENV_PREFIX}CONTROL__SOCKET") or (
@@ -510,12 +510,7 @@ def check_secrets(loaded: LoadedConfig) -> None:
 def load_config(path: Path | str) -> LoadedConfig:
     """Read, validate and cross-check a config file; raise ConfigError listing every problem."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
+    raw = read_regular(path, what="configuration file", max_bytes=CONFIG_MAX_BYTES, error=ConfigError)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -44,6 +44,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictStr, field_validator
 
 from edgewarden.gateway.errors import GatewayError
+from edgewarden.gateway.readfile import check_regular
 
 __all__ = [
     "CHUNK_ROWS",
@@ -199,9 +200,11 @@ def read_meta(path: str | os.PathLike[str], *, interleaved_ok: bool = False) -> 
     """Open, check the layout and version, and return the metadata (no data read)."""
     path = Path(path)
     try:
+        check_regular(path, what="file", error=DatasetError)
+    except DatasetError as e:
+        raise _fail(path, str(e).split(": ", 1)[-1]) from None
+    try:
         f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise _fail(path, "file not found") from None
     except OSError as e:
         raise _fail(path, f"not a readable HDF5 file ({e})") from None
     with f:

@@ -19,7 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgewarden.gateway.audit.files import write_file
 from edgewarden.gateway.errors import ConfigError, GatewayError
-from edgewarden.gateway.io.opcua.security import load_certificates
+from edgewarden.gateway.io.opcua.security import CERT_MAX_BYTES, load_certificates
+from edgewarden.gateway.readfile import read_regular
 
 if TYPE_CHECKING:
     from edgewarden.gateway.config import Settings
@@ -54,10 +55,9 @@ def load(data: bytes) -> x509.Certificate:
 
 def _read(path: Path) -> list[x509.Certificate]:
     """The certificates of a file; a ConfigError that names it when it cannot be read or parsed."""
+    data = read_regular(path, what="certificate", max_bytes=CERT_MAX_BYTES, error=ConfigError)
     try:
-        return load_certificates(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the certificate: {exc.strerror or exc}") from None
+        return load_certificates(data)
     except ValueError as exc:
         raise ConfigError(f"{path}: not a PEM or DER certificate ({exc})") from None
 

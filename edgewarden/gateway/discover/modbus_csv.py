@@ -20,6 +20,7 @@ from edgewarden.gateway.configbase import DataType
 from edgewarden.gateway.discover.draft import Found, tag_name
 from edgewarden.gateway.errors import ConfigError
 from edgewarden.gateway.io.modbus.connection import ModbusTable
+from edgewarden.gateway.readfile import read_regular
 
 COLUMNS = ("name", "table", "address", "datatype", "scale", "offset", "units", "writable", "low", "high", "unit",
            "word_order", "description")
@@ -27,10 +28,9 @@ _FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0"
 
 
 def read_register_list(path: Path) -> list[Found]:
+    data = read_regular(path, what="register list", max_bytes=64 * 2**20, error=ConfigError)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's BOM is not a column name
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the register list: {exc.strerror or exc}") from None
+        text = data.decode("utf-8-sig")  # a spreadsheet's BOM is not a column name
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): save the list as "
                           "CSV UTF-8") from None

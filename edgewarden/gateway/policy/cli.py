@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from edgewarden.gateway.errors import ConfigError
+from edgewarden.gateway.readfile import read_regular
+
+MODEL_MAX_BYTES = 1 << 30  # what `model inspect|check` reads of a file (the daemon's bound: [policy] max_model_mb)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,10 +58,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from edgewarden.gateway.errors import PolicyError
     from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract
 
-    try:
-        data = args.file.read_bytes()
-    except OSError as exc:
-        raise PolicyError(f"cannot read {args.file}: {exc.strerror}") from None
+    data = read_regular(args.file, what="model", max_bytes=MODEL_MAX_BYTES, error=PolicyError)
     try:
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for a bad file

@@ -29,6 +29,7 @@ import onnxruntime as ort
 
 from edgewarden.gateway.errors import PolicyError
 from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract, check_against
+from edgewarden.gateway.readfile import read_regular, read_text
 
 __all__ = ["OnnxPolicy", "WARMUP_RUNS", "session_options"]
 
@@ -52,12 +53,12 @@ def _manifest_problem(path: Path, digest: str) -> str | None:
     """What is wrong between the model and its manifest ``FILE.json``; None when there is
     no manifest or it names this file's hash."""
     manifest = path.with_name(path.name + ".json")
-    try:
-        text = manifest.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not manifest.exists() and not manifest.is_symlink():
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        return f"its manifest {manifest.name} cannot be read ({e})"
+    try:
+        text = read_text(manifest, what="manifest", max_bytes=16 * 2**20, error=PolicyError)
+    except PolicyError as e:
+        return f"its manifest {manifest.name} cannot be read ({str(e).split(': ', 1)[-1]})"
     try:
         recorded = json.loads(text)["sha256"]
         recorded = recorded.strip().lower().removeprefix("sha256:")
@@ -121,15 +122,12 @@ class OnnxPolicy:
             return PolicyError(f"policy model {str(path)!r} refused: {reason}")
 
         try:
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise refuse(f"the file is {size / 2**20:.1f} MiB, more than [policy] max_model_mb "
-                             f"({max_bytes / 2**20:g} MiB): loading it would stall the running cycle")
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise refuse("file not found") from None
-        except OSError as e:
-            raise refuse(f"cannot read the file ({e.strerror or e})") from None
+            data = read_regular(path, what="the file", max_bytes=max_bytes, error=PolicyError)
+        except PolicyError as e:
+            why = str(e).split(": ", 1)[-1]
+            if "allowed for it" in why:
+                why += " ([policy] max_model_mb: loading it would stall the running cycle)"
+            raise refuse(why) from None
         digest = hashlib.sha256(data).hexdigest()
         if sha256 is not None:
             pinned = sha256.strip().lower().removeprefix("sha256:")

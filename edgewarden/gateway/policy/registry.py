@@ -29,6 +29,7 @@ from edgewarden.gateway.config import Settings
 from edgewarden.gateway.errors import PolicyError
 from edgewarden.gateway.policy.onnx_policy import OnnxPolicy
 from edgewarden.gateway.safety.shield import ActionShield
+from edgewarden.gateway.readfile import read_regular
 
 
 class AuditSink(Protocol):
@@ -50,13 +51,13 @@ def verify_signature(path: Path, pubkey: Path) -> str:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     sig_path = path.with_name(path.name + ".sig")
-    try:
-        data = path.read_bytes()
-        signature = sig_path.read_bytes()
-        key = load_pem_public_key(pubkey.read_bytes())
-    except FileNotFoundError as exc:
-        raise PolicyError(f"policy model '{path}' refused: {exc.filename} not found "
+    data = read_regular(path, what="policy model", max_bytes=1 << 30, error=PolicyError)
+    if not sig_path.exists():
+        raise PolicyError(f"policy model '{path}' refused: {sig_path} not found "
                           "(a signature is required: [policy] pubkey is set)") from None
+    signature = read_regular(sig_path, what="model signature", max_bytes=4096, error=PolicyError)
+    try:
+        key = load_pem_public_key(read_regular(pubkey, what="model public key", max_bytes=65536, error=PolicyError))
     except ValueError as exc:
         raise PolicyError(f"policy model '{path}' refused: cannot read the public key {pubkey}: {exc}") from None
     if not isinstance(key, Ed25519PublicKey):

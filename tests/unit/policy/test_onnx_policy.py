@@ -249,7 +249,7 @@ def test_a_model_that_differs_from_its_manifest_is_refused(model_path):
 
 def test_a_model_over_the_size_limit_is_refused_unread(model_path):
     size = model_path.stat().st_size
-    refused(model_path, "more than [policy] max_model_mb", max_bytes=size - 1)
+    refused(model_path, "allowed for it ([policy] max_model_mb", max_bytes=size - 1)
     load(model_path, max_bytes=size)
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgewarden.gateway.configbase import FilePath, Flag, Section, on_loopback
 from edgewarden.gateway.errors import ConfigError
+from edgewarden.gateway.readfile import read_text
 
 if TYPE_CHECKING:
     from edgewarden.gateway.config import GatewaySection, TagSpec
@@ -48,6 +49,25 @@ class OpcUaConnection(Section):
                                             "from $CREDENTIALS_DIRECTORY at connect; service install sets it up)")
     user_certificate: FilePath | None = Field(None, description="certificate identity (with user_private_key)")
     user_private_key: FilePath | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        """opc.tcp://HOST:PORT[/PATH] with a host and a port in 1..65535, nothing else."""
+        if any(c.isspace() or not c.isprintable() for c in url):
+            raise ValueError("the url holds a space or a control character")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"not a valid opc.tcp url ({exc})") from None
+        if not parts.hostname:
+            raise ValueError("the url names no host (opc.tcp://HOST:PORT)")
+        if port is None or port == 0:
+            raise ValueError("the url names no port in 1..65535 (opc.tcp://HOST:PORT; OPC UA's usual is 4840)")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("the url has a query, fragment or user part: give the login as username/password")
+        return url
 
     @model_validator(mode="after")
     def _valid(self) -> OpcUaConnection:
@@ -110,10 +130,8 @@ def credential(name: str, key: str) -> str:
     if not directory:
         raise ConfigError(f"{key} = {name!r}: $CREDENTIALS_DIRECTORY is not set: run the gateway under systemd "
                           f"with LoadCredential={name}:FILE (edgewarden service install adds it)")
-    try:
-        return (Path(directory) / name).read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{key} = {name!r}: cannot read the credential in {directory}: {exc}") from None
+    return read_text(Path(directory) / name, what=f"{key} = {name!r}: credential", max_bytes=65536,
+                     error=ConfigError).rstrip("\r\n")
 
 
 def check_node_id(text: str) -> None:

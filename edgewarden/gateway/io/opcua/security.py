@@ -13,8 +13,9 @@ from asyncua.crypto.security_policies import SecurityPolicyAes256Sha256RsaPss, S
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.errors import ConfigError, TransportError
 from edgewarden.gateway.io.opcua.connection import OpcUaConnection
+from edgewarden.gateway.readfile import read_regular
 
 POLICIES = {"Basic256Sha256": SecurityPolicyBasic256Sha256, "Aes256Sha256RsaPss": SecurityPolicyAes256Sha256RsaPss}
 _HINTS = {
@@ -27,6 +28,9 @@ _HINTS = {
 }
 
 
+CERT_MAX_BYTES = 2**20  # a certificate (or a PEM bundle of them): a few KiB
+
+
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     """The certificates in PEM (a bundle may hold several) or DER bytes; ValueError if none."""
     if data.lstrip().startswith(b"-----"):
@@ -36,7 +40,8 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
 
 def cert_der(path: Path | str) -> bytes:
     """A certificate file (PEM or DER) as DER (the first of a PEM bundle)."""
-    return load_certificates(Path(path).read_bytes())[0].public_bytes(Encoding.DER)
+    data = read_regular(path, what="certificate", max_bytes=CERT_MAX_BYTES, error=ConfigError)
+    return load_certificates(data)[0].public_bytes(Encoding.DER)
 
 
 def leaf_der(chain: bytes | None) -> bytes:
