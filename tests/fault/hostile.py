@@ -293,20 +293,21 @@ class Report:
     mutated: Counter[str] = field(default_factory=Counter)  # replies mutated, per kind
     failures: list[str] = field(default_factory=list)  # invariant violations, each with its case
     exit_code: int | None = None
-    audit_ok: bool = False
+    audit_ok: bool | None = None  # None: not verified yet (the daemon still runs)
     tracebacks: int = 0
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.failures and self.exit_code == 0 and self.audit_ok and not self.tracebacks
+        return not self.failures and self.exit_code == 0 and self.audit_ok is True and not self.tracebacks
 
     def summary(self) -> str:
         trips = Counter({k: v for k, v in self.outcomes.items() if k.startswith("trip:")})
         return (f"{self.protocol} seed {self.seed}: {self.cases} cases in {self.seconds:.0f} s; "
                 f"{sum(self.mutated.values())} replies mutated; outcomes {dict(self.outcomes.most_common())}; "
                 f"trips {sum(trips.values())}; failures {len(self.failures)}; exit {self.exit_code}; "
-                f"audit {'verifies' if self.audit_ok else 'FAILS'}; tracebacks in the daemon's log {self.tracebacks}")
+                f"audit {'not verified yet' if self.audit_ok is None else 'verifies' if self.audit_ok else 'FAILS'}; "
+                f"tracebacks in the daemon's log {self.tracebacks}")
 
 
 def _config(tmp: Path, protocol: str, port: int) -> Path:
