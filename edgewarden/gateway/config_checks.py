@@ -1,12 +1,14 @@
 """The configuration's cross-references, checked after the schema: every tag a section
 names exists (and is writable where it is written), a tag's source fits its connection's
-protocol, no two tags read one source, interlocks, fallback and applied tags refer to
+protocol, no two tags read one source, tag names are ASCII identifiers unique regardless
+of case, interlocks, fallback and applied tags refer to
 actions, and the time budget (``comms_timeout_ms`` plus one cycle) can hold. Each problem
 is one line naming its key path; edgewarden/gateway/config.py reports them all at once.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from edgewarden.gateway.io.protocols import PROTOCOLS
@@ -60,6 +62,7 @@ def cross_problems(s: Settings) -> list[str]:
         if getattr(s.safety, key) is not None:
             need_tag(f"safety.{key}", getattr(s.safety, key))
     out.extend(_alias_problems(s))
+    out.extend(_name_problems(s))
     out.extend(_safety_problems(s, need_tag))
     out.extend(_budget_problems(s))
     for name in s.safety.limits:
@@ -73,6 +76,27 @@ def cross_problems(s: Settings) -> list[str]:
                            f"valid range [{lo}, {hi}]")
         if name not in s.policy.actions:
             out.append(f"safety.actions.{name}: not one of policy.actions {s.policy.actions}")
+    return out
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _name_problems(s: Settings) -> list[str]:
+    """Tag names are ASCII identifiers, unique regardless of case: ``T`` and ``t``, an NFC
+    and an NFD ``Å``, a Latin ``T`` and a Cyrillic ``Т`` would be two tags an operator
+    reads as one (and an environment variable, whose name ignores case, could land on
+    either). A server's own name belongs in the tag's description."""
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for name in s.tags:
+        if not _NAME.fullmatch(name):
+            out.append(f"tags.{name}: a tag name is ASCII letters, digits and _, not starting with a digit "
+                       f"(got {name!r}; keep the plant's own name in description)")
+            continue
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            out.append(f"tags.{name}: differs from tags.{other} only in case: give each tag a name of its own")
     return out
 
 

@@ -352,6 +352,7 @@ class ControlLoop:
         period = self.period
         t_read = time.perf_counter()
         await self.transport.read(self.snap, start + READ_SHARE * period)
+        self.snap.flag_beyond_float32()
         self._t[_READ] = time.perf_counter() - t_read
         now = time.monotonic()
         self.outputs.deadline = max(start + WRITE_SHARE * period, now + WRITE_MIN_SHARE * period)

@@ -49,6 +49,9 @@ def as_index(slots: np.ndarray) -> slice | np.ndarray:
     return slots
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 @dataclass
 class Snapshot:
     """One read of every readable tag, in TagMap order; filled in place every cycle.
@@ -62,12 +65,29 @@ class Snapshot:
     quality: np.ndarray = field(init=False)
     source_ts: np.ndarray = field(init=False)
     recv_mono: np.ndarray = field(init=False)
+    _abs: np.ndarray = field(init=False, repr=False)
+    _big: np.ndarray = field(init=False, repr=False)
+    _finite: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.values = np.full(self.n, np.nan)
         self.quality = np.full(self.n, Quality.NO_DATA, dtype=np.uint8)
         self.source_ts = np.full(self.n, np.nan)
         self.recv_mono = np.full(self.n, np.nan)
+        self._abs = np.empty(self.n)
+        self._big = np.empty(self.n, dtype=bool)
+        self._finite = np.empty(self.n, dtype=bool)
+
+    def flag_beyond_float32(self) -> None:
+        """A finite value no float32 can hold (a policy's input is float32: it would become
+        inf there) is BAD, whatever its status said; NaN and inf are left to the checks'
+        bad_value. No allocation: the cycle calls it after every read."""
+        np.abs(self.values, out=self._abs)
+        np.greater(self._abs, FLOAT32_MAX, out=self._big)
+        np.less(self._abs, np.inf, out=self._finite)
+        np.logical_and(self._big, self._finite, out=self._big)
+        if self._big.any():
+            self.quality[self._big] = Quality.BAD
 
     def mark(self, idx: np.ndarray | slice, quality: Quality) -> None:
         """Mark values bad without presenting the last good value as fresh."""

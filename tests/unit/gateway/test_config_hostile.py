@@ -119,3 +119,18 @@ async def test_a_node_the_server_does_not_have_is_named_at_start(tmp_path: Path)
     assert r.returncode == 69, r.stderr
     assert "the server has no such node for 1 tag(s): tags.CA node 'ns=2;s=cstr.Ca': BadNodeIdUnknown" in r.stderr
     assert "cannot reach" not in r.stderr
+
+
+@pytest.mark.parametrize(("names", "why"), [
+    (["t"], "tags.t: differs from tags.T only in case"),
+    (["\u00c5", "A\u030a"], "ASCII letters, digits and _"),  # NFC and NFD Å
+    (["\u0422"], "ASCII letters, digits and _"),  # a Cyrillic Te beside the Latin T
+])
+def test_tag_names_that_read_alike_are_refused(tmp_path: Path, names: list[str], why: str) -> None:
+    from edgewarden.gateway.config import load_config
+    from edgewarden.gateway.errors import ConfigError
+
+    extra = "".join(f'\n[tags."{n}"]\nconnection = "plc1"\nnode = "ns=2;s=x{i}"\n' for i, n in enumerate(names))
+    config = write_config(tmp_path, policy=MODELS / "cstr_baseline.onnx", extra=extra)
+    with pytest.raises(ConfigError, match=why):
+        load_config(config)

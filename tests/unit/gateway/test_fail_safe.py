@@ -128,3 +128,18 @@ async def test_the_heartbeat_stops_while_the_plc_refuses_the_safe_outputs(tmp_pa
     assert [a["raised"] for a in alarms] == [True, False]
     loop.request_reset("alice")
     assert loop.modes.mode == Mode.INHIBITED
+
+
+@pytest.mark.anyio
+async def test_a_value_beyond_float32_is_bad_not_an_inf_in_the_policy_input(tmp_path: Path) -> None:
+    """1.7e308 on a tag without a range used to pass every check and become inf in the
+    policy's float32 input (numpy's RuntimeWarning on stderr)."""
+    loop, t, _ = make_loop(tmp_path, replace={r"^range = \[0.0, 2.0\]\n": ""})  # CA: no range
+    assert loop.settings.tags["CA"].range is None
+    await steps(loop, 1)
+    loop.request_start("alice")
+    await steps(loop, 2)
+    t.values["CA"] = 1.7e308  # a double the PLC may serve; no float32 holds it
+    await steps(loop, 1)
+    assert loop.modes.mode == Mode.ESTOP
+    assert loop.estop.last is not None and loop.estop.last.code == "bad_quality:CA", loop.estop.last

@@ -9,12 +9,12 @@ import dataclasses
 import random
 import struct
 from datetime import UTC, datetime
-from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 import numpy as np
 import pytest
 from asyncua import ua
 from hypothesis import given
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 from hypothesis import strategies as st
 
 from edgewarden.gateway.config import ModbusConnection, OpcUaConnection, TagSpec
@@ -24,7 +24,7 @@ from edgewarden.gateway.io.modbus.transport import ModbusTransport
 from edgewarden.gateway.io.opcua import codec
 from edgewarden.gateway.io.opcua.request import ReadRequest, fast_path_supported
 from edgewarden.gateway.io.opcua.transport import OpcUaTransport
-from edgewarden.gateway.io.tags import Snapshot, TagMap
+from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap
 from edgewarden.gateway.io.transport import plan_writes
 
 FIELDS = ("values", "quality", "source_ts", "recv_mono")
@@ -41,7 +41,10 @@ def same(a: Snapshot, b: Snapshot) -> None:
 
 def test_opcua_fill_matches_the_per_tag_path() -> None:
     n = 40
-    specs = {f"m{i}": TagSpec(connection="u", node=f"ns=2;s=m{i}", scale=0.5 if i % 2 else 1.0, offset=i)
+    # every 8th tag from the 2nd is bool (served a Boolean: good); the 6th of 8 is numeric and
+    # served a Boolean too (BAD), as is a number on a bool tag
+    specs = {f"m{i}": TagSpec(connection="u", node=f"ns=2;s=m{i}", scale=0.5 if i % 2 else 1.0, offset=i,
+                              datatype="bool" if i % 8 in (1, 2) else "double")  # type: ignore[arg-type]
              for i in range(n)}
     link = OpcUaTransport(tagmap(specs), {"u": OpcUaConnection(url="opc.tcp://127.0.0.1:1")})._links["u"]
     now = datetime.now(UTC)
@@ -52,9 +55,12 @@ def test_opcua_fill_matches_the_per_tag_path() -> None:
            for i, (v, t) in enumerate([(1.5, ua.VariantType.Double), (True, ua.VariantType.Boolean),
                                        (-7, ua.VariantType.Int32), (2**31, ua.VariantType.UInt32)] * (n // 4))]
     a, b, c = Snapshot(n), Snapshot(n), Snapshot(n)
-    codec.fill(a, link.read_slots, link.read_index, link.scale, link.offset, dvs, 3.0)
-    codec.fill_each(b, link.read_slots, link.scale, link.offset, dvs, 3.0)
+    codec.fill(a, link.read_slots, link.read_index, link.scale, link.offset, dvs, 3.0, link.booleans)
+    codec.fill_each(b, link.read_slots, link.scale, link.offset, dvs, 3.0, link.booleans)
     same(a, b)
+    assert a.quality[5] == Quality.BAD and a.quality[10] == Quality.BAD  # a Boolean on a double tag; Int32 on bool
+    assert a.quality[33] == Quality.GOOD and a.quality[8] == Quality.GOOD  # a Boolean on a bool tag; a Double
+    assert a.quality[17] == Quality.UNCERTAIN  # a Boolean on a bool tag: its status decides
     # subscribed: the same values notified one by one, in any order, then the cycle's copy
     cache = codec.SubCache(link.read_specs)
     for pos in random.Random(1).sample(range(n), n):
@@ -66,8 +72,8 @@ def test_opcua_fill_matches_the_per_tag_path() -> None:
     # unusual values (a string, no variant value) take the per-tag path: same answer
     dvs[5] = ua.DataValue(ua.Variant("1.5", ua.VariantType.String))
     dvs[6] = ua.DataValue(ua.Variant(None))
-    codec.fill(a, link.read_slots, link.read_index, link.scale, link.offset, dvs, 4.0)
-    codec.fill_each(b, link.read_slots, link.scale, link.offset, dvs, 4.0)
+    codec.fill(a, link.read_slots, link.read_index, link.scale, link.offset, dvs, 4.0, link.booleans)
+    codec.fill_each(b, link.read_slots, link.scale, link.offset, dvs, 4.0, link.booleans)
     same(a, b)
     cache.store(5, dvs[5])
     cache.store(6, dvs[6])
@@ -75,7 +81,7 @@ def test_opcua_fill_matches_the_per_tag_path() -> None:
     same(a, c)
     # a poll's snapshot becomes the cache's: a later fill without notifications repeats it
     cache.load(b, link.read_index)
-    codec.fill(b, link.read_slots, link.read_index, link.scale, link.offset, dvs[::-1], 5.0)  # the snapshot moves on; the cache does not
+    codec.fill(b, link.read_slots, link.read_index, link.scale, link.offset, dvs[::-1], 5.0, link.booleans)  # the snapshot moves on; the cache does not
     cache.fill(b, link.read_index, 4.0)
     same(a, b)
 

@@ -2,7 +2,9 @@
 
 :func:`decode` is the reference: one DataValue to (raw number or NaN, quality, source
 timestamp or NaN). A status that is not Good decides the quality (Uncertain or Bad); a
-Good status on a value that is not a plain number is BAD. Two fast paths decide the same
+Good status on a value that is not a plain number is BAD, and so is a value of the other
+kind than its tag's: a Boolean for a numeric tag, a number for a ``bool`` tag (integer and
+floating-point variants are both numbers). Two fast paths decide the same
 way and are tested equal to it (tests/unit/io/test_io_fill.py): :func:`fill` for a
 polled batch (a few list comprehensions and array operations instead of a per-tag loop)
 and :meth:`SubCache.store` for one notified value. Anything unusual — a missing variant
@@ -56,12 +58,13 @@ def encode(spec: TagSpec, value: float) -> ua.DataValue:
     return ua.DataValue(ua.Variant(wire, VARIANT[spec.datatype]))
 
 
-def decode(dv: ua.DataValue) -> tuple[float, Quality, float]:
-    """The reference decoder: (raw number or NaN, quality, source timestamp or NaN)."""
+def decode(dv: ua.DataValue, boolean: bool = False) -> tuple[float, Quality, float]:
+    """The reference decoder: (raw number or NaN, quality, source timestamp or NaN);
+    ``boolean``: the tag's datatype is bool."""
     status = dv.StatusCode
     variant = dv.Value
     value = variant.Value if variant is not None else None
-    number = isinstance(value, (bool, int, float))
+    number = isinstance(value, (bool, int, float)) and (type(value) is bool) == boolean
     if status is not None and not status.is_good():
         quality = Quality.UNCERTAIN if status.is_uncertain() else Quality.BAD
     else:
@@ -78,18 +81,20 @@ def check_count(service: str, results: Sequence[object], expected: int) -> None:
 
 
 def fill(snap: Snapshot, slots: np.ndarray, index: slice | np.ndarray, scale: np.ndarray, offset: np.ndarray,
-         dvs: Sequence[ua.DataValue], now: float) -> None:
-    """A polled batch into the snapshot at ``index`` (``slots`` as a slice where contiguous).
-    A reply with another count of results than ``slots`` is a ProtocolError; nothing is filled."""
+         dvs: Sequence[ua.DataValue], now: float, booleans: Sequence[bool] | None = None) -> None:
+    """A polled batch into the snapshot at ``index`` (``slots`` as a slice where contiguous);
+    ``booleans``: which tags are ``bool`` (None: none). A reply with another count of
+    results than ``slots`` is a ProtocolError; nothing is filled."""
     check_count("Read", dvs, len(slots))
+    expect = [False] * len(slots) if booleans is None else booleans
     try:
         raw = [dv.Value.Value for dv in dvs]  # type: ignore[union-attr]
         codes = [dv.StatusCode.value for dv in dvs]  # type: ignore[union-attr]
     except AttributeError:
-        fill_each(snap, slots, scale, offset, dvs, now)
+        fill_each(snap, slots, scale, offset, dvs, now, expect)
         return
-    if not {type(v) for v in raw} <= _PLAIN:
-        fill_each(snap, slots, scale, offset, dvs, now)
+    if not {type(v) for v in raw} <= _PLAIN or [type(v) is bool for v in raw] != expect:
+        fill_each(snap, slots, scale, offset, dvs, now, expect)
         return
     values = np.array(raw, dtype=float)
     values *= scale
@@ -103,10 +108,11 @@ def fill(snap: Snapshot, slots: np.ndarray, index: slice | np.ndarray, scale: np
 
 
 def fill_each(snap: Snapshot, slots: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-              dvs: Sequence[ua.DataValue], now: float) -> None:
+              dvs: Sequence[ua.DataValue], now: float, booleans: Sequence[bool] | None = None) -> None:
     """:func:`fill` through :func:`decode`, one value at a time."""
+    expect = [False] * len(slots) if booleans is None else booleans
     for k, (slot, dv) in enumerate(zip(slots, dvs, strict=True)):
-        raw, quality, ts = decode(dv)
+        raw, quality, ts = decode(dv, expect[k])
         snap.values[slot] = raw * scale[k] + offset[k]
         snap.quality[slot] = quality
         snap.source_ts[slot] = ts
@@ -123,6 +129,7 @@ class SubCache:
         n = len(specs)
         self.scale = [s.scale for s in specs]
         self.offset = [s.offset for s in specs]
+        self.booleans = [s.datatype == "bool" for s in specs]
         self._values = array.array("d", [math.nan]) * n
         self._quality = bytearray([Quality.NO_DATA]) * n
         self._source_ts = array.array("d", [math.nan]) * n
@@ -136,7 +143,7 @@ class SubCache:
         """One notified value; decides as :func:`decode`."""
         variant = dv.Value
         value = variant.Value if variant is not None else None
-        if type(value) in _PLAIN:
+        if type(value) in _PLAIN and (type(value) is bool) == self.booleans[pos]:
             status = dv.StatusCode
             severity = status.value >> 30 if status is not None else 0  # 00 Good, 01 Uncertain, 1x Bad
             self._values[pos] = value * self.scale[pos] + self.offset[pos]
@@ -144,7 +151,7 @@ class SubCache:
             ts = dv.SourceTimestamp or dv.ServerTimestamp
             self._source_ts[pos] = ts.timestamp() if ts is not None else math.nan
         else:
-            raw, quality, stamp = decode(dv)
+            raw, quality, stamp = decode(dv, self.booleans[pos])
             self._values[pos] = raw * self.scale[pos] + self.offset[pos]
             self._quality[pos] = quality
             self._source_ts[pos] = stamp

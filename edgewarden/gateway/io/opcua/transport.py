@@ -92,6 +92,7 @@ class _Link(Link):
     read_index: slice | np.ndarray  # read_slots, as a slice where they are contiguous
     scale: np.ndarray
     offset: np.ndarray
+    booleans: list[bool]  # per read tag: its datatype is bool (a number there, or a Boolean elsewhere, is BAD)
     node_ids: list[ua.NodeId] = field(default_factory=list)
     positions: dict[ua.NodeId, int] = field(default_factory=dict)
     request: ReadRequest | None = None
@@ -122,6 +123,7 @@ class OpcUaTransport(LinkedTransport[_Link]):
                 read_index=as_index(slots),
                 scale=np.array([t.scale for t in specs]),
                 offset=np.array([t.offset for t in specs]),
+                booleans=[t.datatype == "bool" for t in specs],
                 written=[(t, spec.node) for t, spec in tags.specs.items()
                          if spec.writable and spec.connection == name and spec.node is not None],
             )
@@ -267,7 +269,7 @@ class OpcUaTransport(LinkedTransport[_Link]):
             return
         now = time.monotonic()
         try:
-            codec.fill(snap, link.read_slots, link.read_index, link.scale, link.offset, dvs, now)
+            codec.fill(snap, link.read_slots, link.read_index, link.scale, link.offset, dvs, now, link.booleans)
         except ProtocolError as exc:  # an answer, but not one to trust: as if none came
             self._read_failed(link, snap, link.read_slots, exc)
             return
