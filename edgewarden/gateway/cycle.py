@@ -389,7 +389,9 @@ class ControlLoop:
     def _follow_plc(self, verdict: Verdict) -> None:
         """Human override from the PLC's hand/auto selector, and whether the PLC accepts
         the gateway's setpoints (judged on good data only)."""
-        if verdict.status != Status.OK:
+        if verdict.status != Status.OK:  # not confirmed this cycle: status and metrics say "unknown"
+            self.authority.unknown()
+            self.override.acceptance_unknown()
             return
         monitored = self.checker.values
         if self._hand_auto >= 0:

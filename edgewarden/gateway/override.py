@@ -72,6 +72,13 @@ class Override:
             self.held_by.discard("plc")
             self._leave("plc")
 
+    def acceptance_unknown(self) -> None:
+        """This cycle's data cannot tell whether the PLC accepts (bad, stale or no data): the
+        gauge says NaN rather than the last answer; the mode is left as it is."""
+        if self._accepts_shown is not None:
+            self._accepts_shown = None
+            self._metrics.plc_accepts.set(float("nan"))
+
     def follow_plc_acceptance(self, accepts: bool) -> None:
         """The PLC stopped applying our setpoints: do not claim to control (MANUAL, held by
         the PLC, with an alarm); hand back when it accepts again."""

@@ -77,6 +77,8 @@ async def test_the_heartbeat_stops_while_a_modbus_plc_refuses_the_safe_write(tmp
         assert plant.applied() == SAFE  # the PLC's safe state, whatever the gateway's setpoints were
         st = await d.status()
         assert "heartbeat_stopped" in st["alarms"], st["alarms"]
+        assert "refused the write" in st["links"]["plc1"]["last_error"], st["links"]  # the refusal, named
+        assert "no good read or acknowledged write" in st["last_trip"]["message"]
         assert twin.image["heartbeat"] == hb  # not one heartbeat since the refusal was seen
         reply = await d.cmd("reset", reason="test")
         assert not reply["ok"] and ("heartbeat stopped" in reply["error"] or "does not answer" in reply["error"])
@@ -84,6 +86,11 @@ async def test_the_heartbeat_stops_while_a_modbus_plc_refuses_the_safe_write(tmp
         await wait_for(lambda: twin.image["heartbeat"] != hb, "the heartbeat, once the safe write is acknowledged")
         st = await d.status()
         assert "heartbeat_stopped" not in st["alarms"]
+
+        async def clear() -> bool:  # the link is fine again: what went wrong is over
+            return (await d.status())["links"]["plc1"]["last_error"] == ""
+
+        await wait_for(clear, "last_error cleared after the recovery", timeout=5)
         twin.image.write("reset_cmd", True)
 
         async def reset() -> bool:

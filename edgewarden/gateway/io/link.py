@@ -45,6 +45,7 @@ class Link:
     backoff_s: float = 0.0  # next reconnect wait; back to reconnect_min_s only after a good read
     answered_mono: float = -float("inf")  # the peer's last answer (or the session's start)
     broken: list[Any] = field(default_factory=list)  # dropped clients still to let go
+    refusal_logged: str = ""  # the write refusal last logged (logged once while it repeats)
 
     @property
     def silence_s(self) -> float:
@@ -58,11 +59,14 @@ class Link:
         self.health.state = "up"
         self.health.last_error = ""
 
-    def answered(self, now: float) -> None:
-        """A good answer: the peer is alive and the backoff starts from the minimum again."""
+    def answered(self, now: float, *, clean: bool = True) -> None:
+        """A good answer: the peer is alive and the backoff starts from the minimum again;
+        ``clean`` (every value of the read good): what went wrong before is over."""
         self.answered_mono = now
         self.health.last_ok_mono = now
         self.backoff_s = 0.0
+        if clean:
+            self.health.last_error = ""
 
 
 L = TypeVar("L", bound=Link)
@@ -161,6 +165,15 @@ class LinkedTransport(Generic[L]):
             self._late(link)
         else:
             self._drop(link, exc)
+
+    def _refused(self, link: L, error: str) -> None:
+        """The peer refused a write: shown in the link's health every time, logged once
+        while the same refusal repeats (the writes go unacknowledged: comms loss trips in
+        its budget)."""
+        link.health.last_error = error
+        if link.refusal_logged != error:
+            link.refusal_logged = error
+            self._log.error("write refused", link=link.name, peer=link.spec.peer(), error=error)
 
     def _late(self, link: L) -> None:
         """No answer by the cycle's deadline: keep the link unless the peer has answered

@@ -41,7 +41,7 @@ class PlcAuthority:
         self._remote = monitored.index(s.plc_remote_tag) if s.plc_remote_tag else -1
         self._watchdog = monitored.index(s.plc_watchdog_tag) if s.plc_watchdog_tag else -1
         self.configured = self._remote >= 0 or self._watchdog >= 0
-        self.accepts: bool | None = None  # None: not configured, or not read good yet
+        self.accepts: bool | None = None  # None: not configured, or not read good this cycle
         # per action whose applied value is a tag of its own: (name, applied slot, position
         # in the action vector, tolerance); plain Python: a few actions, judged every cycle
         checked = [a for a in settings.policy.actions if (s.actions[a].applied or a) != a]
@@ -51,6 +51,10 @@ class PlcAuthority:
         self._settle_s = s.applied_settle_s
         self._since = [math.nan] * len(checked)  # when each mismatch began (NaN: none)
         self._raised = [False] * len(checked)  # its alarm is raised
+
+    def unknown(self) -> None:
+        """This cycle's data cannot say (bad, stale or no data): no claim either way."""
+        self.accepts = None
 
     def read(self, monitored: np.ndarray) -> bool | None:
         """Whether the PLC accepts the gateway's setpoints, from this cycle's (good) values."""

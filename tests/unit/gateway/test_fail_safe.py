@@ -4,6 +4,7 @@ transport (the real servers' side: tests/fault/test_fuzz_peers.py)."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -143,3 +144,21 @@ async def test_a_value_beyond_float32_is_bad_not_an_inf_in_the_policy_input(tmp_
     await steps(loop, 1)
     assert loop.modes.mode == Mode.ESTOP
     assert loop.estop.last is not None and loop.estop.last.code == "bad_quality:CA", loop.estop.last
+
+
+@pytest.mark.anyio
+async def test_status_claims_no_plc_acceptance_it_did_not_read_this_cycle(tmp_path: Path) -> None:
+    """During a blackhole (no data) the gateway used to go on saying the PLC accepted."""
+    loop, t, _ = make_loop(tmp_path)
+    await steps(loop, 1)
+    loop.request_start("alice")
+    await steps(loop, 2)
+    gauge = "edgewarden_plc_accepts_setpoints"
+    assert loop.authority.accepts is True and loop.metrics.registry.get_sample_value(gauge) == 1.0
+    t.online = False  # nothing answers: NO_DATA
+    await steps(loop, 1)
+    assert loop.authority.accepts is None
+    assert math.isnan(loop.metrics.registry.get_sample_value(gauge))
+    t.online = True
+    await steps(loop, 1)
+    assert loop.authority.accepts is True and loop.metrics.registry.get_sample_value(gauge) == 1.0

@@ -176,6 +176,7 @@ class ModbusTransport(LinkedTransport[_Link]):
             snap.mark(link.all_slots, Quality.NO_DATA)
             return
         t0 = time.monotonic()
+        clean = True
         async with link.lock:
             try:
                 # pymodbus bounds each request (timeout_s, retries); this backstop bounds them
@@ -191,13 +192,14 @@ class ModbusTransport(LinkedTransport[_Link]):
                                                       f"{exception_name(code)}")
                             snap.mark(block.slot_arr, Quality.BAD)
                             snap.recv_mono[block.slot_arr] = now
+                            clean = False
                             continue
                         self._fill(snap, block, rr, now, time.time())
             except (*_COMMS_ERRORS, ProtocolError) as exc:  # TimeoutError among them: late, not dropped
                 self._read_failed(link, snap, link.all_slots, exc)
                 return
         now = time.monotonic()
-        link.answered(now)
+        link.answered(now, clean=clean)
         link.health.rtt_s = (now - t0) / max(1, len(link.blocks))
 
     @staticmethod
@@ -289,4 +291,6 @@ class ModbusTransport(LinkedTransport[_Link]):
                     outcomes[i] = f"failed: {describe(exc)}"
                 error = f"write to {link.name!r} failed: {describe(exc)}"
         if error is not None:
+            if error.startswith("Modbus device"):  # answered with an exception: refused, not lost
+                self._refused(link, error)
             raise WriteError(error, outcomes)

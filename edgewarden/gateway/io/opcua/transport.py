@@ -283,11 +283,8 @@ class OpcUaTransport(LinkedTransport[_Link]):
         """A write refused for who is asking: the session stays (reconnecting would change
         nothing), the writes go unacknowledged (so comms loss trips in its budget), and the
         reason is logged once and shown in the link's health."""
-        error = (f"the server refuses {identity(link.spec)} the writes the gateway makes "
-                 f"({describe(exc)}): give it write access to {', '.join(t for t, _ in link.written)}")
-        if link.health.last_error != error:
-            link.health.last_error = error
-            self._log.error("write refused", link=link.name, peer=link.spec.peer(), error=error)
+        self._refused(link, f"the server refuses {identity(link.spec)} the writes the gateway makes "
+                            f"({describe(exc)}): give it write access to {', '.join(t for t, _ in link.written)}")
 
     def _plan(self, plan: WritePlan) -> list[WritePart]:
         by_link: dict[str, WritePart] = {}
