@@ -94,6 +94,8 @@ ConnectionSpec = Annotated[
 
 class TagSpec(Section):
     """One tag, named once; everything downstream uses the tag name and engineering units.
+    The name is ASCII letters, digits and _ (not starting with a digit), unique regardless
+    of case; the plant's own name goes in ``description``.
 
     Source: ``node`` for an OPC UA connection; ``table``/``address`` (and ``unit``,
     ``word_order``, ``byte_order``) for a Modbus connection.
