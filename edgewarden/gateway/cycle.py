@@ -258,7 +258,11 @@ class ControlLoop:
         self.override.operator_takes(actor, setpoints, self._action)
 
     def request_auto(self, actor: str) -> None:
-        """Operator hands control back (bumpless: the shield ramps from the applied action)."""
+        """Operator hands control back (bumpless: the shield ramps from the applied action):
+        from MANUAL to the mode before it, or from FALLBACK to the active policy now."""
+        if self.modes.mode == Mode.FALLBACK and not self.override.held_by:
+            self.modes.request(Mode.AUTO, reason="operator hands control back to the active policy", actor=actor)
+            return
         self.override.operator_releases(actor)
 
     # ---- the loop -----------------------------------------------------------------
@@ -339,12 +343,18 @@ class ControlLoop:
         self._last_code = verdict.code
 
     def _take_staged_model(self, now: float) -> None:
-        """A validated model staged by load/promote/rollback takes over here."""
+        """A validated model staged by load/promote/rollback takes over here; a rollback
+        in FALLBACK hands control straight to the restored controller (bumpless: it
+        starts from the last action, and the shield ramps)."""
+        rollback = self.models.rolling_back
         staged = self.models.take_staged(now)
         if staged is not None:
             self.policy = staged
             staged.attach(self._action, self._obs64, self.period)
             self.safety.supervisor.use_policy(staged)
+            if rollback and self.modes.mode == Mode.FALLBACK:
+                self.modes.request(Mode.AUTO, reason="rolled back to the previous controller: it takes over",
+                                   actor="gateway")
 
     async def _read(self, start: float) -> float:
         """Every tag into the snapshot by 0.8 of a period; sets the write's deadline.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -106,6 +107,7 @@ async def status(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]
         "verdict": loop.checker.verdict.code,
         "manual_by": sorted(loop.manual_by),
         "interlocks": loop.interlocks.active_names(),
+        "fallback": loop.safety.supervisor.hand_back(time.monotonic()) if loop.modes.mode.name == "FALLBACK" else None,
         "plc_accepts": loop.authority.accepts,  # None: not configured (no plc_remote/watchdog tag)
         "alarms": dict(loop.alarms),
         "data_age_s": None if age != age else age,

@@ -50,6 +50,10 @@ def render(reply: dict[str, Any]) -> str:
         f"checks  {reply.get('verdict')}  data age {_ms(reply.get('data_age_s'))}"
         + (f"  interlocks active: {', '.join(reply['interlocks'])}" if reply.get("interlocks") else ""),
     ]
+    fb = reply.get("fallback")
+    if fb:
+        lines.append(f"fallback {fb.get('reason')}; agreeing {fb.get('agreeing_s', 0):.1f} of {fb.get('needed_s')} s")
+        lines.append(f"        hand-back: {fb.get('rule')}")
     accepts = reply.get("plc_accepts")
     if accepts is not None:
         lines.append(f"plc     accepts gateway setpoints: {'yes' if accepts else 'NO'}")

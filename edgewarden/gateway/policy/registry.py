@@ -197,9 +197,16 @@ class ModelManager:
         new, self.staged = self.staged, None
         if new is not self.active:
             self.previous, self.active = self.active, new
-            self.swapped_at = now
+            # a rollback is never rolled back by itself: that would hand control straight
+            # back to the model that just failed
+            self.swapped_at = -math.inf if self.staged_reason.startswith("rollback") else now
             self._record("model_swap", new, "gateway", reason=self.staged_reason)
         return new
+
+    @property
+    def rolling_back(self) -> bool:
+        """The staged model is a rollback (the controller before the active one)."""
+        return self.staged is not None and self.staged_reason.startswith("rollback")
 
     def on_trouble(self, reason: str, now: float) -> bool:
         """A fault or a fall-back: roll a recently swapped model back. True if staged."""

@@ -7,7 +7,10 @@ contract's threshold times ``uncertainty_scale``), or after ``max_interventions`
 shield clips within ``intervention_window_s``. In FALLBACK the verified controller
 (edgewarden/gateway/policy/fallback.py) proposes the action; control goes back to the policy once
 its proposal, clipped to this cycle's bounds, has agreed with the fallback's within
-``agreement_tolerance`` for ``agreement_s``. Everything proposed still passes the shield.
+``agreement_tolerance`` for ``agreement_s``, or at once when an operator hands it back or
+rolls back to the previous model. A model swapped in less than ``rollback_window_s`` ago
+that loses control is rolled back instead of handed to the fallback: the controller
+before it takes over. Everything proposed still passes the shield.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class Supervisor:
         self._interventions: collections.deque[float] = collections.deque()
         self._agree_since = math.nan
         self._ood_run = 0
+        self.reason = ""  # why the fallback has control (the last entry)
         self._ood = ood_bounds(policy, fb.ood_margin, fb.ood_z, len(self._inputs))
         self._unc_limit = uncertainty_limit(policy, fb.uncertainty_scale)
 
@@ -81,6 +85,7 @@ class Supervisor:
         self._interventions = old._interventions
         self._agree_since = old._agree_since
         self._ood_run = old._ood_run
+        self.reason = old.reason
 
     def use_policy(self, policy: Any) -> None:
         """A new model took over: its own training distribution, a fresh run count."""
@@ -121,12 +126,24 @@ class Supervisor:
 
     def enter(self, reason: str) -> None:
         """Hand control from the policy to the fallback (from AUTO; elsewhere only the
-        hand-back timer restarts)."""
+        hand-back timer restarts). A model swapped in moments ago is rolled back instead:
+        the controller before it takes over in AUTO at the next cycle, and no fallback
+        holds the outputs of the model that just failed."""
         self._agree_since = math.nan
         if self._modes.mode == Mode.AUTO:
-            self._on_trouble(reason, time.monotonic())
+            if self._on_trouble(reason, time.monotonic()):
+                return
             self.controller.reset()
+            self.reason = reason
             self._modes.request(Mode.FALLBACK, reason=reason, actor="gateway")
+
+    def hand_back(self, now: float) -> dict[str, Any]:
+        """The hand-back rule and how far this FALLBACK is along it (for status)."""
+        agreeing = 0.0 if math.isnan(self._agree_since) else now - self._agree_since
+        return {"reason": self.reason, "rule": f"back to AUTO once the policy's proposal has agreed with the "
+                f"fallback's within agreement_tolerance for {self._fb.agreement_s:g} s; or an operator's "
+                "`ctl auto` (the active policy now) or `model rollback` (the previous one takes over)",
+                "agreeing_s": round(agreeing, 3), "needed_s": self._fb.agreement_s}
 
     def resume(self) -> None:
         """FALLBACK resumes after MANUAL: the controller starts afresh."""

@@ -36,8 +36,8 @@ class ListAudit:
 
 def make_loop(tmp_path: Path, *, weight: np.ndarray | None = None, replace: dict[str, str] | None = None,
               values: dict[str, float] | None = None, transport_cls: type[MemoryTransport] = MemoryTransport,
-              ) -> tuple[ControlLoop, MemoryTransport, ListAudit]:
-    policy_path = write_linear_policy(tmp_path / "policy.onnx", weight=weight)
+              bias: np.ndarray | None = None) -> tuple[ControlLoop, MemoryTransport, ListAudit]:
+    policy_path = write_linear_policy(tmp_path / "policy.onnx", weight=weight, bias=bias)
     s = load_config(write_config(tmp_path, policy=policy_path, replace=replace)).settings
     tags = TagMap.from_settings(s)
     transport = transport_cls(tags, dict(HEALTHY if values is None else values))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgewarden.gateway.cycle import HEARTBEAT_STOPPED
@@ -16,8 +18,8 @@ from edgewarden.gateway.io.tags import Snapshot
 from edgewarden.gateway.io.transport import WriteError, WritePlan
 from edgewarden.gateway.modes import Mode, ModeRefused
 from edgewarden.gateway.safety.fault import internal_fault
-from tests.helpers import wait_for
-from tests.unit.gateway.test_cycle import action_writes, make_loop, steps
+from tests.helpers import wait_for, write_linear_policy
+from tests.unit.gateway.test_cycle import HEALTHY, action_writes, make_loop, steps
 
 
 class BrokenRead(MemoryTransport):
@@ -162,3 +164,72 @@ async def test_status_claims_no_plc_acceptance_it_did_not_read_this_cycle(tmp_pa
     t.online = True
     await steps(loop, 1)
     assert loop.authority.accepts is True and loop.metrics.registry.get_sample_value(gauge) == 1.0
+
+
+# ---- FALLBACK always has a way out ------------------------------------------------------------
+# T = 376 K holds the interlock "T >= 375: feed_flow_sp <= 50": the incumbent proposes a
+# feed of 40, the new model 100, which the shield clips every cycle
+HOT = {**HEALTHY, "T": 376.0, "feed_flow_sp": 40.0, "feed_flow": 40.0}
+INCUMBENT = np.array([100.0, 40.0])
+
+
+def _runaway(tmp_path: Path) -> Path:
+    return write_linear_policy(tmp_path / "runaway.onnx", bias=np.array([100.0, 100.0]))
+
+
+async def _until_mode_changes(loop, n: int = 40) -> None:  # noqa: ANN001
+    start = loop.modes.mode
+    for _ in range(n):
+        await loop.step()
+        if loop.modes.mode != start:
+            return
+
+
+@pytest.mark.anyio
+async def test_a_new_model_that_loses_control_is_rolled_back_and_the_one_before_takes_over(tmp_path: Path) -> None:
+    """It used to hand over to the hold fallback, which held the failed model's outputs, and
+    the restored controller could hand back only by agreeing with them."""
+    loop, t, audit = make_loop(tmp_path, replace={r"^max_interventions = 20": "max_interventions = 3"},
+                               values=HOT, bias=INCUMBENT)
+    good = loop.policy.sha256
+    transitions: list = []
+    loop.modes.subscribe(transitions.append)
+    await steps(loop, 1)
+    loop.request_start("alice")
+    await steps(loop, 2)
+    loop.models.load(_runaway(tmp_path), "alice")
+    await steps(loop, 8)  # swap, three clipped proposals, the rollback, the swap back
+    assert loop.policy.sha256 == good and loop.modes.mode == Mode.AUTO
+    assert Mode.FALLBACK not in [t.target for t in transitions]
+    rollbacks = [p for k, p in audit.records if k == "model_rollback"]
+    assert len(rollbacks) == 1 and "automatic" in rollbacks[0]["reason"]
+    await steps(loop, 30)  # the restored one is not rolled back to the failed one
+    assert loop.policy.sha256 == good and len([1 for k, _ in audit.records if k == "model_rollback"]) == 1
+
+
+@pytest.mark.anyio
+async def test_from_fallback_an_operator_hands_back_or_rolls_back(tmp_path: Path) -> None:
+    loop, t, audit = make_loop(tmp_path, replace={r"^max_interventions = 20": "max_interventions = 3",
+                                                  r"^actions = \[": "rollback_window_s = 0.0\nactions = ["},
+                               values=HOT, bias=INCUMBENT)
+    good = loop.policy.sha256
+    transitions: list = []
+    loop.modes.subscribe(transitions.append)
+    await steps(loop, 1)
+    loop.request_start("alice")
+    await steps(loop, 2)
+    loop.models.load(_runaway(tmp_path), "alice")
+    await _until_mode_changes(loop)
+    assert loop.modes.mode == Mode.FALLBACK  # outside any rollback window: the fallback has control
+    status = loop.safety.supervisor.hand_back(time.monotonic())
+    assert "interventions" in status["reason"] and "ctl auto" in status["rule"] and status["needed_s"] == 5.0
+    loop.request_auto("alice")  # the operator hands control back to the active policy now
+    assert loop.modes.mode == Mode.AUTO
+    await _until_mode_changes(loop)
+    assert loop.modes.mode == Mode.FALLBACK  # it loses control again
+    loop.models.rollback("alice", "it keeps running into its bounds")  # the operator names the previous one
+    await steps(loop, 1)
+    assert loop.policy.sha256 == good and loop.modes.mode == Mode.AUTO
+    reasons = [t.reason for t in transitions if t.target == Mode.AUTO]
+    assert reasons[-2:] == ["operator hands control back to the active policy",
+                            "rolled back to the previous controller: it takes over"]
