@@ -29,8 +29,9 @@ class Mark:
 
 
 def path_for(directory: Path) -> Path:
-    """``/var/lib/edgewarden/audit`` → ``/var/lib/edgewarden/audit.state``."""
-    directory = Path(directory)
+    """``/var/lib/edgewarden/audit`` → ``/var/lib/edgewarden/audit.state`` (of the resolved
+    path: ``.``, ``..`` or a symlink name the same mark as the daemon's config does)."""
+    directory = Path(directory).resolve()
     return directory.with_name(directory.name + ".state")
 
 
@@ -57,13 +58,14 @@ def read(path: Path) -> Mark | None:
 
 
 def write(path: Path, mark: Mark, *, sync: bool) -> None:
-    """Replace the mark atomically (fsynced with its directory when ``sync``)."""
+    """Replace the mark atomically: the new content is fsynced before the rename (a power
+    loss leaves the old mark or the new one, never an empty file); the directory too when
+    ``sync``."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, json.dumps({"seq": mark.seq, "head": mark.head}).encode())
-        if sync:
-            os.fsync(fd)
+        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -75,16 +77,23 @@ def write(path: Path, mark: Mark, *, sync: bool) -> None:
             os.close(dfd)
 
 
-def check(directory: Path, mark: Mark | None, last_seq: int, head_at: str | None) -> None:
-    """Refuse a log that is behind ``mark`` (``head_at``: the log's hash of the record at
-    the mark's seq, None when the log does not reach it)."""
+def behind(mark: Mark | None, last_seq: int, head_at: str | None) -> str | None:
+    """How a log is behind ``mark`` (None: it is not). ``head_at``: the log's hash of the
+    record at the mark's seq (None when the log does not hold it: retention may have
+    deleted it, which is judged by the seq alone)."""
     if mark is None or mark.seq == 0:
-        return
+        return None
     if last_seq < mark.seq:
-        why = f"ends at seq {last_seq}" if last_seq else "is empty"
-    elif head_at is not None and head_at != mark.head:
-        why = f"has another record at seq {mark.seq}"
-    else:
+        return f"ends at seq {last_seq}" if last_seq else "is empty"
+    if head_at is not None and head_at != mark.head:
+        return f"has another record at seq {mark.seq}"
+    return None
+
+
+def check(directory: Path, mark: Mark | None, last_seq: int, head_at: str | None) -> None:
+    """Refuse a log that is behind ``mark`` (see :func:`behind`)."""
+    why = behind(mark, last_seq, head_at)
+    if why is None:
         return
     raise AuditError(
         f"audit log {directory} {why}, but this gateway had written it up to seq {mark.seq} "

@@ -36,10 +36,13 @@ class Recovered:
     segment: Path | None  # None: the directory holds no segment yet
     segment_size: int
     repair: dict[str, Any] | None  # payload of the ``repair`` record to append, if anything was cut
+    hash_at: bytes | None = None  # the hash of the record at ``recover(hash_at=...)``, if the log holds it
 
 
-def recover(directory: Path, *, repair_damaged_tail: bool, checkpoint_export: Path | None) -> Recovered:
-    """Verify the log in ``directory`` and make it appendable; ``AuditError`` when it is damaged."""
+def recover(directory: Path, *, repair_damaged_tail: bool, checkpoint_export: Path | None,
+            hash_at: int | None = None) -> Recovered:
+    """Verify the log in ``directory`` and make it appendable; ``AuditError`` when it is
+    damaged. ``hash_at``: a seq whose record's hash to report (the high-water mark's)."""
     removed = []
     try:
         for tmp in sorted(directory.glob("*" + fmt.SEGMENT_SUFFIX + ".tmp")):
@@ -47,8 +50,10 @@ def recover(directory: Path, *, repair_damaged_tail: bool, checkpoint_export: Pa
             removed.append(tmp.name)
         state = fmt.WalkState()
         last: fmt.Record | None = None
+        found: bytes | None = None
         for last in fmt.walk(directory, state, tolerate_torn_tail=True, tolerate_damaged_tail=repair_damaged_tail):
-            pass
+            if last.seq == hash_at:
+                found = last.hash
     except fmt.ChainError as exc:
         hint = (f"; if it is damage to the last records (keep a copy of the directory first), "
                 f"`edgewarden audit repair {directory}` cuts them, unless they were exported"
@@ -70,7 +75,7 @@ def recover(directory: Path, *, repair_damaged_tail: bool, checkpoint_export: Pa
     checkpoint = last.seq if last is not None and _kind_of(last) == CHECKPOINT_KIND else None
     return Recovered(next_seq=state.next_seq, head=state.head, last_checkpoint_seq=checkpoint,
                      segment=state.segments[-1] if state.segments else None,
-                     segment_size=state.end_offset, repair=repair)
+                     segment_size=state.end_offset, repair=repair, hash_at=found)
 
 
 def _refuse_cutting_exported(directory: Path, torn: fmt.TornTail, checkpoint_export: Path | None) -> None:

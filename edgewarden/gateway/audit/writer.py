@@ -30,6 +30,7 @@ fsync is never retried: after it the kernel may have dropped the dirty pages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import math
@@ -221,12 +222,18 @@ class AuditWriter:
                 raise AuditError(f"audit log {self.directory} is open in another process") from None
             raise AuditError(f"cannot open audit log {self.directory}: {exc}") from None
         try:
+            mark, unreadable = self._read_mark(new_chain is not None)
             log = recover(self.directory, repair_damaged_tail=repair_damaged_tail,
-                          checkpoint_export=self.checkpoint_export)
-            mark = highwater.read(self.high_water) if self.high_water is not None else None
-            if new_chain is None and not repair_damaged_tail:  # a repair is the operator's cut already
-                last = log.next_seq - 1
-                highwater.check(self.directory, mark, last, log.head.hex() if mark and last == mark.seq else None)
+                          checkpoint_export=self.checkpoint_export, hash_at=mark.seq if mark else None)
+            last = log.next_seq - 1
+            head_at = log.hash_at.hex() if log.hash_at is not None else None
+            if new_chain is None:
+                why = highwater.behind(mark, last, head_at)
+                if why is not None and repair_damaged_tail and log.repair is not None and last < mark.seq:  # type: ignore[union-attr]
+                    # the operator's repair cut records the gateway had made durable: on record in the repair
+                    log.repair["marked_seq"], log.repair["marked_head"] = mark.seq, mark.head  # type: ignore[union-attr,index]
+                else:
+                    highwater.check(self.directory, mark, last, head_at)
             repair = self._take_over(log)
         except BaseException:
             self._close_fds()
@@ -237,12 +244,30 @@ class AuditWriter:
         self.repaired = repair
         if repair is not None:
             self.append_durable("repair", repair)
-        if new_chain is not None:
-            self.append_durable("chain_restart", {**new_chain, "log_seq": log.next_seq - 1,
-                                                  "marked_seq": mark.seq if mark else None,
-                                                  "marked_head": mark.head if mark else None})
-        self._mark(sync=True)
+        try:
+            if new_chain is not None:
+                self.append_durable("chain_restart", {**new_chain, "log_seq": log.next_seq - 1,
+                                                      "marked_seq": mark.seq if mark else None,
+                                                      "marked_head": mark.head if mark else None,
+                                                      **({"mark_unreadable": unreadable} if unreadable else {})})
+            self._mark(sync=True)
+        except BaseException:
+            with contextlib.suppress(AuditError):
+                self.close()
+            raise
         return self
+
+    def _read_mark(self, new_chain: bool) -> tuple[highwater.Mark | None, str]:
+        """The high-water mark (None: none kept); for a new chain an unreadable one is no
+        obstacle, only a fact for its record."""
+        if self.high_water is None:
+            return None, ""
+        try:
+            return highwater.read(self.high_water), ""
+        except AuditError as exc:
+            if not new_chain:
+                raise
+            return None, str(exc)
 
     def _mark(self, *, sync: bool) -> None:
         """The high-water mark: the last durable record (writer thread, or open/close)."""
@@ -282,10 +307,12 @@ class AuditWriter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        if self._failed is None:
-            self._mark(sync=True)
-        self._close_fds()
-        self._open = False
+        try:
+            if self._failed is None:
+                self._mark(sync=True)
+        finally:
+            self._close_fds()
+            self._open = False
         if self._failed is not None:
             raise self._failed
 

@@ -89,15 +89,52 @@ def test_a_log_behind_its_high_water_mark_is_refused_until_a_new_chain_is_starte
     assert restart[0]["reason"] == "restored from backup"
 
 
-def test_another_record_at_the_mark_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("length", [5, 50])
+def test_another_log_through_the_mark_is_refused(tmp_path: Path, length: int) -> None:
     d = tmp_path / "audit"
     _log(d, 5)
     shutil.rmtree(d)
-    with AuditWriter(d) as w:  # another log of the same length, written without the mark
-        for i in range(5):
+    with AuditWriter(d) as w:  # another log, as long or longer, written without the mark
+        for i in range(length):
             w.append("cycle", {"n": i, "other": True})
     with pytest.raises(AuditError, match="has another record at seq 5"):
         _writer(d).open()
+
+
+def test_audit_repair_does_not_move_the_mark_past_a_rolled_back_log(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A repair that cuts nothing is no way around new-chain (it used to move the mark
+    silently to the shorter log's end)."""
+    d = tmp_path / "audit"
+    _log(d, 10)
+    shutil.copytree(d, tmp_path / "copy")
+    _log(d, 10)
+    shutil.rmtree(d)
+    shutil.copytree(tmp_path / "copy", d)
+    assert main(["audit", "repair", str(d)]) == 74
+    assert "edgewarden audit new-chain" in capsys.readouterr().err
+    with pytest.raises(AuditError, match="had written it up to seq 20"):
+        _writer(d).open()
+
+
+def test_an_unreadable_mark_gives_way_to_new_chain_on_record(tmp_path: Path) -> None:
+    d = tmp_path / "audit"
+    _log(d, 3)
+    highwater.path_for(d).write_bytes(b"")  # what a lost rename could leave on some filesystems
+    with pytest.raises(AuditError, match="is not one this gateway wrote"):
+        _writer(d).open()
+    assert main(["audit", "new-chain", str(d), "--reason", "mark lost in a power cut", "--operator", "bob"]) == 0
+    restart = [r.payload for r in iter_records(d) if r.payload["kind"] == "chain_restart"]
+    assert restart and "not one this gateway wrote" in restart[0]["mark_unreadable"]
+    with _writer(d):
+        pass
+
+
+def test_the_mark_follows_the_resolved_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "audit"
+    _log(d, 2)
+    monkeypatch.chdir(d)
+    assert highwater.path_for(Path(".")) == highwater.path_for(d) == tmp_path / "audit.state"
 
 
 @pytest.mark.parametrize("content", [b"", b"{}", b'{"seq": -1, "head": "' + b"0" * 64 + b'"}', b"x" * 9000])
