@@ -224,7 +224,8 @@ class Gateway:
         handled by the transport (dropped, reconnected; comms loss past its timeout trips)."""
         exc = context.get("exception")
         where = context.get("protocol") or context.get("task") or context.get("future")
-        self.log.error("event loop error", error=context.get("message", "unknown").splitlines()[0],
+        message = (str(context.get("message") or "unknown").splitlines() or ["unknown"])[0]
+        self.log.error("event loop error", error=message,
                        fault=internal_fault("event_loop", exc)[1] if exc is not None else None,
                        source=type(where).__name__ if where is not None else None)
 

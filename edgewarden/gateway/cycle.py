@@ -298,7 +298,10 @@ class ControlLoop:
                 stats.deadline_misses, stats.consecutive_overruns = pacer.misses, pacer.consecutive
                 if not pacer.consecutive:
                     if not self.outputs.failed and self.on_healthy_cycle is not None:
-                        self.on_healthy_cycle()
+                        try:  # the systemd watchdog, a staged reload applied: inside the boundary too
+                            self.on_healthy_cycle()
+                        except Exception as exc:  # noqa: BLE001
+                            await self.fail_safe("healthy_cycle", exc)
                     continue
                 self.metrics.deadline_misses.inc()
                 overrun = pacer.over_budget()

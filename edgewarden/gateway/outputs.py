@@ -110,13 +110,14 @@ class Outputs:
             return None
         t_write = time.perf_counter()
         await self.settle()
+        self.vouching = False  # until the device acknowledges them (an exception leaves it so)
         ack = await self._checked(self._safe_plan, safe, deadline)
         if all(a == "ok" for a in ack):
             self.vouching = True
             hb: int | None = int(self._next_heartbeat())
             ack = [*ack, *await self._checked(self._hb_plan, (float(hb),), deadline)]
         else:
-            self.vouching, hb = False, None
+            hb = None
             ack = [*ack, "not_attempted: the safe outputs were not acknowledged (heartbeat stopped)"]
         self.ack = ack
         self.seconds = time.perf_counter() - t_write + self._settle_s

@@ -3,8 +3,8 @@
 A path given in a config or on the command line may be anything: a FIFO (whose open
 blocks until a writer comes, which may be never), ``/dev/zero`` (endless), a symlink loop,
 a directory, a file of gigabytes. :func:`read_regular` opens it without blocking
-(``O_NONBLOCK``; no controlling terminal), checks on the open descriptor that it is a
-regular file and no larger than the caller's bound, and reads at most that much; anything
+(``O_NONBLOCK``; no controlling terminal) once ``stat`` has said it is a regular file (a
+device is never opened), checks again on the open descriptor that it is a regular file and no larger than the caller's bound, and reads at most that much; anything
 else is the caller's error class with one line naming what the file is for, the path and
 why. :func:`check_regular` makes the same checks for a file another library opens itself
 (HDF5).
@@ -31,19 +31,27 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def _refuse_kind(mode: int, path: Path, what: str, error: type[GatewayError]) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise error(f"{what} {path}: {kind}, not a regular file")
+
+
 def _open_checked(path: Path, what: str, max_bytes: int | None, error: type[GatewayError]) -> tuple[int, int]:
     try:
+        _refuse_kind(os.stat(path).st_mode, path, what, error)  # before any open: a device's has effects
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise error(f"{what} {path}: {_why(exc)}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-            raise error(f"{what} {path}: {kind}, not a regular file")
+        _refuse_kind(st.st_mode, path, what, error)  # what was opened (the path may have changed since)
         if max_bytes is not None and st.st_size > max_bytes:
-            raise error(f"{what} {path}: {st.st_size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:g} MiB "
-                        "allowed for it")
+            raise error(f"{what} {path}: {_size(st.st_size)}, more than the {_size(max_bytes)} allowed for it")
     except BaseException:
         os.close(fd)
         raise
@@ -68,7 +76,7 @@ def read_regular(path: Path | str, *, what: str, max_bytes: int, error: type[Gat
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > max_bytes:
-        raise error(f"{what} {path}: more than the {max_bytes / 2**20:g} MiB allowed for it")
+        raise error(f"{what} {path}: more than the {_size(max_bytes)} allowed for it")
     return data
 
 

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edgewarden.gateway.audit.files import drop_torn_line, write_all, write_file
 from edgewarden.gateway.errors import AuditError
+from edgewarden.gateway.readfile import read_regular, read_text
 
 MAGIC = b"EWCKPT01"
 _MSG = struct.Struct(">8sQ32sq")
@@ -123,13 +124,14 @@ def generate_keypair(private_path: Path, public_path: Path, *, overwrite: bool =
     return key_id(key.public_key())
 
 
+_KEY_MAX_BYTES = 65536  # a PEM key: a few hundred bytes
+_EXPORT_MAX_BYTES = 1 << 30  # an exported checkpoint file: a line per checkpoint (~250 bytes)
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     path = Path(path)
-    try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AuditError(f"cannot read signing key {path}: {exc}") from None
+    data = read_regular(path, what="signing key", max_bytes=_KEY_MAX_BYTES, error=AuditError)
+    mode = path.stat().st_mode
     if mode & 0o077:
         raise AuditError(f"signing key {path} is readable by group or others (mode {mode & 0o777:o}); "
                          f"run chmod 600 {path}")
@@ -144,10 +146,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AuditError(f"cannot read public key {path}: {exc}") from None
+    data = read_regular(path, what="public key", max_bytes=_KEY_MAX_BYTES, error=AuditError)
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as exc:
@@ -177,10 +176,7 @@ class CheckpointFileError(AuditError):
 def read_exported(path: Path) -> list[Checkpoint]:
     """Checkpoints from an export file (JSON lines). A torn last line is ignored; a
     complete line that is not a checkpoint raises :class:`CheckpointFileError`."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuditError(f"cannot read checkpoint file {path}: {exc}") from None
+    text = read_text(path, what="checkpoint file", max_bytes=_EXPORT_MAX_BYTES, error=AuditError)
     out = []
     lines = text.split("\n")
     complete, last = lines[:-1], lines[-1]

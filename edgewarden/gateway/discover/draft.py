@@ -42,14 +42,15 @@ class Discovery:
 
 
 def tag_name(raw: str, taken: set[str]) -> str:
-    """A config key from a browse name: letters, digits and _; unique among ``taken``."""
+    """A config key from a browse name: letters, digits and _; unique among ``taken``
+    regardless of case (``config check`` refuses two names that differ only by it)."""
     name = re.sub(r"[^A-Za-z0-9_]+", "_", raw).strip("_") or "tag"
     if name[0].isdigit():
         name = f"t_{name}"
     base, n = name, 2
-    while name in taken:
+    while name.lower() in taken:
         name, n = f"{base}_{n}", n + 1
-    taken.add(name)
+    taken.add(name.lower())
     return name
 
 

@@ -65,7 +65,7 @@ class Link:
         self.answered_mono = now
         self.health.last_ok_mono = now
         self.backoff_s = 0.0
-        if clean:
+        if clean and self.health.last_error != self.refusal_logged:  # a write refusal stays until a write is taken
             self.health.last_error = ""
 
 
@@ -136,12 +136,25 @@ class LinkedTransport(Generic[L]):
             parts = self._write_cache[plan.names] = self._plan(plan)
         if len(parts) == 1:
             await self._write_part(parts[0], plan, values, deadline)
+            self._taken(parts[0].link)
             return
         results = await asyncio.gather(*(self._write_part(p, plan, values, deadline) for p in parts),
                                        return_exceptions=True)
+        for part, res in zip(parts, results, strict=True):
+            if res is None:
+                self._taken(part.link)
         error = merge_outcomes(len(plan.names), [(p.positions, r) for p, r in zip(parts, results, strict=True)])
         if error is not None:
             raise error
+
+    @staticmethod
+    def _taken(link: L) -> None:
+        """A write acknowledged in full: a refusal named before is over (and logged again
+        should it come back)."""
+        if link.refusal_logged:
+            if link.health.last_error == link.refusal_logged:
+                link.health.last_error = ""
+            link.refusal_logged = ""
 
     def _drop(self, link: L, exc: BaseException) -> None:
         """The link failed: mark it, set the client aside (let go by the reconnect task, so
@@ -201,6 +214,9 @@ class LinkedTransport(Generic[L]):
                 await self._open(link)
             except (*self.comms_errors, GatewayError) as exc:  # a refusal too: it may be fixed outside
                 link.health.last_error = describe(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a peer whose handshake a library cannot decode
+                link.health.last_error = f"protocol fault at connect ({type(exc).__name__}: {describe(exc)})"
                 continue
             link.health.reconnects += 1
             self._log.warning("link up", link=link.name, peer=link.spec.peer(), reconnects=link.health.reconnects)

@@ -12,10 +12,12 @@ newest message says healthy and is recent (a daemon that stopped pushing is unhe
 Bounds: at most ``MAX_CONNECTIONS`` open at once (more are closed at once), a request
 must arrive whole within ``HEADER_TIMEOUT_S`` and in ``MAX_REQUEST_BYTES``, one request per
 connection, and at most ``ANSWERS_PER_S`` answers a second, in the order the requests
-arrived (a request that would wait longer than ``MAX_WAIT_S`` is answered 503 at once): a
-scrape loop gets its turn like anyone else and spends the rest of its time waiting, not
-computing. It runs at normal scheduling priority, at nice 19, and off the daemon's pinned
-CPUs where others exist. Only the standard library is imported: it starts in milliseconds.
+arrived (a request that would wait longer than ``MAX_WAIT_S`` is answered 429 at once;
+``/healthz`` is never queued, so a scrape flood cannot fail a liveness probe): a scrape
+loop gets its turn like anyone else and spends the rest of its time waiting, not
+computing. It runs at normal scheduling priority, asks for nice 19 (refused under the
+shipped unit's system-call filter, which forbids changing priorities) and runs off the
+daemon's pinned CPUs where the machine has others. Only the standard library is imported: it starts in milliseconds.
 It exits when the daemon's end of the pair closes.
 """
 
@@ -76,15 +78,9 @@ class Exporter:
                 head = await reader.readuntil(b"\r\n\r\n")
             parts = head.split(b"\r\n", 1)[0].split(b" ")
             path = parts[1].split(b"?", 1)[0] if len(parts) == 3 else b""
-            now = asyncio.get_running_loop().time()
-            turn = max(now, self._next_turn)
-            if turn - now > MAX_WAIT_S:
-                status, ctype, body = b"503 Service Unavailable", b"text/plain", b"too many scrapes; retry\n"
-            else:
-                self._next_turn = turn + 1.0 / ANSWERS_PER_S
-                await asyncio.sleep(turn - now)
-            if turn - now > MAX_WAIT_S:
-                pass
+            busy = path != b"/healthz" and not await self._turn()  # a liveness probe never queues
+            if busy:
+                status, ctype, body = b"429 Too Many Requests", b"text/plain", b"too many scrapes; retry\n"
             elif len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
                 status, ctype, body = b"400 Bad Request", b"text/plain", b"GET /metrics or /healthz\n"
             elif path == b"/metrics":
@@ -105,6 +101,17 @@ class Exporter:
             self.open -= 1
             writer.close()
 
+    async def _turn(self) -> bool:
+        """Wait for this request's answer slot (in arrival order); False: it would wait
+        longer than MAX_WAIT_S, answer 429 at once."""
+        now = asyncio.get_running_loop().time()
+        turn = max(now, self._next_turn)
+        if turn - now > MAX_WAIT_S:
+            return False
+        self._next_turn = turn + 1.0 / ANSWERS_PER_S
+        await asyncio.sleep(turn - now)
+        return True
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.feed.setblocking(False)
@@ -123,7 +130,7 @@ def _step_aside(avoid: set[int]) -> None:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     with contextlib.suppress(OSError):
         os.nice(19)
-    others = os.sched_getaffinity(0) - avoid
+    others = set(range(os.cpu_count() or 1)) - avoid  # the daemon's pinning is this process's too: start from all
     if avoid and others:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, others)

@@ -8,6 +8,7 @@ cycle's interpreter time, however many there are or however slowly they read.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from edgewarden.gateway.logs import get_logger
 from edgewarden.gateway.modes import Mode
 from edgewarden.gateway.version import build_info
 
+_MAX_PUSH_BYTES = 4 * 2**20  # one push is one SOCK_SEQPACKET message (the send buffer is raised to it)
 _CYCLE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 _LATENESS_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
 _STAGE_BUCKETS = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25)
@@ -95,6 +97,7 @@ class Metrics:
         self._feed: socket.socket | None = None
         self._push_interval_s = 0.5
         self._pushed_mono = -float("inf")
+        self._pushed_healthy = False
         self._push_failed = False
         self.pushes = 0  # renders sent to the exporter
         self.pushes_dropped = 0  # not sent: the exporter was behind (or gone)
@@ -140,14 +143,17 @@ class Metrics:
             raise ConfigError(f"[metrics] cannot listen on {host}:{port}: {exc.strerror or exc} "
                               "(another process on that port? set [metrics] port, or 0 for any free port)") from None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_PUSH_BYTES)
         stale_s = max(2.0, 3 * push_interval_s + self.healthy_within_s)
-        with listener, theirs:
+        with listener, theirs, contextlib.ExitStack() as on_error:
+            on_error.callback(ours.close)
             self._exporter = subprocess.Popen(
                 [sys.executable, "-m", "edgewarden.gateway.ops.exporter", "--listen-fd", str(listener.fileno()),
                  "--feed-fd", str(theirs.fileno()), "--stale-s", str(stale_s),
                  "--avoid-cpus", ",".join(map(str, sorted(avoid_cpus)))],
                 pass_fds=(listener.fileno(), theirs.fileno()), stdin=subprocess.DEVNULL, close_fds=True)
             self.server_port = int(listener.getsockname()[1])
+            on_error.pop_all()
         ours.setblocking(False)
         self._feed = ours
         self._push_interval_s = push_interval_s
@@ -161,11 +167,14 @@ class Metrics:
         if self._feed is None:
             return
         now = time.monotonic() if now is None else now
-        if now - self._pushed_mono < self._push_interval_s:
-            return
-        self._pushed_mono = now
+        healthy = self.healthy()
+        if now - self._pushed_mono < self._push_interval_s and healthy == self._pushed_healthy:
+            return  # (a change of health is pushed at once: /healthz lags by a cycle at most)
+        self._pushed_mono, self._pushed_healthy = now, healthy
         try:
-            message = (b"1" if self.healthy() else b"0") + generate_latest(self.registry)
+            message = (b"1" if healthy else b"0") + generate_latest(self.registry)
+            if len(message) > _MAX_PUSH_BYTES:  # one datagram: a registry this large is a bug to see
+                raise ValueError(f"the rendered figures are {len(message)} bytes, over {_MAX_PUSH_BYTES}")
             self._feed.send(message)
             self.pushes += 1
         except (BlockingIOError, InterruptedError):
@@ -293,18 +302,27 @@ def watch_cycle(metrics: Metrics, stats: Callable[[], Any]) -> CycleCollector:
 
 class CertificateCollector(_AtScrape):
     """``edgewarden_certificate_expiry_seconds{key}``: seconds until each certificate the
-    config names expires (negative once it has), the files read at each scrape (a
-    certificate renewed in place shows at once)."""
+    config names expires (negative once it has). The files are read at most once a
+    minute (the figures are rendered between cycles: no file read there each time), so a
+    certificate renewed in place shows within a minute."""
+
+    REREAD_S = 60.0
+
+    def __init__(self, source: Callable[[], Any]) -> None:
+        super().__init__(source)
+        self._expiries: list[tuple[str, float]] = []
+        self._read_mono = -float("inf")
 
     def collect(self) -> Iterator[Any]:
-        import time
-
         from prometheus_client.core import GaugeMetricFamily
 
+        if time.monotonic() - self._read_mono >= self.REREAD_S:
+            self._read_mono = time.monotonic()
+            self._expiries = list(self._source())
         fam = GaugeMetricFamily("edgewarden_certificate_expiry_seconds", "Seconds until a configured certificate "
                                 "expires (negative: expired)", labels=["key"])
         now = time.time()
-        for key, not_after in self._source():
+        for key, not_after in self._expiries:
             fam.add_metric([key], not_after - now)
         yield fam
 

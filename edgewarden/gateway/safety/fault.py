@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 import traceback
+from pathlib import Path
 
-_PACKAGE = os.sep + "edgewarden" + os.sep
+_PACKAGE = str(Path(__file__).resolve().parents[2]) + os.sep  # this package's own directory, wherever installed
 
 
 def _short(filename: str) -> str:
     """A frame's file as a path inside its package (``edgewarden/...``, ``asyncua/...``)."""
+    if filename.startswith(_PACKAGE):
+        return "edgewarden/" + filename[len(_PACKAGE):].replace(os.sep, "/")
     parts = filename.replace(os.sep, "/").split("/")
     for anchor in ("site-packages", "dist-packages"):
         if anchor in parts:
@@ -33,7 +36,7 @@ def where(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return "unknown"
-    ours = [f for f in frames if _PACKAGE in f.filename]
+    ours = [f for f in frames if f.filename.startswith(_PACKAGE)]
     inner = frames[-1]
     parts = []
     if ours:

@@ -83,7 +83,7 @@ def test_config_check_finds_a_bad_signing_key(tmp_path: Path, problem: str) -> N
     config = write_config(tmp_path, policy=POLICY, replace={r"^(dir = .*)$": rf'\1\nsigning_key = "{key}"'})
     r = check(config)
     assert r.returncode == 78 and "audit.signing_key" in r.stderr, r.stderr
-    assert {"missing": "cannot read", "mode 0644": "chmod 600", "garbage": "not an unencrypted PEM"}[problem] in r.stderr
+    assert {"missing": "file not found", "mode 0644": "chmod 600", "garbage": "not an unencrypted PEM"}[problem] in r.stderr
 
 
 def test_a_metrics_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> None:

@@ -54,7 +54,13 @@ class ReadRequest:
 
     async def read(self, client: Client, timeout_s: float) -> list[ua.DataValue]:
         if not self.fast:
-            return await client.uaclient.read_attributes(self.node_ids, ua.AttributeIds.Value)
+            try:
+                return await client.uaclient.read_attributes(self.node_ids, ua.AttributeIds.Value)
+            except (ua.UaError, OSError, TimeoutError, ConnectionError):
+                raise  # comms (and a Bad service result): the transport handles them
+            except Exception as exc:  # noqa: BLE001 - asyncua could not decode the peer's ReadResponse
+                raise ProtocolError(f"protocol fault: a ReadResponse that does not decode "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         proto = client.uaclient.protocol
         if proto is None or proto.transport is None:
             raise ConnectionError("Connection is not open")
