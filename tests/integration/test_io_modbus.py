@@ -200,3 +200,47 @@ async def test_example_config_against_the_twin(tmp_path: Path) -> None:
         await t.close()
     finally:
         await twin.stop()
+
+
+@pytest.mark.anyio
+async def test_the_reconnect_loop_survives_an_exception_nobody_anticipated() -> None:
+    """A reconnect attempt that fails in a way no comms error describes (a library that
+    cannot decode a peer's handshake) used to end the reconnect task silently: the link
+    stayed down for good. Now it is a failed attempt, named in last_error."""
+
+    class Flaky(ModbusTransport):
+        failures = 0
+
+        async def _open(self, link):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
+            if self.failures < 2 and link.health.reconnects == 0 and link.client is None and self._armed:
+                self.failures += 1
+                raise RuntimeError("a handshake nobody anticipated")
+            await super()._open(link)
+
+    srv = ModbusServer()
+    await srv.start()
+    tags = _tagmap(_specs("a"))
+    t = Flaky(tags, {"a": _conn(srv.port)})
+    t._armed = False  # noqa: SLF001 - the first connect is a good one
+    snap = Snapshot(len(tags.readable))
+    try:
+        await t.connect()
+        t._armed = True  # noqa: SLF001
+        await srv.stop()
+
+        async def down() -> bool:
+            await t.read(snap)
+            return not t.health()["a"].connected
+        await _until(down)
+        srv2 = ModbusServer(port=srv.port)
+        await srv2.start()
+        try:
+            async def up() -> bool:
+                await t.read(snap)
+                return bool((snap.quality == Quality.GOOD).all())
+            await _until(up)
+            assert t.failures == 2 and t.health()["a"].reconnects == 1
+        finally:
+            await srv2.stop()
+    finally:
+        await t.close()

@@ -233,3 +233,27 @@ async def test_from_fallback_an_operator_hands_back_or_rolls_back(tmp_path: Path
     reasons = [t.reason for t in transitions if t.target == Mode.AUTO]
     assert reasons[-2:] == ["operator hands control back to the active policy",
                             "rolled back to the previous controller: it takes over"]
+
+
+@pytest.mark.anyio
+async def test_an_exception_in_the_healthy_cycle_callback_trips_and_the_loop_goes_on(tmp_path: Path) -> None:
+    """The callback applies a staged reload and feeds the systemd watchdog: it ran outside
+    the boundary, and an exception there ended the loop (exit 70)."""
+    loop, t, _ = make_loop(tmp_path)
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("a reload that cannot be applied")
+
+    loop.on_healthy_cycle = broken
+    await steps(loop, 1)
+    loop.request_start("alice")
+    stop = asyncio.Event()
+    runner = asyncio.create_task(loop.run(stop))
+    await wait_for(lambda: loop.estop.last is not None or runner.done(), "the trip")
+    assert not runner.done()
+    assert loop.estop.last is not None and loop.estop.last.code == "internal_fault:healthy_cycle:ValueError"
+    stop.set()
+    await asyncio.wait_for(runner, 5)
