@@ -94,6 +94,10 @@ class Metrics:
         self.plc_accepts.set(float("nan"))
         self.server_port: int | None = None
         self._exporter: subprocess.Popen[bytes] | None = None
+        self._exporter_args: list[str] = []
+        self._exporter_started = -float("inf")
+        self.exporter_restarts = 0
+        self._listener: socket.socket | None = None
         self._feed: socket.socket | None = None
         self._push_interval_s = 0.5
         self._pushed_mono = -float("inf")
@@ -134,39 +138,67 @@ class Metrics:
     def serve(self, host: str, port: int, *, push_interval_s: float = 0.5, avoid_cpus: frozenset[int] = frozenset()
               ) -> int:
         """Listen on ``host:port`` and start the exporter process (edgewarden/gateway/ops/exporter.py)
-        that answers every scrape from what :meth:`push` sends it; returns the port."""
+        that answers every scrape from what :meth:`push` sends it; returns the port. The
+        daemon keeps the listening socket: an exporter that dies is started again on it."""
         from edgewarden.gateway.errors import ConfigError
 
         try:
-            listener = socket.create_server((host, port), backlog=256)
+            self._listener = socket.create_server((host, port), backlog=256)
         except OSError as exc:
             raise ConfigError(f"[metrics] cannot listen on {host}:{port}: {exc.strerror or exc} "
                               "(another process on that port? set [metrics] port, or 0 for any free port)") from None
+        self.server_port = int(self._listener.getsockname()[1])
+        self._push_interval_s = push_interval_s
+        self._exporter_args = ["--stale-s", str(max(2.0, 3 * push_interval_s + self.healthy_within_s)),
+                               "--avoid-cpus", ",".join(map(str, sorted(avoid_cpus)))]
+        self._start_exporter()
+        self.push()
+        return self.server_port
+
+    def _start_exporter(self) -> None:
+        assert self._listener is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_PUSH_BYTES)
-        stale_s = max(2.0, 3 * push_interval_s + self.healthy_within_s)
-        with listener, theirs, contextlib.ExitStack() as on_error:
+        with theirs, contextlib.ExitStack() as on_error:
             on_error.callback(ours.close)
+            listen = self._listener.fileno()
             self._exporter = subprocess.Popen(
-                [sys.executable, "-m", "edgewarden.gateway.ops.exporter", "--listen-fd", str(listener.fileno()),
-                 "--feed-fd", str(theirs.fileno()), "--stale-s", str(stale_s),
-                 "--avoid-cpus", ",".join(map(str, sorted(avoid_cpus)))],
-                pass_fds=(listener.fileno(), theirs.fileno()), stdin=subprocess.DEVNULL, close_fds=True)
-            self.server_port = int(listener.getsockname()[1])
+                [sys.executable, "-m", "edgewarden.gateway.ops.exporter", "--listen-fd", str(listen),
+                 "--feed-fd", str(theirs.fileno()), *self._exporter_args],
+                pass_fds=(listen, theirs.fileno()), stdin=subprocess.DEVNULL, close_fds=True)
             on_error.pop_all()
         ours.setblocking(False)
         self._feed = ours
-        self._push_interval_s = push_interval_s
-        self.push()
-        return self.server_port
+        self._exporter_started = time.monotonic()
+
+    def _exporter_alive(self, now: float) -> bool:
+        """The exporter runs; one that exited is started again (at most every 5 s) and
+        said so in the log once per exit."""
+        proc = self._exporter
+        if proc is None or proc.poll() is None:
+            return proc is not None
+        if now - self._exporter_started < 5.0:
+            return False
+        get_logger("edgewarden.metrics").error("metrics exporter exited: started again", code=proc.returncode)
+        self.exporter_restarts += 1
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
+        try:
+            self._start_exporter()
+        except OSError as exc:
+            self._exporter_started = now  # try again in 5 s
+            get_logger("edgewarden.metrics").error("metrics exporter cannot start", error=str(exc))
+            return False
+        return True
 
     def push(self, now: float | None = None) -> None:
         """Render the registry and send it to the exporter, at most every push interval
         (called between two cycles: the render's few ms come out of the cycle's slack). A
         send that would block (the exporter is behind) drops this push; nothing here raises."""
-        if self._feed is None:
-            return
         now = time.monotonic() if now is None else now
+        if not self._exporter_alive(now) or self._feed is None:
+            return
         healthy = self.healthy()
         if now - self._pushed_mono < self._push_interval_s and healthy == self._pushed_healthy:
             return  # (a change of health is pushed at once: /healthz lags by a cycle at most)
@@ -197,6 +229,9 @@ class Metrics:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
 
 
 class _AtScrape:
