@@ -177,6 +177,21 @@ def _runaway(tmp_path: Path) -> Path:
     return write_linear_policy(tmp_path / "runaway.onnx", bias=np.array([100.0, 100.0]))
 
 
+async def _runaway_loaded(tmp_path: Path, **replace: str) -> tuple:  # noqa: ANN202
+    """The incumbent in AUTO at 376 K, a runaway model loaded (it swaps in next cycle):
+    (loop, audit, the incumbent's hash, every mode transition so far and to come)."""
+    loop, _, audit = make_loop(tmp_path, replace={r"^max_interventions = 20": "max_interventions = 3", **replace},
+                               values=HOT, bias=INCUMBENT)
+    transitions: list = []
+    loop.modes.subscribe(transitions.append)
+    await steps(loop, 1)
+    loop.request_start("alice")
+    await steps(loop, 2)
+    good = loop.policy.sha256
+    loop.models.load(_runaway(tmp_path), "alice")
+    return loop, audit, good, transitions
+
+
 async def _until_mode_changes(loop, n: int = 40) -> None:  # noqa: ANN001
     start = loop.modes.mode
     for _ in range(n):
@@ -189,15 +204,7 @@ async def _until_mode_changes(loop, n: int = 40) -> None:  # noqa: ANN001
 async def test_a_new_model_that_loses_control_is_rolled_back_and_the_one_before_takes_over(tmp_path: Path) -> None:
     """It used to hand over to the hold fallback, which held the failed model's outputs, and
     the restored controller could hand back only by agreeing with them."""
-    loop, t, audit = make_loop(tmp_path, replace={r"^max_interventions = 20": "max_interventions = 3"},
-                               values=HOT, bias=INCUMBENT)
-    good = loop.policy.sha256
-    transitions: list = []
-    loop.modes.subscribe(transitions.append)
-    await steps(loop, 1)
-    loop.request_start("alice")
-    await steps(loop, 2)
-    loop.models.load(_runaway(tmp_path), "alice")
+    loop, audit, good, transitions = await _runaway_loaded(tmp_path)
     await steps(loop, 8)  # swap, three clipped proposals, the rollback, the swap back
     assert loop.policy.sha256 == good and loop.modes.mode == Mode.AUTO
     assert Mode.FALLBACK not in [t.target for t in transitions]
@@ -209,16 +216,8 @@ async def test_a_new_model_that_loses_control_is_rolled_back_and_the_one_before_
 
 @pytest.mark.anyio
 async def test_from_fallback_an_operator_hands_back_or_rolls_back(tmp_path: Path) -> None:
-    loop, t, audit = make_loop(tmp_path, replace={r"^max_interventions = 20": "max_interventions = 3",
-                                                  r"^actions = \[": "rollback_window_s = 0.0\nactions = ["},
-                               values=HOT, bias=INCUMBENT)
-    good = loop.policy.sha256
-    transitions: list = []
-    loop.modes.subscribe(transitions.append)
-    await steps(loop, 1)
-    loop.request_start("alice")
-    await steps(loop, 2)
-    loop.models.load(_runaway(tmp_path), "alice")
+    loop, audit, good, transitions = await _runaway_loaded(
+        tmp_path, **{r"^actions = \[": "rollback_window_s = 0.0\nactions = ["})
     await _until_mode_changes(loop)
     assert loop.modes.mode == Mode.FALLBACK  # outside any rollback window: the fallback has control
     status = loop.safety.supervisor.hand_back(time.monotonic())
