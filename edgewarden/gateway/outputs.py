@@ -34,6 +34,7 @@ from edgewarden.gateway.io.tags import TagMap
 from edgewarden.gateway.io.transport import Transport, WriteError, WritePlan, plan_writes
 
 HEARTBEAT_MODULO = 2**32
+_STILL_IN_FLIGHT = "not_attempted: the previous write is still in flight"
 
 
 class WriteCounter(Protocol):
@@ -53,6 +54,7 @@ class Outputs:
         self._values = [0.0] * len(self._plan.names)
         self._ok = {plan.names: ["ok"] * len(plan.names) for plan in (self._plan, self._hb_plan, self._safe_plan)}
         self._ack_next = settings.gateway.write_ack == "next_cycle"
+        self._period = 1.0 / settings.gateway.cycle_hz  # how late a write may be answered
         # [policy] kind = "monitor": nothing at all goes to the plant, not even the heartbeat
         self.writes = settings.policy.kind != "monitor"
         self._inflight: asyncio.Future[list[str]] | None = None
@@ -76,13 +78,22 @@ class Outputs:
         return self._hb_this_cycle
 
     async def begin_cycle(self) -> None:
-        """Start of a cycle: the last cycle's write, if still in flight, is collected."""
+        """Start of a cycle: a write answered since is collected (its outcome is this
+        cycle's ``prev_ack``); one still in flight is left to its own deadline."""
         self._hb_this_cycle = None
         self.failed = False
         self._settle_s = 0.0
         self.ack = None
-        if self._inflight is not None:
-            await self.settle()
+        if self._ack_next:
+            await self.settle()  # sent last cycle, bounded by that cycle's deadline: answered by now
+        else:
+            self._collect()
+
+    def _collect(self) -> None:
+        inflight = self._inflight
+        if inflight is not None and inflight.done():
+            self._inflight = None
+            self.prev_ack = inflight.result()  # a bug in the write goes on up, to the fail-safe boundary
 
     def take_prev_ack(self) -> list[str] | None:
         prev, self.prev_ack = self.prev_ack, None
@@ -138,6 +149,11 @@ class Outputs:
         return float(self.heartbeat)
 
     async def _send(self, plan: WritePlan, values: Sequence[float]) -> None:
+        """One write. ``in_cycle``: waited for until the cycle's write deadline, and pipelined
+        past it: answered up to one period later, its outcome is a later cycle's
+        ``prev_ack``; while it is in flight, a cycle's write is not sent (the next carries
+        newer values). ``next_cycle``: sent, collected at the next cycle's start. At most
+        one write is in flight, in cycle order."""
         t_write = time.perf_counter()
         if self._ack_next:
             await self.settle()  # at most one write in flight, in cycle order
@@ -145,7 +161,16 @@ class Outputs:
             self.ack = "sent"
             await asyncio.sleep(0)  # runs the write up to its send: the request leaves now
         else:
-            self.ack = await self._checked(plan, values, self.deadline)
+            self._collect()
+            if self._inflight is not None:
+                self.ack = [_STILL_IN_FLIGHT] * len(plan.names)
+            else:
+                write = asyncio.ensure_future(self._checked(plan, tuple(values), self.deadline + self._period))
+                await asyncio.wait((write,), timeout=max(0.0, self.deadline - time.monotonic()))
+                if write.done():
+                    self.ack = write.result()
+                else:  # answered later (within a period): its outcome is a later cycle's prev_ack
+                    self._inflight, self.ack = write, "sent"
         self.seconds = time.perf_counter() - t_write + self._settle_s
 
     async def _checked(self, plan: WritePlan, values: Sequence[float], deadline: float) -> list[str]:

@@ -4,8 +4,10 @@ A transport reads a snapshot of every readable tag (engineering units, quality, 
 and receive timestamps) and writes pre-planned sets of tags.
 
 Time budget: every read and write takes the cycle's ``deadline`` (``time.monotonic()``
-seconds). A request still unanswered then is abandoned for this cycle, whatever the
-library's own timeout: the read marks the link's values NO_DATA, the write reports the
+seconds). The cycle waits no longer, whatever the library's own timeout. A read still
+unanswered then goes on (LinkedTransport overlaps reads with cycles: the link's values
+stay the newest answered ones, with their receive times, until it answers); a write
+reports the
 tags as not acknowledged. A link is dropped (and reconnected in the background) only when
 it has answered nothing for its own ``timeout_s``; a late answer is discarded by the
 library (asyncua matches answers by request id, pymodbus by transaction id).
@@ -144,7 +146,7 @@ class LinkHealth:
     reconnects: int = 0
     last_error: str = ""
     rtt_s: float = float("nan")
-    late: int = 0  # requests abandoned at the cycle's deadline (the link kept)
+    late: int = 0  # reads not answered by the cycle's deadline (they go on; the link kept)
 
 
 class Transport(Protocol):

@@ -6,11 +6,11 @@ request of at most ``max_block`` registers. Gaps are never bridged, so an unmapp
 address between two tags cannot turn a good block into an ILLEGAL_ADDRESS answer.
 
 Each connection (one TCP or TLS socket) is read by its own task; all connections are read
-concurrently and each request is bounded by the cycle's deadline and by the connection's
-``timeout_s`` (times ``1 + retries``), so a dead or hung device costs the cycle at most
-its I/O budget, and never the other devices their values. A request abandoned at the
-cycle's deadline keeps the socket (pymodbus skips a late answer by its transaction id)
-until the device has answered nothing for ``timeout_s``. A Modbus exception response
+concurrently; the cycle waits for each until its deadline and a read goes on past it
+(edgewarden/gateway/io/link.py), bounded by the connection's ``timeout_s`` (times ``1 + retries``),
+so a dead or hung device costs the cycle at most its I/O budget, and never the other
+devices their values. The socket is kept until the device has answered nothing for
+``timeout_s``. A Modbus exception response
 marks that block's tags BAD; a timeout or a lost socket marks the whole connection
 NO_DATA, drops the socket and reconnects in the background with capped exponential
 backoff and jitter. A write reports per tag what happened (``WriteError.outcomes``).
@@ -41,7 +41,7 @@ from edgewarden.gateway.errors import ProtocolError, TransportError
 from edgewarden.gateway.io.link import Link, LinkedTransport, WritePart, describe
 from edgewarden.gateway.io.modbus.codec import WRITE_FUNCTION, Block, check_reply, encode, exception_name, plan_blocks
 from edgewarden.gateway.io.modbus.connection import ModbusConnection, width
-from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap
+from edgewarden.gateway.io.tags import Quality, Snapshot, TagMap, as_index
 from edgewarden.gateway.io.transport import WriteError, WritePlan, bounded, write_error
 
 _COMMS_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError, ModbusException)
@@ -108,6 +108,7 @@ class ModbusTransport(LinkedTransport[_Link]):
             self._links[name] = _Link(name=name, spec=spec,
                                       blocks=plan_blocks(tags.specs, names, slots, spec.max_block),
                                       all_slots=np.array(slots, dtype=np.intp))
+            self._overlap(self._links[name], len(tags.readable), as_index(np.array(slots, dtype=np.intp)))
 
     def blocks(self, connection: str) -> list[Block]:
         """The planned read requests of one connection (for tests and diagnostics)."""

@@ -127,6 +127,7 @@ class OpcUaTransport(LinkedTransport[_Link]):
                 written=[(t, spec.node) for t, spec in tags.specs.items()
                          if spec.writable and spec.connection == name and spec.node is not None],
             )
+            self._overlap(self._links[name], len(tags.readable), as_index(slots))
 
     # ---- connection management ---------------------------------------------------
     async def connect(self) -> None:
