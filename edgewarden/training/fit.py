@@ -358,7 +358,11 @@ def _train(dataset: str | os.PathLike[str] | Dataset, dev: torch.device, world, 
     rank, size = (world.rank, world.size) if world else (0, 1)
     main = rank == 0
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a read-only place: one line naming it
+        raise GatewayError(f"fit --out {run}: cannot use it as the run's directory "
+                           f"({'a file is in the way' if run.exists() else exc.strerror or exc})") from None
     ds = dataset if isinstance(dataset, Dataset) else load(dataset)
     stats = obs_stats(ds)
     ckpt_path = run / "last.pt"

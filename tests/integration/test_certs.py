@@ -84,3 +84,11 @@ async def test_expiry_warnings_and_a_server_without_security(tmp_path: Path,
         assert main(["config", "check", str(config)]) == 0
         err = capsys.readouterr().err
         assert "connections.plc1.certificate: " in err and "(in 9 days): renew it before then" in err
+
+
+@pytest.mark.parametrize("days", ["0", "100000000"])
+def test_certs_create_refuses_a_validity_no_certificate_can_hold(tmp_path: Path, days: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["certs", "create", "--out-dir", str(tmp_path / "keys"), "--days", days]) == 78
+    err = capsys.readouterr().err
+    assert "--days must be between 1 and 36500" in err and "Traceback" not in err

@@ -129,3 +129,13 @@ def test_train_uncertainty_refuses_in_one_line(tmp_path: Path, capsys: pytest.Ca
         assert main(["train", "uncertainty", str(policy), "--plant", "tanks", "--episodes", "1"]) != 0
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err, err
+
+
+def test_an_out_path_that_is_a_file_is_refused_in_one_line(data: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "run.txt"
+    blocker.write_text("not a directory")
+    assert fit(data, blocker, algo="bc") != 0
+    err = capsys.readouterr().err.strip()
+    assert "fit --out" in err and "a file is in the way" in err and len(err.splitlines()) == 1, err
+    assert blocker.read_text() == "not a directory"

@@ -84,12 +84,15 @@ class Created:
     info: CertInfo
 
 
+MAX_DAYS = 36_500  # a certificate's not-after must stay a date X.509 (and Python) can hold
+
+
 def create(out_dir: Path, *, uri: str, name: str, days: int, host: str | None = None,
            force: bool = False) -> Created:
     """The gateway's application instance certificate (DER and PEM) and its private key
     (PEM, 0600), self-signed, in ``out_dir``."""
-    if days < 1:
-        raise ConfigError("certs create: --days must be at least 1")
+    if not 1 <= days <= MAX_DAYS:
+        raise ConfigError(f"certs create: --days must be between 1 and {MAX_DAYS} (100 years)")
     if not uri.strip() or ":" not in uri:
         raise ConfigError(f"certs create: --uri {uri!r} is not a URI (e.g. urn:edgewarden:client)")
     der, pem, key = out_dir / f"{name}.der", out_dir / f"{name}.pem", out_dir / f"{name}-key.pem"
