@@ -91,6 +91,7 @@ class HostileProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._honest = asyncio.Event()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -106,10 +107,13 @@ class HostileProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def honest(self) -> None:
+        """Honest replies from now on: a reply held back by a delay goes out at once."""
         self.mutation = None
+        self._honest.set()
 
     def hostile(self, mutation: str, probability: float, rng: random.Random) -> None:
         self.mutation, self.probability, self.rng = mutation, probability, rng
+        self._honest.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -151,7 +155,8 @@ class HostileProxy:
                 if kind == "disconnect":
                     raise Disconnect
                 if kind == "delay":
-                    await asyncio.sleep(self.rng.uniform(0.05, 1.0))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._honest.wait(), self.rng.uniform(0.05, 1.0))
                 elif kind == "duplicate":
                     writer.write(data)
                 elif kind == "truncate":
@@ -380,27 +385,25 @@ async def _values_correct(d: Daemon, twin: Twin) -> str:
 
 
 async def _to_auto(d: Daemon, twin: Twin) -> None:
-    """Back to AUTO by the operator's path: e-stop if needed, reset when accepted, start."""
-    st = await d.status()
-    if st.get("mode") not in ("ESTOP", "INHIBITED", "READY"):
-        await d.cmd("estop", reason="fuzz: next case from a known state")
+    """Back to AUTO by the operator's path, whatever happens on the way (a late reply of the
+    last case may trip it again): e-stop from MANUAL or FALLBACK, reset from ESTOP (the
+    PLC's own dead-man reset first), start from READY, until it is in AUTO."""
 
-    async def reset() -> bool:
-        st = await d.status()
-        if st.get("mode") in ("INHIBITED", "READY"):
+    async def step() -> bool:
+        mode = (await d.status()).get("mode")
+        if mode == "AUTO":
             return True
-        return bool((await d.cmd("reset", reason="fuzz case")).get("ok"))
+        if mode in ("MANUAL", "FALLBACK"):
+            await d.cmd("estop", reason="fuzz: next case from a known state")
+        elif mode == "ESTOP":
+            if twin.image["watchdog_tripped"]:
+                twin.image.write("reset_cmd", True)
+            await d.cmd("reset", reason="fuzz case")
+        elif mode == "READY":
+            await d.cmd("start")
+        return False
 
-    if twin.image["watchdog_tripped"]:
-        twin.image.write("reset_cmd", True)  # the PLC's own dead-man latched: its operator resets it
-    await wait_for(reset, "an accepted reset", timeout=15)
-
-    async def start() -> bool:
-        if (await d.status()).get("mode") == "AUTO":
-            return True
-        return bool((await d.cmd("start")).get("ok"))
-
-    await wait_for(start, "AUTO after the start", timeout=15)
+    await wait_for(step, "AUTO by reset and start", timeout=30)
 
 
 async def _case(d: Daemon, twin: Twin, proxy: HostileProxy, report: Report, index: int, window_s: float) -> None:
@@ -408,6 +411,7 @@ async def _case(d: Daemon, twin: Twin, proxy: HostileProxy, report: Report, inde
     kind = rng.choice(MUTATIONS[proxy.protocol])
     probability = rng.choice([1.0, 0.5, 0.2])
     name = f"case {index} (seed {report.seed}, {kind}, p={probability})"
+    await _to_auto(d, twin)  # a known state: AUTO, the last case's replies all delivered
     trips_before = int((await d.status()).get("trips", 0))
     proxy.hostile(kind, probability, rng)
     await asyncio.sleep(window_s)

@@ -354,7 +354,7 @@ async def test_the_cycle_deadline_bounds_a_hung_request_and_keeps_the_session() 
             assert time.monotonic() - t0 < 0.2  # the deadline, not the 1 s request timeout
             assert (snap.recv_mono == answered).all()  # the last answer, as old as it is
         h = t.health()["u"]
-        assert h.connected and h.late == 3
+        assert h.connected and h.late >= 3
         t0 = time.monotonic()
         with pytest.raises(WriteError) as err:
             await t.write(plan, [12.0], t0 + 0.05)

@@ -49,6 +49,7 @@ class Link:
     # overlapping reads: the read in flight (it may outlive its cycle), the snapshot it
     # fills (private to the link until it completes) and the link's slots in both
     reading: asyncio.Future[None] | None = None
+    reading_late: int = 0  # cycle deadlines the read in flight has missed
     buf: Snapshot | None = None
     slots: slice | np.ndarray = field(default_factory=lambda: slice(0, 0))
 
@@ -76,6 +77,7 @@ class Link:
 
 
 L = TypeVar("L", bound=Link)
+READ_LATE_CYCLES = 2  # a read that misses this many cycle deadlines is abandoned and asked again
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,9 @@ class LinkedTransport(Generic[L]):
         timeout, not the cycle's deadline. Answered by the deadline, its values go into the
         snapshot; not yet, the link's slots keep the newest answered values with their
         receive times (the checks judge their age: stale data holds, then trips) and the
-        read goes on, to be taken by a later cycle. A link slower than the cycle so runs on
-        its newest data instead of none."""
+        read goes on, to be taken by the next cycle; missing that one's deadline too, it is
+        abandoned (NO_DATA) and asked again. A link slower than the cycle so runs on its
+        newest data, and a lost answer costs two cycles, not the link's timeout."""
         buf = link.buf
         if buf is None:  # a transport built without overlapping (tests of the protocol's own read)
             await self._read_link(link, snap, deadline)
@@ -151,6 +154,7 @@ class LinkedTransport(Generic[L]):
         reading = link.reading
         if reading is None:
             reading = link.reading = asyncio.ensure_future(self._read_link(link, buf, None))
+            link.reading_late = 0
         if not reading.done():
             if deadline is None:
                 await asyncio.wait((reading,))
@@ -160,6 +164,16 @@ class LinkedTransport(Generic[L]):
                     await asyncio.wait((reading,), timeout=left)
             if not reading.done():
                 link.health.late += 1
+                link.reading_late += 1
+                if link.reading_late < READ_LATE_CYCLES:
+                    return
+                # late past the next cycle too: a lost answer more likely than a slow one;
+                # abandoned (NO_DATA) and asked again next cycle, the link kept until its
+                # own timeout of silence
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                link.reading = None
+                self._read_failed(link, snap, link.slots, TimeoutError("no answer for two cycles"))
                 return
         link.reading = None
         reading.result()  # a bug in the read goes on up, to the cycle's fail-safe boundary
