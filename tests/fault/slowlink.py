@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,10 @@ from tests.fault.proxy import FaultProxy
 from tests.helpers import wait_for, write_config
 
 
-async def run(protocol: str, hz: float, rtt_ms: float, seconds: float, tmp: Path) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def slow_plant(protocol: str, hz: float, tmp: Path) -> AsyncIterator[tuple[Daemon, FaultProxy]]:
+    """The twin, the latency proxy in front of it (passing, until set) and the daemon behind
+    it at ``hz``, in AUTO; all stopped on the way out."""
     twin = Twin("cstr", opcua=("127.0.0.1", 0), modbus=("127.0.0.1", 0) if protocol == "modbus" else None)
     await twin.start()
     server = twin.modbus if protocol == "modbus" else twin.opcua
@@ -41,15 +46,20 @@ async def run(protocol: str, hz: float, rtt_ms: float, seconds: float, tmp: Path
 
         await wait_for(ready, "READY", timeout=60)
         await _to_auto(d, twin)
-        proxy.set("delay", rtt_ms / 2000.0)
-        first = await d.status()
-        await asyncio.sleep(seconds)
-        st = await d.status()
+        yield d, proxy
     finally:
         proxy.set("pass")
         await d.stop()
         await proxy.close()
         await twin.stop()
+
+
+async def run(protocol: str, hz: float, rtt_ms: float, seconds: float, tmp: Path) -> dict[str, Any]:
+    async with slow_plant(protocol, hz, tmp) as (d, proxy):
+        proxy.set("delay", rtt_ms / 2000.0)
+        first = await d.status()
+        await asyncio.sleep(seconds)
+        st = await d.status()
     a, b = first["stats"], st["stats"]
     link = next(iter(st["links"].values()))
     return {"protocol": protocol, "hz": hz, "rtt_ms": rtt_ms, "mode": st["mode"],
