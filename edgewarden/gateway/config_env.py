@@ -12,7 +12,8 @@ ENV_PREFIX = "EDGEWARDEN_"
 # EDGEWARDEN_* variables that are not configuration keys: the CLI's socket, the safety
 # kernel switch, the demo's output format and the test suite's switches
 OTHER_VARIABLES = frozenset({"EDGEWARDEN_SOCKET", "EDGEWARDEN_SAFETY_KERNEL", "EDGEWARDEN_REQUIRE_SAFETY_KERNEL",
-                             "EDGEWARDEN_DEMO_JSON", "EDGEWARDEN_SLOW", "EDGEWARDEN_HYPOTHESIS_EXAMPLES"})
+                             "EDGEWARDEN_DEMO_JSON", "EDGEWARDEN_SLOW", "EDGEWARDEN_HYPOTHESIS_EXAMPLES",
+                             "EDGEWARDEN_FUZZ"})
 
 
 def _schema_key(model: Any, parts: list[str]) -> bool:
