@@ -43,6 +43,34 @@ def write_linear_policy(path: Path, weight: np.ndarray | None = None, bias: np.n
     return path
 
 
+def write_spinning_policy(path: Path, iterations: int = 2**62) -> Path:
+    """A valid linear policy whose graph first passes its input through a ``Loop`` of
+    ``iterations`` empty steps: by default a model that never finishes warming up."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    write_linear_policy(path)
+    m = onnx.load(str(path))
+    g = m.graph
+    obs = g.input[0].name
+    for node in g.node:
+        node.input[:] = ["obs_spun" if x == obs else x for x in node.input]
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "spin",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)])
+    g.initializer.extend([helper.make_tensor("spin_n", TensorProto.INT64, [], [iterations]),
+                          helper.make_tensor("spin_go", TensorProto.BOOL, [], [True])])
+    g.node.insert(0, helper.make_node("Loop", ["spin_n", "spin_go", obs], ["obs_spun"], body=body))
+    onnx.checker.check_model(m)
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
 def write_config(tmp: Path, *, policy: Path, url: str = "opc.tcp://127.0.0.1:4840",
                  replace: dict[str, str] | None = None, extra: str = "", example: Path = EXAMPLE,
                  modbus_port: int | None = None) -> Path:

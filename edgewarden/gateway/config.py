@@ -167,6 +167,9 @@ class PolicySection(Section):
                                     "without one holds); its pv and setpoint tags must be policy observations")
     max_model_mb: float = Field(16.0, gt=0, le=2048, description="refuse larger models: loading one at run "
                                 "time delays the running cycle, by tens of ms for tens of MiB (docs/models.md)")
+    load_timeout_s: float = Field(30.0, gt=0, le=3600, description="a model load, shadow or file drop whose "
+                                  "validation (warm-up included) takes longer is refused and its warm-up stopped; "
+                                  "the running model stays")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pin: refuse any other model")
     pubkey: FilePath | None = Field(None, description="Ed25519 public key (PEM): every model needs a valid "
                                 "detached signature FILE.sig made with its private key")

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from edgewarden.data import MODELS
 from edgewarden.gateway.policy.contract import ObsStats, PolicyContract
 from tests.fault.harness import Bench, bench, wait_for
-from tests.helpers import contract
+from tests.helpers import contract, write_spinning_policy
 from edgewarden.training.onnx_graph import build_linear_policy, build_mlp_policy, write_model
 
 P_LAW = (np.array([[16.0, 0.0, 0.0, -16.0], [0.0, 0.0, 0.0, 0.0]]), np.array([100.0, 100.0]))
@@ -122,6 +122,41 @@ def test_signed_model_loads_and_a_bad_signature_is_refused(tmp_path: Path) -> No
         raise AssertionError("a model signed by another key was accepted")
     except PolicyError as exc:
         assert "does not verify" in str(exc)
+
+
+@pytest.mark.anyio
+async def test_a_model_that_never_finishes_warming_up_is_refused_stopped_and_audited(tmp_path: Path) -> None:
+    """It used to hold the command (and the file watcher) for as long as it ran, and its
+    thread the daemon's exit; now it is refused at load_timeout_s and its warm-up stopped."""
+    import threading
+    import time
+
+    spinning = write_spinning_policy(tmp_path / "spin.onnx")
+    dropped = tmp_path / "drop.onnx"
+    dropped.write_bytes(MODELS.joinpath("cstr_baseline.onnx").read_bytes())
+    async with bench(tmp_path, replace={r"^actions = \[": "load_timeout_s = 0.5\nactions = [",
+                                        r'^path = "[^"]*"': f'path = "{dropped}"\nwatch = true'}) as b:
+        await b.start_auto()
+        active = (await model(b, "status"))["models"]["active"]
+        for action in ("load", "shadow"):
+            t0 = time.monotonic()
+            reply = await model(b, action, spinning)
+            assert not reply["ok"] and "load_timeout_s = 0.5 s" in reply["error"], reply
+            assert time.monotonic() - t0 < 5
+            # the warm-up really stopped: no validation thread left running
+            await wait_for(lambda: not any(t.name == "model-validate" for t in threading.enumerate()),
+                           "the stopped warm-up's thread to end")
+        dropped.write_bytes(spinning.read_bytes())  # a file drop: refused and audited
+        await wait_for(lambda: any(r["kind"] == "model_refused" for r in b.audit_records()),
+                       "the file drop's refusal on record")
+        refused = [r for r in b.audit_records() if r["kind"] == "model_refused"]
+        assert refused[0]["actor"] == "file drop" and "load_timeout_s" in refused[0]["error"]
+        st = await model(b, "status")
+        assert st["models"]["active"] == active and st["models"]["shadow"] is None and st["mode"] == "AUTO"
+        ops = [r for r in b.audit_records() if r["kind"] == "operator" and r.get("action") in ("load", "shadow")]
+        assert [r["outcome"] for r in ops] == ["refused", "refused"], ops
+        assert (await model(b, "load", linear(tmp_path / "good.onnx")))["ok"]  # the next load is not held up
+        await wait_for(lambda: b.gateway.loop.policy.sha256 != active, "the good model's swap")
 
 
 @pytest.mark.anyio

@@ -17,7 +17,6 @@ schema (edgewarden/gateway/ops/requests.py), with the peer's uid and user name a
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -69,9 +68,14 @@ def actor(req: dict[str, Any]) -> str:
     return who if name in (None, user) else f"{who} as {name}"
 
 
+# what a command was asked to do, kept on its record whether it was accepted or refused
+_ARGUMENTS = ("action", "path", "sha256")
+
+
 def operator_record(req: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"cmd": req["cmd"], "actor": actor(req), "operator": req["actor"], "uid": req.get("uid"),
-            "user": req.get("user"), "reason": str(req.get("reason") or ""), "cid": req.get("cid"), **extra}
+            "user": req.get("user"), "reason": str(req.get("reason") or ""), "cid": req.get("cid"),
+            **{k: req[k] for k in _ARGUMENTS if req.get(k) is not None}, **extra}
 
 
 def _running(host: Host) -> tuple[ControlLoop, AuditWriter]:
@@ -169,7 +173,8 @@ async def reload(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]
 
 async def model(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]]:
     """model load|shadow FILE [sha256], promote, rollback, status: validation runs in a
-    worker thread (warm-up included) so the cycle keeps its deadlines meanwhile."""
+    worker thread (warm-up included, bounded by ``[policy] load_timeout_s``) so the cycle
+    keeps its deadlines meanwhile."""
     loop, _ = _running(host)
     models = loop.models
     action, who = req.get("action"), actor(req)
@@ -178,7 +183,7 @@ async def model(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]]
         if not isinstance(path, str) or not path:
             raise PolicyError(f"model {action} needs a file path")
         fn = models.load if action == "load" else models.start_shadow
-        await asyncio.to_thread(fn, Path(path), who, req.get("sha256") or None)
+        await fn(Path(path), who, req.get("sha256") or None)
     elif action == "promote":
         models.promote(who)
     elif action == "rollback":

@@ -31,7 +31,7 @@ from edgewarden.gateway.errors import PolicyError
 from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract, check_against
 from edgewarden.gateway.readfile import read_regular, read_text
 
-__all__ = ["OnnxPolicy", "WARMUP_RUNS", "session_options"]
+__all__ = ["OnnxPolicy", "WARMUP_RUNS", "WarmupStop", "session_options"]
 
 WARMUP_RUNS = 20
 _FLOAT = "tensor(float)"
@@ -47,6 +47,19 @@ def session_options() -> ort.SessionOptions:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # errors only; refusals are reported through PolicyError
     return so
+
+
+class WarmupStop:
+    """Stops a load's warm-up from another thread: onnxruntime's terminate flag, checked
+    between nodes (inside a Loop too), so a model that would never finish warming up ends
+    with a :class:`PolicyError` instead of holding its thread."""
+
+    def __init__(self) -> None:
+        self.options = ort.RunOptions()
+        self.options.log_severity_level = 4  # the refusal reports it; no onnxruntime log line
+
+    def __call__(self) -> None:
+        self.options.terminate = True
 
 
 def _manifest_problem(path: Path, digest: str) -> str | None:
@@ -89,6 +102,7 @@ class OnnxPolicy:
         "_obs_row",
         "_obs_shape",
         "_path",
+        "_run_options",
         "_session",
         "_sha256",
         "_unc_out",
@@ -107,6 +121,7 @@ class OnnxPolicy:
         expected_act: Sequence[tuple[str, str, float, float]],
         sha256: str | None = None,
         max_bytes: int = 16 * 2**20,
+        stop: WarmupStop | None = None,
     ) -> OnnxPolicy:
         """Load ``path``, verify it against the plant and warm it up.
 
@@ -114,7 +129,8 @@ class OnnxPolicy:
         ``[(tag, units, low, high)]`` with the configured bounds; ``sha256``: optional
         lower-case hex digest the file must have; ``max_bytes``: larger files are refused
         unread. A manifest ``FILE.json`` beside the model (``train ship`` writes one), when
-        present, must name the file's SHA-256. Raises :class:`PolicyError`.
+        present, must name the file's SHA-256; ``stop``: calling it from another thread ends
+        a warm-up under way (refused). Raises :class:`PolicyError`.
         """
         path = Path(path)
 
@@ -177,12 +193,14 @@ class OnnxPolicy:
             b.bind_output(contract.uncertainty.output_name, "cpu", 0, np.float32, [1, 1], self._unc_out.ctypes.data)
         self._binding = b
 
+        self._run_options = (stop or WarmupStop()).options
         warm = np.zeros(contract.n_obs) if contract.obs_stats is None else np.asarray(contract.obs_stats.mean)
         try:
             for _ in range(WARMUP_RUNS):
                 self.infer(warm)
         except PolicyError as e:
             raise refuse(f"failed during warm-up: {e}") from None
+        self._run_options = ort.RunOptions()  # the cycle's runs: never the stop's flag
         return self
 
     # ------------------------------------------------------------------ run
@@ -196,7 +214,7 @@ class OnnxPolicy:
             raise ValueError(f"observation has shape {obs.shape}, policy expects {self._obs_shape}")
         self._obs_row[:] = obs
         try:
-            self._session.run_with_iobinding(self._binding)
+            self._session.run_with_iobinding(self._binding, self._run_options)
         except Exception as e:
             raise PolicyError(f"policy {self._path.name} failed at run time: {_first_line(e)}") from None
         # per-element isfinite on a short list: cheaper than a numpy reduction, and no

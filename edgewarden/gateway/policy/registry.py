@@ -11,13 +11,17 @@
              was swapped in less than ``rollback_window_s`` ago faults or falls back
 
 Every step is an audit record carrying both model hashes. A model that fails validation
-never reaches the cycle: the running model is unaffected.
+never reaches the cycle: the running model is unaffected. Validation runs in a worker thread
+bounded by ``[policy] load_timeout_s``: one that takes longer is refused and its warm-up
+stopped, so a slow or never-ending model cannot hold a command, the file watcher or the
+daemon's exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,7 @@ import numpy as np
 
 from edgewarden.gateway.config import Settings
 from edgewarden.gateway.errors import PolicyError
-from edgewarden.gateway.policy.onnx_policy import OnnxPolicy
+from edgewarden.gateway.policy.onnx_policy import OnnxPolicy, WarmupStop
 from edgewarden.gateway.safety.shield import ActionShield
 from edgewarden.gateway.readfile import read_regular
 
@@ -78,7 +82,7 @@ def verify_signature(path: Path, pubkey: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_verified(s: Settings, path: Path, sha256: str | None = None) -> OnnxPolicy:
+def load_verified(s: Settings, path: Path, sha256: str | None = None, stop: WarmupStop | None = None) -> OnnxPolicy:
     """Everything a model must pass before it may run: signature, pin, contract, graph, warm-up."""
     path = Path(path)
     if s.policy.pubkey is not None:
@@ -88,7 +92,7 @@ def load_verified(s: Settings, path: Path, sha256: str | None = None) -> OnnxPol
         sha256 = signed  # load refuses a file that changed after its signature was checked
     obs, act = expected_io(s)
     return OnnxPolicy.load(path, expected_obs=obs, expected_act=act, sha256=sha256,
-                           max_bytes=int(s.policy.max_model_mb * 2**20))
+                           max_bytes=int(s.policy.max_model_mb * 2**20), stop=stop)
 
 
 @dataclass
@@ -128,11 +132,51 @@ class ModelManager:
         self._shadow_last = shield.safe.copy()
         self._shadow_out = np.zeros(len(self._tol))
         self._agree_since = math.nan
+        self._validating = False
 
     # ---- commands (between cycles, on the event loop) ------------------------------
-    def load(self, path: Path, actor: str, sha256: str | None = None) -> Any:
+    async def validate(self, path: Path, sha256: str | None = None) -> OnnxPolicy:
+        """:func:`load_verified` in a worker thread (the cycle keeps its deadlines), bounded
+        by ``[policy] load_timeout_s``: past it the warm-up is stopped and the model refused.
+        The thread is a daemon one, so even a model stuck where it cannot be stopped (building
+        its session) never holds the daemon's exit; meanwhile no other validation starts."""
+        if self._validating:
+            raise PolicyError(f"policy model {str(path)!r} refused: the model before it is still being "
+                              "validated (it ran past [policy] load_timeout_s and is being stopped)")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[OnnxPolicy] = loop.create_future()
+        stop = WarmupStop()
+
+        def settle(result: OnnxPolicy | None, exc: BaseException | None) -> None:
+            self._validating = False
+            if not done.done():
+                done.set_exception(exc) if exc is not None else done.set_result(result)  # type: ignore[arg-type]
+
+        def work() -> None:
+            try:
+                result, exc = load_verified(self.settings, path, sha256, stop), None
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                result, exc = None, e
+            try:
+                loop.call_soon_threadsafe(settle, result, exc)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+                pass
+
+        self._validating = True
+        threading.Thread(target=work, name="model-validate", daemon=True).start()
+        limit = self.settings.policy.load_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), limit)
+        except TimeoutError:
+            stop()
+            done.cancel()  # the stopped warm-up's refusal has nobody to go to
+            raise PolicyError(f"policy model {str(path)!r} refused: validation took longer than [policy] "
+                              f"load_timeout_s = {limit:g} s (its warm-up was stopped); the running model "
+                              "stays") from None
+
+    async def load(self, path: Path, actor: str, sha256: str | None = None) -> Any:
         """Validate ``path`` and stage it as the next active model. Raises PolicyError."""
-        policy = load_verified(self.settings, path, sha256)
+        policy = await self.validate(path, sha256)
         self.staged, self.staged_reason = policy, f"load by {actor}"
         self._record("model_load", policy, actor, path=str(path))
         return policy
@@ -140,7 +184,7 @@ class ModelManager:
     async def watch_file(self, path: Path, sha256: str | None, stop: asyncio.Event, log: Any) -> None:
         """File drop (``[policy] watch``): a changed model file (modification time or size,
         checked every second) is validated and staged like ``model load``; a refused one
-        is logged and the running model stays."""
+        is logged and audited (``model_refused``) and the running model stays."""
 
         def stamp() -> tuple[int, int] | None:
             try:
@@ -157,12 +201,14 @@ class ModelManager:
                 continue
             last = now
             try:
-                await asyncio.to_thread(self.load, path, "file drop", sha256)
+                await self.load(path, "file drop", sha256)
             except PolicyError as exc:
                 log.error("model file changed but was refused; the running model stays", error=str(exc))
+                self.audit.append("model_refused", {"path": str(path), "actor": "file drop", "error": str(exc),
+                                                    "active": self.active.sha256, "t_mono": time.monotonic()})
 
-    def start_shadow(self, path: Path, actor: str, sha256: str | None = None) -> Any:
-        policy = load_verified(self.settings, path, sha256)
+    async def start_shadow(self, path: Path, actor: str, sha256: str | None = None) -> Any:
+        policy = await self.validate(path, sha256)
         self.shadow = policy
         self.report = ShadowReport()
         self._agree_since = math.nan

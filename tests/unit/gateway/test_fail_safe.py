@@ -188,7 +188,7 @@ async def _runaway_loaded(tmp_path: Path, **replace: str) -> tuple:  # noqa: ANN
     loop.request_start("alice")
     await steps(loop, 2)
     good = loop.policy.sha256
-    loop.models.load(_runaway(tmp_path), "alice")
+    await loop.models.load(_runaway(tmp_path), "alice")
     return loop, audit, good, transitions
 
 

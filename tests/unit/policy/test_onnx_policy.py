@@ -273,7 +273,7 @@ def test_onnxruntime_error_becomes_policy_error(model_path):
     p = load(model_path)
 
     class Broken:
-        def run_with_iobinding(self, _binding):
+        def run_with_iobinding(self, _binding, _options=None):
             raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : boom\nmore")
 
     p._session = Broken()
