@@ -32,7 +32,7 @@ daemon stays up, latched (edgewarden/gateway/safety/fault.py).
 Deadline overruns are counted; ``max_consecutive_overruns`` in a row, or overruns that
 last longer than ``comms_timeout_ms``, trip the e-stop.
 
-Time budget: the read is given until 0.8 of a period after the cycle's start, the write
+Time budget: the read is given until 0.8 of a period after the cycle's tick, the write
 until 0.9 of a period (at least 0.1 of a period after it starts; the e-stop's safe write a
 whole period), whatever a library's request timeout says. A read not answered by then
 goes on (its link keeps the newest answered values, whose age the checks judge) and a
@@ -283,7 +283,7 @@ class ControlLoop:
                 t0 = clock()
                 pauses.take()  # collections while asleep stalled nothing
                 try:
-                    await self.step()
+                    await self.step(time.monotonic() - (t0 - deadline))
                 except Exception as exc:  # noqa: BLE001 - the fail-safe boundary: any fault, one way to stop
                     await self.fail_safe(self.stage, exc)
                 work = clock() - t0
@@ -314,9 +314,12 @@ class ControlLoop:
             if between is not None:
                 between.close()
 
-    async def step(self) -> None:
-        """One control cycle: the steps of the module's docstring, in order."""
-        start = time.monotonic()
+    async def step(self, tick: float | None = None) -> None:
+        """One control cycle: the steps of the module's docstring, in order. ``tick``: the
+        cycle's place on the grid (monotonic clock; default now): its read and write
+        deadlines count from it, so waking up late comes out of the read's share, not out
+        of the next period."""
+        start = time.monotonic() if tick is None else tick
         self.stage = "settle"
         await self.outputs.begin_cycle()  # write_ack = "next_cycle": the last cycle's write, acknowledged
         self.stage = "model_swap"

@@ -68,6 +68,7 @@ class Outputs:
         self.deadline = math.inf  # this cycle's write deadline (time.monotonic())
         self.seconds = 0.0  # the write stage's time this cycle, settling included
         self._settle_s = 0.0
+        self._rtt_s = math.nan  # the last acknowledged write's round trip
 
     @property
     def heartbeat_sent(self) -> int | None:
@@ -152,7 +153,8 @@ class Outputs:
         """One write. ``in_cycle``: waited for until the cycle's write deadline, and pipelined
         past it: answered up to one period later, its outcome is a later cycle's
         ``prev_ack``; while it is in flight, a cycle's write is not sent (the next carries
-        newer values). ``next_cycle``: sent, collected at the next cycle's start. At most
+        newer values). When the last write's round trip is longer than the time left, it is
+        pipelined at once: waiting out the deadline would only take the cycle's slack. ``next_cycle``: sent, collected at the next cycle's start. At most
         one write is in flight, in cycle order."""
         t_write = time.perf_counter()
         if self._ack_next:
@@ -166,7 +168,9 @@ class Outputs:
                 self.ack = [_STILL_IN_FLIGHT] * len(plan.names)
             else:
                 write = asyncio.ensure_future(self._checked(plan, tuple(values), self.deadline + self._period))
-                await asyncio.wait((write,), timeout=max(0.0, self.deadline - time.monotonic()))
+                left = self.deadline - time.monotonic()
+                if not self._rtt_s > left:  # waited for only while its answer can still come in time
+                    await asyncio.wait((write,), timeout=max(0.0, left))
                 if write.done():
                     self.ack = write.result()
                 else:  # answered later (within a period): its outcome is a later cycle's prev_ack
@@ -174,6 +178,7 @@ class Outputs:
         self.seconds = time.perf_counter() - t_write + self._settle_s
 
     async def _checked(self, plan: WritePlan, values: Sequence[float], deadline: float) -> list[str]:
+        t0 = time.monotonic()
         try:
             await self._transport.write(plan, values, deadline)
         except TransportError as exc:
@@ -182,5 +187,6 @@ class Outputs:
             if isinstance(exc, WriteError):
                 return exc.outcomes
             return [f"not_attempted: {exc}"] * len(plan.names)  # refused before anything was sent
-        self.acked_mono = time.monotonic()
+        self.acked_mono = now = time.monotonic()
+        self._rtt_s = now - t0
         return self._ok[plan.names]

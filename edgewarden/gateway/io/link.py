@@ -50,6 +50,8 @@ class Link:
     # fills (private to the link until it completes) and the link's slots in both
     reading: asyncio.Future[None] | None = None
     reading_late: int = 0  # cycle deadlines the read in flight has missed
+    read_s: float = float("nan")  # how long the last answered read took (all its requests)
+    read_sent: float = 0.0  # when the read in flight was asked (time.monotonic())
     buf: Snapshot | None = None
     slots: slice | np.ndarray = field(default_factory=lambda: slice(0, 0))
 
@@ -144,39 +146,60 @@ class LinkedTransport(Generic[L]):
         timeout, not the cycle's deadline. Answered by the deadline, its values go into the
         snapshot; not yet, the link's slots keep the newest answered values with their
         receive times (the checks judge their age: stale data holds, then trips) and the
-        read goes on, to be taken by the next cycle; missing that one's deadline too, it is
-        abandoned (NO_DATA) and asked again. A link slower than the cycle so runs on its
-        newest data, and a lost answer costs two cycles, not the link's timeout."""
+        read goes on, to be taken by the next cycle; missing that one's deadline too, and in
+        flight twice as long as the last read took, it is abandoned (NO_DATA) and asked again. A read answered since the last cycle is taken
+        at once and the next asked, and the cycle waits for that one only while its answer
+        can still come in time (the last round trip is shorter than what is left). A link
+        slower than the cycle so runs a read behind, on its newest data, without taking the
+        cycle's slack, and a lost answer costs two cycles (or two of its reads), not the
+        link's timeout."""
         buf = link.buf
         if buf is None:  # a transport built without overlapping (tests of the protocol's own read)
             await self._read_link(link, snap, deadline)
             return
         reading = link.reading
+        if reading is not None and reading.done():  # answered after an earlier cycle's deadline
+            self._take(link, reading, snap)
+            reading = None
         if reading is None:
-            reading = link.reading = asyncio.ensure_future(self._read_link(link, buf, None))
-            link.reading_late = 0
+            reading = link.reading = asyncio.ensure_future(self._timed_read(link, buf))
+            link.reading_late, link.read_sent = 0, time.monotonic()
         if not reading.done():
             if deadline is None:
                 await asyncio.wait((reading,))
             else:
                 left = deadline - time.monotonic()
-                if left > 0:
+                # waited for only while its answer can still come in time: a link whose last
+                # round trip is longer than what is left runs a read behind, at once
+                if left > 0 and not link.read_s > left:
                     await asyncio.wait((reading,), timeout=left)
             if not reading.done():
                 link.health.late += 1
                 link.reading_late += 1
-                if link.reading_late < READ_LATE_CYCLES:
+                if link.reading_late < READ_LATE_CYCLES or time.monotonic() - link.read_sent <= 2 * link.read_s:
                     return
-                # late past the next cycle too: a lost answer more likely than a slow one;
-                # abandoned (NO_DATA) and asked again next cycle, the link kept until its
-                # own timeout of silence
+                # late past the next cycle too, and twice as long as the last read took: a
+                # lost answer more likely than a slow one; abandoned (NO_DATA) and asked again
+                # next cycle, the link kept until its own timeout of silence
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
                 link.reading = None
                 self._read_failed(link, snap, link.slots, TimeoutError("no answer for two cycles"))
                 return
+        self._take(link, reading, snap)
+
+    async def _timed_read(self, link: L, buf: Snapshot) -> None:
+        t0 = time.monotonic()
+        await self._read_link(link, buf, None)
+        link.read_s = time.monotonic() - t0
+
+    @staticmethod
+    def _take(link: L, reading: asyncio.Future[None], snap: Snapshot) -> None:
+        """An answered read: the link's values into the snapshot."""
         link.reading = None
         reading.result()  # a bug in the read goes on up, to the cycle's fail-safe boundary
+        buf = link.buf
+        assert buf is not None
         idx = link.slots
         snap.values[idx] = buf.values[idx]
         snap.quality[idx] = buf.quality[idx]

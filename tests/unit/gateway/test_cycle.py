@@ -231,7 +231,7 @@ async def test_deadline_overruns_trip(tmp_path: Path) -> None:
     loop, t, _ = make_loop(tmp_path, replace={r"^max_consecutive_overruns = 5": "max_consecutive_overruns = 3"})
     real_step = loop.step
 
-    async def slow_step() -> None:
+    async def slow_step(_tick: float | None = None) -> None:
         await real_step()
         await asyncio.sleep(loop.period * 1.5)  # every cycle overruns its period
 
