@@ -136,8 +136,9 @@ class Outputs:
         return {"written": safe, "hb": hb, "ack": ack}
 
     async def settle(self) -> None:
-        """Wait for the write still in flight (``write_ack = "next_cycle"``), if any: at the
-        next cycle, before the safe write, and before the transport closes."""
+        """Wait for the write still in flight, if any (``write_ack = "next_cycle"``, or an
+        ``in_cycle`` write pipelined past its deadline; bounded by its own deadline): at
+        the next cycle (next_cycle), before the safe write, and before the transport closes."""
         inflight = self._inflight
         if inflight is not None:
             self._inflight = None
