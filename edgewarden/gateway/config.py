@@ -272,6 +272,23 @@ class FallbackSection(Section):
                                      "distribution); models without one are judged by ood_margin and ood_z only")
 
 
+class AuthoritySection(Section):
+    """``[safety.authority]`` (edgewarden/gateway/safety/trust.py): how far a learned policy may
+    move from the incumbent's proposal."""
+
+    band: dict[str, float] = Field(default_factory=dict, description="per action: ± engineering units around the "
+                                   "incumbent's proposal a learned policy starts with")
+    band_fraction: float = Field(0.1, gt=0, le=1, description="the starting band of an action not named in band, as "
+                                 "a fraction of its span (max - min); 1 = full authority from the start")
+    widen_after_s: float = Field(600.0, ge=0, le=30 * 86_400, description="AUTO this long without a band clip, shield "
+                                 "intervention, out-of-distribution input or soft-limit alarm widens the band by "
+                                 "widen_factor (up to the action's span); 0 = only an operator widens it")
+    widen_factor: float = Field(2.0, gt=1, le=100, description="how much each widening multiplies the band by")
+    band_configured_model: Flag = Field(False, description="the model named in [policy] path starts within the band "
+                                        "too; by default it has full authority (it was commissioned), and only a "
+                                        "model loaded, promoted or dropped in at run time starts within the band")
+
+
 class SafetySection(Section):
     heartbeat_tag: str = Field(description="writable alive counter the PLC watches")
     estop_input: str | None = Field(None, description="boolean tag: true = PLC e-stop active (trips)")
@@ -287,6 +304,7 @@ class SafetySection(Section):
     actions: dict[str, ActionSpec] = Field(default_factory=dict)
     interlocks: dict[str, InterlockSpec] = Field(default_factory=dict)
     fallback: FallbackSection = FallbackSection()
+    authority: AuthoritySection = AuthoritySection()
 
 
 class AuditSection(Section):

@@ -164,6 +164,12 @@ def _safety_problems(s: Settings, need_tag: Any) -> list[str]:
     for name in fb.agreement_tolerance:
         if name not in actions:
             out.append(f"safety.fallback.agreement_tolerance.{name}: not an action in [safety.actions]")
+    for name, band in s.safety.authority.band.items():
+        if name not in s.policy.actions:
+            out.append(f"safety.authority.band.{name}: not one of policy.actions {s.policy.actions}")
+        elif band <= 0:
+            out.append(f"safety.authority.band.{name}: {band:g} must be more than 0 (engineering units around "
+                       "the incumbent's proposal)")
     return out
 
 

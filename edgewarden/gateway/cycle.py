@@ -16,7 +16,9 @@
         AUTO / FALLBACK      policy inference (ONNX); fault / out-of-distribution input /
                              repeated interventions → FALLBACK (Simplex); FALLBACK hands
                              back after agreement_s of agreement; a shadow model runs
-                             beside the active one, audited, never written
+                             beside the active one, audited, never written; a learned
+                             policy's proposal is held to the authority band around the
+                             incumbent's (edgewarden/gateway/safety/trust.py)
     → action shield (finite, bounds ∩ interlocks, rate)      no feasible action → e-stop
     → write actions + heartbeat
     → written setpoints against the applied tags (a persistent mismatch: alarm)
@@ -129,9 +131,9 @@ class CycleStats:
 class _Decision:
     """What one cycle decided (reused every cycle): the mode its outputs were written
     under, what was written and proposed, the model's uncertainty about its input, the
-    shadow model's report, the write's ack."""
+    shadow model's report, the write's ack, whether a band held the proposal."""
 
-    __slots__ = ("ack", "mode", "proposed", "shadow", "uncertainty", "written")
+    __slots__ = ("ack", "band", "mode", "proposed", "shadow", "uncertainty", "written")
 
     def __init__(self) -> None:
         self.mode = Mode.INHIBITED
@@ -139,6 +141,7 @@ class _Decision:
         self.proposed: np.ndarray | None = None
         self.shadow: dict[str, Any] | None = None
         self.uncertainty = math.nan  # NaN: no inference, or a model without the output
+        self.band = False  # the learned policy's proposal was held to the authority band
         self.ack: list[str] | str | None = None
 
 
@@ -161,7 +164,9 @@ class ControlLoop:
         self.pacer = Pacer(self.period, gw.busy_wait_us / 1e6, gw.max_consecutive_overruns,
                            gw.comms_timeout_ms / 1000.0)
         self.models = ModelManager(settings, policy, audit)
-        self.safety: SafetyStack = build_stack(settings, tags, policy, modes, self.models.on_trouble)
+        self.safety: SafetyStack = build_stack(settings, tags, policy, modes, self.models.on_trouble,
+                                               self._authority_changed)
+        metrics.authority(self.safety.trust.record(), self.safety.trust.applies)
         self.authority = PlcAuthority(settings, tags, self.checker.names)
         self.snap = Snapshot(len(tags.readable))
         self.stats = CycleStats()
@@ -224,7 +229,7 @@ class ControlLoop:
         tuning), between two cycles; its run-time history carries over. The caller has
         validated the change (edgewarden/gateway/ops/reload.py): the tags, the policy and the cycle
         are the same."""
-        stack = build_stack(new, self.tags, self.policy, self.modes, self.models.on_trouble)
+        stack = build_stack(new, self.tags, self.policy, self.modes, self.models.on_trouble, self._authority_changed)
         stack.take_over(self.safety)
         self.settings, self.safety = new, stack
 
@@ -348,8 +353,10 @@ class ControlLoop:
         self.stage = "audit"
         await self._record(d, verdict)                       # 10. audit hand-off
         self.stage = "metrics"
-        if verdict.code != self._last_code and verdict.code.startswith("soft_limit"):
-            self.metrics.soft_alarms.inc()                   # 11. metrics (the rest: _account)
+        if verdict.code.startswith("soft_limit"):
+            self.safety.trust.unclean(now)                   # no band widens through a soft-limit alarm
+            if verdict.code != self._last_code:
+                self.metrics.soft_alarms.inc()               # 11. metrics (the rest: _account)
         self._last_code = verdict.code
 
     def _take_staged_model(self, now: float) -> None:
@@ -362,6 +369,9 @@ class ControlLoop:
             self.policy = staged
             staged.attach(self._action, self._obs64, self.period)
             self.safety.supervisor.use_policy(staged)
+            self.safety.trust.use_policy(staged, full=staged is self.models.configured
+                                         and not self.settings.safety.authority.band_configured_model)
+            self.metrics.authority(self.safety.trust.record(), self.safety.trust.applies)
             if rollback and self.modes.mode == Mode.FALLBACK:
                 self.modes.request(Mode.AUTO, reason="rolled back to the previous controller: it takes over",
                                    actor="gateway")
@@ -424,7 +434,11 @@ class ControlLoop:
         """The mode gate: what this cycle writes, and under which mode."""
         d = self._decision
         d.mode, d.written, d.proposed, d.shadow, d.uncertainty = self.modes.mode, None, None, None, math.nan
+        d.band = False
         status = verdict.status
+        trust = self.safety.trust
+        if trust.engaged and d.mode != Mode.AUTO:  # the learned policy lost control: a hand-over or a trip resets its band
+            trust.release(d.mode in (Mode.FALLBACK, Mode.ESTOP))
         if d.mode == Mode.ESTOP:
             if self.outputs.writes:  # the safe outputs, then the heartbeat only once they are acknowledged
                 self.stage = "write"
@@ -455,6 +469,12 @@ class ControlLoop:
                                                      lo, hi, now, self._candidate)
             if self.modes.mode == Mode.AUTO and d.proposed is not None:
                 self._candidate[:] = d.proposed
+                if trust.applies:  # 7a. bounded authority: within the band around the incumbent's proposal
+                    self.stage = "authority"
+                    if trust.limit(self._candidate, self._obs64 if trust.on_observations else self.checker.values,
+                                   self._action, self.period, now):
+                        self.metrics.authority_clips.inc()
+                    d.band = True
             # 8. shield, 9. write
             d.mode = self.modes.mode
             if d.mode in WRITING:
@@ -489,6 +509,11 @@ class ControlLoop:
             record["unc"] = round(d.uncertainty, 6) if d.uncertainty != math.inf else "inf"
         if d.shadow is not None:
             record["shadow"] = d.shadow
+        if d.band:  # the band the learned policy's proposal was held to, and whether it clipped
+            trust = self.safety.trust
+            record["band"] = trust.band.tolist()
+            if trust.clipped:
+                record["band_clip"] = True
         if self.outputs.prev_ack is not None:
             record["prev_ack"] = self.outputs.take_prev_ack()
         t_audit = time.perf_counter()
@@ -522,6 +547,7 @@ class ControlLoop:
         if screen == Screen.IN:
             return self._proposed
         self.stats.ood_inputs += 1
+        self.safety.trust.unclean(now)
         return None if screen == Screen.REJECTED else self._proposed
 
     async def _shield_and_write(self, candidate: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
@@ -539,7 +565,9 @@ class ControlLoop:
             self.stats.shield_interventions += 1
             self.metrics.shield_interventions.inc()
             if res.clipped:  # proposals outside bounds/interlocks; rate-limited ramps are expected
-                self.safety.supervisor.intervened(time.monotonic())
+                now = time.monotonic()
+                self.safety.supervisor.intervened(now)
+                self.safety.trust.unclean(now)
         self._action[:] = self._out
         await self._write(self._action)
         return self._action
@@ -551,6 +579,13 @@ class ControlLoop:
             self._safe_out = self.last_safe_write
 
     # ---- alarms, and what the plant really gets ----------------------------------------
+    def _authority_changed(self, change: dict[str, Any]) -> None:
+        """The band a learned policy acts within changed (widened, set, reset): audited."""
+        self._log.info("authority band", **change)
+        self.metrics.authority(change["band"], True)
+        with contextlib.suppress(AuditError):  # a log that cannot be written trips in the cycle
+            self.audit.append("authority", {**change, "t_mono": time.monotonic()})
+
     def _alarm(self, name: str, raised: bool, message: str) -> None:
         """An alarm raised or cleared: audited, counted, kept for status (never on the hot path)."""
         if raised:

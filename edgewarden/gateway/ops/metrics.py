@@ -92,6 +92,11 @@ class Metrics:
                                  "setpoints, 0 while it does not (NaN without plc_remote_tag/plc_watchdog_tag)",
                                  registry=r)
         self.plc_accepts.set(float("nan"))
+        self.authority_band = Gauge("edgewarden_authority_band", "The band (± engineering units) a learned policy "
+                                    "acts within around the incumbent's proposal; NaN while the active controller "
+                                    "is not a learned policy", ["action"], registry=r)
+        self.authority_clips = Counter("edgewarden_authority_clips", "Cycles in which the authority band held a "
+                                       "learned policy's proposal", registry=r)
         self.server_port: int | None = None
         self._exporter: subprocess.Popen[bytes] | None = None
         self._exporter_args: list[str] = []
@@ -121,6 +126,11 @@ class Metrics:
         """Every alarm that may be raised gets its series at 0 (dashboards see "none", not "no data")."""
         for name in names:
             self.alarms.labels(alarm=name).set(0.0)
+
+    def authority(self, band: dict[str, float], applies: bool) -> None:
+        """The band in force per action (NaN for all while no learned policy is active)."""
+        for action, value in band.items():
+            self.authority_band.labels(action=action).set(value if applies else float("nan"))
 
     def alarm(self, name: str, raised: bool) -> None:
         self.alarms.labels(alarm=name).set(1.0 if raised else 0.0)

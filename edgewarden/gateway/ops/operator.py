@@ -69,7 +69,7 @@ def actor(req: dict[str, Any]) -> str:
 
 
 # what a command was asked to do, kept on its record whether it was accepted or refused
-_ARGUMENTS = ("action", "path", "sha256")
+_ARGUMENTS = ("action", "path", "sha256", "band")
 
 
 def operator_record(req: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -112,6 +112,8 @@ async def status(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]
         "manual_by": sorted(loop.manual_by),
         "interlocks": loop.interlocks.active_names(),
         "fallback": loop.safety.supervisor.hand_back(time.monotonic()) if loop.modes.mode.name == "FALLBACK" else None,
+        "models": loop.models.describe(),
+        "authority": loop.safety.trust.describe(time.monotonic()) if loop.safety.trust.applies else None,
         "plc_accepts": loop.authority.accepts,  # None: not configured (no plc_remote/watchdog tag)
         "alarms": dict(loop.alarms),
         "data_age_s": None if age != age else age,
@@ -188,9 +190,21 @@ async def model(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]]
         models.promote(who)
     elif action == "rollback":
         models.rollback(who, str(req.get("reason") or "operator rollback"))
+    elif action == "authority":
+        trust = loop.safety.trust
+        if not trust.applies:
+            raise PolicyError("authority refused: the active controller is not a learned policy (it is the "
+                              "incumbent itself: no band)")
+        if req.get("band") is None:
+            raise PolicyError('model authority needs a band: ACTION=VALUE pairs, "full" or "start"')
+        try:
+            trust.set_band(req["band"], who, str(req.get("reason") or "operator"))
+        except ValueError as exc:
+            raise PolicyError(f"authority refused: {exc}") from None
     elif action != "status":
-        raise PolicyError(f"unknown model action {action!r} (load, shadow, promote, rollback, status)")
-    return {"mode": loop.modes.mode.name, "models": models.describe()}, {}
+        raise PolicyError(f"unknown model action {action!r} (load, shadow, promote, rollback, status, authority)")
+    return {"mode": loop.modes.mode.name, "models": models.describe(),
+            "authority": loop.safety.trust.describe(time.monotonic())}, {}
 
 
 @dataclass(frozen=True)

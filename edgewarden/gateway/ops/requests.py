@@ -90,10 +90,12 @@ class Reload(_Request):
 
 class Model(_Request):
     cmd: Literal["model"]
-    action: Literal["load", "shadow", "promote", "rollback", "status"]
+    action: Literal["load", "shadow", "promote", "rollback", "status", "authority"]
     actor: Actor
     reason: Reason = ""
     path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    band: Literal["full", "start"] | Annotated[dict[Annotated[str, StringConstraints(max_length=256)], float],
+                                               Field(min_length=1, max_length=256)] | None = None
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
 
 

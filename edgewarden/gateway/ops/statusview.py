@@ -50,6 +50,16 @@ def render(reply: dict[str, Any]) -> str:
         f"checks  {reply.get('verdict')}  data age {_ms(reply.get('data_age_s'))}"
         + (f"  interlocks active: {', '.join(reply['interlocks'])}" if reply.get("interlocks") else ""),
     ]
+    models = reply.get("models") or {}
+    if models.get("shadow"):
+        lines.append(f"shadow  {str(models['shadow'])[:16]}  agreeing {models.get('shadow_agree_s', 0):.1f} s")
+    auth = reply.get("authority")
+    if auth:
+        band = ", ".join(f"{k} ±{v:g}" + (" (full)" if v >= auth["full"][k] else "") for k, v in auth["band"].items())
+        lines.append(f"band    {band} around the incumbent ({auth.get('incumbent')}); "
+                     f"{'clean' if auth.get('engaged') else 'not in control'} {auth.get('clean_s', 0):.0f} s"
+                     + (f" of {auth['widen_after_s']:g} s to widen" if auth.get("widen_after_s") else "")
+                     + f"; clipped {auth.get('clips', 0)} cycles")
     fb = reply.get("fallback")
     if fb:
         lines.append(f"fallback {fb.get('reason')}; agreeing {fb.get('agreeing_s', 0):.1f} of {fb.get('needed_s')} s")

@@ -1,5 +1,6 @@
 """``edgewarden model ...``: inspect and check model files, and drive the running gateway's
-model lifecycle (load, shadow, promote, rollback) over its control socket."""
+model lifecycle (load, shadow, promote, rollback) and a learned policy's authority band
+over its control socket."""
 
 from __future__ import annotations
 
@@ -43,12 +44,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = msub.add_parser(name, help=text)
         _remote_args(p)
         p.set_defaults(handler=_remote, action=name, file=None, sha256=None)
+    auth = msub.add_parser("authority", help="set the band a learned policy acts within around the incumbent's "
+                           "proposal (docs/safety.md, bounded authority)")
+    which = auth.add_mutually_exclusive_group(required=True)
+    which.add_argument("--band", nargs="+", metavar="ACTION=VALUE", help="± engineering units per action")
+    which.add_argument("--full", action="store_true", help="full authority: the action bounds alone")
+    which.add_argument("--start", action="store_true", help="back to the configured starting band")
+    _remote_args(auth)
+    auth.set_defaults(handler=_remote, action="authority", file=None, sha256=None)
 
 
 def _remote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", type=Path, help="gateway config (to find the control socket)")
     p.add_argument("--socket", type=Path, help="control socket path")
-    p.add_argument("--actor", default=None, help="operator name for the audit log (default: login name)")
+    p.add_argument("--operator", "--actor", dest="actor", default=None,
+                   help="operator name for the audit log (default: login name)")
     p.add_argument("--reason", default="", help="recorded with the command")
 
 
@@ -85,6 +95,19 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _band_pairs(pairs: list[str]) -> dict[str, float]:
+    band: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            band[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--band {pair!r}: expected ACTION=VALUE with VALUE a number") from None
+        if not sep or not name.strip():
+            raise ConfigError(f"--band {pair!r}: expected ACTION=VALUE")
+    return band
+
+
 def _remote(args: argparse.Namespace) -> int:
     from edgewarden.gateway.config import load_config
     from edgewarden.gateway.ops.control import send_command
@@ -100,6 +123,8 @@ def _remote(args: argparse.Namespace) -> int:
     if args.file is not None:
         request["path"] = str(args.file.resolve())
         request["sha256"] = args.sha256
+    if args.action == "authority":
+        request["band"] = "full" if args.full else "start" if args.start else _band_pairs(args.band)
     reply = asyncio.run(send_command(sock, request, timeout_s=30.0))
     print(json.dumps(reply, indent=2))
     return 0 if reply.get("ok") else 1

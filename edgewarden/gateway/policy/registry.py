@@ -120,6 +120,7 @@ class ModelManager:
         self.settings = settings
         self.audit = audit
         self.active = active
+        self.configured = active  # the model [policy] path names (commissioned: full authority)
         self.previous: Any | None = None
         self.staged: Any | None = None
         self.staged_reason = ""

@@ -19,6 +19,7 @@ from edgewarden.gateway.safety.checker import ObservationChecker
 from edgewarden.gateway.safety.interlocks import Interlocks
 from edgewarden.gateway.safety.shield import ActionShield
 from edgewarden.gateway.safety.supervisor import Supervisor
+from edgewarden.gateway.safety.trust import TrustRegion
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,21 @@ class SafetyStack:
     shield: ActionShield
     interlocks: Interlocks
     supervisor: Supervisor
+    trust: TrustRegion
 
     def take_over(self, old: SafetyStack) -> None:
         """Carry the run-time history of the stack this one replaces."""
         self.checker.take_history(old.checker)
         self.supervisor.take_over(old.supervisor)
+        self.trust.take_over(old.trust)
 
 
 def build_stack(settings: Settings, tags: TagMap, policy: Any, modes: ModeMachine,
-                on_trouble: Callable[[str, float], bool]) -> SafetyStack:
+                on_trouble: Callable[[str, float], bool],
+                on_authority: Callable[[dict[str, Any]], None]) -> SafetyStack:
     checker = ObservationChecker(settings, tags)
     shield = ActionShield(settings)
+    trust = TrustRegion(settings, checker.names, on_authority, policy,
+                        full=not settings.safety.authority.band_configured_model)
     return SafetyStack(checker, shield, Interlocks(settings, checker.names),
-                       Supervisor(settings, checker.names, shield.hi - shield.lo, policy, modes, on_trouble))
+                       Supervisor(settings, checker.names, shield.hi - shield.lo, policy, modes, on_trouble), trust)
