@@ -87,8 +87,9 @@ async def running_gateway(config: Path) -> AsyncIterator[Gateway]:
 
 @contextlib.asynccontextmanager
 async def bench(tmp: Path, *, replace: dict[str, str] | None = None, opcua_port: int = 0,
-                watchdog_ms: float = 500, extra: str = "", policy: Path = SHIPPED) -> AsyncIterator[Bench]:
-    twin = Twin("cstr", opcua=("127.0.0.1", opcua_port), modbus=None, watchdog_ms=watchdog_ms)
+                watchdog_ms: float = 500, extra: str = "", policy: Path = SHIPPED,
+                time_scale: float = 1.0) -> AsyncIterator[Bench]:
+    twin = Twin("cstr", opcua=("127.0.0.1", opcua_port), modbus=None, watchdog_ms=watchdog_ms, time_scale=time_scale)
     await twin.start()
     config = write_config(tmp, policy=policy, url=twin.opcua_url,
                           replace={r"^cycle_hz = 10.0": "cycle_hz = 20.0", **(replace or {})}, extra=extra)

@@ -100,6 +100,11 @@ class Exporter:
         finally:
             self.open -= 1
             writer.close()
+            # collects the connection's own outcome (a reset peer's error), which asyncio
+            # would otherwise print as "Future exception was never retrieved"
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(HEADER_TIMEOUT_S):
+                    await writer.wait_closed()
 
     async def _turn(self) -> bool:
         """Wait for this request's answer slot (in arrival order); False: it would wait
