@@ -469,7 +469,7 @@ class ControlLoop:
                                                      lo, hi, now, self._candidate)
             if self.modes.mode == Mode.AUTO and d.proposed is not None:
                 self._candidate[:] = d.proposed
-                if trust.applies:  # 7a. bounded authority: within the band around the incumbent's proposal
+                if trust.applies and not trust.full:  # 7a. bounded authority: the band around the incumbent's
                     self.stage = "authority"
                     if trust.limit(self._candidate, self._obs64 if trust.on_observations else self.checker.values,
                                    self._action, self.period, now):

@@ -55,6 +55,7 @@ class TrustRegion:
         self.start = np.array([min(spec.band.get(a, spec.band_fraction * s), s) for a, s in zip(actions, self.span)])
         self.origin = self.span if full else self.start  # where the active policy started: trouble goes back here
         self.band = self.origin.copy()
+        self.full = bool((self.band >= self.span).all())  # no band at all: the incumbent need not run
         self._spec = spec
         fb, pol = settings.safety.fallback, settings.policy
         if fb.controller == "pid" and fb.pid:
@@ -81,7 +82,8 @@ class TrustRegion:
               now: float) -> bool:
         """Clip ``proposal`` (in place) to the band around the incumbent's proposal for this
         cycle; starts the incumbent from ``applied`` when control just began. True if clipped."""
-        if not self.applies:
+        self.clipped = False
+        if not self.applies or self.full:
             return False
         if not self.engaged:
             self._bank.track(values, applied)
@@ -114,6 +116,7 @@ class TrustRegion:
         starts again from what the plant gets at the next AUTO cycle."""
         self.applies, self.origin = old.applies, np.minimum(old.origin, self.span)
         self.band = np.minimum(old.band, self.span) if len(old.band) == len(self.span) else self.start.copy()
+        self.full = bool((self.band >= self.span).all())
         self.clips = old.clips
 
     def release(self, trouble: bool) -> None:
@@ -154,7 +157,10 @@ class TrustRegion:
         self._clean_since = time.monotonic()  # widening earns on from the operator's band
 
     def _set(self, band: np.ndarray, actor: str, reason: str) -> None:
-        old, self.band = self.band, band
+        old, self.band, was_full = self.band, band, self.full
+        self.full = bool((band >= self.span).all())
+        if was_full and not self.full:  # a band again: the incumbent starts from what the plant gets
+            self.engaged = False
         self._on_change({"band": self.record(), "previous": dict(zip(self.actions, old.tolist())),
                          "actor": actor, "reason": reason})
 
