@@ -137,7 +137,8 @@ class Gateway:
         watch_audit(metrics, audit.stats)
         watch_certificates(metrics, lambda: expiries(s))
         # monitor: the transport refuses writes too, and asks the server for no write access
-        transport = CompositeTransport(tags, s.connections, read_only=s.policy.kind == "monitor")
+        transport = CompositeTransport(tags, s.connections, read_only=s.policy.kind == "monitor",
+                                       period_s=1.0 / s.gateway.cycle_hz)
         watch_links(metrics, transport.health)
         control: ControlServer | None = None
         try:

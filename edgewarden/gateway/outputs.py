@@ -30,6 +30,7 @@ import numpy as np
 
 from edgewarden.gateway.config import Settings
 from edgewarden.gateway.errors import TransportError
+from edgewarden.gateway.io.link import SLOW_SHARE
 from edgewarden.gateway.io.tags import TagMap
 from edgewarden.gateway.io.transport import Transport, WriteError, WritePlan, plan_writes
 
@@ -154,8 +155,9 @@ class Outputs:
         """One write. ``in_cycle``: waited for until the cycle's write deadline, and pipelined
         past it: answered up to one period later, its outcome is a later cycle's
         ``prev_ack``; while it is in flight, a cycle's write is not sent (the next carries
-        newer values). When the last write's round trip is longer than the time left, it is
-        pipelined at once: waiting out the deadline would only take the cycle's slack. ``next_cycle``: sent, collected at the next cycle's start. At most
+        newer values). On a slow link (the last write's round trip more than half a period) a
+        write whose answer cannot come before the deadline is pipelined at once: waiting
+        it out would only take the cycle's slack. ``next_cycle``: sent, collected at the next cycle's start. At most
         one write is in flight, in cycle order."""
         t_write = time.perf_counter()
         if self._ack_next:
@@ -170,7 +172,9 @@ class Outputs:
             else:
                 write = asyncio.ensure_future(self._checked(plan, tuple(values), self.deadline + self._period))
                 left = self.deadline - time.monotonic()
-                if not self._rtt_s > left:  # waited for only while its answer can still come in time
+                # a slow link's write (its last round trip more than half a period) is waited
+                # for only while its answer can still come in time
+                if not (self._rtt_s > left and self._rtt_s > SLOW_SHARE * self._period):
                     await asyncio.wait((write,), timeout=max(0.0, left))
                 if write.done():
                     self.ack = write.result()

@@ -4,6 +4,12 @@ its range the data covers; per observation its range against the plant's hard li
 the plant has a twin with the dataset's tags) and the share of rows outside them; the
 episodes and their returns.
 
+An observation that echoes an action (the action's tag itself, or a readback whose next
+value follows the action: within 1 % of its span in most rows, correlated above 0.95) lets
+a policy learn to copy its last output, which agrees with the incumbent at steady state
+and does nothing in a transient: every algorithm is warned, and the gateway refuses to
+promote a policy that does copy (edgewarden/gateway/policy/evidence.py).
+
 An action that never varies, or sits on a bound much of the time, gives a critic nothing
 to learn that action's value from: TD3+BC and CQL then extrapolate Q outside the data and
 can diverge (as on the CSTR expert data, where feed_flow never moves and coolant_flow
@@ -22,6 +28,8 @@ from edgewarden.training.datasets import Dataset
 CONSTANT_SHARE_OF_SPAN = 1e-3  # std below this share of the action's range: it never varies
 AT_BOUND_SHARE = 0.25  # on a bound this often: the data hardly shows the action off it
 COVERAGE_BINS = 20
+ECHO_SHARE_OF_SPAN = 0.01  # a readback's next value within this share of the action's span (median) ...
+ECHO_CORRELATION = 0.95  # ... and this correlated with the action: the observation echoes it
 CRITIC_ALGOS = ("td3bc", "cql")  # extrapolate Q through the actor's gradient
 
 
@@ -59,6 +67,14 @@ class ObservationStats:
     hard_low: float | None = None  # the twin's hard limits, where it has this tag
     hard_high: float | None = None
     outside: float | None = None  # share of rows outside [hard_low, hard_high]
+    echoes: str | None = None  # the action this observation echoes (its tag, or a readback of it)
+
+    def problem(self) -> str | None:
+        if self.echoes is None:
+            return None
+        return (f"observation {self.tag} echoes action {self.echoes} (the gateway's own output read back): a "
+                "policy can learn to copy its last action, which agrees with the incumbent at steady state and "
+                "does nothing in a transient; train on measurements only (leave it out of the observations)")
 
 
 @dataclass
@@ -72,8 +88,13 @@ class DatasetReport:
     note: str
     violation_rate: float | None = None  # share of rows with any observation outside a hard limit
 
-    def problems(self) -> list[str]:
+    def action_problems(self) -> list[str]:
+        """What a critic cannot learn from (TD3+BC and CQL are refused on these)."""
         return [p for a in self.actions if (p := a.problem()) is not None]
+
+    def problems(self) -> list[str]:
+        """Everything worth a warning: the actions' problems, then echoing observations."""
+        return self.action_problems() + [p for o in self.observations if (p := o.problem()) is not None]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "problems": self.problems()}
@@ -127,7 +148,8 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
             any_out |= outside
             out = float(outside.mean())
         observations.append(ObservationStats(tag, units, float(col.min()), float(col.max()), float(col.mean()),
-                                             float(col.std()), *(lo_hi or (None, None)), out))
+                                             float(col.std()), *(lo_hi or (None, None)), out,
+                                             _echoed_action(ds, i, tag)))
     returns = ds.episode_returns()
     episodes = len(returns)
     mean_return = float(returns.mean()) if episodes else None
@@ -137,6 +159,26 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
         note = "; ".join(n for n in (note, "action bounds are the data's own extremes") if n)
     return DatasetReport(meta.plant, len(ds), actions, observations, episodes, mean_return, note,
                          float(any_out.mean()) if limits else None)
+
+
+def _echoed_action(ds: Dataset, i: int, tag: str) -> str | None:
+    """The action observation ``i`` echoes: the action's own tag, or a readback whose next
+    value follows the action taken."""
+    meta = ds.meta
+    if tag in meta.action_tags:
+        return tag
+    nxt = ds.next_observations[:, i].astype(np.float64)
+    if len(nxt) < 3 or nxt.std() == 0:
+        return None
+    for j, action in enumerate(meta.action_tags):
+        act = ds.actions[:, j].astype(np.float64)
+        span = float(meta.action_high[j] - meta.action_low[j]) or float(np.ptp(act))
+        if act.std() == 0 or span <= 0:
+            continue
+        close = float(np.median(np.abs(nxt - act))) <= ECHO_SHARE_OF_SPAN * span
+        if close and float(np.corrcoef(nxt, act)[0, 1]) >= ECHO_CORRELATION:
+            return action
+    return None
 
 
 def twin_hard_limits(plant: str, tags: tuple[str, ...]) -> dict[str, tuple[float, float]]:

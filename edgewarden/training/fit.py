@@ -313,11 +313,12 @@ def _judge_data(algo_name: str, dataset: Dataset, allow: bool, *, warn: bool = T
     from edgewarden.gateway.errors import GatewayError
     from edgewarden.training.dataset_report import CRITIC_ALGOS, inspect_dataset
 
-    problems = inspect_dataset(dataset).problems()
+    report = inspect_dataset(dataset)
+    problems, degenerate = report.problems(), report.action_problems()
     if not problems or not (warn or algo_name in CRITIC_ALGOS):
         return
-    if algo_name in CRITIC_ALGOS and not allow:
-        raise GatewayError(f"{algo_name} refused on this dataset: {'; '.join(problems)}. Its critic would have to "
+    if algo_name in CRITIC_ALGOS and degenerate and not allow:
+        raise GatewayError(f"{algo_name} refused on this dataset: {'; '.join(degenerate)}. Its critic would have to "
                            "extrapolate Q where the data shows nothing, and can diverge: train bc or iql, collect "
                            "data that moves these actions, or pass --allow-degenerate-actions to train anyway "
                            "(edgewarden train inspect shows the whole report)")

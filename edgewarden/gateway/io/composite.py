@@ -20,13 +20,16 @@ from edgewarden.gateway.io.transport import LinkHealth, Transport, WritePlan, ch
 class CompositeTransport:
     """The Transport the gateway runs: every protocol's connections side by side."""
 
-    def __init__(self, tags: TagMap, connections: dict[str, Any], *, read_only: bool = False) -> None:
+    def __init__(self, tags: TagMap, connections: dict[str, Any], *, read_only: bool = False,
+                 period_s: float | None = None) -> None:
+        """``period_s``: the cycle's period (a link whose reads take more than half of it is
+        slow: edgewarden/gateway/io/link.py)."""
         self.parts: list[Transport] = []
         self._owner: dict[str, Transport] = {}
         for kind, protocol in PROTOCOLS.items():  # one transport per protocol in use, from the table
             conns = {n: c for n, c in connections.items() if c.type == kind}
             if conns:
-                part = protocol.transport(tags, conns, read_only=read_only)
+                part = protocol.transport(tags, conns, read_only=read_only, period_s=period_s)
                 self.parts.append(part)
                 self._owner.update(dict.fromkeys(conns, part))
         self._split: dict[tuple[str, ...], list[tuple[Transport, WritePlan, list[int]]]] = {}

@@ -13,6 +13,7 @@ to split a plan (``_plan``) and how to write one part (``_write_part``).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -80,6 +81,7 @@ class Link:
 
 L = TypeVar("L", bound=Link)
 READ_LATE_CYCLES = 2  # a read that misses this many cycle deadlines is abandoned and asked again
+SLOW_SHARE = 0.5  # a link whose last read took more than this share of the period is slow
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,14 @@ class LinkedTransport(Generic[L]):
     # exceptions that mean "the link failed" (anything else is a bug and propagates)
     comms_errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
 
-    def __init__(self, log_name: str, *, read_only: bool = False) -> None:
+    def __init__(self, log_name: str, *, read_only: bool = False, period_s: float | None = None) -> None:
         """``read_only``: a gateway that writes nothing ([policy] kind = "monitor"): every
-        write is refused here too, and no write access is asked of the server."""
+        write is refused here too, and no write access is asked of the server.
+        ``period_s``: the cycle's period; a link whose last read took more than half of it
+        is slow, and the cycle waits for its read only while the answer can come in time
+        (None: always waits up to the deadline)."""
         self.read_only = read_only
+        self._slow_s = math.inf if period_s is None else SLOW_SHARE * period_s
         self._links: dict[str, L] = {}
         self._write_cache: dict[tuple[str, ...], list[WritePart]] = {}
         self._closing = False
@@ -169,9 +175,12 @@ class LinkedTransport(Generic[L]):
                 await asyncio.wait((reading,))
             else:
                 left = deadline - time.monotonic()
-                # waited for only while its answer can still come in time: a link whose last
-                # round trip is longer than what is left runs a read behind, at once
-                if left > 0 and not link.read_s > left:
+                # a slow link's read is waited for only while its answer can still come in
+                # time (its last read took less than what is left); otherwise the cycle runs
+                # a read behind at once. Only a slow one: a fast link's read that merely
+                # started late is waited for, or its answer would be taken in the next
+                # cycle's sleep and make that one late in turn.
+                if left > 0 and not (link.read_s > left and link.read_s > self._slow_s):
                     await asyncio.wait((reading,), timeout=left)
             if not reading.done():
                 link.health.late += 1

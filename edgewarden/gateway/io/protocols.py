@@ -30,10 +30,11 @@ class Protocol:
     describe_key: Callable[[TagSpec, tuple[Any, ...]], str]
     transport_path: str  # "module:Class", imported only when a transport is built
 
-    def transport(self, tags: TagMap, connections: dict[str, Any], *, read_only: bool = False) -> Transport:
+    def transport(self, tags: TagMap, connections: dict[str, Any], *, read_only: bool = False,
+                  period_s: float | None = None) -> Transport:
         module, _, name = self.transport_path.partition(":")
         cls = getattr(importlib.import_module(module), name)
-        return cls(tags, connections, read_only=read_only)  # type: ignore[no-any-return]
+        return cls(tags, connections, read_only=read_only, period_s=period_s)  # type: ignore[no-any-return]
 
 
 PROTOCOLS: dict[str, Protocol] = {

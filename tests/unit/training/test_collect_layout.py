@@ -168,3 +168,26 @@ def test_a_collected_dataset_reads_back_the_same_through_minari(tmp_path: Path) 
     np.testing.assert_array_equal(np.concatenate([e.actions for e in eps]), ds.actions)
     np.testing.assert_allclose([e.rewards.sum() for e in eps], ds.episode_returns(), rtol=1e-6)
     assert [bool(e.truncations[-1]) for e in eps] == [True] * 4 and m.total_steps == 1300
+
+
+def test_an_observation_that_echoes_an_action_is_warned_about_and_a_measurement_is_not(tmp_path: Path) -> None:
+    """A readback of the gateway's own output among the observations lets a policy learn to
+    copy its last action; the report names it, for every algorithm (fit prints it)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    coolant = np.clip(150.0 + np.cumsum(rng.normal(0.0, 2.0, n)), 0.0, 200.0)
+    temperature = 350.0 + rng.normal(0.0, 1.0, n + 1)
+    readback = np.concatenate([[coolant[0]], coolant])  # what the PLC applied: the last action
+    obs = np.stack([temperature, readback], axis=1).astype(np.float32)
+    data = {"observations": obs[:-1], "next_observations": obs[1:],
+            "actions": np.stack([coolant, np.full(n, 100.0)], axis=1).astype(np.float32),
+            "rewards": np.zeros(n, np.float32), "terminals": np.zeros(n, bool),
+            "timeouts": np.eye(1, n, n - 1, bool)[0]}
+    meta = D.DatasetMeta(plant="line7", observation_tags=("T", "coolant_flow"), observation_units=("K", "L/min"),
+                         action_tags=("coolant_flow_sp", "feed_flow_sp"), action_units=("L/min", "L/min"),
+                         action_low=(0.0, 0.0), action_high=(200.0, 200.0))
+    D.write(tmp_path / "e.h5", data, meta)
+    r = inspect_dataset(D.load(tmp_path / "e.h5"))
+    assert [o.echoes for o in r.observations] == [None, "coolant_flow_sp"]
+    assert any("observation coolant_flow echoes action coolant_flow_sp" in p for p in r.problems())
+    assert r.action_problems() == ["feed_flow_sp never varies (std 0 L/min)"]  # what a critic refuses on

@@ -100,8 +100,9 @@ class ModbusTransport(LinkedTransport[_Link]):
 
     comms_errors = (*_COMMS_ERRORS, ssl.SSLError)
 
-    def __init__(self, tags: TagMap, connections: dict[str, ModbusConnection], *, read_only: bool = False) -> None:
-        super().__init__("edgewarden.modbus", read_only=read_only)
+    def __init__(self, tags: TagMap, connections: dict[str, ModbusConnection], *, read_only: bool = False,
+                 period_s: float | None = None) -> None:
+        super().__init__("edgewarden.modbus", read_only=read_only, period_s=period_s)
         for name, spec in connections.items():
             names = [t for t in tags.readable if tags.specs[t].connection == name]
             slots = [tags.index[t] for t in names]
