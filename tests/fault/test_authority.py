@@ -1,11 +1,14 @@
-"""Bounded authority on the real CSTR twin: the case that made it necessary.
+"""Promotion evidence and bounded authority on the real CSTR twin: the case that made them
+necessary.
 
 A gateway running the PID (``kind = "pid"``) shadows a learned policy whose observations
 include the valves' readbacks and which copies them: it agrees with the PID at steady
-state, so it is promoted. After a manual excursion (coolant cut) and the hand-back, the
-copy holds the low coolant while the reactor heats. With the full action range it drove
-T far up; within the authority band around the PID's proposal (docs/safety.md) the PID's
-rising coolant drags it along and the reactor stays well below that."""
+state, which used to be enough to promote it. Now the promotion is refused, naming the
+copying (and, before a setpoint step, the missing transient); a policy on measurements
+alone passes. Forced anyway (with a reason, on record), after a manual excursion (coolant
+cut) and the hand-back the copy holds the low coolant while the reactor heats: with the
+full action range it drove T far up; within the authority band around the PID's proposal
+(docs/safety.md) the PID's rising coolant drags it along and the reactor stays well below."""
 
 from __future__ import annotations
 
@@ -67,6 +70,49 @@ async def excursion(b: Bench, model: Path) -> tuple[float, float, list[dict]]:
 
 
 @pytest.mark.anyio
+async def test_a_policy_that_copies_its_last_action_is_refused_and_one_on_measurements_passes(tmp_path: Path) -> None:
+    copy = copy_model(tmp_path / "copy.onnx")  # before the gateway shares this event loop (onnx imports slowly)
+    async with bench(tmp_path, replace=PID_WITH_READBACKS, extra=CSTR_COOLANT_PID + FEED_HELD, time_scale=10.0) as b:
+        await b.start_auto()
+        await asyncio.sleep(1.0)
+        assert (await b.cmd("model", action="shadow", path=str(copy)))["ok"]
+        await asyncio.sleep(1.3)
+        steady = await b.cmd("model", action="promote")  # agreement alone, at steady state
+        assert not steady["ok"]
+        assert "coolant_flow_sp copies its own output" in steady["error"], steady["error"]
+        assert "saw 0 transients" in steady["error"]
+        b.twin.image.set("T_sp", 352.0)
+        await asyncio.sleep(2.0)
+        stepped = await b.cmd("model", action="promote")
+        assert not stepped["ok"] and "copies its own output" in stepped["error"]
+        assert "transients" not in stepped["error"].split("(model promote")[0]
+        unexplained = await b.cmd("model", action="promote", force=True)
+        assert not unexplained["ok"] and "needs --reason" in unexplained["error"]
+        st = await b.status()
+        assert st["models"]["shadow_transients"] >= 1
+
+        # a policy on the measurements alone (coolant on T - T_sp, like the PID's P part,
+        # through the PID's own steady output): no echo moves it
+        coolant = b.twin_setpoints()[0]
+        weight = np.zeros((2, len(OBSERVATIONS)))
+        weight[0, 0], weight[0, 3] = 20.0, -20.0
+        bias = np.array([coolant - 20.0 * (float(b.twin.image["T"]) - 352.0), 100.0])
+        measured = linear_model(tmp_path / "measured.onnx", weight, bias)
+        assert (await b.cmd("model", action="shadow", path=str(measured)))["ok"]
+        await asyncio.sleep(1.3)
+        b.twin.image.set("T_sp", 350.0)
+        await asyncio.sleep(2.0)
+        reply = await b.cmd("model", action="promote")
+        assert reply["ok"], reply
+    promoted = [r for r in b.audit_records() if r["kind"] == "model_promote"]
+    assert len(promoted) == 1 and promoted[0]["problems"] == [] and "forced" not in promoted[0]
+    ev = promoted[0]["evidence"]
+    assert ev["transients"]["transients"] >= 1 and ev["copying"] == []
+    coolant_moves_with = ev["sensitivity"]["coolant_flow_sp"]
+    assert coolant_moves_with["T"] > 0.0 and coolant_moves_with["coolant_flow"] == 0.0
+
+
+@pytest.mark.anyio
 async def test_a_promoted_copy_of_the_last_action_is_held_to_the_band_around_the_pid(tmp_path: Path) -> None:
     model = copy_model(tmp_path / "copy.onnx")  # before the gateway shares this event loop (onnx imports slowly)
     (tmp_path / "full").mkdir()
@@ -79,6 +125,9 @@ async def test_a_promoted_copy_of_the_last_action_is_held_to_the_band_around_the
         t_back, peak_band, cycles = await excursion(b, model)
         status = await b.status()
     assert status["authority"]["band"]["coolant_flow_sp"] == 20.0  # 10 % of the 0..200 span
+    forced = [r for r in b.audit_records() if r["kind"] == "model_promote"]
+    assert forced[0]["forced"] == "test: what the band does with a copy"
+    assert any("copies its own output" in p for p in forced[0]["problems"])
     assert status["authority"]["clips"] > 0
     assert cycles and all(c["band"] == [20.0, 20.0] for c in cycles)
     assert any(c.get("band_clip") for c in cycles)
