@@ -179,6 +179,10 @@ class PolicySection(Section):
     shadow_tolerance: dict[str, float] = Field(default_factory=dict,
                                                description="per action; default 5 % of its span")
     promote_after_s: float = Field(60.0, ge=0, le=86_400, description="shadow agreement needed before promote")
+    promote_min_transients: int = Field(1, ge=0, le=10_000, description="transients (the incumbent's action moving "
+                                        "more than 5 % of its span within a second: a setpoint step, a disturbance) "
+                                        "the shadow must have seen before promote: steady-state agreement alone is "
+                                        "no evidence")
     auto_promote: Flag = Field(False, description="promote a shadow model as soon as it qualifies")
     rollback_window_s: float = Field(300.0, ge=0, le=86_400, description="a new model that faults or falls back "
                                      "within this time after its swap is rolled back")

@@ -69,7 +69,7 @@ def actor(req: dict[str, Any]) -> str:
 
 
 # what a command was asked to do, kept on its record whether it was accepted or refused
-_ARGUMENTS = ("action", "path", "sha256", "band")
+_ARGUMENTS = ("action", "path", "sha256", "band", "force")
 
 
 def operator_record(req: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -187,7 +187,10 @@ async def model(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]]
         fn = models.load if action == "load" else models.start_shadow
         await fn(Path(path), who, req.get("sha256") or None)
     elif action == "promote":
-        models.promote(who)
+        reason = str(req.get("reason") or "").strip()
+        if req.get("force") and not reason:
+            raise PolicyError("promote --force needs --reason TEXT: overriding the evidence is on record, with why")
+        models.promote(who, force_reason=reason if req.get("force") else None)
     elif action == "rollback":
         models.rollback(who, str(req.get("reason") or "operator rollback"))
     elif action == "authority":

@@ -94,6 +94,7 @@ class Model(_Request):
     actor: Actor
     reason: Reason = ""
     path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    force: bool = False
     band: Literal["full", "start"] | Annotated[dict[Annotated[str, StringConstraints(max_length=256)], float],
                                                Field(min_length=1, max_length=256)] | None = None
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] | None = None

@@ -38,8 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--sha256", default=None, help="refuse any other file")
         _remote_args(p)
         p.set_defaults(handler=_remote, action=name)
-    for name, text in (("promote", "make the shadow model active (after its agreement period)"),
-                       ("rollback", "go back to the previous model"),
+    promote = msub.add_parser("promote", help="make the shadow model active, if its evidence holds (agreement, "
+                              "transients seen, no copying of its own output)")
+    promote.add_argument("--force", action="store_true", help="promote although the evidence does not hold "
+                         "(needs --reason; recorded with the evidence)")
+    _remote_args(promote)
+    promote.set_defaults(handler=_remote, action="promote", file=None, sha256=None)
+    for name, text in (("rollback", "go back to the previous model"),
                        ("status", "active, previous, staged and shadow models")):
         p = msub.add_parser(name, help=text)
         _remote_args(p)
@@ -123,6 +128,8 @@ def _remote(args: argparse.Namespace) -> int:
     if args.file is not None:
         request["path"] = str(args.file.resolve())
         request["sha256"] = args.sha256
+    if getattr(args, "force", False):
+        request["force"] = True
     if args.action == "authority":
         request["band"] = "full" if args.full else "start" if args.start else _band_pairs(args.band)
     reply = asyncio.run(send_command(sock, request, timeout_s=30.0))

@@ -224,6 +224,12 @@ class OnnxPolicy:
             raise PolicyError(f"policy {self._path.name} produced a non-finite action {values}")
         return self._act_row.astype(np.float64)
 
+    def infer_batch(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for many observations at once ([n, n_obs] float32 → [n, n_act]), off the
+        cycle (promotion evidence): the session's own run, not the cycle's binding."""
+        c = self._contract
+        return np.asarray(self._session.run([c.output_name], {c.input_name: obs.astype(np.float32)})[0])
+
     @property
     def uncertainty(self) -> float:
         """The last ``infer``'s uncertainty output (in the contract's units), NaN without one.

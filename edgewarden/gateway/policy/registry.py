@@ -5,8 +5,10 @@
     shadow   a candidate runs every cycle beside the active model on the same inputs; its
              proposal and the action the shield *would* write are audited and compared
              (divergence, would-be interventions), never written
-    promote  the shadow becomes active once it has agreed for ``promote_after_s``
-             (or at once with ``auto_promote``)
+    promote  the shadow becomes active once it has agreed for ``promote_after_s``, has seen
+             ``promote_min_transients`` transients and does not copy its own output
+             (edgewarden/gateway/policy/evidence.py; the evidence goes into the record);
+             ``--force`` with a reason overrides, on record (``auto_promote``: by itself)
     rollback back to the previous model, by command, or automatically when a model that
              was swapped in less than ``rollback_window_s`` ago faults or falls back
 
@@ -31,8 +33,10 @@ import numpy as np
 
 from edgewarden.gateway.config import Settings
 from edgewarden.gateway.errors import PolicyError
+from edgewarden.gateway.policy.evidence import TransientWatch, copying, echo_observations, sensitivity
 from edgewarden.gateway.policy.onnx_policy import OnnxPolicy, WarmupStop
 from edgewarden.gateway.safety.shield import ActionShield
+from edgewarden.gateway.safety.supervisor import ood_bounds, uncertainty_limit
 from edgewarden.gateway.readfile import read_regular
 
 
@@ -95,6 +99,10 @@ def load_verified(s: Settings, path: Path, sha256: str | None = None, stop: Warm
                            max_bytes=int(s.policy.max_model_mb * 2**20), stop=stop)
 
 
+EVIDENCE_SAMPLES = 256  # shadow inputs kept (a ring) for the sensitivity at promotion
+EVIDENCE_ROWS = 8192  # at most this many rows in the one batch the sensitivity runs
+
+
 @dataclass
 class ShadowReport:
     divergence: float = math.nan
@@ -133,6 +141,17 @@ class ModelManager:
         self._shadow_last = shield.safe.copy()
         self._shadow_out = np.zeros(len(self._tol))
         self._agree_since = math.nan
+        p = settings.policy
+        self._span = shield.hi - shield.lo
+        self._echoes = echo_observations(p.observations, p.actions,
+                                         {a: settings.safety.actions[a].applied for a in p.actions})
+        self._samples = np.zeros((min(EVIDENCE_SAMPLES, max(1, EVIDENCE_ROWS // (2 * len(p.observations)))),
+                                  len(p.observations)))
+        self._n_samples = 0
+        self._transients = TransientWatch(self._span, 1.0 / settings.gateway.cycle_hz)
+        self._auto_tried = -1  # the transient count auto_promote last tried at
+        self._shadow_ood: tuple[np.ndarray, ...] = ()
+        self._shadow_unc_limit = math.inf
         self._validating = False
 
     # ---- commands (between cycles, on the event loop) ------------------------------
@@ -213,21 +232,69 @@ class ModelManager:
         self.shadow = policy
         self.report = ShadowReport()
         self._agree_since = math.nan
+        self._n_samples = 0
+        self._transients.reset()
+        self._auto_tried = -1
+        fb = self.settings.safety.fallback
+        self._shadow_ood = ood_bounds(policy, fb.ood_margin, fb.ood_z, len(self.settings.policy.observations))
+        self._shadow_unc_limit = uncertainty_limit(policy, fb.uncertainty_scale)
         self._shadow_last[:] = self._shadow_shield.safe
         self._record("model_shadow", policy, actor, path=str(path))
         return policy
 
-    def promote(self, actor: str, *, now: float | None = None) -> Any:
+    def promote(self, actor: str, *, force_reason: str | None = None) -> Any:
+        """The shadow becomes the next active model, if its evidence holds (agreement for
+        ``promote_after_s``, transients seen, no copying of its own output); ``force_reason``
+        overrides what does not, on record. Raises PolicyError naming what is missing."""
         if self.shadow is None:
             raise PolicyError("promote refused: no model is running in shadow mode")
-        need = self.settings.policy.promote_after_s
-        if self.report.agree_s < need:
-            raise PolicyError(f"promote refused: the shadow model has agreed for {self.report.agree_s:.1f} s "
-                              f"of the {need:g} s required (last divergence {self.report.divergence:.4g})")
+        evidence = self.evidence()
+        problems = self._problems(evidence)
+        if problems and force_reason is None:
+            raise PolicyError("promote refused: " + "; ".join(problems)
+                              + " (model promote --force --reason TEXT overrides, on record)")
         policy, self.shadow = self.shadow, None
         self.staged, self.staged_reason = policy, f"promote by {actor}"
-        self._record("model_promote", policy, actor)
+        self._record("model_promote", policy, actor, evidence=evidence, problems=problems,
+                     **({"forced": force_reason} if problems else {}))
         return policy
+
+    def evidence(self) -> dict[str, Any]:
+        """What the shadow showed: agreement, transients, and which actions copy their own
+        output (the sensitivity of each action to each observation on the inputs it saw)."""
+        shadow = self.shadow
+        p = self.settings.policy
+        n = min(self._n_samples, len(self._samples))
+        out: dict[str, Any] = {"agree_s": round(self.report.agree_s, 3), "cycles": self.report.cycles,
+                               "transients": self._transients.report.to_dict(), "samples": n, "copying": []}
+        if shadow is None or n < 2 or not hasattr(shadow, "infer_batch"):
+            return out
+        x = self._samples[:n]
+        stats = getattr(shadow.contract, "obs_stats", None)
+        scale = np.asarray(stats.std, dtype=float) if stats is not None else x.std(axis=0)
+        scale = np.where(scale > 0, scale, x.std(axis=0))
+        for i, j in self._echoes.items():  # a readback probed by at least 1 % of its action's span
+            scale[i] = max(scale[i], 0.01 * self._span[j])
+        sens = sensitivity(shadow.infer_batch, x, scale, self._span)
+        out["sensitivity"] = {a: dict(zip(p.observations, np.round(row, 6).tolist()))
+                              for a, row in zip(p.actions, sens)}
+        out["copying"] = [c.__dict__ for c in copying(sens, self._echoes, p.observations, p.actions)]
+        return out
+
+    def _problems(self, evidence: dict[str, Any]) -> list[str]:
+        from edgewarden.gateway.policy.evidence import Copying
+
+        p = self.settings.policy
+        out = [Copying(**c).message() for c in evidence["copying"]]
+        if self.report.agree_s < p.promote_after_s:
+            out.append(f"the shadow model has agreed for {self.report.agree_s:.1f} s of the {p.promote_after_s:g} s "
+                       f"required (last divergence {self.report.divergence:.4g})")
+        seen = evidence["transients"]["transients"]
+        if seen < p.promote_min_transients:
+            out.append(f"the shadow saw {seen} transients of the {p.promote_min_transients} required "
+                       "(promote_min_transients): its agreement is steady state only; step the setpoint or wait "
+                       "for a disturbance while it runs")
+        return out
 
     def rollback(self, actor: str, reason: str) -> Any:
         if self.previous is None:
@@ -272,6 +339,8 @@ class ModelManager:
             return None
         r = self.report
         r.cycles += 1
+        self._samples[self._n_samples % len(self._samples)] = obs
+        self._n_samples += 1
         try:
             proposed = shadow.infer(obs)
         except PolicyError as exc:
@@ -279,6 +348,9 @@ class ModelManager:
             self._agree_since = math.nan
             r.agree_s = 0.0
             return {"sha256": shadow.sha256, "fault": str(exc)}
+        unc = shadow.uncertainty
+        lo_ood, hi_ood, mean, std, z = self._shadow_ood  # the candidate's own training distribution
+        ood = bool(((obs < lo_ood) | (obs > hi_ood) | (np.abs(obs - mean) > z * std)).any()) or unc > self._shadow_unc_limit
         res = self._shadow_shield.apply(proposed, self._shadow_last, dt, self._shadow_out, lo, hi)
         r.would_intervene = (not res.ok) or res.code != "ok"
         if res.ok:
@@ -292,17 +364,40 @@ class ModelManager:
         else:
             self._agree_since = math.nan
             r.agree_s = 0.0
-        if self.settings.policy.auto_promote and r.agree_s >= self.settings.policy.promote_after_s:
+        transient = active_action is not None and self._transients.step(active_action, agrees,
+                                                                         np.abs(proposed - active_action))
+        self._auto_promote()
+        out = {"sha256": shadow.sha256, "proposed": proposed.tolist(),
+               "would_write": self._shadow_out.tolist() if res.ok else None,
+               "divergence": r.divergence, "would_intervene": r.would_intervene, "ood": bool(ood)}
+        if unc == unc:  # the candidate's own uncertainty about this input, when it has an output for it
+            out["unc"] = round(unc, 6) if unc != math.inf else "inf"
+        if transient:
+            out["transient"] = True
+        return out
+
+    def _auto_promote(self) -> None:
+        """``auto_promote``: tried once agreement is long enough, and again after each new
+        transient (the evidence is computed then, not every cycle); a refusal is audited."""
+        p = self.settings.policy
+        seen = self._transients.report.transients
+        if not p.auto_promote or self.report.agree_s < p.promote_after_s or seen == self._auto_tried:
+            return
+        self._auto_tried = seen
+        try:
             self.promote("gateway (auto_promote)")
-        return {"sha256": shadow.sha256, "proposed": proposed.tolist(),
-                "would_write": self._shadow_out.tolist() if res.ok else None,
-                "divergence": r.divergence, "would_intervene": r.would_intervene}
+        except PolicyError as exc:
+            self.audit.append("model_refused", {"path": None if self.shadow is None or self.shadow.path is None
+                                                else str(self.shadow.path), "actor": "gateway (auto_promote)",
+                                                "error": str(exc), "active": self.active.sha256,
+                                                "t_mono": time.monotonic()})
 
     def describe(self) -> dict[str, Any]:
         def h(p: Any) -> str | None:
             return None if p is None else p.sha256
         return {"active": h(self.active), "previous": h(self.previous), "staged": h(self.staged),
                 "shadow": h(self.shadow), "shadow_agree_s": self.report.agree_s,
+                "shadow_transients": self._transients.report.transients if self.shadow is not None else None,
                 "shadow_divergence": None if math.isnan(self.report.divergence) else self.report.divergence}
 
     def _record(self, kind: str, policy: Any, actor: str, **extra: Any) -> None:
