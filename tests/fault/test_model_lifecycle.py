@@ -180,8 +180,11 @@ async def test_live_swap_shadow_promote_and_automatic_rollback(tmp_path: Path) -
         assert (await model(b, "shadow", same_law))["ok"]
         early = await model(b, "promote")
         assert not early["ok"] and "agreed for" in early["error"]
+        await asyncio.sleep(1.2)  # a second of its history first: a transient is a move within a second
+        b.twin.image.set("T_sp", 352.0)  # a transient while it runs (steady state alone is no evidence)
         await asyncio.sleep(1.5)
-        assert (await model(b, "promote"))["ok"]
+        promoted = await model(b, "promote")
+        assert promoted["ok"], promoted
         await wait_for(lambda: b.gateway.loop.policy.sha256 not in (first, swapped), "the promotion")
         promoted = b.gateway.loop.policy.sha256
         cycles = [r for r in b.audit_records() if r["kind"] == "cycle" and "shadow" in r]

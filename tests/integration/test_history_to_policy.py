@@ -2,7 +2,8 @@
 the CSTR twin treated as unknown (its tags renamed, the gateway named for a line, no plant
 name given anywhere). A PID runs it; its AUTO cycles become a dataset (train from-audit,
 rewarded by the tracking error); IQL learns from it; the offline report gives agreement,
-value estimates and support; the model runs in shadow beside the PID and is promoted."""
+value estimates and support; the model runs in shadow beside the PID through a setpoint
+step and is promoted on that evidence."""
 
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ async def test_pid_history_to_a_promoted_model(tmp_path: Path, capsys: pytest.Ca
         pid_sha = b.gateway.loop.policy.sha256
         reply = await b.cmd("model", action="shadow", path=str(model))
         assert reply["ok"], reply
+        await asyncio.sleep(1.0)
+        b.twin.image.set("T_sp", 352.0)  # a setpoint step while it runs: steady state alone is no evidence
         await asyncio.sleep(2.0)
         shadowed = [r for r in b.audit_records() if r["kind"] == "cycle" and "shadow" in r]
         assert shadowed and all(r["model"] == pid_sha[:16] for r in shadowed)  # the PID still drives
