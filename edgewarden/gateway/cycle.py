@@ -466,7 +466,8 @@ class ControlLoop:
             d.shadow = self.models.shadow_step(self._obs, d.proposed, lo, hi, self.period, now)
             if self.modes.mode == Mode.FALLBACK:
                 self.safety.supervisor.fallback_step(self.checker.values, self._action, self.period, d.proposed,
-                                                     lo, hi, now, self._candidate)
+                                                     lo, hi, now, self._candidate,
+                                                     trust.band if trust.applies else None)
             if self.modes.mode == Mode.AUTO and d.proposed is not None:
                 self._candidate[:] = d.proposed
                 if trust.applies and not trust.full:  # 7a. bounded authority: the band around the incumbent's

@@ -4,11 +4,14 @@ Builds the D4RL layout of edgewarden/training/datasets.py from consecutive ``cyc
 AUTO: row i is (obs of cycle n, action written in cycle n, obs of cycle n+1). A run ends
 where the next cycle is missing, not AUTO, wrote nothing or has a missing observation:
 that row gets ``timeouts = True``. The gateway does not record a reward: ``track`` pairs
-(process value, setpoint; both observations) make it ``−Σ |pv − sp|`` of the next
-observation, the tracking error a controller is judged by; without them ``rewards`` are
-zeros (``extra.rewards = "not recorded"``; behaviour cloning needs none). Names and units
-come from the log's ``config_load`` record; the behaviour policy (a model, or the pid or
-hold controller) from its ``model_load`` record.
+(a process value and its setpoint: an observation, or a constant for a plant whose
+setpoint is not a tag) make it ``−Σ |pv − sp|`` of the next observation, the tracking
+error a controller is judged by; without them ``rewards`` are zeros (``extra.rewards =
+"not recorded"``; behaviour cloning needs none). Names, units and the actions' configured
+bounds come from the log's ``config_load`` record (the last one at or before the first
+exported cycle: a ``since`` after the start keeps them); the behaviour policy (a model, or
+the pid or hold controller) from the ``model_load`` and swap records, wherever they are.
+A log written before the bounds were recorded gets the data's own extremes, and says so.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from edgewarden.gateway.audit.jsonl import select
+from edgewarden.gateway.audit.jsonl import in_window
 from edgewarden.gateway.audit.verify import iter_records
 from edgewarden.gateway.errors import AuditError
 from edgewarden.training.datasets import DatasetError, DatasetMeta, write
 
 EXPORT_VERSION = 1  # the "audit_export_version" in the dataset's extra metadata
-_NAMED = ("obs_tags", "act_tags", "obs_units", "act_units")  # from the config_load record
+_NAMED = ("obs_tags", "act_tags", "obs_units", "act_units", "act_low", "act_high")  # from the config_load record
 
 
 def _names(given: Any, n: int, default: str) -> list[str]:
@@ -35,7 +38,7 @@ def _names(given: Any, n: int, default: str) -> list[str]:
 
 
 def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None, until: float | None = None,
-                       plant: str | None = None, track: list[tuple[str, str]] | None = None) -> int:
+                       plant: str | None = None, track: list[tuple[str, str | float]] | None = None) -> int:
     """Write the AUTO cycle history of the log as a training dataset; return its rows."""
     if not directory.is_dir():
         raise AuditError(f"{directory}: not a directory")
@@ -47,10 +50,11 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
     behaviours: dict[str, None] = {}  # the policies that wrote the exported rows, in order
     prev: dict[str, Any] | None = None  # the last usable AUTO cycle, waiting for its successor
     first_seq = last_seq = None
-    for rec in select(iter_records(directory), since=since, until=until):
+    for rec in iter_records(directory):
         p = rec.payload
         kind = p.get("kind")
-        if kind == "config_load":
+        if kind == "config_load" and (first_seq is None or in_window(p, since, until)):
+            # the configuration in force: the last loaded before the window, or within it
             info["gateway"] = p.get("gateway", info["gateway"])
             for key in _NAMED:
                 info[key] = p.get(key, info[key])
@@ -61,7 +65,7 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
             kinds.setdefault(p["sha256"][:16], algorithm if algorithm in ("pid", "hold") else "onnx")
             if kind == "model_load":
                 info["loaded"] = f"{kinds[p['sha256'][:16]]}:{p['sha256']}"
-        if kind != "cycle":
+        if kind != "cycle" or not in_window(p, since, until):
             continue
         usable = (p.get("mode") == "AUTO" and isinstance(p.get("written"), list) and isinstance(p.get("obs"), list)
                   and all(isinstance(v, (int, float)) for v in p["obs"])
@@ -99,27 +103,34 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
     next_obs = np.asarray(nxt, dtype=np.float32)
     rewards = np.zeros(n, dtype=np.float32)
     for pv, sp in track or []:
-        missing = [t for t in (pv, sp) if t not in obs_tags]
+        missing = [t for t in (pv, sp) if isinstance(t, str) and t not in obs_tags]
         if missing:
             raise DatasetError(f"--reward-track {pv}={sp}: {', '.join(missing)} is not an observation of this log "
-                             f"(observations: {', '.join(obs_tags)})")
-        rewards -= np.abs(next_obs[:, obs_tags.index(pv)] - next_obs[:, obs_tags.index(sp)])
+                             f"(observations: {', '.join(obs_tags)}); a setpoint that is not a tag is a number: "
+                             f"{pv}=VALUE")
+        target = next_obs[:, obs_tags.index(sp)] if isinstance(sp, str) else np.float32(sp)
+        rewards -= np.abs(next_obs[:, obs_tags.index(pv)] - target)
     reward_note = ("not recorded" if not track else
                    "-sum |pv - sp| of the next observation: " + ", ".join(f"{pv}={sp}" for pv, sp in track))
     if not behaviours:  # cycle records without a model field: the model loaded at start
         behaviour = info["loaded"] or "unknown"
     else:
         behaviour = next(iter(behaviours)) if len(behaviours) == 1 else "mixed: " + ", ".join(behaviours)
+    low, high = info["act_low"], info["act_high"]
+    configured = all(isinstance(b, list) and len(b) == n_act and all(isinstance(v, (int, float)) for v in b)
+                     for b in (low, high))
+    if not configured:  # a log from before the bounds were recorded: the data's own extremes
+        low, high = actions.min(axis=0).tolist(), actions.max(axis=0).tolist()
     meta = DatasetMeta(
         plant=plant or info["gateway"] or "unknown",
         observation_tags=tuple(obs_tags), observation_units=tuple(obs_units),
         action_tags=tuple(act_tags), action_units=tuple(act_units),
-        action_low=tuple(float(v) for v in actions.min(axis=0)),
-        action_high=tuple(float(v) for v in actions.max(axis=0)),
+        action_low=tuple(float(v) for v in low), action_high=tuple(float(v) for v in high),
         behaviour_policy=behaviour,
         extra={"source": "edgewarden train from-audit", "audit_export_version": EXPORT_VERSION,
                "audit_dir": str(directory), "first_seq": first_seq, "last_seq": last_seq,
-               "rewards": reward_note},
+               "rewards": reward_note,
+               "action_bounds": "configured ([safety.actions])" if configured else "the data's own extremes"},
     )
     data = {
         "observations": np.asarray(obs, dtype=np.float32), "actions": actions,

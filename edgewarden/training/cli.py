@@ -129,8 +129,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fa.add_argument("--until", help="before this time")
     fa.add_argument("--plant", help="plant name for the metadata (default: the gateway name in the log)")
     fa.add_argument("--reward-track", action="append", default=[], metavar="PV=SP",
-                    help="reward = -|PV - SP| of the next observation, summed over every pair given (both "
-                         "observation tags); without it the rewards are zeros (enough for bc)")
+                    help="reward = -|PV - SP| of the next observation, summed over every pair given (PV an "
+                         "observation tag; SP one too, or a number for a setpoint that is not a tag); without it "
+                         "the rewards are zeros (enough for bc)")
     fa.set_defaults(handler=_from_audit)
 
     sh = tsub.add_parser("ship", help="reproduce a shipped learned policy in models/ (seeded recipe per plant)")
@@ -236,12 +237,18 @@ def _from_audit(args: argparse.Namespace) -> int:
 
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
-    track = []
+    track: list[tuple[str, str | float]] = []
     for pair in args.reward_track:
         pv, sep, sp = pair.partition("=")
         if not sep or not pv.strip() or not sp.strip():
-            raise GatewayError(f"--reward-track {pair!r}: write it PV=SP (two observation tags)")
-        track.append((pv.strip(), sp.strip()))
+            raise GatewayError(f"--reward-track {pair!r}: write it PV=SP (an observation tag, and a tag or a number)")
+        try:
+            target: str | float = float(sp)
+        except ValueError:
+            target = sp.strip()
+        if isinstance(target, float) and not math.isfinite(target):
+            raise GatewayError(f"--reward-track {pair!r}: the setpoint must be a finite number or a tag")
+        track.append((pv.strip(), target))
     n = dataset_from_audit(args.log, args.out, since=since, until=until, plant=args.plant, track=track)
     print(f"wrote {n} transitions to {args.out}", file=sys.stderr)
     return 0

@@ -56,14 +56,19 @@ def select(records: Iterable[DecodedRecord], *, since: float | None = None, unti
         p = rec.payload
         if wanted is not None and p.get("kind") not in wanted:
             continue
-        t = p.get("t_wall")
-        if (since is not None or until is not None) and not isinstance(t, (int, float)):
-            continue
-        if since is not None and t < since:
-            continue
-        if until is not None and t >= until:
-            continue
-        yield rec
+        if in_window(p, since, until):
+            yield rec
+
+
+def in_window(payload: dict[str, Any], since: float | None, until: float | None) -> bool:
+    """``since <= t_wall < until`` (either bound None: open); a record without a time is
+    in no bounded window."""
+    if since is None and until is None:
+        return True
+    t = payload.get("t_wall")
+    if not isinstance(t, (int, float)):
+        return False
+    return (since is None or t >= since) and (until is None or t < until)
 
 
 def record_line(rec: DecodedRecord) -> str:

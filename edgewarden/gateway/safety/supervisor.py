@@ -5,10 +5,13 @@ training distribution for ``ood_cycles`` cycles in a row (outside the training r
 far from its mean, or, for a model with an uncertainty output, an uncertainty above the
 contract's threshold times ``uncertainty_scale``), or after ``max_interventions``
 shield clips within ``intervention_window_s``. In FALLBACK the verified controller
-(edgewarden/gateway/policy/fallback.py) proposes the action; control goes back to the policy once
-its proposal, clipped to this cycle's bounds, has agreed with the fallback's within
-``agreement_tolerance`` for ``agreement_s``, or at once when an operator hands it back or
-rolls back to the previous model. A model swapped in less than ``rollback_window_s`` ago
+(edgewarden/gateway/policy/fallback.py) proposes the action; control goes back to the policy once,
+for ``agreement_s``, its inputs have been inside its training distribution and its
+proposal, clipped to this cycle's bounds, within its authority band of the fallback's (or
+within ``agreement_tolerance``, where that is wider; edgewarden/gateway/safety/trust.py), or
+at once when an operator hands it back or rolls back to the previous model. So a policy
+with full authority takes control back as soon as the plant is in its support again, one
+with a band once it also proposes near what the fallback does. A model swapped in less than ``rollback_window_s`` ago
 that loses control is rolled back instead of handed to the fallback: the controller
 before it takes over. Everything proposed still passes the shield.
 """
@@ -140,9 +143,10 @@ class Supervisor:
     def hand_back(self, now: float) -> dict[str, Any]:
         """The hand-back rule and how far this FALLBACK is along it (for status)."""
         agreeing = 0.0 if math.isnan(self._agree_since) else now - self._agree_since
-        return {"reason": self.reason, "rule": f"back to AUTO once the policy's proposal has agreed with the "
-                f"fallback's within agreement_tolerance for {self._fb.agreement_s:g} s; or an operator's "
-                "`ctl auto` (the active policy now) or `model rollback` (the previous one takes over)",
+        return {"reason": self.reason, "rule": f"back to AUTO once, for {self._fb.agreement_s:g} s, the policy's "
+                "inputs have been in its training distribution and its proposal within its authority band (or "
+                "agreement_tolerance, if wider) of the fallback's; or an operator's `ctl auto` (the active "
+                "policy now) or `model rollback` (the previous one takes over)",
                 "agreeing_s": round(agreeing, 3), "needed_s": self._fb.agreement_s}
 
     def resume(self) -> None:
@@ -150,18 +154,22 @@ class Supervisor:
         self.controller.reset()
 
     def fallback_step(self, monitored: np.ndarray, last: np.ndarray, period: float, proposed: np.ndarray | None,
-                      lo: np.ndarray, hi: np.ndarray, now: float, out: np.ndarray) -> None:
+                      lo: np.ndarray, hi: np.ndarray, now: float, out: np.ndarray,
+                      band: np.ndarray | None = None) -> None:
         """In FALLBACK: the fallback's action into ``out``; back to AUTO after agreement_s of
-        the policy's (clipped) proposal agreeing with it."""
+        in-distribution inputs (``proposed`` is None otherwise) and the policy's (clipped)
+        proposal within ``band`` (its authority band; None: agreement_tolerance alone) of it."""
         self.controller.compute(monitored, last, period, out)
-        if proposed is None:
+        if proposed is None or self._ood_run:  # not inside its training distribution this cycle
             self._agree_since = math.nan
             return
-        if not bool((np.abs(np.clip(proposed, lo, hi) - out) <= self._agree_tol).all()):
+        tol = self._agree_tol if band is None else np.maximum(self._agree_tol, band)
+        if not bool((np.abs(np.clip(proposed, lo, hi) - out) <= tol).all()):
             self._agree_since = math.nan
         elif math.isnan(self._agree_since):
             self._agree_since = now
         elif now - self._agree_since >= self._fb.agreement_s:
             self._agree_since = math.nan
-            self._modes.request(Mode.AUTO, reason="policy agreed with the fallback for "
-                                f"{self._fb.agreement_s:g} s", actor="gateway")
+            self._modes.request(Mode.AUTO, reason="the policy's inputs in its training distribution and its "
+                                f"proposal within its band of the fallback's for {self._fb.agreement_s:g} s",
+                                actor="gateway")

@@ -317,6 +317,46 @@ async def test_out_of_distribution_input_goes_to_fallback_and_agreement_hands_ba
     assert loop.modes.mode == Mode.AUTO
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(("configured_band", "hands_back"), [(False, True), (True, False)])
+async def test_after_an_out_of_distribution_hand_over_the_policy_takes_back_control_within_its_band(
+        tmp_path: Path, configured_band: bool, hands_back: bool) -> None:
+    """The demo's story: a learned policy that does not propose what the PID does (here 30
+    L/min more coolant than the PID's P law, beyond agreement_tolerance = 10) handed over on
+    an unfamiliar input and never took control back. Now, once the plant is in its support
+    again, a policy with full authority takes it back after agreement_s; one held to a
+    20 L/min band (band_configured_model) stays in FALLBACK while it proposes 30 away."""
+    from edgewarden.gateway.policy.contract import ObsStats
+    from edgewarden.training.onnx_graph import build_linear_policy, write_model
+    from tests.helpers import contract
+
+    replace = {r"^agreement_s = 5.0": "agreement_s = 0.2"}
+    if configured_band:
+        replace[r"^\[safety.fallback\]"] = "[safety.authority]\nband_configured_model = true\n\n[safety.fallback]"
+    loop, t, audit = make_loop(tmp_path, replace=replace)
+    stats = ObsStats(min=(340.0, 0.3, 320.0, 340.0), max=(360.0, 0.7, 345.0, 360.0),
+                     mean=(350.0, 0.5, 332.0, 350.0), std=(3.0, 0.05, 3.0, 3.0))
+    weight = np.array([[20.0, 0.0, 0.0, -20.0], [0.0, 0.0, 0.0, 0.0]])  # the PID's P law ...
+    write_model(loop.settings.policy.path, build_linear_policy(contract().replaced(obs_stats=stats), weight,
+                                                                np.array([130.0, 100.0])))  # ... + 30 L/min
+    loop.policy = load_policy(loop.settings)
+    loop.__init__(loop.settings, loop.tags, t, loop.policy, ModeMachine(), audit, loop.metrics)
+    transitions: list = []
+    loop.modes.subscribe(transitions.append)
+    await steps(loop, 1)
+    loop.request_start("alice")
+    await steps(loop, 1)
+    t.values["T"] = 364.0  # outside the training range: three cycles hand over
+    await steps(loop, 3)
+    assert loop.modes.mode == Mode.FALLBACK
+    t.values["T"] = 351.0  # in its support again
+    await run_for(loop, 1.0)
+    assert (loop.modes.mode == Mode.AUTO) == hands_back, loop.modes.mode
+    if hands_back:
+        back = [tr for tr in transitions if tr.target == Mode.AUTO][-1]
+        assert "training distribution" in back.reason and "band" in back.reason
+
+
 def write_unsure_policy(path: Path, threshold: float = 5.0) -> Path:
     """The P law of the test above, with an uncertainty output that grows with |T - 350|:
     two one-layer critic heads, +k and -k times normalised T (obs normalised as T/3 K), so

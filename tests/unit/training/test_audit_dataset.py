@@ -90,3 +90,52 @@ def test_reward_track_is_the_next_tracking_error(log: Path, tmp_path: Path,
     assert main(["train", "from-audit", str(log), "-o", str(tmp_path / "y.h5"), "--reward-track", "T"]) == 1
     assert "write it PV=SP" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()
+
+
+def test_a_window_after_the_start_keeps_names_units_and_the_controller(log: Path, tmp_path: Path) -> None:
+    """--since after the gateway started (the docs' own pattern): the config_load and
+    model_load records lie before the window and still name the data."""
+    from edgewarden.training.datasets import load
+
+    out = tmp_path / "window.h5"
+    assert main(["train", "from-audit", str(log), "-o", str(out), "--since", str(1_800_000_000.0 + 14)]) == 0
+    ds = load(out)
+    assert len(ds) == 4  # cycles 13..16, each with its next (17 is MANUAL: its obs ends the run)
+    assert ds.meta.observation_tags == ("T", "CA") and ds.meta.action_units == ("L/min",)
+    assert ds.meta.plant == "cstr-1" and ds.meta.behaviour_policy == "onnx:" + "ab" * 32
+
+
+def test_a_constant_setpoint_and_the_configured_action_bounds(tmp_path: Path) -> None:
+    """A plant whose setpoint is not a tag: --reward-track PV=VALUE. The actions' bounds are
+    the configured ones the gateway recorded, not the data's extremes."""
+    from edgewarden.training.datasets import load
+
+    with AuditWriter(tmp_path / "log") as w:
+        w.append("config_load", {"gateway": "line7", "obs_tags": ["T"], "act_tags": ["coolant"], "obs_units": ["K"],
+                                 "act_units": ["L/min"], "act_low": [0.0], "act_high": [200.0], "t_wall": 1.0})
+        for n in range(6):
+            w.append("cycle", {"n": n, "mode": "AUTO", "obs": [348.0 + n], "written": [100.0 + n], "t_wall": 2.0 + n})
+    out = tmp_path / "const.h5"
+    assert main(["train", "from-audit", str(tmp_path / "log"), "-o", str(out), "--reward-track", "T=350"]) == 0
+    ds = load(out)
+    np.testing.assert_allclose(ds.rewards, -np.abs(ds.next_observations[:, 0] - 350.0))
+    assert ds.meta.action_low == (0.0,) and ds.meta.action_high == (200.0,)
+    import h5py
+
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["extra"])["action_bounds"] == "configured ([safety.actions])"
+    assert main(["train", "from-audit", str(tmp_path / "log"), "-o", str(tmp_path / "n.h5"),
+                 "--reward-track", "T=nan"]) == 1
+
+
+def test_a_log_without_recorded_bounds_uses_the_data_extremes_and_says_so(log: Path, tmp_path: Path) -> None:
+    from edgewarden.training.datasets import load
+
+    out = tmp_path / "old.h5"
+    assert main(["train", "from-audit", str(log), "-o", str(out)]) == 0
+    ds = load(out)
+    assert ds.meta.action_low == (100.0,) and ds.meta.action_high == (116.0,)
+    import h5py
+
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["extra"])["action_bounds"] == "the data's own extremes"
