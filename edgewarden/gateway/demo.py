@@ -1,4 +1,4 @@
-"""``edgewarden demo``: the CSTR twin and the real daemon on loopback, ~30 s, narrated.
+"""``edgewarden demo``: the CSTR twin and the real daemon on loopback, ~40 s, narrated.
 
 Both run as subprocesses, exactly as an operator would start them (``edgewarden twin
 serve`` and ``edgewarden run``). Two policies run: the shipped learned CSTR policy
@@ -10,6 +10,12 @@ the plant operator: it waits for READY, starts the gateway, changes the temperat
 setpoint at the PLC, presses the e-stop, resets, starts again, and finally stops the
 daemon and checks that the PLC's dead-man timer took the plant to its safe state. Then it
 verifies the audit chain.
+
+After the e-stop the reactor is colder than anything the learned policy was trained on:
+it hands control to the fallback (the PID on the coolant, the nominal feed), which brings
+the reactor back; once the plant is in the policy's support again it takes control back
+(docs/safety.md). The run goes on until that has happened (at most ``HAND_BACK_WAIT_S``
+longer), so the demo shows the whole story.
 """
 
 from __future__ import annotations
@@ -40,6 +46,16 @@ from edgewarden.gateway.ops.control import send_command
 ACTOR = "demo-operator"
 TIME_SCALE = 5.0  # the reactor's dynamics take minutes: run the twin 5x faster than real time
 LEARNED = MODELS / "cstr_iql.onnx"
+HAND_BACK_WAIT_S = 60.0  # after the restart, how much longer the run may wait for the hand-back
+# the demo's fallback also restores the nominal feed (the example's holds the last one: after
+# an e-stop that is none, and a cold reactor never comes back to where the policy was trained)
+FALLBACK_FEED = """
+[safety.fallback.pid.feed_flow_sp]   # the nominal feed, constant
+pv = "T"
+setpoint = 0.0
+kp = 0.0
+bias = 100.0
+"""
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,7 @@ class DemoResult:
     shadow_divergence_p50: dict[str, float] = field(default_factory=dict)  # per action, median |shadow - active|
     max_uncertainty: float = float("nan")  # the active model's, where it has the output
     fallbacks: list[str] = field(default_factory=list)  # why control went to the fallback, each time
+    handed_back: bool = False  # the learned policy took control back after a hand-over
     events: list[str] = field(default_factory=list)
 
 
@@ -176,7 +193,9 @@ async def _drive(sock: Path, opcua_url: str, seconds: float, gateway: subprocess
     started = False
     last: dict[str, Any] = {}
     t_start = time.monotonic()
-    while time.monotonic() - t_start < seconds:
+    handed_over = handed_back = False
+    end = seconds  # of the run: longer while a hand-back is awaited, and a little after it
+    while time.monotonic() - t_start < end:
         if gateway.poll() is not None:
             raise GatewayError(f"the gateway exited early with code {gateway.returncode}")
         with contextlib.suppress(GatewayError):
@@ -207,6 +226,16 @@ async def _drive(sock: Path, opcua_url: str, seconds: float, gateway: subprocess
             result.events.append(what)
             last = {}
         if last:
+            if last.get("mode") == "FALLBACK" and not handed_over:
+                handed_over = True
+                end = seconds + HAND_BACK_WAIT_S
+                say.event("the learned policy hands control to the fallback: "
+                          + str((last.get("fallback") or {}).get("reason", "")))
+            elif last.get("mode") == "AUTO" and handed_over and not handed_back:
+                handed_back = True
+                result.handed_back = True
+                end = max(seconds, time.monotonic() - t_start + 4.0)  # a few seconds of it driving again
+                say.event("the plant is in the learned policy's support again: it takes control back")
             say.status(last)
         await asyncio.sleep(0.25)
     say._clear()
@@ -239,7 +268,9 @@ def run_demo(seconds: float = 30.0, workdir: Path | None = None) -> int:
             url = info["opcua_url"]
             say.event(f"twin up: OPC UA {url}, Modbus 127.0.0.1:{info['modbus_port']}, "
                       f"plant time {TIME_SCALE:g}x real time")
-            config = adapt_example(wd, opcua_url=url, audit_dir="audit", socket="control.sock", policy=roles.active)
+            config = adapt_example(wd, opcua_url=url, audit_dir="audit", socket="control.sock", policy=roles.active,
+                                   replace={r"^\[safety\.fallback\.pid\.coolant_flow_sp\]":
+                                            FALLBACK_FEED.strip() + "\n\n[safety.fallback.pid.coolant_flow_sp]"})
             with _process(_cli("run", "--config", str(config)), wd / "gateway.log", wd) as gw:
                 say.event(f"gateway starting (log: {wd / 'gateway.log'})")
                 last = asyncio.run(_drive(wd / "control.sock", url, seconds, gw, say, result, roles.shadow))
@@ -317,6 +348,8 @@ def _summary(r: DemoResult) -> None:
     if r.max_uncertainty == r.max_uncertainty:
         print(f"  active's uncertainty  at most {r.max_uncertainty:.2f} (1 = its training data's 99.9th percentile)")
     print(f"  fallback hand-overs   {len(r.fallbacks)}" + "".join(f"\n    - {why}" for why in r.fallbacks))
+    if r.fallbacks:
+        print(f"  control taken back    {'yes: the policy took control back once the plant was in its support' if r.handed_back else 'no, not within the run'}")
     print(f"  cycles run            {r.cycles}")
     print(f"  deadline misses       {r.deadline_misses}")
     print(f"  longest cycle         {r.max_cycle_ms:.2f} ms")
