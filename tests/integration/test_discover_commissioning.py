@@ -269,3 +269,32 @@ async def test_discover_escapes_what_a_hostile_server_names(tmp_path: Path, caps
     (tag,) = [t for t in parsed["tags"].values() if t.get("datatype") == "double"]
     assert tag["node"].endswith(inject)  # a string value keeps the server's id exactly
     capsys.readouterr()
+
+
+@pytest.mark.anyio
+async def test_an_array_node_is_skipped_with_the_reason_not_drafted_as_a_scalar(tmp_path: Path) -> None:
+    """A Double[100] used to be drafted as a scalar double observation; config check passed
+    it and run e-stopped on cycle 0 with "BAD quality" while the server said Good."""
+    port = free_port()
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}")
+    idx = await server.register_namespace(NS)
+    folder = await server.nodes.objects.add_folder(ua.NodeId("Line", idx), "Line")
+    await folder.add_variable(ua.NodeId("Line/Temp", idx), "Temp", 350.0)
+    profile = await folder.add_variable(ua.NodeId("Line/Profile", idx), "Profile",
+                                        ua.Variant([1.0] * 100, ua.VariantType.Double))
+    await profile.write_value_rank(1)
+    await profile.write_array_dimensions([100])
+    loose = await folder.add_variable(ua.NodeId("Line/Loose", idx), "Loose", ua.Variant([1.0, 2.0], ua.VariantType.Double))
+    await loose.write_value_rank(-3)  # ScalarOrOneDimension: only the value tells
+    async with server:
+        draft = tmp_path / "plant.toml"
+        assert await asyncio.to_thread(main, ["discover", f"opc.tcp://127.0.0.1:{port}", "-o", str(draft)]) == 0
+    text = draft.read_text()
+    import tomllib
+
+    nodes = [t["node"] for t in tomllib.loads(text)["tags"].values()]
+    assert nodes == [f"ns={idx};s=Line/Temp"], nodes
+    assert "Line/Profile" in text and "an array of double (ValueRank 1)" in text
+    assert "Line/Loose" in text and "an array of double (its value is a list)" in text

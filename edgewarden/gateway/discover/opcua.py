@@ -3,7 +3,9 @@ default), bounded in depth and count, with its data type, the EngineeringUnits a
 properties (OPC UA Part 8) and its access levels: AccessLevel (the node may be written)
 and UserAccessLevel (this login may write it: a read-only login is right for monitor, not
 for control, and the draft says which). The standard address space (namespace 0) is not
-walked."""
+walked. A variable that holds an array (ValueRank 0 or more, or a value that is a list where
+the rank allows either) is skipped with the reason: the gateway reads scalars, one node
+per tag (a PLC's array is mapped to scalar variables on the server, one per element)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ TYPES = {
     ua.ObjectIds.UInt32: "uint32", ua.ObjectIds.Duration: "double",
 }
 CURRENT_WRITE = 0x02  # AccessLevelType bit (OPC UA Part 3)
+SCALAR_OR_ONE_DIMENSION, ANY_RANK = -3, -2  # ValueRank values that allow a scalar or an array (Part 3)
 READ_CHUNK = 200  # nodes per Read request: below the MaxNodesPerRead servers commonly allow
 _PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
 
@@ -61,15 +64,25 @@ async def _describe(client: Client, variables: list[tuple[ua.NodeId, str, str]],
     if not ids:
         return [], []
     types = await _read(client, ids, ua.AttributeIds.DataType, timeout_s)
+    ranks = await _read(client, ids, ua.AttributeIds.ValueRank, timeout_s)
     access = await _read(client, ids, ua.AttributeIds.AccessLevel, timeout_s)
     user_access = await _read(client, ids, ua.AttributeIds.UserAccessLevel, timeout_s)
     found: list[Found] = []
     skipped: list[str] = []
     taken: set[str] = set()
-    for (node_id, name, path), dtype, level, user_level in zip(variables, types, access, user_access, strict=True):
+    maybe = [i for i, r in enumerate(ranks) if not isinstance(r, int) or r in (SCALAR_OR_ONE_DIMENSION, ANY_RANK)]
+    values = dict(zip(maybe, await _read(client, [ids[i] for i in maybe], ua.AttributeIds.Value, timeout_s),
+                      strict=True)) if maybe else {}
+    rows = zip(variables, types, ranks, access, user_access, strict=True)
+    for i, ((node_id, name, path), dtype, rank, level, user_level) in enumerate(rows):
         kind = TYPES.get(dtype.Identifier) if isinstance(dtype, ua.NodeId) and dtype.NamespaceIndex == 0 else None
         if kind is None:
             skipped.append(f"{path} ({node_id.to_string()}): data type {dtype} is not one the gateway reads")
+            continue
+        if (isinstance(rank, int) and rank >= 0) or isinstance(values.get(i), (list, tuple)):
+            shape = f"ValueRank {rank}" if isinstance(rank, int) and rank >= 0 else "its value is a list"
+            skipped.append(f"{path} ({node_id.to_string()}): an array of {kind} ({shape}); the gateway reads "
+                           "scalars, one node per tag: map the elements it needs to scalar variables on the server")
             continue
         units, eu_range = await _properties(client, node_id, timeout_s)
         writable = isinstance(level, int) and bool(level & CURRENT_WRITE)
