@@ -149,7 +149,7 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
             out = float(outside.mean())
         observations.append(ObservationStats(tag, units, float(col.min()), float(col.max()), float(col.mean()),
                                              float(col.std()), *(lo_hi or (None, None)), out,
-                                             _echoed_action(ds, i, tag)))
+                                             echoed_action(ds, i, tag)))
     returns = ds.episode_returns()
     episodes = len(returns)
     mean_return = float(returns.mean()) if episodes else None
@@ -161,7 +161,7 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
                          float(any_out.mean()) if limits else None)
 
 
-def _echoed_action(ds: Dataset, i: int, tag: str) -> str | None:
+def echoed_action(ds: Dataset, i: int, tag: str) -> str | None:
     """The action observation ``i`` echoes: the action's own tag, or a readback whose next
     value follows the action taken."""
     meta = ds.meta

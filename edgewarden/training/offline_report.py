@@ -8,7 +8,10 @@ report``), from the data it was trained on (or any dataset of the same plant):
   export carries no critic;
 - **out of support**: the share of states where π(s) leaves, in any action, the range
   the data's actions cover (their 0.5–99.5 percentiles): where it would act as the
-  recorded controller never did, nothing in the data says what happens.
+  recorded controller never did, nothing in the data says what happens;
+- **copying**: the actions that π moves mostly with observations that echo the actions
+  (a readback of the gateway's own output): the check ``model promote`` makes
+  (edgewarden/gateway/policy/evidence.py), here on the dataset's states.
 
 It runs nothing on the plant: shadow mode (``edgewarden model shadow``) is the next step.
 """
@@ -43,6 +46,7 @@ class OfflineReport:
     out_of_support: float
     q_policy: float | None  # mean Q(s, π(s)); None: no critic
     q_data: float | None  # mean Q(s, a_data)
+    copying: list[str] | None = None  # what model promote would refuse it for (echoes of the actions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +63,10 @@ class OfflineReport:
             out.append("  values     no critic (an ONNX export or BC): pass the run's checkpoint for value estimates")
         else:
             out.append(f"  values     mean Q(s, π(s)) {self.q_policy:.4g} against mean Q(s, a_data) {self.q_data:.4g}")
+        if self.copying:
+            out += [f"  copying    {c}" for c in self.copying]
+        elif self.copying is not None:
+            out.append("  copying    none: no action moves mostly with a readback of the actions")
         return out
 
 
@@ -86,7 +94,26 @@ def report(policy: Path, dataset_path: Path) -> OfflineReport:
     if q_fn is not None:
         q_pi, q_data = float(q_fn(obs, proposed).mean()), float(q_fn(obs, actions).mean())
     return OfflineReport(str(policy), str(dataset_path), meta.plant, len(data), agreement, float(outside.mean()),
-                         q_pi, q_data)
+                         q_pi, q_data, _copying(data, act_fn, span))
+
+
+def _copying(data: Any, act_fn: Any, span: np.ndarray) -> list[str]:
+    """The promotion's copying check on up to 256 of the dataset's states (evenly spaced)."""
+    from edgewarden.gateway.policy.evidence import copying, sensitivity
+    from edgewarden.training.dataset_report import echoed_action
+
+    meta = data.meta
+    echoes = {i: list(meta.action_tags).index(a) for i, tag in enumerate(meta.observation_tags)
+              if (a := echoed_action(data, i, tag)) is not None}
+    if not echoes:
+        return []
+    rows = np.linspace(0, len(data) - 1, min(256, len(data))).astype(int)
+    x = np.asarray(data.observations, np.float64)[rows]
+    scale = np.asarray(data.observations, np.float64).std(axis=0)
+    for i, j in echoes.items():  # a readback probed by at least 1 % of its action's span, as the gateway does
+        scale[i] = max(scale[i], 0.01 * span[j])
+    sens = sensitivity(lambda b: np.asarray(act_fn(b), np.float64), x, scale, span)
+    return [c.message() for c in copying(sens, echoes, meta.observation_tags, meta.action_tags)]
 
 
 def _policy(path: Path) -> tuple[Any, Any, Any, Any]:

@@ -170,9 +170,8 @@ def test_a_collected_dataset_reads_back_the_same_through_minari(tmp_path: Path) 
     assert [bool(e.truncations[-1]) for e in eps] == [True] * 4 and m.total_steps == 1300
 
 
-def test_an_observation_that_echoes_an_action_is_warned_about_and_a_measurement_is_not(tmp_path: Path) -> None:
-    """A readback of the gateway's own output among the observations lets a policy learn to
-    copy its last action; the report names it, for every algorithm (fit prints it)."""
+def _echo_dataset(path: Path) -> Path:
+    """T and the coolant's readback (the last action) as observations."""
     rng = np.random.default_rng(0)
     n = 300
     coolant = np.clip(150.0 + np.cumsum(rng.normal(0.0, 2.0, n)), 0.0, 200.0)
@@ -186,8 +185,35 @@ def test_an_observation_that_echoes_an_action_is_warned_about_and_a_measurement_
     meta = D.DatasetMeta(plant="line7", observation_tags=("T", "coolant_flow"), observation_units=("K", "L/min"),
                          action_tags=("coolant_flow_sp", "feed_flow_sp"), action_units=("L/min", "L/min"),
                          action_low=(0.0, 0.0), action_high=(200.0, 200.0))
-    D.write(tmp_path / "e.h5", data, meta)
-    r = inspect_dataset(D.load(tmp_path / "e.h5"))
+    D.write(path, data, meta)
+    return path
+
+
+def test_an_observation_that_echoes_an_action_is_warned_about_and_a_measurement_is_not(tmp_path: Path) -> None:
+    """A readback of the gateway's own output among the observations lets a policy learn to
+    copy its last action; the report names it, for every algorithm (fit prints it)."""
+    r = inspect_dataset(D.load(_echo_dataset(tmp_path / "e.h5")))
     assert [o.echoes for o in r.observations] == [None, "coolant_flow_sp"]
     assert any("observation coolant_flow echoes action coolant_flow_sp" in p for p in r.problems())
     assert r.action_problems() == ["feed_flow_sp never varies (std 0 L/min)"]  # what a critic refuses on
+
+
+def test_the_offline_report_names_a_policy_that_copies_its_readback(tmp_path: Path) -> None:
+    """train report makes the promotion's copying check on the dataset's states."""
+    from edgewarden.gateway.policy.contract import PolicyContract
+    from edgewarden.training.offline_report import report
+    from edgewarden.training.onnx_graph import build_linear_policy, write_model
+
+    data = _echo_dataset(tmp_path / "e.h5")
+    c = PolicyContract(observation_tags=("T", "coolant_flow"), observation_units=("K", "L/min"),
+                       action_tags=("coolant_flow_sp", "feed_flow_sp"), action_units=("L/min", "L/min"),
+                       action_low=(0.0, 0.0), action_high=(200.0, 200.0), algorithm="bc", dataset_hash="none",
+                       training_config={}, input_name="obs", output_name="action")
+    copy = write_model(tmp_path / "copy.onnx", build_linear_policy(c, np.array([[0.0, 1.0], [0.0, 0.0]]),
+                                                                   np.array([0.0, 100.0])))
+    measured = write_model(tmp_path / "measured.onnx", build_linear_policy(c, np.array([[20.0, 0.0], [0.0, 0.0]]),
+                                                                           np.array([-6850.0, 100.0])))
+    copied = report(copy, data)
+    assert copied.copying and "coolant_flow_sp copies its own output" in copied.copying[0]
+    assert any(line.startswith("  copying    coolant_flow_sp copies") for line in copied.lines())
+    assert report(measured, data).copying == []
