@@ -36,8 +36,9 @@ last longer than ``comms_timeout_ms``, trip the e-stop.
 
 Time budget: the read is given until 0.8 of a period after the cycle's tick, the write
 until 0.9 of a period (at least 0.1 of a period after it starts; the e-stop's safe write a
-whole period), whatever a library's request timeout says; neither is waited for when the
-link's last answer took longer than what is left. A read not answered by then goes on (its
+whole period), whatever a library's request timeout says; on a slow link (its last answer
+took more than half a period) neither is waited for when that answer took longer than
+what is left (edgewarden/gateway/io/link.py). A read not answered by then goes on (its
 link keeps the newest answered values, whose age the checks judge) and a later cycle takes
 its answer; a write not acknowledged by then is pipelined: answered up to a period later,
 its outcome is a later cycle's ``prev_ack`` (edgewarden/gateway/outputs.py). So a hung or

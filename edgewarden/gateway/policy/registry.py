@@ -25,7 +25,7 @@ import asyncio
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from edgewarden.gateway.config import Settings
 from edgewarden.gateway.errors import PolicyError
-from edgewarden.gateway.policy.evidence import TransientWatch, copying, echo_observations, sensitivity
+from edgewarden.gateway.policy.evidence import Copying, TransientWatch, copying, echo_observations, sensitivity
 from edgewarden.gateway.policy.onnx_policy import OnnxPolicy, WarmupStop
 from edgewarden.gateway.safety.shield import ActionShield
 from edgewarden.gateway.safety.supervisor import ood_bounds, uncertainty_limit
@@ -278,12 +278,10 @@ class ModelManager:
         sens = sensitivity(shadow.infer_batch, x, scale, self._span)
         out["sensitivity"] = {a: dict(zip(p.observations, np.round(row, 6).tolist()))
                               for a, row in zip(p.actions, sens)}
-        out["copying"] = [c.__dict__ for c in copying(sens, self._echoes, p.observations, p.actions)]
+        out["copying"] = [asdict(c) for c in copying(sens, self._echoes, p.observations, p.actions)]
         return out
 
     def _problems(self, evidence: dict[str, Any]) -> list[str]:
-        from edgewarden.gateway.policy.evidence import Copying
-
         p = self.settings.policy
         out = [Copying(**c).message() for c in evidence["copying"]]
         if self.report.agree_s < p.promote_after_s:
