@@ -438,8 +438,9 @@ class ControlLoop:
         d.band = False
         status = verdict.status
         trust = self.safety.trust
-        if trust.engaged and d.mode != Mode.AUTO:  # the learned policy lost control: a hand-over or a trip resets its band
-            trust.release(d.mode in (Mode.FALLBACK, Mode.ESTOP))
+        trouble = d.mode in (Mode.FALLBACK, Mode.ESTOP)
+        if trouble or (trust.engaged and d.mode != Mode.AUTO):  # a hand-over or a trip resets its band
+            trust.release(trouble)
         if d.mode == Mode.ESTOP:
             if self.outputs.writes:  # the safe outputs, then the heartbeat only once they are acknowledged
                 self.stage = "write"

@@ -123,10 +123,15 @@ class TransientWatch:
         self.report = TransientReport()
 
     def reset(self) -> None:
-        self._history[:] = np.nan
-        self._k = 0
+        self.forget()
         self._calm = 0
         self.report = TransientReport()
+
+    def forget(self) -> None:
+        """The incumbent's recent actions are no longer known (cycles went unwatched): a move
+        across the gap is not one this watch saw."""
+        self._history[:] = np.nan
+        self._k = 0
 
     def step(self, active: np.ndarray, agrees: bool, divergence: np.ndarray) -> bool:
         """One shadow cycle: the incumbent's action, whether the shadow agreed, and

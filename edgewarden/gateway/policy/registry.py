@@ -35,6 +35,7 @@ from edgewarden.gateway.config import Settings
 from edgewarden.gateway.errors import PolicyError
 from edgewarden.gateway.policy.evidence import Copying, TransientWatch, copying, echo_observations, sensitivity
 from edgewarden.gateway.policy.onnx_policy import OnnxPolicy, WarmupStop
+from edgewarden.gateway.safety.fault import first_line
 from edgewarden.gateway.safety.shield import ActionShield
 from edgewarden.gateway.safety.supervisor import ood_bounds, uncertainty_limit
 from edgewarden.gateway.readfile import read_regular
@@ -152,6 +153,7 @@ class ModelManager:
         self._auto_tried = -1  # the transient count auto_promote last tried at
         self._shadow_ood: tuple[np.ndarray, ...] = ()
         self._shadow_unc_limit = math.inf
+        self._shadow_seen = -math.inf
         self._validating = False
 
     # ---- commands (between cycles, on the event loop) ------------------------------
@@ -188,11 +190,13 @@ class ModelManager:
         try:
             return await asyncio.wait_for(asyncio.shield(done), limit)
         except TimeoutError:
-            stop()
-            done.cancel()  # the stopped warm-up's refusal has nobody to go to
             raise PolicyError(f"policy model {str(path)!r} refused: validation took longer than [policy] "
                               f"load_timeout_s = {limit:g} s (its warm-up was stopped); the running model "
                               "stays") from None
+        finally:
+            if not done.done():  # timed out, or the command itself was cancelled: stop the warm-up
+                stop()
+                done.cancel()  # its refusal has nobody to go to
 
     async def load(self, path: Path, actor: str, sha256: str | None = None) -> Any:
         """Validate ``path`` and stage it as the next active model. Raises PolicyError."""
@@ -275,7 +279,11 @@ class ModelManager:
         scale = np.where(scale > 0, scale, x.std(axis=0))
         for i, j in self._echoes.items():  # a readback probed by at least 1 % of its action's span
             scale[i] = max(scale[i], 0.01 * self._span[j])
-        sens = sensitivity(shadow.infer_batch, x, scale, self._span)
+        try:
+            sens = sensitivity(shadow.infer_batch, x, scale, self._span)
+        except Exception as exc:  # noqa: BLE001 - e.g. a graph fixed to batch 1: no evidence, not a trip
+            out["sensitivity_error"] = first_line(exc)
+            return out
         out["sensitivity"] = {a: dict(zip(p.observations, np.round(row, 6).tolist()))
                               for a, row in zip(p.actions, sens)}
         out["copying"] = [asdict(c) for c in copying(sens, self._echoes, p.observations, p.actions)]
@@ -284,6 +292,9 @@ class ModelManager:
     def _problems(self, evidence: dict[str, Any]) -> list[str]:
         p = self.settings.policy
         out = [Copying(**c).message() for c in evidence["copying"]]
+        if "sensitivity_error" in evidence:
+            out.append(f"its sensitivity to its observations could not be computed ({evidence['sensitivity_error']}): "
+                       "whether it copies its own output is unknown")
         if self.report.agree_s < p.promote_after_s:
             out.append(f"the shadow model has agreed for {self.report.agree_s:.1f} s of the {p.promote_after_s:g} s "
                        f"required (last divergence {self.report.divergence:.4g})")
@@ -337,6 +348,9 @@ class ModelManager:
             return None
         r = self.report
         r.cycles += 1
+        if now - self._shadow_seen > 1.5 * dt:  # cycles without a shadow step (HOLD, MANUAL): no transient spans them
+            self._transients.forget()
+        self._shadow_seen = now
         self._samples[self._n_samples % len(self._samples)] = obs
         self._n_samples += 1
         try:

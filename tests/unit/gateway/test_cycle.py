@@ -652,3 +652,23 @@ async def test_apply_settings_applies_new_hard_limits(tmp_path: Path) -> None:
     loop.apply_settings(tighter)
     await steps(loop, 1)  # T = 350
     assert loop.modes.mode == Mode.ESTOP and loop.checker.verdict.code == "hard_limit:T:high"
+
+
+@pytest.mark.anyio
+async def test_a_trip_after_manual_puts_a_widened_band_back(tmp_path: Path) -> None:
+    """MANUAL lets go of the incumbent without trouble; an e-stop after it used to leave a
+    widened band in place (the reset ran only while the incumbent was engaged)."""
+    loop, _, _ = make_loop(tmp_path, replace={
+        r"^\[safety.fallback\]": "[safety.authority]\nband_configured_model = true\n\n[safety.fallback]"})
+    trust = loop.safety.trust
+    await steps(loop, 1)
+    loop.request_start("alice")
+    await steps(loop, 2)
+    assert trust.engaged and trust.band.tolist() == [20.0, 20.0]
+    trust.set_band("full", "alice", "earned")
+    loop.request_manual("alice", None)
+    await steps(loop, 2)
+    assert loop.modes.mode == Mode.MANUAL and trust.band.tolist() == [200.0, 200.0]
+    await loop.estop.trip("operator_estop", "test")
+    await steps(loop, 1)
+    assert trust.band.tolist() == [20.0, 20.0]

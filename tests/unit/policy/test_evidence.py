@@ -71,3 +71,15 @@ def test_transients_are_counted_apart_and_compared() -> None:
     assert r.agree_steady > 0.9 and 0.0 < r.agree_transient < 0.5  # (a ramp's first 4 % counts as steady)
     assert r.divergence_transient > 0.04
     assert r.to_dict()["transients"] == 2
+
+
+def test_a_move_across_unwatched_cycles_is_not_a_transient() -> None:
+    """The shadow is not stepped in HOLD or MANUAL: a setpoint moved meanwhile must not
+    count as a transient the shadow saw."""
+    w = TransientWatch(SPAN, period=0.1)
+    for _ in range(15):
+        w.step(np.array([100.0, 100.0]), True, np.zeros(2))
+    w.forget()  # the gap
+    for _ in range(15):
+        assert not w.step(np.array([160.0, 100.0]), True, np.zeros(2))
+    assert w.report.transients == 0

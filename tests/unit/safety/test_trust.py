@@ -138,3 +138,15 @@ def test_a_band_for_an_unknown_action_fails_config_check(tmp_path: Path) -> None
 
     with pytest.raises(ConfigError, match=r"safety.authority.band.T: not one of policy.actions"):
         settings(tmp_path, "band = { T = 5.0 }")
+
+
+def test_a_trip_after_manual_still_puts_the_band_back(tmp_path: Path) -> None:
+    """MANUAL disengages the incumbent without trouble; a trip after it must still reset
+    the band (it used to be reset only while the incumbent was engaged)."""
+    changes: list[dict[str, Any]] = []
+    t = region(settings(tmp_path, fallback="hold"), changes)
+    t.set_band("full", "alice", "")
+    t.release(trouble=False)  # MANUAL
+    assert t.band.tolist() == [200.0, 200.0]
+    t.release(trouble=True)  # then an e-stop
+    assert t.band.tolist() == [20.0, 20.0]
