@@ -157,7 +157,8 @@ class Outputs:
         ``prev_ack``; while it is in flight, a cycle's write is not sent (the next carries
         newer values). On a slow link (the last write's round trip more than half a period) a
         write whose answer cannot come before the deadline is pipelined at once: waiting
-        it out would only take the cycle's slack. ``next_cycle``: sent, collected at the next cycle's start. At most
+        it out would only take the cycle's slack. ``next_cycle``: sent, collected at the
+        next cycle's start. At most
         one write is in flight, in cycle order."""
         t_write = time.perf_counter()
         if self._ack_next:

@@ -153,12 +153,12 @@ class LinkedTransport(Generic[L]):
         snapshot; not yet, the link's slots keep the newest answered values with their
         receive times (the checks judge their age: stale data holds, then trips) and the
         read goes on, to be taken by the next cycle; missing that one's deadline too, and in
-        flight twice as long as the last read took, it is abandoned (NO_DATA) and asked again. A read answered since the last cycle is taken
-        at once and the next asked, and the cycle waits for that one only while its answer
-        can still come in time (the last round trip is shorter than what is left). A link
-        slower than the cycle so runs a read behind, on its newest data, without taking the
-        cycle's slack, and a lost answer costs two cycles (or two of its reads), not the
-        link's timeout."""
+        flight twice as long as the last read took, it is abandoned (NO_DATA) and asked
+        again. A read answered since the last cycle is taken at once and the next asked. On
+        a slow link (its last read took more than half a period) the cycle waits for that
+        one only while its answer can still come in time; a slow link so runs a read
+        behind, on its newest data, without taking the cycle's slack, and a lost answer
+        costs two cycles (or two of its reads), not the link's timeout."""
         buf = link.buf
         if buf is None:  # a transport built without overlapping (tests of the protocol's own read)
             await self._read_link(link, snap, deadline)
