@@ -465,7 +465,7 @@ class ControlLoop:
         elif d.mode in WRITING:
             # 7. policy inference, and the Simplex switch
             d.proposed = await self._infer(now)
-            d.shadow = self.models.shadow_step(self._obs, d.proposed, lo, hi, self.period, now)
+            d.shadow = self.models.shadow_step(self._obs, d.proposed, lo, hi, self.period, now, self.stats.cycles)
             if self.modes.mode == Mode.FALLBACK:
                 self.safety.supervisor.fallback_step(self.checker.values, self._action, self.period, d.proposed,
                                                      lo, hi, now, self._candidate,

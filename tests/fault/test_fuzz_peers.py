@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ SEED = 27
 
 
 async def _latched_safe(plant, fault: str) -> dict:  # noqa: ANN001
-    """ESTOP, the daemon up, the plant in its safe state, the cause on record naming ``fault``."""
+    """ESTOP, the daemon up, the plant in its safe state, the cause on record matching the pattern ``fault``."""
     d = plant.daemon
 
     async def latched() -> dict:
@@ -32,18 +33,19 @@ async def _latched_safe(plant, fault: str) -> dict:  # noqa: ANN001
     assert d.running, "the daemon exited"
     await wait_for(lambda: plant.applied() == SAFE, "the safe outputs applied at the PLC", timeout=10)
     assert st["last_trip"]["code"] == "comms_loss", st["last_trip"]
-    assert fault in st["last_trip"]["message"], st["last_trip"]
+    assert re.search(fault, st["last_trip"]["message"]), st["last_trip"]
     return st
 
 
 @pytest.mark.parametrize(("protocol", "kind", "fault"), [
-    ("opcua", "fewer", "protocol fault: Read answered"),
-    ("opcua", "more", "protocol fault: Read answered"),
-    ("opcua", "none", "protocol fault: Read answered 0 results"),
-    ("modbus", "fewer", "protocol fault: unit 1"),
+    # a Read or a Write may be the first reply the hostile server spoils
+    ("opcua", "fewer", r"protocol fault: (Read|Write) answered"),
+    ("opcua", "more", r"protocol fault: (Read|Write) answered"),
+    ("opcua", "none", r"protocol fault: (Read|Write) answered 0 results"),
+    ("modbus", "fewer", r"protocol fault: unit 1"),
     # another function code: pymodbus itself may refuse to decode it and close the socket,
     # so the link's last word is then a lost connection: the trip names the link and it
-    ("modbus", "function", "(plc1: "),
+    ("modbus", "function", r"\(plc1: "),
 ])
 @pytest.mark.anyio
 async def test_a_malformed_reply_in_auto_ends_latched_and_safe_with_the_cause(tmp_path: Path, protocol: str,
@@ -60,7 +62,7 @@ async def test_a_malformed_reply_in_auto_ends_latched_and_safe_with_the_cause(tm
             plant.twin.image.write("reset_cmd", True)
         await wait_for(reset, "a reset, once the replies are honest", timeout=15)
         trip = plant.trips()[-1]
-        assert trip["code"] == "comms_loss" and fault in trip["message"]
+        assert trip["code"] == "comms_loss" and re.search(fault, trip["message"])
     assert plant.problems() == []
 
 

@@ -153,7 +153,7 @@ class ModelManager:
         self._auto_tried = -1  # the transient count auto_promote last tried at
         self._shadow_ood: tuple[np.ndarray, ...] = ()
         self._shadow_unc_limit = math.inf
-        self._shadow_seen = -math.inf
+        self._shadow_cycle = -2  # the cycle number of the shadow's last step
         self._validating = False
 
     # ---- commands (between cycles, on the event loop) ------------------------------
@@ -341,16 +341,16 @@ class ModelManager:
         return True
 
     def shadow_step(self, obs: np.ndarray, active_action: np.ndarray | None, lo: np.ndarray,
-                    hi: np.ndarray, dt: float, now: float) -> dict[str, Any] | None:
-        """Run the shadow on this cycle's inputs; returns the audit payload (never written)."""
+                    hi: np.ndarray, dt: float, now: float, cycle: int) -> dict[str, Any] | None:
+        """Run the shadow on cycle number ``cycle``'s inputs; returns the audit payload (never written)."""
         shadow = self.shadow
         if shadow is None:
             return None
         r = self.report
         r.cycles += 1
-        if now - self._shadow_seen > 1.5 * dt:  # cycles without a shadow step (HOLD, MANUAL): no transient spans them
-            self._transients.forget()
-        self._shadow_seen = now
+        if cycle != self._shadow_cycle + 1:  # cycles without a shadow step (HOLD, MANUAL): no transient spans them
+            self._transients.forget()  # (counted in cycles: a late cycle is no gap)
+        self._shadow_cycle = cycle
         self._samples[self._n_samples % len(self._samples)] = obs
         self._n_samples += 1
         try:
