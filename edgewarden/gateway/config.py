@@ -183,6 +183,9 @@ class PolicySection(Section):
                                         "more than 5 % of its span within a second: a setpoint step, a disturbance) "
                                         "the shadow must have seen before promote: steady-state agreement alone is "
                                         "no evidence")
+    promote_requires_estimate: Flag = Field(True, description="promote only a model whose manifest holds an "
+                                            "off-policy estimate on this plant's history (train report --dataset) "
+                                            "that shows it better than the running controller")
     auto_promote: Flag = Field(False, description="promote a shadow model as soon as it qualifies")
     rollback_window_s: float = Field(300.0, ge=0, le=86_400, description="a new model that faults or falls back "
                                      "within this time after its swap is rolled back")

@@ -3,11 +3,11 @@
 Builds the D4RL layout of edgewarden/training/datasets.py from consecutive ``cycle`` records in
 AUTO: row i is (obs of cycle n, action written in cycle n, obs of cycle n+1). A run ends
 where the next cycle is missing, not AUTO, wrote nothing or has a missing observation:
-that row gets ``timeouts = True``. The gateway does not record a reward: ``track`` pairs
-(a process value and its setpoint: an observation, or a constant for a plant whose
-setpoint is not a tag) make it ``−Σ |pv − sp|`` of the next observation, the tracking
-error a controller is judged by; without them ``rewards`` are zeros (``extra.rewards =
-"not recorded"``; behaviour cloning needs none). Names, units and the actions' configured
+that row gets ``timeouts = True``. The gateway does not record a reward: a
+:class:`~edgewarden.training.reward.RewardSpec` (tracking error against a setpoint tag or a
+constant, move effort, distance beyond soft limits) computes it and is stored with the
+data (``extra.reward_spec``); without one ``rewards`` are zeros (``extra.rewards = "not
+recorded"``; behaviour cloning needs none). Names, units and the actions' configured
 bounds come from the log's ``config_load`` record (the last one at or before the first
 exported cycle: a ``since`` after the start keeps them); the behaviour policy (a model, or
 the pid or hold controller) from the ``model_load`` and swap records, wherever they are.
@@ -25,6 +25,7 @@ from edgewarden.gateway.audit.jsonl import in_window
 from edgewarden.gateway.audit.verify import iter_records
 from edgewarden.gateway.errors import AuditError
 from edgewarden.training.datasets import DatasetError, DatasetMeta, write
+from edgewarden.training.reward import RewardError, RewardSpec
 
 EXPORT_VERSION = 1  # the "audit_export_version" in the dataset's extra metadata
 _NAMED = ("obs_tags", "act_tags", "obs_units", "act_units", "act_low", "act_high")  # from the config_load record
@@ -37,8 +38,14 @@ def _names(given: Any, n: int, default: str) -> list[str]:
     return [default.format(i) for i in range(n)]
 
 
+def configured_bounds(info: dict[str, Any], n_act: int) -> bool:
+    """Whether the log recorded the actions' configured bounds (logs before that did not)."""
+    return all(isinstance(b, list) and len(b) == n_act and all(isinstance(v, (int, float)) for v in b)
+               for b in (info["act_low"], info["act_high"]))
+
+
 def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None, until: float | None = None,
-                       plant: str | None = None, track: list[tuple[str, str | float]] | None = None) -> int:
+                       plant: str | None = None, reward: RewardSpec | None = None) -> int:
     """Write the AUTO cycle history of the log as a training dataset; return its rows."""
     if not directory.is_dir():
         raise AuditError(f"{directory}: not a directory")
@@ -101,26 +108,24 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
     obs_units, act_units = _names(info["obs_units"], n_obs, ""), _names(info["act_units"], n_act, "")
     actions = np.asarray(act, dtype=np.float32)
     next_obs = np.asarray(nxt, dtype=np.float32)
-    rewards = np.zeros(n, dtype=np.float32)
-    for pv, sp in track or []:
-        missing = [t for t in (pv, sp) if isinstance(t, str) and t not in obs_tags]
-        if missing:
-            raise DatasetError(f"--reward-track {pv}={sp}: {', '.join(missing)} is not an observation of this log "
-                             f"(observations: {', '.join(obs_tags)}); a setpoint that is not a tag is a number: "
-                             f"{pv}=VALUE")
-        target = next_obs[:, obs_tags.index(sp)] if isinstance(sp, str) else np.float32(sp)
-        rewards -= np.abs(next_obs[:, obs_tags.index(pv)] - target)
-    reward_note = ("not recorded" if not track else
-                   "-sum |pv - sp| of the next observation: " + ", ".join(f"{pv}={sp}" for pv, sp in track))
+    low, high = info["act_low"], info["act_high"]
+    configured = configured_bounds(info, n_act)
+    if not configured:  # a log from before the bounds were recorded: the data's own extremes
+        low, high = actions.min(axis=0).tolist(), actions.max(axis=0).tolist()
+    try:
+        spec = (reward or RewardSpec()).bind(obs_tags)
+    except RewardError as e:
+        raise DatasetError(str(e)) from None
+    prev_act = np.concatenate([actions[:1], actions[:-1]])
+    starts = np.concatenate([[True], np.asarray(ends[:-1], dtype=bool)])
+    prev_act[starts] = actions[starts]  # a run's first move is measured from itself
+    rewards = spec(next_obs.astype(np.float64), actions.astype(np.float64), prev_act.astype(np.float64),
+                   np.asarray(high, np.float64) - np.asarray(low, np.float64)).astype(np.float32)
+    reward_note = "not recorded" if not spec.defined else "r = " + spec.describe() + " (edgewarden/training/reward.py)"
     if not behaviours:  # cycle records without a model field: the model loaded at start
         behaviour = info["loaded"] or "unknown"
     else:
         behaviour = next(iter(behaviours)) if len(behaviours) == 1 else "mixed: " + ", ".join(behaviours)
-    low, high = info["act_low"], info["act_high"]
-    configured = all(isinstance(b, list) and len(b) == n_act and all(isinstance(v, (int, float)) for v in b)
-                     for b in (low, high))
-    if not configured:  # a log from before the bounds were recorded: the data's own extremes
-        low, high = actions.min(axis=0).tolist(), actions.max(axis=0).tolist()
     meta = DatasetMeta(
         plant=plant or info["gateway"] or "unknown",
         observation_tags=tuple(obs_tags), observation_units=tuple(obs_units),
@@ -129,7 +134,7 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
         behaviour_policy=behaviour,
         extra={"source": "edgewarden train from-audit", "audit_export_version": EXPORT_VERSION,
                "audit_dir": str(directory), "first_seq": first_seq, "last_seq": last_seq,
-               "rewards": reward_note,
+               "rewards": reward_note, **({"reward_spec": spec.to_dict()} if spec.defined else {}),
                "action_bounds": "configured ([safety.actions])" if configured else "the data's own extremes"},
     )
     data = {

@@ -101,6 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("policy", type=Path, help="exported .onnx, or checkpoint (.pt or run dir: value estimates too)")
     rp.add_argument("--dataset", type=Path, required=True, help="the plant's data (e.g. train from-audit's)")
     rp.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    rp.add_argument("--horizon", type=int, default=100, metavar="STEPS",
+                    help="rows (cycles) per window of the off-policy estimate (default 100)")
     rp.set_defaults(handler=_report)
 
     un = tsub.add_parser("uncertainty", help="an exported policy's uncertainty output on the twin, in closed "
@@ -132,6 +134,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="reward = -|PV - SP| of the next observation, summed over every pair given (PV an "
                          "observation tag; SP one too, or a number for a setpoint that is not a tag); without it "
                          "the rewards are zeros (enough for bc)")
+    fa.add_argument("--reward-move", type=float, default=0.0, metavar="W",
+                    help="also - W * sum of |change of each action| / its span (penalises move effort)")
+    fa.add_argument("--reward-limit", action="append", default=[], metavar="PV=LOW:HIGH",
+                    help="also - (limit weight) * how far PV is beyond LOW..HIGH (soft limits)")
+    fa.add_argument("--reward-limit-weight", type=float, default=1.0, metavar="W",
+                    help="weight of the --reward-limit terms (default 1)")
     fa.set_defaults(handler=_from_audit)
 
     sh = tsub.add_parser("ship", help="reproduce a shipped learned policy in models/ (seeded recipe per plant)")
@@ -225,8 +233,15 @@ def _report(args: argparse.Namespace) -> int:
     require_train_extra("h5py", *(() if args.policy.suffix == ".onnx" else ("torch",)))
     from edgewarden.training.offline_report import report
 
-    r = report(args.policy, args.dataset)
+    if args.horizon < 1:
+        raise GatewayError(f"--horizon {args.horizon}: must be at least 1")
+    r = report(args.policy, args.dataset, horizon=args.horizon)
     print(json.dumps(r.to_dict()) if args.json else "\n".join(r.lines()))
+    if r.off_policy is not None and args.policy.suffix == ".onnx":
+        from edgewarden.training.manifest import record_evidence
+
+        where = record_evidence(args.policy, "off_policy", {**r.off_policy, "dataset": str(args.dataset)})
+        print(f"the off-policy estimate is in {where} (model promote reads it)", file=sys.stderr)
     return 0
 
 
@@ -234,6 +249,7 @@ def _from_audit(args: argparse.Namespace) -> int:
     require_train_extra("h5py")
     from edgewarden.gateway.audit.jsonl import parse_time
     from edgewarden.training.audit_dataset import dataset_from_audit
+    from edgewarden.training.reward import RewardSpec
 
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
@@ -246,10 +262,19 @@ def _from_audit(args: argparse.Namespace) -> int:
             target: str | float = float(sp)
         except ValueError:
             target = sp.strip()
-        if isinstance(target, float) and not math.isfinite(target):
-            raise GatewayError(f"--reward-track {pair!r}: the setpoint must be a finite number or a tag")
         track.append((pv.strip(), target))
-    n = dataset_from_audit(args.log, args.out, since=since, until=until, plant=args.plant, track=track)
+    limits: list[tuple[str, float, float]] = []
+    for pair in args.reward_limit:
+        pv, sep, bounds = pair.partition("=")
+        low, colon, high = bounds.partition(":")
+        try:
+            limits.append((pv.strip(), float(low), float(high)))
+        except ValueError:
+            colon = ""
+        if not sep or not colon or not pv.strip():
+            raise GatewayError(f"--reward-limit {pair!r}: write it PV=LOW:HIGH (an observation tag and two numbers)")
+    reward = RewardSpec(tuple(track), args.reward_move, tuple(limits), args.reward_limit_weight)
+    n = dataset_from_audit(args.log, args.out, since=since, until=until, plant=args.plant, reward=reward)
     print(f"wrote {n} transitions to {args.out}", file=sys.stderr)
     return 0
 

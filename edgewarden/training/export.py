@@ -139,3 +139,4 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
     Path(str(path) + ".json").write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportResult(path=path, sha256=digest, parity_normalized=par_n, parity_engineering=par_e,
                         contract=contract)
+

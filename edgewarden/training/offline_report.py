@@ -11,7 +11,11 @@ report``), from the data it was trained on (or any dataset of the same plant):
   recorded controller never did, nothing in the data says what happens;
 - **copying**: the actions that π moves mostly with observations that echo the actions
   (a readback of the gateway's own output): the check ``model promote`` makes
-  (edgewarden/gateway/policy/evidence.py), here on the dataset's states.
+  (edgewarden/gateway/policy/evidence.py), here on the dataset's states;
+- **off-policy estimate** (a dataset with a reward expression: ``train from-audit
+  --reward-track``): π's expected reward against the controller that wrote the data, with
+  an interval and a verdict (edgewarden/training/off_policy.py). For an exported model it
+  is written into the manifest beside it, where ``model promote`` reads it.
 
 It runs nothing on the plant: shadow mode (``edgewarden model shadow``) is the next step.
 """
@@ -23,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgewarden.training.off_policy import OffPolicyEstimate, estimate
+from edgewarden.training.reward import RewardSpec
 
 AGREE_SHARE_OF_SPAN = 0.05
 SUPPORT_PERCENTILES = (0.5, 99.5)
@@ -47,6 +54,8 @@ class OfflineReport:
     q_policy: float | None  # mean Q(s, π(s)); None: no critic
     q_data: float | None  # mean Q(s, a_data)
     copying: list[str] | None = None  # what model promote would refuse it for (echoes of the actions)
+    off_policy: dict[str, Any] | None = None  # edgewarden/training/off_policy.py, when the data has a reward
+    off_policy_note: str = ""  # why there is none
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,10 +76,15 @@ class OfflineReport:
             out += [f"  copying    {c}" for c in self.copying]
         elif self.copying is not None:
             out.append("  copying    none: no action moves mostly with a readback of the actions")
+        if self.off_policy is not None:
+            out.append(f"  estimate   {OffPolicyEstimate(**self.off_policy).line()}")
+            out.append(f"             reward r = {self.off_policy['reward']}; against {self.off_policy['behaviour']}")
+        else:
+            out.append(f"  estimate   none: {self.off_policy_note}")
         return out
 
 
-def report(policy: Path, dataset_path: Path) -> OfflineReport:
+def report(policy: Path, dataset_path: Path, *, horizon: int = 100) -> OfflineReport:
     from edgewarden.training.datasets import DatasetError, load
 
     data = load(dataset_path)
@@ -93,8 +107,17 @@ def report(policy: Path, dataset_path: Path) -> OfflineReport:
     q_pi = q_data = None
     if q_fn is not None:
         q_pi, q_data = float(q_fn(obs, proposed).mean()), float(q_fn(obs, actions).mean())
+    off_policy, note = None, ""
+    stored = meta.extra.get("reward_spec")
+    if stored is None:
+        note = "the dataset has no reward expression (train from-audit --reward-track PV=SP writes one)"
+    else:
+        try:
+            off_policy = estimate(data, act_fn, RewardSpec.from_dict(stored), horizon=horizon).to_dict()
+        except ValueError as e:  # RewardError, or a history too short for the horizon
+            note = str(e)
     return OfflineReport(str(policy), str(dataset_path), meta.plant, len(data), agreement, float(outside.mean()),
-                         q_pi, q_data, _copying(data, act_fn, span))
+                         q_pi, q_data, _copying(data, act_fn, span), off_policy, note)
 
 
 def _copying(data: Any, act_fn: Any, span: np.ndarray) -> list[str]:

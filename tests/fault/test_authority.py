@@ -24,7 +24,9 @@ from tests.helpers import CSTR_COOLANT_PID, contract
 OBSERVATIONS = ("T", "CA", "Tj", "T_sp", "coolant_flow", "feed_flow")
 UNITS = ("K", "mol/L", "K", "K", "L/min", "L/min")
 PID_WITH_READBACKS = {
-    r'^path = "[^"]*"': 'kind = "pid"\npromote_after_s = 1.0',
+    # hand-written linear models carry no off-policy estimate: that gate has its own tests
+    # (tests/unit/policy/test_promotion_estimate.py); these are about copying and the band
+    r'^path = "[^"]*"': 'kind = "pid"\npromote_after_s = 1.0\npromote_requires_estimate = false',
     r"^observations = \[[^\]]*\]": "observations = " + str(list(OBSERVATIONS)).replace("'", '"'),
 }
 FEED_HELD = """

@@ -163,7 +163,9 @@ async def test_a_model_that_never_finishes_warming_up_is_refused_stopped_and_aud
 async def test_live_swap_shadow_promote_and_automatic_rollback(tmp_path: Path) -> None:
     # 10 Hz: the twin's servers share this event loop; the deadline claim is about the
     # gateway's validation running off the loop, not about a loaded test machine
-    async with bench(tmp_path, replace={r"^actions = \[": "promote_after_s = 1.0\nactions = [",
+    # the off-policy estimate's gate has its own tests (tests/unit/policy/test_promotion_estimate.py)
+    async with bench(tmp_path, replace={r"^actions = \[": "promote_after_s = 1.0\npromote_requires_estimate = false\n"
+                                                         "actions = [",
                                         r"^cycle_hz = 10.0": "cycle_hz = 10.0"}) as b:
         await b.start_auto()
         first = (await model(b, "status"))["models"]["active"]

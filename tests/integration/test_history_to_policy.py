@@ -2,8 +2,9 @@
 the CSTR twin treated as unknown (its tags renamed, the gateway named for a line, no plant
 name given anywhere). A PID runs it; its AUTO cycles become a dataset (train from-audit,
 rewarded by the tracking error); IQL learns from it; the offline report gives agreement,
-value estimates and support; the model runs in shadow beside the PID through a setpoint
-step and is promoted on that evidence."""
+value estimates, support and the off-policy estimate (into the model's manifest); the model
+runs in shadow beside the PID through a setpoint step; promote refuses it, since steady
+PID history cannot show it better, and a forced promotion goes on record."""
 
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ async def test_pid_history_to_a_promoted_model(tmp_path: Path, capsys: pytest.Ca
     with capsys.disabled():
         print("\n" + text)  # the figures, in the test's output (-s)
     assert "agreement  cw_valve_sp" in text and "values     no critic" in text
+    assert "estimate   " in text and "against pid:" in text
+    manifest = json.loads((tmp_path / "learned.onnx.json").read_text())
+    assert manifest["evidence"]["off_policy"]["verdict"] in ("better", "worse", "not shown better", "unreliable")
     assert await asyncio.to_thread(cli, "train", "evaluate", model) == 1
     assert "plant 'line7-reactor' has no twin" in capsys.readouterr().err  # not a KeyError traceback
 
@@ -79,7 +83,11 @@ async def test_pid_history_to_a_promoted_model(tmp_path: Path, capsys: pytest.Ca
         await asyncio.sleep(2.0)
         shadowed = [r for r in b.audit_records() if r["kind"] == "cycle" and "shadow" in r]
         assert shadowed and all(r["model"] == pid_sha[:16] for r in shadowed)  # the PID still drives
+        # 15 s of a PID at steady state teach imitation at best: the estimate in the manifest
+        # (train report) cannot show it better than the PID, and promote says so
         reply = await b.cmd("model", action="promote")
+        assert not reply["ok"] and "does not show it better than the controller that wrote it" in reply["error"]
+        reply = await b.cmd("model", action="promote", force=True, reason="test: the flow past the estimate")
         assert reply["ok"], reply
         await wait_for(lambda: b.gateway.loop.policy.sha256 != pid_sha, "the learned model active")
         learned = b.gateway.loop.policy.sha256

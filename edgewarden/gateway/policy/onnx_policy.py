@@ -23,6 +23,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -62,25 +63,25 @@ class WarmupStop:
         self.options.terminate = True
 
 
-def _manifest_problem(path: Path, digest: str) -> str | None:
-    """What is wrong between the model and its manifest ``FILE.json``; None when there is
-    no manifest or it names this file's hash."""
+def _read_manifest(path: Path, digest: str) -> tuple[dict[str, Any], str | None]:
+    """The manifest ``FILE.json`` beside the model ({} when there is none) and what is
+    wrong between it and the model (None when it names this file's hash)."""
     manifest = path.with_name(path.name + ".json")
     if not manifest.exists() and not manifest.is_symlink():
-        return None
+        return {}, None
     try:
         text = read_text(manifest, what="manifest", max_bytes=16 * 2**20, error=PolicyError)
     except PolicyError as e:
-        return f"its manifest {manifest.name} cannot be read ({str(e).split(': ', 1)[-1]})"
+        return {}, f"its manifest {manifest.name} cannot be read ({str(e).split(': ', 1)[-1]})"
     try:
-        recorded = json.loads(text)["sha256"]
-        recorded = recorded.strip().lower().removeprefix("sha256:")
+        content = json.loads(text)
+        recorded = content["sha256"].strip().lower().removeprefix("sha256:")
     except (ValueError, KeyError, TypeError, AttributeError):
-        return f"its manifest {manifest.name} is not a model manifest (no \"sha256\")"
+        return {}, f"its manifest {manifest.name} is not a model manifest (no \"sha256\")"
     if recorded != digest:
-        return (f"SHA-256 {digest} differs from the one in its manifest {manifest.name} ({recorded}): the "
-                "model was changed after it was shipped, or the manifest is another model's")
-    return None
+        return {}, (f"SHA-256 {digest} differs from the one in its manifest {manifest.name} ({recorded}): the "
+                    "model was changed after it was shipped, or the manifest is another model's")
+    return content, None
 
 
 def _dim_ok(dim: object, want: int | None) -> bool:
@@ -98,6 +99,7 @@ class OnnxPolicy:
         "_act_row",
         "_binding",
         "_contract",
+        "_manifest",
         "_obs_in",
         "_obs_row",
         "_obs_shape",
@@ -149,7 +151,7 @@ class OnnxPolicy:
             pinned = sha256.strip().lower().removeprefix("sha256:")
             if pinned != digest:
                 raise refuse(f"SHA-256 mismatch: pinned {pinned}, file has {digest}")
-        problem = _manifest_problem(path, digest)
+        manifest, problem = _read_manifest(path, digest)
         if problem is not None:
             raise refuse(problem)
 
@@ -177,6 +179,7 @@ class OnnxPolicy:
         self._path = path
         self._sha256 = digest
         self._contract = contract
+        self._manifest = manifest
         self._session = session
         self._obs_shape = (contract.n_obs,)
         self._obs_in = np.zeros((1, contract.n_obs), dtype=np.float32)
@@ -252,6 +255,14 @@ class OnnxPolicy:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def off_policy(self) -> dict[str, Any] | None:
+        """The off-policy estimate ``train report`` wrote into the manifest beside the model,
+        as it was when the model was loaded (None: none)."""
+        found = self._manifest.get("evidence", {})
+        found = found.get("off_policy") if isinstance(found, dict) else None
+        return found if isinstance(found, dict) else None
 
     @property
     def algorithm(self) -> str:

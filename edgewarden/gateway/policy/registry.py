@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -270,7 +271,8 @@ class ModelManager:
         p = self.settings.policy
         n = min(self._n_samples, len(self._samples))
         out: dict[str, Any] = {"agree_s": round(self.report.agree_s, 3), "cycles": self.report.cycles,
-                               "transients": self._transients.report.to_dict(), "samples": n, "copying": []}
+                               "transients": self._transients.report.to_dict(), "samples": n, "copying": [],
+                               "off_policy": getattr(shadow, "off_policy", None)}
         if shadow is None or n < 2 or not hasattr(shadow, "infer_batch"):
             return out
         x = self._samples[:n]
@@ -303,7 +305,35 @@ class ModelManager:
             out.append(f"the shadow saw {seen} transients of the {p.promote_min_transients} required "
                        "(promote_min_transients): its agreement is steady state only; step the setpoint or wait "
                        "for a disturbance while it runs")
+        if p.promote_requires_estimate:
+            problem = self._estimate_problem(evidence["off_policy"])
+            if problem:
+                out.append(problem)
         return out
+
+    def _estimate_problem(self, est: dict[str, Any] | None) -> str | None:
+        """What the manifest's off-policy estimate does not show (None: it shows the model
+        better than the running controller, on that controller's own history)."""
+        if est is None:
+            return ("its manifest holds no off-policy estimate (promote_requires_estimate): run edgewarden train "
+                    "report MODEL.onnx --dataset HISTORY.h5 on this plant's history with a reward (train "
+                    "from-audit --reward-track), then shadow it again")
+        verdict = est.get("verdict")
+        def num(key: str) -> str:
+            v = est.get(key)
+            return f"{v:+.4g}" if isinstance(v, (int, float)) else "?"
+
+        figures = (f"difference {num('difference')} [{num('low')}, {num('high')}] in mean reward per step "
+                   f"(r = {est.get('reward')!s:.120})")
+        if verdict != "better":
+            return (f"the off-policy estimate on the plant's history does not show it better than the controller "
+                    f"that wrote it ({verdict!s:.40}): {figures}")
+        hashes = re.findall(r"[0-9a-f]{16,64}", str(est.get("behaviour", "")))
+        active = getattr(self.active, "sha256", "")
+        if hashes and not any(active.startswith(h) for h in hashes):
+            return (f"the off-policy estimate compares it with {est.get('behaviour')!s:.120}, not with the running "
+                    f"controller ({active[:16]}): estimate it on the running controller's history")
+        return None
 
     def rollback(self, actor: str, reason: str) -> Any:
         if self.previous is None:

@@ -84,12 +84,46 @@ def test_reward_track_is_the_next_tracking_error(log: Path, tmp_path: Path,
     import h5py
 
     with h5py.File(out) as f:
-        assert json.loads(f.attrs["extra"])["rewards"] == "-sum |pv - sp| of the next observation: T=CA"
+        extra = json.loads(f.attrs["extra"])
+    assert extra["rewards"] == "r = -|T - CA| (edgewarden/training/reward.py)"
+    assert extra["reward_spec"]["track"] == [["T", "CA"]]
     assert main(["train", "from-audit", str(log), "-o", str(tmp_path / "x.h5"), "--reward-track", "T=Tj"]) == 1
-    assert "Tj is not an observation of this log (observations: T, CA)" in capsys.readouterr().err
+    assert "Tj is not an observation (observations: T, CA)" in capsys.readouterr().err
     assert main(["train", "from-audit", str(log), "-o", str(tmp_path / "y.h5"), "--reward-track", "T"]) == 1
     assert "write it PV=SP" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()
+
+
+def test_move_and_soft_limit_terms_and_a_constant_setpoint(log: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The reward expression for a plant with no setpoint tag: |T - 350|, move effort as a
+    share of the configured span (a run's first row moves from itself), distance beyond
+    soft limits; the expression is stored with the data, bad terms are refused by name."""
+    from edgewarden.training.datasets import load
+
+    out = tmp_path / "expr.h5"
+    assert main(["train", "from-audit", str(log), "-o", str(out), "--reward-track", "T=350", "--reward-move", "2",
+                 "--reward-limit", "CA=0.1:0.2", "--reward-limit-weight", "10"]) == 0
+    ds = load(out)
+    t, ca, a = ds.next_observations[:, 0], ds.next_observations[:, 1], ds.actions[:, 0].astype(np.float64)
+    span = ds.meta.action_high[0] - ds.meta.action_low[0]
+    prev = np.concatenate([a[:1], a[:-1]])
+    starts = np.concatenate([[True], ds.timeouts[:-1]])
+    prev[starts] = a[starts]
+    beyond = np.maximum(0.0, np.maximum(ca - 0.2, 0.1 - ca))
+    expected = -np.abs(t - 350.0) - 2.0 * np.abs(a - prev) / span - 10.0 * beyond
+    np.testing.assert_allclose(ds.rewards, expected, rtol=1e-5)
+    assert np.abs(a - prev).max() > 0  # the move term was exercised
+    assert ds.meta.extra["reward_spec"] == {"track": [["T", 350.0]], "move": 2.0, "limits": [["CA", 0.1, 0.2]],
+                                            "limit_weight": 10.0}
+    for bad, says in ((["--reward-limit", "CA=0.2"], "write it PV=LOW:HIGH"),
+                      (["--reward-limit", "CA=0.3:0.2"], "LOW < HIGH"),
+                      (["--reward-limit", "X=0:1"], "reward limit X: not an observation"),
+                      (["--reward-move", "-1"], "reward move -1.0: must be a finite number"),
+                      (["--reward-track", "T=inf"], "the setpoint must be a finite number or a tag")):
+        assert main(["train", "from-audit", str(log), "-o", str(tmp_path / "bad.h5"), *bad]) == 1
+        assert says in capsys.readouterr().err
+        assert not (tmp_path / "bad.h5").exists()
 
 
 def test_a_window_after_the_start_keeps_names_units_and_the_controller(log: Path, tmp_path: Path) -> None:
