@@ -156,6 +156,18 @@ class PidSpec(Section):
     bias: float = 0.0
 
 
+class ExcitationSection(Section):
+    """``[policy.excitation]`` (edgewarden/gateway/policy/excitation.py): the limits of an
+    operator's test signal on the running controller's output."""
+
+    max_fraction: float = Field(0.1, gt=0, le=0.5, description="the largest amplitude an operator may ask for, as a "
+                                "fraction of each action's span")
+    max_duration_s: float = Field(3600.0, gt=0, le=7 * 86_400, description="the longest excitation an operator may "
+                                  "ask for")
+    min_hold_s: float = Field(1.0, gt=0, le=3600, description="the shortest time a level is held (faster than the "
+                              "plant can answer teaches nothing)")
+
+
 class PolicySection(Section):
     kind: Literal["onnx", "pid", "hold", "monitor"] = Field(
         "onnx", description="what proposes the actions: an ONNX model (path); PID loops (pid); the last applied "
@@ -189,6 +201,7 @@ class PolicySection(Section):
     auto_promote: Flag = Field(False, description="promote a shadow model as soon as it qualifies")
     rollback_window_s: float = Field(300.0, ge=0, le=86_400, description="a new model that faults or falls back "
                                      "within this time after its swap is rolled back")
+    excitation: ExcitationSection = ExcitationSection()
 
     @model_validator(mode="after")
     def _kind_needs(self) -> PolicySection:

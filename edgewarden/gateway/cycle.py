@@ -76,6 +76,7 @@ from edgewarden.gateway.ops.metrics import Metrics
 from edgewarden.gateway.outputs import Outputs
 from edgewarden.gateway.override import PLC_NOT_ACCEPTING, Override
 from edgewarden.gateway.pacing import Pacer
+from edgewarden.gateway.policy.excitation import Excitation
 from edgewarden.gateway.policy.registry import ModelManager
 from edgewarden.gateway.safety.authority import PlcAuthority
 from edgewarden.gateway.safety.checker import ObservationChecker, Status, Verdict
@@ -134,7 +135,7 @@ class _Decision:
     under, what was written and proposed, the model's uncertainty about its input, the
     shadow model's report, the write's ack, whether a band held the proposal."""
 
-    __slots__ = ("ack", "band", "mode", "proposed", "shadow", "uncertainty", "written")
+    __slots__ = ("ack", "band", "excite", "mode", "proposed", "shadow", "uncertainty", "written")
 
     def __init__(self) -> None:
         self.mode = Mode.INHIBITED
@@ -143,6 +144,7 @@ class _Decision:
         self.shadow: dict[str, Any] | None = None
         self.uncertainty = math.nan  # NaN: no inference, or a model without the output
         self.band = False  # the learned policy's proposal was held to the authority band
+        self.excite: np.ndarray | None = None  # the excitation's offsets added to the proposal
         self.ack: list[str] | str | None = None
 
 
@@ -206,6 +208,7 @@ class ControlLoop:
 
         self.override = Override(modes, metrics, list(p.actions), self._alarm,
                                  lambda: self.safety.supervisor.resume())
+        self.excitation = Excitation(p.actions, self.shield.hi - self.shield.lo, p.excitation, self._excitation_record)
 
         self.estop = EStop(modes, [
             ("write_safe", self.write_safe),
@@ -435,8 +438,10 @@ class ControlLoop:
         """The mode gate: what this cycle writes, and under which mode."""
         d = self._decision
         d.mode, d.written, d.proposed, d.shadow, d.uncertainty = self.modes.mode, None, None, None, math.nan
-        d.band = False
+        d.band, d.excite = False, None
         status = verdict.status
+        if self.excitation.active and (d.mode != Mode.AUTO or verdict.code != "ok"):
+            self.excitation.stop(f"the plant left plain AUTO ({d.mode.name}, {verdict.code})", "gateway")
         trust = self.safety.trust
         trouble = d.mode in (Mode.FALLBACK, Mode.ESTOP)
         if trouble or (trust.engaged and d.mode != Mode.AUTO):  # a hand-over or a trip resets its band
@@ -478,6 +483,13 @@ class ControlLoop:
                                    self._action, self.period, now):
                         self.metrics.authority_clips.inc()
                     d.band = True
+            # 7b. excitation: the operator's test signal on the controller's output, in plain AUTO only
+            if self.excitation.active:
+                if self.modes.mode != Mode.AUTO or d.proposed is None:
+                    self.excitation.stop(f"the controller's proposal was not used ({self.modes.mode.name})", "gateway")
+                elif (excite := self.excitation.step(now)) is not None:
+                    self._candidate += excite
+                    d.excite = excite
             # 8. shield, 9. write
             d.mode = self.modes.mode
             if d.mode in WRITING:
@@ -517,6 +529,8 @@ class ControlLoop:
             record["band"] = trust.band.tolist()
             if trust.clipped:
                 record["band_clip"] = True
+        if d.excite is not None:
+            record["excite"] = d.excite.tolist()
         if self.outputs.prev_ack is not None:
             record["prev_ack"] = self.outputs.take_prev_ack()
         t_audit = time.perf_counter()
@@ -588,6 +602,12 @@ class ControlLoop:
         self.metrics.authority(change["band"], True)
         with contextlib.suppress(AuditError):  # a log that cannot be written trips in the cycle
             self.audit.append("authority", {**change, "t_mono": time.monotonic()})
+
+    def _excitation_record(self, kind: str, payload: dict[str, Any]) -> None:
+        """An excitation started or stopped: audited (the start is the operator's command)."""
+        self._log.info("excitation", **payload)
+        with contextlib.suppress(AuditError):  # a log that cannot be written trips in the cycle
+            self.audit.append(kind, {**payload, "t_mono": time.monotonic()})
 
     def _alarm(self, name: str, raised: bool, message: str) -> None:
         """An alarm raised or cleared: audited, counted, kept for status (never on the hot path)."""

@@ -69,7 +69,7 @@ def actor(req: dict[str, Any]) -> str:
 
 
 # what a command was asked to do, kept on its record whether it was accepted or refused
-_ARGUMENTS = ("action", "path", "sha256", "band", "force")
+_ARGUMENTS = ("action", "path", "sha256", "band", "force", "signal", "amplitude", "hold_s", "duration_s", "seed")
 
 
 def operator_record(req: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -114,6 +114,7 @@ async def status(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]
         "fallback": loop.safety.supervisor.hand_back(time.monotonic()) if loop.modes.mode.name == "FALLBACK" else None,
         "models": loop.models.describe(),
         "authority": loop.safety.trust.describe(time.monotonic()) if loop.safety.trust.applies else None,
+        "excitation": loop.excitation.describe(time.monotonic()),
         "plc_accepts": loop.authority.accepts,  # None: not configured (no plc_remote/watchdog tag)
         "alarms": dict(loop.alarms),
         "data_age_s": None if age != age else age,
@@ -210,6 +211,31 @@ async def model(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]]
             "authority": loop.safety.trust.describe(time.monotonic())}, {}
 
 
+async def excite(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]]:
+    """excite start|stop|status: the operator's test signal on the running controller's
+    output (edgewarden/gateway/policy/excitation.py), in AUTO only."""
+    loop, _ = _running(host)
+    ex, now, who = loop.excitation, time.monotonic(), actor(req)
+    action = req.get("action")
+    extra: dict[str, Any] = {}
+    if action == "start":
+        if loop.modes.mode.name != "AUTO":
+            raise ModeRefused(f"excite start needs AUTO: it excites the running controller's output (mode is "
+                              f"{loop.modes.mode.name})")
+        seed = req.get("seed")
+        seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
+        try:
+            ex.start(str(req.get("signal", "prbs")), dict(req.get("amplitude") or {}), float(req.get("hold_s", 5.0)),
+                     float(req.get("duration_s", 600.0)), seed, who, str(req.get("reason") or ""), now)
+        except ValueError as exc:
+            raise PolicyError(f"excite start refused: {exc}") from None
+        extra["seed"] = seed  # the sequence can be replayed from the record
+    elif action == "stop":
+        if not ex.stop(f"operator: {req.get('reason') or 'stop'}", who):
+            raise PolicyError("excite stop: no excitation is running")
+    return {"mode": loop.modes.mode.name, "excitation": ex.describe(now)}, extra
+
+
 @dataclass(frozen=True)
 class Command:
     run: Callable[[Host, dict[str, Any]], Awaitable[tuple[Reply, dict[str, Any]]]]
@@ -226,6 +252,7 @@ COMMANDS: dict[str, Command] = {
     "override": Command(override),
     "reload": Command(reload),
     "model": Command(model),
+    "excite": Command(excite),
 }
 
 

@@ -100,10 +100,23 @@ class Model(_Request):
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
 
 
-Request = Annotated[Status | Estop | Reset | Start | Manual | Auto | Override | Reload | Model,
+class Excite(_Request):
+    cmd: Literal["excite"]
+    action: Literal["start", "stop", "status"]
+    actor: Actor
+    reason: Reason = ""
+    signal: Literal["prbs", "steps"] = "prbs"
+    amplitude: Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], float],
+                         Field(max_length=256), AfterValidator(_finite)] | None = None
+    hold_s: float = 5.0
+    duration_s: float = 600.0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
+
+
+Request = Annotated[Status | Estop | Reset | Start | Manual | Auto | Override | Reload | Model | Excite,
                     Field(discriminator="cmd")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Request)
-COMMANDS = ("status", "estop", "reset", "start", "manual", "auto", "override", "reload", "model")
+COMMANDS = ("status", "estop", "reset", "start", "manual", "auto", "override", "reload", "model", "excite")
 
 
 class BadRequest(ValueError):

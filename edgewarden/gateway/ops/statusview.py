@@ -60,6 +60,11 @@ def render(reply: dict[str, Any]) -> str:
                      f"{'clean' if auth.get('engaged') else 'not in control'} {auth.get('clean_s', 0):.0f} s"
                      + (f" of {auth['widen_after_s']:g} s to widen" if auth.get("widen_after_s") else "")
                      + f"; clipped {auth.get('clips', 0)} cycles")
+    ex = reply.get("excitation")
+    if ex:
+        amp = ", ".join(f"{k} ±{v:g}" for k, v in ex["amplitude"].items())
+        lines.append(f"excite  {ex['signal']} {amp}, {ex['hold_s']:g} s a level, {ex['left_s']:.0f} s left (seed "
+                     f"{ex['seed']}); excite stop ends it")
     fb = reply.get("fallback")
     if fb:
         lines.append(f"fallback {fb.get('reason')}; agreeing {fb.get('agreeing_s', 0):.1f} of {fb.get('needed_s')} s")

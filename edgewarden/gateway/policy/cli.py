@@ -1,6 +1,7 @@
-"""``edgewarden model ...``: inspect and check model files, and drive the running gateway's
-model lifecycle (load, shadow, promote, rollback) and a learned policy's authority band
-over its control socket."""
+"""``edgewarden model ...`` and ``edgewarden excite ...``: inspect and check model files;
+over the running gateway's control socket, drive its model lifecycle (load, shadow,
+promote, rollback), a learned policy's authority band, and the operator's test signal on
+the running controller's output."""
 
 from __future__ import annotations
 
@@ -58,6 +59,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     _remote_args(auth)
     auth.set_defaults(handler=_remote, action="authority", file=None, sha256=None)
 
+    excite = sub.add_parser("excite", help="a bounded test signal on the running controller's output, so the "
+                            "history holds varied actions (docs/commissioning.md)")
+    esub = excite.add_subparsers(dest="excite_command", required=True)
+    start = esub.add_parser("start", help="start a PRBS or step sequence around the controller's output (AUTO)")
+    start.add_argument("--amplitude", nargs="+", required=True, metavar="ACTION=VALUE",
+                       help="± engineering units per action (at most [policy.excitation] max_fraction of its span)")
+    start.add_argument("--kind", choices=["prbs", "steps"], default="prbs",
+                       help="prbs: +A or -A at random each hold; steps: +A, 0, -A, 0 (step tests, for tune)")
+    start.add_argument("--hold", type=float, default=5.0, metavar="S", help="seconds a level is held (default 5)")
+    start.add_argument("--duration", type=float, default=600.0, metavar="S", help="seconds in all (default 600)")
+    start.add_argument("--seed", type=int, default=None, help="the PRBS sequence's seed (default: random, recorded)")
+    _remote_args(start)
+    start.set_defaults(handler=_excite, action="start")
+    for name, text in (("stop", "stop it now"), ("status", "what runs, and for how long still")):
+        p = esub.add_parser(name, help=text)
+        _remote_args(p)
+        p.set_defaults(handler=_excite, action=name)
+
 
 def _remote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", type=Path, help="gateway config (to find the control socket)")
@@ -100,29 +119,48 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _band_pairs(pairs: list[str]) -> dict[str, float]:
+def _band_pairs(pairs: list[str], option: str) -> dict[str, float]:
     band: dict[str, float] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         try:
             band[name.strip()] = float(value)
         except ValueError:
-            raise ConfigError(f"--band {pair!r}: expected ACTION=VALUE with VALUE a number") from None
+            raise ConfigError(f"{option} {pair!r}: expected ACTION=VALUE with VALUE a number") from None
         if not sep or not name.strip():
-            raise ConfigError(f"--band {pair!r}: expected ACTION=VALUE")
+            raise ConfigError(f"{option} {pair!r}: expected ACTION=VALUE")
     return band
 
 
-def _remote(args: argparse.Namespace) -> int:
+def _socket(args: argparse.Namespace, command: str) -> Path:
     from edgewarden.gateway.config import load_config
-    from edgewarden.gateway.ops.control import send_command
 
     if args.socket is not None:
-        sock = args.socket
-    elif args.config is not None:
-        sock = load_config(args.config).settings.control.socket
-    else:
-        raise ConfigError(f"model {args.action} needs --config FILE or --socket PATH to find the gateway")
+        return Path(args.socket)
+    if args.config is not None:
+        return load_config(args.config).settings.control.socket
+    raise ConfigError(f"{command} {args.action} needs --config FILE or --socket PATH to find the gateway")
+
+
+def _send(sock: Path, request: dict[str, Any]) -> int:
+    from edgewarden.gateway.ops.control import send_command
+
+    reply = asyncio.run(send_command(sock, request, timeout_s=30.0))
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("ok") else 1
+
+
+def _excite(args: argparse.Namespace) -> int:
+    request: dict[str, Any] = {"cmd": "excite", "action": args.action, "actor": args.actor or getpass.getuser(),
+                               "reason": args.reason}
+    if args.action == "start":
+        request.update(signal=args.kind, amplitude=_band_pairs(args.amplitude, "--amplitude"), hold_s=args.hold,
+                       duration_s=args.duration, **({} if args.seed is None else {"seed": args.seed}))
+    return _send(_socket(args, "excite"), request)
+
+
+def _remote(args: argparse.Namespace) -> int:
+    sock = _socket(args, "model")
     request: dict[str, Any] = {"cmd": "model", "action": args.action, "actor": args.actor or getpass.getuser(),
                                "reason": args.reason}
     if args.file is not None:
@@ -131,7 +169,5 @@ def _remote(args: argparse.Namespace) -> int:
     if getattr(args, "force", False):
         request["force"] = True
     if args.action == "authority":
-        request["band"] = "full" if args.full else "start" if args.start else _band_pairs(args.band)
-    reply = asyncio.run(send_command(sock, request, timeout_s=30.0))
-    print(json.dumps(reply, indent=2))
-    return 0 if reply.get("ok") else 1
+        request["band"] = "full" if args.full else "start" if args.start else _band_pairs(args.band, "--band")
+    return _send(sock, request)

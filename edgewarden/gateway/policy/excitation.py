@@ -1,0 +1,118 @@
+"""Excitation: an operator-approved test signal added to the running controller's output,
+so that the plant's history holds what learning and tuning need: varied actions (a PID at
+steady state writes the same value for hours, and nothing learned from that can do better
+than that PID).
+
+``excite start`` (operator, audited) names an amplitude per action (at most
+``[policy.excitation] max_fraction`` of its span), a hold time and a duration, and a kind:
+
+- ``prbs``: a pseudo-random binary sequence: every ``hold_s`` each action's offset is +A or
+  −A with equal chance (seeded: the sequence is on record and can be replayed);
+- ``steps``: +A, 0, −A, 0, ... for ``hold_s`` each: step tests, the data ``edgewarden tune``
+  fits a first-order-plus-dead-time model to.
+
+The offset is added to the proposal of the controller in AUTO, before the authority band
+and the shield: bounds, rate limits and interlocks hold it like any other action. It
+stops at the end of its duration, on ``excite stop``, and by itself on anything that is
+not plain AUTO with an OK verdict (a soft-limit alarm, a held cycle, a hand-over, MANUAL,
+a trip): every start and stop is an ``excitation`` audit record with who and why, and every
+cycle it acts in carries its offsets (``excite``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgewarden.gateway.config import ExcitationSection
+
+__all__ = ["KINDS", "Excitation"]
+
+KINDS = ("prbs", "steps")
+_STEPS = (1.0, 0.0, -1.0, 0.0)
+
+
+class Excitation:
+    def __init__(self, actions: Sequence[str], span: np.ndarray, limits: ExcitationSection,
+                 record: Callable[[str, dict[str, Any]], Any]) -> None:
+        self._actions = list(actions)
+        self._span = np.asarray(span, dtype=float)
+        self._limits = limits
+        self._record = record
+        self._amp = np.zeros(len(self._actions))
+        self._level = np.zeros(len(self._actions))
+        self._offset = np.zeros(len(self._actions))
+        self._rng = np.random.default_rng(0)
+        self._kind, self._hold, self._until, self._next, self._k = "prbs", 1.0, -math.inf, 0.0, 0
+        self.active = False
+        self.started: dict[str, Any] | None = None
+
+    def start(self, kind: str, amplitude: dict[str, float], hold_s: float, duration_s: float, seed: int,
+              actor: str, reason: str, now: float) -> None:
+        """Check the request against the limits and start; ValueError naming what is wrong."""
+        lim = self._limits
+        if kind not in KINDS:
+            raise ValueError(f"kind {kind!r}: one of {', '.join(KINDS)}")
+        if not amplitude:
+            raise ValueError("an amplitude per action to excite: ACTION=VALUE")
+        amp = np.zeros(len(self._actions))
+        for name, value in amplitude.items():
+            if name not in self._actions:
+                raise ValueError(f"{name} is not an action (actions: {', '.join(self._actions)})")
+            j = self._actions.index(name)
+            most = lim.max_fraction * self._span[j]
+            if not (math.isfinite(value) and 0 < value <= most):
+                raise ValueError(f"amplitude {name}={value:g}: must be above 0 and at most {most:g} "
+                                 f"([policy.excitation] max_fraction {lim.max_fraction:g} of its span)")
+            amp[j] = value
+        if not (math.isfinite(hold_s) and lim.min_hold_s <= hold_s <= duration_s):
+            raise ValueError(f"hold {hold_s:g} s: at least {lim.min_hold_s:g} s ([policy.excitation] min_hold_s) "
+                             "and at most the duration")
+        if not (math.isfinite(duration_s) and 0 < duration_s <= lim.max_duration_s):
+            raise ValueError(f"duration {duration_s:g} s: above 0 and at most {lim.max_duration_s:g} s "
+                             "([policy.excitation] max_duration_s)")
+        if self.active:
+            raise ValueError("an excitation is running: excite stop first")
+        self._amp[:] = amp
+        self._level[:] = 0.0
+        self._rng = np.random.default_rng(seed)
+        self._kind, self._hold, self._until, self._next, self._k = kind, hold_s, now + duration_s, now, 0
+        self.active = True
+        self.started = {"signal": kind, "amplitude": {a: float(amp[j]) for j, a in enumerate(self._actions) if amp[j]},
+                        "hold_s": hold_s, "duration_s": duration_s, "seed": seed}
+        self._record("excitation", {"change": "start", **self.started, "actor": actor, "reason": reason})
+
+    def step(self, now: float) -> np.ndarray | None:
+        """This cycle's offsets (a buffer reused every cycle), or None when not exciting.
+        The cycle stops it (:meth:`stop`) on anything that is not plain AUTO."""
+        if not self.active:
+            return None
+        if now >= self._until:
+            self.stop("completed", "gateway")
+            return None
+        while now >= self._next:  # a new level (a late cycle catches up, the sequence stays the seed's)
+            if self._kind == "prbs":
+                self._level[:] = self._rng.choice((-1.0, 1.0), size=len(self._level))
+            else:
+                self._level[:] = _STEPS[self._k % len(_STEPS)]
+            self._k += 1
+            self._next += self._hold
+        np.multiply(self._level, self._amp, out=self._offset)
+        return self._offset
+
+    def stop(self, reason: str, actor: str) -> bool:
+        """End it (False when none ran); on record with why."""
+        if not self.active:
+            return False
+        self.active = False
+        self._record("excitation", {"change": "stop", "reason": reason, "actor": actor, "levels": self._k})
+        return True
+
+    def describe(self, now: float) -> dict[str, Any] | None:
+        if not self.active or self.started is None:
+            return None
+        return {**self.started, "left_s": round(max(0.0, self._until - now), 1),
+                "offset": {a: float(self._offset[j]) for j, a in enumerate(self._actions) if self._amp[j]}}

@@ -1,0 +1,69 @@
+"""The excitation signal (edgewarden/gateway/policy/excitation.py): bounded by the
+configured limits, seeded, and every start and stop on record."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgewarden.gateway.config import ExcitationSection
+from edgewarden.gateway.policy.excitation import Excitation
+
+ACTIONS = ["coolant_flow_sp", "feed_flow_sp"]
+SPAN = np.array([200.0, 200.0])
+
+
+def excitation() -> tuple[Excitation, list[tuple[str, dict]]]:
+    records: list[tuple[str, dict]] = []
+    return Excitation(ACTIONS, SPAN, ExcitationSection(), lambda k, p: records.append((k, p))), records
+
+
+def run(ex: Excitation, seconds: float, dt: float = 0.1, t0: float = 0.0) -> np.ndarray:
+    out = []
+    for k in range(round(seconds / dt)):
+        off = ex.step(t0 + k * dt)
+        out.append(np.full(2, np.nan) if off is None else off.copy())
+    return np.array(out)
+
+
+def test_prbs_is_plus_or_minus_the_amplitude_held_and_seeded() -> None:
+    ex, records = excitation()
+    ex.start("prbs", {"coolant_flow_sp": 10.0}, 2.0, 60.0, 7, "alice", "history for IQL", 0.0)
+    a = run(ex, 60.0)
+    assert set(np.unique(a[:, 0])) == {-10.0, 10.0} and (a[:, 1] == 0).all()
+    levels = a[::20, 0]  # a level every 2 s
+    assert all((a[k * 20:(k + 1) * 20, 0] == levels[k]).all() for k in range(len(levels)))
+    again, _ = excitation()
+    again.start("prbs", {"coolant_flow_sp": 10.0}, 2.0, 60.0, 7, "bob", "", 100.0)
+    assert (run(again, 60.0, t0=100.0)[:, 0] == a[:, 0]).all()  # the seed is the sequence
+    assert records[0] == ("excitation", {"change": "start", "signal": "prbs", "amplitude": {"coolant_flow_sp": 10.0},
+                                         "hold_s": 2.0, "duration_s": 60.0, "seed": 7, "actor": "alice",
+                                         "reason": "history for IQL"})
+
+
+def test_steps_end_by_themselves_and_a_stop_is_on_record() -> None:
+    ex, records = excitation()
+    ex.start("steps", {"feed_flow_sp": 5.0}, 1.0, 4.0, 0, "alice", "step test", 0.0)
+    a = run(ex, 5.0)
+    assert a[:40, 1].tolist() == [5.0] * 10 + [0.0] * 10 + [-5.0] * 10 + [0.0] * 10
+    assert np.isnan(a[40:]).all() and not ex.active
+    assert records[-1][1]["change"] == "stop" and records[-1][1]["reason"] == "completed"
+    ex.start("steps", {"feed_flow_sp": 5.0}, 1.0, 4.0, 0, "alice", "", 10.0)
+    assert ex.stop("operator: enough", "alice") and not ex.stop("again", "alice")
+    assert records[-1][1] == {"change": "stop", "reason": "operator: enough", "actor": "alice", "levels": 0}
+
+
+@pytest.mark.parametrize(("kind", "amplitude", "hold", "duration", "says"), [
+    ("sine", {"feed_flow_sp": 5.0}, 1.0, 10.0, "kind 'sine'"),
+    ("prbs", {}, 1.0, 10.0, "an amplitude per action"),
+    ("prbs", {"T": 5.0}, 1.0, 10.0, "T is not an action"),
+    ("prbs", {"feed_flow_sp": 25.0}, 1.0, 10.0, "at most 20 ([policy.excitation] max_fraction 0.1"),
+    ("prbs", {"feed_flow_sp": -1.0}, 1.0, 10.0, "must be above 0"),
+    ("prbs", {"feed_flow_sp": 5.0}, 0.1, 10.0, "hold 0.1 s: at least 1 s"),
+    ("prbs", {"feed_flow_sp": 5.0}, 1.0, 1e6, "duration 1e+06 s: above 0 and at most 3600 s"),
+])
+def test_what_the_limits_refuse(kind: str, amplitude: dict, hold: float, duration: float, says: str) -> None:
+    ex, records = excitation()
+    with pytest.raises(ValueError, match=says.replace("(", r"\(").replace("[", r"\[").replace("+", r"\+")):
+        ex.start(kind, amplitude, hold, duration, 0, "alice", "", 0.0)
+    assert not ex.active and records == []
