@@ -27,6 +27,7 @@ _GROUPS: tuple[str, ...] = (
     "edgewarden.gateway.policy.cli",
     "edgewarden.gateway.discover.cli",
     "edgewarden.gateway.certs.cli",
+    "edgewarden.gateway.tuning.cli",
     "edgewarden.simulators.cli",
     "edgewarden.training.cli",
     "edgewarden.hil.cli",

@@ -18,7 +18,9 @@
                              back after agreement_s of agreement; a shadow model runs
                              beside the active one, audited, never written; a learned
                              policy's proposal is held to the authority band around the
-                             incumbent's (edgewarden/gateway/safety/trust.py)
+                             incumbent's (edgewarden/gateway/safety/trust.py); an operator's
+                             excitation adds its offsets, in plain AUTO only
+                             (edgewarden/gateway/policy/excitation.py)
     → action shield (finite, bounds ∩ interlocks, rate)      no feasible action → e-stop
     → write actions + heartbeat
     → written setpoints against the applied tags (a persistent mismatch: alarm)
@@ -208,7 +210,8 @@ class ControlLoop:
 
         self.override = Override(modes, metrics, list(p.actions), self._alarm,
                                  lambda: self.safety.supervisor.resume())
-        self.excitation = Excitation(p.actions, self.shield.hi - self.shield.lo, p.excitation, self._excitation_record)
+        self.excitation = Excitation(p.actions, self.shield.hi - self.shield.lo, self.shield.rate, p.excitation,
+                                     self._excitation_record)
 
         self.estop = EStop(modes, [
             ("write_safe", self.write_safe),
@@ -487,7 +490,7 @@ class ControlLoop:
             if self.excitation.active:
                 if self.modes.mode != Mode.AUTO or d.proposed is None:
                     self.excitation.stop(f"the controller's proposal was not used ({self.modes.mode.name})", "gateway")
-                elif (excite := self.excitation.step(now)) is not None:
+                elif (excite := self.excitation.step(now, self._candidate, lo, hi)) is not None:
                     self._candidate += excite
                     d.excite = excite
             # 8. shield, 9. write

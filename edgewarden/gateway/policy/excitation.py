@@ -8,11 +8,18 @@ than that PID).
 
 - ``prbs``: a pseudo-random binary sequence: every ``hold_s`` each action's offset is +A or
   −A with equal chance (seeded: the sequence is on record and can be replayed);
-- ``steps``: +A, 0, −A, 0, ... for ``hold_s`` each: step tests, the data ``edgewarden tune``
-  fits a first-order-plus-dead-time model to.
+- ``steps``: +A, 0, −A, 0, ... for ``hold_s`` each, *open loop*: the controller's output is
+  held at its value when the test starts and the steps are made around it (the textbook
+  step test: in closed loop the controller's answer would be fitted instead of the
+  process); the actions not stepped stay the controller's. The data ``edgewarden tune`` fits a first-order-plus-dead-time model to.
+  While it runs the controller's own proposal is not written (its integral stays put:
+  the shield-cut rule of the PID loops), and it takes over again when the test ends.
 
-The offset is added to the proposal of the controller in AUTO, before the authority band
-and the shield: bounds, rate limits and interlocks hold it like any other action. It
+The offset is added to the proposal of the controller in AUTO, after the authority band and
+before the shield, shaped so that the shield has nothing to cut on its account (a cut
+counts against the controller, and enough of them hand it over): it moves to each new
+level at half the action's ``max_rate``, and never pushes the action beyond this cycle's
+bounds (interlocks included). The shield still checks the sum like any other action. It
 stops at the end of its duration, on ``excite stop``, and by itself on anything that is
 not plain AUTO with an OK verdict (a soft-limit alarm, a held cycle, a hand-over, MANUAL,
 a trip): every start and stop is an ``excitation`` audit record with who and why, and every
@@ -36,15 +43,21 @@ _STEPS = (1.0, 0.0, -1.0, 0.0)
 
 
 class Excitation:
-    def __init__(self, actions: Sequence[str], span: np.ndarray, limits: ExcitationSection,
+    def __init__(self, actions: Sequence[str], span: np.ndarray, rate: np.ndarray, limits: ExcitationSection,
                  record: Callable[[str, dict[str, Any]], Any]) -> None:
         self._actions = list(actions)
         self._span = np.asarray(span, dtype=float)
+        self._ramp = 0.5 * np.asarray(rate, dtype=float)  # per second; inf: no rate limit
         self._limits = limits
         self._record = record
         self._amp = np.zeros(len(self._actions))
         self._level = np.zeros(len(self._actions))
+        self._target = np.zeros(len(self._actions))
         self._offset = np.zeros(len(self._actions))
+        self._out = np.zeros(len(self._actions))
+        self._base: np.ndarray | None = None  # steps: the controller's output when the test started
+        self._closed = np.ones(len(self._actions), dtype=bool)  # the actions not excited
+        self._t_last = math.nan
         self._rng = np.random.default_rng(0)
         self._kind, self._hold, self._until, self._next, self._k = "prbs", 1.0, -math.inf, 0.0, 0
         self.active = False
@@ -78,6 +91,10 @@ class Excitation:
             raise ValueError("an excitation is running: excite stop first")
         self._amp[:] = amp
         self._level[:] = 0.0
+        self._offset[:] = 0.0
+        self._base = None
+        self._closed[:] = amp == 0
+        self._t_last = now
         self._rng = np.random.default_rng(seed)
         self._kind, self._hold, self._until, self._next, self._k = kind, hold_s, now + duration_s, now, 0
         self.active = True
@@ -85,9 +102,10 @@ class Excitation:
                         "hold_s": hold_s, "duration_s": duration_s, "seed": seed}
         self._record("excitation", {"change": "start", **self.started, "actor": actor, "reason": reason})
 
-    def step(self, now: float) -> np.ndarray | None:
-        """This cycle's offsets (a buffer reused every cycle), or None when not exciting.
-        The cycle stops it (:meth:`stop`) on anything that is not plain AUTO."""
+    def step(self, now: float, proposal: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+        """What to add to ``proposal`` this cycle, within this cycle's bounds ``lo``..``hi``
+        (a buffer reused every cycle), or None when not exciting. The cycle stops it
+        (:meth:`stop`) on anything that is not plain AUTO."""
         if not self.active:
             return None
         if now >= self._until:
@@ -100,8 +118,22 @@ class Excitation:
                 self._level[:] = _STEPS[self._k % len(_STEPS)]
             self._k += 1
             self._next += self._hold
-        np.multiply(self._level, self._amp, out=self._offset)
-        return self._offset
+        np.multiply(self._level, self._amp, out=self._target)
+        dt, self._t_last = now - self._t_last, now
+        if dt > 0:  # (the start's own cycle moves nothing: inf · 0 is no step)
+            step = self._ramp * dt
+            np.clip(self._target, self._offset - step, self._offset + step, out=self._offset)
+        if self._kind == "steps":  # open loop: around the output held from the test's start
+            if self._base is None:
+                self._base = proposal.copy()
+            np.subtract(self._base, proposal, out=self._out)
+            self._out[self._closed] = 0.0  # the actions not stepped stay the controller's
+            self._out += self._offset
+        else:
+            self._out[:] = self._offset
+        # never beyond this cycle's bounds on its own account (a proposal already outside stays the shield's)
+        np.clip(self._out, np.minimum(lo - proposal, 0.0), np.maximum(hi - proposal, 0.0), out=self._out)
+        return self._out
 
     def stop(self, reason: str, actor: str) -> bool:
         """End it (False when none ran); on record with why."""
@@ -115,4 +147,5 @@ class Excitation:
         if not self.active or self.started is None:
             return None
         return {**self.started, "left_s": round(max(0.0, self._until - now), 1),
-                "offset": {a: float(self._offset[j]) for j, a in enumerate(self._actions) if self._amp[j]}}
+                "offset": {a: float(self._offset[j]) for j, a in enumerate(self._actions) if self._amp[j]},
+                "open_loop": self._kind == "steps"}

@@ -13,15 +13,17 @@ ACTIONS = ["coolant_flow_sp", "feed_flow_sp"]
 SPAN = np.array([200.0, 200.0])
 
 
-def excitation() -> tuple[Excitation, list[tuple[str, dict]]]:
+def excitation(rate: float = np.inf) -> tuple[Excitation, list[tuple[str, dict]]]:
     records: list[tuple[str, dict]] = []
-    return Excitation(ACTIONS, SPAN, ExcitationSection(), lambda k, p: records.append((k, p))), records
+    return Excitation(ACTIONS, SPAN, np.full(2, rate), ExcitationSection(),
+                      lambda k, p: records.append((k, p))), records
 
 
-def run(ex: Excitation, seconds: float, dt: float = 0.1, t0: float = 0.0) -> np.ndarray:
+def run(ex: Excitation, seconds: float, dt: float = 0.1, t0: float = 0.0,
+        proposal: tuple[float, float] = (100.0, 100.0)) -> np.ndarray:
     out = []
     for k in range(round(seconds / dt)):
-        off = ex.step(t0 + k * dt)
+        off = ex.step(t0 + k * dt, np.array(proposal), np.zeros(2), SPAN)
         out.append(np.full(2, np.nan) if off is None else off.copy())
     return np.array(out)
 
@@ -30,9 +32,10 @@ def test_prbs_is_plus_or_minus_the_amplitude_held_and_seeded() -> None:
     ex, records = excitation()
     ex.start("prbs", {"coolant_flow_sp": 10.0}, 2.0, 60.0, 7, "alice", "history for IQL", 0.0)
     a = run(ex, 60.0)
-    assert set(np.unique(a[:, 0])) == {-10.0, 10.0} and (a[:, 1] == 0).all()
-    levels = a[::20, 0]  # a level every 2 s
-    assert all((a[k * 20:(k + 1) * 20, 0] == levels[k]).all() for k in range(len(levels)))
+    assert a[0, 0] == 0.0  # the start's own cycle moves nothing
+    assert set(np.unique(a[1:, 0])) == {-10.0, 10.0} and (a[:, 1] == 0).all()
+    blocks = [a[max(k * 20, 1):(k + 1) * 20, 0] for k in range(30)]  # a level every 2 s
+    assert all((b == b[0]).all() for b in blocks) and len({b[0] for b in blocks}) == 2
     again, _ = excitation()
     again.start("prbs", {"coolant_flow_sp": 10.0}, 2.0, 60.0, 7, "bob", "", 100.0)
     assert (run(again, 60.0, t0=100.0)[:, 0] == a[:, 0]).all()  # the seed is the sequence
@@ -45,12 +48,26 @@ def test_steps_end_by_themselves_and_a_stop_is_on_record() -> None:
     ex, records = excitation()
     ex.start("steps", {"feed_flow_sp": 5.0}, 1.0, 4.0, 0, "alice", "step test", 0.0)
     a = run(ex, 5.0)
-    assert a[:40, 1].tolist() == [5.0] * 10 + [0.0] * 10 + [-5.0] * 10 + [0.0] * 10
+    assert a[:40, 1].tolist() == [0.0] + [5.0] * 9 + [0.0] * 10 + [-5.0] * 10 + [0.0] * 10
     assert np.isnan(a[40:]).all() and not ex.active
     assert records[-1][1]["change"] == "stop" and records[-1][1]["reason"] == "completed"
     ex.start("steps", {"feed_flow_sp": 5.0}, 1.0, 4.0, 0, "alice", "", 10.0)
     assert ex.stop("operator: enough", "alice") and not ex.stop("again", "alice")
     assert records[-1][1] == {"change": "stop", "reason": "operator: enough", "actor": "alice", "levels": 0}
+
+
+def test_it_ramps_at_half_the_rate_limit_and_stays_within_the_bounds() -> None:
+    """The shield has nothing to cut on the excitation's account: a cut would count
+    against the controller (and enough of them hand it over)."""
+    ex, _ = excitation(rate=20.0)  # L/min per s: the excitation moves at 10
+    ex.start("steps", {"coolant_flow_sp": 15.0}, 3.0, 12.0, 0, "alice", "", 0.0)
+    a = run(ex, 3.0)
+    assert a[:, 0].tolist()[:3] == pytest.approx([0.0, 1.0, 2.0]) and a[20, 0] == pytest.approx(15.0)
+    assert (np.diff(a[:, 0]) <= 1.0 + 1e-9).all()
+    near_top, _ = excitation()
+    near_top.start("steps", {"coolant_flow_sp": 15.0}, 3.0, 12.0, 0, "alice", "", 0.0)
+    b = run(near_top, 12.0, proposal=(195.0, 100.0))  # 5 L/min below the bound
+    assert b[:, 0].max() == pytest.approx(5.0) and b[:, 0].min() == pytest.approx(-15.0)
 
 
 @pytest.mark.parametrize(("kind", "amplitude", "hold", "duration", "says"), [

@@ -1,0 +1,1 @@
+"""PID tuning from a step test in the audit log (``edgewarden tune``)."""
