@@ -18,7 +18,10 @@ PID = {r'^path = "[^"]*"': 'kind = "pid"'}
 
 
 @pytest.mark.anyio
-async def test_a_prbs_on_the_pid_output_is_bounded_recorded_and_stops_on_manual(tmp_path: Path) -> None:
+async def test_a_prbs_on_the_pid_output_is_bounded_recorded_and_stops_on_manual(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgewarden.gateway.cli import main
+
     async with bench(tmp_path, replace=PID, extra=CSTR_COOLANT_PID + FEED_HELD) as b:
         early = await b.cmd("excite", action="start", amplitude={"coolant_flow_sp": 15.0}, hold_s=1.0)
         assert not early["ok"] and "excite start needs AUTO" in early["error"]
@@ -31,6 +34,9 @@ async def test_a_prbs_on_the_pid_output_is_bounded_recorded_and_stops_on_manual(
         assert reply["ok"] and reply["excitation"]["signal"] == "prbs", reply
         st = await wait_for(lambda: _excited(b), "the status to show the excitation")
         assert st["excitation"]["amplitude"] == {"coolant_flow_sp": 15.0}
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, ["excite", "status", "--socket", str(tmp_path / "control.sock")]) == 0
+        assert '"signal": "prbs"' in capsys.readouterr().out
         await asyncio.sleep(6.0)
         assert (await b.cmd("manual"))["ok"]
         await wait_for(lambda: not b.gateway.loop.excitation.active, "the excitation to stop")
@@ -49,8 +55,19 @@ async def test_a_prbs_on_the_pid_output_is_bounded_recorded_and_stops_on_manual(
     assert np.abs(moved - offsets[:, 0]).max() < 1e-6  # the shield had nothing to cut on its account
     assert not [r for r in records if r["kind"] == "mode" and r["to"] == "FALLBACK"]
     ops = [r for r in records if r["kind"] == "operator" and r["cmd"] == "excite"]
-    assert [r["outcome"] for r in ops] == ["refused", "refused", "accepted"]
-    assert ops[-1]["amplitude"] == {"coolant_flow_sp": 15.0} and ops[-1]["reason"] == "history for learning"
+    assert [(r["action"], r["outcome"]) for r in ops] == [("start", "refused"), ("start", "refused"),
+                                                          ("start", "accepted"), ("status", "accepted")]
+    assert ops[2]["amplitude"] == {"coolant_flow_sp": 15.0} and ops[2]["reason"] == "history for learning"
+
+
+@pytest.mark.anyio
+async def test_the_hold_controller_is_not_excited(tmp_path: Path) -> None:
+    """hold proposes what the plant gets: offsets would add up, so it is refused."""
+    async with bench(tmp_path, replace={r'^path = "[^"]*"': 'kind = "hold"'}) as b:
+        await wait_for(lambda: b.gateway.loop is not None and b.mode == "READY", "READY")
+        assert (await b.cmd("start"))["ok"]
+        reply = await b.cmd("excite", action="start", amplitude={"coolant_flow_sp": 5.0})
+        assert not reply["ok"] and "the hold controller proposes what the plant gets" in reply["error"]
 
 
 async def _excited(b) -> dict:  # noqa: ANN001

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     start = esub.add_parser("start", help="start a PRBS or step sequence around the controller's output (AUTO)")
     start.add_argument("--amplitude", nargs="+", required=True, metavar="ACTION=VALUE",
                        help="± engineering units per action (at most [policy.excitation] max_fraction of its span)")
-    start.add_argument("--kind", choices=["prbs", "steps"], default="prbs",
+    start.add_argument("--signal", choices=["prbs", "steps"], default="prbs",
                        help="prbs: +A or -A at random each hold; steps: +A, 0, -A, 0 (step tests, for tune)")
     start.add_argument("--hold", type=float, default=5.0, metavar="S", help="seconds a level is held (default 5)")
     start.add_argument("--duration", type=float, default=600.0, metavar="S", help="seconds in all (default 600)")
@@ -154,7 +154,7 @@ def _excite(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"cmd": "excite", "action": args.action, "actor": args.actor or getpass.getuser(),
                                "reason": args.reason}
     if args.action == "start":
-        request.update(signal=args.kind, amplitude=_band_pairs(args.amplitude, "--amplitude"), hold_s=args.hold,
+        request.update(signal=args.signal, amplitude=_band_pairs(args.amplitude, "--amplitude"), hold_s=args.hold,
                        duration_s=args.duration, **({} if args.seed is None else {"seed": args.seed}))
     return _send(_socket(args, "excite"), request)
 
