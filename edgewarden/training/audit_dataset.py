@@ -57,6 +57,7 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
     behaviours: dict[str, None] = {}  # the policies that wrote the exported rows, in order
     prev: dict[str, Any] | None = None  # the last usable AUTO cycle, waiting for its successor
     first_seq = last_seq = None
+    excited = 0  # rows written under an operator's excitation (edgewarden excite)
     for rec in iter_records(directory):
         p = rec.payload
         kind = p.get("kind")
@@ -87,6 +88,7 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
                 if isinstance(model, str):
                     behaviours[f"{kinds.get(model, 'onnx')}:{model}"] = None
                 act.append(prev["written"])
+                excited += isinstance(prev.get("excite"), list)
                 nxt.append(p["obs"])
                 ends.append(not usable)  # the run stops here unless this cycle continues it
                 first_seq = prev["_seq"] if first_seq is None else first_seq
@@ -135,6 +137,7 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
         extra={"source": "edgewarden train from-audit", "audit_export_version": EXPORT_VERSION,
                "audit_dir": str(directory), "first_seq": first_seq, "last_seq": last_seq,
                "rewards": reward_note, **({"reward_spec": spec.to_dict()} if spec.defined else {}),
+               "excited_rows": excited,
                "action_bounds": "configured ([safety.actions])" if configured else "the data's own extremes"},
     )
     data = {

@@ -10,6 +10,14 @@ a policy learn to copy its last output, which agrees with the incumbent at stead
 and does nothing in a transient: every algorithm is warned, and the gateway refuses to
 promote a policy that does copy (edgewarden/gateway/policy/evidence.py).
 
+How informative the actions are: ``independent`` is the spread of the part of each action
+the observations do not explain (the residual of a least-squares fit of the action on the
+observations), as a share of its span. A controller at steady state writes a function of
+what it sees: the data then shows what that controller did, never what another action
+would have done, and no estimate can show a learned policy better than it. Below
+``INDEPENDENT_SHARE`` the action is flagged; an excitation (``edgewarden excite``) on the
+running controller puts independent variation into the history.
+
 An action that never varies, or sits on a bound much of the time, gives a critic nothing
 to learn that action's value from: TD3+BC and CQL then extrapolate Q outside the data and
 can diverge (as on the CSTR expert data, where feed_flow never moves and coolant_flow
@@ -31,6 +39,7 @@ COVERAGE_BINS = 20
 ECHO_SHARE_OF_SPAN = 0.01  # a readback's next value within this share of the action's span (median) ...
 ECHO_CORRELATION = 0.95  # ... and this correlated with the action: the observation echoes it
 CRITIC_ALGOS = ("td3bc", "cql")  # extrapolate Q through the actor's gradient
+INDEPENDENT_SHARE = 0.01  # of the span: below it, the action is (nearly) a function of the observations
 
 
 @dataclass
@@ -44,6 +53,14 @@ class ActionStats:
     at_low: float  # share of rows
     at_high: float
     coverage: float  # share of COVERAGE_BINS equal bins of [low, high] that hold any row
+    independent: float = float("nan")  # std of what the observations do not explain, share of the span
+
+    def uninformative(self) -> str | None:
+        if not self.independent < INDEPENDENT_SHARE or self.problem() is not None:  # (never varies: said already)
+            return None
+        return (f"{self.tag} varies independently of the observations by {self.independent:.2%} of its span: the "
+                "data shows what the recorded controller did, not what other actions do (no estimate can show a "
+                "learned policy better than it); record excited history: edgewarden excite start --signal prbs")
 
     def problem(self) -> str | None:
         span = self.high - self.low
@@ -93,8 +110,10 @@ class DatasetReport:
         return [p for a in self.actions if (p := a.problem()) is not None]
 
     def problems(self) -> list[str]:
-        """Everything worth a warning: the actions' problems, then echoing observations."""
-        return self.action_problems() + [p for o in self.observations if (p := o.problem()) is not None]
+        """Everything worth a warning: the actions' problems, uninformative actions, then
+        echoing observations."""
+        return (self.action_problems() + [p for a in self.actions if (p := a.uninformative()) is not None]
+                + [p for o in self.observations if (p := o.problem()) is not None])
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "problems": self.problems()}
@@ -106,7 +125,9 @@ class DatasetReport:
                + (f" ({self.note})" if self.note else "")]
         for a in self.actions:
             out.append(f"  action  {a.tag}: [{a.low:g}, {a.high:g}] {a.units}, mean {a.mean:.4g}, std {a.std:.3g}, "
-                       f"at low {a.at_low:.1%}, at high {a.at_high:.1%}, covers {a.coverage:.0%} of its range")
+                       f"at low {a.at_low:.1%}, at high {a.at_high:.1%}, covers {a.coverage:.0%} of its range, "
+                       + ("independent of the observations: too few rows to say" if a.independent != a.independent
+                          else f"independent of the observations {a.independent:.2%} of its span"))
         for o in self.observations:
             lim = ("" if o.outside is None else
                    f", hard limits [{o.hard_low:g}, {o.hard_high:g}], outside {o.outside:.2%}")
@@ -123,6 +144,9 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
     if len(ds) == 0:
         raise DatasetError("the dataset has no rows: nothing to learn from")
     acts = ds.actions.astype(np.float64)
+    obs = ds.observations.astype(np.float64)
+    independent = _independent(obs, acts, np.asarray(meta.action_high, np.float64)
+                               - np.asarray(meta.action_low, np.float64))
     actions = []
     for j, (tag, units) in enumerate(zip(meta.action_tags, meta.action_units, strict=True)):
         lo, hi = float(meta.action_low[j]), float(meta.action_high[j])
@@ -134,8 +158,8 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
         else:
             coverage = 0.0
         actions.append(ActionStats(tag, units, lo, hi, float(col.mean()), float(col.std()),
-                                   float((col <= lo + tol).mean()), float((col >= hi - tol).mean()), coverage))
-    obs = ds.observations.astype(np.float64)
+                                   float((col <= lo + tol).mean()), float((col >= hi - tol).mean()), coverage,
+                                   float(independent[j])))
     limits = twin_hard_limits(meta.plant, meta.observation_tags)
     observations = []
     any_out = np.zeros(len(ds), bool)
@@ -159,6 +183,19 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
         note = "; ".join(n for n in (note, "action bounds are the data's own extremes") if n)
     return DatasetReport(meta.plant, len(ds), actions, observations, episodes, mean_return, note,
                          float(any_out.mean()) if limits else None)
+
+
+def _independent(obs: np.ndarray, acts: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """Per action: the std of its residual after a least-squares fit on the observations
+    (standardised, with a constant), as a share of its span; NaN with fewer than ten rows
+    per coefficient (a fit that explains anything)."""
+    if len(obs) < 10 * (obs.shape[1] + 1):
+        return np.full(acts.shape[1], np.nan)
+    sd = obs.std(axis=0)
+    x = np.hstack([(obs - obs.mean(axis=0)) / np.where(sd > 0, sd, 1.0), np.ones((len(obs), 1))])
+    coef, *_ = np.linalg.lstsq(x, acts, rcond=None)
+    span = np.where(span > 0, span, np.ptp(acts, axis=0))
+    return (acts - x @ coef).std(axis=0) / np.where(span > 0, span, 1.0)
 
 
 def echoed_action(ds: Dataset, i: int, tag: str) -> str | None:

@@ -217,3 +217,40 @@ def test_the_offline_report_names_a_policy_that_copies_its_readback(tmp_path: Pa
     assert copied.copying and "coolant_flow_sp copies its own output" in copied.copying[0]
     assert any(line.startswith("  copying    coolant_flow_sp copies") for line in copied.lines())
     assert report(measured, data).copying == []
+
+
+def _loop_dataset(path: Path, excitation: float) -> Path:
+    """A P loop on a first-order process: coolant = 100 + 10·(T − T_sp), plus a binary
+    excitation of ``excitation`` L/min held 15 rows."""
+    rng = np.random.default_rng(1)
+    n, t, rows, acts = 2000, 352.0, [], []
+    for k in range(n):
+        sp = 350.0 if (k // 400) % 2 == 0 else 352.0
+        if k % 15 == 0:
+            excite = excitation * rng.choice([-1.0, 1.0])
+        u = 100.0 + 10.0 * (t - sp) + excite
+        rows.append([t, sp])
+        acts.append([u])
+        t += (-(t - 355.0) - 0.05 * (u - 100.0)) / 20.0 + rng.normal(0.0, 0.02)
+    obs = np.array(rows + [[t, sp]], np.float32)
+    data = {"observations": obs[:-1], "next_observations": obs[1:], "actions": np.array(acts, np.float32),
+            "rewards": np.zeros(n, np.float32), "terminals": np.zeros(n, bool), "timeouts": np.eye(1, n, n - 1, bool)[0]}
+    D.write(path, data, D.DatasetMeta(plant="line7", observation_tags=("T", "T_sp"), observation_units=("K", "K"),
+                                      action_tags=("coolant_flow_sp",), action_units=("L/min",),
+                                      action_low=(0.0,), action_high=(200.0,)))
+    return path
+
+
+def test_a_controllers_own_history_is_flagged_as_uninformative_and_excited_history_is_not(tmp_path: Path) -> None:
+    """The action a P loop writes is a function of what it sees: nothing independent to
+    learn from. A ±20 L/min excitation (10 % of the span) puts most of it back (T answers
+    part of it, so T explains part of it)."""
+    plain = inspect_dataset(D.load(_loop_dataset(tmp_path / "plain.h5", 0.0)))
+    assert plain.actions[0].independent < 0.01
+    assert any("coolant_flow_sp varies independently of the observations by" in p and "excite start" in p
+               for p in plain.problems())
+    assert plain.action_problems() == []  # a warning, not a refusal: BC and IQL still learn the loop
+    excited = inspect_dataset(D.load(_loop_dataset(tmp_path / "excited.h5", 20.0)))
+    assert 0.05 < excited.actions[0].independent <= 0.1
+    assert excited.problems() == []
+    assert f"independent of the observations {excited.actions[0].independent:.2%}" in "\n".join(excited.lines())
