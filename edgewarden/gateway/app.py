@@ -148,7 +148,9 @@ class Gateway:
                                                  "obs_units": [s.tags[t].units for t in s.policy.observations],
                                                  "act_units": [s.tags[t].units for t in s.policy.actions],
                                                  "act_low": [s.safety.actions[a].min for a in s.policy.actions],
-                                                 "act_high": [s.safety.actions[a].max for a in s.policy.actions]})
+                                                 "act_high": [s.safety.actions[a].max for a in s.policy.actions],
+                                                 "cycle_hz": s.gateway.cycle_hz,
+                                                 "pid": {a: p.model_dump() for a, p in s.policy.pid.items()}})
             audit.append_durable("model_load", {"path": None if policy.path is None else str(policy.path),
                                                 "sha256": policy.sha256, "algorithm": policy.algorithm})
             if s.metrics.enabled:

@@ -28,7 +28,7 @@ from edgewarden.training.datasets import DatasetError, DatasetMeta, write
 from edgewarden.training.reward import RewardError, RewardSpec
 
 EXPORT_VERSION = 1  # the "audit_export_version" in the dataset's extra metadata
-_NAMED = ("obs_tags", "act_tags", "obs_units", "act_units", "act_low", "act_high")  # from the config_load record
+_NAMED = ("obs_tags", "act_tags", "obs_units", "act_units", "act_low", "act_high", "cycle_hz", "pid")  # config_load
 
 
 def _names(given: Any, n: int, default: str) -> list[str]:
@@ -138,6 +138,10 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
                "audit_dir": str(directory), "first_seq": first_seq, "last_seq": last_seq,
                "rewards": reward_note, **({"reward_spec": spec.to_dict()} if spec.defined else {}),
                "excited_rows": excited,
+               **({"period_s": 1.0 / info["cycle_hz"]} if isinstance(info["cycle_hz"], (int, float))
+                  and info["cycle_hz"] > 0 else {}),
+               # the PID loops that wrote every row: the off-policy estimate runs them in closed loop
+               **({"incumbent_pid": info["pid"]} if info["pid"] and behaviour.startswith("pid:") else {}),
                "action_bounds": "configured ([safety.actions])" if configured else "the data's own extremes"},
     )
     data = {

@@ -178,7 +178,7 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
     episodes = len(returns)
     mean_return = float(returns.mean()) if episodes else None
     note = ""
-    if meta.format_version is None or meta.extra.get("source") == "edgewarden train from-audit":
+    if meta.format_version is None or meta.extra.get("action_bounds") == "the data's own extremes":
         # the action bounds are the data's own extremes: "at a bound" means at the recorded extreme
         note = "; ".join(n for n in (note, "action bounds are the data's own extremes") if n)
     return DatasetReport(meta.plant, len(ds), actions, observations, episodes, mean_return, note,

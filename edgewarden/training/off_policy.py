@@ -14,8 +14,13 @@ action variation as disagreement between its bootstrap fits.
    rollout replays them as recorded.
 2. **Rollouts**: from ``starts`` states of the history (evenly spaced windows of
    ``horizon`` rows inside one run), in every member: the candidate in closed loop
-   (its actions clipped to the bounds), and the incumbent *replayed* (its recorded actions,
-   open loop) in the same model, so that both estimates carry the same model error.
+   (its actions clipped to the bounds), and the incumbent in the same model, so that both
+   estimates carry the same model error. The incumbent runs in closed loop too when the
+   history names it: PID loops (``train from-audit`` keeps ``[policy.pid]`` and the cycle
+   period from the log), run by the gateway's own PidBank, started bumpless from each
+   window's recorded action. Otherwise its recorded actions are *replayed* (open loop); a
+   history written under an excitation cannot be judged that way (the replay would carry
+   the excitation and flatter the candidate): its verdict is ``unreliable``.
    Score: mean reward per step (:mod:`edgewarden.training.reward`).
 3. **Confidence**: the difference candidate − incumbent per start, bootstrapped over
    starts within each member; the interval is the lowest 5th and the highest 95th
@@ -57,7 +62,7 @@ class OffPolicyEstimate:
     starts: int
     members: int
     candidate: float  # mean reward per step, in the model
-    incumbent: float  # the recorded actions replayed in the model
+    incumbent: float  # the incumbent in the model: closed loop when known, else its actions replayed
     incumbent_real: float  # what the history scored in the same windows
     difference: float  # candidate − incumbent
     low: float
@@ -66,16 +71,19 @@ class OffPolicyEstimate:
     outside: float
     verdict: str
     behaviour: str = "unknown"  # the controller that wrote the history (the dataset's behaviour_policy)
+    incumbent_run: str = "replayed"  # "closed loop" (its PID loops) or "replayed" (its recorded actions)
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def line(self) -> str:
         return (f"{self.verdict}: mean reward per step {self.candidate:.4g} against the incumbent's "
-                f"{self.incumbent:.4g} (replayed; {self.incumbent_real:.4g} as recorded), difference "
+                f"{self.incumbent:.4g} ({self.incumbent_run}; {self.incumbent_real:.4g} as recorded), difference "
                 f"{self.difference:+.4g} [{self.low:+.4g}, {self.high:+.4g}] over {self.starts} windows of "
                 f"{self.horizon} steps, {self.members} models; replay error {self.replay_error:.0%}, "
-                f"{self.outside:.0%} of the candidate's states outside the history")
+                f"{self.outside:.0%} of the candidate's states outside the history"
+                + (f" ({self.note})" if self.note else ""))
 
 
 def _windows(ends: np.ndarray, horizon: int, starts: int) -> np.ndarray:
@@ -134,11 +142,12 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
     fresh = (firsts == 0) | ends[before]  # a window that starts a run moves from its own first action
     prev0 = np.where(fresh[:, None], act[firsts], act[before])
 
-    def rollout(w: np.ndarray, policy: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, float]:
+    def rollout(w: np.ndarray, policy: Callable[[np.ndarray, int, np.ndarray], np.ndarray]
+                ) -> tuple[np.ndarray, float]:
         s, prev = obs[firsts].copy(), prev0.copy()
         total, outside = np.zeros(m), 0
         for h in range(horizon):
-            a = np.clip(policy(s, h), low, high)
+            a = np.clip(policy(s, h, prev), low, high)
             s = s + (features(s, a) @ w) * sd_o
             s[:, exo] = nxt[firsts + h][:, exo]
             total += spec(s, a, prev, span)
@@ -146,11 +155,14 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
             prev = a
         return total / horizon, outside / (m * horizon)
 
-    def candidate(s: np.ndarray, _h: int) -> np.ndarray:
+    def candidate(s: np.ndarray, _h: int, _prev: np.ndarray) -> np.ndarray:
         return np.asarray(act_fn(s.astype(np.float32)), np.float64).reshape(m, -1)
 
-    def recorded(_s: np.ndarray, h: int) -> np.ndarray:
+    def recorded(_s: np.ndarray, h: int, _prev: np.ndarray) -> np.ndarray:
         return act[firsts + h]
+
+    loops, period = meta.extra.get("incumbent_pid"), meta.extra.get("period_s")
+    pid_loop = _pid_incumbent(meta, loops, period, m) if loops and isinstance(period, (int, float)) else None
 
     real = np.zeros(m)
     prev = prev0.copy()
@@ -159,12 +171,14 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
         prev = act[firsts + h]
     real /= horizon
 
-    cand, inc, outs, lows, highs = [], [], [], [], []
+    cand, inc, replayed, outs, lows, highs = [], [], [], [], [], []
     for w in weights:
         c, out = rollout(w, candidate)
-        i, _ = rollout(w, recorded)
+        r, _ = rollout(w, recorded)
+        i = r if pid_loop is None else rollout(w, pid_loop())[0]
         cand.append(c)
         inc.append(i)
+        replayed.append(r)
         outs.append(out)
         d = c - i
         boot = d[rng.integers(0, m, size=(500, m))].mean(axis=1)
@@ -172,11 +186,14 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
         lows.append(lo_d)
         highs.append(hi_d)
     cand_mean, inc_mean, real_mean = float(np.mean(cand)), float(np.mean(inc)), float(real.mean())
-    replay_error = abs(inc_mean - real_mean) / max(abs(real_mean) + float(real.std()), 1e-12)
+    replay_error = abs(float(np.mean(replayed)) - real_mean) / max(abs(real_mean) + float(real.std()), 1e-12)
+    excited = bool(meta.extra.get("excited_rows"))
+    note = ("the history was written under an excitation and its controller is not known to run it in closed "
+            "loop: its replayed actions carry the excitation" if excited and pid_loop is None else "")
     outside = float(np.mean(outs))
     lo_d, hi_d = float(min(lows)), float(max(highs))
     if not (np.isfinite(cand_mean) and np.isfinite(inc_mean)) or replay_error > MAX_REPLAY_ERROR \
-            or outside > MAX_OUTSIDE:
+            or outside > MAX_OUTSIDE or note:
         verdict = "unreliable"
     elif lo_d > 0:
         verdict = "better"
@@ -188,4 +205,31 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
         method="rollouts on a bootstrapped affine dynamics model fitted to the history",
         reward=spec.describe(), horizon=horizon, starts=m, members=members, candidate=cand_mean,
         incumbent=inc_mean, incumbent_real=real_mean, difference=cand_mean - inc_mean, low=lo_d, high=hi_d,
-        replay_error=float(replay_error), outside=outside, verdict=verdict, behaviour=meta.behaviour_policy)
+        replay_error=float(replay_error), outside=outside, verdict=verdict, behaviour=meta.behaviour_policy,
+        incumbent_run="replayed" if pid_loop is None else "closed loop", note=note)
+
+
+def _pid_incumbent(meta: Any, loops: dict[str, Any], period: float, m: int
+                   ) -> Callable[[], Callable[[np.ndarray, int, np.ndarray], np.ndarray]]:
+    """A maker of the incumbent's PID loops in closed loop over ``m`` windows at once (one
+    bank per window, the gateway's own PidBank), bumpless from each window's first action."""
+    from edgewarden.gateway.config import PidSpec
+    from edgewarden.gateway.policy.fallback import PidBank
+
+    specs = {a: PidSpec.model_validate(v) for a, v in loops.items()}
+    low, high = np.asarray(meta.action_low, np.float64), np.asarray(meta.action_high, np.float64)
+
+    def make() -> Callable[[np.ndarray, int, np.ndarray], np.ndarray]:
+        banks = [PidBank(meta.action_tags, low, high, specs, list(meta.observation_tags)) for _ in range(m)]
+        out = np.empty((m, len(meta.action_tags)))
+
+        def run(s: np.ndarray, h: int, prev: np.ndarray) -> np.ndarray:
+            for i, bank in enumerate(banks):
+                if h == 0:
+                    bank.track(s[i], prev[i])
+                bank.compute(s[i], prev[i], period, out[i])
+            return out
+
+        return run
+
+    return make

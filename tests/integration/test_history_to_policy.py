@@ -111,3 +111,80 @@ async def test_pid_history_to_a_promoted_model(tmp_path: Path, capsys: pytest.Ca
             assert "automatic" in rollbacks[0]["reason"] and "distribution" in rollbacks[0]["reason"], rollbacks
             await wait_for(lambda: b.gateway.loop.policy.sha256 == pid_sha, "the PID back in place")
             assert b.mode == "AUTO"
+
+
+# A PLC whose PID setpoint is a constant: no setpoint tag anywhere (not a tag, not an
+# observation); the reward tracks T against the number.
+CONSTANT = {
+    r"^\[tags\.T_sp\]\n(?:(?!\[).*\n)*": "",  # the table, to the next one
+    r"^observations = \[[^\]]*\]": 'observations = ["T", "CA", "Tj"]',
+    r'^setpoint = "T_sp"': "setpoint = 350.0",
+    # a better policy does not agree within 5 % of the span: 20 % (the band holds it anyway)
+    r'^path = "[^"]*"': 'kind = "pid"\npromote_after_s = 1.0\n'
+                        'shadow_tolerance = { coolant_flow_sp = 40.0, feed_flow_sp = 40.0 }',
+}
+PID_350 = """
+[policy.pid.coolant_flow_sp]
+pv = "T"
+setpoint = 350.0
+kp = -20.0
+ki = -2.0
+bias = 100.0
+
+[policy.pid.feed_flow_sp]
+pv = "T"
+setpoint = 0.0
+kp = 0.0
+bias = 100.0
+"""
+
+
+@pytest.mark.anyio
+async def test_a_constant_setpoint_plc_excited_history_to_a_promotion_on_evidence(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PID history with a PRBS on the coolant (excite) → from-audit T=350 → IQL → report
+    (the off-policy estimate into the manifest) → shadow through a disturbance → promote,
+    with no --force: the evidence holds."""
+    async with bench(tmp_path, replace=CONSTANT, extra=PID_350, time_scale=10.0) as b:
+        await b.start_auto()
+        reply = await b.cmd("excite", action="start", signal="prbs", amplitude={"coolant_flow_sp": 20.0},
+                            hold_s=1.0, duration_s=40.0, seed=28, reason="history for learning")
+        assert reply["ok"], reply
+        await wait_for(lambda: not b.gateway.loop.excitation.active, "the excitation to complete", timeout=60)
+    log, data, run, model = tmp_path / "audit", tmp_path / "history.h5", tmp_path / "run", tmp_path / "learned.onnx"
+    assert await asyncio.to_thread(cli, "train", "from-audit", log, "-o", data, "--reward-track", "T=350") == 0
+    assert await asyncio.to_thread(cli, "train", "inspect", data) == 0
+    # the advantage weighted harder than the defaults (beta 3, expectile 0.7): on 40 s of
+    # history those stay close to imitation, which the estimate cannot show better
+    assert await asyncio.to_thread(cli, "train", "fit", "--algo", "iql", "--dataset", data, "--steps", 3000,
+                                   "--set", "beta=10", "--set", "expectile=0.9",
+                                   "--out", run, "--no-progress", "--log-every", 1000) == 0
+    assert await asyncio.to_thread(cli, "train", "export", run, "--out", model) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli, "train", "report", model, "--dataset", data) == 0
+    text = capsys.readouterr().out
+    with capsys.disabled():
+        print("\n" + text)
+    estimate = json.loads((tmp_path / "learned.onnx.json").read_text())["evidence"]["off_policy"]
+    assert estimate["verdict"] == "better" and estimate["incumbent_run"] == "closed loop", estimate
+
+    (tmp_path / "plant").mkdir()
+    async with bench(tmp_path / "plant", replace=CONSTANT, extra=PID_350, time_scale=10.0) as b:
+        await b.start_auto()
+        pid_sha = b.gateway.loop.policy.sha256
+        assert estimate["behaviour"] == f"pid:{pid_sha[:16]}"  # the estimate is against this very controller
+        assert (await b.cmd("model", action="shadow", path=str(model)))["ok"]
+        await asyncio.sleep(1.5)
+        # a disturbance while it runs: the coolant cut by hand for a second, then AUTO again
+        assert (await b.cmd("manual", setpoints={"coolant_flow_sp": 60.0, "feed_flow_sp": 100.0}))["ok"]
+        await asyncio.sleep(1.0)
+        assert (await b.cmd("auto"))["ok"]
+        await asyncio.sleep(3.0)
+        reply = await b.cmd("model", action="promote")
+        assert reply["ok"], reply  # no --force: every piece of evidence holds
+        await wait_for(lambda: b.gateway.loop.policy.sha256 != pid_sha, "the learned model active")
+        await asyncio.sleep(5.0)
+        assert b.mode == "AUTO" and b.gateway.loop.policy.sha256 != pid_sha  # it holds the plant, in its band
+    promoted = [r for r in b.audit_records() if r["kind"] == "model_promote"]
+    assert promoted[0]["problems"] == [] and promoted[0]["evidence"]["off_policy"]["verdict"] == "better"
+    assert promoted[0]["evidence"]["transients"]["transients"] >= 1

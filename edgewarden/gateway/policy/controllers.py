@@ -29,7 +29,7 @@ class ControllerPolicy:
     def __init__(self, settings: Settings) -> None:
         p = settings.policy
         self.kind = p.kind
-        self._bank = PidBank(settings, p.pid, list(p.observations))
+        self._bank = PidBank.for_settings(settings, p.pid, list(p.observations))
         self._out = np.zeros(len(p.actions))
         self._last = self._out  # until attached: the loop's last written action
         self._values: np.ndarray | None = None  # until attached: the float32 input itself

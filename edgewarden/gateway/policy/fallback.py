@@ -11,18 +11,21 @@ through the same shield.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from edgewarden.gateway.config import PidSpec, Settings
 
 
 class PidBank:
-    def __init__(self, settings: Settings, pids: dict[str, PidSpec], names: list[str]) -> None:
-        """``names``: the tags of the value vector ``compute`` is given, in its order."""
-        actions = list(settings.policy.actions)
-        specs = [settings.safety.actions[a] for a in actions]
-        self.lo = np.array([a.min for a in specs])
-        self.hi = np.array([a.max for a in specs])
+    def __init__(self, actions: Sequence[str], lo: np.ndarray, hi: np.ndarray, pids: dict[str, PidSpec],
+                 names: list[str]) -> None:
+        """``actions`` with their bounds ``lo``..``hi``; ``names``: the tags of the value
+        vector ``compute`` is given, in its order."""
+        actions = list(actions)
+        self.lo = np.asarray(lo, dtype=float).copy()
+        self.hi = np.asarray(hi, dtype=float).copy()
         self._pids: list[tuple[int, int, int | None, float, float, float, float, float]] = []
         for name, pid in pids.items():
             sp_slot = names.index(pid.setpoint) if isinstance(pid.setpoint, str) else None
@@ -33,6 +36,13 @@ class PidBank:
         self._prev_err = np.full(len(actions), np.nan)
         self._prev_out = np.full(len(actions), np.nan)  # what compute put out last; NaN: nothing yet
         self._tol = 1e-9 * np.maximum(1.0, self.hi - self.lo)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, pids: dict[str, PidSpec], names: list[str]) -> PidBank:
+        """The loops ``pids`` on the configured actions and their bounds."""
+        actions = list(settings.policy.actions)
+        specs = [settings.safety.actions[a] for a in actions]
+        return cls(actions, np.array([a.min for a in specs]), np.array([a.max for a in specs]), pids, names)
 
     def reset(self) -> None:
         """Forget the integral and the derivative history."""
@@ -81,7 +91,7 @@ class FallbackController:
     def __init__(self, settings: Settings, monitored: list[str]) -> None:
         fb = settings.safety.fallback
         self.kind = fb.controller
-        self._bank = PidBank(settings, fb.pid if fb.controller == "pid" else {}, monitored)
+        self._bank = PidBank.for_settings(settings, fb.pid if fb.controller == "pid" else {}, monitored)
 
     def reset(self) -> None:
         """Forget the integral and the derivative history (on every entry to FALLBACK)."""

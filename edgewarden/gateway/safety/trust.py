@@ -60,13 +60,13 @@ class TrustRegion:
         fb, pol = settings.safety.fallback, settings.policy
         if fb.controller == "pid" and fb.pid:
             self.source, self.on_observations = "fallback pid", False
-            self._bank = PidBank(settings, fb.pid, monitored)
+            self._bank = PidBank.for_settings(settings, fb.pid, monitored)
         elif pol.pid:
             self.source, self.on_observations = "policy pid", True
-            self._bank = PidBank(settings, pol.pid, list(pol.observations))
+            self._bank = PidBank.for_settings(settings, pol.pid, list(pol.observations))
         else:
             self.source, self.on_observations = "anchor", False  # every action held where control began
-            self._bank = PidBank(settings, {}, monitored)
+            self._bank = PidBank.for_settings(settings, {}, monitored)
         self._on_change = on_change
         self.applies = getattr(policy, "contract", None) is not None  # the active policy is a learned one
         self.engaged = False  # the incumbent runs (the learned policy has control)

@@ -82,7 +82,7 @@ def test_track_makes_the_next_output_the_last(pv: float, sp: float, last: float,
     from tests.helpers import EXAMPLE
 
     s = load_config(EXAMPLE).settings
-    bank = PidBank(s, {"coolant_flow_sp": PidSpec(pv="T", setpoint="T_sp", kp=kp, ki=ki, bias=100.0)}, ["T", "T_sp"])
+    bank = PidBank.for_settings(s, {"coolant_flow_sp": PidSpec(pv="T", setpoint="T_sp", kp=kp, ki=ki, bias=100.0)}, ["T", "T_sp"])
     values = np.array([pv, sp])
     out = np.zeros(2)
     bank.track(values, np.array([last, 0.0]))
@@ -120,7 +120,7 @@ def test_the_integral_does_not_wind_up_against_what_the_shield_cut() -> None:
     from tests.helpers import EXAMPLE
 
     s = load_config(EXAMPLE).settings
-    bank = PidBank(s, {"coolant_flow_sp": PidSpec(pv="T", setpoint="T_sp", kp=-20.0, ki=-2.0, bias=100.0)},
+    bank = PidBank.for_settings(s, {"coolant_flow_sp": PidSpec(pv="T", setpoint="T_sp", kp=-20.0, ki=-2.0, bias=100.0)},
                    ["T", "T_sp"])
     hot, cold = np.array([351.0, 350.0]), np.array([349.0, 350.0])
     out, pinned = np.zeros(2), np.array([100.0, 0.0])  # the shield keeps writing 100

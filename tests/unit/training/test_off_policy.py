@@ -23,7 +23,7 @@ def plant_step(x: np.ndarray, u: np.ndarray, rng: np.random.Generator) -> np.nda
     return x + (-(x - 355.0) - GAIN * (u - U0)) / TAU + rng.normal(0.0, 0.02, x.shape)
 
 
-def history(rows: int = 4000, seed: int = 0, amplitude: float = 40.0) -> SimpleNamespace:
+def history(rows: int = 4000, seed: int = 0, amplitude: float = 40.0, extra: dict | None = None) -> SimpleNamespace:
     rng = np.random.default_rng(seed)
     obs, act, nxt = [], [], []
     x = np.array([352.0])
@@ -40,7 +40,7 @@ def history(rows: int = 4000, seed: int = 0, amplitude: float = 40.0) -> SimpleN
     ends[rows // 2 - 1] = ends[-1] = True  # two runs
     meta = DatasetMeta(plant="first-order", observation_tags=("T", "T_sp"), observation_units=("K", "K"),
                        action_tags=("coolant",), action_units=("L/min",), action_low=(0.0,), action_high=(200.0,),
-                       behaviour_policy="pid:0123456789abcdef")
+                       behaviour_policy="pid:0123456789abcdef", extra=extra or {})
     return SimpleNamespace(observations=np.asarray(obs, np.float32), actions=np.asarray(act, np.float32),
                            next_observations=np.asarray(nxt, np.float32), terminals=np.zeros(rows, bool),
                            timeouts=ends, meta=meta)
@@ -107,3 +107,21 @@ def test_the_estimate_goes_into_the_manifest_of_that_model_only(tmp_path: Path) 
     (tmp_path / "other.onnx.json").write_text(where.read_text())  # another model's manifest
     with pytest.raises(GatewayError, match="the manifest is another model's"):
         record_evidence(other, "off_policy", {"verdict": "better"})
+
+
+# the history's loop as the gateway configures it: u = bias + kp·(setpoint − pv)
+LOOP = {"coolant": {"pv": "T", "setpoint": "T_sp", "kp": -10.0, "ki": 0.0, "kd": 0.0, "bias": U0}}
+
+
+def test_an_excited_history_judges_against_the_loop_itself_in_closed_loop() -> None:
+    """The history's actions carry the excitation, which costs tracking: replayed, they
+    would make the loop itself look beaten by its own imitation. With the loop known (from
+    the log's configuration) it runs in closed loop, without the excitation."""
+    excited = history(extra={"excited_rows": 4000, "incumbent_pid": LOOP, "period_s": 1.0})
+    same = estimate(excited, proportional(10.0), TRACK, horizon=60)
+    assert same.incumbent_run == "closed loop" and same.verdict == "not shown better", same.line()
+    assert abs(same.difference) < 1e-6  # the same law, in the same model
+    better = estimate(excited, proportional(30.0), TRACK, horizon=60)
+    assert better.verdict == "better", better.line()
+    unknown = estimate(history(extra={"excited_rows": 4000}), proportional(10.0), TRACK, horizon=60)
+    assert unknown.incumbent_run == "replayed" and unknown.verdict == "unreliable" and "excitation" in unknown.note
