@@ -103,8 +103,6 @@ async def test_a_step_test_on_the_pid_gives_tuning_that_holds_the_plant(tmp_path
     import json
 
     out = json.loads(capsys.readouterr().out)
-    with capsys.disabled():
-        print("\n", out)
     assert out["model"]["gain"] < 0 and out["model"]["fit"] > 0.8
     assert out["pi"]["kp"] < 0 and out["pi"]["ki"] < 0
 

@@ -150,7 +150,8 @@ class ModelManager:
         self._samples = np.zeros((min(EVIDENCE_SAMPLES, max(1, EVIDENCE_ROWS // (2 * len(p.observations)))),
                                   len(p.observations)))
         self._n_samples = 0
-        self._transients = TransientWatch(self._span, 1.0 / settings.gateway.cycle_hz)
+        self._transients = TransientWatch(self._span, 1.0 / settings.gateway.cycle_hz,
+                                          list(settings.policy.observations))
         self._auto_tried = -1  # the transient count auto_promote last tried at
         self._shadow_ood: tuple[np.ndarray, ...] = ()
         self._shadow_unc_limit = math.inf
@@ -407,7 +408,7 @@ class ModelManager:
             self._agree_since = math.nan
             r.agree_s = 0.0
         transient = active_action is not None and self._transients.step(active_action, agrees,
-                                                                         np.abs(proposed - active_action))
+                                                                         np.abs(proposed - active_action), obs)
         self._auto_promote()
         out = {"sha256": shadow.sha256, "proposed": proposed.tolist(),
                "would_write": self._shadow_out.tolist() if res.ok else None,

@@ -83,3 +83,25 @@ def test_a_move_across_unwatched_cycles_is_not_a_transient() -> None:
     for _ in range(15):
         assert not w.step(np.array([160.0, 100.0]), True, np.zeros(2))
     assert w.report.transients == 0
+
+
+def test_each_transient_says_how_the_shadow_compared_and_what_the_plant_then_did() -> None:
+    """A setpoint step: the incumbent ramps 40 L/min, the shadow lags it, T swings; the
+    report keeps that transient with the incumbent's move, the shadow's agreement and
+    divergence in it, and each observation's range from its start."""
+    w = TransientWatch(SPAN, period=0.1, names=["T", "coolant_flow"])
+    action = np.array([100.0, 100.0])
+    for _ in range(15):
+        w.step(action, True, np.zeros(2), np.array([350.0, 100.0]))
+    for k in range(10):
+        moved = action + [4.0 * (k + 1), 0.0]
+        w.step(moved, k > 5, np.array([20.0 - 2.0 * k, 0.0]), np.array([350.0 - 0.3 * k, moved[0]]))
+    for k in range(30):
+        w.step(moved, True, np.zeros(2), np.array([347.3 + 0.1 * k, moved[0]]))  # the plant comes back
+    (each,) = w.report.to_dict()["each"]
+    # the move passes 5 % of the span on its 3rd cycle, and stays a move for a second after
+    assert each["start_cycle"] == 18 and each["cycles"] == 8 + 7
+    assert each["move"] == pytest.approx(0.2) and each["agree"] == pytest.approx((4 + 7) / 15, abs=1e-4)
+    assert each["divergence"] == pytest.approx(sum(20.0 - 2.0 * k for k in range(2, 10)) / 15 / 200.0, abs=1e-4)
+    assert each["plant"]["T"] == [pytest.approx(347.3), pytest.approx(350.2)]
+    assert each["plant"]["coolant_flow"] == [pytest.approx(112.0), pytest.approx(140.0)]
