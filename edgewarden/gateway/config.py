@@ -164,8 +164,8 @@ class ExcitationSection(Section):
                                 "fraction of each action's span")
     max_duration_s: float = Field(3600.0, gt=0, le=7 * 86_400, description="the longest excitation an operator may "
                                   "ask for")
-    min_hold_s: float = Field(1.0, gt=0, le=3600, description="the shortest time a level is held (faster than the "
-                              "plant can answer teaches nothing)")
+    min_hold_s: float = Field(1.0, ge=0.1, le=3600, description="the shortest time a level is held (faster than "
+                              "the plant can answer teaches nothing)")
 
 
 class PolicySection(Section):

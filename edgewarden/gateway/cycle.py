@@ -239,6 +239,7 @@ class ControlLoop:
         stack = build_stack(new, self.tags, self.policy, self.modes, self.models.on_trouble, self._authority_changed)
         stack.take_over(self.safety)
         self.settings, self.safety = new, stack
+        self.excitation.use_limits(stack.shield.hi - stack.shield.lo, stack.shield.rate, new.policy.excitation)
 
     # ---- operator commands (called from the control socket, same event loop) -----
     def request_start(self, actor: str) -> None:
@@ -327,6 +328,7 @@ class ControlLoop:
             pauses.close()
             if between is not None:
                 between.close()
+            self.excitation.stop("the gateway stops", "gateway")  # its start has its end on record
 
     async def step(self, tick: float | None = None) -> None:
         """One control cycle: the steps of the module's docstring, in order. ``tick``: the
@@ -443,8 +445,9 @@ class ControlLoop:
         d.mode, d.written, d.proposed, d.shadow, d.uncertainty = self.modes.mode, None, None, None, math.nan
         d.band, d.excite = False, None
         status = verdict.status
-        if self.excitation.active and (d.mode != Mode.AUTO or verdict.code != "ok"):
-            self.excitation.stop(f"the plant left plain AUTO ({d.mode.name}, {verdict.code})", "gateway")
+        if self.excitation.active and (d.mode != Mode.AUTO or verdict.code != "ok" or self.alarms):
+            self.excitation.stop(f"the plant left plain AUTO ({d.mode.name}, {verdict.code}"
+                                 + "".join(f", {a}" for a in self.alarms) + ")", "gateway")
         trust = self.safety.trust
         trouble = d.mode in (Mode.FALLBACK, Mode.ESTOP)
         if trouble or (trust.engaged and d.mode != Mode.AUTO):  # a hand-over or a trip resets its band

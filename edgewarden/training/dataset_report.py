@@ -11,8 +11,9 @@ and does nothing in a transient: every algorithm is warned, and the gateway refu
 promote a policy that does copy (edgewarden/gateway/policy/evidence.py).
 
 How informative the actions are: ``independent`` is the spread of the part of each action
-the observations do not explain (the residual of a least-squares fit of the action on the
-observations), as a share of its span. A controller at steady state writes a function of
+the observations do not explain linearly (the residual of a least-squares fit of the
+action on the measured observations, echoes of the actions left out), as a share of its
+span; a nonlinear controller's own variation shows in it too. A controller at steady state writes a function of
 what it sees: the data then shows what that controller did, never what another action
 would have done, and no estimate can show a learned policy better than it. Below
 ``INDEPENDENT_SHARE`` the action is flagged; an excitation (``edgewarden excite``) on the
@@ -145,7 +146,9 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
         raise DatasetError("the dataset has no rows: nothing to learn from")
     acts = ds.actions.astype(np.float64)
     obs = ds.observations.astype(np.float64)
-    independent = _independent(obs, acts, np.asarray(meta.action_high, np.float64)
+    echoes = [echoed_action(ds, i, tag) for i, tag in enumerate(meta.observation_tags)]
+    measured = np.array([e is None for e in echoes], dtype=bool)  # a readback would "explain" the action
+    independent = _independent(obs[:, measured], acts, np.asarray(meta.action_high, np.float64)
                                - np.asarray(meta.action_low, np.float64))
     actions = []
     for j, (tag, units) in enumerate(zip(meta.action_tags, meta.action_units, strict=True)):
@@ -172,8 +175,7 @@ def inspect_dataset(ds: Dataset) -> DatasetReport:
             any_out |= outside
             out = float(outside.mean())
         observations.append(ObservationStats(tag, units, float(col.min()), float(col.max()), float(col.mean()),
-                                             float(col.std()), *(lo_hi or (None, None)), out,
-                                             echoed_action(ds, i, tag)))
+                                             float(col.std()), *(lo_hi or (None, None)), out, echoes[i]))
     returns = ds.episode_returns()
     episodes = len(returns)
     mean_return = float(returns.mean()) if episodes else None

@@ -31,6 +31,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from edgewarden.gateway.audit.files import write_file
 from edgewarden.gateway.policy.contract import ObsStats, PolicyContract, Uncertainty
 from edgewarden.training.datasets import DatasetMeta
 from edgewarden.training.fit import load_checkpoint
@@ -136,7 +137,7 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
                 **({} if par_u is None else {"parity_max_abs_uncertainty": par_u}),
                 "observation_tags": list(contract.observation_tags),
                 "action_tags": list(contract.action_tags)}
-    Path(str(path) + ".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_file(Path(str(path) + ".json"), (json.dumps(manifest, indent=2) + "\n").encode(), 0o644)
     return ExportResult(path=path, sha256=digest, parity_normalized=par_n, parity_engineering=par_e,
                         contract=contract)
 

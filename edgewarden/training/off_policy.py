@@ -17,14 +17,17 @@ action variation as disagreement between its bootstrap fits.
    (its actions clipped to the bounds), and the incumbent in the same model, so that both
    estimates carry the same model error. The incumbent runs in closed loop too when the
    history names it: PID loops (``train from-audit`` keeps ``[policy.pid]`` and the cycle
-   period from the log), run by the gateway's own PidBank, started bumpless from each
-   window's recorded action. Otherwise its recorded actions are *replayed* (open loop); a
+   period from the log), run by the gateway's own PidBank, started bumpless from the
+   action written just before each window. Otherwise its recorded actions are *replayed* (open loop); a
    history written under an excitation cannot be judged that way (the replay would carry
    the excitation and flatter the candidate): its verdict is ``unreliable``.
    Score: mean reward per step (:mod:`edgewarden.training.reward`).
-3. **Confidence**: the difference candidate − incumbent per start, bootstrapped over
-   starts within each member; the interval is the lowest 5th and the highest 95th
-   percentile over members (model and sampling uncertainty both).
+3. **Confidence**: the difference candidate − incumbent per window, bootstrapped within
+   each member in blocks of neighbouring windows that overlap (a block spans a horizon:
+   overlapping windows share their rows and are not independent draws); the interval is
+   the lowest 5th and the highest 95th percentile over members (model and sampling
+   uncertainty both). A history with fewer than ``MIN_INDEPENDENT`` windows' worth of
+   rows that do not overlap is ``unreliable``: too short to say, for that horizon.
 4. **Is the model fit to judge?** The incumbent's replayed score against its *real* score
    in the same windows (``replay_error``, relative to the real score's size and spread),
    and the share of the candidate's rollout states outside the history's range
@@ -52,6 +55,7 @@ RIDGE = 1e-3  # on standardised columns
 MAX_REPLAY_ERROR = 0.25
 MAX_OUTSIDE = 0.2
 INTERVAL = (5.0, 95.0)
+MIN_INDEPENDENT = 8  # windows of the horizon that do not overlap
 
 
 @dataclass
@@ -72,6 +76,7 @@ class OffPolicyEstimate:
     verdict: str
     behaviour: str = "unknown"  # the controller that wrote the history (the dataset's behaviour_policy)
     incumbent_run: str = "replayed"  # "closed loop" (its PID loops) or "replayed" (its recorded actions)
+    independent: int = 0  # windows of the horizon that do not overlap
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +124,12 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
     if len(firsts) < 2:
         raise ValueError(f"the history has fewer than 2 runs of {horizon} consecutive rows (shorten --horizon)")
     rng = np.random.default_rng(seed)
+    m = len(firsts)
+    spacing = max(1, int(np.median(np.diff(firsts))))
+    block = min(m, -(-horizon // spacing))  # neighbouring windows that share rows
+    blocks = np.arange(m - block + 1)[:, None] + np.arange(block)[None, :]
+    run_of = np.concatenate([[0], np.cumsum(ends[:-1])])[firsts]  # the run each window lies in
+    independent = sum(int(np.ptp(firsts[run_of == r])) // horizon + 1 for r in np.unique(run_of))
 
     mu_o, sd_o = obs.mean(axis=0), np.where(obs.std(axis=0) > 0, obs.std(axis=0), 1.0)
     mu_a, sd_a = act.mean(axis=0), np.where(act.std(axis=0) > 0, act.std(axis=0), 1.0)
@@ -137,7 +148,6 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
     lo_obs, hi_obs = np.percentile(obs, [0.5, 99.5], axis=0)
     margin = 0.1 * np.maximum(hi_obs - lo_obs, 1e-9)
     lo_obs, hi_obs = lo_obs - margin, hi_obs + margin
-    m = len(firsts)
     before = np.maximum(firsts - 1, 0)
     fresh = (firsts == 0) | ends[before]  # a window that starts a run moves from its own first action
     prev0 = np.where(fresh[:, None], act[firsts], act[before])
@@ -162,7 +172,8 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
         return act[firsts + h]
 
     loops, period = meta.extra.get("incumbent_pid"), meta.extra.get("period_s")
-    pid_loop = _pid_incumbent(meta, loops, period, m) if loops and isinstance(period, (int, float)) else None
+    known = isinstance(loops, dict) and loops and isinstance(period, (int, float)) and period > 0
+    pid_loop = _pid_incumbent(meta, loops, float(period), m) if known else None
 
     real = np.zeros(m)
     prev = prev0.copy()
@@ -181,15 +192,22 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
         replayed.append(r)
         outs.append(out)
         d = c - i
-        boot = d[rng.integers(0, m, size=(500, m))].mean(axis=1)
+        boot = d[blocks[rng.integers(0, len(blocks), size=(500, -(-m // block)))].reshape(500, -1)[:, :m]
+                 ].mean(axis=1)
         lo_d, hi_d = np.percentile(boot, INTERVAL)
         lows.append(lo_d)
         highs.append(hi_d)
     cand_mean, inc_mean, real_mean = float(np.mean(cand)), float(np.mean(inc)), float(real.mean())
     replay_error = abs(float(np.mean(replayed)) - real_mean) / max(abs(real_mean) + float(real.std()), 1e-12)
     excited = bool(meta.extra.get("excited_rows"))
-    note = ("the history was written under an excitation and its controller is not known to run it in closed "
-            "loop: its replayed actions carry the excitation" if excited and pid_loop is None else "")
+    notes = []
+    if independent < MIN_INDEPENDENT:
+        notes.append(f"only {independent} windows of {horizon} rows that do not overlap (at least {MIN_INDEPENDENT}): "
+                     "a longer history, or a shorter --horizon")
+    if excited and pid_loop is None:
+        notes.append("the history was written under an excitation and its controller is not known to run it in "
+                     "closed loop: its replayed actions carry the excitation")
+    note = "; ".join(notes)
     outside = float(np.mean(outs))
     lo_d, hi_d = float(min(lows)), float(max(highs))
     if not (np.isfinite(cand_mean) and np.isfinite(inc_mean)) or replay_error > MAX_REPLAY_ERROR \
@@ -206,13 +224,13 @@ def estimate(data: Any, act_fn: Callable[[np.ndarray], np.ndarray], spec: Reward
         reward=spec.describe(), horizon=horizon, starts=m, members=members, candidate=cand_mean,
         incumbent=inc_mean, incumbent_real=real_mean, difference=cand_mean - inc_mean, low=lo_d, high=hi_d,
         replay_error=float(replay_error), outside=outside, verdict=verdict, behaviour=meta.behaviour_policy,
-        incumbent_run="replayed" if pid_loop is None else "closed loop", note=note)
+        incumbent_run="replayed" if pid_loop is None else "closed loop", independent=independent, note=note)
 
 
 def _pid_incumbent(meta: Any, loops: dict[str, Any], period: float, m: int
                    ) -> Callable[[], Callable[[np.ndarray, int, np.ndarray], np.ndarray]]:
     """A maker of the incumbent's PID loops in closed loop over ``m`` windows at once (one
-    bank per window, the gateway's own PidBank), bumpless from each window's first action."""
+    bank per window, the gateway's own PidBank), bumpless from the action written before it."""
     from edgewarden.gateway.config import PidSpec
     from edgewarden.gateway.policy.fallback import PidBank
 

@@ -62,12 +62,13 @@ async def test_a_prbs_on_the_pid_output_is_bounded_recorded_and_stops_on_manual(
 
 @pytest.mark.anyio
 async def test_the_hold_controller_is_not_excited(tmp_path: Path) -> None:
-    """hold proposes what the plant gets: offsets would add up, so it is refused."""
+    """hold proposes what was last written: offsets would add up, so it is refused (as on an
+    action a PID controller has no loop for)."""
     async with bench(tmp_path, replace={r'^path = "[^"]*"': 'kind = "hold"'}) as b:
         await wait_for(lambda: b.gateway.loop is not None and b.mode == "READY", "READY")
         assert (await b.cmd("start"))["ok"]
         reply = await b.cmd("excite", action="start", amplitude={"coolant_flow_sp": 5.0})
-        assert not reply["ok"] and "the hold controller proposes what the plant gets" in reply["error"]
+        assert not reply["ok"] and "the hold controller holds coolant_flow_sp at what was last written" in reply["error"]
 
 
 async def _excited(b) -> dict:  # noqa: ANN001

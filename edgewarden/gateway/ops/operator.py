@@ -222,9 +222,11 @@ async def excite(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]
         if loop.modes.mode.name != "AUTO":
             raise ModeRefused(f"excite start needs AUTO: it excites the running controller's output (mode is "
                               f"{loop.modes.mode.name})")
-        if loop.policy.algorithm == "hold":
-            raise ModeRefused("excite start refused: the hold controller proposes what the plant gets, so the "
-                              "offsets would add up; excite a PID (kind = \"pid\") or a model")
+        held = sorted(set(getattr(loop.policy, "holds", ())) & set(req.get("amplitude") or {}))
+        if held:
+            raise ModeRefused(f"excite start refused: the {loop.policy.algorithm} controller holds "
+                              f"{', '.join(held)} at what was last written (no loop in [policy.pid]), so the offsets "
+                              "would add up; excite an action a loop or a model proposes")
         seed = req.get("seed")
         seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
         try:

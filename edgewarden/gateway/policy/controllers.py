@@ -29,6 +29,9 @@ class ControllerPolicy:
     def __init__(self, settings: Settings) -> None:
         p = settings.policy
         self.kind = p.kind
+        # the actions it proposes as they were last written (no loop of their own): an offset
+        # added to them (edgewarden/gateway/policy/excitation.py) would come back and add up
+        self.holds = frozenset(a for a in p.actions if a not in p.pid)
         self._bank = PidBank.for_settings(settings, p.pid, list(p.observations))
         self._out = np.zeros(len(p.actions))
         self._last = self._out  # until attached: the loop's last written action

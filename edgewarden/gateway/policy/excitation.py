@@ -12,14 +12,18 @@ than that PID).
   held at its value when the test starts and the steps are made around it (the textbook
   step test: in closed loop the controller's answer would be fitted instead of the
   process); the actions not stepped stay the controller's. The data ``edgewarden tune`` fits a first-order-plus-dead-time model to.
-  While it runs the controller's own proposal is not written (its integral stays put:
-  the shield-cut rule of the PID loops), and it takes over again when the test ends.
+  While it runs the controller's own proposal is not written (a PID's integral keeps
+  integrating only towards what is written: the anti-windup rule of the PID loops), and
+  it takes over again when the test ends.
 
 The offset is added to the proposal of the controller in AUTO, after the authority band and
 before the shield, shaped so that the shield has nothing to cut on its account (a cut
 counts against the controller, and enough of them hand it over): it moves to each new
-level at half the action's ``max_rate``, and never pushes the action beyond this cycle's
-bounds (interlocks included). The shield still checks the sum like any other action. It
+level, and back to the controller's own proposal when the duration is over, at half the
+action's ``max_rate``, and never pushes the action beyond this cycle's bounds (interlocks
+included). The shield still checks the sum like any other action. An action the
+controller holds at what was last written (``hold``, or no ``[policy.pid]`` loop) is
+refused: the offsets would come back to it and add up. It
 stops at the end of its duration, on ``excite stop``, and by itself on anything that is
 not plain AUTO with an OK verdict (a soft-limit alarm, a held cycle, a hand-over, MANUAL,
 a trip): every start and stop is an ``excitation`` audit record with who and why, and every
@@ -55,6 +59,8 @@ class Excitation:
         self._target = np.zeros(len(self._actions))
         self._offset = np.zeros(len(self._actions))
         self._out = np.zeros(len(self._actions))
+        n = len(self._actions)
+        self._zeros, self._step, self._room_up, self._room_down = (np.zeros(n) for _ in range(4))
         self._base: np.ndarray | None = None  # steps: the controller's output when the test started
         self._closed = np.ones(len(self._actions), dtype=bool)  # the actions not excited
         self._t_last = math.nan
@@ -92,6 +98,7 @@ class Excitation:
         self._amp[:] = amp
         self._level[:] = 0.0
         self._offset[:] = 0.0
+        self._out[:] = 0.0
         self._base = None
         self._closed[:] = amp == 0
         self._t_last = now
@@ -108,9 +115,15 @@ class Excitation:
         (:meth:`stop`) on anything that is not plain AUTO."""
         if not self.active:
             return None
-        if now >= self._until:
-            self.stop("completed", "gateway")
-            return None
+        dt, self._t_last = now - self._t_last, now
+        if now >= self._until:  # done: back to the controller's own proposal at the same pace, then stop
+            if dt > 0:
+                np.multiply(self._ramp, dt, out=self._step)
+                np.clip(self._zeros, self._out - self._step, self._out + self._step, out=self._out)
+            if not self._out.any():
+                self.stop("completed", "gateway")
+                return None
+            return self._out
         while now >= self._next:  # a new level (a late cycle catches up, the sequence stays the seed's)
             if self._kind == "prbs":
                 self._level[:] = self._rng.choice((-1.0, 1.0), size=len(self._level))
@@ -119,10 +132,9 @@ class Excitation:
             self._k += 1
             self._next += self._hold
         np.multiply(self._level, self._amp, out=self._target)
-        dt, self._t_last = now - self._t_last, now
         if dt > 0:  # (the start's own cycle moves nothing: inf · 0 is no step)
-            step = self._ramp * dt
-            np.clip(self._target, self._offset - step, self._offset + step, out=self._offset)
+            np.multiply(self._ramp, dt, out=self._step)
+            np.clip(self._target, self._offset - self._step, self._offset + self._step, out=self._offset)
         if self._kind == "steps":  # open loop: around the output held from the test's start
             if self._base is None:
                 self._base = proposal.copy()
@@ -132,8 +144,19 @@ class Excitation:
         else:
             self._out[:] = self._offset
         # never beyond this cycle's bounds on its own account (a proposal already outside stays the shield's)
-        np.clip(self._out, np.minimum(lo - proposal, 0.0), np.maximum(hi - proposal, 0.0), out=self._out)
+        np.subtract(lo, proposal, out=self._room_down)
+        np.minimum(self._room_down, 0.0, out=self._room_down)
+        np.subtract(hi, proposal, out=self._room_up)
+        np.maximum(self._room_up, 0.0, out=self._room_up)
+        np.clip(self._out, self._room_down, self._room_up, out=self._out)
         return self._out
+
+    def use_limits(self, span: np.ndarray, rate: np.ndarray, limits: ExcitationSection) -> None:
+        """A reload changed the actions' bounds or rates, or these limits: the next start
+        and this run's pace follow them (this cycle's bounds always come from the cycle)."""
+        self._span = np.asarray(span, dtype=float)
+        self._ramp = 0.5 * np.asarray(rate, dtype=float)
+        self._limits = limits
 
     def stop(self, reason: str, actor: str) -> bool:
         """End it (False when none ran); on record with why."""

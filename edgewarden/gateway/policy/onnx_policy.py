@@ -32,7 +32,7 @@ from edgewarden.gateway.errors import PolicyError
 from edgewarden.gateway.policy.contract import METADATA_KEY, PolicyContract, check_against
 from edgewarden.gateway.readfile import read_regular, read_text
 
-__all__ = ["OnnxPolicy", "WARMUP_RUNS", "WarmupStop", "session_options"]
+__all__ = ["OnnxPolicy", "WARMUP_RUNS", "WarmupStop", "read_manifest", "session_options"]
 
 WARMUP_RUNS = 20
 _FLOAT = "tensor(float)"
@@ -63,7 +63,7 @@ class WarmupStop:
         self.options.terminate = True
 
 
-def _read_manifest(path: Path, digest: str) -> tuple[dict[str, Any], str | None]:
+def read_manifest(path: Path, digest: str) -> tuple[dict[str, Any], str | None]:
     """The manifest ``FILE.json`` beside the model ({} when there is none) and what is
     wrong between it and the model (None when it names this file's hash)."""
     manifest = path.with_name(path.name + ".json")
@@ -76,7 +76,7 @@ def _read_manifest(path: Path, digest: str) -> tuple[dict[str, Any], str | None]
     try:
         content = json.loads(text)
         recorded = content["sha256"].strip().lower().removeprefix("sha256:")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return {}, f"its manifest {manifest.name} is not a model manifest (no \"sha256\")"
     if recorded != digest:
         return {}, (f"SHA-256 {digest} differs from the one in its manifest {manifest.name} ({recorded}): the "
@@ -151,7 +151,7 @@ class OnnxPolicy:
             pinned = sha256.strip().lower().removeprefix("sha256:")
             if pinned != digest:
                 raise refuse(f"SHA-256 mismatch: pinned {pinned}, file has {digest}")
-        manifest, problem = _read_manifest(path, digest)
+        manifest, problem = read_manifest(path, digest)
         if problem is not None:
             raise refuse(problem)
 
@@ -262,7 +262,11 @@ class OnnxPolicy:
         as it was when the model was loaded (None: none)."""
         found = self._manifest.get("evidence", {})
         found = found.get("off_policy") if isinstance(found, dict) else None
-        return found if isinstance(found, dict) else None
+        if not isinstance(found, dict):
+            return None
+        # its figures only (numbers, flags, short texts): the file is not trusted to size an audit record
+        return {str(k)[:64]: (v[:400] if isinstance(v, str) else v) for k, v in list(found.items())[:64]
+                if isinstance(v, (str, int, float, bool))}
 
     @property
     def algorithm(self) -> str:

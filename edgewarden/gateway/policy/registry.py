@@ -329,11 +329,13 @@ class ModelManager:
         if verdict != "better":
             return (f"the off-policy estimate on the plant's history does not show it better than the controller "
                     f"that wrote it ({verdict!s:.40}): {figures}")
-        hashes = re.findall(r"[0-9a-f]{16,64}", str(est.get("behaviour", "")))
+        behaviour = str(est.get("behaviour", ""))
+        named = re.fullmatch(r"(?:onnx|pid|hold):([0-9a-f]{16,64})", behaviour)  # one controller, by its hash
         active = getattr(self.active, "sha256", "")
-        if hashes and not any(active.startswith(h) for h in hashes):
-            return (f"the off-policy estimate compares it with {est.get('behaviour')!s:.120}, not with the running "
-                    f"controller ({active[:16]}): estimate it on the running controller's history")
+        if named is None or not active.startswith(named.group(1)):
+            return (f"the off-policy estimate compares it with {behaviour[:120] or 'an unnamed controller'}, not "
+                    f"with the running controller ({active[:16]}): estimate it on history the running controller "
+                    "wrote alone")
         return None
 
     def rollback(self, actor: str, reason: str) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_tune)
 
 
+def _numbers(values: Any, n: int) -> bool:
+    return isinstance(values, list) and len(values) == n and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
 def step_test(directory: Path, pv: str, action: str, since: float | None = None,
               until: float | None = None) -> tuple[np.ndarray, np.ndarray, float, dict[str, Any]]:
-    """(PV, action written, sample time, what the window is) of the last excited run of
-    consecutive cycles in the log."""
+    """(PV, action written, sample time, what the window is) of the last step test of
+    ``action`` in the log (``excite --signal steps``): its run of consecutive cycles."""
     from edgewarden.gateway.audit.jsonl import in_window
     from edgewarden.gateway.audit.verify import iter_records
 
@@ -41,17 +47,25 @@ def step_test(directory: Path, pv: str, action: str, since: float | None = None,
         raise AuditError(f"{directory}: not a directory")
     obs_tags: list[str] = []
     act_tags: list[str] = []
+    test: tuple[str, frozenset[str]] | None = None  # the excitation running: its signal and actions
     runs: list[list[dict[str, Any]]] = []
+    signals: set[str] = set()  # the signals this action was excited with in the range
     for rec in iter_records(directory):
         p = rec.payload
-        if p.get("kind") == "config_load":
-            obs_tags, act_tags = list(p.get("obs_tags") or []), list(p.get("act_tags") or [])
+        kind = p.get("kind")
+        if kind == "config_load" and isinstance(p.get("obs_tags"), list) and isinstance(p.get("act_tags"), list):
+            obs_tags, act_tags = [str(t) for t in p["obs_tags"]], [str(t) for t in p["act_tags"]]
+        elif kind == "excitation":
+            amplitude = p.get("amplitude")
+            test = (str(p.get("signal")), frozenset(amplitude)) if p.get("change") == "start" and isinstance(
+                amplitude, dict) else None
+        if kind != "cycle" or not in_window(p, since, until) or test is None or action not in test[1]:
             continue
-        if p.get("kind") != "cycle" or not in_window(p, since, until):
-            continue
-        excited = isinstance(p.get("excite"), list) and isinstance(p.get("written"), list) and isinstance(
-            p.get("obs"), list) and isinstance(p.get("n"), int) and isinstance(p.get("t_mono"), (int, float))
-        if not excited:
+        signals.add(test[0])
+        usable = (test[0] == "steps" and isinstance(p.get("excite"), list) and isinstance(p.get("n"), int)
+                  and _numbers(p.get("obs"), len(obs_tags)) and _numbers(p.get("written"), len(act_tags))
+                  and _numbers([p.get("t_mono")], 1))
+        if not usable:
             continue
         row = {"n": p["n"], "t": float(p["t_mono"]), "obs": p["obs"], "written": p["written"],
                "tags": (tuple(obs_tags), tuple(act_tags))}
@@ -60,16 +74,15 @@ def step_test(directory: Path, pv: str, action: str, since: float | None = None,
         else:
             runs.append([row])
     if not runs:
-        raise AuditError(f"{directory}: no excited cycles in that range: run edgewarden excite start --signal steps "
-                         f"--amplitude {action}=VALUE first")
+        closed = " (a prbs is closed loop: the controller's answer would be fitted, not the process)" if signals else ""
+        raise GatewayError(f"{directory}: no step test of {action} in that range{closed}: run edgewarden excite start "
+                         f"--signal steps --amplitude {action}=VALUE first")
     run = runs[-1]
     obs_names, act_names = run[0]["tags"]
     if pv not in obs_names:
         raise GatewayError(f"--pv {pv}: not an observation of this log (observations: {', '.join(obs_names)})")
-    if action not in act_names:
-        raise GatewayError(f"--action {action}: not an action of this log (actions: {', '.join(act_names)})")
     i, j = obs_names.index(pv), act_names.index(action)
-    y = np.array([r["obs"][i] if isinstance(r["obs"][i], (int, float)) else np.nan for r in run], np.float64)
+    y = np.array([r["obs"][i] for r in run], np.float64)
     u = np.array([r["written"][j] for r in run], np.float64)
     t = np.array([r["t"] for r in run])
     dt = float(np.median(np.diff(t))) if len(t) > 1 else float("nan")

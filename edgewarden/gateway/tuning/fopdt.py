@@ -82,6 +82,10 @@ def _simulate(coef: np.ndarray, d: int, y0: float, u: np.ndarray) -> np.ndarray:
 def fit_fopdt(y: np.ndarray, u: np.ndarray, dt_s: float, max_dead_s: float = 30.0) -> Fopdt:
     """The FOPDT model of PV ``y`` answering action ``u`` (equally spaced samples ``dt_s`` apart)."""
     y, u = np.asarray(y, np.float64), np.asarray(u, np.float64)
+    if not (math.isfinite(dt_s) and dt_s > 0):
+        raise TuningError(f"the samples are not spaced in time (sample time {dt_s:g} s)")
+    if not (math.isfinite(max_dead_s) and max_dead_s >= 0):
+        raise TuningError(f"longest dead time {max_dead_s:g} s: a finite number ≥ 0")
     if len(y) != len(u) or len(y) < 20:
         raise TuningError(f"a step test needs at least 20 samples of the PV and the action ({len(y)} given)")
     if not (np.isfinite(y).all() and np.isfinite(u).all()):
@@ -118,5 +122,6 @@ def simc(model: Fopdt, tau_c_s: float | None = None) -> PiTuning:
     if model.gain == 0 or not math.isfinite(model.gain):
         raise TuningError("the process gain is zero: the action does not move the PV")
     kc = model.tau_s / (model.gain * (tau_c + model.dead_s))
-    tau_i = min(model.tau_s, 4.0 * (tau_c + model.dead_s))
+    # a lag-dominant fit's τ is uncertain (only K/τ is measured): the integrating rule's τI
+    tau_i = 4.0 * (tau_c + model.dead_s) if model.lag_dominant else min(model.tau_s, 4.0 * (tau_c + model.dead_s))
     return PiTuning(kp=kc, ki=kc / tau_i, tau_c_s=tau_c, tau_i_s=tau_i)

@@ -64,6 +64,14 @@ def test_it_ramps_at_half_the_rate_limit_and_stays_within_the_bounds() -> None:
     a = run(ex, 3.0)
     assert a[:, 0].tolist()[:3] == pytest.approx([0.0, 1.0, 2.0]) and a[20, 0] == pytest.approx(15.0)
     assert (np.diff(a[:, 0]) <= 1.0 + 1e-9).all()
+    ending = run(ex, 13.0, t0=3.0)  # (the last level, 0, and back: the steps end at 0 and stop at once)
+    assert ex.active is False and np.isnan(ending[-5:, 0]).all()
+    prbs, records = excitation(rate=20.0)
+    prbs.start("prbs", {"coolant_flow_sp": 15.0}, 5.0, 5.0, 1, "alice", "", 0.0)
+    b = run(prbs, 8.0)
+    tail = b[50:, 0][~np.isnan(b[50:, 0])]  # after its 5 s: back to 0 at the same pace, then the stop
+    assert abs(b[49, 0]) == pytest.approx(15.0) and len(tail) == 14  # 14, 13, ..., 1, then 0: stopped
+    assert (np.abs(np.diff(np.abs(tail))) <= 1.0 + 1e-9).all() and records[-1][1]["reason"] == "completed"
     near_top, _ = excitation()
     near_top.start("steps", {"coolant_flow_sp": 15.0}, 3.0, 12.0, 0, "alice", "", 0.0)
     b = run(near_top, 12.0, proposal=(195.0, 100.0))  # 5 L/min below the bound

@@ -56,10 +56,25 @@ async def test_an_estimate_that_does_not_show_it_better_is_refused_with_its_figu
         models.promote("alice")
 
 
+@pytest.mark.parametrize(("behaviour", "named"), [
+    ("pid:0123456789abcdef", "pid:0123456789abcdef"),
+    ("unknown", "unknown"),  # a log that does not name its controller
+    ("", "an unnamed controller"),
+])
 @pytest.mark.anyio
-async def test_an_estimate_on_another_controllers_history_is_refused(tmp_path: Path) -> None:
-    models, _ = await shadowed(tmp_path, {**BETTER, "behaviour": "pid:0123456789abcdef"})
-    with pytest.raises(PolicyError, match="compares it with pid:0123456789abcdef, not with the running controller"):
+async def test_an_estimate_on_another_controllers_history_is_refused(tmp_path: Path, behaviour: str,
+                                                                     named: str) -> None:
+    models, _ = await shadowed(tmp_path, {**BETTER, "behaviour": behaviour})
+    with pytest.raises(PolicyError, match=f"compares it with {named}, not with the running controller"):
+        models.promote("alice")
+
+
+@pytest.mark.anyio
+async def test_an_estimate_on_a_mixed_history_is_refused_even_with_the_running_controller_in_it(
+        tmp_path: Path) -> None:
+    sha = hashlib.sha256(write_linear_policy(tmp_path / "same.onnx").read_bytes()).hexdigest()
+    models, _ = await shadowed(tmp_path, {**BETTER, "behaviour": f"mixed: onnx:{sha[:16]}, pid:0123456789abcdef"})
+    with pytest.raises(PolicyError, match="history the running controller wrote alone"):
         models.promote("alice")
 
 

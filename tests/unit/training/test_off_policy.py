@@ -100,9 +100,10 @@ def test_the_estimate_goes_into_the_manifest_of_that_model_only(tmp_path: Path) 
     from tests.helpers import write_linear_policy
 
     model = write_linear_policy(tmp_path / "m.onnx")
-    where = record_evidence(model, "off_policy", {"verdict": "better"})
-    manifest = json.loads(where.read_text())
-    assert manifest["evidence"]["off_policy"] == {"verdict": "better"} and manifest["model"] == "m.onnx"
+    where = record_evidence(model, "off_policy", {"verdict": "unreliable", "candidate": float("nan")})
+    manifest = json.loads(where.read_text())  # strict JSON: a figure that is not finite is null
+    assert manifest["evidence"]["off_policy"] == {"verdict": "unreliable", "candidate": None}
+    assert manifest["model"] == "m.onnx"
     other = write_linear_policy(tmp_path / "other.onnx", bias=np.array([1.0, 2.0]))
     (tmp_path / "other.onnx.json").write_text(where.read_text())  # another model's manifest
     with pytest.raises(GatewayError, match="the manifest is another model's"):
@@ -125,3 +126,24 @@ def test_an_excited_history_judges_against_the_loop_itself_in_closed_loop() -> N
     assert better.verdict == "better", better.line()
     unknown = estimate(history(extra={"excited_rows": 4000}), proportional(10.0), TRACK, horizon=60)
     assert unknown.incumbent_run == "replayed" and unknown.verdict == "unreliable" and "excitation" in unknown.note
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('{"sha256": "SHA", "evidence": null}', '"evidence" is not an object'),
+    ('{"sha256": "SHA", "evidence": []}', '"evidence" is not an object'),
+    ("[" * 100_000 + "]" * 100_000, "is not a model manifest"),
+    ("not json", "is not a model manifest"),
+])
+def test_a_manifest_the_gateway_would_refuse_is_refused_in_one_line(tmp_path: Path, text: str, says: str) -> None:
+    import hashlib
+
+    from edgewarden.gateway.errors import GatewayError
+    from edgewarden.training.manifest import record_evidence
+    from tests.helpers import write_linear_policy
+
+    model = write_linear_policy(tmp_path / "m.onnx")
+    before = text.replace("SHA", hashlib.sha256(model.read_bytes()).hexdigest())
+    (tmp_path / "m.onnx.json").write_text(before)
+    with pytest.raises(GatewayError, match=says):
+        record_evidence(model, "off_policy", {"verdict": "better"})
+    assert (tmp_path / "m.onnx.json").read_text() == before  # left as it was

@@ -3,6 +3,8 @@ process whose model is known."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,38 @@ def test_a_lag_dominant_process_is_tuned_on_its_initial_slope() -> None:
     true = Fopdt(gain=-2.0, tau_s=200.0, dead_s=0.5, fit=1.0, samples=m.samples, dt_s=0.1)
     assert simc(m, tau_c_s=2.0).kp == pytest.approx(simc(true, tau_c_s=2.0).kp, rel=0.15)
     assert simc(m, tau_c_s=2.0).tau_i_s == pytest.approx(4.0 * (2.0 + m.dead_s))
+
+
+def _log(d: Path, signal: str, bad_rows: tuple[int, ...] = ()) -> Path:
+    """An audit log of a step test (or a prbs) on the coolant of a known process,
+    ``bad_rows`` with an observation missing."""
+    from edgewarden.gateway.audit import AuditWriter
+
+    y, u = step_test(-0.05, 8.0, 1.0, seconds=80.0)
+    with AuditWriter(d) as w:
+        w.append("config_load", {"obs_tags": ["T", "T_sp"], "act_tags": ["coolant", "feed"]})
+        w.append("excitation", {"change": "start", "signal": signal, "amplitude": {"coolant": 15.0}})
+        for n in range(len(y)):
+            obs = [float(y[n])] if n in bad_rows else [float(y[n]), 350.0]
+            w.append("cycle", {"n": n, "mode": "AUTO", "obs": obs, "written": [float(u[n]), 100.0],
+                               "excite": [float(u[n]) - 100.0, 0.0], "t_mono": 0.1 * n})
+        w.append("excitation", {"change": "stop", "reason": "completed"})
+    return d
+
+
+def test_tune_reads_the_last_step_test_of_the_action_and_says_why_not_otherwise(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgewarden.gateway.cli import main
+
+    log = _log(tmp_path / "steps", "steps", bad_rows=(5,))  # a malformed row splits the run; the longer half is fitted
+    assert main(["tune", str(log), "--pv", "T", "--action", "coolant", "--setpoint", "350"]) == 0
+    out = capsys.readouterr().out
+    assert "model: T answers coolant with gain -0.0" in out and "setpoint = 350.0\nkp = " in out
+    prbs = _log(tmp_path / "prbs", "prbs")
+    assert main(["tune", str(prbs), "--pv", "T", "--action", "coolant", "--setpoint", "350"]) == 1
+    err = capsys.readouterr().err
+    assert "no step test of coolant in that range (a prbs is closed loop" in err and "Traceback" not in err
+    assert main(["tune", str(log), "--pv", "T", "--action", "feed", "--setpoint", "350"]) == 1
+    assert "no step test of feed" in capsys.readouterr().err
+    assert main(["tune", str(log), "--pv", "X", "--action", "coolant", "--setpoint", "350"]) == 1
+    assert "--pv X: not an observation of this log (observations: T, T_sp)" in capsys.readouterr().err
