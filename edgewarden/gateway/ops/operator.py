@@ -222,6 +222,8 @@ async def excite(host: Host, req: dict[str, Any]) -> tuple[Reply, dict[str, Any]
         if loop.modes.mode.name != "AUTO":
             raise ModeRefused(f"excite start needs AUTO: it excites the running controller's output (mode is "
                               f"{loop.modes.mode.name})")
+        if loop.alarms:  # it would stop on the next cycle: say why now
+            raise ModeRefused(f"excite start refused: alarms active ({', '.join(loop.alarms)})")
         held = sorted(set(getattr(loop.policy, "holds", ())) & set(req.get("amplitude") or {}))
         if held:
             raise ModeRefused(f"excite start refused: the {loop.policy.algorithm} controller holds "
