@@ -196,6 +196,7 @@ class ControlLoop:
         self._action = self.shield.safe.copy()  # last written (or, in ESTOP, safe) action
         policy.attach(self._action, self._obs64, self.period)
         self._out = np.zeros(n_act)
+        self._saved_action = np.zeros(n_act)  # the last action, kept while a controller sees it less the test signal
         self.outputs = Outputs(settings, tags, transport, self.stats)
         self.last_safe_write: dict[str, Any] | None = None  # the e-stop's, for its trip record
         self._safe_out: dict[str, Any] | None = None  # the safe write of a trip this cycle's decision raised
@@ -553,8 +554,16 @@ class ControlLoop:
         self.snap.values.take(self._obs_slots, out=self._obs64)
         np.copyto(self._obs, self._obs64, casting="same_kind")
         t_infer = time.perf_counter()
+        added = self.excitation.added  # what the test signal added to the last write (None: nothing)
         try:
-            self._proposed[:] = self.policy.infer(self._obs)
+            try:
+                if added is not None:  # the controller sees its own last output, not the operator's test signal
+                    np.copyto(self._saved_action, self._action)
+                    self._action -= added
+                self._proposed[:] = self.policy.infer(self._obs)
+            finally:
+                if added is not None:
+                    np.copyto(self._action, self._saved_action)
             self._t[_INFER] = time.perf_counter() - t_infer
         except PolicyError as exc:
             self.stats.policy_faults += 1

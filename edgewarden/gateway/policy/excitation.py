@@ -67,6 +67,7 @@ class Excitation:
         self._rng = np.random.default_rng(0)
         self._kind, self._hold, self._until, self._next, self._k = "prbs", 1.0, -math.inf, 0.0, 0
         self.active = False
+        self._added = False  # the last step's offsets went into a write
         self.started: dict[str, Any] | None = None
 
     def start(self, kind: str, amplitude: dict[str, float], hold_s: float, duration_s: float, seed: int,
@@ -99,6 +100,7 @@ class Excitation:
         self._level[:] = 0.0
         self._offset[:] = 0.0
         self._out[:] = 0.0
+        self._added = False
         self._base = None
         self._closed[:] = amp == 0
         self._t_last = now
@@ -123,6 +125,7 @@ class Excitation:
             if not self._out.any():
                 self.stop("completed", "gateway")
                 return None
+            self._added = True
             return self._out
         while now >= self._next:  # a new level (a late cycle catches up, the sequence stays the seed's)
             if self._kind == "prbs":
@@ -149,7 +152,17 @@ class Excitation:
         np.subtract(hi, proposal, out=self._room_up)
         np.maximum(self._room_up, 0.0, out=self._room_up)
         np.clip(self._out, self._room_down, self._room_up, out=self._out)
+        self._added = True
         return self._out
+
+    @property
+    def added(self) -> np.ndarray | None:
+        """What the last step of a ``prbs`` added to the controller's proposal (None:
+        nothing): the controller, which stays in control, is shown its last output without
+        it (a PID's anti-windup would take the test signal for a cut of its output). A
+        ``steps`` test is open loop: the controller sees what was written, so its integral
+        does not run on while its output is not used."""
+        return self._out if self._added and self._kind == "prbs" else None
 
     def use_limits(self, span: np.ndarray, rate: np.ndarray, limits: ExcitationSection) -> None:
         """A reload changed the actions' bounds or rates, or these limits: the next start
@@ -162,7 +175,7 @@ class Excitation:
         """End it (False when none ran); on record with why."""
         if not self.active:
             return False
-        self.active = False
+        self.active = self._added = False
         self._record("excitation", {"change": "stop", "reason": reason, "actor": actor, "levels": self._k})
         return True
 

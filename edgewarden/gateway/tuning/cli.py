@@ -47,7 +47,7 @@ def step_test(directory: Path, pv: str, action: str, since: float | None = None,
         raise AuditError(f"{directory}: not a directory")
     obs_tags: list[str] = []
     act_tags: list[str] = []
-    test: tuple[str, frozenset[str]] | None = None  # the excitation running: its signal and actions
+    test: tuple[str, frozenset[str], float] | None = None  # the excitation running: signal, actions, end
     runs: list[list[dict[str, Any]]] = []
     signals: set[str] = set()  # the signals this action was excited with in the range
     for rec in iter_records(directory):
@@ -56,15 +56,16 @@ def step_test(directory: Path, pv: str, action: str, since: float | None = None,
         if kind == "config_load" and isinstance(p.get("obs_tags"), list) and isinstance(p.get("act_tags"), list):
             obs_tags, act_tags = [str(t) for t in p["obs_tags"]], [str(t) for t in p["act_tags"]]
         elif kind == "excitation":
-            amplitude = p.get("amplitude")
-            test = (str(p.get("signal")), frozenset(amplitude)) if p.get("change") == "start" and isinstance(
-                amplitude, dict) else None
+            amplitude, start, duration = p.get("amplitude"), p.get("t_mono"), p.get("duration_s")
+            started = p.get("change") == "start" and isinstance(amplitude, dict)
+            end = float(start) + float(duration) if _numbers([start, duration], 2) else math.inf
+            test = (str(p.get("signal")), frozenset(amplitude), end) if started else None
         if kind != "cycle" or not in_window(p, since, until) or test is None or action not in test[1]:
             continue
         signals.add(test[0])
         usable = (test[0] == "steps" and isinstance(p.get("excite"), list) and isinstance(p.get("n"), int)
                   and _numbers(p.get("obs"), len(obs_tags)) and _numbers(p.get("written"), len(act_tags))
-                  and _numbers([p.get("t_mono")], 1))
+                  and _numbers([p.get("t_mono")], 1) and p["t_mono"] <= test[2])  # not the ramp back after it
         if not usable:
             continue
         row = {"n": p["n"], "t": float(p["t_mono"]), "obs": p["obs"], "written": p["written"],

@@ -92,3 +92,19 @@ def test_what_the_limits_refuse(kind: str, amplitude: dict, hold: float, duratio
     with pytest.raises(ValueError, match=says.replace("(", r"\(").replace("[", r"\[").replace("+", r"\+")):
         ex.start(kind, amplitude, hold, duration, 0, "alice", "", 0.0)
     assert not ex.active and records == []
+
+
+def test_a_prbs_controller_sees_its_own_output_and_a_step_test_does_not() -> None:
+    """In a prbs the controller stays in control: it is shown its last output without the
+    test signal (else a PID's anti-windup takes the signal for a cut). A step test is open
+    loop: the controller sees what was written, so its integral does not run on."""
+    prbs, _ = excitation()
+    prbs.start("prbs", {"coolant_flow_sp": 10.0}, 1.0, 10.0, 0, "alice", "", 0.0)
+    assert prbs.added is None  # nothing added yet
+    off = prbs.step(0.1, np.array([100.0, 100.0]), np.zeros(2), SPAN)
+    assert prbs.added is off and abs(off[0]) == 10.0
+    prbs.stop("done", "alice")
+    assert prbs.added is None
+    steps, _ = excitation()
+    steps.start("steps", {"coolant_flow_sp": 10.0}, 1.0, 10.0, 0, "alice", "", 0.0)
+    assert steps.step(0.1, np.array([100.0, 100.0]), np.zeros(2), SPAN) is not None and steps.added is None
