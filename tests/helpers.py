@@ -110,6 +110,15 @@ def write_two_run_log(d: Path, t0: float) -> Path:
     return d
 
 
+# The CSTR's feed held at 100 L/min as a [policy.pid] loop (kp = 0, the bias alone)
+FEED_HELD = """
+[policy.pid.feed_flow_sp]   # a constant feed: kp = 0, the bias alone
+pv = "T"
+setpoint = 0.0
+kp = 0.0
+bias = 100.0
+"""
+
 # The CSTR's coolant loop as [policy] kind = "pid" runs it (the example's fallback tuning)
 CSTR_COOLANT_PID = """
 [policy.pid.coolant_flow_sp]

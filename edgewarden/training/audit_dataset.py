@@ -38,12 +38,6 @@ def _names(given: Any, n: int, default: str) -> list[str]:
     return [default.format(i) for i in range(n)]
 
 
-def configured_bounds(info: dict[str, Any], n_act: int) -> bool:
-    """Whether the log recorded the actions' configured bounds (logs before that did not)."""
-    return all(isinstance(b, list) and len(b) == n_act and all(isinstance(v, (int, float)) for v in b)
-               for b in (info["act_low"], info["act_high"]))
-
-
 def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None, until: float | None = None,
                        plant: str | None = None, reward: RewardSpec | None = None) -> int:
     """Write the AUTO cycle history of the log as a training dataset; return its rows."""
@@ -111,7 +105,8 @@ def dataset_from_audit(directory: Path, out: Path, *, since: float | None = None
     actions = np.asarray(act, dtype=np.float32)
     next_obs = np.asarray(nxt, dtype=np.float32)
     low, high = info["act_low"], info["act_high"]
-    configured = configured_bounds(info, n_act)
+    configured = all(isinstance(b, list) and len(b) == n_act and all(isinstance(v, (int, float)) for v in b)
+                     for b in (low, high))
     if not configured:  # a log from before the bounds were recorded: the data's own extremes
         low, high = actions.min(axis=0).tolist(), actions.max(axis=0).tolist()
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.fault.harness import Bench, bench, wait_for
-from tests.helpers import CSTR_COOLANT_PID, contract
+from tests.helpers import CSTR_COOLANT_PID, FEED_HELD, contract
 
 OBSERVATIONS = ("T", "CA", "Tj", "T_sp", "coolant_flow", "feed_flow")
 UNITS = ("K", "mol/L", "K", "K", "L/min", "L/min")
@@ -29,13 +29,6 @@ PID_WITH_READBACKS = {
     r'^path = "[^"]*"': 'kind = "pid"\npromote_after_s = 1.0\npromote_requires_estimate = false',
     r"^observations = \[[^\]]*\]": "observations = " + str(list(OBSERVATIONS)).replace("'", '"'),
 }
-FEED_HELD = """
-[policy.pid.feed_flow_sp]   # a constant feed: kp = 0, the bias alone
-pv = "T"
-setpoint = 0.0
-kp = 0.0
-bias = 100.0
-"""
 
 
 def linear_model(path: Path, weight: np.ndarray, bias: np.ndarray) -> Path:

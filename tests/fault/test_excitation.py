@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from tests.fault.harness import bench, wait_for
-from tests.fault.test_authority import FEED_HELD
-from tests.helpers import CSTR_COOLANT_PID
+from tests.helpers import CSTR_COOLANT_PID, FEED_HELD
 
 PID = {r'^path = "[^"]*"': 'kind = "pid"'}
 

@@ -16,6 +16,7 @@ import pytest
 
 from edgewarden.gateway.cli import main
 from tests.fault.harness import bench, wait_for
+from tests.helpers import FEED_HELD
 
 RENAME = {"T": "reactor_temp", "T_sp": "temp_sp", "coolant_flow_sp": "cw_valve_sp", "feed_flow_sp": "feed_sp"}
 REPLACE = {
@@ -130,13 +131,7 @@ setpoint = 350.0
 kp = -20.0
 ki = -2.0
 bias = 100.0
-
-[policy.pid.feed_flow_sp]
-pv = "T"
-setpoint = 0.0
-kp = 0.0
-bias = 100.0
-"""
+""" + FEED_HELD
 
 
 @pytest.mark.anyio

@@ -54,15 +54,12 @@ class Excitation:
         self._ramp = 0.5 * np.asarray(rate, dtype=float)  # per second; inf: no rate limit
         self._limits = limits
         self._record = record
-        self._amp = np.zeros(len(self._actions))
-        self._level = np.zeros(len(self._actions))
-        self._target = np.zeros(len(self._actions))
-        self._offset = np.zeros(len(self._actions))
-        self._out = np.zeros(len(self._actions))
         n = len(self._actions)
+        # buffers kept from cycle to cycle
+        self._amp, self._level, self._target, self._offset, self._out = (np.zeros(n) for _ in range(5))
         self._zeros, self._step, self._room_up, self._room_down = (np.zeros(n) for _ in range(4))
         self._base: np.ndarray | None = None  # steps: the controller's output when the test started
-        self._closed = np.ones(len(self._actions), dtype=bool)  # the actions not excited
+        self._closed = np.ones(n, dtype=bool)  # the actions not excited
         self._t_last = math.nan
         self._rng = np.random.default_rng(0)
         self._kind, self._hold, self._until, self._next, self._k = "prbs", 1.0, -math.inf, 0.0, 0
