@@ -176,6 +176,9 @@ async def test_a_constant_setpoint_plc_excited_history_to_a_promotion_on_evidenc
         await asyncio.sleep(1.0)
         assert (await b.cmd("auto"))["ok"]
         await asyncio.sleep(3.0)
+        # agreement for promote_after_s counts from the end of the disturbance's transient:
+        # how long that takes depends on the machine, so wait for it (up to 20 s)
+        await wait_for(lambda: b.gateway.loop.models.report.agree_s >= 1.0, "a second of agreement", timeout=20)
         reply = await b.cmd("model", action="promote")
         assert reply["ok"], reply  # no --force: every piece of evidence holds
         await wait_for(lambda: b.gateway.loop.policy.sha256 != pid_sha, "the learned model active")
